@@ -1,0 +1,67 @@
+"""minionize: turn any program or Python function into a queue-driven worker.
+
+>>> from minionize import minionizer, FuncCallback
+>>> minionizer(FuncCallback(simulate)).run()          # doctest: +SKIP
+
+Names are imported on first use so that ``minionize --version`` starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from .callbacks.base import Callback, Outcome, Result, Task
+    from .callbacks.docker import DockerCallback
+    from .callbacks.function import FuncCallback, task
+    from .callbacks.process import ProcessCallback
+    from .config import Settings
+    from .engines.base import Delivery, Engine, Param
+    from .errors import (
+        CallbackError,
+        ConfigError,
+        EngineError,
+        MinionizeError,
+        MissingExtraError,
+        UnsupportedOperation,
+    )
+    from .minion import Minion, minionizer
+    from .reporters.base import Reporter
+
+_EXPORTS = {
+    "minionizer": "minionize.minion",
+    "Minion": "minionize.minion",
+    "ProcessCallback": "minionize.callbacks.process",
+    "FuncCallback": "minionize.callbacks.function",
+    "task": "minionize.callbacks.function",
+    "DockerCallback": "minionize.callbacks.docker",
+    "Callback": "minionize.callbacks.base",
+    "Outcome": "minionize.callbacks.base",
+    "Result": "minionize.callbacks.base",
+    "Task": "minionize.callbacks.base",
+    "Delivery": "minionize.engines.base",
+    "Engine": "minionize.engines.base",
+    "Param": "minionize.engines.base",
+    "Reporter": "minionize.reporters.base",
+    "Settings": "minionize.config",
+    "MinionizeError": "minionize.errors",
+    "ConfigError": "minionize.errors",
+    "EngineError": "minionize.errors",
+    "CallbackError": "minionize.errors",
+    "MissingExtraError": "minionize.errors",
+    "UnsupportedOperation": "minionize.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'minionize' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,3 @@
+from .cli.minion import main
+
+raise SystemExit(main())

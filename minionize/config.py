@@ -1,0 +1,214 @@
+"""Settings, read once from the environment (and a ``.env`` file) and validated at start.
+
+The real environment wins over ``.env``. Each engine, callback and reporter reads its own
+variables through :class:`Env`, whose getters raise :class:`ConfigError` with a message
+that names the variable and says how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import ConfigError
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", ""})
+
+
+def load_dotenv_file(path: str | os.PathLike[str] = ".env") -> None:
+    """Load ``path`` (default: ``.env`` in the working directory) into ``os.environ``.
+
+    Variables already in the environment are kept: the real environment wins.
+    """
+    if not Path(path).is_file():
+        return
+    from dotenv import load_dotenv
+
+    load_dotenv(path, override=False)
+
+
+class Env:
+    """Typed, validating access to a mapping of environment variables."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        self.values: Mapping[str, str] = os.environ if values is None else values
+
+    def raw(self, name: str) -> str | None:
+        value = self.values.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def str(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def required(self, name: str, hint: str) -> str:
+        value = self.raw(name)
+        if value is None:
+            raise ConfigError(f"{name} is not set: {hint}")
+        return value
+
+    def int(self, name: str, default: int | None, minimum: int | None = None) -> int | None:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise ConfigError(f"{name}={value!r} is not an integer: set it to a whole number") from None
+        if minimum is not None and number < minimum:
+            raise ConfigError(f"{name}={value!r} is too small: set it to {minimum} or more")
+        return number
+
+    def seconds(self, name: str, default: float | None, allow_zero: bool = False) -> float | None:
+        """A duration in seconds; ``none``/``0`` (unless ``allow_zero``) means no limit."""
+        value = self.raw(name)
+        if value is None or value.lower() in ("none", "inf", "never"):
+            return default if value is None else None
+        try:
+            number = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"{name}={value!r} is not a number of seconds: set it to e.g. 30 or 0.5"
+            ) from None
+        if number < 0 or number != number:
+            raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
+        if number == 0 and not allow_zero:
+            return None
+        return number
+
+    def bool(self, name: str, default: bool = False) -> bool:
+        value = self.values.get(name)
+        if value is None:
+            return default
+        word = value.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        raise ConfigError(f"{name}={value!r} is not a yes/no value: set it to 1 or 0")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        return value
+
+
+def available_cpus(env: Mapping[str, str] | None = None) -> int:
+    """The CPUs this process may use, as the batch scheduler or the kernel says.
+
+    Order: ``SLURM_CPUS_PER_TASK``, ``SLURM_CPUS_ON_NODE``, the lines naming this host in
+    ``OAR_NODEFILE``, then the CPU affinity mask.
+    """
+    env = os.environ if env is None else env
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        value = env.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    nodefile = env.get("OAR_NODEFILE", "").strip()
+    if nodefile:
+        try:
+            lines = Path(nodefile).read_text().split()
+        except OSError:
+            lines = []
+        names = {socket.gethostname(), socket.getfqdn(), socket.gethostname().split(".")[0]}
+        mine = sum(1 for line in lines if line in names or line.split(".")[0] in names)
+        if mine > 0:
+            return mine
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def parse_concurrency(value: str | None, env: Mapping[str, str] | None = None) -> int:
+    if value is None or value.strip() == "":
+        return 1
+    word = value.strip().lower()
+    if word == "auto":
+        return available_cpus(env)
+    try:
+        number = int(word)
+    except ValueError:
+        raise ConfigError(
+            f"MINION_CONCURRENCY={value!r} is not a number: set it to a positive integer or auto"
+        ) from None
+    if number < 1:
+        raise ConfigError(f"MINION_CONCURRENCY={value!r} must be at least 1 (or auto)")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the minion loop needs, validated. Engine-specific variables stay in ``env``."""
+
+    engine: str = "sweep"
+    reporter: str = "null"
+    callback: str = "process"
+    concurrency: int = 1
+    max_attempts: int = 3
+    task_timeout: Optional[float] = None
+    grace_period: float = 10.0
+    idle_timeout: Optional[float] = None
+    lease: float = 300.0
+    wait: bool = False
+    log_dir: Optional[str] = None
+    dry: bool = False
+    shell: bool = False
+    template: Optional[str] = None
+    env: Env = field(default_factory=Env)
+
+    @classmethod
+    def from_env(
+        cls, values: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Read and validate every common variable. ``overrides`` (from flags) win."""
+        env = Env(values)
+        concurrency_raw = overrides.pop("concurrency", None)
+        if concurrency_raw is None:
+            concurrency_raw = env.raw("MINION_CONCURRENCY")
+        settings = cls(
+            engine=env.str("MINION_ENGINE", "sweep") or "sweep",
+            reporter=env.str("MINION_REPORTER", "null") or "null",
+            callback=env.choice("MINION_CALLBACK", "process", ("process", "docker")),
+            concurrency=parse_concurrency(
+                None if concurrency_raw is None else str(concurrency_raw), env.values
+            ),
+            max_attempts=env.int("MINION_MAX_ATTEMPTS", 3, minimum=1) or 3,
+            task_timeout=env.seconds("MINION_TASK_TIMEOUT", None),
+            grace_period=_not_none(env.seconds("MINION_GRACE_PERIOD", 10.0, allow_zero=True), 10.0),
+            idle_timeout=env.seconds("MINION_IDLE_TIMEOUT", None),
+            lease=_not_none(env.seconds("MINION_LEASE", 300.0), 300.0),
+            wait=env.bool("MINION_WAIT"),
+            log_dir=env.str("MINION_LOG_DIR"),
+            dry=env.bool("DRY"),
+            shell=env.bool("MINION_SHELL"),
+            template=env.str("MINION_TEMPLATE"),
+            env=env,
+        )
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides:
+            settings = replace(settings, **overrides)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("MINION_CONCURRENCY must be at least 1 (or auto)")
+        if self.max_attempts < 1:
+            raise ConfigError("MINION_MAX_ATTEMPTS must be at least 1")
+        if self.task_timeout is not None and self.task_timeout <= 0:
+            raise ConfigError("MINION_TASK_TIMEOUT must be a positive number of seconds")
+        if self.lease <= 0:
+            raise ConfigError("MINION_LEASE must be a positive number of seconds")
+
+
+def _not_none(value: float | None, default: float) -> float:
+    return default if value is None else value

@@ -1,0 +1,71 @@
+"""Engines, found by name through the entry-point group ``minionize.engines``.
+
+The built-in engines are registered in that group too (see pyproject.toml); they are
+also listed here so that starting a minion does not scan every installed distribution.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from .base import Delivery, Engine, Param
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["Delivery", "Engine", "Param", "BUILTIN_ENGINES", "engine_class", "load_engine"]
+
+BUILTIN_ENGINES = {
+    "sweep": "minionize.engines.sweep:SweepEngine",
+    "execo": "minionize.engines.sweep:SweepEngine",
+    "file": "minionize.engines.file:FileEngine",
+    "pubsub": "minionize.engines.pubsub:PubSubEngine",
+    "google": "minionize.engines.pubsub:PubSubEngine",
+    "pulsar": "minionize.engines.pulsar:PulsarEngine",
+    "redis": "minionize.engines.redis:RedisEngine",
+}
+
+ENTRY_POINT_GROUP = "minionize.engines"
+
+
+def _load(target: str) -> type[Engine]:
+    module_name, _, attribute = target.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, attribute)
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise ConfigError(f"{target} is not a minionize Engine subclass")
+    return cls
+
+
+def _plugin_targets() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    eps = entry_points()
+    group = (
+        eps.select(group=ENTRY_POINT_GROUP)  # type: ignore[attr-defined,unused-ignore]
+        if hasattr(eps, "select")
+        else eps.get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined,unused-ignore]
+    )
+    return {ep.name: ep.value for ep in group}
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The engine class registered as ``name``; ConfigError when none is."""
+    key = name.strip().lower()
+    target = BUILTIN_ENGINES.get(key)
+    if target is None:
+        plugins = _plugin_targets()
+        target = plugins.get(key) or plugins.get(name)
+        if target is None:
+            known = sorted(set(BUILTIN_ENGINES) | set(plugins))
+            raise ConfigError(
+                f"MINION_ENGINE={name!r} is not a known engine: use one of {', '.join(known)}"
+            )
+    return _load(target)
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Build the engine that ``settings.engine`` names."""
+    return engine_class(settings.engine).from_settings(settings)

@@ -1,0 +1,141 @@
+"""The Engine protocol: where params come from, and where their outcome goes back.
+
+An engine hands out :class:`Delivery` objects and settles each one exactly once, in one
+of four ways chosen by the minion loop (never by the engine):
+
+* :meth:`Engine.ack`: the param succeeded; it is done.
+* :meth:`Engine.retry`: an attempt failed; put the param back, the attempt counts.
+* :meth:`Engine.release`: the minion stops (SIGTERM); put the param back, the attempt
+  does not count.
+* :meth:`Engine.dead_letter`: the last attempt failed; keep the param, with the reason,
+  where a person can see and replay it. Never mark it done.
+
+Threads: :meth:`Engine.take` is called by one thread at a time; the settling methods and
+:meth:`Engine.extend` may be called from other threads at the same time, so engines
+guard their state with a lock.
+
+Queue administration (``minion-queue``) uses the optional methods at the end
+(:meth:`fill`, :meth:`status`, ...); an engine that cannot do one raises
+:class:`~minionize.errors.UnsupportedOperation`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
+
+from ..errors import UnsupportedOperation
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+Param = Any
+"""A param: any JSON value (string, number, list, mapping, ...)."""
+
+
+@dataclass
+class Delivery:
+    """One param handed to this minion, for one attempt.
+
+    ``id`` is the engine's stable name for the param (the same across attempts where the
+    engine can tell); ``attempt`` counts from 1; ``handle`` is private to the engine.
+    """
+
+    param: Param
+    id: str
+    attempt: int = 1
+    handle: Any = None
+
+
+class Engine(abc.ABC):
+    """A queue of params. Subclasses keep this method order: construction, taking,
+    settling, leases, lifecycle, administration."""
+
+    #: The name users give in ``MINION_ENGINE``.
+    name: ClassVar[str] = "engine"
+
+    @classmethod
+    @abc.abstractmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        """Build the engine from validated settings; engine variables are read from
+        ``settings.env`` (raise :class:`~minionize.errors.ConfigError` naming them)."""
+
+    # -- taking ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def take(self, max_count: int, timeout: float) -> list[Delivery]:
+        """Up to ``max_count`` deliveries, waiting at most ``timeout`` seconds for the
+        first. An empty list means none right now; see :meth:`exhausted`."""
+
+    def exhausted(self) -> bool:
+        """True when nothing will ever be available again (a finite queue is drained).
+
+        The loop asks this after an empty :meth:`take`, when this minion runs nothing.
+        Endless queues (Pub/Sub, Redis, Pulsar) return False and rely on
+        ``MINION_IDLE_TIMEOUT``.
+        """
+        return False
+
+    def peek(self, limit: int) -> list[Param]:
+        """Up to ``limit`` params that would be taken next, without taking them (``DRY``)."""
+        raise UnsupportedOperation(f"the {self.name} engine cannot show params without taking them")
+
+    # -- settling --------------------------------------------------------------------
+    @abc.abstractmethod
+    def ack(self, delivery: Delivery) -> None:
+        """The param succeeded."""
+
+    @abc.abstractmethod
+    def retry(self, delivery: Delivery, reason: str) -> None:
+        """The attempt failed and attempts remain: make the param available again."""
+
+    @abc.abstractmethod
+    def release(self, delivery: Delivery) -> None:
+        """Give the param back without counting an attempt (graceful stop)."""
+
+    @abc.abstractmethod
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """The last attempt failed: keep the param aside with ``reason``."""
+
+    # -- leases ----------------------------------------------------------------------
+    def heartbeat_interval(self) -> Optional[float]:
+        """How often the loop must call :meth:`extend` while tasks run (None: never)."""
+        return None
+
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        """Renew the leases of running deliveries."""
+
+    # -- lifecycle -------------------------------------------------------------------
+    def open(self) -> None:
+        """Connect and check that the queue is usable; raise EngineError/ConfigError."""
+
+    def close(self) -> None:
+        """Release resources. Called once, after every delivery was settled."""
+
+    def describe(self) -> str:
+        """A short human description (``sweep queue in ./sweeps``)."""
+        return f"{self.name} engine"
+
+    # -- administration (minion-queue) -----------------------------------------------
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        """Add params; return (added, skipped as already present)."""
+        raise UnsupportedOperation(f"the {self.name} engine cannot be filled by minion-queue")
+
+    def status(self) -> dict[str, Any]:
+        """Counters. Keys, where the engine can tell: ``todo``, ``in_flight``,
+        ``expired``, ``done``, ``dead``, ``total``."""
+        raise UnsupportedOperation(f"the {self.name} engine cannot report its status")
+
+    def requeue_dead(self) -> int:
+        """Make dead-lettered params available again; return how many."""
+        raise UnsupportedOperation(f"the {self.name} engine cannot requeue dead letters")
+
+    def reset_expired(self) -> int:
+        """Put params whose lease expired back now; return how many."""
+        raise UnsupportedOperation(f"the {self.name} engine has no leases to reset")
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Records of ``kind`` (``done`` or ``dead``): at least ``param``, and for dead
+        letters ``reason``."""
+        raise UnsupportedOperation(f"the {self.name} engine cannot list {kind} params")
