@@ -63,6 +63,8 @@ class Task:
     #: When the polite stop was sent (the kill follows after the grace period).
     terminated_at: Optional[float] = None
     killed: bool = False
+    #: Set once the loop settled the delivery (acked, retried, released, dead-lettered).
+    settled: bool = False
     #: Private to the callback: a process id, a container id, ...
     handle: Any = None
     lock: threading.Lock = field(default_factory=threading.Lock)

@@ -41,12 +41,16 @@ class Delivery:
 
     ``id`` is the engine's stable name for the param (the same across attempts where the
     engine can tell); ``attempt`` counts from 1; ``handle`` is private to the engine.
+    ``error`` is set by an engine that could not decode the message: the loop then
+    dead-letters it at once with that reason instead of running it (a bad message never
+    crash-loops a minion).
     """
 
     param: Param
     id: str
     attempt: int = 1
     handle: Any = None
+    error: Optional[str] = None
 
 
 class Engine(abc.ABC):
