@@ -1,0 +1,220 @@
+"""``minionize [options] PROGRAM [ARGS...]``: run a program once per param of a queue."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Optional
+
+DESCRIPTION = """\
+Run PROGRAM once per param taken from a queue, acknowledging each success back to
+the queue. Failures are retried, then dead-lettered; nothing is lost on a crash.
+
+A scalar param is appended to the command as one argument, a list as several; {} in an
+argument is replaced by the param (like xargs -I{}); a mapping needs --template. No shell
+is involved unless --shell is given, so a param is never run as a command. The program
+also gets MINION_PARAM (the param as JSON), MINION_PARAM_ID and MINION_ATTEMPT.
+
+Settings come from the environment and from .env in the working directory (the
+environment wins); each option below overrides the variable it names. Every variable is
+listed, with its default, in .env.example.
+"""
+
+EPILOG = """\
+examples:
+  minion-queue fill 0..9 && minionize echo hello        # sweep queue in ./sweeps
+  seq 10 | MINION_ENGINE=file minionize -j 4 ./a.out     # params from stdin
+  minionize --template 'a.out --x {x} --y {y}' --engine file   # JSON mappings
+  minionize --docker my-image --timeout 600             # one container per param
+
+exit codes: 0 every param taken succeeded (or was given back on a stop),
+            1 at least one param was dead-lettered, 2 usage or configuration error,
+            130/143 a second SIGINT/SIGTERM stopped the minion at once.
+"""
+
+#: option dest -> the variable it overrides
+FLAG_VARIABLES = {
+    "engine": "MINION_ENGINE",
+    "concurrency": "MINION_CONCURRENCY",
+    "max_attempts": "MINION_MAX_ATTEMPTS",
+    "timeout": "MINION_TASK_TIMEOUT",
+    "grace_period": "MINION_GRACE_PERIOD",
+    "idle_timeout": "MINION_IDLE_TIMEOUT",
+    "lease": "MINION_LEASE",
+    "reporter": "MINION_REPORTER",
+    "log_dir": "MINION_LOG_DIR",
+    "template": "MINION_TEMPLATE",
+    "docker": "MINION_DOCKER_IMAGE",
+    "queue_dir": "EXECO_PERSISTENCE_DIR",
+    "file": "FILE_PATH",
+}
+SWITCH_VARIABLES = {"wait": "MINION_WAIT", "shell": "MINION_SHELL", "dry_run": "DRY"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="minionize",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"minionize {__version__}")
+    queue = parser.add_argument_group("queue")
+    queue.add_argument(
+        "-e", "--engine", metavar="NAME",
+        help="where params come from: sweep (default), file, redis, pubsub, pulsar "
+        "(MINION_ENGINE)",
+    )
+    queue.add_argument(
+        "--queue-dir", metavar="DIR",
+        help="the sweep queue's directory (EXECO_PERSISTENCE_DIR, default: sweeps)",
+    )
+    queue.add_argument(
+        "--file", metavar="PATH",
+        help="the file engine's input, one param per line; - for stdin (FILE_PATH)",
+    )
+    queue.add_argument(
+        "--wait", action="store_true", default=None,
+        help="on a drained sweep queue, stay until params held by other minions are "
+        "done or come back (MINION_WAIT=1)",
+    )
+    queue.add_argument(
+        "--idle-timeout", metavar="SECONDS",
+        help="end after this long without a param, on an endless queue (MINION_IDLE_TIMEOUT)",
+    )
+    queue.add_argument(
+        "--lease", metavar="SECONDS",
+        help="how long a claimed param stays reserved without a heartbeat (MINION_LEASE, "
+        "default 300)",
+    )
+    run = parser.add_argument_group("running")
+    run.add_argument(
+        "-j", "--concurrency", metavar="N",
+        help="tasks at once in this minion; auto = the CPUs this job may use "
+        "(MINION_CONCURRENCY, default 1)",
+    )
+    run.add_argument(
+        "--max-attempts", metavar="N",
+        help="attempts before a param is dead-lettered (MINION_MAX_ATTEMPTS, default 3)",
+    )
+    run.add_argument(
+        "-t", "--timeout", metavar="SECONDS",
+        help="stop a task's whole process group after this long; the attempt fails "
+        "(MINION_TASK_TIMEOUT, default none)",
+    )
+    run.add_argument(
+        "--grace-period", metavar="SECONDS",
+        help="between SIGTERM and SIGKILL when tasks are stopped (MINION_GRACE_PERIOD, "
+        "default 10)",
+    )
+    run.add_argument(
+        "--template", metavar="TEMPLATE",
+        help="the command, with {name} filled from a mapping param and {} with the whole "
+        "param, e.g. 'a.out --x {x} {y}' (MINION_TEMPLATE)",
+    )
+    run.add_argument(
+        "--shell", action="store_true", default=None,
+        help="run the command with /bin/sh -c; values from the param are still quoted "
+        "(MINION_SHELL=1)",
+    )
+    run.add_argument(
+        "--docker", metavar="IMAGE",
+        help="run each param in a container of IMAGE; the command, if any, runs in it "
+        "(MINION_CALLBACK=docker, MINION_DOCKER_IMAGE)",
+    )
+    run.add_argument(
+        "--log-dir", metavar="DIR",
+        help="save each task's stdout and stderr in DIR/<id>.<attempt>.out|err "
+        "(MINION_LOG_DIR)",
+    )
+    run.add_argument(
+        "-n", "--dry-run", action="store_true", default=None,
+        help="print what would run, consume nothing (DRY=1)",
+    )
+    report = parser.add_argument_group("reporting")
+    report.add_argument(
+        "--reporter", metavar="NAME",
+        help="null (default), stdout, or json (read by minion-status) (MINION_REPORTER)",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]",
+                        help="the program to run for each param, and its arguments")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["--version"]:  # answer before importing anything
+        from .._version import __version__
+
+        print(f"minionize {__version__}")
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    from ..errors import MinionizeError
+
+    try:
+        return run(args)
+    except MinionizeError as exc:
+        print(f"minionize: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import Settings, load_dotenv_file
+    from ..errors import ConfigError
+
+    load_dotenv_file()
+    values = dict(os.environ)
+    for dest, variable in FLAG_VARIABLES.items():
+        value = getattr(args, dest)
+        if value is not None:
+            values[variable] = str(value)
+    for dest, variable in SWITCH_VARIABLES.items():
+        if getattr(args, dest):
+            values[variable] = "1"
+    if args.docker:
+        values["MINION_CALLBACK"] = "docker"
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    settings = Settings.from_env(values)
+
+    if settings.callback == "docker":
+        from ..callbacks.docker import DockerCallback
+
+        image = settings.env.str("MINION_DOCKER_IMAGE")
+        callback = DockerCallback.from_settings(settings, image, command)
+    else:
+        if not command and not settings.template:
+            raise ConfigError(
+                "no program given: minionize [options] PROGRAM [ARGS...] "
+                "(or set MINION_TEMPLATE / --template)"
+            )
+        if command and settings.template:
+            raise ConfigError(
+                "give the program either on the command line or in --template/MINION_TEMPLATE, "
+                "not both"
+            )
+        from ..callbacks.process import ProcessCallback
+
+        try:
+            callback = ProcessCallback(
+                command,
+                template=settings.template,
+                shell=settings.shell,
+                log_dir=settings.log_dir,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"MINION_TEMPLATE: {exc}") from None
+
+    from ..minion import Minion
+
+    return Minion(callback, settings=settings).run()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
