@@ -32,8 +32,11 @@ ENTRY_POINT_GROUP = "minionize.engines"
 
 def _load(target: str) -> type[Engine]:
     module_name, _, attribute = target.partition(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, attribute)
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"the engine {target} cannot be loaded: {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, Engine)):
         raise ConfigError(f"{target} is not a minionize Engine subclass")
     return cls

@@ -1,0 +1,104 @@
+"""Process overhead: `true` x N through minionize, against xargs, GNU parallel and the
+physical limit (two threads that do nothing but posix_spawn `true` and wait), in one run.
+
+    python bench/bench_process.py [--tasks 10000] [--engine file|sweep] [--reporter null|json]
+
+Prints tasks/s for each and minionize's ratio to the bare loop and to xargs.
+Target: minionize >= 0.8 x the bare loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TRUE = shutil.which("true") or "/bin/true"
+
+
+def bare_loop(n: int, parallel: int = 2) -> float:
+    """Spawn `true` n times, `parallel` at a time, doing nothing else."""
+    counter = iter(range(n))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if next(counter, None) is None:
+                    return
+            pid = os.posix_spawn(TRUE, [TRUE], os.environ)
+            os.waitpid(pid, 0)
+
+    threads = [threading.Thread(target=worker) for _ in range(parallel)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return n / (time.perf_counter() - start)
+
+
+def timed(cmd: list[str], stdin: bytes, env: dict[str, str] | None = None, cwd: str | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, input=stdin, check=True, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--engine", default="file", choices=("file", "sweep"))
+    parser.add_argument("--reporter", default="null")
+    args = parser.parse_args()
+    n = args.tasks
+    lines = "".join(f"{i}\n" for i in range(n)).encode()
+    minionize = [sys.executable, "-m", "minionize"]
+    results: dict[str, float] = {}
+
+    results["bare loop (2 threads posix_spawn+wait)"] = bare_loop(n)
+    results["xargs -P 2 -n 1 true"] = n / timed(["xargs", "-P", "2", "-n", "1", TRUE], lines)
+    if shutil.which("parallel"):
+        results["GNU parallel -j 2 true"] = n / timed(["parallel", "-j", "2", TRUE], lines)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, MINION_CONCURRENCY="2", MINION_REPORTER=args.reporter,
+                   REPORTER_JSON_DIRECTORY=os.path.join(tmp, "report"))
+        if args.engine == "file":
+            path = os.path.join(tmp, "params.txt")
+            with open(path, "wb") as handle:
+                handle.write(lines)
+            env.update(MINION_ENGINE="file", FILE_PATH=path)
+        else:
+            env.update(MINION_ENGINE="sweep", EXECO_PERSISTENCE_DIR=os.path.join(tmp, "sweeps"))
+            subprocess.run([sys.executable, "-m", "minionize.cli.queue", "fill", f"0..{n - 1}"],
+                           check=True, env=env, stdout=subprocess.DEVNULL)
+        label = f"minionize -j 2 true ({args.engine} engine, {args.reporter} reporter)"
+        results[label] = n / timed([*minionize, TRUE], b"", env=env, cwd=tmp)
+
+    bare = results["bare loop (2 threads posix_spawn+wait)"]
+    xargs = results["xargs -P 2 -n 1 true"]
+    mine = results[label]
+    print(f"{n} tasks of `true`, 2 at a time")
+    for name, rate in results.items():
+        print(f"  {name:<55} {rate:8.0f} tasks/s")
+    print(f"  minionize / bare loop = {mine / bare:.2f}  (target >= 0.80)")
+    print(f"  minionize / xargs     = {mine / xargs:.2f}")
+    start = time.perf_counter()
+    subprocess.run([*minionize, "--version"], check=True, stdout=subprocess.DEVNULL)
+    via_module = time.perf_counter() - start
+    script = shutil.which("minionize")
+    if script:
+        start = time.perf_counter()
+        subprocess.run([script, "--version"], check=True, stdout=subprocess.DEVNULL)
+        print(f"  minionize --version: {(time.perf_counter() - start) * 1000:.0f} ms "
+              f"(target < 150 ms; python -m minionize: {via_module * 1000:.0f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

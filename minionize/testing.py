@@ -1,0 +1,115 @@
+"""An in-memory engine, for tests of minionize and of your own callbacks.
+
+>>> from minionize.testing import MemoryEngine
+>>> engine = MemoryEngine([1, 2, 3])
+>>> minionizer(FuncCallback(f), engine=engine).run()   # doctest: +SKIP
+>>> engine.done, engine.dead                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .engines.base import Delivery, Engine, Param
+
+if TYPE_CHECKING:
+    from .config import Settings
+
+
+class MemoryEngine(Engine):
+    """A finite queue in memory that records every settle, in order."""
+
+    name = "memory"
+
+    def __init__(self, params: Iterable[Param] = ()) -> None:
+        self._lock = threading.Lock()
+        self._todo: collections.deque[Delivery] = collections.deque()
+        self._next_id = 0
+        self.in_flight: dict[str, Delivery] = {}
+        self.done: list[Param] = []
+        self.dead: list[tuple[Param, str]] = []
+        self.events: list[tuple[str, str, int]] = []
+        self.extended = 0
+        self.fill(params)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MemoryEngine:
+        return cls()
+
+    def take(self, max_count: int, timeout: float) -> list[Delivery]:
+        with self._lock:
+            out = []
+            while self._todo and len(out) < max_count:
+                delivery = self._todo.popleft()
+                self.in_flight[delivery.id] = delivery
+                out.append(delivery)
+            return out
+
+    def exhausted(self) -> bool:
+        with self._lock:
+            return not self._todo and not self.in_flight
+
+    def peek(self, limit: int) -> list[Param]:
+        with self._lock:
+            return [d.param for d in list(self._todo)[:limit]]
+
+    def _settle(self, delivery: Delivery, event: str) -> None:
+        self.events.append((event, delivery.id, delivery.attempt))
+        if self.in_flight.pop(delivery.id, None) is None:
+            raise AssertionError(f"{event} of {delivery.id}, which is not in flight")
+
+    def ack(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._settle(delivery, "ack")
+            self.done.append(delivery.param)
+
+    def retry(self, delivery: Delivery, reason: str) -> None:
+        with self._lock:
+            self._settle(delivery, "retry")
+            self._todo.append(Delivery(delivery.param, delivery.id, delivery.attempt + 1))
+
+    def release(self, delivery: Delivery) -> None:
+        with self._lock:
+            self._settle(delivery, "release")
+            self._todo.appendleft(Delivery(delivery.param, delivery.id, delivery.attempt))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self._lock:
+            self._settle(delivery, "dead")
+            self.dead.append((delivery.param, reason))
+
+    def heartbeat_interval(self) -> float:
+        return 0.2
+
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        with self._lock:
+            self.extended += 1
+
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        added = 0
+        with self._lock:
+            for param in params:
+                self._todo.append(Delivery(param, str(self._next_id)))
+                self._next_id += 1
+                added += 1
+        return added, 0
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "todo": len(self._todo),
+                "in_flight": len(self.in_flight),
+                "done": len(self.done),
+                "dead": len(self.dead),
+            }
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            if kind == "done":
+                records = [{"param": p} for p in self.done]
+            else:
+                records = [{"param": p, "reason": r} for p, r in self.dead]
+        return iter(records)
