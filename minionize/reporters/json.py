@@ -283,7 +283,6 @@ class JsonReporter(Reporter):
         self._fd: Optional[int] = None
         self._lock = threading.Lock()
         self._state = MinionState()
-        self._started: dict[tuple[str, int], Task] = {}
         self._last_heartbeat = 0.0
         self._torn = False
         self._warned = False
@@ -334,10 +333,6 @@ class JsonReporter(Reporter):
             self._save_summary(now)
             self._last_heartbeat = now
 
-    def task_started(self, task: Task) -> None:
-        with self._lock:
-            self._started[(task.delivery.id, task.attempt)] = task
-
     def task_finished(self, report: TaskReport) -> None:
         record: dict[str, Any] = {
             "ev": "task",
@@ -361,7 +356,6 @@ class JsonReporter(Reporter):
             record["stderr_path"] = report.stderr_path
         line = encode_record(record)
         with self._lock:
-            self._started.pop((report.param_id, report.attempt), None)
             self._state.add_task(record)
             self._write(line)
 
@@ -375,7 +369,7 @@ class JsonReporter(Reporter):
                 return
             self._last_heartbeat = now
             entries = []
-            for task in list(running) or list(self._started.values()):
+            for task in running:
                 param, is_repr = json_param(task.param)
                 entry = {
                     "id": task.delivery.id,
@@ -398,7 +392,6 @@ class JsonReporter(Reporter):
                 return
             record = {"ev": "stop", "t": now, "exit_code": exit_code}
             self._state.apply(record)
-            self._started.clear()
             self._write(encode_record(record))
             self._save_summary(now)
             try:

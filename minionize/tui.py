@@ -1,0 +1,277 @@
+"""``mtop``: htop for minions. A live view of a report directory, refreshed every second.
+
+Drawn with ``rich`` (``pip install 'minionize[mtop]'``), imported only here. The view is
+a pure function of a :class:`~minionize.status.Status` (:func:`render`), so it can be
+checked through rich's own recording console as well as in a real terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from .cli.status import duration, eta_text, failure_reason, param_text, queue_line, rate
+from .errors import MissingExtraError
+from .status import THROUGHPUT_BUCKET, Status, query_queue, read_status
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+
+SPARKS = "▁▂▃▄▅▆▇█"
+#: Seconds between two questions to the queue (it may be a remote service).
+QUEUE_EVERY = 5.0
+STATE_STYLE = {"alive": "green", "finished": "dim", "lost": "bold red"}
+
+
+def require_rich() -> None:
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        raise MissingExtraError("mtop", "mtop", "rich") from None
+
+
+def sparkline(counts: list[int]) -> str:
+    top = max(counts, default=0)
+    if top == 0:
+        return SPARKS[0] * len(counts)
+    return "".join(
+        SPARKS[min(len(SPARKS) - 1, (c * (len(SPARKS) - 1) + top - 1) // top)] if c else " "
+        for c in counts
+    )
+
+
+def render(status: Status, max_rows: int = 20) -> RenderableType:
+    """The whole screen for ``status``: header, progress, minions, throughput, errors."""
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    head = Text()
+    head.append("mtop ", style="bold")
+    head.append(f"{status.directory}  ")
+    head.append(time.strftime("%H:%M:%S", time.localtime(status.now)))
+    n = len(status.minions)
+    head.append(f"   {n} minion{'s' if n != 1 else ''}: ")
+    head.append(f"{status.count('alive')} alive", style="green")
+    head.append(", ")
+    head.append(f"{status.count('lost')} lost", style="bold red" if status.count("lost") else "")
+    head.append(f", {status.count('finished')} finished   (q quits)")
+    parts.append(head)
+    if status.empty:
+        missing = "" if status.exists else " (the directory does not exist yet)"
+        parts.append(
+            Text(
+                f"No minion reports in {status.directory}{missing}: waiting for minions "
+                "started with MINION_REPORTER=json."
+            )
+        )
+
+    progress = status.progress
+    if progress is not None:
+        finished, total = progress
+        bar = Table.grid(padding=(0, 1))
+        bar.add_column(width=40)
+        bar.add_column()
+        percent = 100.0 * finished / total if total else 100.0
+        bar.add_row(
+            ProgressBar(total=max(total, 1), completed=finished, width=40),
+            f"{finished}/{total} ({percent:.1f} %)  ETA {eta_text(status)}",
+        )
+        parts.append(bar)
+    else:
+        parts.append(Text(f"queue: {queue_line(status)}", style="dim"))
+
+    totals = Text()
+    totals.append(f"done {status.done}", style="green")
+    totals.append(f"   failed attempts {status.failed}", style="yellow" if status.failed else "")
+    totals.append(f"   dead-lettered {status.dead}", style="red" if status.dead else "")
+    totals.append(f"   running {status.running}")
+    if status.stranded:
+        totals.append(f"   held by lost minions {status.stranded}", style="red")
+    recent = "-" if status.rate_recent is None else rate(status.rate_recent)
+    totals.append(f"   rate {recent} now, {rate(status.rate_overall)} overall")
+    parts.append(totals)
+
+    if status.minions:
+        table = Table(expand=True, pad_edge=False, box=None, header_style="bold reverse")
+        numbers = ("DONE", "FAILED", "DEAD", "RUNNING FOR")
+        for name in ("HOST", "JOB", "STATE", *numbers, "CURRENT PARAM"):
+            table.add_column(
+                name,
+                justify="right" if name in numbers else "left",
+                no_wrap=True,
+                overflow="ellipsis",
+                ratio=3 if name == "CURRENT PARAM" else None,
+            )
+        order = {"lost": 0, "alive": 1, "finished": 2}
+        minions = sorted(status.minions, key=lambda m: (order.get(m.state, 3), m.name))
+        for m in minions[:max_rows]:
+            current = m.current if m.state == "alive" else None
+            since = ""
+            if current is not None:
+                since = duration(status.now - float(current.get("start") or status.now))
+            more = f" (+{len(m.running) - 1})" if current is not None and len(m.running) > 1 else ""
+            state = m.state
+            if m.state == "lost":
+                state = f"lost {duration(status.now - m.last_seen)}"
+            table.add_row(
+                m.host + (f":{m.pid}" if m.pid else ""),
+                m.job or "-",
+                Text(state, style=STATE_STYLE.get(m.state, "")),
+                str(m.done),
+                str(m.failed),
+                str(m.dead),
+                since,
+                (param_text(current, 80) + more) if current is not None else "",
+            )
+        if len(minions) > max_rows:
+            table.add_row(f"... {len(minions) - max_rows} more", "", "", "", "", "", "", "")
+        parts.append(table)
+
+    counts = status.throughput
+    spark = Text("throughput ")
+    spark.append(sparkline(counts), style="cyan")
+    spark.append(
+        f"  params finished per {THROUGHPUT_BUCKET} s over the last "
+        f"{len(counts) * THROUGHPUT_BUCKET // 60} min (highest bar: {max(counts, default=0)})"
+    )
+    parts.append(spark)
+
+    if status.errors:
+        parts.append(Text("latest errors", style="bold"))
+        for record in status.errors[:5]:
+            line = Text("  ")
+            line.append(time.strftime("%H:%M:%S", time.localtime(float(record.get("t") or 0))))
+            line.append(
+                f"  {record.get('minion', '')}  {param_text(record, 50)}  "
+                f"attempt {record.get('attempt')}  "
+            )
+            dead = record.get("outcome") == "dead"
+            line.append("dead-lettered" if dead else "retried", style="red" if dead else "yellow")
+            why = [failure_reason(record)]
+            stderr = str(record.get("stderr_tail") or "").strip().splitlines()
+            if stderr:
+                why.append(stderr[-1][:120])
+            why = [w for w in why if w]
+            if why:
+                line.append("  " + " | ".join(why), style="dim")
+            if record.get("stderr_path"):
+                line.append(f"  log {record['stderr_path']}", style="dim")
+            parts.append(line)
+    for warning in status.warnings[:3]:
+        parts.append(Text(f"warning: {warning}", style="yellow"))
+    return Group(*parts)
+
+
+@contextlib.contextmanager
+def _keys() -> Iterator[Callable[[float], Optional[str]]]:
+    """Yield ``wait(seconds) -> key or None``; keys are read in cbreak mode from the tty."""
+    stdin = sys.stdin
+    fd = -1
+    try:
+        if stdin is not None and stdin.isatty():
+            fd = stdin.fileno()
+    except (OSError, ValueError):
+        fd = -1
+    if fd < 0:
+
+        def sleep(seconds: float) -> Optional[str]:
+            time.sleep(seconds)
+            return None
+
+        yield sleep
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+
+    def wait(seconds: float) -> Optional[str]:
+        ready, _, _ = select.select([fd], [], [], max(0.0, seconds))
+        if not ready:
+            return None
+        data = os.read(fd, 32)
+        return data.decode("utf-8", "replace") if data else None
+
+    try:
+        yield wait
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class _Queue:
+    """Asks the queue for its counters in the background, every QUEUE_EVERY seconds."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.counters: Optional[dict[str, Any]] = None
+        self.note = "" if enabled else "not asked (--no-queue)"
+        self._asked = -QUEUE_EVERY
+        self._busy = False
+        self._lock = threading.Lock()
+
+    def poll(self) -> tuple[Optional[dict[str, Any]], str]:
+        now = time.monotonic()
+        with self._lock:
+            if self.enabled and not self._busy and now - self._asked >= QUEUE_EVERY:
+                self._busy = True
+                self._asked = now
+                threading.Thread(target=self._ask, daemon=True).start()
+            return self.counters, self.note
+
+    def _ask(self) -> None:
+        counters, note = query_queue(timeout=10.0)
+        with self._lock:
+            self.counters, self.note, self._busy = counters, note, False
+
+
+def watch(
+    directory: str,
+    lost_after: Optional[float] = None,
+    ask_queue: bool = True,
+    interval: float = 1.0,
+    console: Optional[Console] = None,
+    frames: Optional[int] = None,
+) -> int:
+    """Show the live view until ``q`` (or Ctrl-C). ``frames`` bounds it (tests)."""
+    require_rich()
+    from rich.console import Console
+    from rich.live import Live
+
+    console = console or Console()
+    queue = _Queue(ask_queue)
+    full_screen = console.is_terminal
+
+    def frame() -> RenderableType:
+        counters, note = queue.poll()
+        status = read_status(directory, lost_after=lost_after, queue=counters, queue_note=note)
+        return render(status, max_rows=max(3, console.size.height - 14))
+
+    shown = 0
+    try:
+        with (
+            _keys() as wait,
+            Live(
+                frame(), console=console, screen=full_screen, auto_refresh=False, transient=False
+            ) as live,
+        ):
+            while frames is None or shown < frames:
+                live.update(frame(), refresh=True)
+                shown += 1
+                deadline = time.monotonic() + interval
+                while (left := deadline - time.monotonic()) > 0:
+                    key = wait(left)
+                    if key and key.strip().lower().startswith("q"):
+                        return 0
+    except KeyboardInterrupt:
+        return 0
+    return 0
