@@ -7,6 +7,7 @@ that names the variable and says how to fix it.
 
 from __future__ import annotations
 
+import builtins
 import os
 import socket
 from collections.abc import Mapping
@@ -35,26 +36,26 @@ def load_dotenv_file(path: str | os.PathLike[str] = ".env") -> None:
 class Env:
     """Typed, validating access to a mapping of environment variables."""
 
-    def __init__(self, values: Mapping[str, str] | None = None) -> None:
-        self.values: Mapping[str, str] = os.environ if values is None else values
+    def __init__(self, values: Mapping[builtins.str, builtins.str] | None = None) -> None:
+        self.values: Mapping[builtins.str, builtins.str] = os.environ if values is None else values
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: builtins.str) -> builtins.str | None:
         value = self.values.get(name)
         if value is None or value.strip() == "":
             return None
         return value.strip()
 
-    def str(self, name: str, default: str | None = None) -> str | None:
+    def str(self, name: builtins.str, default: builtins.str | None = None) -> builtins.str | None:
         value = self.raw(name)
         return default if value is None else value
 
-    def required(self, name: str, hint: str) -> str:
+    def required(self, name: builtins.str, hint: builtins.str) -> builtins.str:
         value = self.raw(name)
         if value is None:
             raise ConfigError(f"{name} is not set: {hint}")
         return value
 
-    def int(self, name: str, default: int | None, minimum: int | None = None) -> int | None:
+    def int(self, name: builtins.str, default: int | None, minimum: int | None = None) -> int | None:
         value = self.raw(name)
         if value is None:
             return default
@@ -66,7 +67,7 @@ class Env:
             raise ConfigError(f"{name}={value!r} is too small: set it to {minimum} or more")
         return number
 
-    def seconds(self, name: str, default: float | None, allow_zero: bool = False) -> float | None:
+    def seconds(self, name: builtins.str, default: float | None, allow_zero: bool = False) -> float | None:
         """A duration in seconds; ``none``/``0`` (unless ``allow_zero``) means no limit."""
         value = self.raw(name)
         if value is None or value.lower() in ("none", "inf", "never"):
@@ -83,7 +84,7 @@ class Env:
             return None
         return number
 
-    def bool(self, name: str, default: bool = False) -> bool:
+    def bool(self, name: builtins.str, default: bool = False) -> bool:
         value = self.values.get(name)
         if value is None:
             return default
@@ -94,11 +95,13 @@ class Env:
             return False
         raise ConfigError(f"{name}={value!r} is not a yes/no value: set it to 1 or 0")
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+    def choice(
+        self, name: builtins.str, default: builtins.str, choices: tuple[builtins.str, ...]
+    ) -> builtins.str:
         value = (self.raw(name) or default).lower()
         if value not in choices:
             raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
-        return value
+        return builtins.str(value)
 
 
 def available_cpus(env: Mapping[str, str] | None = None) -> int:

@@ -231,11 +231,8 @@ class Minion:
         else:
             if task.stop_reason is StopReason.TIMEOUT:
                 reason = f"timed out after {self.settings.task_timeout:g}s ({reason})"
-            rejected = result.outcome is Outcome.REJECTED
-            if rejected or delivery.attempt >= self.settings.max_attempts:
-                outcome = "dead"
-            else:
-                outcome = "retry"
+            last = delivery.attempt >= self.settings.max_attempts
+            outcome = "dead" if last or result.outcome is Outcome.REJECTED else "retry"
         try:
             if outcome == "done":
                 self.engine.ack(delivery)
@@ -321,10 +318,12 @@ class Minion:
                         task.stop_reason = reason
                 task.terminated_at = now
                 self._in_background(self.callback.terminate, task)
-        if task.terminated_at is not None and not task.killed:
-            if hard or now - task.terminated_at >= self.settings.grace_period:
-                task.killed = True
-                self._in_background(self.callback.kill, task)
+        overdue = task.terminated_at is not None and (
+            hard or now - task.terminated_at >= self.settings.grace_period
+        )
+        if overdue and not task.killed:
+            task.killed = True
+            self._in_background(self.callback.kill, task)
 
     @staticmethod
     def _in_background(action: Callable[[Task], None], task: Task) -> None:

@@ -41,7 +41,7 @@ class MemoryEngine(Engine):
 
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
         with self._lock:
-            out = []
+            out: list[Delivery] = []
             while self._todo and len(out) < max_count:
                 delivery = self._todo.popleft()
                 self.in_flight[delivery.id] = delivery

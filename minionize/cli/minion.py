@@ -164,6 +164,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..callbacks.base import Callback
     from ..config import Settings, load_dotenv_file
     from ..errors import ConfigError
 
@@ -183,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     settings = Settings.from_env(values)
 
+    callback: Callback
     if settings.callback == "docker":
         from ..callbacks.docker import DockerCallback
 

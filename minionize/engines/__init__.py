@@ -7,7 +7,7 @@ also listed here so that starting a minion does not scan every installed distrib
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .base import Delivery, Engine, Param
@@ -45,12 +45,9 @@ def _load(target: str) -> type[Engine]:
 def _plugin_targets() -> dict[str, str]:
     from importlib.metadata import entry_points
 
-    eps = entry_points()
-    group = (
-        eps.select(group=ENTRY_POINT_GROUP)  # type: ignore[attr-defined,unused-ignore]
-        if hasattr(eps, "select")
-        else eps.get(ENTRY_POINT_GROUP, [])  # type: ignore[attr-defined,unused-ignore]
-    )
+    eps: Any = entry_points()
+    # Python 3.10+ has select(); 3.9 returns a dict of lists.
+    group = eps.select(group=ENTRY_POINT_GROUP) if hasattr(eps, "select") else eps.get(ENTRY_POINT_GROUP, [])
     return {ep.name: ep.value for ep in group}
 
 

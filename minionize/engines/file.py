@@ -128,7 +128,8 @@ class FileEngine(Engine):
             self._lines = iter(sys.stdin)
             return
         try:
-            self._source = open(self.path, encoding="utf-8", errors="surrogateescape")
+            # Kept open across takes; closed in close().
+            self._source = open(self.path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
         self._lines = iter(self._source)

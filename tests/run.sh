@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install everything the tests need, then run ruff, mypy and the whole test suite.
+#   bash tests/run.sh            # all tests
+#   bash tests/run.sh -k redis   # extra arguments go to pytest
+# As root on Debian/Ubuntu it installs the services the integration tests start
+# (Redis, Docker engine, SLURM, munge, tmux, GNU parallel). Elsewhere those tests skip
+# with their reason, except under CI=true, where a skipped service test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+APT_PACKAGES=(redis-server docker.io busybox-static slurmctld slurmd slurm-client munge tmux parallel)
+
+install_system_packages() {
+    command -v dpkg-query >/dev/null 2>&1 || { echo "tests/run.sh: not a Debian system: service tests may skip"; return 0; }
+    local missing=()
+    for pkg in "${APT_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo=(sudo -n); else
+            echo "tests/run.sh: not root: cannot install ${missing[*]}; their tests may skip"
+            return 0
+        fi
+    fi
+    echo "tests/run.sh: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null \
+        || { "${sudo[@]}" apt-get update -q </dev/null && \
+             "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null; }
+}
+
+install_system_packages
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
+
+echo "== ruff"
+"$PYTHON" -m ruff check minionize tests bench
+echo "== mypy"
+"$PYTHON" -m mypy
+echo "== pytest"
+"$PYTHON" -m pytest -q -ra "$@"

@@ -1,0 +1,41 @@
+"""Helpers shared by the tests that need real services."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Callable, NoReturn
+
+import pytest
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(service: str, reason: str) -> NoReturn:
+    """Skip a test whose service cannot run here; under CI=true that is a failure,
+    because the CI run installs every service the tests need."""
+    message = f"{service} unavailable: {reason}"
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: a skipped {service} test is a failure)")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str, every: float = 0.05) -> None:
+    """Wait until ``condition()`` is true, or fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
