@@ -144,6 +144,11 @@ class DockerCallback(Callback):
             "MINION_DOCKER_IMAGE",
             "set it to the image that runs each param (or give --docker IMAGE)",
         )
+        if command and settings.template:
+            raise ConfigError(
+                "give the container's command either after --docker IMAGE or in "
+                "--template/MINION_TEMPLATE, not both"
+            )
         options: dict[str, Any] = {}
         volumes = parse_volumes(env.str("MINION_DOCKER_VOLUMES"))
         if volumes:

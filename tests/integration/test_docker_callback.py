@@ -93,7 +93,7 @@ def docker_engine() -> Iterator[DockerEngine]:
         import docker
     except ImportError:
         unavailable("docker", "the docker Python package is not installed (pip install docker)")
-    dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if os.path.exists("/usr/sbin/dockerd") else None)
+    dockerd = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/usr/bin")
     if dockerd is None:
         unavailable("docker", "dockerd not found (apt-get install docker.io)")
     busybox = _static_busybox()
