@@ -34,6 +34,9 @@ from .reporters.json import (
 
 #: Seconds added to three heartbeat periods before a silent minion counts as lost.
 LOST_MARGIN = 5.0
+#: The minion loop calls the reporter's heartbeat every 2 s: a shorter MINION_HEARTBEAT
+#: cannot make a minion beat faster than that.
+LOOP_HEARTBEAT = 2.0
 #: The window of the recent rate, in seconds.
 RECENT_WINDOW = 60.0
 #: Width of one throughput bar, in seconds, and how many bars (5 minutes).
@@ -244,7 +247,9 @@ def minion_status(
     name: str, state: MinionState, now: float, lost_after: Optional[float]
 ) -> MinionStatus:
     identity = state.minion
-    threshold = lost_after if lost_after is not None else 3 * state.heartbeat_period + LOST_MARGIN
+    threshold = lost_after
+    if threshold is None:
+        threshold = 3 * max(state.heartbeat_period, LOOP_HEARTBEAT) + LOST_MARGIN
     if state.stopped is not None:
         condition = "finished"
     elif now - state.last_seen > threshold:

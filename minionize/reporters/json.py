@@ -138,9 +138,9 @@ class MinionState:
             minion = event.get("minion")
             if isinstance(minion, dict):
                 self.minion = minion
-            period = _number(event.get("heartbeat"))
-            if period > 0:
-                self.heartbeat_period = period
+            period = event.get("heartbeat")
+            if isinstance(period, (int, float)) and period >= 0:
+                self.heartbeat_period = float(period)
         elif kind == "stop":
             self.stopped = {"t": t, "exit_code": event.get("exit_code")}
             self.running.clear()
@@ -211,7 +211,8 @@ class MinionState:
         if summary.get("version") != FORMAT_VERSION:
             raise ValueError(f"unknown summary version {summary.get('version')!r}")
         state = cls(dict(summary["minion"]))
-        state.heartbeat_period = float(summary.get("heartbeat") or DEFAULT_HEARTBEAT)
+        period = summary.get("heartbeat")
+        state.heartbeat_period = float(DEFAULT_HEARTBEAT if period is None else period)
         state.last_seen = float(summary.get("last_seen") or 0.0)
         stopped = summary.get("stopped")
         state.stopped = dict(stopped) if isinstance(stopped, dict) else None

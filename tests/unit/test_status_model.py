@@ -1,0 +1,265 @@
+"""The status model: right answers from summaries, torn lines, corrupt files and no files."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from minionize import status as status_module
+from minionize.callbacks.base import Task
+from minionize.engines.base import Delivery
+from minionize.errors import UnsupportedOperation
+from minionize.reporters.base import MinionInfo, TaskReport
+from minionize.reporters.json import JsonReporter
+from minionize.status import query_queue, read_status
+
+
+def minion(directory: Path, pid: int, heartbeat: float = 5.0, **jobs: str) -> JsonReporter:
+    reporter = JsonReporter(directory, heartbeat=heartbeat)
+    reporter.start(MinionInfo(minion_id=str(pid), host="node", pid=pid, start=time.time(),
+                              jobs=dict(jobs)))
+    return reporter
+
+
+def finish(reporter: JsonReporter, param: Any, outcome: str = "done", start: float | None = None,
+           duration: float = 0.01, attempt: int = 1, **extra: Any) -> None:
+    start = time.time() - duration if start is None else start
+    reporter.task_finished(TaskReport(param=param, param_id=str(param), attempt=attempt,
+                                      outcome=outcome, start=start, duration=duration, **extra))
+
+
+def test_missing_directory_says_so(tmp_path: Path) -> None:
+    status = read_status(tmp_path / "nowhere")
+    assert not status.exists and status.empty
+    out = status.to_json()
+    assert (out["done"], out["failed"], out["dead"], out["running"], out["minions"]) == (
+        0, 0, 0, 0, [])
+    assert out["rate"] == {"recent": None, "overall": None} and out["eta"] is None
+
+
+def test_empty_directory(tmp_path: Path) -> None:
+    (tmp_path / "unrelated.txt").write_text("hello")
+    status = read_status(tmp_path)
+    assert status.exists and status.empty and status.warnings == []
+
+
+def test_sub_second_run_gives_its_true_rate(tmp_path: Path) -> None:
+    # 589 params in 1.0 s exactly: the old status printed "1000.0 per second" for this.
+    reporter = minion(tmp_path, 1)
+    t0 = time.time() - 10
+    for i in range(589):
+        finish(reporter, i, start=t0 + i / 589, duration=1 / 589)
+    reporter.stop(0)
+    status = read_status(tmp_path)
+    assert status.done == 589
+    assert status.rate_overall == pytest.approx(589.0)
+    assert status.rate_recent is None  # nobody is running: no "current" rate to invent
+    assert status.to_json()["elapsed"] == pytest.approx(1.0)
+
+    tiny = tmp_path / "tiny"
+    reporter = minion(tiny, 2)
+    finish(reporter, "only", duration=0.002)
+    reporter.stop(0)
+    one = read_status(tiny)
+    assert one.done == 1 and one.rate_overall == pytest.approx(500.0, rel=1e-3)
+
+
+def test_nothing_finished_yet_has_no_rate(tmp_path: Path) -> None:
+    minion(tmp_path, 1)
+    status = read_status(tmp_path)
+    assert status.count("alive") == 1
+    assert status.rate_overall is None and status.rate_recent is None
+
+
+def test_recent_rate_counts_the_last_minute_only(tmp_path: Path) -> None:
+    reporter = minion(tmp_path, 1)
+    now = time.time()
+    for i in range(100):  # two minutes ago: outside the window
+        finish(reporter, f"old{i}", start=now - 120, duration=0.1)
+    for i in range(60):
+        finish(reporter, f"new{i}", start=now - 30 + i * 0.5, duration=0.01)
+    status = read_status(tmp_path, now=now)
+    assert status.rate_recent == pytest.approx(60 / 60, rel=0.05)
+    assert status.rate_overall == pytest.approx(160 / 120.1, rel=0.01)
+
+
+def test_torn_last_line_is_ignored_and_corrupt_lines_are_reported(tmp_path: Path) -> None:
+    reporter = minion(tmp_path, 1, heartbeat=3600)
+    for i in range(5):
+        finish(reporter, i)
+    assert reporter.path is not None and reporter.summary_path is not None
+    with open(reporter.path, "ab") as handle:  # killed mid-write
+        handle.write(b'{"ev":"task","t":1,"id":"9","param":9,"outcome":"do')
+    status = read_status(tmp_path)
+    assert status.done == 5 and status.warnings == []
+
+    # A corrupt line in the middle (disk full, a stray editor) costs that line only.
+    with open(reporter.path, "ab") as handle:
+        handle.write(b'\n\x00\x00garbage\n[1, 2]\n')
+    finish(reporter, "after")
+    status = read_status(tmp_path)
+    assert status.done == 6
+    assert any("skipped 3 unreadable line(s)" in w for w in status.warnings)
+
+
+def test_summary_plus_the_lines_after_it_count_each_task_once(tmp_path: Path) -> None:
+    reporter = minion(tmp_path, 1, heartbeat=0.0)
+    for i in range(10):
+        finish(reporter, i)
+    reporter.heartbeat([])  # summary: 10 done
+    for i in range(10, 13):
+        finish(reporter, i, "retry" if i == 12 else "done")
+    status = read_status(tmp_path)
+    assert (status.done, status.failed, status.dead) == (12, 1, 0)
+
+
+def test_corrupt_or_stale_summary_falls_back_to_the_report(tmp_path: Path) -> None:
+    reporter = minion(tmp_path, 1, heartbeat=0.0)
+    for i in range(7):
+        finish(reporter, i)
+    reporter.stop(0)
+    assert reporter.summary_path is not None and reporter.path is not None
+    reporter.summary_path.write_text('{"version": 1, "minion": ')
+    status = read_status(tmp_path)
+    assert status.done == 7 and status.count("finished") == 1
+    assert any("unreadable" in w for w in status.warnings)
+
+    reporter.summary_path.write_text(json.dumps({"version": 1, "offset": 10**9, "minion": {},
+                                                 "counts": {}, "busy": {}}))
+    assert read_status(tmp_path).done == 7
+
+    reporter.path.unlink()  # only the summary left: still counted
+    reporter.summary_path.write_text(json.dumps({
+        "version": 1, "offset": 0, "minion": {"host": "h", "pid": 3}, "counts": {"done": 4},
+        "busy": {}, "stopped": {"t": 1.0, "exit_code": 0}}))
+    status = read_status(tmp_path)
+    assert status.done == 4 and status.minions[0].host == "h"
+
+
+def test_alive_finished_and_lost(tmp_path: Path) -> None:
+    alive = minion(tmp_path, 1, heartbeat=10.0)
+    finished = minion(tmp_path, 2, heartbeat=1.0)
+    finished.stop(0)
+    lost = minion(tmp_path, 3, heartbeat=0.0, SLURM_ARRAY_JOB_ID="1234", SLURM_ARRAY_TASK_ID="5")
+    lost.heartbeat([Task(Delivery("stuck", "stuck"))])
+    now = time.time()
+    states = {m.pid: m.state for m in read_status(tmp_path, now=now).minions}
+    assert states == {1: "alive", 2: "finished", 3: "alive"}
+    # No sign of life for more than 3 heartbeat periods (at least the loop's 2 s) + 5 s.
+    assert {m.pid: m.state for m in read_status(tmp_path, now=now + 11.5).minions} == {
+        1: "alive", 2: "finished", 3: "lost"}
+    later = read_status(tmp_path, now=now + 3 * 10.0 + 5.5)
+    states = {m.pid: m.state for m in later.minions}
+    assert states == {1: "lost", 2: "finished", 3: "lost"}
+    assert later.running == 0 and later.stranded == 1
+    by_pid = {m.pid: m for m in later.minions}
+    assert by_pid[3].job == "1234_5" and by_pid[3].running[0]["param"] == "stuck"
+    # An explicit threshold wins.
+    assert read_status(tmp_path, now=now + 2, lost_after=1).count("lost") == 2
+    alive.stop(0)
+    lost.stop(0)
+
+
+def test_eta_from_the_queue_counters(tmp_path: Path) -> None:
+    reporter = minion(tmp_path, 1)
+    now = time.time()
+    for i in range(120):
+        finish(reporter, i, start=now - 60 + i * 0.5, duration=0.01)
+    status = read_status(tmp_path, now=now, queue={"todo": 100, "in_flight": 2, "done": 120,
+                                                   "dead": 0, "total": 222})
+    assert status.rate_recent == pytest.approx(2.0, rel=0.05)
+    assert status.remaining == 102
+    assert status.eta == pytest.approx(51.0, rel=0.05)
+    assert status.progress == (120, 222)
+    reporter.stop(0)
+    # Nobody alive: no ETA to promise, but the remaining count still shows.
+    stopped = read_status(tmp_path, queue={"todo": 100, "in_flight": 0})
+    assert stopped.remaining == 100 and stopped.eta is None
+    assert read_status(tmp_path, queue={"todo": 0, "in_flight": 0}).eta == 0.0
+
+
+def test_errors_and_slowest(tmp_path: Path) -> None:
+    reporter = minion(tmp_path, 1)
+    for attempt in (1, 2, 3):
+        finish(reporter, "bad", "retry" if attempt < 3 else "dead", attempt=attempt, exit_code=3,
+               reason="exit code 3", stderr_tail=f"Traceback\nattempt {attempt} failed\n",
+               stderr_path=f"logs/bad.{attempt}.err")
+    finish(reporter, "worse", "retry", exit_code=1)
+    for i, duration in enumerate((0.1, 9.0, 3.0, 0.2)):
+        finish(reporter, f"t{i}", duration=duration)
+    status = read_status(tmp_path)
+    assert (status.failed, status.dead) == (4, 1)
+    # The newest failure of each param, newest first.
+    assert [(e["param"], e["attempt"]) for e in status.errors] == [("worse", 1), ("bad", 3)]
+    bad = status.errors[1]
+    assert bad["stderr_tail"].endswith("attempt 3 failed\n")
+    assert bad["stderr_path"] == "logs/bad.3.err" and bad["minion"] == "node_1"
+    assert [s["param"] for s in status.slowest[:2]] == ["t1", "t2"]
+
+
+def test_throughput_bars(tmp_path: Path) -> None:
+    reporter = minion(tmp_path, 1)
+    now = 1_000_000.0
+    for i in range(30):
+        finish(reporter, i, start=now - 25 + i * 0.1, duration=0.0)
+    status = read_status(tmp_path, now=now)
+    assert sum(status.throughput) == 30 and len(status.throughput) == 30
+
+
+class FakeEngine:
+    name = "fake"
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def status(self) -> dict[str, Any]:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        if self.answer == "hang":
+            time.sleep(5)
+        return dict(self.answer)
+
+    def describe(self) -> str:
+        return "fake queue"
+
+
+@pytest.mark.parametrize(
+    ("answer", "counters", "note"),
+    [
+        ({"todo": 3, "in_flight": 1}, {"todo": 3, "in_flight": 1}, "fake queue"),
+        (UnsupportedOperation("the fake engine cannot report its status"), None,
+         "queue size unknown: the fake engine cannot report its status"),
+        (RuntimeError("connection refused"), None, "queue size unknown: connection refused"),
+        ("hang", None, "queue size unknown: the queue did not answer within 0.2 s"),
+    ],
+)
+def test_query_queue_never_fails(monkeypatch: pytest.MonkeyPatch, answer: Any,
+                                 counters: Any, note: str) -> None:
+    import minionize.engines
+
+    monkeypatch.setattr(minionize.engines, "load_engine", lambda settings: FakeEngine(answer))
+    assert query_queue(timeout=0.2) == (counters, note)
+
+
+def test_query_queue_with_a_bad_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MINION_ENGINE", "no-such-engine")
+    counters, note = query_queue()
+    assert counters is None and "MINION_ENGINE='no-such-engine'" in note
+
+
+def test_many_minions_read_fast(tmp_path: Path) -> None:
+    # Not a benchmark (see bench/bench_status.py): a guard against replaying whole files.
+    for pid in range(20):
+        reporter = minion(tmp_path, pid)
+        for i in range(500):
+            finish(reporter, i)
+        reporter.stop(0)
+    start = time.perf_counter()
+    status = read_status(tmp_path)
+    assert status.done == 10_000 and len(status.minions) == 20
+    assert time.perf_counter() - start < 0.5
+    assert status_module.KEEP == len(status.slowest)
