@@ -286,12 +286,21 @@ class Minion:
         interval = self.engine.heartbeat_interval()
         next_extend = time.monotonic() + interval if interval else float("inf")
         next_report = time.monotonic() + REPORT_HEARTBEAT_SECONDS
+        announced = False
         while not self._done.wait(TICK_SECONDS):
             now = time.monotonic()
             with self._lock:
                 tasks = list(self._running)
                 stopping = self._stop.is_set()
                 hard = self._hard_stop
+            if stopping and not announced and self._stop_signal is not None:
+                announced = True
+                name = signal.Signals(self._stop_signal).name
+                _warn(
+                    f"{name}: stopping; {len(tasks)} running task(s) get SIGTERM, SIGKILL after "
+                    f"{self.settings.grace_period:g}s, and their params go back to the queue "
+                    f"(send {name} again to stop at once)"
+                )
             for task in tasks:
                 self._police(task, now, stopping, hard)
             if now >= next_extend and tasks:

@@ -191,3 +191,38 @@ def test_python_api_function_minion(user_env: dict[str, str]) -> None:
     assert result.stdout.splitlines() == ["simulated 1", "simulated 2"]
     assert json.loads(Path("params.txt.failed").read_text())["reason"] == "ValueError: boom"
     assert os.path.exists("params.txt.done")
+
+
+def test_original_api_to_cmd_string_runs_in_a_shell(user_env: dict[str, str]) -> None:
+    Path("params.jsonl").write_text('{"arg1": "a", "arg2": 2}\n')
+    Path("mine.py").write_text(
+        "from minionize import minionizer, ProcessCallback\n"
+        "class MyProcessCallback(ProcessCallback):\n"
+        "    def to_cmd(self, param):\n"
+        "        return f\"echo --arg1 {param['arg1']} {param['arg2']} | tr a-z A-Z\"\n"
+        "raise SystemExit(minionizer(MyProcessCallback()).run())\n"
+    )
+    user_env.update(MINION_ENGINE="file", FILE_PATH="params.jsonl", FILE_DECODER="json")
+    result = subprocess.run(["python3", "mine.py"], env=user_env, text=True, capture_output=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "--ARG1 A 2\n"
+
+
+def test_second_sigint_stops_at_once(user_env: dict[str, str]) -> None:
+    Path("params.txt").write_text("x\n")
+    Path("stubborn.sh").write_text('trap "" TERM INT; touch started; sleep 60\n')
+    user_env.update(MINION_ENGINE="file", FILE_PATH="params.txt", MINION_GRACE_PERIOD="30")
+    minion = subprocess.Popen([script("minionize"), "sh", "stubborn.sh"], env=user_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: Path("started").exists(), 20, "the task to start")
+    minion.send_signal(signal.SIGINT)
+    assert minion.stderr is not None
+    assert "SIGINT: stopping" in minion.stderr.readline()  # the first signal was seen
+    assert minion.poll() is None  # waiting for its task, up to the grace period
+    sent = time.monotonic()
+    minion.send_signal(signal.SIGINT)
+    minion.communicate(timeout=20)
+    assert minion.returncode == 130
+    assert time.monotonic() - sent < 5  # not the 30 s grace period
+    assert Path("params.txt.done").read_text() == ""
