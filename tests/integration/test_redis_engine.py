@@ -1,0 +1,276 @@
+"""The redis engine against a real redis-server, driven by real ``minionize`` processes.
+
+The server is started by the fixture on 127.0.0.1 (a free port, no persistence) and
+stopped by its PID. Each test uses its own stream.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from minionize.engines.redis import RedisEngine
+from tests.services import free_port, unavailable, wait_for
+
+pytestmark = pytest.mark.service("redis")
+
+# The task: write "param attempt pid" to $OUT, then exit 0 unless the param is "bad".
+RECORD = 'echo "$1 $MINION_ATTEMPT $$" >> "$OUT"'
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis", "no redis-server binary (apt-get install redis-server)")
+    redis = pytest.importorskip("redis")
+    port = free_port()
+    log = tmp_path_factory.mktemp("redis") / "redis.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+             "--appendonly", "no", "--daemonize", "no"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    client = redis.Redis(host="127.0.0.1", port=port)
+
+    def ready() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"redis-server exited: {log.read_text()}")
+        try:
+            return bool(client.ping())
+        except redis.exceptions.ConnectionError:
+            return False
+
+    try:
+        wait_for(ready, 10, "redis-server to answer PING")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+@pytest.fixture
+def queue(redis_url: str) -> Iterator[RedisEngine]:
+    """An engine on a fresh stream, as `minion-queue` would use it."""
+    engine = RedisEngine(url=redis_url, stream=f"test-{uuid.uuid4().hex[:8]}")
+    engine.open()
+    yield engine
+    engine.close()
+
+
+def minion_env(queue: RedisEngine, tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        MINION_ENGINE="redis",
+        MINION_REDIS_URL=queue.url,
+        MINION_REDIS_STREAM=queue.stream,
+        MINION_IDLE_TIMEOUT="1",
+        MINION_GRACE_PERIOD="2",
+        OUT=str(tmp_path / "out"),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Minion:
+    """A real ``minionize`` process; its stderr goes to a file (a pipe would be held open
+    by a task that outlives a SIGKILLed minion)."""
+
+    process: subprocess.Popen[bytes]
+    stderr: Path
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        """Wait for the minion; return its exit code and stderr."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"minion still running after {timeout}s; stderr: {self.stderr.read_text()}"
+            ) from None
+        return self.process.returncode, self.stderr.read_text()
+
+
+def start_minion(env: dict[str, str], cwd: Path, script: str, *flags: str) -> Minion:
+    """``minionize FLAGS sh -c SCRIPT task PARAM``: the param is $1 of SCRIPT."""
+    exe = shutil.which("minionize")
+    command = [exe] if exe else [sys.executable, "-m", "minionize"]
+    err = cwd / f"minion-{uuid.uuid4().hex[:6]}.err"
+    with open(err, "wb") as stderr:
+        process = subprocess.Popen(
+            [*command, *flags, "sh", "-c", script, "task"],
+            env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    return Minion(process, err)
+
+
+def records(tmp_path: Path) -> list[tuple[str, int, int]]:
+    """(param, attempt, task pid) for every task started, in order."""
+    path = tmp_path / "out"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        param, attempt, pid = line.rsplit(" ", 2)
+        rows.append((param, int(attempt), int(pid)))
+    return rows
+
+
+def kill_leftovers(rows: list[tuple[str, int, int]]) -> None:
+    for _, _, pid in rows:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_two_minions_run_200_params_once_each(queue: RedisEngine, tmp_path: Path) -> None:
+    queue.fill(range(200))
+    env = minion_env(queue, tmp_path)
+    script = f'{RECORD}; echo "$PPID" >> "$OUT.minions"; sleep 0.02'
+    minions = [start_minion(env, tmp_path, script, "-j", "4") for _ in range(2)]
+    for minion in minions:
+        code, err = minion.finish()
+        assert code == 0, err
+
+    rows = records(tmp_path)
+    assert sorted(int(p) for p, _, _ in rows) == list(range(200))  # each exactly once
+    assert {attempt for _, attempt, _ in rows} == {1}
+    assert len(set((tmp_path / "out.minions").read_text().split())) == 2  # both worked
+    status = queue.status()
+    assert (status["todo"], status["in_flight"], status["done"], status["dead"]) == (0, 0, 200, 0)
+
+
+def test_failing_param_is_retried_then_dead_lettered(queue: RedisEngine, tmp_path: Path) -> None:
+    queue.fill(["ok1", "bad", "ok2"])
+    env = minion_env(queue, tmp_path, MINION_MAX_ATTEMPTS="3")
+    code, err = start_minion(env, tmp_path, f'{RECORD}; test "$1" != bad').finish()
+
+    assert code == 1, err  # a dead letter: exit 1
+    rows = records(tmp_path)
+    assert [a for p, a, _ in rows if p == "bad"] == [1, 2, 3]
+    assert sorted(p for p, _, _ in rows if p != "bad") == ["ok1", "ok2"]
+    dead = list(queue.list("dead"))
+    assert len(dead) == 1
+    assert dead[0]["param"] == "bad" and dead[0]["attempt"] == "3"
+    assert "exit" in dead[0]["reason"].lower() and "1" in dead[0]["reason"]
+    assert queue._client.xlen(f"{queue.stream}:dead") == 1
+    status = queue.status()
+    assert (status["todo"], status["in_flight"], status["done"], status["dead"]) == (0, 0, 2, 1)
+
+    assert queue.requeue_dead() == 1  # replayable, attempts counted afresh
+    (again,) = queue.take(1, 1)
+    assert (again.param, again.attempt) == ("bad", 1)
+    queue.release(again)
+
+
+def test_task_longer_than_the_lease_is_not_run_twice(queue: RedisEngine, tmp_path: Path) -> None:
+    queue.fill(["long"])
+    env = minion_env(queue, tmp_path, MINION_LEASE="1", MINION_IDLE_TIMEOUT="2")
+    first = start_minion(env, tmp_path, f"{RECORD}; sleep 3.5")
+    wait_for(lambda: records(tmp_path), 20, "the first minion to start the task")
+    second = start_minion(env, tmp_path, RECORD)  # idle, polling for expired leases
+    code1, err1 = first.finish()
+    code2, err2 = second.finish()
+
+    assert (code1, code2) == (0, 0), err1 + err2
+    assert [(p, a) for p, a, _ in records(tmp_path)] == [("long", 1)]  # 3.5 s > 3 leases
+    assert "took over" not in err1 + err2
+    status = queue.status()
+    assert (status["done"], status["in_flight"], status["todo"]) == (1, 0, 0)
+
+
+def test_sigkilled_minion_param_is_taken_over(queue: RedisEngine, tmp_path: Path) -> None:
+    queue.fill(["victim"])
+    env = minion_env(queue, tmp_path, MINION_LEASE="1", MINION_IDLE_TIMEOUT="3")
+    # The first attempt hangs; the one after the takeover succeeds.
+    script = f'{RECORD}; [ "$MINION_ATTEMPT" -gt 1 ] || exec sleep 60'
+    first = start_minion(env, tmp_path, script)
+    try:
+        wait_for(lambda: records(tmp_path), 20, "the first minion to start the task")
+        first.process.kill()
+        first.process.wait()
+        second = start_minion(env, tmp_path, script)
+        code, err = second.finish()
+    finally:
+        kill_leftovers(records(tmp_path))
+
+    assert code == 0, err
+    assert [(p, a) for p, a, _ in records(tmp_path)] == [("victim", 1), ("victim", 2)]
+    assert "took over" in err  # the takeover is said, not silent
+    status = queue.status()
+    assert (status["done"], status["in_flight"], status["todo"], status["dead"]) == (1, 0, 0, 0)
+
+
+def test_sigterm_gives_the_param_back_at_once(queue: RedisEngine, tmp_path: Path) -> None:
+    queue.fill(["stopped"])
+    env = minion_env(queue, tmp_path, MINION_IDLE_TIMEOUT="30")  # default 300 s lease
+    minion = start_minion(env, tmp_path, f"{RECORD}; exec sleep 60")
+    try:
+        wait_for(lambda: records(tmp_path), 20, "the minion to start the task")
+        minion.process.send_signal(signal.SIGTERM)
+        code, err = minion.finish(timeout=20)
+    finally:
+        kill_leftovers(records(tmp_path))
+
+    assert code == 0, err
+    status = queue.status()
+    assert (status["todo"], status["in_flight"]) == (1, 0)
+    (back,) = queue.take(1, 0.5)  # available now, not after the 300 s lease
+    assert (back.param, back.attempt) == ("stopped", 1)  # the attempt was not counted
+    queue.ack(back)
+
+
+def test_undecodable_entry_is_dead_lettered_not_run(queue: RedisEngine, tmp_path: Path) -> None:
+    queue._client.xadd(queue.stream, {"param": "{not json"})
+    queue._client.xadd(queue.stream, {"other": "x"})
+    queue.fill(["fine"])
+    code, err = start_minion(minion_env(queue, tmp_path), tmp_path, RECORD).finish()
+
+    assert code == 1, err
+    assert [p for p, _, _ in records(tmp_path)] == ["fine"]
+    reasons = sorted(d["reason"] for d in queue.list("dead"))
+    assert "no 'param' field" in reasons[0]
+    assert "not JSON" in reasons[1]
+
+
+def test_unreachable_server_names_the_variable(tmp_path: Path) -> None:
+    env = dict(os.environ, MINION_ENGINE="redis",
+               MINION_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    code, err = start_minion(env, tmp_path, "true").finish(timeout=30)
+
+    assert code == 2
+    assert "MINION_REDIS_URL" in err and len(err.strip().splitlines()) == 1
+
+
+def test_peek_and_reset_expired(queue: RedisEngine) -> None:
+    queue.fill([{"x": 1}, [2, 3]])
+    assert queue.peek(5) == [{"x": 1}, [2, 3]]
+    short: Any = RedisEngine(url=queue.url, stream=queue.stream, lease=0.2)
+    taken = short.take(1, 0.5)
+    assert [d.param for d in taken] == [{"x": 1}]
+    assert queue.peek(5) == [[2, 3]]  # what is in flight is not shown
+    wait_for(lambda: short.status()["expired"] == 1, 5, "the lease to expire")
+    assert short.reset_expired() == 1
+    status = short.status()
+    assert (status["todo"], status["in_flight"]) == (2, 0)
+    short.close()
