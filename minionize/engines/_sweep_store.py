@@ -1,0 +1,895 @@
+"""The files of a sweep queue, and the state rebuilt from them.
+
+A :class:`SweepStore` is one process's view of a queue directory. Every public method
+takes the directory's lock, reads what other processes appended since its last visit,
+does its work, appends its own records, and lets the lock go. The reasons each step is
+safe on a network filesystem are in the docstring of :mod:`minionize.engines.sweep`.
+
+Files (a fixed handful, whatever the number of params)::
+
+    queue.lock          the advisory lock (filelock); never holds data
+    params.jsonl        every param ever added, one canonical JSON text per line;
+                        line k is param k. Append-only.
+    journal.<g>.jsonl   one JSON record per event since snapshot <g> (add, claim, ack,
+                        retry, release, dead, extend, expire, requeue, adopt, next)
+    snapshot.json       the state after journal <g-1>: one status byte per param,
+                        leases, attempts, dead-letter reasons. Replaced by rename.
+
+State in memory: ``state`` is a bytearray with one status byte per param (``t`` todo,
+``f`` in flight, ``d`` done, ``x`` dead), so the next todo param is found with
+``bytearray.find`` from a cursor, and counts are kept as records are applied. Leases,
+attempts and reasons live in dicts holding only the params that have one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import os
+import socket
+from array import array
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import accumulate, islice
+from json.encoder import encode_basestring
+from typing import Any, Callable, Optional
+
+from ..errors import EngineError
+
+log = logging.getLogger("minionize.sweep")
+
+FORMAT = "minionize-sweep"
+VERSION = 1
+
+LOCK_NAME = "queue.lock"
+PARAMS_NAME = "params.jsonl"
+SNAPSHOT_NAME = "snapshot.json"
+SNAPSHOT_TMP_PREFIX = "snapshot.tmp."
+
+TODO = ord("t")
+FLIGHT = ord("f")
+DONE = ord("d")
+DEAD = ord("x")
+TODO_BYTE = b"t"
+
+#: Compact when the journal outgrows this, or the last snapshot if that is larger: the
+#: replay at open then stays within about twice the cost of reading a snapshot.
+COMPACT_MIN_BYTES = 1 << 20
+#: Params encoded and deduplicated per lock holding while filling.
+FILL_CHUNK = 50_000
+#: Longest dead-letter reason kept (the rest is in the minion's logs).
+MAX_REASON = 2000
+
+_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_RECORD = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def canonical(param: Any) -> bytes:
+    """The canonical JSON text of ``param`` (sorted keys, no spaces), as stored."""
+    kind = type(param)
+    try:
+        if kind is int:
+            return str(param).encode()
+        if kind is str:
+            text: str = encode_basestring(param)
+            return text.encode("utf-8")
+        return _JSON(param).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise EngineError(
+            f"param {param!r} cannot be stored as JSON ({exc}): use numbers, strings, "
+            "lists and mappings with string keys"
+        ) from None
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a lease: written into every claim record."""
+
+    minion: str
+    host: str
+    pid: int
+    job: str = ""
+
+
+class Lease:
+    """A claim on one param, valid until ``expiry`` (wall clock, seconds)."""
+
+    __slots__ = ("minion", "seq", "expiry", "host", "pid", "job")
+
+    def __init__(self, minion: str, seq: int, expiry: float, host: str, pid: int, job: str) -> None:
+        self.minion = minion
+        self.seq = seq
+        self.expiry = expiry
+        self.host = host
+        self.pid = pid
+        self.job = job
+
+    def describe(self) -> str:
+        job = f", job {self.job}" if self.job else ""
+        return f"minion {self.minion} on {self.host} (pid {self.pid}{job})"
+
+
+@dataclass
+class Claimed:
+    """A param this process just claimed."""
+
+    index: int
+    seq: int
+    attempt: int
+    text: bytes
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, min(size, 1 << 30), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class QueueLock:
+    """The directory's advisory lock: an exclusive ``flock`` on ``queue.lock``.
+
+    The primitive ``filelock.FileLock`` uses on Unix, on the same file, so a script that
+    holds a ``filelock.FileLock`` on ``queue.lock`` excludes every minion (and the other
+    way round). It is called directly because the queue takes the lock twice per task:
+    filelock 4.x costs 60 to 200 us per acquisition and, under contention, polls every
+    50 ms, where a blocking ``flock`` costs 2 us and wakes the next waiter at once.
+    Linux's NFS client turns ``flock`` into an NFS (NLM/NFSv4) lock seen by every host.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: Optional[int] = None
+        self._fallback: Any = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not Unix: let filelock choose
+            if self._fallback is None:
+                from filelock import FileLock
+
+                self._fallback = FileLock(self.path, thread_local=False)
+            self._fallback.acquire()
+            return
+        while True:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if os.fstat(self._fd).st_nlink > 0:
+                return
+            # Someone removed the lock file: others now lock a new one; follow them.
+            os.close(self._fd)
+            self._fd = None
+
+    def release(self) -> None:
+        if self._fallback is not None:  # pragma: no cover
+            self._fallback.release()
+            return
+        import fcntl
+
+        assert self._fd is not None
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class SweepStore:
+    """One process's view of a sweep queue directory. Thread-safe: methods serialise on
+    an internal lock, then on the directory's file lock."""
+
+    def __init__(
+        self,
+        directory: str,
+        *,
+        durable_settles: bool = False,
+        compact_min_bytes: int = COMPACT_MIN_BYTES,
+    ) -> None:
+        import threading
+
+        self.directory = directory
+        self.durable_settles = durable_settles
+        self.compact_min_bytes = compact_min_bytes
+        self._thread_lock = threading.RLock()
+        self._file_lock: Optional[QueueLock] = None
+        self._depth = 0
+        self._jfd: Optional[int] = None
+        self._pfd: Optional[int] = None
+        self._pfd_size = -1
+        self._loaded = False
+        self._seq = 0
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "add": self._apply_add,
+            "claim": self._apply_claim,
+            "ack": self._apply_ack,
+            "retry": self._apply_retry,
+            "release": self._apply_release,
+            "dead": self._apply_dead,
+            "extend": self._apply_extend,
+            "expire": self._apply_expire,
+            "requeue": self._apply_requeue,
+            "adopt": self._apply_adopt,
+        }
+        self._reset_state(generation=0)
+
+    # -- paths -----------------------------------------------------------------------
+    def path(self, name: str) -> str:
+        return os.path.join(self.directory, name)
+
+    def journal_path(self, generation: int) -> str:
+        return self.path(f"journal.{generation}.jsonl")
+
+    # -- state -----------------------------------------------------------------------
+    def _reset_state(self, generation: int) -> None:
+        self.generation = generation
+        self.offset = 0
+        self.n = 0
+        self.params_size = 0
+        self.offsets = array("q", [0])
+        self.state = bytearray()
+        self.count = {TODO: 0, FLIGHT: 0, DONE: 0, DEAD: 0}
+        self.attempts: dict[int, int] = {}
+        self.leases: dict[int, Lease] = {}
+        self.heap: list[tuple[float, int, str, int]] = []
+        self.reasons: dict[int, str] = {}
+        self.cursor = 0
+        self.returned: deque[int] = deque()
+        self.dedupe: Optional[dict[bytes, int]] = None
+        self.compact_at = self.compact_min_bytes
+        self.imported_from: Optional[str] = None
+
+    def _move(self, index: int, status: int) -> None:
+        count = self.count
+        count[self.state[index]] -= 1
+        count[status] += 1
+        self.state[index] = status
+
+    def _returned(self, index: int) -> None:
+        # Todo params at or after the cursor are found by the scan; those before it are
+        # remembered here (lazily: an entry may be stale by the time it is popped).
+        if index < self.cursor:
+            self.returned.append(index)
+
+    def _push_lease(self, index: int, lease: Lease) -> None:
+        heapq.heappush(self.heap, (lease.expiry, index, lease.minion, lease.seq))
+        if len(self.heap) > 2 * len(self.leases) + 1024:
+            # Settled and extended leases leave stale entries: rebuild, amortised O(1).
+            self.heap = [(le.expiry, i, le.minion, le.seq) for i, le in self.leases.items()]
+            heapq.heapify(self.heap)
+
+    def _take_lease(self, index: int, minion: str, seq: int) -> Optional[Lease]:
+        lease = self.leases.get(index)
+        if lease is None or lease.minion != minion or lease.seq != seq:
+            return None
+        del self.leases[index]
+        return lease
+
+    # -- applying records (identical in every process: no clock, no settings) ---------
+    def _apply(self, record: dict[str, Any]) -> None:
+        handler = self._handlers.get(record.get("o", ""))
+        if handler is None:
+            log.warning("%s: skipping an unknown journal record %.200r", self.directory, record)
+            return
+        try:
+            handler(record)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            log.warning("%s: skipping a malformed journal record %.200r (%s)", self.directory, record, exc)
+
+    def _apply_add(self, record: dict[str, Any], lines: Optional[list[bytes]] = None) -> None:
+        new_n, new_size = int(record["n"]), int(record["s"])
+        if new_n <= self.n:
+            return
+        if lines is None:
+            lines = self._read_param_lines(self.params_size, new_size, new_n - self.n)
+        self._extend_offsets(lines)
+        if self.dedupe is not None:
+            self.dedupe.update(zip(lines, range(self.n, new_n)))
+        self.state.extend(TODO_BYTE * (new_n - self.n))
+        self.count[TODO] += new_n - self.n
+        self.n, self.params_size = new_n, new_size
+
+    def _apply_claim(self, record: dict[str, Any]) -> None:
+        minion, expiry = str(record["w"]), float(record["e"])
+        host, pid, job = str(record.get("h", "")), int(record.get("p", 0)), str(record.get("j", ""))
+        state = self.state
+        for index, seq in record["l"]:
+            if state[index] != TODO:
+                continue
+            self._move(index, FLIGHT)
+            lease = Lease(minion, seq, expiry, host, pid, job)
+            self.leases[index] = lease
+            self._push_lease(index, lease)
+
+    def _apply_ack(self, record: dict[str, Any]) -> None:
+        # A success is a success, even from a minion whose lease expired meanwhile.
+        index = int(record["i"])
+        status = self.state[index]
+        if status == DONE:
+            return
+        if status == FLIGHT:
+            del self.leases[index]
+        elif status == DEAD:
+            self.reasons.pop(index, None)
+        self._move(index, DONE)
+
+    def _apply_retry(self, record: dict[str, Any]) -> None:
+        index = int(record["i"])
+        if self._take_lease(index, str(record["w"]), int(record["q"])) is None:
+            return  # the lease expired and was counted already
+        self.attempts[index] = self.attempts.get(index, 0) + 1
+        self._move(index, TODO)
+        self._returned(index)
+
+    def _apply_release(self, record: dict[str, Any]) -> None:
+        index = int(record["i"])
+        if self._take_lease(index, str(record["w"]), int(record["q"])) is None:
+            return
+        self._move(index, TODO)
+        self._returned(index)
+
+    def _apply_dead(self, record: dict[str, Any]) -> None:
+        index = int(record["i"])
+        if self._take_lease(index, str(record["w"]), int(record["q"])) is None:
+            return
+        self.attempts[index] = self.attempts.get(index, 0) + 1
+        self._move(index, DEAD)
+        self.reasons[index] = str(record.get("why", ""))
+
+    def _apply_extend(self, record: dict[str, Any]) -> None:
+        minion, expiry = str(record["w"]), float(record["e"])
+        for index, seq in record["l"]:
+            lease = self.leases.get(index)
+            if lease is not None and lease.minion == minion and lease.seq == seq:
+                lease.expiry = expiry
+                self._push_lease(index, lease)
+
+    def _apply_expire(self, record: dict[str, Any]) -> None:
+        for index, minion, seq, dead in record["l"]:
+            lease = self._take_lease(index, minion, seq)
+            if lease is None:
+                continue
+            attempts = self.attempts.get(index, 0) + 1
+            self.attempts[index] = attempts
+            if dead:
+                self._move(index, DEAD)
+                self.reasons[index] = (
+                    f"lease expired {attempts} time(s); last held by {lease.describe()}"
+                )
+            else:
+                self._move(index, TODO)
+                self._returned(index)
+
+    def _apply_requeue(self, record: dict[str, Any]) -> None:
+        for index in self._indices(DEAD):
+            self.attempts.pop(index, None)
+            self.reasons.pop(index, None)
+            self._move(index, TODO)
+            self._returned(index)
+
+    def _apply_adopt(self, record: dict[str, Any]) -> None:
+        self.imported_from = str(record.get("from", "execo"))
+        for index in record.get("done", []):
+            status = self.state[index]
+            if status == FLIGHT:
+                del self.leases[index]
+            if status != DONE:
+                self._move(index, DONE)
+
+    def _indices(self, status: int) -> list[int]:
+        found: list[int] = []
+        state, start = self.state, 0
+        while True:
+            index = state.find(status, start)
+            if index < 0:
+                return found
+            found.append(index)
+            start = index + 1
+
+    # -- params file -----------------------------------------------------------------
+    def _extend_offsets(self, lines: list[bytes]) -> None:
+        # C-level loop: offsets of the next lines, each line plus its newline.
+        ends = accumulate(map((1).__add__, map(len, lines)), initial=self.params_size)
+        next(ends)
+        self.offsets.extend(ends)
+
+    def _read_param_lines(self, start: int, end: int, expected: int) -> list[bytes]:
+        try:
+            fd = os.open(self.path(PARAMS_NAME), os.O_RDONLY)
+        except FileNotFoundError:
+            raise EngineError(
+                f"{self.path(PARAMS_NAME)} is missing although the journal records params: "
+                "restore it or start a new queue in an empty directory"
+            ) from None
+        try:
+            data = _pread_all(fd, end - start, start)
+        finally:
+            os.close(fd)
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if len(data) != end - start or tail or len(lines) != expected:
+            raise EngineError(
+                f"{self.path(PARAMS_NAME)} holds fewer params than the journal records "
+                f"({len(lines)} of {expected} in bytes {start}..{end}): the file was cut"
+            )
+        return lines
+
+    def param_text(self, index: int) -> bytes:
+        """The canonical JSON text of param ``index``."""
+        if self._pfd is None or self._pfd_size < self.params_size:
+            # Reopen after params were added: close-to-open makes them visible on NFS.
+            if self._pfd is not None:
+                os.close(self._pfd)
+            self._pfd = os.open(self.path(PARAMS_NAME), os.O_RDONLY)
+            self._pfd_size = self.params_size
+        start, end = self.offsets[index], self.offsets[index + 1] - 1
+        return _pread_all(self._pfd, end - start, start)
+
+    def read_param(self, index: int) -> bytes:
+        """Param ``index``'s text without the file lock (params never change)."""
+        with self._thread_lock:
+            return self.param_text(index)
+
+    # -- snapshot --------------------------------------------------------------------
+    def _read_snapshot(self) -> Optional[dict[str, Any]]:
+        try:
+            with open(self.path(SNAPSHOT_NAME), "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return None
+        try:
+            doc = json.loads(data)
+        except ValueError as exc:
+            raise EngineError(f"{self.path(SNAPSHOT_NAME)} is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise EngineError(f"{self.path(SNAPSHOT_NAME)} is not a minionize sweep snapshot")
+        if doc.get("version") != VERSION:
+            raise EngineError(
+                f"{self.path(SNAPSHOT_NAME)} has format version {doc.get('version')}; this "
+                f"minionize reads version {VERSION}: upgrade minionize"
+            )
+        return doc
+
+    def _adopt_snapshot(self, doc: Optional[dict[str, Any]]) -> None:
+        dedupe = self.dedupe is not None
+        if doc is None:
+            self._reset_state(generation=0)
+        else:
+            self._reset_state(generation=int(doc["generation"]))
+            self.state = bytearray(doc["state"], "ascii")
+            self.n = len(self.state)
+            if self.n != int(doc["params"]):
+                raise EngineError(f"{self.path(SNAPSHOT_NAME)} is inconsistent: recreate the queue")
+            lines = self._read_param_lines(0, int(doc["params_size"]), self.n)
+            self._extend_offsets(lines)
+            self.params_size = int(doc["params_size"])
+            if dedupe:
+                self.dedupe = dict(zip(lines, range(self.n)))
+            del lines
+            for status in self.count:
+                self.count[status] = self.state.count(status)
+            self.attempts = {int(i): int(a) for i, a in doc["attempts"]}
+            self.reasons = {int(i): str(r) for i, r in doc["dead"]}
+            for index, minion, seq, expiry, host, pid, job in doc["leases"]:
+                self.leases[index] = Lease(minion, seq, expiry, host, pid, job)
+            self.heap = [(le.expiry, i, le.minion, le.seq) for i, le in self.leases.items()]
+            heapq.heapify(self.heap)
+            self.imported_from = doc.get("imported_from")
+            self.compact_at = max(self.compact_min_bytes, int(doc.get("size", 0)))
+        self._loaded = True
+
+    def _compact(self) -> None:
+        """Write the state as snapshot <g+1>, then move every process to journal <g+1>.
+
+        The commit point is the ``next`` record appended to journal <g>: whoever reads
+        it knows its state equals snapshot <g+1> and continues in journal <g+1>, whether
+        or not the rename below happened before a crash.
+        """
+        assert self._jfd is not None
+        new = self.generation + 1
+        doc = {
+            "format": FORMAT,
+            "version": VERSION,
+            "generation": new,
+            "params": self.n,
+            "params_size": self.params_size,
+            "imported_from": self.imported_from,
+            "size": 0,
+            "state": self.state.decode("ascii"),
+            "attempts": sorted(self.attempts.items()),
+            "dead": sorted(self.reasons.items()),
+            "leases": [
+                [i, le.minion, le.seq, le.expiry, le.host, le.pid, le.job]
+                for i, le in self.leases.items()
+            ],
+        }
+        data = _RECORD(doc).encode("utf-8")
+        tmp = self.path(f"{SNAPSHOT_TMP_PREFIX}{socket.gethostname()}.{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                _write_all(fd, data, 0)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            fd = os.open(self.journal_path(new), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            os.close(fd)
+            self._append({"o": "next", "g": new}, durable=True)
+        except OSError as exc:
+            log.warning("%s: could not compact the journal (%s); will retry later", self.directory, exc)
+            self.compact_at = self.offset * 2
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return
+        # Committed: from here on every reader follows the ``next`` record.
+        os.close(self._jfd)
+        self._jfd = None
+        self.generation, self.offset = new, 0
+        self.compact_at = max(self.compact_min_bytes, len(data))
+        try:
+            os.replace(tmp, self.path(SNAPSHOT_NAME))
+            self._fsync_directory()
+            self._remove_old_files()
+        except OSError as exc:
+            log.warning("%s: compaction left old files behind (%s)", self.directory, exc)
+        self._jfd = os.open(self.journal_path(new), os.O_RDWR)
+
+    def _remove_old_files(self) -> None:
+        # Journals older than the snapshot's predecessor are unreachable; a process that
+        # still points at one finds it gone and reloads the snapshot. Temporary snapshots
+        # are leftovers of crashed compactions (compaction runs under the lock).
+        keep = {self.journal_path(self.generation), self.journal_path(self.generation - 1)}
+        for name in os.listdir(self.directory):
+            path = self.path(name)
+            if name.startswith(SNAPSHOT_TMP_PREFIX) or (
+                name.startswith("journal.") and name.endswith(".jsonl") and path not in keep
+            ):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
+    def _fsync_directory(self) -> None:
+        try:
+            fd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass  # some filesystems refuse fsync on a directory; the rename is still atomic
+        finally:
+            os.close(fd)
+
+    # -- the journal -----------------------------------------------------------------
+    def _open_journal(self) -> int:
+        try:
+            return os.open(self.journal_path(self.generation), os.O_RDWR)
+        except FileNotFoundError:
+            pass
+        doc = self._read_snapshot()
+        if doc is not None and int(doc["generation"]) > self.generation:
+            # Compacted twice since this process last looked: start from the snapshot.
+            self._adopt_snapshot(doc)
+            return self._open_journal()
+        return os.open(self.journal_path(self.generation), os.O_RDWR | os.O_CREAT, 0o666)
+
+    def _sync(self) -> None:
+        """Apply every record appended since this process's last visit (lock held)."""
+        if not self._loaded:
+            self._adopt_snapshot(self._read_snapshot())
+        while True:
+            fd = self._open_journal()
+            size = os.fstat(fd).st_size
+            if size < self.offset:
+                os.close(fd)
+                log.warning("%s: the journal shrank; reloading from the snapshot", self.directory)
+                self._adopt_snapshot(self._read_snapshot())
+                continue
+            moved_to: Optional[int] = None
+            if size > self.offset:
+                data = _pread_all(fd, size - self.offset, self.offset)
+                end = data.rfind(b"\n") + 1
+                if end < len(data):
+                    # Only a writer that died mid-record leaves a line without its newline
+                    # (we hold the lock, nobody is writing): drop it. Its operation never
+                    # returned, so nothing acknowledged is lost.
+                    log.warning(
+                        "%s: dropping a truncated journal record (%d bytes) left by a crash",
+                        self.directory,
+                        len(data) - end,
+                    )
+                    os.ftruncate(fd, self.offset + end)
+                position = self.offset
+                for line in data[:end].split(b"\n")[:-1]:
+                    position += len(line) + 1
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        log.warning("%s: skipping an unreadable journal line %.100r", self.directory, line)
+                        continue
+                    if not isinstance(record, dict):
+                        continue
+                    if record.get("o") == "next":
+                        moved_to = int(record["g"])
+                        break
+                    self._apply(record)
+                self.offset = position
+            if moved_to is None:
+                self._jfd = fd
+                return
+            os.close(fd)
+            self.generation, self.offset = moved_to, 0
+
+    def _append(self, record: dict[str, Any], durable: bool = False) -> None:
+        assert self._jfd is not None
+        line = _RECORD(record).encode("utf-8") + b"\n"
+        _write_all(self._jfd, line, self.offset)
+        if durable:
+            os.fsync(self._jfd)
+        self.offset += len(line)
+
+    def _write(self, record: dict[str, Any], durable: bool = False) -> None:
+        """Append ``record`` and apply it here, exactly as other processes will."""
+        self._append(record, durable)
+        self._apply(record)
+
+    # -- locking ---------------------------------------------------------------------
+    def _lock(self) -> None:
+        self._thread_lock.acquire()
+        self._depth += 1
+        if self._depth > 1:
+            return
+        try:
+            if self._file_lock is None:
+                os.makedirs(self.directory, exist_ok=True)
+                self._file_lock = QueueLock(self.path(LOCK_NAME))
+            self._file_lock.acquire()
+            try:
+                self._sync()
+            except BaseException:
+                self._close_journal()
+                self._file_lock.release()
+                raise
+        except BaseException:
+            self._depth -= 1
+            self._thread_lock.release()
+            raise
+
+    def _unlock(self) -> None:
+        try:
+            if self._depth == 1:
+                try:
+                    if self._jfd is not None and self.offset > self.compact_at:
+                        self._compact()
+                finally:
+                    # close() flushes our appends to the server before others may read.
+                    self._close_journal()
+                    assert self._file_lock is not None
+                    self._file_lock.release()
+        finally:
+            self._depth -= 1
+            self._thread_lock.release()
+
+    def _close_journal(self) -> None:
+        if self._jfd is not None:
+            fd, self._jfd = self._jfd, None
+            os.close(fd)
+
+    def locked(self) -> _Locked:
+        """``with store.locked():`` holds the lock with an up-to-date state."""
+        return _Locked(self)
+
+    # -- operations ------------------------------------------------------------------
+    def open(self) -> None:
+        with self.locked():
+            pass
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._pfd is not None:
+                os.close(self._pfd)
+                self._pfd = None
+            if self._file_lock is not None and self._depth == 0:
+                self._file_lock.close()
+
+    def next_seq(self, count: int) -> int:
+        first = self._seq
+        self._seq += count
+        return first
+
+    def pick(self, max_count: int) -> list[int]:
+        """Todo params to claim next (lock held); moves the cursor past them."""
+        picks: list[int] = []
+        state = self.state
+        while len(picks) < max_count:
+            index = state.find(TODO, self.cursor)
+            if index < 0:
+                self.cursor = self.n
+                break
+            picks.append(index)
+            self.cursor = index + 1
+        while len(picks) < max_count and self.returned:
+            index = self.returned.popleft()
+            if state[index] == TODO and index not in picks:
+                picks.append(index)
+        return picks
+
+    def peek(self, limit: int) -> list[int]:
+        """Todo params that would be claimed next, without claiming them (lock held)."""
+        picks: list[int] = []
+        start = self.cursor
+        while len(picks) < limit:
+            index = self.state.find(TODO, start)
+            if index < 0:
+                break
+            picks.append(index)
+            start = index + 1
+        seen = set(picks)
+        for index in self.returned:
+            if len(picks) >= limit:
+                break
+            if self.state[index] == TODO and index not in seen:
+                seen.add(index)
+                picks.append(index)
+        return picks
+
+    def claim(self, max_count: int, owner: Owner, expiry: float) -> list[Claimed]:
+        """Claim up to ``max_count`` todo params until ``expiry`` (lock held)."""
+        picks = self.pick(max_count)
+        if not picks:
+            return []
+        first = self.next_seq(len(picks))
+        record = {
+            "o": "claim",
+            "w": owner.minion,
+            "h": owner.host,
+            "p": owner.pid,
+            "j": owner.job,
+            "e": expiry,
+            "l": [[index, first + k] for k, index in enumerate(picks)],
+        }
+        try:
+            self._write(record)
+        except BaseException:
+            self.cursor = 0  # rescan: the picks are still todo
+            raise
+        return [
+            Claimed(index, first + k, self.attempts.get(index, 0) + 1, self.param_text(index))
+            for k, index in enumerate(picks)
+        ]
+
+    def settle(self, op: str, index: int, minion: str, seq: int, reason: str = "") -> None:
+        """Record ``ack``, ``retry``, ``release`` or ``dead`` for one claim (lock held)."""
+        record: dict[str, Any] = {"o": op, "i": index, "w": minion, "q": seq}
+        if reason:
+            record["why"] = reason[:MAX_REASON]
+        self._write(record, durable=self.durable_settles and op in ("ack", "dead"))
+
+    def extend(self, items: list[tuple[int, int]], minion: str, expiry: float) -> None:
+        mine = [[i, q] for i, q in items if self._holds(i, minion, q)]
+        if mine:
+            self._write({"o": "extend", "w": minion, "e": expiry, "l": mine})
+
+    def _holds(self, index: int, minion: str, seq: int) -> bool:
+        lease = self.leases.get(index)
+        return lease is not None and lease.minion == minion and lease.seq == seq
+
+    def holds(self, index: int, minion: str, seq: int) -> bool:
+        """Whether this claim still holds its lease (lock held)."""
+        return self._holds(index, minion, seq)
+
+    def expire(self, now: float, max_attempts: int) -> int:
+        """Put back (or dead-letter) every param whose lease ended before ``now``."""
+        entries = []
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            _, index, minion, seq = heapq.heappop(heap)
+            lease = self.leases.get(index)
+            if lease is None or lease.minion != minion or lease.seq != seq or lease.expiry > now:
+                continue  # settled or extended since
+            dead = self.attempts.get(index, 0) + 1 >= max_attempts
+            entries.append([index, minion, seq, 1 if dead else 0])
+        if entries:
+            self._write({"o": "expire", "l": entries})
+        return len(entries)
+
+    def add(self, texts: Iterable[bytes]) -> tuple[int, int]:
+        """Add params given as canonical JSON texts; skip those already present."""
+        added = skipped = 0
+        iterator = iter(texts)
+        while True:
+            chunk = list(islice(iterator, FILL_CHUNK))
+            if not chunk:
+                return added, skipped
+            with self.locked():
+                fresh = self._add_chunk(chunk)
+            added += fresh
+            skipped += len(chunk) - fresh
+
+    def _add_chunk(self, chunk: list[bytes]) -> int:
+        dedupe = self.dedupe
+        if dedupe is None:
+            lines = self._read_param_lines(0, self.params_size, self.n) if self.n else []
+            dedupe = self.dedupe = dict(zip(lines, range(self.n)))
+            del lines
+        new: list[bytes] = []
+        n = self.n
+        for text in chunk:
+            if text not in dedupe:
+                dedupe[text] = n + len(new)
+                new.append(text)
+        if not new:
+            return 0
+        try:
+            data = b"\n".join(new) + b"\n"
+            fd = os.open(self.path(PARAMS_NAME), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                if os.fstat(fd).st_size != self.params_size:
+                    os.ftruncate(fd, self.params_size)  # a crashed fill's unrecorded tail
+                _write_all(fd, data, self.params_size)
+                os.fsync(fd)  # params must be durable before the journal points at them
+            finally:
+                os.close(fd)
+            record = {"o": "add", "n": n + len(new), "s": self.params_size + len(data)}
+            self._append(record, durable=True)
+        except BaseException:
+            for text in new:
+                del dedupe[text]
+            raise
+        self._apply_add(record, new)
+        return len(new)
+
+    def requeue_dead(self) -> int:
+        count = self.count[DEAD]
+        if count:
+            self._write({"o": "requeue"}, durable=True)
+        return count
+
+    def adopt(self, texts: list[bytes], done: list[bytes], source: str) -> None:
+        """Import params from another tool's queue (lock held, queue empty)."""
+        self._add_chunk(texts + done)
+        assert self.dedupe is not None
+        indices = sorted({self.dedupe[text] for text in done})
+        self._write({"o": "adopt", "from": source, "done": indices}, durable=True)
+
+    def lease_counts(self, now: float) -> tuple[int, int]:
+        """(unexpired, expired) leases."""
+        expired = sum(1 for lease in self.leases.values() if lease.expiry <= now)
+        return len(self.leases) - expired, expired
+
+    def records(self, status: int) -> Iterator[tuple[int, int, str]]:
+        """(index, attempts, reason) of every param with ``status`` (lock held)."""
+        for index in self._indices(status):
+            yield index, self.attempts.get(index, 0), self.reasons.get(index, "")
+
+
+class _Locked:
+    def __init__(self, store: SweepStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> SweepStore:
+        self.store._lock()
+        return self.store
+
+    def __exit__(self, *exc: object) -> None:
+        self.store._unlock()

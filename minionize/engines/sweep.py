@@ -1,0 +1,284 @@
+"""The sweep engine: a queue of params in a directory every minion can reach.
+
+The default engine (``MINION_ENGINE=sweep``, or ``execo``, the original name). The
+directory is ``EXECO_PERSISTENCE_DIR`` (default ``sweeps``), on local disk or on a
+shared filesystem (NFS, Lustre, GPFS). There is no server: minions coordinate through
+the files alone. See ``docs/sweep-queue.md`` for the user's view.
+
+How it works
+------------
+``params.jsonl`` holds every param once, as canonical JSON (one per line, never a
+pickle). ``journal.<g>.jsonl`` is an append-only log of events (add, claim, ack, retry,
+release, dead letter, lease extension, lease expiry, ...); ``snapshot.json`` is the state
+the journal started from. Each process keeps the whole state in memory and, on every
+operation, reads only the records appended since its last visit: claim and ack cost the
+same with a thousand params or a million. When the journal outgrows the snapshot, the
+process holding the lock writes a new snapshot and starts a new journal (compaction);
+so the directory holds a handful of files whatever the number of params.
+
+Why each step is safe on NFS
+----------------------------
+* **Lock first.** Every operation takes an advisory lock on ``queue.lock`` through
+  ``filelock`` (``flock``, which Linux's NFS client turns into an NFS/NLM byte-range
+  lock shared by every client). Nothing is read or written without it, so there is
+  exactly one writer at a time, on every host. The lock file holds no data.
+* **Then open, then read** (close-to-open consistency). NFS clients cache file data;
+  the guarantee they give is that ``open()`` revalidates the file against the server
+  and sees everything written by a client that has ``close()``-d it. So the journal and
+  the params file are (re)opened *after* the lock is taken, read, and closed *before*
+  the lock is released. A process never trusts a descriptor opened in an earlier
+  critical section for data written by others.
+* **Appends at a known offset, under the lock.** ``O_APPEND`` is not atomic across NFS
+  clients; it is not needed either: the lock holder has just read the journal to its
+  end, so it writes at that offset with ``pwrite``. Records are single lines of JSON.
+* **Close flushes.** ``close()`` sends the written pages to the server before the lock
+  is released, so the next holder's ``open()`` sees them.
+* **Rename to replace.** A snapshot is written to a temporary file, fsync-ed, then
+  ``rename``-d over ``snapshot.json``: readers see the old or the new one, never half.
+  Compaction's commit point is a ``next`` record appended (and fsync-ed) to the old
+  journal, so a crash at any step leaves a readable queue.
+* **Torn records.** Only a writer that died mid-write leaves a last line without its
+  newline; the next lock holder truncates it. That operation had not returned, so no
+  acknowledged param is lost (its lease expires and it is redone).
+* **fsync where durability needs it** (measured here: 0.2 to 0.6 ms each): params and
+  their ``add`` record (losing them would lose work), snapshots before their rename,
+  the ``next`` record, and requeues. Acks and dead letters are not fsync-ed by default:
+  a process crash cannot lose them (the kernel or the NFS server already has them after
+  ``close()``); a power cut of the host can, and that param is then run again (at least
+  once, never lost). ``MINION_SWEEP_FSYNC=1`` fsyncs them too.
+* **No SQLite, no mmap**: both rely on locking and page coherence that NFS does not give.
+* **Clocks.** Lease expiry compares wall clocks of different hosts: keep them in sync
+  (NTP) and the lease much longer than their skew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import EngineError
+from ..reporters.base import MinionInfo
+from ._sweep_store import DEAD, DONE, FLIGHT, TODO, Owner, SweepStore, canonical
+from .base import Delivery, Engine, Param
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+DEFAULT_DIRECTORY = "sweeps"
+#: How often an empty ``take`` looks again while params are in flight.
+POLL_INTERVAL = 0.05
+
+
+def param_id(text: bytes) -> str:
+    """A short stable id of a param: a hash of its canonical JSON (12 hex digits)."""
+    return hashlib.blake2b(text, digest_size=6).hexdigest()
+
+
+class SweepEngine(Engine):
+    """A finite queue of params in a shared directory, with leases.
+
+    ``directory``: the queue (created if missing). ``lease``: seconds a claim is kept
+    without a heartbeat. ``max_attempts``: an expired lease counts an attempt and
+    dead-letters the param when it reaches this. ``wait``: on a drained queue, stay
+    while other minions hold leases (``MINION_WAIT``). ``durable_settles``: fsync every
+    ack and dead letter (``MINION_SWEEP_FSYNC``).
+    """
+
+    name = "sweep"
+
+    def __init__(
+        self,
+        directory: str = DEFAULT_DIRECTORY,
+        *,
+        lease: float = 300.0,
+        max_attempts: int = 3,
+        wait: bool = False,
+        durable_settles: bool = False,
+        minion: Optional[MinionInfo] = None,
+    ) -> None:
+        self.directory = directory
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.wait = wait
+        self.store = SweepStore(directory, durable_settles=durable_settles)
+        info = minion or MinionInfo.current()
+        self.owner = Owner(info.minion_id, info.host, info.pid, info.job_label)
+        self._mine = 0  # deliveries handed out and not settled yet
+        self._mine_lock = threading.Lock()
+        self._settled = threading.Event()
+        self._opened = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SweepEngine:
+        env = settings.env
+        return cls(
+            env.str("EXECO_PERSISTENCE_DIR", DEFAULT_DIRECTORY) or DEFAULT_DIRECTORY,
+            lease=settings.lease,
+            max_attempts=settings.max_attempts,
+            wait=settings.wait,
+            durable_settles=env.bool("MINION_SWEEP_FSYNC"),
+        )
+
+    # -- taking ----------------------------------------------------------------------
+    def take(self, max_count: int, timeout: float) -> list[Delivery]:
+        """Claim up to ``max_count`` params. When none is todo but some are in flight
+        (they may come back), look again every 50 ms until ``timeout``."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            self._settled.clear()
+            with self._locked() as store:
+                now = time.time()
+                store.expire(now, self.max_attempts)
+                claimed = store.claim(max_count, self.owner, now + self.lease)
+                others_in_flight = store.count[FLIGHT] > 0
+            if claimed:
+                with self._mine_lock:
+                    self._mine += len(claimed)
+                return [
+                    Delivery(
+                        param=json.loads(c.text),
+                        id=param_id(c.text),
+                        attempt=c.attempt,
+                        handle=(c.index, c.seq),
+                    )
+                    for c in claimed
+                ]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not (self._mine or (self.wait and others_in_flight)):
+                return []
+            self._settled.wait(min(POLL_INTERVAL, remaining))
+
+    def exhausted(self) -> bool:
+        """Nothing todo; with ``wait``, nothing in flight either (expired leases are
+        put back first, so a crashed peer's params are taken, not waited for)."""
+        with self._locked() as store:
+            store.expire(time.time(), self.max_attempts)
+            if store.count[TODO]:
+                return False
+            return not (self.wait and store.count[FLIGHT])
+
+    def peek(self, limit: int) -> list[Param]:
+        with self._locked() as store:
+            texts = [store.param_text(index) for index in store.peek(limit)]
+        return [json.loads(text) for text in texts]
+
+    # -- settling --------------------------------------------------------------------
+    def ack(self, delivery: Delivery) -> None:
+        self._settle("ack", delivery)
+
+    def retry(self, delivery: Delivery, reason: str) -> None:
+        self._settle("retry", delivery, reason)
+
+    def release(self, delivery: Delivery) -> None:
+        self._settle("release", delivery)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._settle("dead", delivery, reason or "failed")
+
+    def _settle(self, op: str, delivery: Delivery, reason: str = "") -> None:
+        index, seq = delivery.handle
+        try:
+            with self._locked() as store:
+                store.settle(op, index, self.owner.minion, seq, reason)
+        finally:
+            with self._mine_lock:
+                self._mine = max(0, self._mine - 1)
+            self._settled.set()
+
+    # -- leases ----------------------------------------------------------------------
+    def heartbeat_interval(self) -> Optional[float]:
+        return self.lease / 3.0
+
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        if not deliveries:
+            return
+        items = [(int(d.handle[0]), int(d.handle[1])) for d in deliveries]
+        with self._locked() as store:
+            store.extend(items, self.owner.minion, time.time() + self.lease)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def open(self) -> None:
+        """Create the directory if needed, read the queue, and adopt an execo queue
+        found there on first use."""
+        if self._opened:
+            return
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as exc:
+            raise EngineError(
+                f"cannot create the sweep queue directory {self.directory!r} ({exc}): "
+                "set EXECO_PERSISTENCE_DIR to a writable directory"
+            ) from None
+        with self._locked() as store:
+            if store.n == 0 and store.generation == 0 and store.offset == 0:
+                self._adopt_execo(store)
+        self._opened = True
+
+    def _adopt_execo(self, store: SweepStore) -> None:
+        from ._execo_import import is_execo_directory, read_execo_directory
+
+        if not is_execo_directory(self.directory):
+            return
+        todo, done = read_execo_directory(self.directory)
+        store.adopt([canonical(p) for p in todo], [canonical(p) for p in done], "execo")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def describe(self) -> str:
+        return f"sweep queue in {self.directory}"
+
+    # -- administration --------------------------------------------------------------
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        self.open()
+        return self.store.add(canonical(p) for p in params)
+
+    def status(self) -> dict[str, Any]:
+        with self._locked() as store:
+            in_flight, expired = store.lease_counts(time.time())
+            return {
+                "todo": store.count[TODO],
+                "in_flight": in_flight,
+                "expired": expired,
+                "done": store.count[DONE],
+                "dead": store.count[DEAD],
+                "total": store.n,
+            }
+
+    def requeue_dead(self) -> int:
+        with self._locked() as store:
+            return store.requeue_dead()
+
+    def reset_expired(self) -> int:
+        with self._locked() as store:
+            return store.expire(time.time(), self.max_attempts)
+
+    @contextmanager
+    def _locked(self) -> Iterator[SweepStore]:
+        """The store, locked and up to date; I/O errors become EngineError."""
+        try:
+            with self.store.locked() as store:
+                yield store
+        except OSError as exc:
+            raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        """``done`` or ``dead`` params, in queue order: id, param, attempts (failed
+        attempts so far) and, for dead letters, the reason."""
+        statuses = {"done": DONE, "dead": DEAD}
+        if kind not in statuses:
+            raise EngineError(f"cannot list {kind!r}: use done or dead")
+        with self._locked() as store:
+            rows = [*store.records(statuses[kind])]
+        for index, attempts, reason in rows:
+            text = self.store.read_param(index)
+            record: dict[str, Any] = {"id": param_id(text), "param": json.loads(text), "attempts": attempts}
+            if kind == "dead":
+                record["reason"] = reason
+            yield record
