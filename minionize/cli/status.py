@@ -79,7 +79,7 @@ def _run(argv: Optional[list[str]], prog: str, watch: bool) -> int:
             lost_after = env.seconds("MINION_LOST_AFTER", None)
         if watch:
             if getattr(args, "json", False):
-                print(f"{prog}: --json and --watch do not go together", file=sys.stderr)
+                print(f"{prog}: error: --json and --watch do not go together", file=sys.stderr)
                 return 2
             from ..tui import watch as run_watch
 
@@ -100,7 +100,7 @@ def _run(argv: Optional[list[str]], prog: str, watch: bool) -> int:
             sys.stdout.write(format_status(status))
         return 0
     except MinionizeError as error:
-        print(f"{prog}: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
         return 130
