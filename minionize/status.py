@@ -394,7 +394,14 @@ def query_queue(timeout: float = 3.0) -> tuple[Optional[dict[str, Any]], str]:
             from .config import Settings
             from .engines import load_engine
 
-            engine = load_engine(Settings.from_env())
+            settings = Settings.from_env()
+            if settings.engine.strip().lower() in ("sweep", "execo"):
+                # Asking must not create an empty queue in the working directory.
+                where = settings.env.str("EXECO_PERSISTENCE_DIR", "sweeps") or "sweeps"
+                if not os.path.isdir(where):
+                    answer["note"] = f"queue size unknown: no sweep queue in {where}"
+                    return
+            engine = load_engine(settings)
             counters = engine.status()
             answer["queue"] = dict(counters)
             answer["note"] = engine.describe()

@@ -1,0 +1,114 @@
+"""Real minions on a sweep queue, some params failing, one minion SIGKILLed: then
+`minion-status --json` must tell exactly what happened."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from minionize.engines.sweep import SweepEngine
+from tests.acceptance.conftest import script
+from tests.services import wait_for
+
+TASK = """\
+case "$1" in
+  hang) echo $$ > hang.pid; exec sleep 600;;
+  bad-*) echo "Traceback (most recent call last):" >&2
+         echo "ValueError: $1 exploded" >&2; exit 4;;
+  *) echo "ran $1";;
+esac
+"""
+OK = [f"ok-{i}" for i in range(40)]
+BAD = ["bad-1", "bad-2", "bad-3"]
+
+
+def status(env: dict[str, str], *args: str) -> dict[str, Any]:
+    result = subprocess.run([script("minion-status"), "--json", *args], env=env, text=True,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+def start_minion(env: dict[str, str], concurrency: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [script("minionize"), "--concurrency", str(concurrency), "sh", "task.sh"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+
+
+def test_status_tells_what_real_minions_did(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("task.sh").write_text(TASK)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MINION_", "FILE_", "EXECO_", "REPORTER_", "DRY"))}
+    env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+               MINION_ENGINE="sweep", EXECO_PERSISTENCE_DIR="sweeps", MINION_REPORTER="json",
+               MINION_LOG_DIR="logs", MINION_MAX_ATTEMPTS="2", MINION_HEARTBEAT="0.5")
+    SweepEngine("sweeps").fill(["hang"])
+    victim = start_minion(env, 1)
+    minions = [victim]
+    try:
+        def victim_runs_hang() -> bool:
+            out = status(env, "--no-queue")
+            return [r["param"] for m in out["minions"] for r in m["running"]] == ["hang"]
+
+        wait_for(victim_runs_hang, 30, "the first minion to report its running param")
+        SweepEngine("sweeps").fill(OK + BAD)
+        workers = [start_minion(env, 2), start_minion(env, 2)]
+        minions += workers
+        os.killpg(victim.pid, signal.SIGKILL)  # no stop line, no flush: what a lost node does
+        victim.wait(timeout=10)
+        for worker in workers:
+            _, err = worker.communicate(timeout=60)
+            assert worker.returncode == 1, err  # dead letters: exit 1
+
+        before = status(env)
+        assert [m["state"] for m in before["minions"]].count("finished") == 2
+        wait_for(lambda: status(env, "--lost-after", "3")["lost"] == 1, 20,
+                 "the killed minion to count as lost")
+        out = status(env, "--lost-after", "3")
+    finally:
+        for minion in minions:
+            if minion.poll() is None:
+                os.killpg(minion.pid, signal.SIGKILL)
+                minion.wait(timeout=10)
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(Path("hang.pid").read_text()), signal.SIGKILL)
+
+    assert (out["done"], out["dead"], out["failed"]) == (40, 3, 6)
+    assert (out["running"], out["stranded"], out["released"]) == (0, 1, 0)
+    assert (out["alive"], out["finished"], out["lost"]) == (0, 2, 1)
+    by_state: dict[str, list[dict[str, Any]]] = {}
+    for minion in out["minions"]:
+        by_state.setdefault(minion["state"], []).append(minion)
+    lost = by_state["lost"][0]
+    assert lost["pid"] == victim.pid and lost["done"] == 0 and lost["exit_code"] is None
+    assert [r["param"] for r in lost["running"]] == ["hang"]
+    assert sorted(m["pid"] for m in by_state["finished"]) == sorted(w.pid for w in workers)
+    assert all(m["exit_code"] == 1 for m in by_state["finished"])
+    assert sum(m["done"] for m in by_state["finished"]) == 40
+
+    # The queue agrees, and the last errors say why, with the log of each last attempt.
+    assert out["queue"]["done"] == 40 and out["queue"]["dead"] == 3
+    assert out["remaining"] == 1 and out["eta"] is None  # nobody alive to finish it
+    errors = {e["param"]: e for e in out["errors"]}
+    assert sorted(errors) == BAD
+    for param, error in errors.items():
+        assert error["outcome"] == "dead" and error["attempt"] == 2 and error["exit_code"] == 4
+        assert error["stderr_tail"].splitlines()[-1] == f"ValueError: {param} exploded"
+        assert f"ValueError: {param} exploded" in Path(error["stderr_path"]).read_text()
+
+    text = subprocess.run([script("minion-status"), "--lost-after", "3"], env=env, text=True,
+                          capture_output=True, timeout=30).stdout
+    assert "3 minions: 0 alive, 2 finished, 1 lost" in text
+    assert "held by lost minions 1" in text
+    assert "| ValueError: bad-3 exploded" in text
+    assert "1 to do" in text or "1 in flight" in text or "1 expired" in text
