@@ -422,7 +422,7 @@ class DockerCallback(Callback):
 
     def _remove(self, container_id: str) -> None:
         errors = self.docker.errors
-        deadline = time.monotonic() + 30.0
+        deadline = time.monotonic() + 10.0
         while True:
             try:
                 self._client.api.remove_container(container_id, v=True, force=True)
