@@ -1,0 +1,313 @@
+"""The ``pulsar`` engine: params are the messages of an Apache Pulsar topic.
+
+Every minion is a consumer of one Shared subscription (``PULSAR_SUBSCRIPTION``) on
+``PULSAR_TOPIC``, so the broker spreads the messages over the minions.
+
+* take: ``receive(timeout_millis=...)``; the client's Timeout means "nothing now", never
+  a crash. The receiver queue holds one message, so a minion never hoards what others
+  could run. attempt = ``redelivery_count() + 1``.
+* ack: ``acknowledge``. retry: ``negative_acknowledge``; the broker redelivers the
+  message after ``PULSAR_NACK_DELAY`` seconds with its redelivery count grown by one.
+* release (SIGTERM): ``negative_acknowledge`` too, so the message is back after the nack
+  delay; Pulsar counts it as a redelivery, so a release uses up one attempt (the client
+  cannot give a message back uncounted).
+* dead_letter: the message is sent to the dead-letter topic with the reason in its
+  properties (``minion-reason``), then acknowledged. The subscription also carries the
+  client's dead-letter policy (max redeliveries = MINION_MAX_ATTEMPTS, same topic) as a
+  backstop for messages that come back too often through releases.
+* leases: none. Pulsar redelivers a minion's unacknowledged messages when its
+  connection drops (the minion died), and never while it runs (no ack timeout is set),
+  however long the task.
+
+Administration: ``fill`` creates the subscription first (Pulsar keeps a topic's messages
+only for its subscriptions), then publishes; ``requeue_dead`` moves the dead letters
+back. The client library has no admin API, so there is no ``status``: use
+``pulsar-admin topics stats``.
+
+Tested against an in-memory stand-in of the client and a check of every call against
+the real ``pulsar`` module's signatures; never against a real broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..errors import ConfigError, EngineError, MissingExtraError
+from .base import Delivery, Engine, Param
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONNECTION = "pulsar://localhost:6650"
+DEFAULT_SUBSCRIPTION = "minionize"
+#: Properties the engine adds to a dead letter (removed when it is requeued).
+REASON = "minion-reason"
+ATTEMPT = "minion-attempt"
+ORIGIN = "minion-origin"
+DEAD_PROPERTIES = (REASON, ATTEMPT, ORIGIN)
+
+
+def _import_pulsar() -> Any:
+    try:
+        import pulsar
+    except ImportError:
+        raise MissingExtraError("the pulsar engine", "pulsar", "pulsar") from None
+    return pulsar
+
+
+def encode_param(param: Param, decoder: str) -> bytes:
+    """A message's payload for a param: a string as is (identity) or canonical JSON."""
+    if decoder == "identity" and isinstance(param, str):
+        return param.encode("utf-8")
+    text = json.dumps(param, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+class PulsarEngine(Engine):
+    """Params from a Pulsar topic through a Shared subscription."""
+
+    name = "pulsar"
+
+    def __init__(
+        self,
+        topic: str,
+        connection: str = DEFAULT_CONNECTION,
+        subscription: str = DEFAULT_SUBSCRIPTION,
+        decoder: str = "identity",
+        max_attempts: int = 3,
+        dead_letter_topic: Optional[str] = None,
+        nack_delay: float = 1.0,
+        operation_timeout: int = 15,
+        module: Any = None,
+    ) -> None:
+        self.topic = topic
+        self.connection = connection
+        self.subscription = subscription
+        self.decoder = decoder
+        self.max_attempts = max_attempts
+        self.dead_letter_topic = dead_letter_topic or f"{topic}-{subscription}-DLQ"
+        self.nack_delay = nack_delay
+        self.operation_timeout = operation_timeout
+        #: The pulsar module, or a stand-in with the same calls (tests).
+        self._pulsar = module if module is not None else _import_pulsar()
+        self._client: Any = None
+        self._consumer: Any = None
+        self._dead_producer: Any = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PulsarEngine:
+        env = settings.env
+        return cls(
+            topic=env.required(
+                "PULSAR_TOPIC",
+                "set it to the topic holding the params, e.g. persistent://public/default/params",
+            ),
+            connection=env.str("PULSAR_CONNECTION", DEFAULT_CONNECTION) or DEFAULT_CONNECTION,
+            subscription=env.str("PULSAR_SUBSCRIPTION", DEFAULT_SUBSCRIPTION)
+            or DEFAULT_SUBSCRIPTION,
+            decoder=env.choice("PULSAR_DECODER", "identity", ("identity", "json")),
+            max_attempts=settings.max_attempts,
+            dead_letter_topic=env.str("PULSAR_DEAD_LETTER_TOPIC"),
+            nack_delay=env.seconds("PULSAR_NACK_DELAY", 1.0, allow_zero=True) or 0.0,
+        )
+
+    # -- taking ----------------------------------------------------------------------
+    def take(self, max_count: int, timeout: float) -> list[Delivery]:
+        consumer = self._require_consumer()
+        deliveries: list[Delivery] = []
+        wait_ms = max(1, int(timeout * 1000))
+        while len(deliveries) < max_count:
+            try:
+                message = consumer.receive(timeout_millis=wait_ms)
+            except self._pulsar.Timeout:
+                break  # nothing now: an empty topic is waiting, not an error
+            except self._pulsar.PulsarException as exc:
+                raise EngineError(f"Pulsar receive on {self.topic!r} failed: {exc}") from None
+            deliveries.append(self._decode(message))
+            wait_ms = 1  # more only if already here
+        return deliveries
+
+    def _decode(self, message: Any) -> Delivery:
+        attempt = int(message.redelivery_count()) + 1
+        delivery = Delivery(param=None, id=str(message.message_id()), attempt=attempt,
+                            handle=message)
+        data = bytes(message.data())
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            delivery.param = repr(data[:200])
+            delivery.error = f"the message is not UTF-8 text: {exc}"
+            return delivery
+        delivery.param = text
+        if self.decoder == "json":
+            try:
+                delivery.param = json.loads(text)
+            except ValueError as exc:
+                delivery.error = f"the message is not JSON (PULSAR_DECODER=json): {exc}"
+        if delivery.error is None and attempt > self.max_attempts:
+            delivery.error = (
+                f"attempt {attempt} > MINION_MAX_ATTEMPTS={self.max_attempts}: delivered too "
+                "often (minions released it, or died running it)"
+            )
+        return delivery
+
+    # -- settling --------------------------------------------------------------------
+    def ack(self, delivery: Delivery) -> None:
+        with self._call("acknowledge"):
+            self._require_consumer().acknowledge(delivery.handle)
+
+    def retry(self, delivery: Delivery, reason: str) -> None:
+        with self._call("negative_acknowledge"):
+            self._require_consumer().negative_acknowledge(delivery.handle)
+
+    def release(self, delivery: Delivery) -> None:
+        # Pulsar counts this as a redelivery: see the module docstring.
+        with self._call("negative_acknowledge"):
+            self._require_consumer().negative_acknowledge(delivery.handle)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        message = delivery.handle
+        properties = dict(message.properties() or {})
+        properties.update(
+            {REASON: reason, ATTEMPT: str(delivery.attempt), ORIGIN: delivery.id}
+        )
+        with self._call(f"sending to the dead-letter topic {self.dead_letter_topic!r}"):
+            self._dead_letter_producer().send(bytes(message.data()), properties=properties)
+            self._require_consumer().acknowledge(message)
+
+    def _dead_letter_producer(self) -> Any:
+        with self._lock:
+            if self._dead_producer is None:
+                # A subscription on the dead-letter topic keeps what is sent there.
+                self._subscribe(self.dead_letter_topic, dead_letter_policy=False).close()
+                self._dead_producer = self._client.create_producer(self.dead_letter_topic)
+            return self._dead_producer
+
+    # -- lifecycle -------------------------------------------------------------------
+    def open(self) -> None:
+        self._connect()
+        self._consumer = self._subscribe(self.topic, dead_letter_policy=True)
+
+    def close(self) -> None:
+        for thing in (self._dead_producer, self._consumer, self._client):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception as exc:  # closing must not hide the run's outcome
+                    log.warning("pulsar: closing: %s", exc)
+        self._dead_producer = self._consumer = self._client = None
+
+    def describe(self) -> str:
+        return (
+            f"pulsar topic {self.topic!r} (subscription {self.subscription!r}) "
+            f"at {self.connection}"
+        )
+
+    def _connect(self) -> None:
+        if self._client is not None:
+            return
+        quiet = logging.getLogger("minionize.pulsar.client")
+        quiet.setLevel(logging.ERROR)  # the client logs every reconnection attempt
+        try:
+            self._client = self._pulsar.Client(
+                self.connection,
+                operation_timeout_seconds=self.operation_timeout,
+                connection_timeout_ms=5000,
+                logger=quiet,
+            )
+        except ValueError as exc:
+            raise ConfigError(
+                f"PULSAR_CONNECTION={self.connection!r} is not a Pulsar URL ({exc}): "
+                "use e.g. pulsar://localhost:6650"
+            ) from None
+
+    def _subscribe(self, topic: str, dead_letter_policy: bool) -> Any:
+        pulsar = self._pulsar
+        policy = None
+        if dead_letter_policy:
+            policy = pulsar.ConsumerDeadLetterPolicy(
+                max_redeliver_count=self.max_attempts,
+                dead_letter_topic=self.dead_letter_topic,
+                initial_subscription_name=self.subscription,
+            )
+        try:
+            return self._client.subscribe(
+                topic,
+                self.subscription,
+                consumer_type=pulsar.ConsumerType.Shared,
+                initial_position=pulsar.InitialPosition.Earliest,
+                receiver_queue_size=1,
+                negative_ack_redelivery_delay_ms=int(self.nack_delay * 1000),
+                dead_letter_policy=policy,
+            )
+        except pulsar.PulsarException as exc:
+            raise EngineError(
+                f"cannot subscribe to Pulsar topic {topic!r} at {self.connection} "
+                f"({type(exc).__name__}: {exc}): check PULSAR_CONNECTION and PULSAR_TOPIC "
+                "and that the broker runs"
+            ) from None
+
+    def _require_consumer(self) -> Any:
+        if self._consumer is None:
+            raise EngineError("the pulsar engine is not open")
+        return self._consumer
+
+    @contextlib.contextmanager
+    def _call(self, what: str) -> Iterator[None]:
+        """Pulsar client errors become EngineError."""
+        try:
+            yield
+        except self._pulsar.PulsarException as exc:
+            raise EngineError(f"Pulsar {what} on {self.topic!r} failed: {exc}") from None
+
+    # -- administration (minion-queue) -----------------------------------------------
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        self._connect()
+        # First the subscription: messages sent to a topic nobody subscribes to are dropped.
+        self._subscribe(self.topic, dead_letter_policy=True).close()
+        sent = 0
+        with self._call("send"):
+            producer = self._client.create_producer(self.topic)
+            try:
+                for param in params:
+                    producer.send(encode_param(param, self.decoder))
+                    sent += 1
+                producer.flush()
+            finally:
+                producer.close()
+        return sent, 0
+
+    def requeue_dead(self) -> int:
+        """Move every dead letter back to the topic, its attempts counted afresh."""
+        self._connect()
+        self._subscribe(self.topic, dead_letter_policy=True).close()
+        dead = self._subscribe(self.dead_letter_topic, dead_letter_policy=False)
+        moved = 0
+        with self._call("requeue"):
+            producer = self._client.create_producer(self.topic)
+            try:
+                while True:
+                    try:
+                        message = dead.receive(timeout_millis=1000)
+                    except self._pulsar.Timeout:
+                        break
+                    properties = {
+                        k: v for k, v in (message.properties() or {}).items()
+                        if k not in DEAD_PROPERTIES
+                    }
+                    producer.send(bytes(message.data()), properties=properties)
+                    dead.acknowledge(message)
+                    moved += 1
+            finally:
+                producer.close()
+                dead.close()
+        return moved
+
