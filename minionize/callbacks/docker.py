@@ -371,10 +371,13 @@ class DockerCallback(Callback):
                         exit_code=127 if "not found" in str(exc) else 126,
                     )
                 task.handle = _Running(container_id, stop_signal)
-            with _Sinks(out_path, err_path) as sinks:
-                for out, err in stream:
-                    sinks.write(out, err)
-                tail = sinks.tail()
+            try:
+                with _Sinks(out_path, err_path) as sinks:
+                    for out, err in stream:
+                        sinks.write(out, err)
+                    tail = sinks.tail()
+            finally:
+                stream.close()
             status = self._stream_client.api.wait(container_id)
         finally:
             with task.lock:
