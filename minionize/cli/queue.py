@@ -1,0 +1,241 @@
+"""``minion-queue``: fill and inspect the queue the minions read, for any engine.
+
+The same configuration as ``minionize`` (environment, ``.env``, ``--engine``), then one
+of the engine's administration calls. An engine that cannot do one says so (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, Optional
+
+DESCRIPTION = """\
+Fill and inspect the queue that minions read: the engine and its settings come from
+the environment and .env, as for minionize (MINION_ENGINE, EXECO_PERSISTENCE_DIR, ...).
+Safe to run while minions are working.
+"""
+
+EPILOG = """\
+examples:
+  minion-queue fill 0..9 && minionize echo hello     # hello 0 ... hello 9
+  seq 100 | minion-queue fill -                      # one param per line
+  minion-queue fill --file params.jsonl              # one JSON value per line
+  minion-queue fill --product a=1,2,3 b=x,y          # 6 mappings {"a": 1, "b": "x"} ...
+  minion-queue status --json
+  minion-queue list dead                             # dead letters, with their reason
+  minion-queue requeue-dead                          # give them another try
+
+exit codes: 0 done, 2 usage, configuration or queue error.
+"""
+
+STATUS_LABELS = (
+    ("todo", "todo"),
+    ("in_flight", "in flight"),
+    ("expired", "expired leases"),
+    ("done", "done"),
+    ("dead", "dead letters"),
+    ("total", "total"),
+)
+
+
+def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "-e", "--engine", metavar="NAME", default=default,
+        help="the queue's engine: sweep (default), redis, pubsub, pulsar, ... (MINION_ENGINE)",
+    )
+    parser.add_argument(
+        "--queue-dir", "--dir", dest="queue_dir", metavar="DIR", default=default,
+        help="the sweep queue's directory (EXECO_PERSISTENCE_DIR, default: sweeps)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minion-queue",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common_options(parser, None)
+    # The same options after the command name (minion-queue status --dir q) too.
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fill = commands.add_parser(
+        "fill", parents=[common], help="add params (a param already present is not added twice)",
+        description="Add params to the queue. A param already in the queue (done or not) "
+        "is not added again, so filling twice is harmless.",
+        epilog="examples: fill 0..9 | fill 3 7 '{\"x\": 1}' | seq 10 | fill - | "
+        "fill --file params.jsonl | fill --product a=1,2,3 b=x,y",
+    )
+    fill.add_argument(
+        "items", nargs="*", metavar="ITEM",
+        help="START..END (integers, both included), - (one param per line on stdin, JSON "
+        "if it parses, else the line as a string), or a value (JSON if it parses, else a "
+        "string)",
+    )
+    fill.add_argument(
+        "--file", "-f", action="append", default=[], metavar="PATH",
+        help="a JSON-lines file: one JSON value per line (repeatable)",
+    )
+    fill.add_argument(
+        "--product", "-p", nargs="+", metavar="NAME=V1,V2", action="append", default=[],
+        help="the cartesian product of value lists, as mappings ({\"a\": 1, \"b\": \"x\"}, "
+        "...); values are JSON if they parse (1 is a number), else strings",
+    )
+
+    status = commands.add_parser(
+        "status", parents=[common], help="counters: todo, in flight, expired, done, dead",
+        description="The queue's counters: todo, in flight, expired leases, done, dead.",
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+
+    commands.add_parser(
+        "requeue-dead", parents=[common], help="make dead-lettered params todo again",
+        description="Make every dead-lettered param todo again, with fresh attempts.",
+    )
+    commands.add_parser(
+        "reset-expired", parents=[common],
+        help="put params whose lease expired back now",
+        description="Put every param whose lease expired back in the queue now (minions "
+        "also do this by themselves when they look for work).",
+    )
+    listing = commands.add_parser(
+        "list", parents=[common], help="list done or dead-lettered params",
+        description="List done or dead-lettered params (dead letters with their reason).",
+    )
+    listing.add_argument("kind", choices=("done", "dead"), help="which params to list")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument("--limit", type=int, metavar="N", help="at most N params")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..errors import MinionizeError
+
+    try:
+        return run(args)
+    except MinionizeError as exc:
+        print(f"minion-queue: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except BrokenPipeError:  # minion-queue list done | head
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import Settings, load_dotenv_file
+    from ..engines import load_engine
+
+    load_dotenv_file()
+    values = dict(os.environ)
+    if args.engine:
+        values["MINION_ENGINE"] = args.engine
+    if args.queue_dir:
+        values["EXECO_PERSISTENCE_DIR"] = args.queue_dir
+    settings = Settings.from_env(values)
+    engine = load_engine(settings)
+    engine.open()
+    try:
+        return COMMANDS[args.command](engine, args)
+    finally:
+        engine.close()
+
+
+def _fill(engine: Any, args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    if not (args.items or args.file or args.product):
+        raise ConfigError(
+            "nothing to fill: give a range (0..9), values, - for stdin, --file PATH or "
+            "--product NAME=V1,V2 ..."
+        )
+    added, skipped = engine.fill(_params(args))
+    note = f" ({skipped} already present)" if skipped else ""
+    print(f"{engine.describe()}: added {added} params{note}")
+    return 0
+
+
+def _params(args: argparse.Namespace) -> Iterator[Any]:
+    from ..errors import ConfigError
+    from ..params_input import params_from_items, product, read_json_lines
+
+    yield from params_from_items(args.items, sys.stdin)
+    for path in args.file:
+        try:
+            with open(path, encoding="utf-8") as stream:
+                yield from read_json_lines(stream, path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read --file {path}: {exc.strerror}") from None
+    for specs in args.product:
+        yield from product(specs)
+
+
+def _status(engine: Any, args: argparse.Namespace) -> int:
+    counters = dict(engine.status())
+    if args.json:
+        print(json.dumps(counters, sort_keys=True))
+        return 0
+    print(engine.describe())
+    labels = dict(STATUS_LABELS)
+    keys = [key for key, _ in STATUS_LABELS if key in counters]
+    keys += sorted(key for key in counters if key not in labels)
+    width = max((len(labels.get(key, key)) for key in keys), default=0)
+    for key in keys:
+        print(f"  {labels.get(key, key):<{width}}  {counters[key]}")
+    return 0
+
+
+def _requeue_dead(engine: Any, args: argparse.Namespace) -> int:
+    count = engine.requeue_dead()
+    print(f"{engine.describe()}: {count} dead letters made todo again")
+    return 0
+
+
+def _reset_expired(engine: Any, args: argparse.Namespace) -> int:
+    count = engine.reset_expired()
+    print(f"{engine.describe()}: {count} expired leases put back")
+    return 0
+
+
+def _list(engine: Any, args: argparse.Namespace) -> int:
+    records = engine.list(args.kind)
+    if args.limit is not None:
+        records = itertools.islice(records, max(0, args.limit))
+    for record in records:
+        if args.json:
+            print(json.dumps(record, sort_keys=True))
+            continue
+        param = json.dumps(record.get("param"), ensure_ascii=False)
+        line = f"{record.get('id', '')}  {param}"
+        if record.get("attempts"):
+            line += f"  attempts={record['attempts']}"
+        if args.kind == "dead":
+            line += f"  {record.get('reason', '')}"
+        print(line)
+    return 0
+
+
+COMMANDS = {
+    "fill": _fill,
+    "status": _status,
+    "requeue-dead": _requeue_dead,
+    "reset-expired": _reset_expired,
+    "list": _list,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""The sweep engine through its Python API: queue semantics, leases, recovery, files."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from minionize.config import Settings
+from minionize.engines import load_engine
+from minionize.engines._sweep_store import SweepStore
+from minionize.engines.sweep import SweepEngine, param_id
+from minionize.errors import EngineError
+from tests.services import wait_for
+
+
+def engine(path: Path, **options: object) -> SweepEngine:
+    e = SweepEngine(str(path), **options)  # type: ignore[arg-type]
+    e.open()
+    return e
+
+
+def drain(e: SweepEngine) -> list[object]:
+    seen = []
+    while True:
+        batch = e.take(10, 0.0)
+        if not batch:
+            return seen
+        for d in batch:
+            seen.append(d.param)
+            e.ack(d)
+
+
+def journal(path: Path) -> Path:
+    return sorted(path.glob("journal.*.jsonl"), key=lambda p: int(p.name.split(".")[1]))[-1]
+
+
+def test_fill_take_ack_in_order_and_status(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    assert e.fill(range(5)) == (5, 0)
+    assert e.status() == {"todo": 5, "in_flight": 0, "expired": 0, "done": 0, "dead": 0, "total": 5}
+    first = e.take(2, 0.0)
+    assert [d.param for d in first] == [0, 1]
+    assert [d.attempt for d in first] == [1, 1]
+    assert e.status()["in_flight"] == 2
+    for d in first:
+        e.ack(d)
+    assert drain(e) == [2, 3, 4]
+    assert e.status()["done"] == 5 and e.exhausted()
+    assert [r["param"] for r in e.list("done")] == [0, 1, 2, 3, 4]
+
+
+def test_fill_dedupes_on_canonical_json_including_done_params(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    assert e.fill([{"b": 1, "a": 2}, "x", 1, 1.5, [1, 2]]) == (5, 0)
+    drain(e)
+    assert e.fill([{"a": 2, "b": 1}, "x", "1", 1, [1, 2], None]) == (2, 4)
+    assert drain(e) == ["1", None]
+    # Another process's fill is seen by this one's dedupe too.
+    assert engine(tmp_path / "q").fill(["new"]) == (1, 0)
+    assert e.fill(["new", "newer"]) == (1, 1)
+
+
+def test_delivery_id_is_a_stable_hash_of_the_param(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q", max_attempts=5)
+    e.fill([{"x": 1, "y": "a"}])
+    d = e.take(1, 0.0)[0]
+    assert d.id == param_id(b'{"x":1,"y":"a"}') and len(d.id) == 12
+    e.retry(d, "boom")
+    again = e.take(1, 0.0)[0]
+    assert again.id == d.id and again.attempt == 2
+
+
+def test_retry_counts_attempts_release_does_not(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(["p"])
+    d = e.take(1, 0.0)[0]
+    e.release(d)
+    d = e.take(1, 0.0)[0]
+    assert d.attempt == 1
+    e.retry(d, "exit 1")
+    d = e.take(1, 0.0)[0]
+    assert d.attempt == 2
+
+
+def test_dead_letters_are_listed_with_reason_and_can_be_requeued(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(["a", "b"])
+    a, b = e.take(2, 0.0)
+    e.dead_letter(a, "exit code 3: no such file")
+    e.ack(b)
+    assert e.status()["dead"] == 1 and e.exhausted()
+    [record] = e.list("dead")
+    assert record["param"] == "a" and record["reason"] == "exit code 3: no such file"
+    assert record["attempts"] == 1
+    assert e.requeue_dead() == 1
+    d = e.take(1, 0.0)[0]
+    assert d.param == "a" and d.attempt == 1
+    e.ack(d)
+    assert e.status() == {"todo": 0, "in_flight": 0, "expired": 0, "done": 2, "dead": 0, "total": 2}
+    with pytest.raises(EngineError):
+        list(e.list("todo"))
+
+
+def test_processes_see_each_others_claims_and_acks(tmp_path: Path) -> None:
+    a, b = engine(tmp_path / "q"), engine(tmp_path / "q")
+    a.fill(range(4))
+    da = a.take(1, 0.0)[0]
+    db = b.take(1, 0.0)[0]
+    assert (da.param, db.param) == (0, 1)
+    b.ack(db)
+    assert a.status()["done"] == 1 and a.status()["in_flight"] == 1
+    assert b.peek(10) == [2, 3]
+    assert b.peek(10) == [2, 3]  # peek consumes nothing
+
+
+def test_expired_lease_returns_the_param_and_counts_an_attempt(tmp_path: Path) -> None:
+    crashed = engine(tmp_path / "q", lease=0.2)
+    crashed.fill(["p"])
+    lost = crashed.take(1, 0.0)[0]
+    other = engine(tmp_path / "q", lease=30)
+    assert other.take(1, 0.0) == []
+    assert other.status()["in_flight"] == 1
+    wait_for(lambda: other.status()["expired"] == 1, 5, "the lease to expire")
+    again = other.take(1, 0.0)[0]
+    assert again.param == "p" and again.attempt == 2
+    # The first holder's late failure is ignored (its attempt was counted at expiry) ...
+    crashed.retry(lost, "late")
+    assert other.status()["in_flight"] == 1
+    # ... and a late success still counts, once.
+    crashed.ack(lost)
+    other.ack(again)
+    assert other.status()["done"] == 1 and [r["param"] for r in other.list("done")] == ["p"]
+
+
+def test_expiry_reaching_max_attempts_dead_letters(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q", lease=0.05, max_attempts=2)
+    e.fill(["p"])
+    e.take(1, 0.0)
+    time.sleep(0.1)
+    d = e.take(1, 0.0)[0]
+    assert d.attempt == 2
+    time.sleep(0.1)
+    assert e.reset_expired() == 1
+    [record] = e.list("dead")
+    assert "lease expired 2 time(s)" in record["reason"] and e.owner.minion in record["reason"]
+
+
+def test_extend_keeps_the_lease(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q", lease=0.3)
+    assert e.heartbeat_interval() == pytest.approx(0.1)
+    e.fill(["p"])
+    d = e.take(1, 0.0)[0]
+    other = engine(tmp_path / "q")
+    for _ in range(6):
+        time.sleep(0.1)
+        e.extend([d])
+    assert other.reset_expired() == 0 and other.status()["in_flight"] == 1
+    e.ack(d)
+
+
+def test_exhausted_with_wait_waits_for_other_minions_leases(tmp_path: Path) -> None:
+    holder = engine(tmp_path / "q", lease=30)
+    holder.fill(["p", "q"])
+    held = holder.take(2, 0.0)
+    plain = engine(tmp_path / "q")
+    waiting = engine(tmp_path / "q", wait=True)
+    assert plain.exhausted()
+    assert not waiting.exhausted()
+    started = time.monotonic()
+    assert waiting.take(1, 0.2) == []  # polls until the timeout while params are in flight
+    assert time.monotonic() - started >= 0.15
+    holder.retry(held[0], "failed")
+    assert not waiting.exhausted()
+    d = waiting.take(1, 0.0)[0]
+    assert d.param == "p" and d.attempt == 2
+    waiting.ack(d)
+    holder.ack(held[1])
+    assert waiting.exhausted()
+
+
+def test_take_returns_at_once_when_nothing_can_come_back(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    started = time.monotonic()
+    assert e.take(4, 1.0) == []
+    assert time.monotonic() - started < 0.5
+    assert e.exhausted()
+
+
+def test_take_wakes_when_its_own_retry_puts_a_param_back(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(["p"])
+    d = e.take(1, 0.0)[0]
+    threading.Timer(0.1, e.retry, (d, "failed")).start()
+    again = e.take(1, 2.0)
+    assert [x.attempt for x in again] == [2]
+
+
+def test_truncated_last_record_is_dropped_and_acked_params_kept(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(range(10))
+    for d in e.take(6, 0.0):
+        e.ack(d)
+    with open(journal(tmp_path / "q"), "ab") as f:
+        f.write(b'{"o":"ack","i":7,"w":"dead')  # a writer killed mid-record
+    fresh = engine(tmp_path / "q")
+    assert fresh.status()["done"] == 6
+    assert journal(tmp_path / "q").read_bytes().endswith(b"\n")
+    assert sorted(drain(fresh)) == [6, 7, 8, 9]
+    assert engine(tmp_path / "q").status()["done"] == 10
+
+
+def test_unreadable_line_in_the_middle_is_skipped(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(range(3))
+    with open(journal(tmp_path / "q"), "ab") as f:
+        f.write(b"\x00\x00garbage\n")
+    drain(e)
+    assert engine(tmp_path / "q").status()["done"] == 3
+
+
+def test_a_crashed_fills_unrecorded_params_are_ignored(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(["a"])
+    with open(tmp_path / "q" / "params.jsonl", "ab") as f:
+        f.write(b'"orphan"\n"half')  # written, but no journal record points at it
+    fresh = engine(tmp_path / "q")
+    assert fresh.status()["total"] == 1
+    assert fresh.fill(["b"]) == (1, 0)
+    assert drain(engine(tmp_path / "q")) == ["a", "b"]
+
+
+def test_compaction_keeps_few_files_and_every_view_consistent(tmp_path: Path) -> None:
+    q = tmp_path / "q"
+    busy = engine(q, lease=30)
+    busy.store.compact_min_bytes = busy.store.compact_at = 2000
+    idle = engine(q)
+    busy.fill(range(300))
+    held = busy.take(3, 0.0)
+    busy.dead_letter(held[0], "bad")
+    for _ in range(200):
+        for d in busy.take(1, 0.0):
+            busy.ack(d)
+    names = sorted(p.name for p in q.iterdir())
+    assert "snapshot.json" in names and len(names) <= 5, names
+    # A process that slept through several compactions reloads the snapshot.
+    expected = {"todo": 97, "in_flight": 2, "expired": 0, "done": 200, "dead": 1, "total": 300}
+    assert idle.status() == expected
+    assert engine(q).status() == expected
+    assert [r["reason"] for r in idle.list("dead")] == ["bad"]
+    busy.ack(held[1])
+    assert drain(idle) == list(range(203, 300))
+    assert engine(q).status()["done"] == 298
+
+
+def test_compaction_commit_point_survives_a_crash_before_the_rename(tmp_path: Path) -> None:
+    q = tmp_path / "q"
+    e = engine(q)
+    e.fill(range(5))
+    e.ack(e.take(1, 0.0)[0])
+    # Simulate a compactor killed after its "next" record, before renaming the snapshot.
+    with open(journal(q), "ab") as f:
+        f.write(b'{"o":"next","g":1}\n')
+    (q / "journal.1.jsonl").write_bytes(b"")
+    other = engine(q)
+    other.ack(other.take(1, 0.0)[0])
+    assert (q / "journal.1.jsonl").stat().st_size > 0
+    assert engine(q).status()["done"] == 2 and e.status()["done"] == 2
+
+
+def test_files_stay_few_for_many_params(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(range(200_000))
+    for _ in range(50):
+        for d in e.take(100, 0.0):
+            e.ack(d)
+    assert len(list((tmp_path / "q").iterdir())) <= 5
+
+
+def test_params_are_stored_as_json_never_pickle(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill([{"x": [1, 2]}, "é"])
+    lines = (tmp_path / "q" / "params.jsonl").read_text("utf-8").splitlines()
+    assert [json.loads(line) for line in lines] == [{"x": [1, 2]}, "é"]
+    with pytest.raises(EngineError, match="cannot be stored as JSON"):
+        e.fill([object()])
+
+
+def test_concurrent_settles_from_threads(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(range(400))
+    deliveries = []
+    while len(deliveries) < 400:
+        deliveries += e.take(50, 0.0)
+    threads = [threading.Thread(target=lambda ds=deliveries[k::8]: [e.ack(d) for d in ds])
+               for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine(tmp_path / "q").status()["done"] == 400
+
+
+def test_a_filelock_on_the_lock_file_excludes_minions(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    e = engine(tmp_path / "q")
+    e.fill(["p"])
+    taken: list[object] = []
+    with FileLock(str(tmp_path / "q" / "queue.lock")):
+        worker = threading.Thread(target=lambda: taken.extend(e.take(1, 0.0)))
+        worker.start()
+        worker.join(0.3)
+        assert worker.is_alive() and taken == []
+    worker.join(5)
+    assert [d.param for d in taken] == ["p"]
+
+
+def test_settings_select_the_engine_and_its_directory(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {"MINION_ENGINE": "execo", "EXECO_PERSISTENCE_DIR": str(tmp_path / "d"),
+         "MINION_LEASE": "12", "MINION_WAIT": "1", "MINION_MAX_ATTEMPTS": "5"}
+    )
+    e = load_engine(settings)
+    assert isinstance(e, SweepEngine)
+    assert (e.directory, e.lease, e.wait, e.max_attempts) == (str(tmp_path / "d"), 12.0, True, 5)
+    assert e.describe() == f"sweep queue in {tmp_path / 'd'}"
+    assert e.heartbeat_interval() == pytest.approx(4.0)
+
+
+def test_lease_owner_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    e = engine(tmp_path / "q")
+    e.fill(["p"])
+    e.take(1, 0.0)
+    store = SweepStore(str(tmp_path / "q"))
+    with store.locked():
+        [lease] = store.leases.values()
+    assert (lease.host, lease.pid, lease.job) == (os.uname().nodename, os.getpid(), "4242")
+    assert lease.minion == e.owner.minion
