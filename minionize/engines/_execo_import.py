@@ -54,6 +54,8 @@ class PlainDataUnpickler(pickle.Unpickler):
     """An unpickler that only builds plain data; anything else raises RefusedPickle."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # Python 2 names, which Python 3 also writes at protocols 0 to 2.
+        module = {"__builtin__": "builtins", "copy_reg": "copyreg"}.get(module, module)
         try:
             return _ALLOWED[(module, name)]
         except KeyError:

@@ -1,0 +1,76 @@
+"""Params typed by a user: ranges, values, lines, JSON lines, products."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import time
+
+import pytest
+
+from minionize.errors import ConfigError
+from minionize.params_input import (
+    params_from_items,
+    parse_range,
+    parse_value,
+    product,
+    read_json_lines,
+    read_lines,
+)
+
+
+def test_ranges_are_inclusive() -> None:
+    assert list(parse_range("0..9") or []) == list(range(10))
+    assert list(parse_range(" -2 .. 2 ") or []) == [-2, -1, 0, 1, 2]
+    assert list(parse_range("3..1") or []) == [3, 2, 1]
+    assert list(parse_range("5..5") or []) == [5]
+    assert parse_range("0..x") is None and parse_range("1.5..3") is None and parse_range("7") is None
+
+
+def test_values_are_json_when_they_parse_else_strings() -> None:
+    assert parse_value("1") == 1 and parse_value("1.5") == 1.5
+    assert parse_value('{"x": [1, 2]}') == {"x": [1, 2]}
+    assert parse_value('"quoted"') == "quoted" and parse_value("null") is None
+    assert parse_value("hello world") == "hello world"
+    assert parse_value("{not json") == "{not json"
+
+
+def test_lines_skip_blanks_and_keep_inner_spaces() -> None:
+    stream = io.StringIO("1\n\n  \nfoo bar\n[1, 2]\r\nlast")
+    assert list(read_lines(stream)) == [1, "foo bar", [1, 2], "last"]
+
+
+def test_json_lines_name_the_bad_line() -> None:
+    assert list(read_json_lines(io.StringIO('1\n\n"a"\n{"x": 2}\n'))) == [1, "a", {"x": 2}]
+    with pytest.raises(ConfigError, match=r"params\.jsonl line 2 is not JSON"):
+        list(read_json_lines(io.StringIO("1\nfoo\n"), "params.jsonl"))
+
+
+def test_product_is_the_cartesian_product_first_name_slowest() -> None:
+    assert list(product(["a=1,2,3", "b=x,y"])) == [
+        {"a": a, "b": b} for a in (1, 2, 3) for b in ("x", "y")
+    ]
+    assert list(product(["flag=true,false", "n=0.5"])) == [
+        {"flag": True, "n": 0.5}, {"flag": False, "n": 0.5}
+    ]
+
+
+@pytest.mark.parametrize("spec", [["a"], ["=1,2"], ["a=1", "a=2"]])
+def test_bad_products_are_config_errors(spec: list[str]) -> None:
+    with pytest.raises(ConfigError, match="product"):
+        list(product(spec))
+
+
+def test_items_mix_ranges_values_and_stdin() -> None:
+    stdin = io.StringIO("a\n2\n")
+    assert list(params_from_items(["0..2", "x", "-", "{\"k\": 1}"], stdin)) == [
+        0, 1, 2, "x", "a", 2, {"k": 1}
+    ]
+    with pytest.raises(ConfigError, match="standard input"):
+        list(params_from_items(["-"], None))
+
+
+def test_a_huge_range_streams() -> None:
+    started = time.monotonic()
+    first = list(itertools.islice(params_from_items(["0..999999999999"]), 3))
+    assert first == [0, 1, 2] and time.monotonic() - started < 0.5
