@@ -55,7 +55,13 @@ _EXPORTS = {
     "UnsupportedOperation": "minionize.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = [  # noqa: RUF022 - grouped by kind, like _EXPORTS
+    "__version__",
+    "minionizer", "Minion", "ProcessCallback", "FuncCallback", "task", "DockerCallback",
+    "Callback", "Outcome", "Result", "Task", "Delivery", "Engine", "Param", "Reporter",
+    "Settings", "MinionizeError", "ConfigError", "EngineError", "CallbackError",
+    "MissingExtraError", "UnsupportedOperation",
+]
 
 
 def __getattr__(name: str) -> Any:
