@@ -257,3 +257,16 @@ def test_stdout_reporter_writes_to_the_file_descriptor(capfd: pytest.CaptureFixt
     assert out[0] == "buffered before"
     assert out[1].startswith('minionize: done     attempt 1')
     assert out[2] == "task output"
+
+
+def test_summary_is_refreshed_every_few_hundred_lines(tmp_path: Path) -> None:
+    # A fast minion between two heartbeats: readers never replay more than SUMMARY_EVERY lines.
+    from minionize.reporters.json import SUMMARY_EVERY
+
+    reporter = JsonReporter(tmp_path, heartbeat=3600.0)
+    reporter.start(info())
+    for i in range(SUMMARY_EVERY + 10):
+        reporter.task_finished(report(i))
+    assert summary(reporter)["counts"]["done"] == SUMMARY_EVERY
+    reporter.stop(0)
+    assert summary(reporter)["counts"]["done"] == SUMMARY_EVERY + 10
