@@ -241,6 +241,7 @@ def test_query_queue_never_fails(monkeypatch: pytest.MonkeyPatch, answer: Any,
                                  counters: Any, note: str) -> None:
     import minionize.engines
 
+    monkeypatch.setenv("MINION_ENGINE", "fake")
     monkeypatch.setattr(minionize.engines, "load_engine", lambda settings: FakeEngine(answer))
     assert query_queue(timeout=0.2) == (counters, note)
 
@@ -249,6 +250,16 @@ def test_query_queue_with_a_bad_configuration(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("MINION_ENGINE", "no-such-engine")
     counters, note = query_queue()
     assert counters is None and "MINION_ENGINE='no-such-engine'" in note
+
+
+def test_query_queue_never_creates_a_sweep_queue(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MINION_ENGINE", raising=False)
+    monkeypatch.delenv("EXECO_PERSISTENCE_DIR", raising=False)
+    assert query_queue() == (None, "queue size unknown: no sweep queue in sweeps")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_many_minions_read_fast(tmp_path: Path) -> None:
