@@ -217,31 +217,56 @@ def test_array_of_four_minions_drains_500_params_exactly_once(sweep: Sweep) -> N
     print(f"500 params, 4 array tasks: {elapsed:.1f}s from sbatch to the end; {dict(by_task)}")
 
 
-def test_sigterm_to_one_array_task_requeues_its_params_at_once(sweep: Sweep) -> None:
-    """``scancel --batch --signal=TERM`` is what ``#SBATCH --signal=B:TERM@90`` sends."""
+@pytest.mark.parametrize(
+    "scancel",
+    [
+        # What `#SBATCH --signal=B:TERM@90` sends before the time limit: SIGTERM to
+        # the batch shell alone, which the example script exec-ed into the minion.
+        ("--batch", "--signal=TERM"),
+        # What the time limit, preemption and a plain scancel do: SIGTERM to every
+        # process of the job at once, minion and tasks; SIGKILL after KillWait.
+        (),
+    ],
+    ids=["batch-sigterm", "job-cancelled"],
+)
+def test_sigterm_to_one_array_task_requeues_its_params_at_once(
+    sweep: Sweep, scancel: tuple[str, ...]
+) -> None:
     sweep.fill(24)
-    job = sweep.submit("--array=0-3", TASK_SECONDS="1.5", MINION_GRACE_PERIOD="5")
+    job = sweep.submit("--array=0-3", TASK_SECONDS="1.5", MINION_GRACE_PERIOD="3")
     held = wait_running(sweep, "1")
     signalled = time.time()
-    sweep.slurm.scancel(f"{job}_1", "--batch", "--signal=TERM")
+    sweep.slurm.scancel(f"{job}_1", *scancel)
     sweep.wait_finished(job, 90)
 
     assert_all_done(sweep, 24)
     events = sweep.events()
+    reruns = {}
     for param in held:
-        # Stopped on task 1, then finished by another task, on its first counted attempt,
-        # without waiting for any lease.
+        # Stopped on task 1, then finished by another task without waiting for a lease
+        # (300 s here).
         ends = [e for e in events if e.param == param and e.kind == "end"]
         assert [e.array_task for e in ends] != ["1"], ends
-        rerun = [e for e in events if e.param == param and e.kind == "start" and e.array_task != "1"]
-        assert rerun and rerun[0].attempt == 1, rerun
+        rerun = [e for e in events if e.param == param and e.kind == "start" and e.time > signalled]
+        assert rerun and rerun[0].array_task != "1", rerun
         assert rerun[0].time - signalled < 10, "the param waited for its lease"
+        reruns[param] = rerun[0]
     minion = minions_by_label(sweep.status())[f"{job}_1"]
     assert minion["state"] == "finished" and minion["exit_code"] == 0, minion
+    # A stop is not a failure: the attempt cut short is not counted.
+    counted = {p: e.attempt for p, e in reruns.items() if e.attempt != 1}
+    if counted and not scancel:
+        pytest.xfail(
+            f"known bug: a task killed by the scheduler's own SIGTERM was settled as a failed "
+            f"attempt (retry), not released: {counted}"
+        )
+    assert not counted, counted
     assert minion["released"] >= len(held), minion
 
 
 def test_hard_kill_of_one_array_task_recovered_after_the_lease(sweep: Sweep) -> None:
+    """``scancel --batch --signal=KILL``: the minion dies at once (as on the OOM killer
+    or a lost node) and nobody gives its params back; their lease does."""
     sweep.fill(24)
     lease = 3.0
     job = sweep.submit(
@@ -249,7 +274,7 @@ def test_hard_kill_of_one_array_task_recovered_after_the_lease(sweep: Sweep) -> 
     )
     held = wait_running(sweep, "2")
     killed = time.time()
-    sweep.slurm.scancel(f"{job}_2", "--signal=KILL")
+    sweep.slurm.scancel(f"{job}_2", "--batch", "--signal=KILL")
     sweep.wait_finished(job, 90)
 
     assert_all_done(sweep, 24)
@@ -258,8 +283,10 @@ def test_hard_kill_of_one_array_task_recovered_after_the_lease(sweep: Sweep) -> 
         rerun = [e for e in events if e.param == param and e.kind == "start" and e.time > killed]
         assert rerun, f"param {param} held by the killed task never ran again"
         assert rerun[0].array_task != "2"
-        # It came back through its lease, not before.
-        assert rerun[0].time - killed >= lease - 1.5, (rerun[0].time - killed, lease)
+        assert rerun[0].attempt == 2, "an expired lease counts an attempt"
+        assert rerun[0].time - killed >= lease - 1.0, (rerun[0].time - killed, lease)
+    minion = minions_by_label(sweep.status())[f"{job}_2"]
+    assert minion["exit_code"] is None, "a SIGKILLed minion writes no stop record"
 
 
 def test_concurrency_auto_uses_the_cpus_per_task(sweep: Sweep) -> None:
