@@ -1,0 +1,211 @@
+"""Real ``minionize`` processes on one sweep queue: draining, crashes, leases, recovery,
+and adopting execo's directories."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import wait_for
+
+#: Appends the param to $RUNS (one line per run, O_APPEND), then sleeps $NAP seconds.
+RECORDER = ["sh", "-c", 'echo "$1" >> "$RUNS"; sleep "${NAP:-0}"', "sh"]
+
+
+def script(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed: run pip install -e .")
+    return found
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    monkeypatch.chdir(tmp_path)
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("MINION_", "EXECO_", "FILE_", "REPORTER_", "DRY"))}
+    clean["RUNS"] = str(tmp_path / "runs.txt")
+    return clean
+
+
+def queue(*args: str, env: dict[str, str]) -> Any:
+    out = subprocess.run([script("minion-queue"), *args], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout) if "--json" in args and args[0] == "status" else out.stdout
+
+
+def minion(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen([script("minionize"), *args], env=env, text=True,
+                            start_new_session=True, **popen)
+
+
+def runs(tmp_path: Path) -> collections.Counter[str]:
+    path = tmp_path / "runs.txt"
+    lines = path.read_text().split() if path.exists() else []
+    return collections.Counter(lines)
+
+
+def done_params(env: dict[str, str]) -> list[Any]:
+    out = queue("list", "done", "--json", env=env)
+    return [json.loads(line)["param"] for line in out.splitlines()]
+
+
+def test_sixteen_minions_drain_ten_thousand_params(tmp_path: Path, env: dict[str, str]) -> None:
+    queue("fill", "0..9999", env=env)
+    minions = [minion("echo", env=env, stdout=subprocess.PIPE) for _ in range(16)]
+    outputs = [p.communicate(timeout=240)[0] for p in minions]
+    assert [p.returncode for p in minions] == [0] * 16
+    printed = collections.Counter(line for out in outputs for line in out.split())
+    assert printed == collections.Counter(str(i) for i in range(10_000))  # each ran once
+    assert sum(1 for out in outputs if out) > 1  # the work was shared
+    status = queue("status", "--json", env=env)
+    assert (status["done"], status["todo"], status["in_flight"], status["dead"]) == (10_000, 0, 0, 0)
+    done = done_params(env)
+    assert sorted(done) == list(range(10_000))  # each param done exactly once
+    assert len(list((tmp_path / "sweeps").iterdir())) <= 5
+
+
+def test_repeated_sigkill_loses_nothing_and_only_in_flight_params_rerun(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    total, kills = 400, 0
+    queue("fill", f"1..{total}", env=env)
+    env = {**env, "MINION_LEASE": "1", "NAP": "0.03"}
+    rng = random.Random(7)
+    minions = [minion(*RECORDER, env=env) for _ in range(4)]
+    deadline = time.monotonic() + 60
+    while kills < 8 and time.monotonic() < deadline:
+        time.sleep(rng.uniform(0.1, 0.4))
+        victim = minions.pop(rng.randrange(len(minions)))
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)  # the minion and its task, like a lost node
+            kills += 1
+        victim.wait(10)
+        minions.append(minion(*RECORDER, env=env))
+    for p in minions:
+        assert p.wait(120) == 0
+    # A rerun waits for the killed minions' leases and finishes their params.
+    finisher = minion("--wait", *RECORDER, env=env)
+    assert finisher.wait(120) == 0
+    status = queue("status", "--json", env=env)
+    assert (status["done"], status["todo"], status["in_flight"], status["dead"]) == (total, 0, 0, 0)
+    ran = runs(tmp_path)
+    assert set(ran) == {str(i) for i in range(1, total + 1)}  # nothing lost
+    twice = [param for param, count in ran.items() if count > 1]
+    assert kills >= 4 and len(twice) <= kills  # one param in flight per killed minion
+    assert sorted(done_params(env)) == list(range(1, total + 1))
+
+
+def test_wait_finishes_a_crashed_peers_param(tmp_path: Path, env: dict[str, str]) -> None:
+    queue("fill", "slow", "a", "b", env=env)
+    env = {**env, "MINION_LEASE": "1.5"}
+    crashed = minion("sh", "-c", 'echo "$1" >> "$RUNS"; sleep 60', "sh", env=env)
+    wait_for(lambda: runs(tmp_path)["slow"] == 1, 20, "the first minion to start 'slow'")
+    os.killpg(crashed.pid, signal.SIGKILL)
+    crashed.wait(10)
+    # Without --wait, a minion leaves the crashed peer's param (its lease still runs).
+    plain = minion(*RECORDER, env=env)
+    assert plain.wait(60) == 0
+    assert runs(tmp_path) == {"slow": 1, "a": 1, "b": 1}
+    assert queue("status", "--json", env=env)["done"] == 2
+    # With --wait it stays until the lease expires, then runs it (attempt 2).
+    started = time.monotonic()
+    waiting = minion("--wait", *RECORDER, env=env)
+    assert waiting.wait(60) == 0
+    assert runs(tmp_path)["slow"] == 2
+    status = queue("status", "--json", env=env)
+    assert (status["done"], status["in_flight"], status["expired"]) == (3, 0, 0)
+    assert time.monotonic() - started < 30
+
+
+def test_an_expired_lease_returns_its_param_to_the_next_minion(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    queue("fill", "only", env=env)
+    env = {**env, "MINION_LEASE": "1"}
+    crashed = minion("sh", "-c", "sleep 60", "sh", env=env)
+    wait_for(lambda: queue("status", "--json", env=env)["in_flight"] == 1, 20, "a claim")
+    os.killpg(crashed.pid, signal.SIGKILL)
+    crashed.wait(10)
+    wait_for(lambda: queue("status", "--json", env=env)["expired"] == 1, 20, "the lease to expire")
+    out = subprocess.run([script("minionize"), "echo", "again"], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["again", "only"]
+    assert queue("status", "--json", env=env)["done"] == 1
+
+
+def test_a_truncated_state_file_opens_and_keeps_acked_params(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    queue("fill", "0..9", env=env)
+    assert subprocess.run([script("minionize"), "true"], env=env, timeout=60).returncode == 0
+    journal = max((tmp_path / "sweeps").glob("journal.*.jsonl"))
+    with open(journal, "ab") as f:
+        f.write(b'{"o":"claim","w":"0123456789ab","h":"node-7","p":12,"j":"","e":1e10,"l":[[3')
+    assert queue("status", "--json", env=env)["done"] == 10
+    queue("fill", "10..12", env=env)
+    out = subprocess.run([script("minionize"), "echo"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["10", "11", "12"]
+    assert sorted(done_params(env)) == list(range(13))
+
+
+def test_the_original_readme_commands_work_on_an_execo_directory(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    create = ("from execo_engine.sweep import ParamSweeper; "
+              "ParamSweeper('sweeps', sweeps=range(10), save_sweeps=True)")
+    subprocess.run([sys.executable, "-c", create], env=env, check=True, timeout=60)
+    out = subprocess.run([script("minionize"), "echo", "hello"], env={**env, "MINION_ENGINE": "execo"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [f"hello {i}" for i in range(10)]
+    assert queue("status", "--json", env=env)["done"] == 10
+
+
+def test_an_execo_directory_with_progress_is_resumed(tmp_path: Path, env: dict[str, str]) -> None:
+    execo_sweep = pytest.importorskip("execo_engine.sweep")
+    sweeper = execo_sweep.ParamSweeper(
+        "sweeps", sweeps=execo_sweep.sweep({"x": [1, 2, 3], "y": ["a"]}), save_sweeps=True
+    )
+    sweeper.done(sweeper.get_next())
+    out = subprocess.run(
+        [script("minionize"), "--template", "echo {x}{y}"], env=env, capture_output=True,
+        text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) == 2 and set(out.stdout.split()) < {"1a", "2a", "3a"}
+    assert queue("status", "--json", env=env)["done"] == 3
+
+
+class Payload:
+    """Stands for any class a hostile pickle could name."""
+
+
+def test_a_directory_holding_a_pickle_of_an_arbitrary_class_is_refused(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    (tmp_path / "sweeps").mkdir()
+    with open(tmp_path / "sweeps" / "sweeps", "wb") as f:
+        pickle.dump({1, 2}, f)
+        f.seek(0)
+        f.write(pickle.dumps([os.system]))  # names a function, as an exploit would
+    out = subprocess.run([script("minionize"), "echo"], env={**env, "MINION_ENGINE": "execo"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    [line] = out.stderr.strip().splitlines()
+    assert "refuses to load" in line and "system" in line
