@@ -1,0 +1,125 @@
+"""``minion-queue`` as a user types it, in an empty directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from .conftest import script
+
+
+def sh(line: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run ``line`` in a shell, as typed at a prompt."""
+    return subprocess.run(["sh", "-c", line], env=env, input=stdin, capture_output=True,
+                          text=True, timeout=120)
+
+
+def status(env: dict[str, str], *extra: str) -> dict[str, int]:
+    out = subprocess.run([script("minion-queue"), "status", "--json", *extra], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, int] = json.loads(out.stdout)
+    return result
+
+
+def test_quick_start_fill_then_run(user_env: dict[str, str]) -> None:
+    out = sh("minion-queue fill 0..9 && minionize echo hello", user_env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "sweep queue in sweeps: added 10 params"
+    assert lines[1:] == [f"hello {i}" for i in range(10)]
+    assert status(user_env) == {"todo": 0, "in_flight": 0, "expired": 0, "done": 10,
+                                "dead": 0, "total": 10}
+
+
+def test_status_for_a_person(user_env: dict[str, str]) -> None:
+    sh("minion-queue fill 1..3", user_env)
+    out = sh("minion-queue status", user_env)
+    assert out.returncode == 0
+    assert out.stdout.splitlines() == [
+        "sweep queue in sweeps",
+        "  todo            3",
+        "  in flight       0",
+        "  expired leases  0",
+        "  done            0",
+        "  dead letters    0",
+        "  total           3",
+    ]
+
+
+def test_fill_from_stdin_a_file_and_a_product(tmp_path: Path, user_env: dict[str, str]) -> None:
+    out = sh("printf 'a b\\n\\n2\\n{\"k\": 1}\\n' | minion-queue fill -", user_env)
+    assert out.stdout.strip() == "sweep queue in sweeps: added 3 params"
+    (tmp_path / "params.jsonl").write_text('"a b"\n[1, 2]\n')
+    out = sh("minion-queue fill --file params.jsonl", user_env)
+    assert out.stdout.strip() == "sweep queue in sweeps: added 1 params (1 already present)"
+    out = sh("minion-queue fill --product a=1,2,3 b=x,y", user_env)
+    assert out.stdout.strip() == "sweep queue in sweeps: added 6 params"
+    assert status(user_env)["todo"] == 10
+    out = sh("minionize --template 'echo {a}{b}' --max-attempts 1 2>/dev/null; "
+             "minion-queue list done --json", user_env)
+    done = [json.loads(line)["param"] for line in out.stdout.splitlines() if line.startswith("{")]
+    assert {"a": 1, "b": "x"} in done and {"a": 3, "b": "y"} in done
+    assert set(out.stdout.splitlines()[:6]) == {"1x", "1y", "2x", "2y", "3x", "3y"}
+
+
+def test_filling_twice_adds_nothing_twice(user_env: dict[str, str]) -> None:
+    sh("minion-queue fill 0..4 && minionize true", user_env)
+    out = sh("minion-queue fill 0..9", user_env)
+    assert out.stdout.strip() == "sweep queue in sweeps: added 5 params (5 already present)"
+    assert status(user_env)["todo"] == 5
+
+
+def test_dead_letters_are_listed_and_requeued(user_env: dict[str, str]) -> None:
+    sh("minion-queue fill ok fail", user_env)
+    out = sh("minionize --max-attempts 2 sh -c 'test \"$1\" = ok' sh", user_env)
+    assert out.returncode == 1  # a param was dead-lettered
+    assert status(user_env)["dead"] == 1
+    out = sh("minion-queue list dead", user_env)
+    [line] = out.stdout.splitlines()
+    assert '"fail"' in line and "attempts=2" in line and "exit" in line
+    [record] = [json.loads(x) for x in sh("minion-queue list dead --json", user_env).stdout.splitlines()]
+    assert record["param"] == "fail" and record["reason"]
+    out = sh("minion-queue requeue-dead", user_env)
+    assert out.stdout.strip() == "sweep queue in sweeps: 1 dead letters made todo again"
+    assert sh("minionize echo retried", user_env).stdout.strip() == "retried fail"
+    assert status(user_env)["done"] == 2
+
+
+def test_reset_expired_and_the_queue_directory_option(user_env: dict[str, str]) -> None:
+    out = sh("minion-queue --dir elsewhere fill 7 && minion-queue reset-expired --dir elsewhere",
+             user_env)
+    assert out.stdout.splitlines() == [
+        "sweep queue in elsewhere: added 1 params",
+        "sweep queue in elsewhere: 0 expired leases put back",
+    ]
+    assert status(user_env, "--queue-dir", "elsewhere")["todo"] == 1
+    assert sh("EXECO_PERSISTENCE_DIR=elsewhere minionize echo", user_env).stdout == "7\n"
+
+
+def test_settings_come_from_dotenv(tmp_path: Path, user_env: dict[str, str]) -> None:
+    (tmp_path / ".env").write_text("EXECO_PERSISTENCE_DIR=from-dotenv\n")
+    sh("minion-queue fill 1..2", user_env)
+    assert (tmp_path / "from-dotenv" / "params.jsonl").exists()
+    assert sh("minionize echo", user_env).stdout.split() == ["1", "2"]
+
+
+def test_errors_are_one_line_and_exit_2(user_env: dict[str, str]) -> None:
+    for line, words in [
+        ("minion-queue fill", "nothing to fill"),
+        ("minion-queue --engine nope status", "not a known engine"),
+        ("minion-queue fill --product a", "NAME=V1,V2"),
+        ("minion-queue fill --file missing.jsonl", "cannot read --file missing.jsonl"),
+        ("minion-queue --engine file status", "cannot report its status"),
+    ]:
+        out = sh(line, user_env)
+        assert out.returncode == 2, line
+        assert len(out.stderr.strip().splitlines()) == 1 and words in out.stderr, out.stderr
+
+
+def test_help_explains_the_inputs(user_env: dict[str, str]) -> None:
+    out = sh("minion-queue --help && minion-queue fill --help", user_env)
+    assert out.returncode == 0
+    for words in ("fill 0..9", "status --json", "requeue-dead", "START..END", "--product"):
+        assert words in out.stdout
