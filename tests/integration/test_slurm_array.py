@@ -251,6 +251,8 @@ def test_sigterm_to_one_array_task_requeues_its_params_at_once(
         assert rerun and rerun[0].array_task != "1", rerun
         assert rerun[0].time - signalled < 10, "the param waited for its lease"
         reruns[param] = rerun[0]
+        print(f"param {param}: stopped on task 1, running again on task "
+              f"{rerun[0].array_task} {rerun[0].time - signalled:.2f}s after the signal")
     minion = minions_by_label(sweep.status())[f"{job}_1"]
     assert minion["state"] == "finished" and minion["exit_code"] == 0, minion
     # A stop is not a failure: the attempt cut short is not counted.
