@@ -53,6 +53,8 @@ DEFAULT_GROUP = "minionize"
 #: Longest BLOCK of one XREADGROUP (the socket timeout must exceed it).
 MAX_BLOCK = 10.0
 SOCKET_TIMEOUT = 30.0
+#: How long a running minion waits for an unreachable server before it gives up.
+OUTAGE_TOLERANCE = 60.0
 #: Fields the engine writes; the others of an entry are kept as they are.
 BOOK_FIELDS = ("origin", "tries", "reason")
 DEAD_FIELDS = ("reason", "attempt", "entry", "consumer", "time")
@@ -168,6 +170,10 @@ return n
 """
 
 
+class Unreachable(EngineError):
+    """The server does not answer (refused, reset, timed out)."""
+
+
 def _import_redis() -> Any:
     try:
         import redis
@@ -245,6 +251,7 @@ class RedisEngine(Engine):
         self._running: set[str] = set()
         self._cursor = "0-0"
         self._next_claim = 0.0
+        self._down_since: Optional[float] = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisEngine:
@@ -262,6 +269,25 @@ class RedisEngine(Engine):
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
         if max_count < 1:
             return []
+        try:
+            deliveries = self._take(max_count, timeout)
+        except Unreachable as exc:
+            # Ride out a restart of the server (a pod rescheduled, a failover): nothing
+            # is lost meanwhile, pending entries stay pending. Give up after a while.
+            now = time.monotonic()
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("redis: %s; retrying for %gs", exc, OUTAGE_TOLERANCE)
+            if now - self._down_since > OUTAGE_TOLERANCE:
+                raise
+            time.sleep(min(timeout, 1.0))
+            return []
+        if self._down_since is not None:
+            log.warning("redis: reachable again")
+            self._down_since = None
+        return deliveries
+
+    def _take(self, max_count: int, timeout: float) -> list[Delivery]:
         deliveries = self._take_expired(max_count)
         free = max_count - len(deliveries)
         if free > 0:
@@ -272,7 +298,7 @@ class RedisEngine(Engine):
                 except self._redis.exceptions.ResponseError as exc:
                     if "NOGROUP" not in str(exc):
                         raise
-                    self._create_group()  # the stream was deleted under us
+                    self._create_group()  # the stream was deleted, or the server restarted
                     reply = self._read(free, block)
             for _stream, entries in reply or []:
                 for entry_id, fields in entries:
@@ -293,10 +319,17 @@ class RedisEngine(Engine):
         if now < self._next_claim:
             return []
         with self._errors("XAUTOCLAIM"):
-            reply = self._claim(
-                keys=[self.stream],
-                args=[self.group, self.consumer, int(self.lease * 1000), self._cursor, max_count],
-            )
+            try:
+                reply = self._claim(
+                    keys=[self.stream],
+                    args=[self.group, self.consumer, int(self.lease * 1000), self._cursor,
+                          max_count],
+                )
+            except self._redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self._create_group()  # the stream was deleted, or the server restarted
+                return []
         self._cursor = reply[0]
         claimed = reply[1:]
         if self._cursor == "0-0" and len(claimed) < max_count:
@@ -464,7 +497,7 @@ class RedisEngine(Engine):
         try:
             yield
         except (exceptions.ConnectionError, exceptions.TimeoutError) as exc:
-            raise EngineError(
+            raise Unreachable(
                 f"cannot reach Redis at {redact(self.url)} ({exc}): check MINION_REDIS_URL "
                 "and that the server runs"
             ) from None

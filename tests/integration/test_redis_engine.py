@@ -28,41 +28,57 @@ pytestmark = pytest.mark.service("redis")
 RECORD = 'echo "$1 $MINION_ATTEMPT $$" >> "$OUT"'
 
 
+class RedisServer:
+    """A redis-server on 127.0.0.1:port, without persistence, stopped by its PID."""
+
+    def __init__(self, port: int, log: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            unavailable("redis", "no redis-server binary (apt-get install redis-server)")
+        self.redis = pytest.importorskip("redis")
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(
+                [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                 "--appendonly", "no", "--daemonize", "no"],
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        client = self.redis.Redis(host="127.0.0.1", port=port)
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server exited: {log.read_text()}")
+            try:
+                return bool(client.ping())
+            except self.redis.exceptions.ConnectionError:
+                return False
+
+        try:
+            wait_for(ready, 10, "redis-server to answer PING")
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis", "no redis-server binary (apt-get install redis-server)")
-    redis = pytest.importorskip("redis")
-    port = free_port()
-    log = tmp_path_factory.mktemp("redis") / "redis.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-             "--appendonly", "no", "--daemonize", "no"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    client = redis.Redis(host="127.0.0.1", port=port)
-
-    def ready() -> bool:
-        if server.poll() is not None:
-            raise AssertionError(f"redis-server exited: {log.read_text()}")
-        try:
-            return bool(client.ping())
-        except redis.exceptions.ConnectionError:
-            return False
-
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis") / "redis.log")
     try:
-        wait_for(ready, 10, "redis-server to answer PING")
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server.url
     finally:
-        client.close()
-        os.kill(server.pid, signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(server.pid, signal.SIGKILL)
-            server.wait()
+        server.stop()
 
 
 @pytest.fixture
@@ -274,3 +290,28 @@ def test_peek_and_reset_expired(queue: RedisEngine) -> None:
     status = short.status()
     assert (status["todo"], status["in_flight"]) == (2, 0)
     short.close()
+
+
+def test_minion_rides_out_a_server_restart(tmp_path: Path) -> None:
+    port = free_port()
+    server = RedisServer(port, tmp_path / "redis.log")
+    try:
+        queue = RedisEngine(url=server.url, stream="restart")
+        queue.fill(["before"])
+        env = minion_env(queue, tmp_path, MINION_IDLE_TIMEOUT="8")
+        minion = start_minion(env, tmp_path, RECORD)
+        wait_for(lambda: records(tmp_path), 20, "the minion to run the first param")
+        server.stop()  # no persistence: the stream and its group are gone
+        wait_for(lambda: "retrying" in minion.stderr.read_text(), 10, "the minion to notice")
+        server = RedisServer(port, tmp_path / "redis.log")
+        queue.fill(["after"])
+        wait_for(lambda: len(records(tmp_path)) == 2, 20, "the param added after the restart")
+        minion.process.send_signal(signal.SIGTERM)
+        code, err = minion.finish(timeout=20)
+        queue.close()
+    finally:
+        server.stop()
+
+    assert code == 0, err
+    assert [p for p, _, _ in records(tmp_path)] == ["before", "after"]
+    assert "reachable again" in err
