@@ -57,7 +57,6 @@ SOCKET_TIMEOUT = 30.0
 OUTAGE_TOLERANCE = 60.0
 #: Fields the engine writes; the others of an entry are kept as they are.
 BOOK_FIELDS = ("origin", "tries", "reason")
-DEAD_FIELDS = ("reason", "attempt", "entry", "consumer", "time")
 
 # KEYS: stream, target. ARGV: group, entry id, owner ('' = any), action, field, value...
 # action: done (INCR target), add (XADD target the fields), drop (nothing more).
