@@ -8,6 +8,7 @@ topic and subscription.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -166,6 +167,17 @@ class Queue:
             stdin=subprocess.DEVNULL, text=True, start_new_session=new_session,
         )
 
+    def command(self, *args: str, **extra: str) -> str:
+        """Run ``minion-queue ARGS`` as a user would; its standard output."""
+        done = subprocess.run(
+            [sys.executable, "-c", "from minionize.cli.queue import main; raise SystemExit(main())",
+             *args],
+            env=self.env(**extra), cwd=self.tmp_path, capture_output=True, text=True, timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
     def log(self, name: str = "m") -> str:
         return (self.tmp_path / f"{name}.log").read_text()
 
@@ -302,20 +314,27 @@ def test_round_trip_of_200_params_with_two_minions_none_run_twice(queue: Queue) 
 
 def test_a_failing_param_is_retried_then_dead_lettered_with_its_reason(queue: Queue) -> None:
     dead = f"dead-{queue.topic}"
-    queue.fill(["good", "bad"])
+    filled = queue.command("fill", "good", "bad", MINION_DEAD_LETTER_TOPIC=dead)
+    assert "added 2 params" in filled
     minion = queue.minion(RECORD, MINION_DEAD_LETTER_TOPIC=dead, MINION_MAX_ATTEMPTS="3",
                           MINION_IDLE_TIMEOUT="3")
     assert finish(minion) == 1, queue.log()  # 1: a param was dead-lettered
     runs = queue.runs()
     assert [r[1] for r in runs if r[0] == "bad"] == ["1", "2", "3"]
     assert [r[0] for r in runs].count("good") == 1
-    # The minion created a subscription on the dead-letter topic, named after it.
-    letters = queue.drain(dead, expect=1)
-    assert [m.data for m in letters] == [b"bad"]
-    attributes = dict(letters[0].attributes)
-    assert "exit code 1" in attributes["reason"]
-    assert attributes["minion_attempt"] == "3"
-    assert queue.drain(queue.subscription, wait=2) == []
+    assert queue.drain(queue.subscription, wait=1) == []
+    # The dead letter, with its reason, in a subscription named after the topic.
+    listed = queue.command("list", "dead", "--json", MINION_DEAD_LETTER_TOPIC=dead)
+    records = [json.loads(line) for line in listed.splitlines()]
+    assert [(r["param"], r["attempt"]) for r in records] == [("bad", "3")]
+    assert "exit code 1" in records[0]["reason"]
+    # Listing kept it; requeue-dead makes it a first attempt again.
+    requeued = queue.command("requeue-dead", MINION_DEAD_LETTER_TOPIC=dead)
+    assert "1" in requeued
+    again = queue.drain(queue.subscription, expect=1, wait=1)
+    assert [m.data for m in again] == [b"bad"]
+    assert "minion_attempt" not in again[0].attributes
+    assert queue.drain(dead, wait=1) == []
 
 
 def test_a_dead_letter_policy_moves_the_param_after_max_attempts_runs(queue: Queue) -> None:
@@ -330,6 +349,9 @@ def test_a_dead_letter_policy_moves_the_param_after_max_attempts_runs(queue: Que
     assert finish(minion) == 1, queue.log()
     # Run MINION_MAX_ATTEMPTS times, not max_delivery_attempts times.
     assert [r[1] for r in queue.runs()] == ["1", "2", "3"]
+    wait_for(lambda: queue.command("list", "dead"), 20, "the server to move the param")
+    listed = queue.command("list", "dead", "--json")
+    assert "after 5 deliveries" in json.loads(listed)["reason"]
     letters = queue.drain(dead, expect=1)
     assert [m.data for m in letters] == [b"bad"]
     assert dict(letters[0].attributes)["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
