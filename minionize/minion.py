@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from .callbacks.base import Callback, Outcome, Result, StopReason, Task
 from .config import Settings, load_dotenv_file
 from .engines.base import Delivery, Engine
-from .errors import EXIT_DEAD_LETTERS, EXIT_OK
+from .errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_USAGE, EngineError, MinionizeError
 from .reporters.base import MinionInfo, NullReporter, Reporter, TaskReport
 
 if TYPE_CHECKING:
@@ -84,6 +84,7 @@ class Minion:
         self._stop_at: Optional[float] = None
         self._hard_stop = False
         self._hard_at: Optional[float] = None
+        self._failure: Optional[BaseException] = None
         self._stop_signal: Optional[int] = None
         self._ended = False
         self._idle_since = time.monotonic()
@@ -95,7 +96,8 @@ class Minion:
         """Run until the queue is drained, the idle timeout passes, or a signal stops us.
 
         Returns 0 when every param taken succeeded or was given back, 1 when at least one
-        was dead-lettered, 128 + signal number after a second stop signal.
+        was dead-lettered, 128 + signal number after a second stop signal. Raises
+        :class:`EngineError` (after giving back what it held) when the queue fails.
         """
         self.callback.setup()
         self.engine.open()
@@ -123,6 +125,13 @@ class Minion:
             finally:
                 self.callback.teardown()
                 self.reporter.stop(code)
+        if self._failure is not None:
+            if isinstance(self._failure, MinionizeError):
+                raise self._failure
+            raise EngineError(
+                f"the {self.engine.name} engine failed: {type(self._failure).__name__}: "
+                f"{self._failure}"
+            ) from self._failure
         return code
 
     def stop(self) -> None:
@@ -134,6 +143,8 @@ class Minion:
             self._changed.notify_all()
 
     def _exit_code(self) -> int:
+        if self._failure is not None:
+            return EXIT_USAGE
         if self._hard_stop and self._stop_signal is not None:
             return 128 + self._stop_signal
         return EXIT_DEAD_LETTERS if self.counts["dead"] else EXIT_OK
@@ -141,7 +152,14 @@ class Minion:
     # -- workers: take -> run -> settle ----------------------------------------------
     def _work(self) -> None:
         while not self._stop.is_set():
-            delivery = self._next_delivery()
+            try:
+                delivery = self._next_delivery()
+            except Exception as exc:
+                # The queue itself failed: stop gracefully, then report it (exit 2).
+                if self._failure is None:
+                    self._failure = exc
+                self.stop()
+                return
             if delivery is None:
                 if self._ended:
                     return

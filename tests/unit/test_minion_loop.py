@@ -167,3 +167,24 @@ def test_minionizer_reads_env_and_overrides(monkeypatch: pytest.MonkeyPatch) -> 
     minion = minionizer(FuncCallback(print), engine=MemoryEngine(), concurrency=3)
     assert minion.settings.max_attempts == 7
     assert minion.settings.concurrency == 3
+
+
+def test_a_failing_queue_stops_the_minion_with_an_engine_error() -> None:
+    from minionize.errors import EngineError
+
+    class Broken(MemoryEngine):
+        calls = 0
+
+        def take(self, max_count: int, timeout: float) -> list[Delivery]:
+            Broken.calls += 1
+            if Broken.calls > 1:
+                raise ConnectionError("server gone")
+            return super().take(1, timeout)
+
+    engine = Broken(["a", "b"])
+    minion = Minion(FuncCallback(lambda p: time.sleep(0.3)), engine,
+                    settings=settings(concurrency=2))
+    with pytest.raises(EngineError, match="server gone"):
+        minion.run()
+    # The param it was running finished and was acked; nothing was lost.
+    assert engine.done == ["a"] and engine.status()["todo"] == 1
