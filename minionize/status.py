@@ -64,8 +64,11 @@ class MinionStatus:
     failed: int
     dead: int
     released: int
-    #: The attempts running at the last heartbeat (``id``, ``param``, ``attempt``, ``start``).
+    #: The attempts known to run (listed by the last heartbeat, not finished since):
+    #: ``id``, ``param``, ``attempt``, ``start``.
     running: list[dict[str, Any]]
+    #: How many attempts ran at the minion's latest line (short tasks included).
+    in_progress: int
     busy: float
     identity: dict[str, Any] = field(default_factory=dict)
 
@@ -92,6 +95,7 @@ class MinionStatus:
             "dead": self.dead,
             "released": self.released,
             "running": self.running,
+            "in_progress": self.in_progress,
             "jobs": self.identity.get("jobs", {}),
         }
 
@@ -275,6 +279,7 @@ def minion_status(
         dead=state.counts["dead"],
         released=state.counts["released"],
         running=sorted(state.running.values(), key=lambda r: _float(r.get("start"))),
+        in_progress=0 if state.stopped is not None else state.in_progress,
         busy=sum(state.busy.values()),
         identity=identity,
     )
@@ -312,9 +317,9 @@ def read_status(
         status.dead += minion.dead
         status.released += minion.released
         if minion.state == "alive":
-            status.running += len(minion.running)
+            status.running += minion.in_progress
         elif minion.state == "lost":
-            status.stranded += len(minion.running)
+            status.stranded += minion.in_progress
         if state.first_start is not None and (
             status.first_start is None or state.first_start < status.first_start
         ):

@@ -102,7 +102,7 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
 
     if status.minions:
         table = Table(expand=True, pad_edge=False, box=None, header_style="bold reverse")
-        numbers = ("DONE", "FAILED", "DEAD", "RUNNING FOR")
+        numbers = ("DONE", "FAILED", "DEAD", "RUN", "RUNNING FOR")
         for name in ("HOST", "JOB", "STATE", *numbers, "CURRENT PARAM"):
             table.add_column(
                 name,
@@ -114,9 +114,9 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
         order = {"lost": 0, "alive": 1, "finished": 2}
         minions = sorted(status.minions, key=lambda m: (order.get(m.state, 3), m.name))
         for m in minions[:max_rows]:
-            current = m.current if m.state == "alive" else None
+            current = m.current if m.state != "finished" else None
             since = ""
-            if current is not None:
+            if current is not None and m.state == "alive":
                 since = duration(status.now - float(current.get("start") or status.now))
             more = f" (+{len(m.running) - 1})" if current is not None and len(m.running) > 1 else ""
             state = m.state
@@ -129,11 +129,14 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
                 str(m.done),
                 str(m.failed),
                 str(m.dead),
+                str(m.in_progress) if m.state == "alive" else "",
                 since,
-                (param_text(current, 80) + more) if current is not None else "",
+                ("held: " if m.state == "lost" else "") + param_text(current, 80) + more
+                if current is not None
+                else "",
             )
         if len(minions) > max_rows:
-            table.add_row(f"... {len(minions) - max_rows} more", "", "", "", "", "", "", "")
+            table.add_row(f"... {len(minions) - max_rows} more", *[""] * 8)
         parts.append(table)
 
     counts = status.throughput

@@ -247,11 +247,12 @@ def format_status(status: Status) -> str:
         + (f"   held by lost minions {status.stranded}" if status.stranded else "")
         + (f"   released {status.released}" if status.released else "")
     )
-    recent = "-" if status.rate_recent is None else f"{rate(status.rate_recent)} last minute"
-    out.append(
-        f"  rate: {recent}, {rate(status.rate_overall)} overall"
-        + (f" over {duration(elapsed)}" if elapsed is not None else "")
-    )
+    rates = []
+    if status.rate_recent is not None:
+        rates.append(f"{rate(status.rate_recent)} over the last minute")
+    rates.append(f"{rate(status.rate_overall)} overall")
+    over = f" over {duration(elapsed)}" if elapsed is not None else ""
+    out.append(f"  rate: {', '.join(rates)}{over}")
     out.append(f"  queue: {queue_line(status)}")
     out.append(f"  ETA: {eta_text(status)}")
     out.append("")
@@ -273,7 +274,7 @@ def format_status(status: Status) -> str:
                 str(m.done),
                 str(m.failed),
                 str(m.dead),
-                str(len(m.running) if m.state == "alive" else 0),
+                str(m.in_progress if m.state == "alive" else 0),
                 duration(max(0.0, status.now - m.last_seen)) + " ago",
                 now_running,
             )

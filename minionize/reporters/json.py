@@ -124,6 +124,10 @@ class MinionState:
         self.last_end: Optional[float] = None
         #: ``id#attempt`` -> {id, param, attempt, start} of the attempts running now.
         self.running: dict[str, dict[str, Any]] = {}
+        #: How many attempts were running at the minion's latest line: heartbeats list
+        #: them, task lines count those still running (``busy``), so that short tasks,
+        #: which come and go between two heartbeats, are counted too.
+        self.in_progress = 0
         #: Params done or dead-lettered, per second (the key is ``int(wall time)``).
         self.recent: dict[int, int] = {}
         self._slowest: list[tuple[float, int, dict[str, Any]]] = []
@@ -147,8 +151,10 @@ class MinionState:
         elif kind == "stop":
             self.stopped = {"t": t, "exit_code": event.get("exit_code")}
             self.running.clear()
+            self.in_progress = 0
         elif kind == "heartbeat" and isinstance(event.get("running"), list):
             self.running = {_running_key(r): r for r in event["running"] if isinstance(r, dict)}
+            self.in_progress = len(self.running)
         if t > self.last_seen:
             self.last_seen = t
 
@@ -164,6 +170,8 @@ class MinionState:
         self.busy[outcome] += duration
         if self.running:
             self.running.pop(_running_key(record), None)
+        busy = record.get("busy")
+        self.in_progress = busy if isinstance(busy, int) else len(self.running)
         if start and (self.first_start is None or start < self.first_start):
             self.first_start = start
         if self.last_end is None or end > self.last_end:
@@ -204,6 +212,7 @@ class MinionState:
             "first_start": self.first_start,
             "last_end": self.last_end,
             "running": list(self.running.values()),
+            "in_progress": self.in_progress,
             "recent": recent,
             "slowest": self.slowest,
             "errors": list(self.errors),
@@ -229,6 +238,7 @@ class MinionState:
         state.running = {
             _running_key(r): r for r in summary.get("running", []) if isinstance(r, dict)
         }
+        state.in_progress = int(summary.get("in_progress") or len(state.running))
         state.recent = {int(s): int(n) for s, n in summary.get("recent", {}).items()}
         for record in summary.get("slowest", []):
             state._seq += 1
@@ -291,6 +301,7 @@ class JsonReporter(Reporter):
         self._state = MinionState()
         self._last_heartbeat = 0.0
         self._unsummarized = 0
+        self._started: set[tuple[str, int]] = set()
         self._torn = False
         self._warned = False
 
@@ -340,6 +351,11 @@ class JsonReporter(Reporter):
             self._save_summary(now)
             self._last_heartbeat = now
 
+    def task_started(self, task: Task) -> None:
+        # Memory only: counted in the next line written, never a line of its own.
+        with self._lock:
+            self._started.add((task.delivery.id, task.attempt))
+
     def task_finished(self, report: TaskReport) -> None:
         record: dict[str, Any] = {
             "ev": "task",
@@ -361,8 +377,10 @@ class JsonReporter(Reporter):
             record["stdout_path"] = report.stdout_path
         if report.stderr_path:
             record["stderr_path"] = report.stderr_path
-        line = encode_record(record)
         with self._lock:
+            self._started.discard((report.param_id, report.attempt))
+            record["busy"] = len(self._started)
+            line = encode_record(record)
             self._state.add_task(record)
             self._write(line)
             self._unsummarized += 1

@@ -274,3 +274,19 @@ def test_many_minions_read_fast(tmp_path: Path) -> None:
     assert status.done == 10_000 and len(status.minions) == 20
     assert time.perf_counter() - start < 0.5
     assert len(status.slowest) == status_module.KEEP
+
+
+def test_short_tasks_between_heartbeats_count_as_running(tmp_path: Path) -> None:
+    # Tasks that start and end between two heartbeats never appear in one; the task lines
+    # say how many still run, so "running now" is right without a line per start.
+    reporter = minion(tmp_path, 1, heartbeat=3600)
+    tasks = [Task(Delivery(f"p{i}", f"p{i}")) for i in range(3)]
+    for task in tasks:
+        reporter.task_started(task)
+    finish(reporter, "p0")
+    status = read_status(tmp_path)
+    assert status.running == 2 and status.minions[0].in_progress == 2
+    finish(reporter, "p1")
+    finish(reporter, "p2")
+    assert read_status(tmp_path).running == 0
+    reporter.stop(0)
