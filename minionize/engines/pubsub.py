@@ -420,28 +420,27 @@ class PubSubEngine(Engine):
             return {
                 "subscription": self.subscription,
                 "exists": False,
-                "todo": 0,
+                "backlog": 0,
                 "note": "the subscription does not exist yet (minion-queue fill creates it)",
             }
         except errors.GoogleAPICallError as exc:
             raise EngineError(f"cannot read {self.subscription}: {exc}") from None
         policy = info.dead_letter_policy
-        return {
+        counters: dict[str, Any] = {
+            "backlog": None,
+            "note": "the Pub/Sub API does not tell the backlog: see the Cloud Monitoring metric"
+            " subscription/num_undelivered_messages (the emulator has none)",
             "subscription": self.subscription,
             "topic": str(info.topic),
             "exists": True,
             "ack_deadline_seconds": int(info.ack_deadline_seconds),
-            "dead_letter_topic": (
-                str(policy.dead_letter_topic) if policy.dead_letter_topic else self.dead_letter_topic
-            ),
-            "max_delivery_attempts": (
-                int(policy.max_delivery_attempts or 5) if policy.dead_letter_topic else None
-            ),
-            "backlog": None,
-            "todo": None,
-            "note": "Pub/Sub does not tell the backlog through its own API: see the Cloud"
-            " Monitoring metric subscription/num_undelivered_messages (the emulator has none)",
         }
+        if policy.dead_letter_topic:
+            counters["dead_letter_topic"] = str(policy.dead_letter_topic)
+            counters["max_delivery_attempts"] = int(policy.max_delivery_attempts or 5)
+        elif self.dead_letter_topic:
+            counters["dead_letter_topic"] = self.dead_letter_topic
+        return counters
 
     def requeue_dead(self) -> int:
         """Publish every dead letter to the topic again, as a first attempt."""
