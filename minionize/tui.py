@@ -150,8 +150,8 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
 
     if status.errors:
         parts.append(Text("latest errors", style="bold"))
-        for record in status.errors[:5]:
-            line = Text("  ")
+        for record in status.errors[:4]:
+            line = Text("  ", no_wrap=True, overflow="ellipsis")
             line.append(time.strftime("%H:%M:%S", time.localtime(float(record.get("t") or 0))))
             line.append(
                 f"  {record.get('minion', '')}  {param_text(record, 50)}  "
@@ -159,16 +159,25 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
             )
             dead = record.get("outcome") == "dead"
             line.append("dead-lettered" if dead else "retried", style="red" if dead else "yellow")
-            why = [failure_reason(record)]
+            reason = failure_reason(record)
+            if reason:
+                line.append(f"  {reason}")
+            parts.append(line)
+            detail = []
             stderr = str(record.get("stderr_tail") or "").strip().splitlines()
             if stderr:
-                why.append(stderr[-1][:120])
-            why = [w for w in why if w]
-            if why:
-                line.append("  " + " | ".join(why), style="dim")
+                detail.append(f"| {stderr[-1][:200]}")
             if record.get("stderr_path"):
-                line.append(f"  log {record['stderr_path']}", style="dim")
-            parts.append(line)
+                detail.append(f"log: {record['stderr_path']}")
+            if detail:
+                parts.append(
+                    Text(
+                        "      " + "   ".join(detail),
+                        style="dim",
+                        no_wrap=True,
+                        overflow="ellipsis",
+                    )
+                )
     for warning in status.warnings[:3]:
         parts.append(Text(f"warning: {warning}", style="yellow"))
     return Group(*parts)

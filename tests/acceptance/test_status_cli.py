@@ -168,8 +168,8 @@ def test_the_live_view_as_recorded_by_rich(tmp_path: Path) -> None:
     assert "1234_5" in row and "alive" in row and '{"alpha":0.5}' in row
     lost_row = next(line for line in screen.splitlines() if line.startswith("node-2:202"))
     assert "4242" in lost_row and "lost 1 min" in lost_row
-    assert '"x=7"  attempt 3  dead-lettered  exit code 3 | ValueError: x too big' in screen
-    assert "log logs/x=7.3.err" in screen
+    assert '"x=7"  attempt 3  dead-lettered  exit code 3\n' in screen
+    assert "      | ValueError: x too big   log: logs/x=7.3.err" in screen
     assert "throughput" in screen
 
 
