@@ -38,11 +38,13 @@ def format_task(report: TaskReport) -> str:
         f"{report.duration:.3f}s  {param_text(report.param)}"
     )
     why = []
-    if report.exit_code is not None and report.outcome != "done":
-        why.append(f"exit {report.exit_code}")
-    reason = report.reason.strip()
-    if reason and report.outcome != "done":
-        why.append(reason.splitlines()[-1][:200])
+    reason = report.reason.strip().splitlines()[-1][:200] if report.reason.strip() else ""
+    if report.outcome != "done":
+        code = report.exit_code
+        if code is not None and f"exit code {code}" not in reason:
+            why.append(f"exit {code}")
+        if reason:
+            why.append(reason)
     if report.stderr_path and report.outcome in ("retry", "dead"):
         why.append(f"stderr in {report.stderr_path}")
     why = [w for w in why if w]

@@ -97,7 +97,7 @@ def test_stdout_reporter_prints_a_line_per_task(user_env: dict[str, str]) -> Non
     lines = result.stdout.splitlines()
     assert any(line.startswith('minionize: done     attempt 1') and line.endswith('"ok1"')
                for line in lines), lines
-    assert any(line.startswith("minionize: dead     attempt 1") and '"bad1"  (exit 3' in line
+    assert any(line.startswith("minionize: dead     attempt 1") and '"bad1"  (exit code 3)' in line
                for line in lines), lines
     assert lines[-1] == "minionize: minion stops (exit 1): 1 done, 1 failed attempts, 1 dead-lettered"
 

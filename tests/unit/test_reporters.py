@@ -228,7 +228,8 @@ def test_stdout_lines_are_readable() -> None:
     line = format_task(report({"x": 1}, "retry", attempt=2, exit_code=3, reason="exit code 3",
                               stderr_path="logs/x.2.err"))
     assert line.startswith("minionize: retry    attempt 2  0.500s  {\"x\":1}")
-    assert "exit 3" in line and "stderr in logs/x.2.err" in line
+    assert line.endswith("(exit code 3; stderr in logs/x.2.err)")
+    assert format_task(report("z", "dead", exit_code=9, reason="")).endswith("(exit 9)")
     assert format_task(report("ok")).endswith('0.500s  "ok"')
     assert '"' + "y" * 190 in format_task(report("y" * 1000)) and "..." in format_task(
         report("y" * 1000))
