@@ -147,6 +147,7 @@ class PubSubEngine(Engine):
         self._publisher: Any = None
         self._lock = threading.Lock()
         self._closed = False
+        self._quiet_until = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PubSubEngine:
@@ -190,7 +191,9 @@ class PubSubEngine(Engine):
             except errors.DeadlineExceeded:
                 received = []
             except (errors.ServiceUnavailable, errors.InternalServerError, errors.Aborted) as exc:
-                _warn(f"pull failed, will try again: {exc}")
+                if time.monotonic() >= self._quiet_until:  # once a minute in an outage
+                    self._quiet_until = time.monotonic() + 60
+                    _warn(f"pull failed, trying again: {exc}")
                 received = []
             except errors.NotFound:
                 raise EngineError(f"the subscription {self.subscription} no longer exists") from None
@@ -216,7 +219,7 @@ class PubSubEngine(Engine):
         target = attributes.get(SUBSCRIPTION_ATTRIBUTE)
         if target is not None and target != self.subscription:
             # A retry copy meant for another subscription of the same topic.
-            self._acknowledge(handle)
+            self._quietly(self._acknowledge, handle)
             return None
         if self.policy_topic is not None:
             attempt = max(1, int(received.delivery_attempt or 1))
@@ -229,7 +232,7 @@ class PubSubEngine(Engine):
         if self.policy_topic is not None and attempt > self.max_attempts:
             # Failed MINION_MAX_ATTEMPTS times already: the server moves it to the
             # dead-letter topic after its max_delivery_attempts; do not run it again.
-            self._modify([handle.ack_id], 0, "nack")
+            self._quietly(self._modify, [handle.ack_id], 0, "nack")
             return None
         delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=handle)
         try:
@@ -614,6 +617,15 @@ class PubSubEngine(Engine):
             pass
         except errors.GoogleAPICallError as exc:
             raise EngineError(f"cannot create the topic {topic}: {exc}") from None
+
+    @staticmethod
+    def _quietly(action: Any, *args: Any) -> None:
+        """While taking, a failed ack or nack is said, not raised: the message comes
+        back when its lease ends."""
+        try:
+            action(*args)
+        except EngineError as exc:
+            _warn(str(exc))
 
     def _acknowledge(self, handle: _Handle) -> None:
         errors = _api_errors()
