@@ -22,18 +22,18 @@ import time
 from pathlib import Path
 
 from minionize.reporters.base import MinionInfo, TaskReport
-from minionize.reporters.json import JsonReporter, MinionState, read_events
+from minionize.reporters.json import SUMMARY_EVERY, JsonReporter, MinionState, read_events
 
 
-def write_reports(directory: Path, minions: int, tasks: int, stop_at: float) -> float:
+def write_reports(directory: Path, minions: int, tasks: int, running: bool) -> float:
     """Reports of ``minions`` minions sharing ``tasks`` tasks; 1 % fail once, 0.1 % die.
 
-    ``stop_at`` < 1: each minion's last summary covers that fraction of its lines and
-    the minion never stops (a run in progress). Returns the reporter's seconds per task.
+    ``running``: the minions never stop, and each has SUMMARY_EVERY - 1 task lines after
+    its last summary, the most a reader ever replays. Returns seconds per reported task.
     """
     per_minion = tasks // minions
     start = time.time() - 3600
-    spent = 0.0
+    spent, written = 0.0, 0
     for m in range(minions):
         reporter = JsonReporter(directory, heartbeat=1e9)
         reporter.start(MinionInfo(f"m{m}", f"node-{m // 8}", 10_000 + m, start,
@@ -50,18 +50,17 @@ def write_reports(directory: Path, minions: int, tasks: int, stop_at: float) -> 
             outcome = "dead" if n % 1000 == 0 else "done"
             reports.append(TaskReport({"x": n, "y": "a"}, str(n), 2 if n % 100 == 0 else 1,
                                       outcome, t0 + 0.1, 0.3 + (n % 7) * 0.01, exit_code=0))
-        cut = int(len(reports) * stop_at)
         began = time.perf_counter()
-        for k, report in enumerate(reports):
-            if k == cut:
-                reporter._last_heartbeat = 0.0
-                reporter.heartbeat_period = 0.0
-                reporter.heartbeat([])
+        for report in reports:
             reporter.task_finished(report)
-        if stop_at >= 1:
-            reporter.stop(0)
         spent += time.perf_counter() - began
-    return spent / (per_minion * minions)
+        written += len(reports)
+        if running:
+            while reporter._unsummarized < SUMMARY_EVERY - 1:
+                reporter.task_finished(reports[-1])
+        else:
+            reporter.stop(0)
+    return spent / written
 
 
 def timed_command(args: list[str], env: dict[str, str], runs: int = 3) -> tuple[float, str]:
@@ -99,8 +98,8 @@ def main() -> int:
         env["EXECO_PERSISTENCE_DIR"] = str(root / "no-queue-here")
         finished, running, empty = root / "finished", root / "running", root / "empty"
         empty.mkdir()
-        per_task = write_reports(finished, args.minions, args.tasks, 1.0)
-        write_reports(running, args.minions, args.tasks, 0.9)
+        per_task = write_reports(finished, args.minions, args.tasks, running=False)
+        write_reports(running, args.minions, args.tasks, running=True)
         size = sum(p.stat().st_size for p in finished.iterdir()) / 1e6
         print(f"{args.minions} minion reports, {args.tasks} tasks, {size:.0f} MB; "
               f"JSON reporter: {per_task * 1e6:.1f} us per task")
@@ -114,7 +113,7 @@ def main() -> int:
         assert json.loads(live_out)["minions"], "the running reports were read"
         print(f"  minion-status --json, finished run:          {whole:6.3f} s  (target <= 1 s)")
         print(f"  minion-status --json, run in progress:       {live:6.3f} s  "
-              f"(10 % of the lines after the last summaries)")
+              f"({SUMMARY_EVERY - 1} lines per minion after its summary)")
         print(f"  baseline: minion-status --json, empty dir:   {startup:6.3f} s  "
               f"(finished run / empty = {whole / startup:.2f})")
         print(f"  baseline: replaying every line, in process:  {replay:6.3f} s  "
