@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import socket
+import threading
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -149,15 +150,28 @@ class QueueLock:
     way round). It is called directly because the queue takes the lock twice per task:
     filelock 4.x costs 60 to 200 us per acquisition and, under contention, polls every
     50 ms, where a blocking ``flock`` costs 2 us and wakes the next waiter at once.
-    Linux's NFS client turns ``flock`` into an NFS (NLM/NFSv4) lock seen by every host.
+
+    Linux's NFS client turns ``flock`` into a POSIX lock held by the *process*, which
+    other processes' locks exclude but the same process's do not, and which closing any
+    descriptor of the file releases. So there is one QueueLock per directory per process
+    (:func:`queue_lock`), with a thread lock in front, and its descriptor stays open.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._threads = threading.Lock()
         self._fd: Optional[int] = None
         self._fallback: Any = None
 
     def acquire(self) -> None:
+        self._threads.acquire()
+        try:
+            self._acquire_file()
+        except BaseException:
+            self._threads.release()
+            raise
+
+    def _acquire_file(self) -> None:
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not Unix: let filelock choose
@@ -178,18 +192,32 @@ class QueueLock:
             self._fd = None
 
     def release(self) -> None:
-        if self._fallback is not None:  # pragma: no cover
-            self._fallback.release()
-            return
-        import fcntl
+        try:
+            if self._fallback is not None:  # pragma: no cover
+                self._fallback.release()
+            else:
+                import fcntl
 
-        assert self._fd is not None
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+                assert self._fd is not None
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+
+_QUEUE_LOCKS: dict[tuple[int, int], QueueLock] = {}
+_QUEUE_LOCKS_GUARD = threading.Lock()
+
+
+def queue_lock(directory: str) -> QueueLock:
+    """This process's lock of the queue in ``directory`` (created if missing)."""
+    os.makedirs(directory, exist_ok=True)
+    info = os.stat(directory)
+    key = (info.st_dev, info.st_ino)
+    with _QUEUE_LOCKS_GUARD:
+        lock = _QUEUE_LOCKS.get(key)
+        if lock is None:
+            lock = _QUEUE_LOCKS[key] = QueueLock(os.path.join(directory, LOCK_NAME))
+        return lock
 
 
 class SweepStore:
@@ -203,8 +231,6 @@ class SweepStore:
         durable_settles: bool = False,
         compact_min_bytes: int = COMPACT_MIN_BYTES,
     ) -> None:
-        import threading
-
         self.directory = directory
         self.durable_settles = durable_settles
         self.compact_min_bytes = compact_min_bytes
@@ -661,8 +687,7 @@ class SweepStore:
             return
         try:
             if self._file_lock is None:
-                os.makedirs(self.directory, exist_ok=True)
-                self._file_lock = QueueLock(self.path(LOCK_NAME))
+                self._file_lock = queue_lock(self.directory)
             self._file_lock.acquire()
             try:
                 self._sync()
@@ -709,8 +734,7 @@ class SweepStore:
             if self._pfd is not None:
                 os.close(self._pfd)
                 self._pfd = None
-            if self._file_lock is not None and self._depth == 0:
-                self._file_lock.close()
+
 
     def next_seq(self, count: int) -> int:
         first = self._seq
