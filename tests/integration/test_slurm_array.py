@@ -243,13 +243,13 @@ def test_sigterm_to_one_array_task_requeues_its_params_at_once(
     events = sweep.events()
     reruns = {}
     for param in held:
-        # Stopped on task 1, then finished by another task without waiting for a lease
-        # (300 s here).
+        # Stopped on task 1, then finished by another task without waiting for its lease
+        # (300 s here; about 1.5 s is typical: until another minion is free).
         ends = [e for e in events if e.param == param and e.kind == "end"]
         assert [e.array_task for e in ends] != ["1"], ends
         rerun = [e for e in events if e.param == param and e.kind == "start" and e.time > signalled]
         assert rerun and rerun[0].array_task != "1", rerun
-        assert rerun[0].time - signalled < 10, "the param waited for its lease"
+        assert rerun[0].time - signalled < 60, "the param waited for its lease"
         reruns[param] = rerun[0]
         print(f"param {param}: stopped on task 1, running again on task "
               f"{rerun[0].array_task} {rerun[0].time - signalled:.2f}s after the signal")

@@ -1,7 +1,8 @@
 """A private single-node SLURM cluster (munge + slurmctld + slurmd) on 127.0.0.1.
 
 Everything lives in one temporary directory: the munge key and socket, slurm.conf,
-cgroup.conf, the state and spool directories, the logs. Client commands find the
+cgroup.conf, the state and spool directories, the logs (the sockets go to a short
+directory under /tmp instead when the path is too long for a Unix socket). Client commands find the
 cluster through ``SLURM_CONF`` (see :attr:`SlurmCluster.env`). Every daemon is stopped by
 its PID. Jobs run as the current user (root in CI) and, because sbatch exports the
 submitting environment by default (``--export=ALL``), they run the same Python and the
@@ -16,12 +17,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Optional
-
-import pytest
 
 from . import free_port, unavailable, wait_for
 
@@ -40,10 +40,10 @@ SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 CommunicationParameters=NoInAddrAny,NoCtldInAddrAny
 AuthType=auth/munge
-AuthInfo=socket={d}/munge/munge.socket
+AuthInfo=socket={munge}/munge.socket
 CredType=cred/munge
 StateSaveLocation={d}/state
-SlurmdSpoolDir={d}/spool
+SlurmdSpoolDir={runtime}/spool
 SlurmctldPidFile={d}/slurmctld.pid
 SlurmdPidFile={d}/slurmd.pid
 SlurmctldLogFile={d}/slurmctld.log
@@ -89,6 +89,8 @@ class SlurmCluster:
         self.conf = directory / "slurm.conf"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.binaries: dict[str, str] = {}
+        self._runtime: Optional[Path] = None
+        self._own_runtime = False
 
     # -- environment for clients and jobs ----------------------------------------------
     @property
@@ -112,15 +114,20 @@ class SlurmCluster:
                 )
             self.binaries[name] = found
         d = self.directory
-        for sub in ("munge", "state", "spool"):
-            (d / sub).mkdir(parents=True, exist_ok=True)
-        (d / "munge").chmod(0o755)
-        key = d / "munge" / "munge.key"
+        (d / "state").mkdir(parents=True, exist_ok=True)
+        runtime = self.runtime_dir()
+        munge = runtime / "munge"
+        munge.mkdir(parents=True, exist_ok=True)
+        munge.chmod(0o755)
+        (runtime / "spool").mkdir(parents=True, exist_ok=True)
+        key = munge / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o400)
         self.conf.write_text(
             SLURM_CONF.format(
                 d=d,
+                munge=munge,
+                runtime=runtime,
                 user=_user_name(),
                 ctld_port=free_port(),
                 slurmd_port=free_port(),
@@ -129,7 +136,7 @@ class SlurmCluster:
         )
         (d / "cgroup.conf").write_text(CGROUP_CONF)
 
-        socket_path = d / "munge" / "munge.socket"
+        socket_path = munge / "munge.socket"
         self._spawn(
             "munged",
             [
@@ -137,9 +144,9 @@ class SlurmCluster:
                 "-F",
                 f"--socket={socket_path}",
                 f"--key-file={key}",
-                f"--log-file={d / 'munge' / 'munged.log'}",
-                f"--pid-file={d / 'munge' / 'munged.pid'}",
-                f"--seed-file={d / 'munge' / 'munged.seed'}",
+                f"--log-file={munge / 'munged.log'}",
+                f"--pid-file={munge / 'munged.pid'}",
+                f"--seed-file={munge / 'munged.seed'}",
                 "--force",
             ],
         )
@@ -170,6 +177,20 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=10)
+        if self._own_runtime and self._runtime is not None:
+            shutil.rmtree(self._runtime, ignore_errors=True)
+
+    def runtime_dir(self) -> Path:
+        """Where the Unix sockets go (munge's, slurmstepd's in the spool): ``directory``,
+        or a short directory under /tmp when socket paths there would be too long
+        (108 bytes at most; slurmstepd adds about 40 to the spool directory)."""
+        if self._runtime is None:
+            if len(str(self.directory)) > 50:
+                self._runtime = Path(tempfile.mkdtemp(prefix="slurm-", dir="/tmp"))
+                self._own_runtime = True
+            else:
+                self._runtime = self.directory
+        return self._runtime
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.directory / f"{name}.out", "wb")  # noqa: SIM115 (the child owns it)
@@ -302,13 +323,3 @@ def start_cluster(directory: Path) -> SlurmCluster:
         cluster.stop()
         unavailable("slurm", f"could not start: {error}\n{logs}")
     return cluster
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    """A running single-node SLURM cluster, for the tests of one module."""
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
