@@ -491,6 +491,7 @@ class SweepStore:
                 f"{self.path(SNAPSHOT_NAME)} has format version {doc.get('version')}; this "
                 f"minionize reads version {VERSION}: upgrade minionize"
             )
+        doc["size"] = len(data)
         return doc
 
     def _adopt_snapshot(self, doc: Optional[dict[str, Any]]) -> None:
@@ -537,7 +538,6 @@ class SweepStore:
             "params": self.n,
             "params_size": self.params_size,
             "imported_from": self.imported_from,
-            "size": 0,
             "state": self.state.decode("ascii"),
             "attempts": sorted(self.attempts.items()),
             "dead": sorted(self.reasons.items()),
