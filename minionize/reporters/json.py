@@ -57,6 +57,8 @@ SUMMARY_EVERY = 500
 OUTCOMES = ("done", "retry", "dead", "released")
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+#: Built once: json.dumps with options builds a new encoder per call (a few us per line).
+_STRICT = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
 
 def safe_repr(value: Any) -> str:
@@ -70,7 +72,7 @@ def safe_repr(value: Any) -> str:
 def json_param(param: Any) -> tuple[Any, bool]:
     """``(param, False)`` when strict JSON can encode it, else ``(repr(param), True)``."""
     try:
-        json.dumps(param, allow_nan=False)
+        _STRICT.encode(param)
     except (TypeError, ValueError, RecursionError):
         return safe_repr(param), True
     return param, False
@@ -83,7 +85,7 @@ def encode_record(record: dict[str, Any]) -> bytes:
     its repr and flagged with ``"param_repr": true``; the line is always valid JSON.
     """
     try:
-        text = json.dumps(record, allow_nan=False, separators=(",", ":"))
+        text = _STRICT.encode(record)
     except (TypeError, ValueError, RecursionError):
         if "param" in record:
             record["param"] = safe_repr(record["param"])
