@@ -38,6 +38,13 @@ POLL_SECONDS = 0.5
 TICK_SECONDS = 0.1
 #: How often the reporter gets a heartbeat.
 REPORT_HEARTBEAT_SECONDS = 2.0
+#: Exit codes of a task killed by a stop signal (SIGHUP, SIGINT, SIGKILL, SIGTERM), as
+#: a signal number (negative) or as a shell reports it (128 + n).
+STOP_SIGNAL_EXITS = frozenset(
+    code for n in (1, 2, 9, 15) for code in (-n, 128 + n)
+)
+#: How long a task killed by such a signal waits for the minion's own stop signal.
+SIGNAL_SETTLE_SECONDS = 0.5
 #: After the kill that ends the grace period, how long to wait for tasks to go before
 #: their params are released anyway (a task stuck in the kernel, or a Python function).
 ABANDON_AFTER_KILL_SECONDS = 2.0
@@ -219,6 +226,10 @@ class Minion:
                 if self._reporting:
                     self.reporter.task_started(task)
                 result = self._call(task)
+                if not result.ok and result.exit_code in STOP_SIGNAL_EXITS:
+                    # A scheduler stopping the job signals the tasks and the minion at the
+                    # same time: let our own handler run before the attempt is judged.
+                    self._stop.wait(SIGNAL_SETTLE_SECONDS)
             self._settle(task, result)
         finally:
             with self._lock:
@@ -244,7 +255,7 @@ class Minion:
         reason = result.reason
         if result.ok:
             outcome = "done"
-        elif task.stop_reason is StopReason.SHUTDOWN:
+        elif task.stop_reason is StopReason.SHUTDOWN or self._stop.is_set():
             outcome = "released"
         else:
             if task.stop_reason is StopReason.TIMEOUT:

@@ -257,11 +257,6 @@ def test_sigterm_to_one_array_task_requeues_its_params_at_once(
     assert minion["state"] == "finished" and minion["exit_code"] == 0, minion
     # A stop is not a failure: the attempt cut short is not counted.
     counted = {p: e.attempt for p, e in reruns.items() if e.attempt != 1}
-    if counted and not scancel:
-        pytest.xfail(
-            f"known bug: a task killed by the scheduler's own SIGTERM was settled as a failed "
-            f"attempt (retry), not released: {counted}"
-        )
     assert not counted, counted
     assert minion["released"] >= len(held), minion
 
