@@ -140,11 +140,12 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
         parts.append(table)
 
     counts = status.throughput
-    spark = Text("throughput ")
+    spark = Text("throughput ", no_wrap=True, overflow="ellipsis")
     spark.append(sparkline(counts), style="cyan")
     spark.append(
-        f"  params finished per {THROUGHPUT_BUCKET} s over the last "
-        f"{len(counts) * THROUGHPUT_BUCKET // 60} min (highest bar: {max(counts, default=0)})"
+        f"  last {len(counts) * THROUGHPUT_BUCKET // 60} min, params finished per "
+        f"{THROUGHPUT_BUCKET} s (highest: {max(counts, default=0)})",
+        style="dim",
     )
     parts.append(spark)
 
