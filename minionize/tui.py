@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 SPARKS = "▁▂▃▄▅▆▇█"
 #: Seconds between two questions to the queue (it may be a remote service).
-QUEUE_EVERY = 5.0
+QUEUE_EVERY = 2.0
 STATE_STYLE = {"alive": "green", "finished": "dim", "lost": "bold red"}
 
 
