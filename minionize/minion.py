@@ -107,10 +107,18 @@ class Minion:
         :class:`EngineError` (after giving back what it held) when the queue fails.
         """
         self.callback.setup()
-        self.engine.open()
-        if self.settings.dry:
-            return self._dry_run()
-        self.reporter.start(self.info)
+        try:
+            self.engine.open()
+        except BaseException:
+            self.callback.teardown()
+            raise
+        try:
+            if self.settings.dry:
+                return self._dry_run()
+            self.reporter.start(self.info)
+        except BaseException:
+            self._close_quietly()
+            raise
         restore = self._install_signal_handlers()
         workers = [
             threading.Thread(target=self._work, name=f"minion-worker-{i}", daemon=True)
@@ -419,12 +427,22 @@ class Minion:
             params = self.engine.peek(sys.maxsize)
         except Exception as exc:
             _warn(f"DRY: {exc}")
+            self._close_quietly()
             return EXIT_OK
         for param in params:
             print(self.callback.describe(param), flush=False)
         sys.stdout.flush()
-        self.engine.close()
+        self._close_quietly()
         return EXIT_OK
+
+    def _close_quietly(self) -> None:
+        """Close the engine and the callback when the run ends before it started."""
+        try:
+            self.engine.close()
+        except Exception as exc:
+            _warn(f"could not close the {self.engine.name} engine: {exc}")
+        finally:
+            self.callback.teardown()
 
 
 def minionizer(
