@@ -340,6 +340,10 @@ class Minion:
                 )
             for task in tasks:
                 self._police(task, now, stopping, hard)
+            try:
+                self.engine.flush()
+            except Exception as exc:
+                _warn(f"could not write settles to the queue: {exc}")
             if now >= next_extend and tasks:
                 next_extend = now + (interval or 0)
                 try:

@@ -110,6 +110,11 @@ class Engine(abc.ABC):
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases of running deliveries."""
 
+    def flush(self) -> None:
+        """Write settles the engine batched. The loop calls it every 0.1 s (and
+        :meth:`close` must do it), so a batched settle waits at most that long; a
+        crash in between loses the record, never the param (its lease brings it back)."""
+
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
         """Connect and check that the queue is usable; raise EngineError/ConfigError."""

@@ -113,9 +113,20 @@ def test_processes_see_each_others_claims_and_acks(tmp_path: Path) -> None:
     db = b.take(1, 0.0)[0]
     assert (da.param, db.param) == (0, 1)
     b.ack(db)
-    assert a.status()["done"] == 1 and a.status()["in_flight"] == 1
+    # A settle is written at its process's next lock session (normally the next take).
     assert b.peek(10) == [2, 3]
     assert b.peek(10) == [2, 3]  # peek consumes nothing
+    assert a.status()["done"] == 1 and a.status()["in_flight"] == 1
+
+
+def test_a_pending_settle_is_written_at_close(tmp_path: Path) -> None:
+    a = engine(tmp_path / "q")
+    a.fill(["x", "y"])
+    [d] = a.take(1, 0.0)
+    a.ack(d)
+    a.close()
+    other = engine(tmp_path / "q")
+    assert other.status()["done"] == 1 and other.status()["todo"] == 1
 
 
 def test_expired_lease_returns_the_param_and_counts_an_attempt(tmp_path: Path) -> None:
@@ -130,9 +141,11 @@ def test_expired_lease_returns_the_param_and_counts_an_attempt(tmp_path: Path) -
     assert again.param == "p" and again.attempt == 2
     # The first holder's late failure is ignored (its attempt was counted at expiry) ...
     crashed.retry(lost, "late")
+    crashed.status()  # writes the pending retry
     assert other.status()["in_flight"] == 1
     # ... and a late success still counts, once.
     crashed.ack(lost)
+    crashed.status()
     other.ack(again)
     assert other.status()["done"] == 1 and [r["param"] for r in other.list("done")] == ["p"]
 
@@ -175,11 +188,13 @@ def test_exhausted_with_wait_waits_for_other_minions_leases(tmp_path: Path) -> N
     assert waiting.take(1, 0.2) == []  # polls until the timeout while params are in flight
     assert time.monotonic() - started >= 0.15
     holder.retry(held[0], "failed")
+    holder.flush()
     assert not waiting.exhausted()
     d = waiting.take(1, 0.0)[0]
     assert d.param == "p" and d.attempt == 2
     waiting.ack(d)
     holder.ack(held[1])
+    holder.flush()
     assert waiting.exhausted()
 
 
@@ -205,12 +220,14 @@ def test_truncated_last_record_is_dropped_and_acked_params_kept(tmp_path: Path) 
     e.fill(range(10))
     for d in e.take(6, 0.0):
         e.ack(d)
+    e.flush()
     with open(journal(tmp_path / "q"), "ab") as f:
         f.write(b'{"o":"ack","i":7,"w":"dead')  # a writer killed mid-record
     fresh = engine(tmp_path / "q")
     assert fresh.status()["done"] == 6
     assert journal(tmp_path / "q").read_bytes().endswith(b"\n")
     assert sorted(drain(fresh)) == [6, 7, 8, 9]
+    fresh.flush()
     assert engine(tmp_path / "q").status()["done"] == 10
 
 
@@ -245,6 +262,7 @@ def test_compaction_keeps_few_files_and_every_view_consistent(tmp_path: Path) ->
     for _ in range(200):
         for d in busy.take(1, 0.0):
             busy.ack(d)
+    busy.flush()
     names = sorted(p.name for p in q.iterdir())
     assert "snapshot.json" in names and len(names) <= 5, names
     # A process that slept through several compactions reloads the snapshot.
@@ -253,7 +271,9 @@ def test_compaction_keeps_few_files_and_every_view_consistent(tmp_path: Path) ->
     assert engine(q).status() == expected
     assert [r["reason"] for r in idle.list("dead")] == ["bad"]
     busy.ack(held[1])
+    busy.flush()
     assert drain(idle) == list(range(203, 300))
+    idle.flush()
     assert engine(q).status()["done"] == 298
 
 
@@ -262,12 +282,14 @@ def test_compaction_commit_point_survives_a_crash_before_the_rename(tmp_path: Pa
     e = engine(q)
     e.fill(range(5))
     e.ack(e.take(1, 0.0)[0])
+    e.flush()
     # Simulate a compactor killed after its "next" record, before renaming the snapshot.
     with open(journal(q), "ab") as f:
         f.write(b'{"o":"next","g":1}\n')
     (q / "journal.1.jsonl").write_bytes(b"")
     other = engine(q)
     other.ack(other.take(1, 0.0)[0])
+    other.flush()
     assert (q / "journal.1.jsonl").stat().st_size > 0
     assert engine(q).status()["done"] == 2 and e.status()["done"] == 2
 
@@ -302,6 +324,7 @@ def test_concurrent_settles_from_threads(tmp_path: Path) -> None:
         t.start()
     for t in threads:
         t.join()
+    e.flush()
     assert engine(tmp_path / "q").status()["done"] == 400
 
 
