@@ -24,6 +24,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .callbacks.base import Callback, Outcome, Result, StopReason, Task
+from .callbacks.process import param_json
 from .config import Settings, load_dotenv_file
 from .engines.base import Delivery, Engine
 from .errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_USAGE, EngineError, MinionizeError
@@ -285,7 +286,8 @@ class Minion:
         with self._lock:
             self.counts[outcome] += 1
         if outcome == "dead":
-            _warn(f"dead letter: param {delivery.param!r} after attempt {delivery.attempt}: {reason}")
+            text = param_json(delivery.param)
+            _warn(f"dead letter: param {text} after attempt {delivery.attempt}: {reason}")
         if self._reporting:
             self.reporter.task_finished(
                 TaskReport(
