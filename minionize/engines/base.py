@@ -22,6 +22,7 @@ Queue administration (``minion-queue``) uses the optional methods at the end
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -51,6 +52,28 @@ class Delivery:
     attempt: int = 1
     handle: Any = None
     error: Optional[str] = None
+
+
+def decode_param(data: bytes | str, decoder: str, variable: str) -> tuple[Param, Optional[str]]:
+    """A message as a param: ``(param, None)``, or ``(its text, reason)`` when it cannot
+    be decoded, for :attr:`Delivery.error` (the loop then dead-letters it).
+
+    ``decoder`` is ``identity`` (the text is the param) or ``json``; ``variable`` names
+    the setting that chose it, for the reason.
+    """
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return repr(data[:200]), f"the message is not UTF-8 text: {exc}"
+    else:
+        text = data
+    if decoder != "json":
+        return text, None
+    try:
+        return json.loads(text), None
+    except ValueError as exc:
+        return text, f"the message is not JSON ({variable}=json): {exc}"
 
 
 class Engine(abc.ABC):

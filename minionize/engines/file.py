@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Optional
 
 from ..errors import ConfigError, EngineError
-from .base import Delivery, Engine, Param
+from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -190,10 +190,7 @@ class FileEngine(Engine):
         return None
 
     def _delivery(self, line: str) -> Delivery:
-        delivery = Delivery(param=line, id=str(self._lineno), attempt=1, handle=line)
-        if self.decoder == "json":
-            try:
-                delivery.param = json.loads(line)
-            except ValueError as exc:
-                delivery.error = f"line {self._lineno} is not JSON (FILE_DECODER=json): {exc}"
-        return delivery
+        param, error = decode_param(line, self.decoder, "FILE_DECODER")
+        if error is not None:
+            error = f"line {self._lineno}: {error}"
+        return Delivery(param=param, id=str(self._lineno), attempt=1, handle=line, error=error)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError, MissingExtraError, UnsupportedOperation
-from .base import Delivery, Engine, Param
+from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -235,17 +235,8 @@ class PubSubEngine(Engine):
             self._quietly(self._modify, [handle.ack_id], 0, "nack")
             return None
         delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=handle)
-        try:
-            delivery.param = self._decode(handle.data)
-        except ValueError as exc:
-            delivery.param = handle.data.decode("utf-8", errors="replace")
-            delivery.error = f"undecodable message ({self.decoder} decoder): {exc}"
+        delivery.param, delivery.error = decode_param(handle.data, self.decoder, "GOOGLE_DECODER")
         return delivery
-
-    def _decode(self, data: bytes) -> Param:
-        if self.decoder == "json":
-            return json.loads(data)
-        return data.decode("utf-8")
 
     def _encode(self, param: Param) -> bytes:
         if isinstance(param, bytes):
@@ -471,10 +462,7 @@ class PubSubEngine(Engine):
         for received in self._dead_letters(hold=True):
             message = received.message
             attributes = dict(message.attributes)
-            try:
-                param = self._decode(bytes(message.data))
-            except ValueError:
-                param = bytes(message.data).decode("utf-8", errors="replace")
+            param, _ = decode_param(bytes(message.data), self.decoder, "GOOGLE_DECODER")
             yield {
                 "param": param,
                 "id": attributes.get(ID_ATTRIBUTE) or str(message.message_id),

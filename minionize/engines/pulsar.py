@@ -38,7 +38,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError, MissingExtraError
-from .base import Delivery, Engine, Param
+from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -139,19 +139,9 @@ class PulsarEngine(Engine):
         attempt = int(message.redelivery_count()) + 1
         delivery = Delivery(param=None, id=str(message.message_id()), attempt=attempt,
                             handle=message)
-        data = bytes(message.data())
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            delivery.param = repr(data[:200])
-            delivery.error = f"the message is not UTF-8 text: {exc}"
-            return delivery
-        delivery.param = text
-        if self.decoder == "json":
-            try:
-                delivery.param = json.loads(text)
-            except ValueError as exc:
-                delivery.error = f"the message is not JSON (PULSAR_DECODER=json): {exc}"
+        delivery.param, delivery.error = decode_param(
+            bytes(message.data()), self.decoder, "PULSAR_DECODER"
+        )
         if delivery.error is None and attempt > self.max_attempts:
             delivery.error = (
                 f"attempt {attempt} > MINION_MAX_ATTEMPTS={self.max_attempts}: delivered too "

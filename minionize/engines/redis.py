@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError, MissingExtraError, UnsupportedOperation
-from .base import Delivery, Engine, Param
+from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -362,13 +362,9 @@ class RedisEngine(Engine):
                 f"(fields: {', '.join(sorted(fields)) or 'none'})"
             )
         else:
-            text = fields["param"]
-            delivery.param = text
-            if self.decoder == "json":
-                try:
-                    delivery.param = json.loads(text)
-                except ValueError as exc:
-                    delivery.error = f"the param is not JSON (MINION_REDIS_DECODER=json): {exc}"
+            delivery.param, delivery.error = decode_param(
+                fields["param"], self.decoder, "MINION_REDIS_DECODER"
+            )
         if delivery.error is None and attempt > self.max_attempts:
             delivery.error = (
                 f"attempt {attempt} > MINION_MAX_ATTEMPTS={self.max_attempts}: the minions "

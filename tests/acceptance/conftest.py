@@ -1,20 +1,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
-
-
-def script(name: str) -> str:
-    """The console script installed with this Python (what a user's PATH gives)."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is not installed: run pip install -e .")
-    return found
 
 
 @pytest.fixture

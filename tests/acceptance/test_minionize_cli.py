@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.acceptance.conftest import script
-from tests.services import wait_for
+from tests.services import script, wait_for
 
 
 def sh(command: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from .conftest import script
+from tests.services import script
 
 
 def sh(line: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:

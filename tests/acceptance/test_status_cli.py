@@ -18,8 +18,7 @@ from minionize.callbacks.base import Task
 from minionize.engines.base import Delivery
 from minionize.reporters.base import MinionInfo, TaskReport
 from minionize.reporters.json import JsonReporter
-from tests.acceptance.conftest import script
-from tests.services import wait_for
+from tests.services import script, wait_for
 
 FAILING_TASK = 'case "$1" in bad*) echo "traceback of $1" >&2; echo "no luck with $1" >&2; exit 3;; esac\n'
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from minionize.engines.sweep import SweepEngine
-from tests.acceptance.conftest import script
-from tests.services import wait_for
+from tests.services import script, wait_for
 
 TASK = """\
 case "$1" in

@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,18 +17,10 @@ from typing import Any
 
 import pytest
 
-from tests.services import wait_for
+from tests.services import script, wait_for
 
 #: Appends the param to $RUNS (one line per run, O_APPEND), then sleeps $NAP seconds.
 RECORDER = ["sh", "-c", 'echo "$1" >> "$RUNS"; sleep "${NAP:-0}"', "sh"]
-
-
-def script(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is not installed: run pip install -e .")
-    return found
 
 
 @pytest.fixture

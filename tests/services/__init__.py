@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import sys
 import time
+from pathlib import Path
 from typing import Callable, NoReturn
 
 import pytest
@@ -39,3 +42,12 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, every: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(every)
+
+
+def script(name: str) -> str:
+    """The console script installed with this Python (what a user's PATH gives)."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed: run pip install -e .")
+    return found
