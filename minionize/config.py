@@ -108,12 +108,13 @@ def available_cpus(env: Mapping[str, str] | None = None) -> int:
     """The CPUs this process may use, as the batch scheduler or the kernel says.
 
     Order: ``SLURM_CPUS_PER_TASK``, ``SLURM_CPUS_ON_NODE``, the lines naming this host in
-    ``OAR_NODEFILE``, then the CPU affinity mask.
+    ``OAR_NODEFILE``, then the CPU affinity mask, capped by the cgroup's CPU quota (a
+    Kubernetes pod's CPU limit, a container's ``--cpus``).
     """
     env = os.environ if env is None else env
     for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
         value = env.get(name, "").strip()
-        if value.isdigit() and int(value) > 0:
+        if value.isdecimal() and int(value) > 0:
             return int(value)
     nodefile = env.get("OAR_NODEFILE", "").strip()
     if nodefile:
@@ -126,9 +127,30 @@ def available_cpus(env: Mapping[str, str] | None = None) -> int:
         if mine > 0:
             return mine
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, quota)) if quota is not None else cpus
+
+
+def cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> int | None:
+    """The CPUs a cgroup v2 quota allows (``cpu.max`` = ``"QUOTA PERIOD"``), rounded
+    up; None when there is no quota (``max``) or no such file (cgroup v1, not Linux)."""
+    try:
+        with open(path) as handle:
+            fields = handle.read().split()
+    except OSError:
+        return None
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    if quota <= 0 or period <= 0:
+        return None
+    return -(-quota // period)
 
 
 def parse_concurrency(value: str | None, env: Mapping[str, str] | None = None) -> int:

@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         values["EXECO_PERSISTENCE_DIR"] = args.queue_dir
     settings = Settings.from_env(values)
     engine = load_engine(settings)
+    if args.command == "fill":
+        engine.create()
     engine.open()
     try:
         return COMMANDS[args.command](engine, args)

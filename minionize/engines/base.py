@@ -139,6 +139,10 @@ class Engine(abc.ABC):
         crash in between loses the record, never the param (its lease brings it back)."""
 
     # -- lifecycle -------------------------------------------------------------------
+    def create(self) -> None:
+        """Create the queue if it does not exist (``minion-queue fill`` calls it before
+        :meth:`open`; a minion never does, so a mistyped queue name is an error)."""
+
     def open(self) -> None:
         """Connect and check that the queue is usable; raise EngineError/ConfigError."""
 

@@ -230,17 +230,15 @@ class SweepEngine(Engine):
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
-        """Create the directory if needed, read the queue, and adopt an execo queue
-        found there on first use."""
+        """Read the queue, and adopt an execo queue found there on first use.
+
+        A minion never creates the directory: a mistyped ``EXECO_PERSISTENCE_DIR`` is an
+        error (exit 2), not an empty queue that ends the run at once. ``create`` (called
+        by ``minion-queue fill``) does.
+        """
         if self._opened:
             return
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-        except OSError as exc:
-            raise EngineError(
-                f"cannot create the sweep queue directory {self.directory!r} ({exc}): "
-                "set EXECO_PERSISTENCE_DIR to a writable directory"
-            ) from None
+        self._require_directory()
         with self._locked() as store:
             if store.n == 0 and store.generation == 0 and store.offset == 0:
                 self._adopt_execo(store)
@@ -264,11 +262,29 @@ class SweepEngine(Engine):
         return f"sweep queue in {self.directory}"
 
     # -- administration --------------------------------------------------------------
+    def _require_directory(self) -> None:
+        if not os.path.isdir(self.directory):
+            raise EngineError(
+                f"EXECO_PERSISTENCE_DIR={self.directory!r}: no sweep queue there (no such "
+                "directory): fill one with `minion-queue fill ...`, or fix the path"
+            )
+
+    def create(self) -> None:
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as exc:
+            raise EngineError(
+                f"cannot create the sweep queue directory {self.directory!r} ({exc}): "
+                "set EXECO_PERSISTENCE_DIR to a writable directory"
+            ) from None
+
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        self.create()
         self.open()
         return self.store.add(canonical(p) for p in params)
 
     def status(self) -> dict[str, Any]:
+        self._require_directory()
         with self._locked() as store:
             in_flight, expired = store.lease_counts(time.time())
             return {
@@ -281,10 +297,12 @@ class SweepEngine(Engine):
             }
 
     def requeue_dead(self) -> int:
+        self._require_directory()
         with self._locked() as store:
             return store.requeue_dead()
 
     def reset_expired(self) -> int:
+        self._require_directory()
         with self._locked() as store:
             return store.expire(time.time(), self.max_attempts)
 
@@ -303,6 +321,7 @@ class SweepEngine(Engine):
         """``done`` or ``dead`` params, in queue order: id, param, attempts (failed
         attempts so far) and, for dead letters, the reason."""
         statuses = {"done": DONE, "dead": DEAD}
+        self._require_directory()
         if kind not in statuses:
             raise EngineError(f"cannot list {kind!r}: use done or dead")
         with self._locked() as store:

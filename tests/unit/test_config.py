@@ -43,3 +43,16 @@ def test_timeouts_accept_none_and_zero() -> None:
     assert Settings.from_env({"MINION_TASK_TIMEOUT": "none"}).task_timeout is None
     assert Settings.from_env({"MINION_TASK_TIMEOUT": "1.5"}).task_timeout == 1.5
     assert Settings.from_env({"MINION_GRACE_PERIOD": "0"}).grace_period == 0.0
+
+
+def test_cgroup_quota_caps_auto_concurrency(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from minionize.config import cgroup_cpu_quota
+
+    limit = tmp_path / "cpu.max"
+    limit.write_text("150000 100000\n")  # a pod limited to 1.5 CPUs
+    assert cgroup_cpu_quota(str(limit)) == 2
+    limit.write_text("max 100000\n")
+    assert cgroup_cpu_quota(str(limit)) is None
+    assert cgroup_cpu_quota(str(tmp_path / "missing")) is None
+    limit.write_text("garbage\n")
+    assert cgroup_cpu_quota(str(limit)) is None

@@ -92,7 +92,7 @@ def test_pods_run_minionize_with_a_consistent_environment(path: Path) -> None:
         )
 
         concurrency = env.get("MINION_CONCURRENCY", "1")
-        assert concurrency.isdigit(), "auto would count the node's CPUs, not the pod's"
+        assert concurrency.isdigit(), "auto counts the node's CPUs on cgroup v1 nodes"
         limit = container["resources"]["limits"]["cpu"]
         assert int(concurrency) <= cpus(str(limit))
 

@@ -20,8 +20,20 @@ from tests.services import wait_for
 
 def engine(path: Path, **options: object) -> SweepEngine:
     e = SweepEngine(str(path), **options)  # type: ignore[arg-type]
+    e.create()
     e.open()
     return e
+
+
+def test_a_minion_never_creates_a_missing_queue(tmp_path: Path) -> None:
+    from minionize.errors import EngineError
+
+    missing = SweepEngine(str(tmp_path / "typo"))
+    with pytest.raises(EngineError, match="EXECO_PERSISTENCE_DIR=.*no sweep queue there"):
+        missing.open()
+    with pytest.raises(EngineError, match="no sweep queue there"):
+        missing.status()
+    assert not (tmp_path / "typo").exists()
 
 
 def drain(e: SweepEngine) -> list[object]:
