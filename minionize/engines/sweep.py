@@ -83,11 +83,12 @@ def param_id(text: bytes) -> str:
 class SweepEngine(Engine):
     """A finite queue of params in a shared directory, with leases.
 
-    ``directory``: the queue (created if missing). ``lease``: seconds a claim is kept
-    without a heartbeat. ``max_attempts``: an expired lease counts an attempt and
-    dead-letters the param when it reaches this. ``wait``: on a drained queue, stay
-    while other minions hold leases (``MINION_WAIT``). ``durable_settles``: fsync every
-    ack and dead letter (``MINION_SWEEP_FSYNC``).
+    ``directory``: the queue (made by :meth:`create`, which ``minion-queue fill``
+    calls). ``lease``: seconds a claim is kept without a heartbeat. ``max_attempts``:
+    an expired lease counts an attempt and dead-letters the param when it reaches
+    this. ``wait``: on a drained queue, stay while other minions hold leases
+    (``MINION_WAIT``). ``durable_settles``: fsync every ack and dead letter
+    (``MINION_SWEEP_FSYNC``).
     """
 
     name = "sweep"
