@@ -97,15 +97,21 @@ class Owner:
 class Lease:
     """A claim on one param, valid until ``expiry`` (wall clock, seconds)."""
 
-    __slots__ = ("minion", "seq", "expiry", "host", "pid", "job")
+    __slots__ = ("minion", "seq", "expiry", "host", "pid", "job", "started")
 
-    def __init__(self, minion: str, seq: int, expiry: float, host: str, pid: int, job: str) -> None:
+    def __init__(
+        self, minion: str, seq: int, expiry: float, host: str, pid: int, job: str,
+        started: bool = True,
+    ) -> None:
         self.minion = minion
         self.seq = seq
         self.expiry = expiry
         self.host = host
         self.pid = pid
         self.job = job
+        #: False for a param claimed ahead and not handed to a task yet: its expiry
+        #: puts it back without counting an attempt (it never ran).
+        self.started = started
 
     def describe(self) -> str:
         job = f", job {self.job}" if self.job else ""
@@ -120,6 +126,7 @@ class Claimed:
     seq: int
     attempt: int
     text: bytes
+    started: bool = True
 
 
 def _pread_all(fd: int, size: int, offset: int) -> bytes:
@@ -250,6 +257,7 @@ class SweepStore:
             "release": self._apply_release,
             "dead": self._apply_dead,
             "extend": self._apply_extend,
+            "start": self._apply_start,
             "expire": self._apply_expire,
             "requeue": self._apply_requeue,
             "adopt": self._apply_adopt,
@@ -336,11 +344,13 @@ class SweepStore:
         minion, expiry = str(record["w"]), float(record["e"])
         host, pid, job = str(record.get("h", "")), int(record.get("p", 0)), str(record.get("j", ""))
         state = self.state
-        for index, seq in record["l"]:
+        for entry in record["l"]:
+            index, seq = entry[0], entry[1]
             if state[index] != TODO:
                 continue
             self._move(index, FLIGHT)
-            lease = Lease(minion, seq, expiry, host, pid, job)
+            # [index, seq] is a claim for a task; [index, seq, 0] a claim ahead.
+            lease = Lease(minion, seq, expiry, host, pid, job, len(entry) < 3 or bool(entry[2]))
             self.leases[index] = lease
             self._push_lease(index, lease)
 
@@ -387,10 +397,21 @@ class SweepStore:
                 lease.expiry = expiry
                 self._push_lease(index, lease)
 
+    def _apply_start(self, record: dict[str, Any]) -> None:
+        minion = str(record["w"])
+        for index, seq in record["l"]:
+            lease = self.leases.get(index)
+            if lease is not None and lease.minion == minion and lease.seq == seq:
+                lease.started = True
+
     def _apply_expire(self, record: dict[str, Any]) -> None:
         for index, minion, seq, dead in record["l"]:
             lease = self._take_lease(index, minion, seq)
             if lease is None:
+                continue
+            if not lease.started:
+                self._move(index, TODO)  # claimed ahead, never run: no attempt
+                self._returned(index)
                 continue
             attempts = self.attempts.get(index, 0) + 1
             self.attempts[index] = attempts
@@ -514,8 +535,10 @@ class SweepStore:
                 self.count[status] = self.state.count(status)
             self.attempts = {int(i): int(a) for i, a in doc["attempts"]}
             self.reasons = {int(i): str(r) for i, r in doc["dead"]}
-            for index, minion, seq, expiry, host, pid, job in doc["leases"]:
-                self.leases[index] = Lease(minion, seq, expiry, host, pid, job)
+            for index, minion, seq, expiry, host, pid, job, *started in doc["leases"]:
+                self.leases[index] = Lease(
+                    minion, seq, expiry, host, pid, job, bool(started[0]) if started else True
+                )
             self.heap = [(le.expiry, i, le.minion, le.seq) for i, le in self.leases.items()]
             heapq.heapify(self.heap)
             self.imported_from = doc.get("imported_from")
@@ -542,7 +565,7 @@ class SweepStore:
             "attempts": sorted(self.attempts.items()),
             "dead": sorted(self.reasons.items()),
             "leases": [
-                [i, le.minion, le.seq, le.expiry, le.host, le.pid, le.job]
+                [i, le.minion, le.seq, le.expiry, le.host, le.pid, le.job, int(le.started)]
                 for i, le in self.leases.items()
             ],
         }
@@ -777,9 +800,10 @@ class SweepStore:
                 picks.append(index)
         return picks
 
-    def claim(self, max_count: int, owner: Owner, expiry: float) -> list[Claimed]:
-        """Claim up to ``max_count`` todo params until ``expiry`` (lock held)."""
-        picks = self.pick(max_count)
+    def claim(self, max_count: int, owner: Owner, expiry: float, ahead: int = 0) -> list[Claimed]:
+        """Claim up to ``max_count`` todo params for tasks, and up to ``ahead`` more
+        that are not started yet (lock held)."""
+        picks = self.pick(max_count + ahead)
         if not picks:
             return []
         first = self.next_seq(len(picks))
@@ -790,7 +814,10 @@ class SweepStore:
             "p": owner.pid,
             "j": owner.job,
             "e": expiry,
-            "l": [[index, first + k] for k, index in enumerate(picks)],
+            "l": [
+                [index, first + k] if k < max_count else [index, first + k, 0]
+                for k, index in enumerate(picks)
+            ],
         }
         try:
             self._write(record)
@@ -798,9 +825,18 @@ class SweepStore:
             self.cursor = 0  # rescan: the picks are still todo
             raise
         return [
-            Claimed(index, first + k, self.attempts.get(index, 0) + 1, self.param_text(index))
+            Claimed(
+                index, first + k, self.attempts.get(index, 0) + 1, self.param_text(index),
+                k < max_count,
+            )
             for k, index in enumerate(picks)
         ]
+
+    def start(self, items: list[tuple[int, int]], minion: str) -> None:
+        """Mark params claimed ahead as handed to tasks (lock held)."""
+        mine = [[i, q] for i, q in items if self._holds(i, minion, q)]
+        if mine:
+            self._write({"o": "start", "w": minion, "l": mine})
 
     def settle(self, op: str, index: int, minion: str, seq: int, reason: str = "") -> None:
         """Record ``ack``, ``retry``, ``release`` or ``dead`` for one claim (lock held)."""
@@ -831,7 +867,7 @@ class SweepStore:
             lease = self.leases.get(index)
             if lease is None or lease.minion != minion or lease.seq != seq or lease.expiry > now:
                 continue  # settled or extended since
-            dead = self.attempts.get(index, 0) + 1 >= max_attempts
+            dead = lease.started and self.attempts.get(index, 0) + 1 >= max_attempts
             entries.append([index, minion, seq, 1 if dead else 0])
         if entries:
             self._write({"o": "expire", "l": entries})

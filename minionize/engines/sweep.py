@@ -53,6 +53,7 @@ Why each step is safe on NFS
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -73,6 +74,10 @@ if TYPE_CHECKING:
 DEFAULT_DIRECTORY = "sweeps"
 #: How often an empty ``take`` looks again while params are in flight.
 POLL_INTERVAL = 0.05
+#: While this minion's tasks average less than this many seconds, a claim takes up to
+#: AHEAD_CLAIMS more params, handed to the next tasks without a lock session each.
+AHEAD_TASK_SECONDS = 0.02
+AHEAD_CLAIMS = 7
 
 
 def param_id(text: bytes) -> str:
@@ -112,9 +117,15 @@ class SweepEngine(Engine):
         self.owner = Owner(info.minion_id, info.host, info.pid, info.job_label)
         self._mine = 0  # deliveries handed out and not settled yet
         self._mine_lock = threading.Lock()
-        #: Settles not written yet: they ride on this process's next lock session.
+        #: Settles (and starts) not written yet: they ride on this process's next lock
+        #: session. Guarded, with ``_ahead``, by ``_pending_lock``.
         self._pending: list[tuple[str, int, int, str]] = []
         self._pending_lock = threading.Lock()
+        #: Params claimed ahead, not handed to a task yet.
+        self._ahead: collections.deque[Delivery] = collections.deque()
+        #: When each handed-out claim left, and the recent task duration (moving average).
+        self._out_at: dict[tuple[int, int], float] = {}
+        self._task_seconds: Optional[float] = None
         self._settled = threading.Event()
         self._opened = False
 
@@ -132,19 +143,31 @@ class SweepEngine(Engine):
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
         """Claim up to ``max_count`` params. When none is todo but some are in flight
-        (they may come back), look again every 50 ms until ``timeout``."""
+        (they may come back), look again every 50 ms until ``timeout``.
+
+        Short tasks (under ``AHEAD_TASK_SECONDS`` on average) make the claim take up to
+        ``AHEAD_CLAIMS`` more params, marked as not started: the next takes hand them out
+        with a ``start`` record that rides on the next lock session. Claimed-ahead
+        params are extended with the running ones and released at close; if this
+        process dies, their leases expire without counting an attempt (they never ran).
+        """
+        with self._pending_lock:
+            if self._ahead:
+                out = [self._ahead.popleft() for _ in range(min(max_count, len(self._ahead)))]
+                self._pending.extend(("start", *d.handle, "") for d in out)
+                return self._hand_out(out)
+        fast = self._task_seconds is not None and self._task_seconds < AHEAD_TASK_SECONDS
+        ahead = AHEAD_CLAIMS if fast else 0
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             self._settled.clear()
             with self._locked() as store:
                 now = time.time()
                 store.expire(now, self.max_attempts)
-                claimed = store.claim(max_count, self.owner, now + self.lease)
+                claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
                 others_in_flight = store.count[FLIGHT] > 0
             if claimed:
-                with self._mine_lock:
-                    self._mine += len(claimed)
-                return [
+                deliveries = [
                     Delivery(
                         param=json.loads(c.text),
                         id=param_id(c.text),
@@ -153,14 +176,27 @@ class SweepEngine(Engine):
                     )
                     for c in claimed
                 ]
+                with self._pending_lock:
+                    self._ahead.extend(d for d, c in zip(deliveries, claimed) if not c.started)
+                return self._hand_out([d for d, c in zip(deliveries, claimed) if c.started])
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not (self._mine or (self.wait and others_in_flight)):
                 return []
             self._settled.wait(min(POLL_INTERVAL, remaining))
 
+    def _hand_out(self, deliveries: list[Delivery]) -> list[Delivery]:
+        now = time.monotonic()
+        with self._mine_lock:
+            self._mine += len(deliveries)
+            for delivery in deliveries:
+                self._out_at[delivery.handle] = now
+        return deliveries
+
     def exhausted(self) -> bool:
         """Nothing todo; with ``wait``, nothing in flight either (expired leases are
         put back first, so a crashed peer's params are taken, not waited for)."""
+        if self._ahead:
+            return False
         with self._locked() as store:
             store.expire(time.time(), self.max_attempts)
             if store.count[TODO]:
@@ -200,24 +236,40 @@ class SweepEngine(Engine):
             self._pending.append((op, index, seq, reason))
         with self._mine_lock:
             self._mine = max(0, self._mine - 1)
+            out_at = self._out_at.pop((index, seq), None)
+            if out_at is not None:
+                took = time.monotonic() - out_at
+                average = self._task_seconds
+                self._task_seconds = took if average is None else 0.8 * average + 0.2 * took
         self._settled.set()
 
     def _write_pending(self, store: SweepStore) -> None:
+        """Write the pending starts, then settles, in order (lock held). What could not
+        be written stays pending for the next session."""
         with self._pending_lock:
             pending, self._pending = self._pending, []
-        for position, (op, index, seq, reason) in enumerate(pending):
-            try:
+        starts = [(index, seq) for op, index, seq, _ in pending if op == "start"]
+        settles = [item for item in pending if item[0] != "start"]
+        written = 0
+        try:
+            if starts:
+                store.start(starts, self.owner.minion)
+                starts = []
+            for op, index, seq, reason in settles:
                 store.settle(op, index, self.owner.minion, seq, reason)
-            except BaseException:
-                with self._pending_lock:  # keep what was not written for the next session
-                    self._pending[:0] = pending[position:]
-                raise
+                written += 1
+        except BaseException:
+            with self._pending_lock:
+                self._pending[:0] = [("start", i, q, "") for i, q in starts] + settles[written:]
+            raise
 
     # -- leases ----------------------------------------------------------------------
     def heartbeat_interval(self) -> Optional[float]:
         return self.lease / 3.0
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
+        with self._pending_lock:
+            deliveries = [*deliveries, *self._ahead]
         if not deliveries:
             return
         items = [(int(d.handle[0]), int(d.handle[1])) for d in deliveries]
@@ -254,6 +306,10 @@ class SweepEngine(Engine):
         store.adopt([canonical(p) for p in todo], [canonical(p) for p in done], "execo")
 
     def close(self) -> None:
+        with self._pending_lock:
+            # Claimed ahead and never handed out: back to the queue, no attempt counted.
+            self._pending.extend(("release", *d.handle, "") for d in self._ahead)
+            self._ahead.clear()
         try:
             self.flush()
         finally:

@@ -67,7 +67,10 @@ def test_status_tells_what_real_minions_did(tmp_path: Path, monkeypatch: Any) ->
         victim.wait(timeout=10)
         for worker in workers:
             _, err = worker.communicate(timeout=60)
-            assert worker.returncode == 1, err  # dead letters: exit 1
+            assert worker.returncode in (0, 1), err
+        # Which worker ran a bad param's last attempt depends on scheduling; the one
+        # that dead-lettered exits 1.
+        assert 1 in [worker.returncode for worker in workers]
 
         before = status(env)
         assert [m["state"] for m in before["minions"]].count("finished") == 2
@@ -92,7 +95,8 @@ def test_status_tells_what_real_minions_did(tmp_path: Path, monkeypatch: Any) ->
     assert lost["pid"] == victim.pid and lost["done"] == 0 and lost["exit_code"] is None
     assert [r["param"] for r in lost["running"]] == ["hang"]
     assert sorted(m["pid"] for m in by_state["finished"]) == sorted(w.pid for w in workers)
-    assert all(m["exit_code"] == 1 for m in by_state["finished"])
+    codes = {w.pid: w.returncode for w in workers}
+    assert all(m["exit_code"] == codes[m["pid"]] for m in by_state["finished"])
     assert sum(m["done"] for m in by_state["finished"]) == 40
 
     # The queue agrees, and the last errors say why, with the log of each last attempt.

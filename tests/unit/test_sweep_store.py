@@ -377,3 +377,79 @@ def test_lease_owner_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         [lease] = store.leases.values()
     assert (lease.host, lease.pid, lease.job) == (os.uname().nodename, os.getpid(), "4242")
     assert lease.minion == e.owner.minion
+
+
+def _warm_up(e: SweepEngine) -> None:
+    """One quick task, so that the engine knows its tasks are short."""
+    [d] = e.take(1, 0.0)
+    e.ack(d)
+
+
+def test_short_tasks_claim_ahead_in_one_session(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(range(20))
+    _warm_up(e)
+    [d] = e.take(1, 0.0)
+    # One claim took the next param for this task and 7 more ahead.
+    assert e.status()["in_flight"] == 8
+    handed = [d] + [e.take(1, 0.0)[0] for _ in range(7)]
+    assert [x.param for x in handed] == list(range(1, 9))
+    for x in handed:
+        e.ack(x)
+    e.flush()
+    assert engine(tmp_path / "q").status()["done"] == 9
+
+
+def test_long_tasks_do_not_claim_ahead(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(range(5))
+    [d] = e.take(1, 0.0)
+    time.sleep(0.05)
+    e.ack(d)
+    e.take(1, 0.0)
+    assert e.status()["in_flight"] == 1
+
+
+def test_params_claimed_ahead_come_back_without_an_attempt_when_the_minion_dies(
+    tmp_path: Path,
+) -> None:
+    crashed = engine(tmp_path / "q", lease=0.3)
+    crashed.fill(range(10))
+    _warm_up(crashed)
+    [running] = crashed.take(1, 0.0)  # param 1 runs; 2..8 are claimed ahead
+    crashed.flush()
+    # The process dies here: no close, no more heartbeats.
+    other = engine(tmp_path / "q", lease=30)
+    wait_for(lambda: other.status()["expired"] == 8, 5, "the leases to expire")
+    attempts = {d.param: d.attempt for d in other.take(10, 0.0)}
+    assert attempts[running.param] == 2  # it ran: the attempt counts
+    assert all(attempts[p] == 1 for p in range(2, 10))  # claimed ahead, never ran
+
+
+def test_close_gives_back_params_claimed_ahead(tmp_path: Path) -> None:
+    e = engine(tmp_path / "q")
+    e.fill(range(10))
+    _warm_up(e)
+    [d] = e.take(1, 0.0)
+    e.ack(d)
+    e.close()
+    fresh = engine(tmp_path / "q")
+    assert fresh.status() == {"todo": 8, "in_flight": 0, "expired": 0, "done": 2, "dead": 0,
+                              "total": 10}
+    assert {x.attempt for x in fresh.take(10, 0.0)} == {1}
+
+
+def test_a_snapshot_keeps_params_claimed_ahead_unstarted(tmp_path: Path) -> None:
+    q = tmp_path / "q"
+    crashed = engine(q, lease=0.3)
+    crashed.store.compact_min_bytes = crashed.store.compact_at = 200
+    crashed.fill(range(30))
+    _warm_up(crashed)
+    crashed.take(1, 0.0)
+    crashed.flush()
+    names = {p.name for p in q.iterdir()}
+    assert "snapshot.json" in names, names
+    other = engine(q, lease=30)  # reads the snapshot
+    wait_for(lambda: other.status()["expired"] == 8, 5, "the leases to expire")
+    attempts = sorted(d.attempt for d in other.take(30, 0.0))
+    assert attempts.count(2) == 1 and attempts.count(1) == len(attempts) - 1
