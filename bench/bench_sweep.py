@@ -34,6 +34,7 @@ def seconds(action: Callable[[], Any]) -> float:
 def sweep_cycles(directory: str, size: int, cycles: int) -> float:
     """claim+ack cycles per second on a queue of ``size`` params (filled beforehand)."""
     engine = SweepEngine(directory)
+    engine.create()
     engine.open()
     if engine.status()["total"] < size:
         engine.fill(range(size))
@@ -64,6 +65,7 @@ def sweep_mostly_done(directory: str, size: int, done: int) -> None:
     """Mark the first ``done`` params done with the journal records minions write, ten
     thousand per lock holding (a bulk path for the benchmark only)."""
     engine = SweepEngine(directory)
+    engine.create()
     engine.open()
     store, owner = engine.store, engine.owner
     for start in range(0, done, 10_000):
@@ -132,6 +134,7 @@ def main() -> int:
         # -- fill ----------------------------------------------------------------------
         def fill() -> None:
             engine = SweepEngine(where("fill"))
+            engine.create()
             engine.open()
             engine.fill(range(n))
 
@@ -156,6 +159,7 @@ def main() -> int:
 
         # -- the same with 10,000 params in flight elsewhere ---------------------------
         other = SweepEngine(where("mid"))
+        other.create()
         other.open()
         assert len(other.take(10_000, 0.0)) == 10_000
         busy = sweep_cycles(where("mid"), 100_000, args.cycles)
@@ -182,6 +186,7 @@ def main() -> int:
 
         def reopen() -> None:
             engine = SweepEngine(where("fill"))
+            engine.create()
             engine.open()
             status = engine.status()
             assert status["done"] >= done, status
