@@ -235,9 +235,10 @@ class Minion:
                 if self._reporting:
                     self.reporter.task_started(task)
                 result = self._call(task)
-                if not result.ok and result.exit_code in STOP_SIGNAL_EXITS:
-                    # A scheduler stopping the job signals the tasks and the minion at the
-                    # same time: let our own handler run before the attempt is judged.
+                killed = not result.ok and result.exit_code in STOP_SIGNAL_EXITS
+                if killed and task.stop_reason is None:
+                    # Not stopped by us: a scheduler stopping the job signals the tasks
+                    # and the minion at the same time; let our own handler run first.
                     self._stop.wait(SIGNAL_SETTLE_SECONDS)
             self._settle(task, result)
         finally:
