@@ -1,0 +1,121 @@
+"""The small kit that every engine uses, so that siblings behave alike.
+
+* :func:`optional_import`: an engine's client library, imported lazily, with the
+  ``pip install 'minionize[extra]'`` hint when it is missing.
+* :func:`canonical_json`: the one text of a param (sorted keys, no spaces, standard JSON
+  only), used to store it and to derive its id, so that equal params are one param.
+* :func:`redact`: a URL or message without its credentials, for every message and report.
+* :class:`Outage`: the one outage policy. An engine call that fails because the server
+  cannot be reached is retried with a growing pause (0.1 s, doubling, at most 5 s) for
+  ``MINION_OUTAGE_TIMEOUT`` seconds (default 60) counted from the first failure; then
+  :class:`~minionize.errors.EngineError` names the queue and how long it was down. Nothing
+  is lost meanwhile: params in flight keep their leases on the server side, or come back
+  when those expire.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+import time
+from types import ModuleType
+from typing import Any, Callable, TypeVar
+
+from ..errors import EngineError, MissingExtraError
+
+log = logging.getLogger("minionize.engines")
+
+T = TypeVar("T")
+
+#: Default of ``MINION_OUTAGE_TIMEOUT``: how long an engine rides out an unreachable server.
+DEFAULT_OUTAGE_SECONDS = 60.0
+_FIRST_PAUSE = 0.1
+_LONGEST_PAUSE = 5.0
+
+
+def optional_import(module: str, what: str, extra: str, package: str | None = None) -> ModuleType:
+    """``importlib.import_module(module)``, or :class:`MissingExtraError` saying
+    ``pip install 'minionize[extra]'`` (``what`` is e.g. ``"the redis engine"``)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(what, extra, package or module) from None
+
+
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+def canonical_json(param: Any) -> str:
+    """The canonical JSON text of ``param``. Raises ValueError for what standard JSON
+    cannot hold (NaN, infinities) and TypeError for what JSON cannot encode at all."""
+    return _CANONICAL(param)
+
+
+# user:password@, :password@, user@ (a token as user name), and ?password=... / &password=
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@")
+_QUERY_SECRET = re.compile(
+    r"(?P<key>[?&;](?:password|passwd|pass|pwd|token|secret|auth|access_token|api_key|key)=)[^&#\s]*",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential in a URL replaced by ``***``: the user-info part
+    (everything before the last ``@`` of the authority, since a password may itself hold
+    ``@``) and query parameters such as ``password=`` or ``token=``."""
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m.group('key')}***", text)
+
+
+class Outage:
+    """The outage policy for one engine. ``outage.call(fn, transient)`` runs ``fn()``,
+    retrying while it raises one of ``transient`` and the server has been unreachable for
+    less than ``limit`` seconds; then it raises :class:`EngineError`.
+
+    ``what`` names the queue in messages (``"redis stream minion-params at redis://..."``,
+    already redacted). One object per engine instance: it remembers when the outage
+    started, so that a take loop that calls it again and again still gives up on time.
+    """
+
+    def __init__(self, what: str, limit: float = DEFAULT_OUTAGE_SECONDS,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what = what
+        self.limit = limit
+        self._sleep = sleep
+        self._clock = clock
+        self._down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        """True while the last call failed and the outage is still being ridden out."""
+        return self._down_since is not None
+
+    def call(self, fn: Callable[[], T], transient: tuple[type[BaseException], ...]) -> T:
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                result = fn()
+            except transient as exc:
+                now = self._clock()
+                if self._down_since is None:
+                    self._down_since = now
+                    log.warning("%s is unreachable (%s); retrying for up to %gs "
+                                "(MINION_OUTAGE_TIMEOUT)", self.what, redact(str(exc)), self.limit)
+                down_for = now - self._down_since
+                if down_for >= self.limit:
+                    raise EngineError(
+                        f"{self.what} unreachable for {down_for:.0f}s: {redact(str(exc))} "
+                        f"(raise MINION_OUTAGE_TIMEOUT to wait longer)"
+                    ) from None
+                self._sleep(min(pause, self.limit - down_for))
+                pause = min(pause * 2, _LONGEST_PAUSE)
+                continue
+            if self._down_since is not None:
+                log.warning("%s is reachable again", self.what)
+                self._down_since = None
+            return result
