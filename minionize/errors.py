@@ -41,3 +41,13 @@ class UnsupportedOperation(EngineError):
 
 class CallbackError(MinionizeError):
     """The callback cannot run at all (for example, the Docker engine is unreachable)."""
+
+
+class CommandLineError(ConfigError):
+    """The command line itself cannot run the params of this run (a template that no
+    param could fill, a mapping param without ``--template``, a malformed placeholder).
+
+    A callback raises it from ``run`` (or ``to_cmd``); the minion loop then gives the
+    param back without counting an attempt, takes nothing new and exits with code 2 and
+    this one line: a mistake on the command line never burns the queue.
+    """
