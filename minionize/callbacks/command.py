@@ -2,13 +2,24 @@
 
 Rules, in order:
 
-1. ``--template 'a.out --x {x} {y}'``: the template is split into words like a shell
-   would (``shlex``), then each word is formatted with the param (a mapping gives
-   ``{name}``; any param gives ``{}``). A value is never split or interpreted, so a
-   param like ``$(rm -rf ~)`` stays one argument of plain text.
+1. ``--template 'a.out --x {x} {y}'``: ``{name}`` is the value of key ``name`` of a
+   mapping param, ``{}`` the whole param; ``{{`` and ``}}`` are literal braces. Without
+   ``--shell`` the template is split into words like a shell would (``shlex``) before
+   anything is filled, so a value is one argument of plain text, never split.
 2. A command word containing ``{}`` has it replaced by the param (like ``xargs -I{}``).
 3. Otherwise a scalar param is appended as one argument, a list as several; a mapping
    needs a template.
+
+With ``--shell`` the command is shell text, and values never enter it: they are passed
+out of band, as positional parameters of ``sh -c`` (see :mod:`minionize.callbacks.shell`).
+
+The command is parsed and checked once, when the callback is built: a malformed
+placeholder (``{a.b}``, ``{x!r}``, ``{x:>5}``, an unbalanced brace) is a
+:class:`~minionize.errors.ConfigError` before any param is taken. A param that cannot fill
+the command (a missing key, a mapping without a template, a string where a mapping is
+needed) raises :class:`~minionize.errors.CommandLineError` as long as no param of this run
+has filled it (the command line is wrong: the minion stops, nothing is consumed), and
+:class:`ParamError` once one has (this param is odd: it is dead-lettered at once).
 """
 
 from __future__ import annotations
@@ -17,13 +28,38 @@ import json
 import shlex
 import string
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional, Union
 
 from ..engines.base import Param
+from ..errors import CommandLineError, ConfigError
+from .shell import ALL, ShellTemplateError, compile_script
+
+#: Longest excerpt of a param in a message (the queue keeps it whole).
+SHORT_PARAM = 80
+DECODER_HINT = (
+    "to read JSON mappings, set the engine's decoder to json (FILE_DECODER=json, "
+    "GOOGLE_DECODER=json, PULSAR_DECODER=json, MINION_REDIS_DECODER=json)"
+)
 
 
 class ParamError(ValueError):
     """This param cannot fill this command (retrying cannot help)."""
+
+
+class _Field:
+    """A placeholder: ``name`` is a key of a mapping param, ``""`` the whole param."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"{{{self.name}}}"
+
+
+_APPEND = _Field("*append*")  # the param appended (a scalar as one value, a list as many)
+Part = Union[str, _Field]
 
 
 def param_text(value: Any) -> str:
@@ -38,94 +74,179 @@ def param_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def check_template(template: str) -> list[str]:
-    """Split and check a template once, at start (raises ValueError with the reason)."""
+def short(text: str, limit: int = SHORT_PARAM) -> str:
+    """``text`` for a message: at most ``limit`` characters, marked when cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def parse_template(text: str) -> list[Part]:
+    """Literal text and placeholders of a template; raises ValueError with the reason."""
+    parts: list[Part] = []
     try:
-        words = shlex.split(template)
+        parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
-        raise ValueError(f"cannot split {template!r}: {exc}") from None
-    if not words:
-        raise ValueError("the template is empty")
-    formatter = string.Formatter()
-    for word in words:
-        try:
-            list(formatter.parse(word))
-        except ValueError as exc:
-            raise ValueError(f"bad placeholder in {word!r}: {exc}") from None
-    return words
+        raise ValueError(f"{exc} (write {{{{ and }}}} for a literal brace)") from None
+    for literal, name, spec, conversion in parsed:
+        if literal:
+            parts.append(literal)
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if conversion or spec:
+            raise ValueError(
+                f"{shown}: conversions and format specs are not supported, the value's text "
+                f"is passed as it is: write {{{name}}}"
+            )
+        if "." in name or "[" in name:
+            raise ValueError(
+                f"{shown}: attribute and index access are not supported: use a key of the "
+                "mapping param, e.g. {x}"
+            )
+        if name.isdecimal() and name != "0":
+            raise ValueError(f"{shown}: use {{}} for the whole param, {{name}} for a key")
+        parts.append(_Field("" if name == "0" else name))
+    return parts
 
 
-class _ParamFields(dict):  # type: ignore[type-arg]
-    def __missing__(self, key: str) -> Any:
-        raise ParamError(f"the param has no key {key!r} used by the template")
+def _split_braces(word: str) -> list[Part]:
+    """A command word where only ``{}`` is a placeholder (like ``xargs -I{}``)."""
+    parts: list[Part] = []
+    for i, chunk in enumerate(word.split("{}")):
+        if i:
+            parts.append(_Field(""))
+        if chunk:
+            parts.append(chunk)
+    return parts
 
 
-def _format_word(word: str, param: Param) -> str:
-    if "{" not in word:
-        return word
-    fields: dict[str, Any] = _ParamFields(param if isinstance(param, Mapping) else {})
-    text = param_text(param)
-    try:
-        # ``{}`` is positional: the whole param.
-        return string.Formatter().vformat(word, (_Text(text),), fields)
-    except (IndexError, KeyError) as exc:
-        raise ParamError(f"cannot fill {word!r} from param {text}: {exc}") from None
+class CommandBuilder:
+    """The command of every param of a run, parsed and checked once (see the module)."""
 
-
-class _Text(str):
-    """The whole param, so that ``{}`` and ``{0}`` give its text."""
-
-
-def build_argv(
-    command: Sequence[str], param: Param, template_words: Optional[Sequence[str]] = None
-) -> list[str]:
-    """The argv that runs ``param``. Raises :class:`ParamError` when it cannot."""
-    if template_words:
-        return [_format_word(word, param) for word in template_words]
-    if any("{}" in word for word in command):
-        text = param_text(param)
-        return [word.replace("{}", text) for word in command]
-    argv = list(command)
-    if isinstance(param, Mapping):
-        raise ParamError(
-            "a mapping param needs --template (e.g. --template 'a.out --x {x} {y}')"
+    def __init__(
+        self, command: Sequence[str] = (), template: Optional[str] = None, shell: bool = False
+    ) -> None:
+        self.command = list(command)
+        self.template = template
+        self.shell = shell
+        #: True once a param has filled the command: from then on a param that cannot
+        #: fill it is the param's fault, not the command line's.
+        self.filled_once = False
+        self.source = (
+            f"--template/MINION_TEMPLATE {template!r}" if template
+            else f"the command {' '.join(self.command)!r}"
         )
-    if isinstance(param, (list, tuple)):
-        argv.extend(param_text(value) for value in param)
-    else:
-        argv.append(param_text(param))
-    return argv
+        try:
+            if shell:
+                self._init_shell()
+            else:
+                self._init_argv()
+        except ValueError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+
+    def _init_argv(self) -> None:
+        self.words: list[list[Part]]
+        if self.template:
+            try:
+                words = shlex.split(self.template)
+            except ValueError as exc:
+                raise ValueError(f"cannot split it into words: {exc}") from None
+            if not words:
+                raise ValueError("the template is empty")
+            self.words = [parse_template(word) for word in words]
+        elif any("{}" in word for word in self.command):
+            self.words = [_split_braces(word) for word in self.command]
+        else:
+            appended: list[Part] = [_APPEND]
+            words_only: list[list[Part]] = [[word] for word in self.command]
+            self.words = [*words_only, appended]
+
+    def _init_shell(self) -> None:
+        if self.template:
+            parts = parse_template(self.template)
+            if not self.template.strip():
+                raise ValueError("the template is empty")
+        else:
+            line = " ".join(self.command)
+            parts = _split_braces(line) if "{}" in line else [line, " ", _APPEND]
+        #: The value of positional parameter N is the param's field self.fields[N - 1].
+        self.fields: list[_Field] = []
+        pieces: list[Union[str, int]] = []
+        for part in parts:
+            if isinstance(part, str):
+                pieces.append(part)
+            elif part is _APPEND:
+                self.fields.append(part)  # alone: "$@" is every positional parameter
+                pieces.append(ALL)
+            else:
+                names = [field.name for field in self.fields]
+                if part.name not in names:
+                    self.fields.append(part)
+                    names.append(part.name)
+                pieces.append(names.index(part.name) + 1)
+        try:
+            self.script = compile_script(pieces)
+        except ShellTemplateError as exc:
+            raise ValueError(str(exc)) from None
+
+    # -- per param -----------------------------------------------------------------------
+    def argv(self, param: Param) -> list[str]:
+        """The argv that runs ``param`` (``/bin/sh -c SCRIPT sh VALUES...`` with
+        ``--shell``). Raises :class:`CommandLineError` or :class:`ParamError`."""
+        if self.shell:
+            values: list[str] = []
+            for field in self.fields:
+                values.extend(self._values(field, param))
+            argv = ["/bin/sh", "-c", self.script, "sh", *values]
+        else:
+            argv = [
+                "".join(part if isinstance(part, str) else "".join(self._values(part, param))
+                        for part in word)
+                for word in self.words
+            ]
+            if self.words and self.words[-1] == [_APPEND]:
+                argv = argv[:-1] + self._values(_APPEND, param)
+        self.filled_once = True
+        return argv
+
+    def program(self) -> Optional[str]:
+        """The program every param runs, when it is known before any param."""
+        if self.shell or not self.words or not self.words[0]:
+            return None
+        first = self.words[0]
+        return first[0] if len(first) == 1 and isinstance(first[0], str) else None
+
+    def _values(self, field: _Field, param: Param) -> list[str]:
+        if field is _APPEND:
+            if isinstance(param, Mapping):
+                self._fail(param, "a mapping param needs --template "
+                                  "(e.g. --template 'a.out --x {x} {y}')")
+            if isinstance(param, (list, tuple)):
+                return [param_text(value) for value in param]
+            return [param_text(param)]
+        if not field.name:
+            return [param_text(param)]
+        if not isinstance(param, Mapping):
+            if isinstance(param, str):
+                self._fail(param, f"the param is a string, not a mapping with key "
+                                  f"{field.name!r}: {DECODER_HINT}")
+            self._fail(param, f"the param is not a mapping with key {field.name!r}")
+        if field.name not in param:
+            self._fail(param, f"the param has no key {field.name!r}")
+        return [param_text(param[field.name])]
+
+    def _fail(self, param: Param, reason: str) -> NoReturn:
+        text = short(param_text(param) if not isinstance(param, str) else json.dumps(param))
+        message = f"{self.source} cannot run param {text}: {reason}"
+        if self.filled_once:
+            raise ParamError(message)
+        raise CommandLineError(
+            f"{message}; no param of this run has filled this command yet, so the command "
+            "line must be wrong: nothing was consumed"
+        )
 
 
 def shell_line(argv: Sequence[str]) -> str:
-    """A shell-quoted rendering of argv (for --shell and for DRY output)."""
+    """A shell-quoted rendering of argv (for DRY output)."""
     return " ".join(shlex.quote(word) for word in argv)
-
-
-class _QuotedFields(dict):  # type: ignore[type-arg]
-    def __init__(self, param: Param) -> None:
-        super().__init__(param if isinstance(param, Mapping) else {})
-
-    def __getitem__(self, key: str) -> Any:
-        if key not in self:
-            raise ParamError(f"the param has no key {key!r} used by the template")
-        return shlex.quote(param_text(super().__getitem__(key)))
-
-
-def build_shell_line(command: Sequence[str], param: Param, template: Optional[str] = None) -> str:
-    """The ``sh -c`` line for ``--shell``: the command is shell text (pipes, globs...),
-    but every value taken from the param is quoted, so it is still plain text."""
-    quoted = shlex.quote(param_text(param))
-    if template:
-        try:
-            return string.Formatter().vformat(template, (quoted,), _QuotedFields(param))
-        except (IndexError, KeyError, ValueError) as exc:
-            raise ParamError(f"cannot fill the template from param {param_text(param)}: {exc}") from None
-    line = " ".join(command)
-    if "{}" in line:
-        return line.replace("{}", quoted)
-    if isinstance(param, Mapping):
-        raise ParamError("a mapping param needs --template (e.g. --template 'a.out --x {x} {y}')")
-    if isinstance(param, (list, tuple)):
-        return " ".join([line, *(shlex.quote(param_text(value)) for value in param)])
-    return f"{line} {quoted}"

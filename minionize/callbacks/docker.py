@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, Optional
 
 from ..errors import CallbackError, ConfigError, MissingExtraError
 from .base import Callback, Outcome, Result, Task
-from .command import ParamError, build_argv, build_shell_line, check_template, shell_line
+from .command import CommandBuilder, ParamError, shell_line
 from .process import (
     STDERR_TAIL_BYTES,
     STDERR_TAIL_LINES,
@@ -121,8 +121,8 @@ class DockerCallback(Callback):
         self.image = image
         self.command = [command] if isinstance(command, str) else list(command)
         self.template = template
-        self.template_words = check_template(template) if template and not shell else None
         self.shell = shell
+        self.builder = CommandBuilder(self.command, template, shell)
         self.log_dir = log_dir
         self.pull = pull
         self.options: dict[str, Any] = {"init": True, **options}
@@ -186,10 +186,9 @@ class DockerCallback(Callback):
 
     # -- what to run -------------------------------------------------------------------
     def to_argv(self, param: Any) -> list[str]:
-        """The container's command for ``param`` (raises ParamError when it cannot)."""
-        if self.shell:
-            return ["/bin/sh", "-c", build_shell_line(self.command, param, self.template)]
-        return build_argv(self.command, param, self.template_words)
+        """The container's command for ``param`` (raises CommandLineError or ParamError
+        when it cannot: see :mod:`minionize.callbacks.command`)."""
+        return self.builder.argv(param)
 
     def to_kwargs(self, param: Any) -> dict[str, Any]:
         """Keyword arguments of ``containers.create`` for ``param``, laid over

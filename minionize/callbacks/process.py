@@ -23,14 +23,7 @@ from typing import Any, Optional, Union
 
 from ..errors import ConfigError
 from .base import Callback, Outcome, Result, Task
-from .command import (
-    ParamError,
-    build_argv,
-    build_shell_line,
-    check_template,
-    param_text,
-    shell_line,
-)
+from .command import CommandBuilder, ParamError, param_text, shell_line
 
 Command = Union[str, Sequence[str]]
 
@@ -108,8 +101,9 @@ class ProcessCallback(Callback):
             command = [command] if shell else shlex.split(command)
         self.command: list[str] = list(command or [])
         self.template = template
-        self.template_words = check_template(template) if template and not shell else None
         self.shell = shell
+        #: Parsed and checked now: a malformed placeholder is a ConfigError at start.
+        self.builder = CommandBuilder(self.command, template, shell)
         self.log_dir = log_dir
         self._extra_env = dict(env or {})
         self._base_env: dict[str, str] = {}
@@ -117,10 +111,13 @@ class ProcessCallback(Callback):
 
     # -- what to run -------------------------------------------------------------------
     def to_cmd(self, param: Any) -> Command:
-        """The command for ``param``: a list (argv, no shell) or a string (shell)."""
-        if self.shell:
-            return build_shell_line(self.command, param, self.template)
-        return build_argv(self.command, param, self.template_words)
+        """The command for ``param``: a list (argv, no shell) or a string (shell).
+
+        With ``--shell`` it is ``/bin/sh -c SCRIPT sh VALUES...``: the values of the param
+        are positional parameters, never shell text. Raises ``CommandLineError`` when the
+        command line cannot run the params of this run, ``ParamError`` when this param
+        cannot fill it (see :mod:`minionize.callbacks.command`)."""
+        return self.builder.argv(param)
 
     def describe(self, param: Any) -> str:
         try:
@@ -131,10 +128,7 @@ class ProcessCallback(Callback):
 
     def program(self) -> Optional[str]:
         """The program every param runs, when it is known before any param."""
-        words = self.template_words or self.command
-        if self.shell or not words or "{" in words[0]:
-            return None
-        return words[0]
+        return self.builder.program()
 
     # -- lifecycle ---------------------------------------------------------------------
     def setup(self) -> None:

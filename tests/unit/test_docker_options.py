@@ -44,9 +44,10 @@ def test_param_goes_into_the_command_as_for_a_process() -> None:
     assert kwargs_for(callback([]), "--flag")["command"] == ["--flag"]
 
 
-def test_shell_runs_sh_in_the_container_with_quoted_values() -> None:
+def test_shell_runs_sh_in_the_container_with_values_out_of_band() -> None:
     cb = callback(["echo", "{}", "|", "wc"], MINION_SHELL="1")
-    assert kwargs_for(cb, "a;b")["command"] == ["/bin/sh", "-c", "echo 'a;b' | wc"]
+    assert kwargs_for(cb, "a;b")["command"] == [
+        "/bin/sh", "-c", 'echo "${1}" | wc', "sh", "a;b"]
 
 
 def test_environment_labels_and_defaults() -> None:
@@ -63,9 +64,14 @@ def test_environment_labels_and_defaults() -> None:
 
 def test_mapping_param_without_template_is_rejected() -> None:
     from minionize.callbacks.command import ParamError
+    from minionize.errors import CommandLineError
 
-    with pytest.raises(ParamError, match="--template"):
-        kwargs_for(callback(["echo"]), {"x": 1})
+    cb = callback(["echo"])
+    with pytest.raises(CommandLineError, match="--template"):  # the command line is wrong
+        kwargs_for(cb, {"x": 1})
+    kwargs_for(cb, "fine")
+    with pytest.raises(ParamError, match="--template"):  # this param is odd
+        kwargs_for(cb, {"x": 1})
 
 
 def test_options_from_the_environment() -> None:

@@ -61,12 +61,13 @@ def test_failure_is_retried_then_dead_lettered_never_done() -> None:
 
 
 def test_rejected_param_is_dead_lettered_at_once() -> None:
-    engine = MemoryEngine([{"x": 1}])
-    callback = ProcessCallback(["echo"])  # a mapping needs --template
+    # After a param filled the command, a mapping (it needs --template) is the param's fault.
+    engine = MemoryEngine(["ok", {"x": 1}])
+    callback = ProcessCallback(["true"])
     code = Minion(callback, engine, settings=settings()).run()
     assert code == 1
     assert engine.dead and "needs --template" in engine.dead[0][1]
-    assert engine.events == [("dead", "0", 1)]
+    assert [e for e in engine.events if e[1] == "1"] == [("dead", "1", 1)]
 
 
 def test_undecodable_delivery_is_dead_lettered_without_running() -> None:

@@ -1,0 +1,118 @@
+"""The promise about the command line, as a user types it (issue 10, items 2, 5 and 7).
+
+* No shell ever reads a param: wherever a placeholder stands in a ``--shell`` command
+  (bare, in single or double quotes, inside a word, in ``$(...)``), the program receives
+  exactly the param's text and nothing in it runs.
+* A mistake on the command line stops the minion with exit 2 and consumes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+#: Params that a shell would read as syntax if they were spliced into the command line.
+ATTACKS = [
+    "$(touch PWNED)", "`touch PWNED`", "; touch PWNED", "&& touch PWNED", "| touch PWNED",
+    "it's", "a\"b", "\\", "x\\", "$x", "${x}", "$1", "*", "?", "[a]", "~", "a\nb",
+    "'; touch PWNED; '", "\"; touch PWNED; \"", "'\"$(touch PWNED)\"'", "{}", "{x}",
+    "  two  spaces  ", "", "-n", "#", "\ttab",
+]
+
+
+def sh(command: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", "-c", command], env=env, text=True, capture_output=True,
+                          timeout=timeout)
+
+
+def test_the_issue_reproduction_runs_nothing(user_env: dict[str, str]) -> None:
+    result = sh("""printf '%s\\n' '$(touch PWNED)' | MINION_ENGINE=file minionize --shell 'echo "[{}]"'""",
+                user_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[$(touch PWNED)]\n"
+    assert not Path("PWNED").exists()
+
+
+@pytest.mark.parametrize("template", [
+    """echo '{x}'""",
+    """echo "{x}\"""",
+])
+def test_the_issue_template_reproductions_run_nothing(user_env: dict[str, str], template: str) -> None:
+    Path("p.jsonl").write_text('{"x": "$(touch PWNED)"}\n{"x": "it\'s"}\n')
+    result = sh(f"MINION_ENGINE=file FILE_PATH=p.jsonl FILE_DECODER=json minionize --shell "
+                f"--template {json.dumps(template)}", user_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "$(touch PWNED)\nit's\n"
+    assert not Path("PWNED").exists()
+
+
+def _expect(shape: str) -> str:
+    return "".join(shape.replace("V", value) for value in ATTACKS)
+
+
+@pytest.mark.parametrize(("template", "shape"), [
+    ("""printf '[%s]\\n' {x}""", "[V]\n"),
+    ("""printf '[%s]\\n' '{x}'""", "[V]\n"),
+    ("""printf '[%s]\\n' "{x}\"""", "[V]\n"),
+    ("""printf '[%s]\\n' pre{x}post""", "[preVpost]\n"),
+    ("""printf '[%s]\\n' 'pre {x} post'""", "[pre V post]\n"),
+    ("""printf '[%s]\\n' "pre {x} post\"""", "[pre V post]\n"),
+    ("""printf '[%s]\\n' 'a'{x}"b"{x}""", "[aVbV]\n"),
+    ("""printf '[%s]\\n' "$(printf %s {x})\"""", "[V]\n"),
+    ("""printf '[%s]\\n' $(printf %s '{x}' | wc -c) >/dev/null; printf '[%s]\\n' {x}""",
+     "[V]\n"),
+    ("""# it's a comment, with a quote\nprintf '[%s]\\n' {x}""", "[V]\n"),
+])
+def test_a_param_is_only_text_wherever_the_placeholder_stands(
+    user_env: dict[str, str], template: str, shape: str
+) -> None:
+    Path("p.jsonl").write_text("".join(json.dumps({"x": v}) + "\n" for v in ATTACKS))
+    result = sh(f"MINION_ENGINE=file FILE_PATH=p.jsonl FILE_DECODER=json minionize --shell "
+                f"--template {_quote(template)}", user_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == _expect(shape)
+    assert not Path("PWNED").exists()
+
+
+@pytest.mark.parametrize(("command", "shape"), [
+    ("""printf '[%s]\\n' {}""", "[V]\n"),
+    ("""printf '[%s]\\n' '{}'""", "[V]\n"),
+    ("""printf '[%s]\\n' "<{}>\"""", "[<V>]\n"),
+    ("""printf '[%s]\\n'""", "[V]\n"),
+    ("""cd . && printf '[%s]\\n'""", "[V]\n"),
+])
+def test_a_param_is_only_text_without_a_template(
+    user_env: dict[str, str], command: str, shape: str
+) -> None:
+    Path("p.jsonl").write_text("".join(json.dumps(v) + "\n" for v in ATTACKS))
+    result = sh(f"MINION_ENGINE=file FILE_PATH=p.jsonl FILE_DECODER=json minionize --shell "
+                f"{_quote(command)}", user_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == _expect(shape)
+    assert not Path("PWNED").exists()
+
+
+def test_a_list_param_gives_one_argument_per_value(user_env: dict[str, str]) -> None:
+    Path("p.jsonl").write_text(json.dumps(["$(touch PWNED)", "it's", "a b"]) + "\n")
+    result = sh("MINION_ENGINE=file FILE_PATH=p.jsonl FILE_DECODER=json minionize --shell "
+                "\"printf '[%s]\\n'\"", user_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[$(touch PWNED)]\n[it's]\n[a b]\n"
+    assert not Path("PWNED").exists()
+
+
+def test_dry_run_shows_what_really_runs(user_env: dict[str, str]) -> None:
+    result = sh("""printf '%s\\n' "it's" | MINION_ENGINE=file minionize -n --shell 'echo "[{}]"'""",
+                user_env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == """/bin/sh -c 'echo "[${1}]"' sh 'it'"'"'s'\n"""
+    # What -n shows, pasted into a shell, does what the minion does.
+    pasted = sh(result.stdout, user_env)
+    assert pasted.stdout == "[it's]\n"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
