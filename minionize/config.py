@@ -8,6 +8,8 @@ that names the variable and says how to fix it.
 from __future__ import annotations
 
 import builtins
+import difflib
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -16,6 +18,48 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import ConfigError
+
+log = logging.getLogger("minionize")
+
+#: Every MINION_* variable minionize reads or sets (a unit test greps the package and
+#: .env.example so that this list cannot drift). Any other MINION_* name is a typo.
+KNOWN_VARIABLES = (
+    # the minion (config.py, cli/minion.py)
+    "MINION_ENGINE", "MINION_CALLBACK", "MINION_CONCURRENCY", "MINION_MAX_ATTEMPTS",
+    "MINION_TASK_TIMEOUT", "MINION_GRACE_PERIOD", "MINION_IDLE_TIMEOUT", "MINION_LEASE",
+    "MINION_OUTAGE_TIMEOUT", "MINION_WAIT", "MINION_LOG_DIR", "MINION_TEMPLATE",
+    "MINION_SHELL", "MINION_HALT",
+    # set by minionize for each task (seen by a minion started inside a task)
+    "MINION_PARAM", "MINION_PARAM_ID", "MINION_ATTEMPT", "MINION_PARAM_FILE",
+    # engines
+    "MINION_SWEEP_FSYNC", "MINION_REDIS_URL", "MINION_REDIS_STREAM", "MINION_REDIS_GROUP",
+    "MINION_REDIS_DECODER", "MINION_DEAD_LETTER_TOPIC",
+    # reporters and minion-status
+    "MINION_REPORTER", "MINION_HEARTBEAT", "MINION_LOST_AFTER",
+    # the docker callback
+    "MINION_DOCKER_IMAGE", "MINION_DOCKER_VOLUMES", "MINION_DOCKER_ENV",
+    "MINION_DOCKER_NETWORK", "MINION_DOCKER_CPUS", "MINION_DOCKER_MEMORY",
+    "MINION_DOCKER_USER", "MINION_DOCKER_PULL", "MINION_DOCKER_INIT",
+)
+_warned: set[str] = set()
+
+
+def warn_unknown_variables(values: Mapping[str, str]) -> None:
+    """Warn (once per name and process) about each ``MINION_*`` variable that minionize
+    does not know, naming the closest known one: a typo must not be silently ignored."""
+    for name in sorted(values):
+        if not name.startswith("MINION_") or name in KNOWN_VARIABLES or name in _warned:
+            continue
+        _warned.add(name)
+        close = difflib.get_close_matches(name, KNOWN_VARIABLES, n=1)
+        hint = f": did you mean {close[0]}?" if close else ""
+        log.warning("%s is not a variable minionize knows, it is ignored%s", name, hint)
+
+
+def forget_warnings() -> None:
+    """Warn again about names already warned about (for tests)."""
+    _warned.clear()
+
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", ""})
@@ -82,6 +126,22 @@ class Env:
             raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
         if number == 0 and not allow_zero:
             return None
+        return number
+
+    def positive_seconds(self, name: builtins.str, default: float) -> float:
+        """A duration in seconds that must be positive: unset is ``default``; ``0``,
+        ``none`` or a negative number is an error (never silently the default)."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number > 0 or number == float("inf"):
+            raise ConfigError(
+                f"{name}={value!r} must be a positive number of seconds: set it to e.g. 30 or 0.5"
+            )
         return number
 
     def bool(self, name: builtins.str, default: bool = False) -> bool:
@@ -197,6 +257,7 @@ class Settings:
     ) -> Settings:
         """Read and validate every common variable. ``overrides`` (from flags) win."""
         env = Env(values)
+        warn_unknown_variables(env.values)
         concurrency_raw = overrides.pop("concurrency", None)
         if concurrency_raw is None:
             concurrency_raw = env.raw("MINION_CONCURRENCY")
@@ -211,7 +272,7 @@ class Settings:
             task_timeout=env.seconds("MINION_TASK_TIMEOUT", None),
             grace_period=_not_none(env.seconds("MINION_GRACE_PERIOD", 10.0, allow_zero=True), 10.0),
             idle_timeout=env.seconds("MINION_IDLE_TIMEOUT", None),
-            lease=_not_none(env.seconds("MINION_LEASE", 300.0), 300.0),
+            lease=env.positive_seconds("MINION_LEASE", 300.0),
             outage_timeout=_not_none(env.seconds("MINION_OUTAGE_TIMEOUT", 60.0), 60.0),
             wait=env.bool("MINION_WAIT"),
             log_dir=env.str("MINION_LOG_DIR"),

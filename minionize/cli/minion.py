@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -14,8 +15,14 @@ the queue. Failures are retried, then dead-lettered; nothing is lost on a crash.
 
 A scalar param is appended to the command as one argument, a list as several; {} in an
 argument is replaced by the param (like xargs -I{}); a mapping needs --template. No shell
-is involved unless --shell is given, so a param is never run as a command. The program
+is involved unless --shell is given, and even then a param is never shell text: values
+are passed as positional parameters of sh -c (-n shows the real command). The program
 also gets MINION_PARAM (the param as JSON), MINION_PARAM_ID and MINION_ATTEMPT.
+
+A command line that cannot run the params (a malformed placeholder such as {a.b}, or, on
+the first param, a missing key, a mapping without --template, a string where a mapping is
+needed) stops the minion with exit code 2 and consumes nothing. Once a param has filled
+the command, a param that cannot is dead-lettered at once, without retries.
 
 Settings come from the environment and from .env in the working directory (the
 environment wins); each option below overrides the variable it names. Every variable is
@@ -26,7 +33,8 @@ EPILOG = """\
 examples:
   minion-queue fill 0..9 && minionize echo hello        # sweep queue in ./sweeps
   seq 10 | MINION_ENGINE=file minionize -j 4 ./a.out     # params from stdin
-  minionize --template 'a.out --x {x} --y {y}' --engine file   # JSON mappings
+  # one JSON mapping per line of params.jsonl, e.g. {"x": 1, "y": "a b"}:
+  FILE_DECODER=json minionize -e file --file params.jsonl --template 'a.out --x {x} --y {y}'
   minionize --docker my-image --timeout 600             # one container per param
 
 exit codes: 0 every param taken succeeded (or was given back on a stop),
@@ -114,12 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--template", metavar="TEMPLATE",
         help="the command, with {name} filled from a mapping param and {} with the whole "
-        "param, e.g. 'a.out --x {x} {y}' (MINION_TEMPLATE)",
+        "param, e.g. 'a.out --x {x} {y}'; {{ and }} are literal braces (MINION_TEMPLATE)",
     )
     run.add_argument(
         "--shell", action="store_true", default=None,
-        help="run the command with /bin/sh -c; values from the param are still quoted "
-        "(MINION_SHELL=1)",
+        help="run the command with /bin/sh -c (pipes, globs...); values from the param are "
+        "passed as its positional parameters, never as shell text (MINION_SHELL=1)",
     )
     run.add_argument(
         "--docker", metavar="IMAGE",
@@ -154,6 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     parser = build_parser()
     args = parser.parse_args(args_list)
+    _show_library_warnings()
     from ..errors import MinionizeError
 
     try:
@@ -161,6 +170,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MinionizeError as exc:
         print(f"minionize: error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _show_library_warnings() -> None:
+    """Warnings logged by the library (logger ``minionize``) as ``minionize: warning: ...``
+    lines on stderr."""
+    logger = logging.getLogger("minionize")
+    if any(getattr(handler, "minionize_cli", False) for handler in logger.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelFormatter())
+    handler.minionize_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+
+
+class _LevelFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"minionize: {record.levelname.lower()}: {record.getMessage()}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -312,8 +312,7 @@ class JsonReporter(Reporter):
         directory = (
             settings.env.str("REPORTER_JSON_DIRECTORY", DEFAULT_DIRECTORY) or DEFAULT_DIRECTORY
         )
-        period = settings.env.seconds("MINION_HEARTBEAT", DEFAULT_HEARTBEAT)
-        return cls(directory, DEFAULT_HEARTBEAT if period is None else period)
+        return cls(directory, settings.env.positive_seconds("MINION_HEARTBEAT", DEFAULT_HEARTBEAT))
 
     # -- the Reporter protocol -------------------------------------------------------
     def start(self, minion: MinionInfo) -> None:

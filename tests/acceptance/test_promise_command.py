@@ -116,3 +116,44 @@ def test_dry_run_shows_what_really_runs(user_env: dict[str, str]) -> None:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+# -- item 7: messages a user can trust ---------------------------------------------------
+def test_the_help_example_for_json_mappings_is_true(user_env: dict[str, str]) -> None:
+    help_text = sh("minionize --help", user_env).stdout
+    lines = help_text.splitlines()
+    at = next(i for i, line in enumerate(lines) if "JSON mapping" in line)
+    command = lines[at + 1].strip().replace("a.out", "echo")
+    assert command.startswith("FILE_DECODER=json minionize ")
+    Path("params.jsonl").write_text('{"x": 1, "y": "a b"}\n{"x": 2, "y": "c"}\n')
+    result = sh(command, user_env)
+    assert result.returncode == 0, (command, result.stderr)
+    assert result.stdout == "--x 1 --y a b\n--x 2 --y c\n"
+
+
+def test_a_string_param_for_a_named_template_says_how_to_decode(user_env: dict[str, str]) -> None:
+    result = sh("""echo '{"x": 1}' | minionize --engine file --template 'echo {x}'""", user_env)
+    assert result.returncode != 0
+    assert "the param is a string" in result.stderr and "FILE_DECODER=json" in result.stderr
+
+
+@pytest.mark.parametrize(("typo", "known"), [
+    ("MINION_CONCURENCY=4", "MINION_CONCURRENCY"),
+    ("MINION_MAX_ATTEMPT=1", "MINION_MAX_ATTEMPTS"),
+    ("MINION_ENGIN=file", "MINION_ENGINE"),
+])
+def test_a_misspelt_variable_is_named_once(user_env: dict[str, str], typo: str, known: str) -> None:
+    result = sh(f"{typo} MINION_ENGINE=file minionize true < /dev/null", user_env)
+    assert result.returncode == 0, result.stderr
+    name = typo.split("=")[0]
+    lines = [line for line in result.stderr.splitlines() if name in line]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("minionize: warning: ") and f"did you mean {known}?" in lines[0]
+
+
+def test_heartbeat_zero_is_refused(user_env: dict[str, str]) -> None:
+    result = sh("MINION_HEARTBEAT=0 MINION_REPORTER=json MINION_ENGINE=file minionize true "
+                "< /dev/null", user_env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("minionize: error: MINION_HEARTBEAT='0'")
+    assert not Path("minion-report").exists()

@@ -56,3 +56,54 @@ def test_cgroup_quota_caps_auto_concurrency(tmp_path) -> None:  # type: ignore[n
     assert cgroup_cpu_quota(str(tmp_path / "missing")) is None
     limit.write_text("garbage\n")
     assert cgroup_cpu_quota(str(limit)) is None
+
+
+# -- issue 10, item 7: unknown variables are named, zero is not a silent default ----------
+def test_a_misspelt_variable_is_warned_once_naming_the_closest(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from minionize import config
+
+    config.forget_warnings()
+    values = {"MINION_CONCURENCY": "4", "MINION_MAX_ATTEMPT": "1", "MINION_ENGIN": "file",
+              "MINION_ENGINE": "file", "MINION_PARAM": "7", "MINION_ZZZZZZZZZZZZZ": "1"}
+    with caplog.at_level("WARNING", logger="minionize"):
+        Settings.from_env(values)
+        Settings.from_env(values)  # once per name, however often settings are read
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("minionize")]
+    assert len(warnings) == 4, warnings
+    assert any("MINION_CONCURENCY" in w and "MINION_CONCURRENCY" in w for w in warnings)
+    assert any("MINION_MAX_ATTEMPT " in w and "MINION_MAX_ATTEMPTS" in w for w in warnings)
+    assert any("MINION_ENGIN " in w and "MINION_ENGINE" in w for w in warnings)
+    assert any("MINION_ZZZZZZZZZZZZZ" in w and "did you mean" not in w for w in warnings)
+    assert all(r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_every_variable_the_package_and_env_example_use_is_known() -> None:
+    import re
+    from pathlib import Path
+
+    from minionize.config import KNOWN_VARIABLES
+
+    root = Path(__file__).resolve().parents[2]
+    files = [*(root / "minionize").rglob("*.py"), root / ".env.example"]
+    used = {name for path in files
+            for name in re.findall(r"\bMINION_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())}
+    assert used, "the pattern found nothing"
+    assert used - set(KNOWN_VARIABLES) == set()
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "none", "soon"])
+def test_heartbeat_must_be_a_positive_number_of_seconds(value: str) -> None:
+    from minionize.reporters.json import JsonReporter
+
+    with pytest.raises(ConfigError, match="MINION_HEARTBEAT"):
+        JsonReporter.from_settings(Settings.from_env({"MINION_HEARTBEAT": value}))
+    assert JsonReporter.from_settings(
+        Settings.from_env({"MINION_HEARTBEAT": "2.5"})).heartbeat_period == 2.5
+
+
+@pytest.mark.parametrize("value", ["0", "none"])
+def test_lease_zero_is_refused_not_replaced_by_the_default(value: str) -> None:
+    with pytest.raises(ConfigError, match="MINION_LEASE"):
+        Settings.from_env({"MINION_LEASE": value})
