@@ -222,7 +222,7 @@ class DockerCallback(Callback):
         try:
             kwargs = {**self.options, **self.to_kwargs(param)}
         except ParamError as exc:
-            return f"# cannot run {param!r}: {exc}"
+            return f"# {exc}"  # names the param, abbreviated
         words = ["docker", "run", "--rm"]
         if kwargs.get("init"):
             words.append("--init")

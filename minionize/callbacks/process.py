@@ -23,7 +23,7 @@ from typing import Any, Optional, Union
 
 from ..errors import ConfigError
 from .base import Callback, Outcome, Result, Task
-from .command import CommandBuilder, ParamError, param_text, shell_line
+from .command import CommandBuilder, ParamError, shell_line
 
 Command = Union[str, Sequence[str]]
 
@@ -123,7 +123,7 @@ class ProcessCallback(Callback):
         try:
             cmd = self.to_cmd(param)
         except ParamError as exc:
-            return f"# cannot run {param_text(param)}: {exc}"
+            return f"# {exc}"  # names the param, abbreviated
         return cmd if isinstance(cmd, str) else shell_line(cmd)
 
     def program(self) -> Optional[str]:

@@ -157,3 +157,40 @@ def test_heartbeat_zero_is_refused(user_env: dict[str, str]) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("minionize: error: MINION_HEARTBEAT='0'")
     assert not Path("minion-report").exists()
+
+
+# -- item 5: a mistake on the command line does not burn the queue --------------------------
+def _consumed() -> str:
+    return "".join(Path(name).read_text() for name in ("p.jsonl.done", "p.jsonl.failed")
+                   if Path(name).exists())
+
+
+@pytest.mark.parametrize("template", [
+    "echo {a.b}", "echo {a[0]}", "echo {a!r}", "echo {a:>9}", "echo {a", "echo a}",
+])
+@pytest.mark.parametrize("shell", ["", "--shell"])
+def test_a_malformed_template_stops_at_start_and_consumes_nothing(
+    user_env: dict[str, str], template: str, shell: str
+) -> None:
+    Path("p.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+    result = sh(f"MINION_ENGINE=file FILE_PATH=p.jsonl FILE_DECODER=json minionize {shell} "
+                f"--template {_quote(template)}", user_env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("minionize: error: ")
+    assert result.stdout == "" and _consumed() == ""
+
+
+@pytest.mark.xfail(reason="the loop side (give the param back, exit 2 on CommandLineError) "
+                          "is built on another branch: this passes once it is merged")
+@pytest.mark.parametrize("command", [
+    "--template 'echo {a} {b}'", "echo", "--shell --template 'echo {a} {b}'",
+])
+def test_a_command_no_param_can_fill_stops_with_exit_2_and_consumes_nothing(
+    user_env: dict[str, str], command: str
+) -> None:
+    Path("p.jsonl").write_text('{"a": 1}\n{"a": 2}\n')
+    result = sh(f"MINION_ENGINE=file FILE_PATH=p.jsonl FILE_DECODER=json minionize {command}",
+                user_env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("minionize: error: ")
+    assert _consumed() == ""
