@@ -34,7 +34,7 @@ import pytest
 from minionize.callbacks.base import Outcome, StopReason, Task
 from minionize.engines.base import Delivery
 from minionize.errors import CallbackError
-from tests.services import unavailable, wait_for
+from tests.services import script, unavailable, wait_for
 
 IMAGE = "minionize-test-busybox:1"
 APPLETS = ("sh", "echo", "sleep", "cat", "env", "id", "hostname", "printf", "true", "false",
@@ -172,7 +172,7 @@ def engine(docker_engine: DockerEngine) -> Iterator[DockerEngine]:
 def minionize(engine: DockerEngine, cwd: Path, *args: str, timeout: float = 120,
               **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["minionize", *args], cwd=cwd, env=engine.env(**env), capture_output=True,
+        [script("minionize"), *args], cwd=cwd, env=engine.env(**env), capture_output=True,
         text=True, timeout=timeout,
     )
 
@@ -223,6 +223,18 @@ def test_param_alone_is_the_command_of_the_image(engine: DockerEngine, tmp_path:
                        FILE_DECODER="json")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "from the param\n"
+
+
+def test_shell_in_the_container_never_reads_a_param(engine: DockerEngine, tmp_path: Path) -> None:
+    attacks = ["$(touch /tmp/PWNED)", "it's", '"; touch /tmp/PWNED; "']
+    params = params_file(tmp_path, *(json.dumps({"x": a}) for a in attacks))
+    result = minionize(
+        engine, tmp_path, "--docker", IMAGE, "--shell", "--template",
+        "printf '[%s]' '{x}' \"{x}\" {x}; test ! -e /tmp/PWNED && echo",
+        FILE_PATH=str(params), FILE_DECODER="json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"[{a}][{a}][{a}]" for a in attacks]
 
 
 def test_failing_container_is_retried_then_dead_lettered(engine: DockerEngine, tmp_path: Path) -> None:
