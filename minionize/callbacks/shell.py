@@ -20,7 +20,10 @@ inside ``$(...)``           as outside quotes           ``echo "$(basename "${1}
 The shell expands ``${N}`` to the value's bytes and never parses them again, so no byte
 of a value is read as syntax. Where a reference would not keep the value one plain word
 (after a backslash, inside backquotes, ``${...}``, ``$((...))`` or after a here-document),
-the placeholder is refused when the minion starts. Should this scanner ever misjudge a
+or where bash would evaluate it as arithmetic (``((...))``, ``let``, a ``[[ ... ]]`` test
+with ``-eq``/``-lt``...: bash runs a ``$(...)`` found in an array subscript of the value,
+even from a quoted reference, and ``/bin/sh`` is bash on many clusters), the placeholder is
+refused when the minion starts. Should this scanner ever misjudge a
 quoting state (shell grammar has corners, e.g. ``case`` patterns inside ``$(...)``), the
 worst outcome is a value split into words or a literal ``${N}``: still never a command.
 """
@@ -69,10 +72,27 @@ def compile_script(pieces: Sequence[Piece]) -> str:
     return "".join(out)
 
 
+#: Words after which the next word is still in command position.
+_RESERVED = frozenset({"if", "then", "else", "elif", "while", "until", "do", "!", "{", "time",
+                       "for"})  # for: bash's for ((...))
+#: Comparisons that make bash's ``[[ ... ]]`` evaluate both sides as arithmetic.
+_ARITH_TESTS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
+_QUOTED = "\0"  # marks a word that holds quotes, an expansion or a placeholder
+
+
 @dataclass
 class _Frame:
     kind: str
     depth: int = 0  # open ( or { inside this frame
+    # For top and cmd frames (full quoting contexts): the unquoted word being read,
+    # whether it is in command position, and the bash constructs that evaluate a value
+    # as arithmetic (a `let` command, a `[[ ... ]]` test and its references).
+    word: str = ""
+    at_command: bool = True
+    in_let: bool = False
+    in_test: bool = False
+    test_refs: int = 0
+    test_arith: bool = False
 
 
 class _Scanner:
@@ -80,7 +100,10 @@ class _Scanner:
 
     The stack holds the open contexts: ``top`` (the script), ``cmd`` (``$(...)``, a new
     quoting context, with its count of open parentheses), ``single``, ``double``,
-    ``backquote``, ``param`` (``${...}``), ``arith`` (``$((...))``), ``comment``.
+    ``backquote``, ``param`` (``${...}``), ``arith`` (``$((...))`` and bash's ``((...))``),
+    ``comment``. In ``top`` and ``cmd`` it also reads words, to find bash's arithmetic
+    commands: bash evaluates a value there as an expression, and runs a ``$(...)`` found
+    in an array subscript even from a quoted reference.
     """
 
     def __init__(self) -> None:
@@ -92,6 +115,10 @@ class _Scanner:
     @property
     def state(self) -> str:
         return self.stack[-1].kind
+
+    def _context(self) -> _Frame:
+        """The innermost full quoting context (top or cmd)."""
+        return next(f for f in reversed(self.stack) if f.kind in ("top", "cmd"))
 
     def placeholder_state(self) -> str:
         state = self.state
@@ -107,24 +134,35 @@ class _Scanner:
             )
         if state in ("backquote", "param", "arith"):
             where = {"backquote": "inside backquotes (use $(...) instead)",
-                     "param": "inside ${...}", "arith": "inside $((...))"}[state]
-            raise ShellTemplateError(f"a placeholder cannot stand {where}")
+                     "param": "inside ${...}",
+                     "arith": "inside $((...)) or ((...)) (bash would evaluate the value)"}
+            raise ShellTemplateError(f"a placeholder cannot stand {where[state]}")
         if state == "comment":
             return "top"
         if self.prev == "$" and state != "single":
             raise ShellTemplateError("a placeholder cannot follow a bare $")
+        context = self._context()
+        if context.in_let:
+            raise ShellTemplateError(
+                "a placeholder cannot stand in a let command (bash would evaluate the value)"
+            )
+        if context.in_test:
+            context.test_refs += 1
         return state
 
     def after_placeholder(self) -> None:
         self.prev = "x"
+        if self.state in ("top", "cmd"):
+            self.stack[-1].word += _QUOTED
 
     def end(self) -> None:
-        if self.escaped and self.state not in ("single", "comment"):
-            # A trailing backslash: harmless unless a reference follows, checked above.
-            self.escaped = False
+        if self.state in ("top", "cmd"):
+            self._end_word(self.stack[-1])
         if self.state in ("single", "double"):
             quote = "'" if self.state == "single" else '"'
             raise ShellTemplateError(f"a {quote} quote is not closed")
+        for frame in self.stack:
+            self._check_test(frame)
 
     def feed(self, text: str) -> None:
         i = 0
@@ -132,11 +170,41 @@ class _Scanner:
             i = self._step(text, i)
 
     def _push(self, kind: str) -> None:
+        if self.state in ("top", "cmd"):
+            self.stack[-1].word += _QUOTED
         self.stack.append(_Frame(kind))
+
+    @staticmethod
+    def _check_test(frame: _Frame) -> None:
+        if frame.in_test and frame.test_refs and frame.test_arith:
+            raise ShellTemplateError(
+                "a placeholder cannot stand in a [[ ... ]] test with -eq, -lt... (bash would "
+                "evaluate the value): compare with test/[ instead"
+            )
+
+    def _end_word(self, frame: _Frame) -> None:
+        """A word of a top or cmd context ended: note the bash constructs it starts."""
+        word, frame.word = frame.word, ""
+        if not word:
+            return
+        plain = _QUOTED not in word
+        if frame.in_test:
+            if word == "]]":
+                self._check_test(frame)
+                frame.in_test, frame.test_refs, frame.test_arith = False, 0, False
+            elif word in _ARITH_TESTS:
+                frame.test_arith = True
+        elif frame.at_command and plain and word == "[[":
+            frame.in_test = True
+        elif frame.at_command and plain and word == "let":
+            frame.in_let = True
+        frame.at_command = plain and word in _RESERVED
+
+    def _end_command(self, frame: _Frame) -> None:
+        frame.at_command, frame.in_let = True, False
 
     def _step(self, text: str, i: int) -> int:
         c = text[i]
-        nxt = text[i + 1: i + 3]
         state = self.state
         if self.escaped:
             self.escaped = False
@@ -148,6 +216,7 @@ class _Scanner:
         elif state == "comment":
             if c == "\n":
                 self.stack.pop()
+                self._end_command(self.stack[-1])
         elif state in ("double", "backquote"):
             closing = '"' if state == "double" else "`"
             if c == "\\":
@@ -160,40 +229,55 @@ class _Scanner:
             frame = self.stack[-1]
             opener, closer = ("{", "}") if state == "param" else ("(", ")")
             if c == opener:
-                frame.depth = frame.depth + 1
+                frame.depth += 1
             elif c == closer:
                 if frame.depth == 0:
                     self.stack.pop()
                     if state == "arith":
                         return i + 2  # the second ) of ))
                 else:
-                    frame.depth = frame.depth - 1
+                    frame.depth -= 1
         else:  # top or cmd: a full quoting context
-            return self._unquoted(text, i, c, nxt)
+            return self._unquoted(text, i, c)
         self.prev = c
         return i + 1
 
-    def _unquoted(self, text: str, i: int, c: str, nxt: str) -> int:
+    def _unquoted(self, text: str, i: int, c: str) -> int:
         frame = self.stack[-1]
-        if c == "\\":
+        nxt = text[i + 1: i + 3]
+        if c in _WORD_BREAK:
+            self._end_word(frame)
+            if c == "(" and nxt[:1] == "(" and frame.at_command:
+                self._push("arith")  # bash's ((...)) arithmetic command
+                self.prev = "("
+                return i + 2
+            if c in ";&|\n(":
+                self._end_command(frame)
+            if frame.kind == "cmd" and c == "(":
+                frame.depth += 1
+            elif frame.kind == "cmd" and c == ")":
+                if frame.depth == 0:
+                    self.stack.pop()
+                    self._context().word += _QUOTED
+                else:
+                    frame.depth -= 1
+            elif c == ")":
+                self._end_command(frame)
+            elif c == "<" and nxt[:1] == "<" and nxt[1:2] != "<" and self.prev != "<":
+                self.heredoc = True
+        elif c == "\\":
             self.escaped = True
+            frame.word += _QUOTED
         elif c == "'":
             self._push("single")
         elif c == '"':
             self._push("double")
         elif c == "#" and self.prev in _WORD_BREAK:
             self._push("comment")
-        elif c == "<" and nxt[:1] == "<" and nxt[1:2] != "<" and self.prev != "<":
-            self.heredoc = True
         elif c in "$`":
             return self._dollar_or_backquote(text, i)
-        elif frame.kind == "cmd" and c == "(":
-            frame.depth = frame.depth + 1
-        elif frame.kind == "cmd" and c == ")":
-            if frame.depth == 0:
-                self.stack.pop()
-            else:
-                frame.depth = frame.depth - 1
+        else:
+            frame.word += c
         self.prev = c
         return i + 1
 
@@ -205,6 +289,8 @@ class _Scanner:
             return i + 1
         if c != "$":
             return i + 1
+        if self.state in ("top", "cmd"):
+            self.stack[-1].word += _QUOTED
         if text.startswith("$((", i):
             self._push("arith")
             return i + 3

@@ -28,6 +28,10 @@ from minionize.callbacks.shell import ALL, ShellTemplateError, compile_script
     (["echo ", ALL], 'echo "$@"'),
     (['echo "', ALL, '"'], 'echo "$@"'),
     (["echo ", 1, " ", 2, " ", 1], 'echo "${1}" "${2}" "${1}"'),
+    (["[[ -f ", 1, " ]] && echo"], '[[ -f "${1}" ]] && echo'),  # no arithmetic: fine
+    (["[[ 1 -eq 1 ]] && echo ", 1], '[[ 1 -eq 1 ]] && echo "${1}"'),  # after the ]]
+    (["echo let ", 1], 'echo let "${1}"'),  # let as an argument is a word
+    (["( (echo ", 1, ") )"], '( (echo "${1}") )'),  # a subshell in a subshell
 ])
 def test_references_follow_the_quoting_state(pieces: list[str | int], script: str) -> None:
     assert compile_script(pieces) == script
@@ -37,10 +41,21 @@ def test_references_follow_the_quoting_state(pieces: list[str | int], script: st
     ["echo \\", 1], ['echo "\\', 1, '"'], ["echo `echo ", 1, "`"], ["echo ${x:-", 1, "}"],
     ["echo $(( ", 1, " ))"], ["cat <<EOF\n", 1, "\nEOF"], ["echo $", 1], ['echo "$', 1, '"'],
     ["echo 'a"], ['echo "a'],
+    # bash evaluates these as arithmetic, running $(...) found in an array subscript
+    ["(( ", 1, " > 0 ))"], ["((", 1, "))"], ["for ((i=0; i<", 1, "; i++)); do :; done"],
+    ["let x=", 1], ["true; let 'x=", 1, "'"], ["[[ ", 1, " -eq 0 ]]"],
+    ['[[ 0 -lt "', 1, '" ]] && echo'], ["if [[ a == b || ", 1, " -ge 2 ]]; then :; fi"],
 ])
 def test_unsafe_or_broken_positions_are_refused(pieces: list[str | int]) -> None:
     with pytest.raises(ShellTemplateError):
         compile_script(pieces)
+
+
+def test_bash_arithmetic_really_runs_a_quoted_reference(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Why the positions above are refused: bash itself evaluates the value.
+    subprocess.run(["bash", "-c", '[[ "${1}" -eq 0 ]]', "sh", "a[$(touch PWNED)]"],
+                   cwd=tmp_path, capture_output=True)
+    assert (tmp_path / "PWNED").exists()
 
 
 @pytest.mark.parametrize("shell", ["/bin/sh", "bash"])  # /bin/sh is bash on some clusters
