@@ -77,7 +77,7 @@ _RESERVED = frozenset({"if", "then", "else", "elif", "while", "until", "do", "!"
                        "for"})  # for: bash's for ((...))
 #: Comparisons that make bash's ``[[ ... ]]`` evaluate both sides as arithmetic.
 _ARITH_TESTS = frozenset({"-eq", "-ne", "-lt", "-le", "-gt", "-ge"})
-_QUOTED = "\0"  # marks a word that holds quotes, an expansion or a placeholder
+_QUOTED = "\0"  # marks a word that holds an expansion or a placeholder
 
 
 @dataclass
@@ -152,8 +152,7 @@ class _Scanner:
 
     def after_placeholder(self) -> None:
         self.prev = "x"
-        if self.state in ("top", "cmd"):
-            self.stack[-1].word += _QUOTED
+        self._context().word += _QUOTED
 
     def end(self) -> None:
         if self.state in ("top", "cmd"):
@@ -170,8 +169,8 @@ class _Scanner:
             i = self._step(text, i)
 
     def _push(self, kind: str) -> None:
-        if self.state in ("top", "cmd"):
-            self.stack[-1].word += _QUOTED
+        if kind in ("cmd", "param", "arith", "backquote"):
+            self._context().word += _QUOTED
         self.stack.append(_Frame(kind))
 
     @staticmethod
@@ -209,10 +208,14 @@ class _Scanner:
         if self.escaped:
             self.escaped = False
             self.prev = "x"
+            if state in ("top", "cmd", "double"):
+                self._context().word += c  # \let is still the let builtin
             return i + 1
         if state == "single":
             if c == "'":
                 self.stack.pop()
+            else:
+                self._context().word += c  # 'let' is still the let builtin
         elif state == "comment":
             if c == "\n":
                 self.stack.pop()
@@ -224,6 +227,8 @@ class _Scanner:
             elif c == closing:
                 self.stack.pop()
             elif state == "double":
+                if c != "$":
+                    self._context().word += c
                 return self._dollar_or_backquote(text, i)
         elif state in ("param", "arith"):
             frame = self.stack[-1]
@@ -267,7 +272,6 @@ class _Scanner:
                 self.heredoc = True
         elif c == "\\":
             self.escaped = True
-            frame.word += _QUOTED
         elif c == "'":
             self._push("single")
         elif c == '"':
@@ -289,8 +293,7 @@ class _Scanner:
             return i + 1
         if c != "$":
             return i + 1
-        if self.state in ("top", "cmd"):
-            self.stack[-1].word += _QUOTED
+        self._context().word += _QUOTED
         if text.startswith("$((", i):
             self._push("arith")
             return i + 3
