@@ -43,7 +43,8 @@ def test_references_follow_the_quoting_state(pieces: list[str | int], script: st
     ["echo 'a"], ['echo "a'],
     # bash evaluates these as arithmetic, running $(...) found in an array subscript
     ["(( ", 1, " > 0 ))"], ["((", 1, "))"], ["for ((i=0; i<", 1, "; i++)); do :; done"],
-    ["let x=", 1], ["true; let 'x=", 1, "'"], ["\\let ", 1], ["'let' ", 1], ['l"e"t ', 1], ["[[ ", 1, " -eq 0 ]]"],
+    ["let x=", 1], ["true; let 'x=", 1, "'"], ["\\let ", 1], ["'let' ", 1], ['l"e"t ', 1],
+    ["[[ ", 1, " -eq 0 ]]"],
     ['[[ 0 -lt "', 1, '" ]] && echo'], ["if [[ a == b || ", 1, " -ge 2 ]]; then :; fi"],
 ])
 def test_unsafe_or_broken_positions_are_refused(pieces: list[str | int]) -> None:
