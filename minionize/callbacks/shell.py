@@ -23,9 +23,12 @@ of a value is read as syntax. Where a reference would not keep the value one pla
 or where bash would evaluate it as arithmetic (``((...))``, ``let``, a ``[[ ... ]]`` test
 with ``-eq``/``-lt``...: bash runs a ``$(...)`` found in an array subscript of the value,
 even from a quoted reference, and ``/bin/sh`` is bash on many clusters), the placeholder is
-refused when the minion starts. Should this scanner ever misjudge a
-quoting state (shell grammar has corners, e.g. ``case`` patterns inside ``$(...)``), the
-worst outcome is a value split into words or a literal ``${N}``: still never a command.
+refused when the minion starts.
+
+Should this scanner misjudge a quoting state (shell grammar has corners: ``case`` patterns
+inside ``$(...)``, bash's ``$'...'``), the outcome is a value split into words or a literal
+``${N}``, not a value run as a command, since values never enter the text. What it cannot
+see is a bash integer variable (``declare -i n; n={x}``): the docs say not to declare one.
 """
 
 from __future__ import annotations
