@@ -124,6 +124,17 @@ def test_mapping_without_template_is_the_command_lines_fault_first(shell: bool) 
         callback.to_cmd({"x": 1})
 
 
+def test_run_raises_command_line_error_for_the_loop() -> None:
+    # The interface with the minion loop: run raises it (no Result), the loop gives the
+    # param back and exits 2.
+    from minionize.callbacks.base import Task
+    from minionize.engines.base import Delivery
+
+    callback = ProcessCallback(template="true {a}")
+    with pytest.raises(CommandLineError):
+        callback.run(Task(Delivery(id="1", param={"b": 1}, attempt=1)))
+
+
 def test_a_param_error_is_dead_lettered_at_once() -> None:
     from minionize.callbacks.base import Outcome, Task
     from minionize.engines.base import Delivery
