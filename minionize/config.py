@@ -273,7 +273,7 @@ class Settings:
             grace_period=_not_none(env.seconds("MINION_GRACE_PERIOD", 10.0, allow_zero=True), 10.0),
             idle_timeout=env.seconds("MINION_IDLE_TIMEOUT", None),
             lease=env.positive_seconds("MINION_LEASE", 300.0),
-            outage_timeout=_not_none(env.seconds("MINION_OUTAGE_TIMEOUT", 60.0), 60.0),
+            outage_timeout=env.positive_seconds("MINION_OUTAGE_TIMEOUT", 60.0),
             wait=env.bool("MINION_WAIT"),
             log_dir=env.str("MINION_LOG_DIR"),
             dry=env.bool("DRY"),

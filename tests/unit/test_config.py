@@ -107,3 +107,10 @@ def test_heartbeat_must_be_a_positive_number_of_seconds(value: str) -> None:
 def test_lease_zero_is_refused_not_replaced_by_the_default(value: str) -> None:
     with pytest.raises(ConfigError, match="MINION_LEASE"):
         Settings.from_env({"MINION_LEASE": value})
+
+
+@pytest.mark.parametrize("value", ["0", "none", "-1"])
+def test_outage_timeout_zero_is_refused_not_replaced_by_the_default(value: str) -> None:
+    with pytest.raises(ConfigError, match="MINION_OUTAGE_TIMEOUT"):
+        Settings.from_env({"MINION_OUTAGE_TIMEOUT": value})
+    assert Settings.from_env({"MINION_OUTAGE_TIMEOUT": "5"}).outage_timeout == 5.0
