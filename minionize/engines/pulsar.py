@@ -8,9 +8,12 @@ Every minion is a consumer of one Shared subscription (``PULSAR_SUBSCRIPTION``) 
   could run. attempt = ``redelivery_count() + 1``.
 * ack: ``acknowledge``. retry: ``negative_acknowledge``; the broker redelivers the
   message after ``PULSAR_NACK_DELAY`` seconds with its redelivery count grown by one.
-* release (SIGTERM): ``negative_acknowledge`` too, so the message is back after the nack
-  delay; Pulsar counts it as a redelivery, so a release uses up one attempt (the client
-  cannot give a message back uncounted).
+* release (SIGTERM): Pulsar counts every redelivery (a nack too), so a release sends a
+  copy of the message to the topic, carrying its id (``minion-id``) and the attempts that
+  already ran (``minion-counted``), then acknowledges the original: the param is back at
+  once and its next attempt has the number of this one. A crash between the two leaves
+  both (run twice at worst, never lost). attempt = ``minion-counted`` +
+  ``redelivery_count()`` + 1.
 * dead_letter: the message is sent to the dead-letter topic with the reason in its
   properties (``minion-reason``), then acknowledged. The subscription also carries the
   client's dead-letter policy (max redeliveries = MINION_MAX_ATTEMPTS, same topic) as a
@@ -19,13 +22,18 @@ Every minion is a consumer of one Shared subscription (``PULSAR_SUBSCRIPTION``) 
   connection drops (the minion died), and never while it runs (no ack timeout is set),
   however long the task.
 
+Outages: a call that fails because the broker cannot be reached (connect, lookup,
+timeout errors) is retried for ``MINION_OUTAGE_TIMEOUT`` seconds (:class:`._kit.Outage`),
+then is an EngineError; meanwhile the client reconnects by itself and the broker keeps
+the messages of the subscription.
+
 Administration: ``fill`` creates the subscription first (Pulsar keeps a topic's messages
 only for its subscriptions), then publishes; ``requeue_dead`` moves the dead letters
 back. The client library has no admin API, so there is no ``status``: use
 ``pulsar-admin topics stats``.
 
-Tested against an in-memory stand-in of the client and a check of every call against
-the real ``pulsar`` module's signatures; never against a real broker.
+Tested against an in-memory stand-in of the client (tests/unit) and against a real
+Apache Pulsar standalone broker (tests/integration/test_pulsar_broker.py).
 """
 
 from __future__ import annotations
@@ -35,15 +43,17 @@ import json
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from ..errors import ConfigError, EngineError, MissingExtraError
+from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, redact
 from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_CONNECTION = "pulsar://localhost:6650"
 DEFAULT_SUBSCRIPTION = "minionize"
@@ -51,7 +61,14 @@ DEFAULT_SUBSCRIPTION = "minionize"
 REASON = "minion-reason"
 ATTEMPT = "minion-attempt"
 ORIGIN = "minion-origin"
-DEAD_PROPERTIES = (REASON, ATTEMPT, ORIGIN)
+#: Properties of a released copy: the param's id, and how many attempts already ran.
+PARAM_ID = "minion-id"
+COUNTED = "minion-counted"
+DEAD_PROPERTIES = (REASON, ATTEMPT, ORIGIN, PARAM_ID, COUNTED)
+#: Client errors that mean "the broker cannot be reached now" (ridden out, see Outage).
+TRANSIENT = ("ConnectError", "Timeout", "NotConnected", "LookupError", "ServiceUnitNotReady",
+             "BrokerMetadataError", "BrokerPersistenceError", "TooManyLookupRequestException",
+             "AlreadyClosed")
 
 
 def _import_pulsar() -> Any:
@@ -85,6 +102,7 @@ class PulsarEngine(Engine):
         dead_letter_topic: Optional[str] = None,
         nack_delay: float = 1.0,
         operation_timeout: int = 15,
+        outage_timeout: float = DEFAULT_OUTAGE_SECONDS,
         module: Any = None,
     ) -> None:
         self.topic = topic
@@ -100,7 +118,12 @@ class PulsarEngine(Engine):
         self._client: Any = None
         self._consumer: Any = None
         self._dead_producer: Any = None
+        self._release_producer: Any = None
         self._lock = threading.Lock()
+        pulsar = self._pulsar
+        self._transient = tuple(getattr(pulsar, name) for name in TRANSIENT
+                                if isinstance(getattr(pulsar, name, None), type))
+        self._outage = Outage(f"pulsar topic {topic!r} at {redact(connection)}", outage_timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PulsarEngine:
@@ -117,6 +140,7 @@ class PulsarEngine(Engine):
             max_attempts=settings.max_attempts,
             dead_letter_topic=env.str("PULSAR_DEAD_LETTER_TOPIC"),
             nack_delay=env.seconds("PULSAR_NACK_DELAY", 1.0, allow_zero=True) or 0.0,
+            outage_timeout=settings.outage_timeout,
         )
 
     # -- taking ----------------------------------------------------------------------
@@ -125,20 +149,29 @@ class PulsarEngine(Engine):
         deliveries: list[Delivery] = []
         wait_ms = max(1, int(timeout * 1000))
         while len(deliveries) < max_count:
-            try:
-                message = consumer.receive(timeout_millis=wait_ms)
-            except self._pulsar.Timeout:
+            wait = wait_ms
+            message = self._do("receive", lambda: self._receive(consumer, wait))  # noqa: B023
+            if message is None:
                 break  # nothing now: an empty topic is waiting, not an error
-            except self._pulsar.PulsarException as exc:
-                raise EngineError(f"Pulsar receive on {self.topic!r} failed: {exc}") from None
             deliveries.append(self._decode(message))
             wait_ms = 1  # more only if already here
         return deliveries
 
+    def _receive(self, consumer: Any, wait_ms: int) -> Any:
+        try:
+            return consumer.receive(timeout_millis=wait_ms)
+        except self._pulsar.Timeout:
+            return None
+
     def _decode(self, message: Any) -> Delivery:
-        attempt = int(message.redelivery_count()) + 1
-        delivery = Delivery(param=None, id=str(message.message_id()), attempt=attempt,
-                            handle=message)
+        properties = message.properties() or {}
+        try:
+            counted = max(0, int(properties.get(COUNTED, 0)))
+        except ValueError:
+            counted = 0
+        attempt = counted + int(message.redelivery_count()) + 1
+        param_id = properties.get(PARAM_ID) or str(message.message_id())
+        delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=message)
         delivery.param, delivery.error = decode_param(
             bytes(message.data()), self.decoder, "PULSAR_DECODER"
         )
@@ -151,17 +184,25 @@ class PulsarEngine(Engine):
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
-        with self._call("acknowledge"):
-            self._require_consumer().acknowledge(delivery.handle)
+        consumer = self._require_consumer()
+        self._do("acknowledge", lambda: consumer.acknowledge(delivery.handle))
 
     def retry(self, delivery: Delivery, reason: str) -> None:
-        with self._call("negative_acknowledge"):
-            self._require_consumer().negative_acknowledge(delivery.handle)
+        consumer = self._require_consumer()
+        self._do("negative_acknowledge", lambda: consumer.negative_acknowledge(delivery.handle))
 
     def release(self, delivery: Delivery) -> None:
-        # Pulsar counts this as a redelivery: see the module docstring.
-        with self._call("negative_acknowledge"):
-            self._require_consumer().negative_acknowledge(delivery.handle)
+        # A nack would count an attempt (see the module docstring): send a copy that
+        # says how many attempts ran before this one, then drop the original.
+        message = delivery.handle
+        properties = {k: v for k, v in (message.properties() or {}).items()
+                      if k not in (PARAM_ID, COUNTED)}
+        properties.update({PARAM_ID: delivery.id, COUNTED: str(max(0, delivery.attempt - 1))})
+        producer = self._producer_for_releases()
+        self._do("release (send)", lambda: producer.send(bytes(message.data()),
+                                                         properties=properties))
+        consumer = self._require_consumer()
+        self._do("acknowledge", lambda: consumer.acknowledge(message))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         message = delivery.handle
@@ -169,16 +210,26 @@ class PulsarEngine(Engine):
         properties.update(
             {REASON: reason, ATTEMPT: str(delivery.attempt), ORIGIN: delivery.id}
         )
-        with self._call(f"sending to the dead-letter topic {self.dead_letter_topic!r}"):
-            self._dead_letter_producer().send(bytes(message.data()), properties=properties)
-            self._require_consumer().acknowledge(message)
+        producer = self._dead_letter_producer()
+        self._do(f"send to the dead-letter topic {self.dead_letter_topic!r}",
+                 lambda: producer.send(bytes(message.data()), properties=properties))
+        consumer = self._require_consumer()
+        self._do("acknowledge", lambda: consumer.acknowledge(message))
+
+    def _producer_for_releases(self) -> Any:
+        with self._lock:
+            if self._release_producer is None:
+                self._release_producer = self._do(
+                    "create_producer", lambda: self._client.create_producer(self.topic))
+            return self._release_producer
 
     def _dead_letter_producer(self) -> Any:
         with self._lock:
             if self._dead_producer is None:
                 # A subscription on the dead-letter topic keeps what is sent there.
                 self._subscribe(self.dead_letter_topic, dead_letter_policy=False).close()
-                self._dead_producer = self._client.create_producer(self.dead_letter_topic)
+                self._dead_producer = self._do(
+                    "create_producer", lambda: self._client.create_producer(self.dead_letter_topic))
             return self._dead_producer
 
     # -- lifecycle -------------------------------------------------------------------
@@ -187,18 +238,18 @@ class PulsarEngine(Engine):
         self._consumer = self._subscribe(self.topic, dead_letter_policy=True)
 
     def close(self) -> None:
-        for thing in (self._dead_producer, self._consumer, self._client):
+        for thing in (self._release_producer, self._dead_producer, self._consumer, self._client):
             if thing is not None:
                 try:
                     thing.close()
                 except Exception as exc:  # closing must not hide the run's outcome
                     log.warning("pulsar: closing: %s", exc)
-        self._dead_producer = self._consumer = self._client = None
+        self._release_producer = self._dead_producer = self._consumer = self._client = None
 
     def describe(self) -> str:
         return (
             f"pulsar topic {self.topic!r} (subscription {self.subscription!r}) "
-            f"at {self.connection}"
+            f"at {redact(self.connection)}"
         )
 
     def _connect(self) -> None:
@@ -228,8 +279,9 @@ class PulsarEngine(Engine):
                 dead_letter_topic=self.dead_letter_topic,
                 initial_subscription_name=self.subscription,
             )
+        client = self._client
         try:
-            return self._client.subscribe(
+            return self._outage.call(lambda: client.subscribe(
                 topic,
                 self.subscription,
                 consumer_type=pulsar.ConsumerType.Shared,
@@ -237,12 +289,14 @@ class PulsarEngine(Engine):
                 receiver_queue_size=1,
                 negative_ack_redelivery_delay_ms=int(self.nack_delay * 1000),
                 dead_letter_policy=policy,
-            )
+            ), self._transient)
+        except EngineError as exc:  # unreachable for MINION_OUTAGE_TIMEOUT
+            raise EngineError(f"{exc}: check PULSAR_CONNECTION and that the broker runs") from None
         except pulsar.PulsarException as exc:
             raise EngineError(
-                f"cannot subscribe to Pulsar topic {topic!r} at {self.connection} "
-                f"({type(exc).__name__}: {exc}): check PULSAR_CONNECTION and PULSAR_TOPIC "
-                "and that the broker runs"
+                f"cannot subscribe to Pulsar topic {topic!r} at {redact(self.connection)} "
+                f"({type(exc).__name__}: {redact(str(exc))}): check PULSAR_CONNECTION and "
+                "PULSAR_TOPIC and that the broker runs"
             ) from None
 
     def _require_consumer(self) -> Any:
@@ -250,13 +304,20 @@ class PulsarEngine(Engine):
             raise EngineError("the pulsar engine is not open")
         return self._consumer
 
+    def _do(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()`` through the outage policy; other client errors become EngineError."""
+        try:
+            return self._outage.call(fn, self._transient)
+        except self._pulsar.PulsarException as exc:
+            raise EngineError(f"Pulsar {what} on {self.topic!r} failed: {redact(str(exc))}") from None
+
     @contextlib.contextmanager
     def _call(self, what: str) -> Iterator[None]:
         """Pulsar client errors become EngineError."""
         try:
             yield
         except self._pulsar.PulsarException as exc:
-            raise EngineError(f"Pulsar {what} on {self.topic!r} failed: {exc}") from None
+            raise EngineError(f"Pulsar {what} on {self.topic!r} failed: {redact(str(exc))}") from None
 
     # -- administration (minion-queue) -----------------------------------------------
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
