@@ -41,6 +41,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import stat
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
@@ -69,6 +71,23 @@ DEAD_PROPERTIES = (REASON, ATTEMPT, ORIGIN, PARAM_ID, COUNTED)
 TRANSIENT = ("ConnectError", "Timeout", "NotConnected", "LookupError", "ServiceUnitNotReady",
              "BrokerMetadataError", "BrokerPersistenceError", "TooManyLookupRequestException",
              "AlreadyClosed")
+
+
+def _keep_sockets_from_tasks() -> None:
+    """Make this process's sockets close-on-exec. The C++ client opens its broker
+    connections inheritable, and tasks are spawned without closing descriptors: a task
+    would keep the connection of a minion that was SIGKILLed open, and the broker would
+    never give that minion's messages to another one while the task lives."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # not Linux: nothing to do cheaply
+        return
+    for fd in fds:
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode) and os.get_inheritable(fd):
+                os.set_inheritable(fd, False)
+        except OSError:  # closed meanwhile (the listing's own descriptor, a reconnection)
+            continue
 
 
 def _import_pulsar() -> Any:
@@ -103,6 +122,7 @@ class PulsarEngine(Engine):
         nack_delay: float = 1.0,
         operation_timeout: int = 15,
         outage_timeout: float = DEFAULT_OUTAGE_SECONDS,
+        client_log: Optional[str] = None,
         module: Any = None,
     ) -> None:
         self.topic = topic
@@ -113,6 +133,7 @@ class PulsarEngine(Engine):
         self.dead_letter_topic = dead_letter_topic or f"{topic}-{subscription}-DLQ"
         self.nack_delay = nack_delay
         self.operation_timeout = operation_timeout
+        self.client_log = client_log
         #: The pulsar module, or a stand-in with the same calls (tests).
         self._pulsar = module if module is not None else _import_pulsar()
         self._client: Any = None
@@ -141,11 +162,13 @@ class PulsarEngine(Engine):
             dead_letter_topic=env.str("PULSAR_DEAD_LETTER_TOPIC"),
             nack_delay=env.seconds("PULSAR_NACK_DELAY", 1.0, allow_zero=True) or 0.0,
             outage_timeout=settings.outage_timeout,
+            client_log=env.str("PULSAR_CLIENT_LOG"),
         )
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
         consumer = self._require_consumer()
+        _keep_sockets_from_tasks()  # the client may have reconnected: new sockets
         deliveries: list[Delivery] = []
         wait_ms = max(1, int(timeout * 1000))
         while len(deliveries) < max_count:
@@ -161,6 +184,12 @@ class PulsarEngine(Engine):
         try:
             return consumer.receive(timeout_millis=wait_ms)
         except self._pulsar.Timeout:
+            # While the broker is down, receive just times out (the client reconnects
+            # in the background): that is an outage, not an empty topic, so that a
+            # minion does not end idle while its broker restarts.
+            connected = getattr(consumer, "is_connected", None)
+            if connected is not None and not connected():
+                raise self._pulsar.ConnectError("the consumer is not connected to the broker") from None
             return None
 
     def _decode(self, message: Any) -> Delivery:
@@ -236,6 +265,7 @@ class PulsarEngine(Engine):
     def open(self) -> None:
         self._connect()
         self._consumer = self._subscribe(self.topic, dead_letter_policy=True)
+        _keep_sockets_from_tasks()
 
     def close(self) -> None:
         for thing in (self._release_producer, self._dead_producer, self._consumer, self._client):
@@ -255,20 +285,32 @@ class PulsarEngine(Engine):
     def _connect(self) -> None:
         if self._client is not None:
             return
-        quiet = logging.getLogger("minionize.pulsar.client")
-        quiet.setLevel(logging.ERROR)  # the client logs every reconnection attempt
         try:
             self._client = self._pulsar.Client(
                 self.connection,
                 operation_timeout_seconds=self.operation_timeout,
                 connection_timeout_ms=5000,
-                logger=quiet,
+                logger=self._client_logger(),
             )
         except ValueError as exc:
             raise ConfigError(
                 f"PULSAR_CONNECTION={self.connection!r} is not a Pulsar URL ({exc}): "
                 "use e.g. pulsar://localhost:6650"
             ) from None
+
+    def _client_logger(self) -> Any:
+        """The client's own C++ logger, never a Python one: with a Python logger the
+        process aborts now and then at exit (pulsar-client-python issue 256). Its
+        console logger writes to stdout, where task output goes, and it logs every
+        reconnection attempt: so its log goes to ``PULSAR_CLIENT_LOG`` if set, else
+        nowhere (failures reach the minion as exceptions, and outages are logged)."""
+        pulsar = self._pulsar
+        file_logger = getattr(pulsar, "FileLogger", None)
+        if file_logger is None:  # a stand-in without loggers
+            return None
+        if self.client_log:
+            return file_logger(pulsar.LoggerLevel.Info, self.client_log)
+        return file_logger(pulsar.LoggerLevel.Error, os.devnull)
 
     def _subscribe(self, topic: str, dead_letter_policy: bool) -> Any:
         pulsar = self._pulsar

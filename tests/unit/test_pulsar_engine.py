@@ -15,6 +15,7 @@ real one. What is checked instead:
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import threading
 import time
@@ -549,3 +550,18 @@ def test_real_client_unreachable_broker_is_a_clean_error() -> None:
     minion.close()
     with pytest.raises(ConfigError, match="PULSAR_CONNECTION"):
         PulsarEngine(topic="t", connection="http//nope").open()
+
+
+def test_the_client_never_logs_through_python_logging(fake: FakePulsar) -> None:
+    """A Python logger given to pulsar-client makes the process abort now and then at
+    exit ("terminate called without an active exception", apache/pulsar-client-python
+    issue 256; seen here with real minions): the client gets its own C++ logger."""
+    pulsar = pytest.importorskip("pulsar")
+    fake.FileLogger = pulsar.FileLogger  # type: ignore[attr-defined]
+    fake.LoggerLevel = pulsar.LoggerLevel  # type: ignore[attr-defined]
+    minion = engine(fake)
+    minion.open()
+    minion.close()
+    [(_, _, kwargs)] = [call for call in fake.calls if call[0] == "Client"]
+    assert not isinstance(kwargs.get("logger"), logging.Logger)
+    assert isinstance(kwargs.get("logger"), pulsar.FileLogger)
