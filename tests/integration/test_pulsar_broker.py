@@ -233,7 +233,7 @@ def test_a_broker_restart_mid_run_loses_nothing(queue: Queue, tmp_path: Path) ->
     minions = [start_minion(env, tmp_path, f"{RECORD}; sleep 0.1", "-j", "2") for _ in range(2)]
     try:
         wait_for(lambda: len(records(tmp_path)) >= 10, 60, "ten tasks to run")
-        queue.broker.kill()  # a crash, in the middle of the run
+        queue.broker.stop()  # a restart in the middle of the run (SIGTERM)
         queue.broker.start()  # same ports, same data
         for minion in minions:
             code, err = minion.finish(timeout=120)
@@ -244,5 +244,6 @@ def test_a_broker_restart_mid_run_loses_nothing(queue: Queue, tmp_path: Path) ->
                 minion.process.kill()
     rows = records(tmp_path)
     assert {int(p) for p, _, _ in rows} == set(range(count))  # nothing lost
-    assert len(rows) - count <= 8  # duplicates: at most what was in flight or unacked
+    # Duplicates: at most the tasks in flight when the broker stopped (2 minions x 2).
+    assert len(rows) - count <= 4, sorted(int(p) for p, _, _ in rows)
     assert queue.backlog() == (0, 0)
