@@ -41,7 +41,8 @@ RUN set -eu; \
     groupadd --gid 1000 minion; \
     useradd --uid 1000 --gid minion --create-home --shell /usr/sbin/nologin minion; \
     minionize --version
-USER minion:minion
+# Numeric, so that Kubernetes can check runAsNonRoot (the user is minion, uid 1000).
+USER 1000:1000
 WORKDIR /home/minion
 # minionize stops its tasks on SIGTERM (what `docker stop` and Kubernetes send), requeues
 # them and exits 0. Give it MINION_GRACE_PERIOD plus a margin (docker stop -t,

@@ -123,7 +123,7 @@ def queue(q: Path, *args: str) -> Any:
 def test_the_image_is_minionize_run_by_a_non_root_user(engine: DockerEngine, image: str) -> None:
     config = engine.client.images.get(image).attrs["Config"]
     assert config["Entrypoint"] == ["minionize"]
-    assert config["User"] == "minion:minion"
+    assert config["User"] == "1000:1000"
     assert config["StopSignal"] == "SIGTERM"
     assert config["WorkingDir"] == "/home/minion"
     version = docker(engine, "run", "--rm", image, "--version").stdout
