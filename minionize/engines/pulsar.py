@@ -44,10 +44,13 @@ import logging
 import os
 import stat
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
-from ..errors import ConfigError, EngineError, MissingExtraError
+from ..errors import ConfigError, EngineError, MissingExtraError, UnsupportedOperation
 from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, redact
 from .base import Delivery, Engine, Param, decode_param
 
@@ -123,6 +126,7 @@ class PulsarEngine(Engine):
         operation_timeout: int = 15,
         outage_timeout: float = DEFAULT_OUTAGE_SECONDS,
         client_log: Optional[str] = None,
+        admin_url: Optional[str] = None,
         module: Any = None,
     ) -> None:
         self.topic = topic
@@ -134,12 +138,15 @@ class PulsarEngine(Engine):
         self.nack_delay = nack_delay
         self.operation_timeout = operation_timeout
         self.client_log = client_log
+        self.admin_url = admin_url
         #: The pulsar module, or a stand-in with the same calls (tests).
         self._pulsar = module if module is not None else _import_pulsar()
         self._client: Any = None
         self._consumer: Any = None
         self._dead_producer: Any = None
         self._release_producer: Any = None
+        #: Deliveries handed out by the current consumer (see _drop_idle_consumer).
+        self._handed_out = 0
         self._lock = threading.Lock()
         pulsar = self._pulsar
         self._transient = tuple(getattr(pulsar, name) for name in TRANSIENT
@@ -163,10 +170,13 @@ class PulsarEngine(Engine):
             nack_delay=env.seconds("PULSAR_NACK_DELAY", 1.0, allow_zero=True) or 0.0,
             outage_timeout=settings.outage_timeout,
             client_log=env.str("PULSAR_CLIENT_LOG"),
+            admin_url=env.str("PULSAR_ADMIN_URL"),
         )
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._consumer is None and self._client is not None:  # see _drop_idle_consumer
+            self._consumer = self._subscribe(self.topic, dead_letter_policy=True)
         consumer = self._require_consumer()
         _keep_sockets_from_tasks()  # the client may have reconnected: new sockets
         deliveries: list[Delivery] = []
@@ -177,6 +187,7 @@ class PulsarEngine(Engine):
             if message is None:
                 break  # nothing now: an empty topic is waiting, not an error
             deliveries.append(self._decode(message))
+            self._handed_out += 1
             wait_ms = 1  # more only if already here
         return deliveries
 
@@ -404,3 +415,101 @@ class PulsarEngine(Engine):
                 dead.close()
         return moved
 
+
+    def status(self) -> dict[str, Any]:
+        """From the broker's admin API (``PULSAR_ADMIN_URL``): ``todo`` and ``in_flight``
+        (delivered to a minion, not yet acknowledged) of the subscription, ``dead`` the
+        backlog of the dead-letter topic. ``expired``, ``done`` and ``total`` are None:
+        Pulsar has no leases and keeps no count of acknowledged messages."""
+        self._drop_idle_consumer()  # else the message it prefetched would count as in flight
+        backlog, unacked = self._backlog(self.topic)
+        in_flight = min(unacked, backlog)
+        dead, _ = self._backlog(self.dead_letter_topic)
+        return {"todo": backlog - in_flight, "in_flight": in_flight, "expired": None,
+                "done": None, "dead": dead, "total": None}
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Dead letters (read, never acknowledged: they stay). Done params cannot be
+        listed: Pulsar keeps no record of acknowledged messages."""
+        if kind != "dead":
+            raise UnsupportedOperation(
+                f"the pulsar engine cannot list {kind} params: Pulsar keeps no record of "
+                "acknowledged messages"
+            )
+        self._connect()
+        dead = self._subscribe(self.dead_letter_topic, dead_letter_policy=False)
+        rows = []
+        try:
+            while True:
+                message = self._do("receive", lambda: self._receive(dead, 1000))
+                if message is None:
+                    break
+                properties = message.properties() or {}
+                param, _ = decode_param(bytes(message.data()), self.decoder, "PULSAR_DECODER")
+                try:
+                    attempts: Optional[int] = int(properties.get(ATTEMPT, ""))
+                except ValueError:
+                    attempts = None  # sent there by the client's own policy
+                rows.append({
+                    "id": properties.get(PARAM_ID) or properties.get(ORIGIN)
+                    or str(message.message_id()),
+                    "param": param,
+                    "attempts": attempts,
+                    "reason": properties.get(
+                        REASON, "delivered too often (the client's dead-letter policy)"),
+                })
+        finally:
+            dead.close()  # unacknowledged: every dead letter stays
+        yield from rows
+
+    def _drop_idle_consumer(self) -> None:
+        """Close our consumer if it never handed out a message (``minion-queue`` opens
+        the engine): the broker then puts back what it had prefetched. take() opens a
+        new one if needed."""
+        with self._lock:
+            consumer, handed = self._consumer, self._handed_out
+            if consumer is None or handed:
+                return
+            self._consumer = None
+        self._do("close", consumer.close)
+
+    def _backlog(self, topic: str) -> tuple[int, int]:
+        """(msgBacklog, unackedMessages) of our subscription on ``topic``; (0, 0) when the
+        topic or the subscription does not exist."""
+        stats = self._outage.call(lambda: self._admin_get(self._admin_path(topic) + "/stats"),
+                                  (urllib.error.URLError, ConnectionError, TimeoutError))
+        subscription = (stats or {}).get("subscriptions", {}).get(self.subscription) or {}
+        return int(subscription.get("msgBacklog", 0)), int(subscription.get("unackedMessages", 0))
+
+    def _admin_base(self) -> str:
+        if self.admin_url:
+            return self.admin_url.rstrip("/")
+        # pulsar://host:6650[,host2:6650] -> http://host:8080 (Pulsar's default web port)
+        first = self.connection.split("://", 1)[-1].split(",", 1)[0].split("/", 1)[0]
+        host = first.rsplit(":", 1)[0] if ":" in first else first
+        scheme = "https" if self.connection.startswith("pulsar+ssl") else "http"
+        return f"{scheme}://{host or 'localhost'}:8080"
+
+    @staticmethod
+    def _admin_path(topic: str) -> str:
+        """``params`` -> ``/admin/v2/persistent/public/default/params``."""
+        kind, _, rest = topic.rpartition("://")
+        parts = rest.split("/")
+        if len(parts) == 1:
+            parts = ["public", "default", parts[0]]
+        quoted = "/".join(urllib.parse.quote(part, safe="") for part in parts)
+        return f"/admin/v2/{kind or 'persistent'}/{quoted}"
+
+    def _admin_get(self, path: str) -> Optional[dict[str, Any]]:
+        url = self._admin_base() + path
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body: dict[str, Any] = json.loads(response.read())
+                return body
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None  # no such topic yet: nothing in it
+            raise EngineError(
+                f"the Pulsar admin API at {redact(self._admin_base())} answered {exc.code} "
+                f"for {path}: set PULSAR_ADMIN_URL to the broker's web service URL"
+            ) from None

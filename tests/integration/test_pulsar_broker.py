@@ -247,3 +247,28 @@ def test_a_broker_restart_mid_run_loses_nothing(queue: Queue, tmp_path: Path) ->
     # Duplicates: at most the tasks in flight when the broker stopped (2 minions x 2).
     assert len(rows) - count <= 4, sorted(int(p) for p, _, _ in rows)
     assert queue.backlog() == (0, 0)
+
+
+def test_status_and_dead_letters_with_the_keys_of_every_engine(queue: Queue,
+                                                              tmp_path: Path) -> None:
+    queue.fill(["ok", "bad", "later"])
+    env = minion_env(queue, tmp_path, MINION_MAX_ATTEMPTS="2",
+                     PULSAR_ADMIN_URL=queue.broker.admin_url)
+    def cli(*args: str) -> list[Any]:
+        result = subprocess.run([script("minion-queue"), *args, "--json"], env=env,
+                                capture_output=True, text=True, timeout=60,
+                                stdin=subprocess.DEVNULL)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+    [status] = cli("status")
+    assert status == {"todo": 3, "in_flight": 0, "expired": None, "done": None, "dead": 0,
+                      "total": None}
+    code, err = start_minion(env, tmp_path, f'{RECORD}; test "$1" != bad').finish()
+    assert code == 1, err
+    [status] = cli("status")
+    assert (status["todo"], status["in_flight"], status["dead"]) == (0, 0, 1)
+    [row] = cli("list", "dead")
+    assert (row["param"], row["attempts"]) == ("bad", 2)
+    assert "exit code 1" in row["reason"] and row["id"]
+    assert cli("list", "dead") == [row]  # listing does not take them away
