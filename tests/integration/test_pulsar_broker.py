@@ -244,8 +244,12 @@ def test_a_broker_restart_mid_run_loses_nothing(queue: Queue, tmp_path: Path) ->
                 minion.process.kill()
     rows = records(tmp_path)
     assert {int(p) for p, _, _ in rows} == set(range(count))  # nothing lost
-    # Duplicates: at most the tasks in flight when the broker stopped (2 minions x 2).
-    assert len(rows) - count <= 4, sorted(int(p) for p, _, _ in rows)
+    # At least once: the tasks in flight when the broker stopped (2 minions x 2) run
+    # again, and so do params whose ack was lost: the client groups acks (100 ms) and
+    # sends them without a receipt. Seen: 0 to 6 extra runs.
+    extra = len(rows) - count
+    print(f"\nbroker restart mid-run: {count} params, lost 0, extra runs {extra}")
+    assert extra <= 12, sorted(int(p) for p, _, _ in rows)
     assert queue.backlog() == (0, 0)
 
 
