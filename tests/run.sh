@@ -3,13 +3,17 @@
 #   bash tests/run.sh            # all tests
 #   bash tests/run.sh -k redis   # extra arguments go to pytest
 # As root on Debian/Ubuntu it installs the services the integration tests start
-# (Redis, Docker engine, SLURM, munge, tmux, GNU parallel). Elsewhere those tests skip
-# with their reason, except under CI=true, where a skipped service test fails.
+# (Redis, Docker engine, SLURM, munge, tmux, GNU parallel), Java and Maven (the Pulsar
+# tests resolve Apache Pulsar's broker from Maven Central into ~/.m2) and debootstrap
+# (the image tests make their Debian base image, kept in ~/.cache/minionize-tests).
+# Elsewhere those tests skip with their reason, except under CI=true, where a skipped
+# service test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-APT_PACKAGES=(redis-server docker.io busybox-static slurmctld slurmd slurm-client munge tmux parallel)
+APT_PACKAGES=(redis-server docker.io busybox-static slurmctld slurmd slurm-client munge tmux parallel
+              openjdk-17-jre-headless maven debootstrap)
 
 install_system_packages() {
     command -v dpkg-query >/dev/null 2>&1 || { echo "tests/run.sh: not a Debian system: service tests may skip"; return 0; }

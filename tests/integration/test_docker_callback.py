@@ -1,10 +1,11 @@
 """The docker callback on a real Docker engine.
 
-A session fixture starts a private ``dockerd`` (its own socket, data and exec roots in a
-temporary directory, no bridge and no iptables rules, so the host's network is not
-touched), imports a tiny image made of busybox-static, and stops dockerd by its PID at
-the end. Every test then checks that no container is left behind (``docker ps -a`` is
-empty). The tests run the real ``minionize --docker IMAGE ...`` command with the file
+A session fixture (``dockerd``, tests/services/docker.py) starts a private ``dockerd``
+(its own socket, data and exec roots in a temporary directory, no bridge and no iptables
+rules, so the host's network is not touched) and stops it by its PID at the end; this
+module imports a tiny image made of busybox-static into it. Every test then checks
+that no container is left behind (``docker ps -a`` is empty). The tests run the real
+``minionize --docker IMAGE ...`` command with the file
 engine, so the outcome is visible in ``<file>.done`` and ``<file>.failed``.
 
 Needs root, ``dockerd`` (Debian ``docker.io``), ``/bin/busybox`` from ``busybox-static``
@@ -21,11 +22,9 @@ import signal
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,27 +34,11 @@ from minionize.callbacks.base import Outcome, StopReason, Task
 from minionize.engines.base import Delivery
 from minionize.errors import CallbackError
 from tests.services import script, unavailable, wait_for
+from tests.services.docker import DockerEngine, dockerd  # noqa: F401
 
 IMAGE = "minionize-test-busybox:1"
 APPLETS = ("sh", "echo", "sleep", "cat", "env", "id", "hostname", "printf", "true", "false",
            "ls", "touch", "test", "seq")
-
-
-@dataclass
-class DockerEngine:
-    host: str
-    client: Any
-    log_path: Path
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """An environment for ``minionize`` talking to this engine."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MINION_", "FILE_"))}
-        env.update(DOCKER_HOST=self.host, MINION_ENGINE="file", PYTHONUNBUFFERED="1")
-        env.update(extra)
-        return env
-
-    def containers(self) -> list[Any]:
-        return list(self.client.containers.list(all=True))
 
 
 def _static_busybox() -> str | None:
@@ -88,74 +71,23 @@ def _image_tarball(busybox: str) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def docker_engine() -> Iterator[DockerEngine]:
-    try:
-        import docker
-    except ImportError:
-        unavailable("docker", "the docker Python package is not installed (pip install docker)")
-    dockerd = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/usr/bin")
-    if dockerd is None:
-        unavailable("docker", "dockerd not found (apt-get install docker.io)")
+def docker_engine(dockerd: DockerEngine) -> DockerEngine:  # noqa: F811
+    """The private dockerd, with a tiny busybox image imported."""
     busybox = _static_busybox()
     if busybox is None:
         unavailable("docker", "busybox not found (apt-get install busybox-static)")
-    if os.geteuid() != 0:
-        unavailable("docker", "starting a private dockerd needs root")
-    # A short path: unix socket paths are limited to 108 bytes.
-    root = Path(tempfile.mkdtemp(prefix="mzdockerd-"))
-    sock = root / "docker.sock"
-    log_path = root / "dockerd.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [
-                dockerd, "--host", f"unix://{sock}", "--data-root", str(root / "data"),
-                "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"),
-                "--bridge=none", "--iptables=false", "--ip6tables=false",
-                "--ip-forward=false", "--ip-masq=false",
-            ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    host = f"unix://{sock}"
-    client = None
-    try:
-        deadline = time.monotonic() + 30
-        while client is None:
-            if proc.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                unavailable("docker", f"dockerd exited with {proc.returncode}: {tail}")
-            if sock.exists():
-                try:
-                    client = docker.from_env(environment={"DOCKER_HOST": host}, timeout=30)
-                    client.ping()
-                except docker.errors.DockerException:
-                    client = None
-            if client is None:
-                if time.monotonic() > deadline:
-                    unavailable("docker", f"dockerd did not answer on {host} within 30 s")
-                time.sleep(0.05)
-        client.api.import_image_from_data(
-            _image_tarball(busybox), repository=IMAGE.split(":")[0], tag=IMAGE.split(":")[1]
-        )
-        probe = subprocess.run(
-            [sys.executable, "-c",
-             "import docker,sys; c=docker.from_env(); "
-             f"sys.stdout.buffer.write(c.containers.run({IMAGE!r}, ['echo', 'ok'], remove=True))"],
-            env={**os.environ, "DOCKER_HOST": host}, capture_output=True, timeout=60,
-        )
-        if probe.stdout.strip() != b"ok":
-            unavailable("docker", f"a busybox container does not run: {probe.stderr.decode()[-500:]}")
-        yield DockerEngine(host, client, log_path)
-    finally:
-        if client is not None:
-            client.close()
-        proc.terminate()  # dockerd stops its containers and containerd (about 2 s)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(root, ignore_errors=True)
+    dockerd.client.api.import_image_from_data(
+        _image_tarball(busybox), repository=IMAGE.split(":")[0], tag=IMAGE.split(":")[1]
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c",
+         "import docker,sys; c=docker.from_env(); "
+         f"sys.stdout.buffer.write(c.containers.run({IMAGE!r}, ['echo', 'ok'], remove=True))"],
+        env={**os.environ, "DOCKER_HOST": dockerd.host}, capture_output=True, timeout=60,
+    )
+    if probe.stdout.strip() != b"ok":
+        unavailable("docker", f"a busybox container does not run: {probe.stderr.decode()[-500:]}")
+    return dockerd
 
 
 @pytest.fixture

@@ -141,16 +141,38 @@ def test_the_deployment_never_idles_out() -> None:
     assert pod_spec(deployment).get("restartPolicy", "Always") == "Always"
 
 
-def test_the_image_runs_minionize_as_a_non_root_user() -> None:
+def final_stage() -> dict[str, str]:
+    """The last value of each instruction in the Dockerfile's final stage."""
     dockerfile = (ROOT / "Dockerfile").read_text()
     instructions = [line.split(None, 1) for line in dockerfile.splitlines()
-                    if line.strip() and not line.lstrip().startswith("#")]
-    final = [i for i in instructions if i[0] in {"FROM", "USER", "ENTRYPOINT"}]
-    last_from = max(n for n, i in enumerate(final) if i[0] == "FROM")
-    after = dict((i[0], i[1]) for i in final[last_from:])
-    assert after["ENTRYPOINT"].strip() == '["minionize"]'
+                    if line.strip() and not line.lstrip().startswith("#")
+                    and not line.startswith((" ", "\t"))]
+    last_from = max(n for n, i in enumerate(instructions) if i[0] == "FROM")
+    return {i[0]: i[1].strip() for i in instructions[last_from:] if len(i) == 2}
+
+
+def test_the_image_runs_minionize_as_a_non_root_user() -> None:
+    after = final_stage()
+    assert after["ENTRYPOINT"] == '["minionize"]'
     user = after["USER"].split(":")[0]
     assert user not in {"root", "0"}
+    # Kubernetes can check runAsNonRoot only against a numeric user: with a name the
+    # kubelet refuses to start the container ("image has non-numeric user").
+    assert user.isdigit(), f"USER {after['USER']}: use the numeric uid:gid"
+    # What Kubernetes and `docker stop` send, and what minionize stops gracefully on.
+    assert after["STOPSIGNAL"] == "SIGTERM"
     ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
               if line.strip() and not line.startswith("#")]
     assert "*" not in ignore or {"!minionize", "!pyproject.toml", "!README.md"} <= set(ignore)
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_pods_run_as_the_image_user(path: Path) -> None:
+    uid = int(final_stage()["USER"].split(":")[0])
+    for doc in load(path):
+        container = minion_container(doc)
+        context = {**pod_spec(doc).get("securityContext", {}),
+                   **container.get("securityContext", {})}
+        assert context.get("runAsNonRoot") is True, "say runAsNonRoot: the image's user is not root"
+        assert context.get("runAsUser", uid) == uid, "runAsUser must be the image's user"
+        assert context.get("allowPrivilegeEscalation") is False

@@ -15,6 +15,7 @@ real one. What is checked instead:
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import threading
 import time
@@ -39,6 +40,10 @@ class PulsarException(Exception):
 
 
 class Timeout(PulsarException):
+    pass
+
+
+class ConnectError(PulsarException):
     pass
 
 
@@ -101,6 +106,7 @@ class FakePulsar:
 
     PulsarException = PulsarException
     Timeout = Timeout
+    ConnectError = ConnectError
 
     class ConsumerType:
         Shared = "Shared"
@@ -324,28 +330,73 @@ def test_retry_counts_attempts_then_dead_letter_keeps_the_reason(fake: FakePulsa
     assert "minion-reason" not in again.handle.properties()
 
 
-def test_release_gives_the_message_back_and_pulsar_counts_it(fake: FakePulsar) -> None:
+def test_release_gives_the_message_back_without_counting_an_attempt(fake: FakePulsar) -> None:
     engine(fake).fill(["x"])
     minion = engine(fake)
     minion.open()
     (delivery,) = minion.take(1, 1)
-    minion.release(delivery)
+    minion.retry(delivery, "failed")  # attempt 1 ran and counts
+    (second,) = minion.take(1, 1)
+    assert second.attempt == 2
+    minion.release(second)  # a graceful stop: attempt 2 did not count
     (back,) = minion.take(1, 1)
-    assert (back.param, back.id, back.attempt) == ("x", delivery.id, 2)  # documented
+    assert (back.param, back.id, back.attempt) == ("x", delivery.id, 2)
+    minion.release(back)
+    (again,) = minion.take(1, 1)
+    assert (again.id, again.attempt) == (delivery.id, 2)
+    minion.ack(again)
+    assert minion.take(1, 0.1) == []
+    assert fake.broker.backlog("params", "minionize") == []
 
 
 def test_client_policy_is_the_backstop_for_too_many_redeliveries(fake: FakePulsar) -> None:
     engine(fake).fill(["x"])
+    for _ in range(2):  # two minions die holding it: two attempts counted
+        dying = engine(fake, max_attempts=2)
+        dying.open()
+        dying.take(1, 1)
+        dying.close()
     minion = engine(fake, max_attempts=2)
     minion.open()
-    for _ in range(2):
-        (delivery,) = minion.take(1, 1)
-        minion.release(delivery)
-    (delivery,) = minion.take(1, 1)  # released twice: attempt 3 > 2
+    (delivery,) = minion.take(1, 1)
     assert delivery.attempt == 3 and "MINION_MAX_ATTEMPTS=2" in (delivery.error or "")
-    minion.release(delivery)  # the client's policy now routes it to the DLQ
+    minion.retry(delivery, "too often")  # the client's policy now routes it to the DLQ
     assert minion.take(1, 0.1) == []
     assert fake.broker.backlog("params-minionize-DLQ", "minionize") == [b"x"]
+
+
+class Flaky:
+    """Make ``fake``'s ``Client.subscribe`` fail with ConnectError ``times`` times."""
+
+    def __init__(self, fake: FakePulsar, times: int) -> None:
+        self.left = times
+        real = fake.Client.subscribe
+        flaky = self
+
+        def subscribe(client: Any, *args: Any, **kwargs: Any) -> Any:
+            if flaky.left > 0:
+                flaky.left -= 1
+                raise ConnectError("Pulsar error: ConnectError")
+            return real(client, *args, **kwargs)
+
+        fake.Client.subscribe = subscribe
+
+
+def test_an_outage_at_start_is_ridden_out(fake: FakePulsar) -> None:
+    engine(fake).fill(["x"])
+    Flaky(fake, times=3)
+    minion = engine(fake, outage_timeout=30)
+    minion.open()  # the broker is back after three failures: no error
+    assert [d.param for d in minion.take(1, 1)] == ["x"]
+
+
+def test_an_outage_longer_than_the_timeout_is_an_error(fake: FakePulsar) -> None:
+    Flaky(fake, times=1000)
+    minion = engine(fake, outage_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="MINION_OUTAGE_TIMEOUT"):
+        minion.open()
+    assert 0.4 < time.monotonic() - started < 5
 
 
 def test_a_dead_minion_messages_come_back(fake: FakePulsar) -> None:
@@ -484,13 +535,33 @@ def test_every_call_exists_in_the_real_client(fake: FakePulsar) -> None:
 
 def test_real_client_unreachable_broker_is_a_clean_error() -> None:
     """The real client takes the engine's arguments (its type checks pass) and an
-    unreachable broker becomes one EngineError naming the variables to check."""
+    unreachable broker, once MINION_OUTAGE_TIMEOUT is over, becomes one EngineError
+    naming the variables to check."""
     pytest.importorskip("pulsar")
     minion = PulsarEngine(
-        topic="params", connection=f"pulsar://127.0.0.1:{free_port()}", operation_timeout=1
+        topic="params", connection=f"pulsar://127.0.0.1:{free_port()}", operation_timeout=1,
+        outage_timeout=1,
     )
-    with pytest.raises(EngineError, match="PULSAR_CONNECTION"):
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="PULSAR_CONNECTION.*MINION_OUTAGE_TIMEOUT|"
+                                          "MINION_OUTAGE_TIMEOUT.*PULSAR_CONNECTION"):
         minion.open()
+    assert time.monotonic() - started < 10
     minion.close()
     with pytest.raises(ConfigError, match="PULSAR_CONNECTION"):
         PulsarEngine(topic="t", connection="http//nope").open()
+
+
+def test_the_client_never_logs_through_python_logging(fake: FakePulsar) -> None:
+    """A Python logger given to pulsar-client makes the process abort now and then at
+    exit ("terminate called without an active exception", apache/pulsar-client-python
+    issue 256; seen here with real minions): the client gets its own C++ logger."""
+    pulsar = pytest.importorskip("pulsar")
+    fake.FileLogger = pulsar.FileLogger  # type: ignore[attr-defined]
+    fake.LoggerLevel = pulsar.LoggerLevel  # type: ignore[attr-defined]
+    minion = engine(fake)
+    minion.open()
+    minion.close()
+    [(_, _, kwargs)] = [call for call in fake.calls if call[0] == "Client"]
+    assert not isinstance(kwargs.get("logger"), logging.Logger)
+    assert isinstance(kwargs.get("logger"), pulsar.FileLogger)
