@@ -1,7 +1,7 @@
 """The redis engine against a real redis-server, driven by real ``minionize`` processes.
 
-The server is started by the fixture on 127.0.0.1 (a free port, no persistence) and
-stopped by its PID. Each test uses its own stream.
+The server is started by the ``redis_url`` fixture of tests/conftest.py on 127.0.0.1
+(a free port, no persistence) and stopped by its PID. Each test uses its own stream.
 """
 
 from __future__ import annotations
@@ -20,65 +20,13 @@ from typing import Any
 import pytest
 
 from minionize.engines.redis import RedisEngine
-from tests.services import free_port, unavailable, wait_for
+from tests.conftest import RedisServer
+from tests.services import free_port, wait_for
 
 pytestmark = pytest.mark.service("redis")
 
 # The task: write "param attempt pid" to $OUT, then exit 0 unless the param is "bad".
 RECORD = 'echo "$1 $MINION_ATTEMPT $$" >> "$OUT"'
-
-
-class RedisServer:
-    """A redis-server on 127.0.0.1:port, without persistence, stopped by its PID."""
-
-    def __init__(self, port: int, log: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            unavailable("redis", "no redis-server binary (apt-get install redis-server)")
-        self.redis = pytest.importorskip("redis")
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no"],
-                stdout=out, stderr=subprocess.STDOUT,
-            )
-        client = self.redis.Redis(host="127.0.0.1", port=port)
-
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"redis-server exited: {log.read_text()}")
-            try:
-                return bool(client.ping())
-            except self.redis.exceptions.ConnectionError:
-                return False
-
-        try:
-            wait_for(ready, 10, "redis-server to answer PING")
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis") / "redis.log")
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -294,7 +242,7 @@ def test_peek_and_reset_expired(queue: RedisEngine) -> None:
 
 def test_minion_rides_out_a_server_restart(tmp_path: Path) -> None:
     port = free_port()
-    server = RedisServer(port, tmp_path / "redis.log")
+    server = RedisServer(port, tmp_path / "redis")
     try:
         queue = RedisEngine(url=server.url, stream="restart")
         queue.fill(["before"])
@@ -303,7 +251,7 @@ def test_minion_rides_out_a_server_restart(tmp_path: Path) -> None:
         wait_for(lambda: records(tmp_path), 20, "the minion to run the first param")
         server.stop()  # no persistence: the stream and its group are gone
         wait_for(lambda: "retrying" in minion.stderr.read_text(), 10, "the minion to notice")
-        server = RedisServer(port, tmp_path / "redis.log")
+        server.start()
         queue.fill(["after"])
         wait_for(lambda: len(records(tmp_path)) == 2, 20, "the param added after the restart")
         minion.process.send_signal(signal.SIGTERM)
