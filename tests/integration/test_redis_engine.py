@@ -135,7 +135,7 @@ def test_failing_param_is_retried_then_dead_lettered(queue: RedisEngine, tmp_pat
     assert sorted(p for p, _, _ in rows if p != "bad") == ["ok1", "ok2"]
     dead = list(queue.list("dead"))
     assert len(dead) == 1
-    assert dead[0]["param"] == "bad" and dead[0]["attempt"] == "3"
+    assert dead[0]["param"] == "bad" and dead[0]["attempts"] == 3
     assert "exit" in dead[0]["reason"].lower() and "1" in dead[0]["reason"]
     assert queue._client.xlen(f"{queue.stream}:dead") == 1
     status = queue.status()
