@@ -60,6 +60,8 @@ class Kit:
     lease: Optional[float] = None
     #: fill skips a param already in the queue (done or not).
     dedupes: bool = True
+    #: An expired lease counts an attempt (the engine knows the run started).
+    counts_expiry: bool = True
     #: The text the engine stored for a delivery's param (None: not inspectable).
     stored: Callable[[Delivery], Optional[str]] = lambda d: None
     opened: list[Engine] = field(default_factory=list)
@@ -158,8 +160,9 @@ def pubsub_kit(tmp_path: Path) -> Kit:
         engine.open()
         return engine
 
+    # Without a dead-letter policy the server gives no delivery count (documented).
     return Kit("pubsub", minion=minion, fill=admin.fill, admin=admin, lease=float(MIN_LEASE),
-               dedupes=False, stored=lambda d: d.handle.data.decode())
+               dedupes=False, counts_expiry=False, stored=lambda d: d.handle.data.decode())
 
 
 def pulsar_kit(tmp_path: Path) -> Kit:
@@ -229,6 +232,14 @@ def counters(kit: Kit) -> Optional[dict[str, Any]]:
     return status
 
 
+def expect(status: Optional[dict[str, Any]], **counts: int) -> None:
+    """Each counter is as expected, or None (an engine that truly cannot know)."""
+    if status is None:
+        return
+    known = {k: status[k] for k in counts if status[k] is not None}
+    assert known == {k: v for k, v in counts.items() if k in known}, status
+
+
 def rows(kit: Kit, kind: str) -> Optional[list[dict[str, Any]]]:
     listed = optional(lambda: list(kit.admin.list(kind)))
     if listed is not None:
@@ -253,11 +264,7 @@ def test_take_and_ack(kit: Kit) -> None:
         minion.ack(delivery)
     minion.flush()
     kit.nothing(minion)
-    status = counters(kit)
-    if status is not None:
-        assert {k: status[k] for k in ("todo", "in_flight", "expired", "done", "dead")} == {
-            "todo": 0, "in_flight": 0, "expired": 0, "done": 3, "dead": 0}
-        assert status["total"] == 3
+    expect(counters(kit), todo=0, in_flight=0, expired=0, done=3, dead=0, total=3)
     done = rows(kit, "done")
     if done is not None:
         assert sorted(r["param"] for r in done) == [1, 2, 3]
@@ -301,9 +308,7 @@ def test_dead_letter_is_kept_with_its_reason(kit: Kit) -> None:
             minion.ack(delivery)
     minion.flush()
     kit.nothing(minion)
-    status = counters(kit)
-    if status is not None:
-        assert (status["done"], status["dead"], status["todo"], status["in_flight"]) == (1, 1, 0, 0)
+    expect(counters(kit), done=1, dead=1, todo=0, in_flight=0)
     dead = rows(kit, "dead")
     if dead is not None:
         assert [(r["param"], r["attempts"]) for r in dead] == [("bad", 1)]
@@ -326,12 +331,11 @@ def test_expired_lease_gives_the_param_to_another_minion_and_counts(kit: Kit) ->
              "the expired lease to bring the param back")
     assert time.monotonic() - started >= kit.lease * 0.9  # not before the lease ran out
     (again,) = took
-    assert (again.param, again.id, again.attempt) == ("held", lost.id, 2)  # the run started
+    counted = 2 if kit.counts_expiry else 1  # the run started
+    assert (again.param, again.id, again.attempt) == ("held", lost.id, counted)
     other.ack(again)
     other.flush()
-    status = counters(kit)
-    if status is not None:
-        assert (status["done"], status["todo"], status["in_flight"], status["dead"]) == (1, 0, 0, 0)
+    expect(counters(kit), done=1, todo=0, in_flight=0, dead=0)
 
 
 def test_extended_lease_keeps_the_param(kit: Kit) -> None:
@@ -350,9 +354,7 @@ def test_extended_lease_keeps_the_param(kit: Kit) -> None:
     runner.ack(running)
     runner.flush()
     kit.nothing(other, 0.5)
-    status = counters(kit)
-    if status is not None:
-        assert (status["done"], status["in_flight"]) == (1, 0)
+    expect(counters(kit), done=1, in_flight=0)
 
 
 # -- filling ------------------------------------------------------------------------------------
@@ -375,9 +377,7 @@ def test_fill_skips_params_already_present_done_or_not(kit: Kit) -> None:
     minion.flush()
     assert kit.fill([{"b": 1, "a": 2}]) == (1, 0)
     assert kit.fill([{"a": 2, "b": 1}]) == (0, 1)  # the same param, keys in another order
-    status = counters(kit)
-    if status is not None:
-        assert (status["total"], status["done"], status["todo"]) == (12, 11, 1)
+    expect(counters(kit), total=12, done=11, todo=1)
 
 
 def test_params_are_stored_as_canonical_json(kit: Kit) -> None:

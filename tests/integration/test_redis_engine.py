@@ -7,10 +7,9 @@ The server is started by the ``redis_url`` fixture of tests/conftest.py on 127.0
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import pytest
 from minionize.engines.redis import RedisEngine
 from tests.conftest import RedisServer
 from tests.services import free_port, wait_for
+from tests.services import script as script_path
 
 pytestmark = pytest.mark.service("redis")
 
@@ -76,8 +76,7 @@ class Minion:
 
 def start_minion(env: dict[str, str], cwd: Path, script: str, *flags: str) -> Minion:
     """``minionize FLAGS sh -c SCRIPT task PARAM``: the param is $1 of SCRIPT."""
-    exe = shutil.which("minionize")
-    command = [exe] if exe else [sys.executable, "-m", "minionize"]
+    command = [script_path("minionize")]  # this checkout's, not whatever PATH finds
     err = cwd / f"minion-{uuid.uuid4().hex[:6]}.err"
     with open(err, "wb") as stderr:
         process = subprocess.Popen(
@@ -263,3 +262,71 @@ def test_minion_rides_out_a_server_restart(tmp_path: Path) -> None:
     assert code == 0, err
     assert [p for p, _, _ in records(tmp_path)] == ["before", "after"]
     assert "reachable again" in err
+
+
+def test_a_server_restart_during_a_run_never_turns_a_success_into_a_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """Redis with AOF (appendfsync always) is SIGKILLed 1 s into a 2 s task and comes
+    back 2.5 s later on the same port and directory: the ack must land after the
+    restart, and the param must not be claimed again (by its own minion or another)."""
+    server = RedisServer(free_port(), tmp_path / "redis", aof=True)
+    try:
+        queue = RedisEngine(url=server.url, stream="aof")
+        queue.fill(["slow"])
+        env = minion_env(queue, tmp_path, MINION_LEASE="2", MINION_MAX_ATTEMPTS="3",
+                         MINION_IDLE_TIMEOUT="6")
+        minion = start_minion(env, tmp_path, f"{RECORD}; sleep 2")
+        wait_for(lambda: records(tmp_path), 20, "the task to start")
+        time.sleep(1)  # the scenario: 1 s into the 2 s task
+        server.kill()
+        time.sleep(2.5)  # down for 2.5 s: the task ends and its ack fails meanwhile
+        server.start()
+        code, err = minion.finish(timeout=60)
+        assert code == 0, err
+        # The next minion finds nothing to run and dead-letters nothing.
+        code2, err2 = start_minion(env, tmp_path, RECORD).finish(timeout=60)
+        assert code2 == 0, err2
+        status = queue.status()
+        dead = list(queue.list("dead"))
+        queue.close()
+    finally:
+        server.stop()
+
+    assert [(p, a) for p, a, _ in records(tmp_path)] == [("slow", 1)], err + err2
+    assert dead == [], dead
+    assert (status["done"], status["dead"], status["todo"], status["in_flight"]) == (1, 0, 0, 0)
+    assert "took over" not in err + err2
+
+
+def test_two_restarts_mid_run_lose_no_success(tmp_path: Path) -> None:
+    """Eight 1 s params on two minions, the AOF server SIGKILLed twice while they run:
+    every param ends done, none is dead-lettered, none runs past its first attempt
+    unless its own run was lost (never here: the tasks outlive the outages)."""
+    server = RedisServer(free_port(), tmp_path / "redis", aof=True)
+    try:
+        queue = RedisEngine(url=server.url, stream="aof2")
+        queue.fill([f"p{i}" for i in range(8)])
+        env = minion_env(queue, tmp_path, MINION_LEASE="2", MINION_MAX_ATTEMPTS="3",
+                         MINION_IDLE_TIMEOUT="6")
+        minions = [start_minion(env, tmp_path, f"{RECORD}; sleep 1", "-j", "2")
+                   for _ in range(2)]
+        for _ in range(2):
+            wait_for(lambda: len(records(tmp_path)) >= 2, 20, "tasks to start")
+            time.sleep(0.5)
+            server.kill()
+            time.sleep(2.5)
+            server.start()
+        results = [m.finish(timeout=90) for m in minions]
+        status = queue.status()
+        dead = list(queue.list("dead"))
+        queue.close()
+    finally:
+        server.stop()
+
+    errs = "".join(e for _, e in results)
+    assert [c for c, _ in results] == [0, 0], errs
+    assert dead == [], dead
+    assert sorted({p for p, _, _ in records(tmp_path)}) == [f"p{i}" for i in range(8)]
+    assert {a for _, a, _ in records(tmp_path)} == {1}, records(tmp_path)
+    assert (status["done"], status["dead"], status["todo"], status["in_flight"]) == (8, 0, 0, 0)
