@@ -330,3 +330,53 @@ def test_two_restarts_mid_run_lose_no_success(tmp_path: Path) -> None:
     assert sorted({p for p, _, _ in records(tmp_path)}) == [f"p{i}" for i in range(8)]
     assert {a for _, a, _ in records(tmp_path)} == {1}, records(tmp_path)
     assert (status["done"], status["dead"], status["todo"], status["in_flight"]) == (8, 0, 0, 0)
+
+
+SECRET = "hunter2"
+
+
+def credential_forms(port: int) -> list[str]:
+    """Every way a Redis URL carries a secret, with the secret ``hunter2``."""
+    return [
+        f"redis://127.0.0.1:{port}/0?password={SECRET}",
+        f"redis://:pre@{SECRET}at@127.0.0.1:{port}/0",  # a password holding '@'
+        f"redis://user:{SECRET}@127.0.0.1:{port}/0",
+        f"redis://:{SECRET}@127.0.0.1:{port}/0",
+        f"redis://{SECRET}@127.0.0.1:{port}/0",  # a token given as the user name
+        f"rediss://user:{SECRET}@127.0.0.1:{port}/0?ssl_cert_reqs=none",
+    ]
+
+
+@pytest.mark.parametrize("form", range(6))
+def test_a_secret_in_the_url_is_never_printed(form: int, tmp_path: Path) -> None:
+    url = credential_forms(free_port())[form]  # nothing listens there
+    env = dict(os.environ, MINION_ENGINE="redis", MINION_REDIS_URL=url,
+               MINION_OUTAGE_TIMEOUT="1", PYTHONUNBUFFERED="1")
+    for command in ([script_path("minionize"), "true"],
+                    [script_path("minion-queue"), "status"],
+                    [script_path("minion-queue"), "fill", "1"]):
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+        output = done.stdout + done.stderr
+        assert done.returncode == 2, output
+        assert "MINION_REDIS_URL" in output, output
+        assert SECRET not in output, output
+
+
+def test_a_wrong_password_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    server = RedisServer(free_port(), tmp_path / "redis", password="right-one")
+    try:
+        url = f"redis://:{SECRET}@127.0.0.1:{server.port}/0"
+        env = dict(os.environ, MINION_ENGINE="redis", MINION_REDIS_URL=url,
+                   MINION_OUTAGE_TIMEOUT="1")
+        for command in ([script_path("minionize"), "true"],
+                        [script_path("minion-queue"), "status"]):
+            done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True,
+                                  text=True, timeout=60)
+            output = done.stdout + done.stderr
+            assert done.returncode == 2, output
+            assert "password" in output and "MINION_REDIS_URL" in output, output
+            assert SECRET not in output, output
+            assert len(done.stderr.strip().splitlines()) == 1, output
+    finally:
+        server.stop()
