@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError, UnsupportedOperation
 from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, canonical_json, optional_import, redact
-from .base import Delivery, Engine, Param, decode_param
+from .base import STATUS_KEYS, Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -431,9 +431,7 @@ class PubSubEngine(Engine):
         Checks that the subscription can be read; an empty subscription that does not
         exist yet counts zero."""
         errors = _api_errors()
-        unknown: dict[str, Any] = dict.fromkeys(
-            ("todo", "in_flight", "expired", "done", "dead", "total")
-        )
+        unknown: dict[str, Any] = dict.fromkeys(STATUS_KEYS)
         try:
             self._client().get_subscription(request={"subscription": self.subscription})
         except errors.NotFound:

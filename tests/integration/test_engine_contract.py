@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+from minionize.engines.base import STATUS_KEYS as BASE_STATUS_KEYS
 from minionize.engines.base import Delivery, Engine
 from minionize.engines.file import FileEngine
 from minionize.engines.sweep import SweepEngine
@@ -29,7 +30,7 @@ from minionize.testing import MemoryEngine
 from tests.conftest import PUBSUB_PROJECT
 from tests.services import free_port, wait_for
 
-STATUS_KEYS = {"todo", "in_flight", "expired", "done", "dead", "total"}
+STATUS_KEYS = set(BASE_STATUS_KEYS)
 ENGINES = ["memory", "file", "sweep", "redis", "pubsub", "pulsar"]
 
 #: Known disagreements of engines owned elsewhere: (engine, test) -> the defect.
