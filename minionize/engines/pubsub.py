@@ -16,8 +16,10 @@ the topic and the subscription are created when missing (``PUBSUB_EMULATOR_HOST`
 * attempt: the server's ``delivery_attempt`` when the subscription has a dead-letter
   policy; otherwise the ``minion_attempt`` attribute, which a retry sets on the copy it
   publishes (the failed message is acked once the copy is published).
-* ack on success; ModifyAckDeadline 0 (a nack) on release, and on retry with a
-  dead-letter policy.
+* ack on success; ModifyAckDeadline 0 (a nack) on retry with a dead-letter policy, and
+  on release without one. With a policy the server counts every delivery, so a release
+  publishes a copy carrying the attempts counted so far (``minion_tries``; attempt =
+  that + ``delivery_attempt``) and acks the original: a graceful stop costs no attempt.
 * dead letter, first that applies: the subscription's dead-letter policy (nack: the
   server moves the message after its ``max_delivery_attempts`` deliveries; a message
   delivered more than ``MINION_MAX_ATTEMPTS`` times is nacked unrun meanwhile);
@@ -53,6 +55,8 @@ if TYPE_CHECKING:
 DECODERS = ("identity", "json")
 #: Attributes minionize writes on the messages it publishes.
 ATTEMPT_ATTRIBUTE = "minion_attempt"
+#: With a dead-letter policy: attempts counted before this copy of the message existed.
+TRIES_ATTRIBUTE = "minion_tries"
 ID_ATTRIBUTE = "minion_id"
 SUBSCRIPTION_ATTRIBUTE = "minion_subscription"
 REASON_ATTRIBUTE = "reason"
@@ -240,7 +244,10 @@ class PubSubEngine(Engine):
             self._quietly(self._acknowledge, handle)
             return None
         if self.policy_topic is not None:
-            attempt = max(1, int(received.delivery_attempt or 1))
+            # The server counts the deliveries of this copy; a release's copy carries
+            # the attempts counted before it.
+            tries = _int(attributes.get(TRIES_ATTRIBUTE))
+            attempt = tries + max(1, int(received.delivery_attempt or 1))
         else:
             try:
                 attempt = max(1, int(attributes.get(ATTEMPT_ATTRIBUTE, "1")))
@@ -294,7 +301,31 @@ class PubSubEngine(Engine):
         self._acknowledge(handle)
 
     def release(self, delivery: Delivery) -> None:
-        self._modify([delivery.handle.ack_id], 0, "release")
+        """A nack, which counts nothing without a dead-letter policy. With one, the
+        server would count the delivery: publish a copy that carries the attempts
+        counted so far instead, then ack the original."""
+        handle: _Handle = delivery.handle
+        if self.policy_topic is None:
+            self._modify([handle.ack_id], 0, "release")
+            return
+        attributes = dict(handle.attributes)
+        attributes.update(
+            {
+                TRIES_ATTRIBUTE: str(delivery.attempt - 1),
+                ID_ATTRIBUTE: delivery.id,
+                SUBSCRIPTION_ATTRIBUTE: self.subscription,
+            }
+        )
+        try:
+            self._publish(self.topic, handle.data, attributes)
+        except EngineError as exc:
+            _warn(
+                f"could not publish the release of param {delivery.id} ({exc}): nacked, "
+                "the dead-letter policy counts this delivery"
+            )
+            self._modify([handle.ack_id], 0, "release")
+            return
+        self._acknowledge(handle)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         handle: _Handle = delivery.handle

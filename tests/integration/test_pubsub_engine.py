@@ -327,3 +327,34 @@ def test_sigterm_gives_the_param_back_at_once(queue: Queue) -> None:
         engine.ack(taken[0])
     finally:
         engine.close()
+
+
+def test_a_release_counts_no_attempt_under_a_dead_letter_policy(queue: Queue) -> None:
+    """With a dead-letter policy the server counts every delivery, nacks included: a
+    graceful stop must still not cost the param an attempt."""
+    dead = f"dead-{queue.topic}"
+    queue.publisher.create_topic(request={"name": queue.path("topics", dead)})
+    queue.create(dead_letter=(dead, 5))
+    queue.fill(["x"])
+    engine = queue.engine()
+    try:
+        attempts = []
+        for _ in range(3):  # released twice, then run
+            taken: list[Any] = []
+            deadline = time.monotonic() + 20
+            while not taken and time.monotonic() < deadline:
+                taken = engine.take(1, 1.0)
+            assert [d.param for d in taken] == ["x"]
+            attempts.append(taken[0].attempt)
+            if len(attempts) < 3:
+                engine.release(taken[0])
+        engine.retry(taken[0], "exit code 1")  # a failure still counts
+        again: list[Any] = []
+        deadline = time.monotonic() + 20
+        while not again and time.monotonic() < deadline:
+            again = engine.take(1, 1.0)
+        attempts.append(again[0].attempt)
+        engine.ack(again[0])
+    finally:
+        engine.close()
+    assert attempts == [1, 1, 1, 2]
