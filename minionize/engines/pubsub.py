@@ -220,7 +220,7 @@ class PubSubEngine(Engine):
             except errors.NotFound:
                 raise EngineError(f"the subscription {self.subscription} no longer exists") from None
             except errors.GoogleAPICallError as exc:
-                raise EngineError(f"cannot pull from {self.subscription}: {exc}") from None
+                raise EngineError(f"cannot pull from {self.subscription}: {redact(str(exc))}") from None
             remaining = deadline - time.monotonic()
             if received or remaining <= 0:
                 break
@@ -293,7 +293,7 @@ class PubSubEngine(Engine):
             self._publish(self.topic, handle.data, attributes)
         except EngineError as exc:
             _warn(
-                f"could not publish the retry of param {delivery.id} ({exc}): nacked, "
+                f"could not publish the retry of param {delivery.id} ({redact(str(exc))}): nacked, "
                 "this attempt will not be counted"
             )
             self._modify([handle.ack_id], 0, "nack")
@@ -320,7 +320,7 @@ class PubSubEngine(Engine):
             self._publish(self.topic, handle.data, attributes)
         except EngineError as exc:
             _warn(
-                f"could not publish the release of param {delivery.id} ({exc}): nacked, "
+                f"could not publish the release of param {delivery.id} ({redact(str(exc))}): nacked, "
                 "the dead-letter policy counts this delivery"
             )
             self._modify([handle.ack_id], 0, "release")
@@ -351,7 +351,7 @@ class PubSubEngine(Engine):
             try:
                 self._publish(self.dead_letter_topic, handle.data, attributes)
             except EngineError as exc:
-                self._keep(delivery, reason, f"publishing it to {self.dead_letter_topic} failed: {exc}")
+                self._keep(delivery, reason, f"publishing it to {self.dead_letter_topic} failed: {redact(str(exc))}")
                 return
             self._acknowledge(handle)
             return
@@ -418,12 +418,12 @@ class PubSubEngine(Engine):
             try:
                 publisher.stop()
             except Exception as exc:  # the process ends anyway: say it, do not raise
-                _warn(f"could not flush the publisher: {exc}")
+                _warn(f"could not flush the publisher: {redact(str(exc))}")
         if subscriber is not None:
             try:
                 subscriber.close()
             except Exception as exc:
-                _warn(f"could not close the subscriber: {exc}")
+                _warn(f"could not close the subscriber: {redact(str(exc))}")
 
     def describe(self) -> str:
         return f"pubsub subscription {self.subscription} (topic {self.topic})"
@@ -452,7 +452,7 @@ class PubSubEngine(Engine):
                 first_error = first_error or exc
         if first_error is not None:
             raise EngineError(
-                f"{errors} of {len(futures)} params could not be published to {self.topic}: {first_error}"
+                f"{errors} of {len(futures)} params could not be published to {self.topic}: {redact(str(first_error))}"
             )
         return len(futures), 0
 
@@ -542,7 +542,7 @@ class PubSubEngine(Engine):
                         f" {self.dead_topic()}"
                     ) from None
                 except errors.GoogleAPICallError as exc:
-                    raise EngineError(f"cannot read the dead letters of {path}: {exc}") from None
+                    raise EngineError(f"cannot read the dead letters of {path}: {redact(str(exc))}") from None
                 if not response.received_messages:
                     return
                 for received in response.received_messages:
@@ -577,7 +577,7 @@ class PubSubEngine(Engine):
                 raise ConfigError(
                     "no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service"
                     " account key file (or PUBSUB_EMULATOR_HOST=host:port for the emulator)"
-                    f" ({exc})"
+                    f" ({redact(str(exc))})"
                 ) from None
 
     def _ensure_subscription(self, path: str) -> Any:
@@ -595,7 +595,7 @@ class PubSubEngine(Engine):
             _warn(f"may not read the settings of {path}: assuming it exists, without dead-letter policy")
             return None
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot reach Pub/Sub for {path}: {exc}") from None
+            raise EngineError(f"cannot reach Pub/Sub for {path}: {redact(str(exc))}") from None
         if info is not None:
             if str(info.topic) != self.topic:
                 raise ConfigError(
@@ -611,7 +611,7 @@ class PubSubEngine(Engine):
         except errors.AlreadyExists:  # another minion was quicker
             return subscriber.get_subscription(request={"subscription": path})
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot create the subscription {path}: {exc}") from None
+            raise EngineError(f"cannot create the subscription {path}: {redact(str(exc))}") from None
 
     def _ensure_reader(self, topic: str) -> None:
         """Pub/Sub drops what reaches a topic without subscription: give a dead-letter
@@ -629,7 +629,7 @@ class PubSubEngine(Engine):
         except (errors.GoogleAPICallError, EngineError) as exc:
             _warn(
                 f"could not check that the dead-letter topic {topic} has a subscription"
-                f" (without one, dead letters are dropped): {exc}"
+                f" (without one, dead letters are dropped): {redact(str(exc))}"
             )
 
     def _create_topic(self, topic: str) -> None:
@@ -639,7 +639,7 @@ class PubSubEngine(Engine):
         except errors.AlreadyExists:
             pass
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot create the topic {topic}: {exc}") from None
+            raise EngineError(f"cannot create the topic {topic}: {redact(str(exc))}") from None
 
     @staticmethod
     def _quietly(action: Any, *args: Any) -> None:

@@ -281,7 +281,7 @@ class RedisEngine(Engine):
             )
         except ValueError as exc:
             raise ConfigError(
-                f"MINION_REDIS_URL={redact(url)!r} is not a Redis URL ({exc}): "
+                f"MINION_REDIS_URL={redact(url)!r} is not a Redis URL ({redact(str(exc))}): "
                 "use e.g. redis://127.0.0.1:6379/0"
             ) from None
         self._settle = self._client.register_script(SETTLE)
@@ -514,7 +514,7 @@ class RedisEngine(Engine):
                 if not pending:
                     self._client.xgroup_delconsumer(self.stream, self.group, self.consumer)
         except EngineError as exc:
-            log.warning("redis: %s", exc)
+            log.warning("redis: %s", redact(str(exc)))
         finally:
             self._client.close()
 
