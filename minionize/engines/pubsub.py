@@ -351,7 +351,8 @@ class PubSubEngine(Engine):
             try:
                 self._publish(self.dead_letter_topic, handle.data, attributes)
             except EngineError as exc:
-                self._keep(delivery, reason, f"publishing it to {self.dead_letter_topic} failed: {redact(str(exc))}")
+                self._keep(delivery, reason,
+                           f"publishing it to {self.dead_letter_topic} failed: {redact(str(exc))}")
                 return
             self._acknowledge(handle)
             return
@@ -452,7 +453,8 @@ class PubSubEngine(Engine):
                 first_error = first_error or exc
         if first_error is not None:
             raise EngineError(
-                f"{errors} of {len(futures)} params could not be published to {self.topic}: {redact(str(first_error))}"
+                f"{errors} of {len(futures)} params could not be published to {self.topic}: "
+                f"{redact(str(first_error))}"
             )
         return len(futures), 0
 
