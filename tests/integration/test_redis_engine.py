@@ -12,14 +12,14 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from minionize.engines.redis import RedisEngine
-from tests.conftest import RedisServer
+from tests.conftest import Minion, RedisServer
+from tests.conftest import start_minion as start
 from tests.services import free_port, wait_for
 from tests.services import script as script_path
 
@@ -53,37 +53,9 @@ def minion_env(queue: RedisEngine, tmp_path: Path, **extra: str) -> dict[str, st
     return env
 
 
-@dataclass
-class Minion:
-    """A real ``minionize`` process; its stderr goes to a file (a pipe would be held open
-    by a task that outlives a SIGKILLed minion)."""
-
-    process: subprocess.Popen[bytes]
-    stderr: Path
-
-    def finish(self, timeout: float = 60) -> tuple[int, str]:
-        """Wait for the minion; return its exit code and stderr."""
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(
-                f"minion still running after {timeout}s; stderr: {self.stderr.read_text()}"
-            ) from None
-        return self.process.returncode, self.stderr.read_text()
-
-
 def start_minion(env: dict[str, str], cwd: Path, script: str, *flags: str) -> Minion:
     """``minionize FLAGS sh -c SCRIPT task PARAM``: the param is $1 of SCRIPT."""
-    command = [script_path("minionize")]  # this checkout's, not whatever PATH finds
-    err = cwd / f"minion-{uuid.uuid4().hex[:6]}.err"
-    with open(err, "wb") as stderr:
-        process = subprocess.Popen(
-            [*command, *flags, "sh", "-c", script, "task"],
-            env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr,
-        )
-    return Minion(process, err)
+    return start(env, cwd, *flags, "sh", "-c", script, "task")
 
 
 def records(tmp_path: Path) -> list[tuple[str, int, int]]:
