@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .engines._kit import canonical_json
 from .engines.base import Delivery, Engine, Param
 
 if TYPE_CHECKING:
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
 
 
 class MemoryEngine(Engine):
-    """A finite queue in memory that records every settle, in order."""
+    """A finite queue in memory that records every settle, in order.
+
+    It keeps the contract of every engine (tests/integration/test_engine_contract.py):
+    ``fill`` skips a param already present (equal canonical JSON), ``status`` and
+    ``list`` give the shared keys. Ids are ``"0"``, ``"1"``, ... in fill order.
+    """
 
     name = "memory"
 
@@ -31,6 +37,10 @@ class MemoryEngine(Engine):
         self.in_flight: dict[str, Delivery] = {}
         self.done: list[Param] = []
         self.dead: list[tuple[Param, str]] = []
+        #: Canonical JSON of every param ever added -> its id (fill's de-duplication).
+        self._known: dict[str, str] = {}
+        #: (id, param, attempts that ran, reason) of settled params, for ``list``.
+        self._records: dict[str, list[tuple[str, Param, int, str]]] = {"done": [], "dead": []}
         self.events: list[tuple[str, str, int]] = []
         self.extended = 0
         self.fill(params)
@@ -65,6 +75,7 @@ class MemoryEngine(Engine):
         with self._lock:
             self._settle(delivery, "ack")
             self.done.append(delivery.param)
+            self._records["done"].append((delivery.id, delivery.param, delivery.attempt, ""))
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         with self._lock:
@@ -80,6 +91,7 @@ class MemoryEngine(Engine):
         with self._lock:
             self._settle(delivery, "dead")
             self.dead.append((delivery.param, reason))
+            self._records["dead"].append((delivery.id, delivery.param, delivery.attempt, reason))
 
     def heartbeat_interval(self) -> float:
         return 0.2
@@ -89,27 +101,41 @@ class MemoryEngine(Engine):
             self.extended += 1
 
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
-        added = 0
+        """Add params; one equal to a param already added (done or not) is skipped.
+        Raises ValueError for what standard JSON cannot hold (NaN, infinities)."""
+        added = skipped = 0
         with self._lock:
             for param in params:
+                text = canonical_json(param)
+                if text in self._known:
+                    skipped += 1
+                    continue
+                self._known[text] = str(self._next_id)
                 self._todo.append(Delivery(param, str(self._next_id)))
                 self._next_id += 1
                 added += 1
-        return added, 0
+        return added, skipped
 
     def status(self) -> dict[str, Any]:
         with self._lock:
-            return {
+            counts = {
                 "todo": len(self._todo),
                 "in_flight": len(self.in_flight),
+                "expired": 0,  # no leases: a process owns its memory
                 "done": len(self.done),
                 "dead": len(self.dead),
             }
+        counts["total"] = sum(counts.values())
+        return counts
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        """``done`` or ``dead`` params: id, param, attempts (that ran), and the reason of
+        a dead letter."""
         with self._lock:
-            if kind == "done":
-                records = [{"param": p} for p in self.done]
-            else:
-                records = [{"param": p, "reason": r} for p, r in self.dead]
+            records = []
+            for id_, param, attempts, reason in self._records[kind]:
+                record: dict[str, Any] = {"id": id_, "param": param, "attempts": attempts}
+                if kind == "dead":
+                    record["reason"] = reason
+                records.append(record)
         return iter(records)

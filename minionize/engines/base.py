@@ -17,6 +17,25 @@ guard their state with a lock.
 Queue administration (``minion-queue``) uses the optional methods at the end
 (:meth:`fill`, :meth:`status`, ...); an engine that cannot do one raises
 :class:`~minionize.errors.UnsupportedOperation`.
+
+The contract every engine keeps, checked for each of them by one parametrized suite
+(``tests/integration/test_engine_contract.py``):
+
+* ``attempt`` counts from 1. A retry counts an attempt, a release never does, and an
+  expired lease does (the run started) where the engine can know it.
+* A lease (:meth:`heartbeat_interval`, :meth:`extend`) keeps a running param from every
+  other minion; once it expires, the param goes to another minion.
+* Params are stored as canonical JSON (``_kit.canonical_json``): equal params are one
+  param, and NaN or infinities are refused (ValueError), never written.
+* :meth:`fill` skips a param already in the queue, done or not, where the engine keeps a
+  record of what it holds (sweep, redis, memory; Pub/Sub and Pulsar cannot).
+* :meth:`status` returns exactly the keys of :data:`STATUS_KEYS` (ints, or None where
+  the engine cannot know); :meth:`list` rows have ``id``, ``param``, ``attempts`` (the
+  attempts that ran: a param done on its first run says 1) and, for dead letters,
+  ``reason``.
+* An unreachable server is ridden out for ``MINION_OUTAGE_TIMEOUT`` seconds under the
+  one outage policy (``_kit.Outage``), then :class:`~minionize.errors.EngineError`.
+* Messages never carry a credential (``_kit.redact``).
 """
 
 from __future__ import annotations
@@ -34,6 +53,9 @@ if TYPE_CHECKING:
 
 Param = Any
 """A param: any JSON value (string, number, list, mapping, ...)."""
+
+#: The keys of :meth:`Engine.status`, the same for every engine.
+STATUS_KEYS = ("todo", "in_flight", "expired", "done", "dead", "total")
 
 
 @dataclass
@@ -155,12 +177,14 @@ class Engine(abc.ABC):
 
     # -- administration (minion-queue) -----------------------------------------------
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
-        """Add params; return (added, skipped as already present)."""
+        """Add params; return (added, skipped as already present, done or not).
+        Raises ValueError for what standard JSON cannot hold (NaN, infinities)."""
         raise UnsupportedOperation(f"the {self.name} engine cannot be filled by minion-queue")
 
     def status(self) -> dict[str, Any]:
-        """Counters. Keys, where the engine can tell: ``todo``, ``in_flight``,
-        ``expired``, ``done``, ``dead``, ``total``."""
+        """Counters, with exactly the keys of :data:`STATUS_KEYS`: ``todo``,
+        ``in_flight``, ``expired``, ``done``, ``dead``, ``total`` (ints; None for a
+        counter the engine cannot know, documented by the engine)."""
         raise UnsupportedOperation(f"the {self.name} engine cannot report its status")
 
     def requeue_dead(self) -> int:
@@ -172,6 +196,6 @@ class Engine(abc.ABC):
         raise UnsupportedOperation(f"the {self.name} engine has no leases to reset")
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        """Records of ``kind`` (``done`` or ``dead``): at least ``param``, and for dead
-        letters ``reason``."""
+        """Records of ``kind`` (``done`` or ``dead``), each with ``id``, ``param``,
+        ``attempts`` (the attempts that ran) and, for dead letters, ``reason``."""
         raise UnsupportedOperation(f"the {self.name} engine cannot list {kind} params")

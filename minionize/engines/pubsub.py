@@ -16,19 +16,27 @@ the topic and the subscription are created when missing (``PUBSUB_EMULATOR_HOST`
 * attempt: the server's ``delivery_attempt`` when the subscription has a dead-letter
   policy; otherwise the ``minion_attempt`` attribute, which a retry sets on the copy it
   publishes (the failed message is acked once the copy is published).
-* ack on success; ModifyAckDeadline 0 (a nack) on release, and on retry with a
-  dead-letter policy.
+* ack on success; ModifyAckDeadline 0 (a nack) on retry with a dead-letter policy, and
+  on release without one. With a policy the server counts every delivery, so a release
+  publishes a copy carrying the attempts counted so far (``minion_tries``; attempt =
+  that + ``delivery_attempt``) and acks the original: a graceful stop costs no attempt.
 * dead letter, first that applies: the subscription's dead-letter policy (nack: the
   server moves the message after its ``max_delivery_attempts`` deliveries; a message
   delivered more than ``MINION_MAX_ATTEMPTS`` times is nacked unrun meanwhile);
   ``MINION_DEAD_LETTER_TOPIC`` (a copy with a ``reason`` attribute, then ack); else the
   message stays on the subscription, hidden for a minute, and stderr says so every time.
+* outages: a call that fails because the service cannot be reached (unavailable,
+  internal error, aborted) is retried under the one outage policy
+  (``MINION_OUTAGE_TIMEOUT``, see ``_kit.Outage``), then the minion stops (exit 2).
+* what it cannot do: ``fill`` cannot skip params already published (Pub/Sub keeps no
+  record of them); ``status`` has the shared keys but all None (the API does not tell
+  the backlog); without a dead-letter policy an expired lease (a minion killed while
+  running the param) does not count an attempt (the server gives no delivery count).
 """
 
 from __future__ import annotations
 
 import builtins
-import json
 import re
 import sys
 import threading
@@ -37,8 +45,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import ConfigError, EngineError, MissingExtraError, UnsupportedOperation
-from .base import Delivery, Engine, Param, decode_param
+from ..errors import ConfigError, EngineError, UnsupportedOperation
+from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, canonical_json, optional_import, redact
+from .base import STATUS_KEYS, Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -46,6 +55,8 @@ if TYPE_CHECKING:
 DECODERS = ("identity", "json")
 #: Attributes minionize writes on the messages it publishes.
 ATTEMPT_ATTRIBUTE = "minion_attempt"
+#: With a dead-letter policy: attempts counted before this copy of the message existed.
+TRIES_ATTRIBUTE = "minion_tries"
 ID_ATTRIBUTE = "minion_id"
 SUBSCRIPTION_ATTRIBUTE = "minion_subscription"
 REASON_ATTRIBUTE = "reason"
@@ -64,11 +75,8 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}$")
 
 
 def _pubsub() -> Any:
-    try:
-        from google.cloud import pubsub_v1
-    except ImportError:
-        raise MissingExtraError("the pubsub engine", "pubsub", "google-cloud-pubsub") from None
-    return pubsub_v1
+    return optional_import("google.cloud.pubsub_v1", "the pubsub engine", "pubsub",
+                           "google-cloud-pubsub")
 
 
 def _api_errors() -> Any:
@@ -77,8 +85,14 @@ def _api_errors() -> Any:
     return exceptions
 
 
+def _transient() -> tuple[type[BaseException], ...]:
+    """The errors of a service that cannot be reached right now (the outage policy)."""
+    errors = _api_errors()
+    return (errors.ServiceUnavailable, errors.InternalServerError, errors.Aborted)
+
+
 def _warn(message: str) -> None:
-    print(f"minionize: pubsub: {message}", file=sys.stderr, flush=True)
+    print(f"minionize: pubsub: {redact(message)}", file=sys.stderr, flush=True)
 
 
 def _path(kind: str, project: str, name: str, variable: str) -> str:
@@ -103,6 +117,13 @@ def _short(text: str, limit: int = MAX_ATTRIBUTE_BYTES) -> str:
     return data[: limit - 3].decode("utf-8", errors="ignore") + "..."
 
 
+def _int(text: Optional[str]) -> int:
+    try:
+        return int(text or 0)
+    except ValueError:
+        return 0
+
+
 @dataclass
 class _Handle:
     ack_id: str
@@ -124,6 +145,7 @@ class PubSubEngine(Engine):
         max_attempts: int = 3,
         lease: Optional[float] = None,
         dead_letter_topic: Optional[str] = None,
+        outage_timeout: float = DEFAULT_OUTAGE_SECONDS,
     ) -> None:
         if decoder not in DECODERS:
             raise ConfigError(f"GOOGLE_DECODER={decoder!r} is not one of {', '.join(DECODERS)}")
@@ -147,7 +169,7 @@ class PubSubEngine(Engine):
         self._publisher: Any = None
         self._lock = threading.Lock()
         self._closed = False
-        self._quiet_until = 0.0
+        self._outage = Outage(f"pubsub subscription {self.subscription}", outage_timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PubSubEngine:
@@ -171,6 +193,7 @@ class PubSubEngine(Engine):
             max_attempts=settings.max_attempts,
             lease=settings.lease if explicit_lease else None,
             dead_letter_topic=env.str("MINION_DEAD_LETTER_TOPIC"),
+            outage_timeout=settings.outage_timeout,
         )
 
     # -- taking ----------------------------------------------------------------------
@@ -179,7 +202,7 @@ class PubSubEngine(Engine):
         errors = _api_errors()
         deadline = time.monotonic() + timeout
         received: list[Any] = []
-        while True:
+        def pull() -> list[Any]:
             remaining = deadline - time.monotonic()
             try:
                 response = self._client().pull(
@@ -187,18 +210,17 @@ class PubSubEngine(Engine):
                     timeout=max(remaining, 1.0),
                     retry=None,
                 )
-                received = list(response.received_messages)
             except errors.DeadlineExceeded:
-                received = []
-            except (errors.ServiceUnavailable, errors.InternalServerError, errors.Aborted) as exc:
-                if time.monotonic() >= self._quiet_until:  # once a minute in an outage
-                    self._quiet_until = time.monotonic() + 60
-                    _warn(f"pull failed, trying again: {exc}")
-                received = []
+                return []
+            return list(response.received_messages)
+
+        while True:
+            try:
+                received = self._outage.call(pull, _transient())
             except errors.NotFound:
                 raise EngineError(f"the subscription {self.subscription} no longer exists") from None
             except errors.GoogleAPICallError as exc:
-                raise EngineError(f"cannot pull from {self.subscription}: {exc}") from None
+                raise EngineError(f"cannot pull from {self.subscription}: {redact(str(exc))}") from None
             remaining = deadline - time.monotonic()
             if received or remaining <= 0:
                 break
@@ -222,7 +244,10 @@ class PubSubEngine(Engine):
             self._quietly(self._acknowledge, handle)
             return None
         if self.policy_topic is not None:
-            attempt = max(1, int(received.delivery_attempt or 1))
+            # The server counts the deliveries of this copy; a release's copy carries
+            # the attempts counted before it.
+            tries = _int(attributes.get(TRIES_ATTRIBUTE))
+            attempt = tries + max(1, int(received.delivery_attempt or 1))
         else:
             try:
                 attempt = max(1, int(attributes.get(ATTEMPT_ATTRIBUTE, "1")))
@@ -239,11 +264,12 @@ class PubSubEngine(Engine):
         return delivery
 
     def _encode(self, param: Param) -> bytes:
+        """A string as it is (identity decoder), else canonical JSON (ValueError for NaN)."""
         if isinstance(param, bytes):
             return param
         if isinstance(param, str) and self.decoder == "identity":
             return param.encode("utf-8")
-        return json.dumps(param, ensure_ascii=False).encode("utf-8")
+        return canonical_json(param).encode("utf-8")
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
@@ -267,7 +293,7 @@ class PubSubEngine(Engine):
             self._publish(self.topic, handle.data, attributes)
         except EngineError as exc:
             _warn(
-                f"could not publish the retry of param {delivery.id} ({exc}): nacked, "
+                f"could not publish the retry of param {delivery.id} ({redact(str(exc))}): nacked, "
                 "this attempt will not be counted"
             )
             self._modify([handle.ack_id], 0, "nack")
@@ -275,7 +301,31 @@ class PubSubEngine(Engine):
         self._acknowledge(handle)
 
     def release(self, delivery: Delivery) -> None:
-        self._modify([delivery.handle.ack_id], 0, "release")
+        """A nack, which counts nothing without a dead-letter policy. With one, the
+        server would count the delivery: publish a copy that carries the attempts
+        counted so far instead, then ack the original."""
+        handle: _Handle = delivery.handle
+        if self.policy_topic is None:
+            self._modify([handle.ack_id], 0, "release")
+            return
+        attributes = dict(handle.attributes)
+        attributes.update(
+            {
+                TRIES_ATTRIBUTE: str(delivery.attempt - 1),
+                ID_ATTRIBUTE: delivery.id,
+                SUBSCRIPTION_ATTRIBUTE: self.subscription,
+            }
+        )
+        try:
+            self._publish(self.topic, handle.data, attributes)
+        except EngineError as exc:
+            _warn(
+                f"could not publish the release of param {delivery.id} ({redact(str(exc))}): nacked, "
+                "the dead-letter policy counts this delivery"
+            )
+            self._modify([handle.ack_id], 0, "release")
+            return
+        self._acknowledge(handle)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         handle: _Handle = delivery.handle
@@ -301,7 +351,8 @@ class PubSubEngine(Engine):
             try:
                 self._publish(self.dead_letter_topic, handle.data, attributes)
             except EngineError as exc:
-                self._keep(delivery, reason, f"publishing it to {self.dead_letter_topic} failed: {exc}")
+                self._keep(delivery, reason,
+                           f"publishing it to {self.dead_letter_topic} failed: {redact(str(exc))}")
                 return
             self._acknowledge(handle)
             return
@@ -368,12 +419,12 @@ class PubSubEngine(Engine):
             try:
                 publisher.stop()
             except Exception as exc:  # the process ends anyway: say it, do not raise
-                _warn(f"could not flush the publisher: {exc}")
+                _warn(f"could not flush the publisher: {redact(str(exc))}")
         if subscriber is not None:
             try:
                 subscriber.close()
             except Exception as exc:
-                _warn(f"could not close the subscriber: {exc}")
+                _warn(f"could not close the subscriber: {redact(str(exc))}")
 
     def describe(self) -> str:
         return f"pubsub subscription {self.subscription} (topic {self.topic})"
@@ -388,9 +439,10 @@ class PubSubEngine(Engine):
         """Publish every param (JSON text; a string as it is with the identity decoder),
         after creating the topic and the subscription: Pub/Sub drops what is published
         to a topic that has no subscription yet."""
+        payloads = [self._encode(param) for param in params]  # refuse NaN before any publish
         self._ensure_subscription(self.subscription)
         publisher = self._client("publisher")
-        futures = [publisher.publish(self.topic, self._encode(param)) for param in params]
+        futures = [publisher.publish(self.topic, payload) for payload in payloads]
         errors = 0
         first_error: Optional[BaseException] = None
         for future in futures:
@@ -401,40 +453,25 @@ class PubSubEngine(Engine):
                 first_error = first_error or exc
         if first_error is not None:
             raise EngineError(
-                f"{errors} of {len(futures)} params could not be published to {self.topic}: {first_error}"
+                f"{errors} of {len(futures)} params could not be published to {self.topic}: "
+                f"{redact(str(first_error))}"
             )
         return len(futures), 0
 
     def status(self) -> dict[str, Any]:
-        """What the Pub/Sub API tells: the subscription's settings, not its backlog."""
+        """The shared keys, all None: the Pub/Sub API tells no backlog (see the Cloud
+        Monitoring metric subscription/num_undelivered_messages; the emulator has none).
+        Checks that the subscription can be read; an empty subscription that does not
+        exist yet counts zero."""
         errors = _api_errors()
+        unknown: dict[str, Any] = dict.fromkeys(STATUS_KEYS)
         try:
-            info = self._client().get_subscription(request={"subscription": self.subscription})
+            self._client().get_subscription(request={"subscription": self.subscription})
         except errors.NotFound:
-            return {
-                "subscription": self.subscription,
-                "exists": False,
-                "backlog": 0,
-                "note": "the subscription does not exist yet (minion-queue fill creates it)",
-            }
+            return dict.fromkeys(unknown, 0)  # minion-queue fill creates it
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot read {self.subscription}: {exc}") from None
-        policy = info.dead_letter_policy
-        counters: dict[str, Any] = {
-            "backlog": None,
-            "note": "the Pub/Sub API does not tell the backlog: see the Cloud Monitoring metric"
-            " subscription/num_undelivered_messages (the emulator has none)",
-            "subscription": self.subscription,
-            "topic": str(info.topic),
-            "exists": True,
-            "ack_deadline_seconds": int(info.ack_deadline_seconds),
-        }
-        if policy.dead_letter_topic:
-            counters["dead_letter_topic"] = str(policy.dead_letter_topic)
-            counters["max_delivery_attempts"] = int(policy.max_delivery_attempts or 5)
-        elif self.dead_letter_topic:
-            counters["dead_letter_topic"] = self.dead_letter_topic
-        return counters
+            raise EngineError(f"cannot read {self.subscription}: {redact(str(exc))}") from None
+        return unknown
 
     def requeue_dead(self) -> int:
         """Publish every dead letter to the topic again, as a first attempt."""
@@ -471,8 +508,8 @@ class PubSubEngine(Engine):
                     f"moved by the dead-letter policy after"
                     f" {attributes.get('CloudPubSubDeadLetterSourceDeliveryCount', '?')} deliveries",
                 ),
-                "attempt": attributes.get(ATTEMPT_ATTRIBUTE)
-                or attributes.get("CloudPubSubDeadLetterSourceDeliveryCount"),
+                "attempts": _int(attributes.get(ATTEMPT_ATTRIBUTE)
+                                 or attributes.get("CloudPubSubDeadLetterSourceDeliveryCount")),
             }
 
     def _dead_subscription(self) -> str:
@@ -507,7 +544,7 @@ class PubSubEngine(Engine):
                         f" {self.dead_topic()}"
                     ) from None
                 except errors.GoogleAPICallError as exc:
-                    raise EngineError(f"cannot read the dead letters of {path}: {exc}") from None
+                    raise EngineError(f"cannot read the dead letters of {path}: {redact(str(exc))}") from None
                 if not response.received_messages:
                     return
                 for received in response.received_messages:
@@ -542,7 +579,7 @@ class PubSubEngine(Engine):
                 raise ConfigError(
                     "no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service"
                     " account key file (or PUBSUB_EMULATOR_HOST=host:port for the emulator)"
-                    f" ({exc})"
+                    f" ({redact(str(exc))})"
                 ) from None
 
     def _ensure_subscription(self, path: str) -> Any:
@@ -560,7 +597,7 @@ class PubSubEngine(Engine):
             _warn(f"may not read the settings of {path}: assuming it exists, without dead-letter policy")
             return None
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot reach Pub/Sub for {path}: {exc}") from None
+            raise EngineError(f"cannot reach Pub/Sub for {path}: {redact(str(exc))}") from None
         if info is not None:
             if str(info.topic) != self.topic:
                 raise ConfigError(
@@ -576,7 +613,7 @@ class PubSubEngine(Engine):
         except errors.AlreadyExists:  # another minion was quicker
             return subscriber.get_subscription(request={"subscription": path})
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot create the subscription {path}: {exc}") from None
+            raise EngineError(f"cannot create the subscription {path}: {redact(str(exc))}") from None
 
     def _ensure_reader(self, topic: str) -> None:
         """Pub/Sub drops what reaches a topic without subscription: give a dead-letter
@@ -594,7 +631,7 @@ class PubSubEngine(Engine):
         except (errors.GoogleAPICallError, EngineError) as exc:
             _warn(
                 f"could not check that the dead-letter topic {topic} has a subscription"
-                f" (without one, dead letters are dropped): {exc}"
+                f" (without one, dead letters are dropped): {redact(str(exc))}"
             )
 
     def _create_topic(self, topic: str) -> None:
@@ -604,7 +641,7 @@ class PubSubEngine(Engine):
         except errors.AlreadyExists:
             pass
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot create the topic {topic}: {exc}") from None
+            raise EngineError(f"cannot create the topic {topic}: {redact(str(exc))}") from None
 
     @staticmethod
     def _quietly(action: Any, *args: Any) -> None:
@@ -618,29 +655,42 @@ class PubSubEngine(Engine):
     def _acknowledge(self, handle: _Handle) -> None:
         errors = _api_errors()
         try:
-            self._client().acknowledge(
-                request={"subscription": self.subscription, "ack_ids": [handle.ack_id]}
+            self._outage.call(
+                lambda: self._client().acknowledge(
+                    request={"subscription": self.subscription, "ack_ids": [handle.ack_id]}
+                ),
+                _transient(),
             )
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot ack on {self.subscription}: {exc}") from None
+            raise EngineError(f"cannot ack on {self.subscription}: {redact(str(exc))}") from None
 
     def _modify(self, ack_ids: Sequence[str], seconds: int, what: str) -> None:
         errors = _api_errors()
         try:
-            self._client().modify_ack_deadline(
-                request={
-                    "subscription": self.subscription,
-                    "ack_ids": list(ack_ids),
-                    "ack_deadline_seconds": seconds,
-                }
+            self._outage.call(
+                lambda: self._client().modify_ack_deadline(
+                    request={
+                        "subscription": self.subscription,
+                        "ack_ids": list(ack_ids),
+                        "ack_deadline_seconds": seconds,
+                    }
+                ),
+                _transient(),
             )
         except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot {what} {len(ack_ids)} message(s): {exc}") from None
+            raise EngineError(
+                f"cannot {what} {len(ack_ids)} message(s): {redact(str(exc))}"
+            ) from None
 
     def _publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> None:
+        def publish() -> None:
+            self._client("publisher").publish(topic, data, **attributes).result(
+                timeout=PUBLISH_TIMEOUT
+            )
+
         try:
-            self._client("publisher").publish(topic, data, **attributes).result(timeout=PUBLISH_TIMEOUT)
+            self._outage.call(publish, _transient())
         except EngineError:
             raise
         except Exception as exc:
-            raise EngineError(f"cannot publish to {topic}: {exc}") from None
+            raise EngineError(f"cannot publish to {topic}: {redact(str(exc))}") from None

@@ -6,9 +6,15 @@ JSON, as ``minion-queue fill`` writes it) and, once it went round, bookkeeping f
 ``origin`` (the id of the first entry, the param's stable id) and ``tries`` (attempts
 already counted before this entry existed).
 
-* take: first XAUTOCLAIM entries whose lease expired (a dead minion's work comes back,
-  counting an attempt: the delivery count grows), then XREADGROUP ``>`` with COUNT =
-  the free slots and BLOCK = the timeout. attempt = ``tries`` + the delivery count.
+* fill: each param is added once: its id (a hash of its canonical JSON) goes into the
+  set ``<stream>:ids`` in the same Lua script as the XADD, so a param already present
+  (todo, in flight, done or dead) is skipped, even by two fills at once.
+* take: first XCLAIM entries whose lease expired and that this minion is not running
+  (a dead minion's work comes back, counting an attempt: the delivery count grows),
+  then XREADGROUP ``>`` with COUNT = the free slots and BLOCK = the timeout.
+  attempt = ``tries`` + the delivery count. A minion never claims an entry it runs
+  itself (after an outage its own lease may look expired): that would count an
+  attempt that never started.
 * extend: XCLAIM ... JUSTID on the entries this minion still owns resets their idle time
   (the lease), every MINION_LEASE / 3 seconds.
 * ack: XACK + XDEL, and a counter ``<stream>:done`` is incremented.
@@ -19,7 +25,11 @@ already counted before this entry existed).
 
 Each settlement is one Lua script, so it is atomic and happens only if this minion still
 owns the entry (a minion that lost its lease cannot requeue a param that another one now
-runs). Settled entries are deleted: the stream holds only what is to do or in flight,
+runs). A settle or a lease renewal that cannot reach the server is retried under the
+outage policy (``MINION_OUTAGE_TIMEOUT``, see ``_kit.Outage``) until it lands: the
+scripts check the entry is still pending, so a settle that landed before its reply was
+lost is not applied twice. A success is therefore never turned into a dead letter by
+a server restart. Settled entries are deleted: the stream holds only what is to do or in flight,
 which keeps it small and makes ``todo`` = length - pending. So the stream belongs to one
 consumer group. Needs Redis 6.2 or newer (XAUTOCLAIM).
 """
@@ -27,19 +37,20 @@ consumer group. Needs Redis 6.2 or newer (XAUTOCLAIM).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
-from ..errors import ConfigError, EngineError, MissingExtraError, UnsupportedOperation
+from ..errors import ConfigError, EngineError, UnsupportedOperation
+from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, canonical_json, optional_import, redact
 from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
@@ -47,14 +58,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_STREAM = "minionize"
 DEFAULT_GROUP = "minionize"
 #: Longest BLOCK of one XREADGROUP (the socket timeout must exceed it).
 MAX_BLOCK = 10.0
 SOCKET_TIMEOUT = 30.0
-#: How long a running minion waits for an unreachable server before it gives up.
-OUTAGE_TOLERANCE = 60.0
+#: Params added per fill script.
+FILL_BATCH = 1000
 #: Fields the engine writes; the others of an entry are kept as they are.
 BOOK_FIELDS = ("origin", "tries", "reason")
 
@@ -75,17 +88,47 @@ end
 return 1
 """
 
-# KEYS: stream. ARGV: group, consumer, min idle ms, cursor, count.
-# Returns {next cursor, {id, fields, delivery count}, ...}.
-CLAIM = """
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5])
-local out = {r[1]}
-for _, e in ipairs(r[2]) do
-  if e[2] then
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
-    if #p > 0 then table.insert(out, {e[1], e[2], p[1][4]}) end
+# KEYS: stream, ids set. ARGV: param id, text, param id, text... Adds each param whose
+# id is new (SADD and XADD together); returns how many were added.
+FILL = """
+local added = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
+    redis.call('XADD', KEYS[1], '*', 'param', ARGV[i + 1], 'origin', ARGV[i])
+    added = added + 1
   end
 end
+return added
+"""
+
+# KEYS: stream. ARGV: group, consumer, min idle ms, start id, count, then the ids this
+# consumer runs (never claimed: claiming raises the delivery count, that is, an attempt).
+# Claims up to count entries idle that long; returns {next start, {id, fields, delivery
+# count}, ...}; next start is '' when the whole pending list was scanned. Entries
+# deleted meanwhile are acked away.
+CLAIM = """
+local mine = {}
+for i = 6, #ARGV do mine[ARGV[i]] = true end
+local want = tonumber(ARGV[5])
+local scan = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', want * 4 + 10)
+local out = {''}
+local taken = 0
+for _, p in ipairs(scan) do
+  if taken >= want then out[1] = p[1]; return out end
+  if not (p[2] == ARGV[2] and mine[p[1]]) then
+    local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1])
+    if #c > 0 then
+      if c[1][2] then
+        local q = redis.call('XPENDING', KEYS[1], ARGV[1], p[1], p[1], 1)
+        table.insert(out, {c[1][1], c[1][2], q[1][4]})
+        taken = taken + 1
+      else
+        redis.call('XACK', KEYS[1], ARGV[1], p[1])
+      end
+    end
+  end
+end
+if #scan >= want * 4 + 10 then out[1] = '(' .. scan[#scan][1] end
 return out
 """
 
@@ -174,23 +217,20 @@ class Unreachable(EngineError):
 
 
 def _import_redis() -> Any:
-    try:
-        import redis
-    except ImportError:
-        raise MissingExtraError("the redis engine", "redis", "redis") from None
-    return redis
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+    return optional_import("redis", "the redis engine", "redis")
 
 
 def encode_param(param: Param, decoder: str) -> str:
-    """The ``param`` field for a param: canonical JSON, or the string itself (identity)."""
+    """The ``param`` field for a param: canonical JSON, or the string itself (identity).
+    Raises ValueError for what standard JSON cannot hold (NaN, infinities)."""
     if decoder == "identity" and isinstance(param, str):
         return param
-    return json.dumps(param, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return canonical_json(param)
+
+
+def param_id(param: Param) -> str:
+    """A param's stable id: a hash of its canonical JSON (equal params, one id)."""
+    return hashlib.sha256(canonical_json(param).encode("utf-8")).hexdigest()[:16]
 
 
 @dataclass
@@ -215,6 +255,7 @@ class RedisEngine(Engine):
         lease: float = 300.0,
         max_attempts: int = 3,
         consumer: Optional[str] = None,
+        outage_timeout: float = DEFAULT_OUTAGE_SECONDS,
     ) -> None:
         self.url = url
         self.stream = stream
@@ -224,6 +265,7 @@ class RedisEngine(Engine):
         self.max_attempts = max_attempts
         self.dead_stream = f"{stream}:dead"
         self.done_key = f"{stream}:done"
+        self.ids_key = f"{stream}:ids"
         self.consumer = consumer or (
             f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         )
@@ -239,7 +281,7 @@ class RedisEngine(Engine):
             )
         except ValueError as exc:
             raise ConfigError(
-                f"MINION_REDIS_URL={redact(url)!r} is not a Redis URL ({exc}): "
+                f"MINION_REDIS_URL={redact(url)!r} is not a Redis URL ({redact(str(exc))}): "
                 "use e.g. redis://127.0.0.1:6379/0"
             ) from None
         self._settle = self._client.register_script(SETTLE)
@@ -248,9 +290,11 @@ class RedisEngine(Engine):
         self._lock = threading.Lock()
         #: Entry ids delivered by this minion and not settled yet.
         self._running: set[str] = set()
-        self._cursor = "0-0"
+        self._cursor = "-"
         self._next_claim = 0.0
-        self._down_since: Optional[float] = None
+        self._outage = Outage(
+            f"redis stream {stream!r} at {redact(url)}", outage_timeout
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisEngine:
@@ -262,29 +306,20 @@ class RedisEngine(Engine):
             decoder=env.choice("MINION_REDIS_DECODER", "json", ("json", "identity")),
             lease=settings.lease,
             max_attempts=settings.max_attempts,
+            outage_timeout=settings.outage_timeout,
         )
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
         if max_count < 1:
             return []
-        try:
-            deliveries = self._take(max_count, timeout)
-        except Unreachable as exc:
-            # Ride out a restart of the server (a pod rescheduled, a failover): nothing
-            # is lost meanwhile, pending entries stay pending. Give up after a while.
-            now = time.monotonic()
-            if self._down_since is None:
-                self._down_since = now
-                log.warning("redis: %s; retrying for %gs", exc, OUTAGE_TOLERANCE)
-            if now - self._down_since > OUTAGE_TOLERANCE:
-                raise
-            time.sleep(min(timeout, 1.0))
-            return []
-        if self._down_since is not None:
-            log.warning("redis: reachable again")
-            self._down_since = None
-        return deliveries
+        # Ride out a restart of the server (a pod rescheduled, a failover): nothing is
+        # lost meanwhile, pending entries stay pending. Give up after the outage timeout.
+        return self._retried(lambda: self._take(max_count, timeout))
+
+    def _retried(self, call: Callable[[], T]) -> T:
+        """``call()`` under the outage policy: retried while the server is unreachable."""
+        return self._outage.call(call, (Unreachable,))
 
     def _take(self, max_count: int, timeout: float) -> list[Delivery]:
         deliveries = self._take_expired(max_count)
@@ -317,27 +352,26 @@ class RedisEngine(Engine):
         now = time.monotonic()
         if now < self._next_claim:
             return []
-        with self._errors("XAUTOCLAIM"):
+        with self._lock:
+            running = sorted(self._running)
+        with self._errors("XCLAIM"):
             try:
                 reply = self._claim(
                     keys=[self.stream],
                     args=[self.group, self.consumer, int(self.lease * 1000), self._cursor,
-                          max_count],
+                          max_count, *running],
                 )
             except self._redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 self._create_group()  # the stream was deleted, or the server restarted
                 return []
-        self._cursor = reply[0]
+        self._cursor = reply[0] or "-"
         claimed = reply[1:]
-        if self._cursor == "0-0" and len(claimed) < max_count:
+        if not reply[0] and len(claimed) < max_count:
             self._next_claim = now + min(1.0, self.lease / 4)
         deliveries = []
         for entry_id, flat, count in claimed:
-            with self._lock:
-                if entry_id in self._running:
-                    continue  # our own, still running: the claim just renewed its lease
             log.warning("redis: took over %s, whose lease expired", entry_id)
             fields = dict(zip(flat[::2], flat[1::2]))
             deliveries.append(self._decode(entry_id, fields, int(count)))
@@ -416,15 +450,23 @@ class RedisEngine(Engine):
         self, delivery: Delivery, owner: str, action: str, target: str, fields: list[str]
     ) -> int:
         entry = self._entry(delivery)
-        with self._errors(f"settling {entry.entry_id}"):
-            done = int(
-                self._settle(
-                    keys=[self.stream, target],
-                    args=[self.group, entry.entry_id, owner, action, *fields],
+
+        def settle() -> int:
+            with self._errors(f"settling {entry.entry_id}"):
+                return int(
+                    self._settle(
+                        keys=[self.stream, target],
+                        args=[self.group, entry.entry_id, owner, action, *fields],
+                    )
                 )
-            )
-        with self._lock:
-            self._running.discard(entry.entry_id)
+
+        try:
+            # Retried until it lands: the script acts only while the entry is pending
+            # (and, but for an ack, ours), so a retry after a lost reply is harmless.
+            done = self._retried(settle)
+        finally:
+            with self._lock:
+                self._running.discard(entry.entry_id)
         if done < 0:
             log.warning(
                 "redis: %s was taken over by another minion (lease expired): left to it",
@@ -446,8 +488,13 @@ class RedisEngine(Engine):
         ids = [self._entry(d).entry_id for d in deliveries]
         if not ids:
             return
-        with self._errors("XCLAIM"):
-            kept = int(self._extend(keys=[self.stream], args=[self.group, self.consumer, *ids]))
+        def extend() -> int:
+            with self._errors("XCLAIM"):
+                return int(
+                    self._extend(keys=[self.stream], args=[self.group, self.consumer, *ids])
+                )
+
+        kept = self._retried(extend)
         if kept < len(ids):
             log.warning("redis: %d running entries were taken over by others", len(ids) - kept)
 
@@ -467,7 +514,7 @@ class RedisEngine(Engine):
                 if not pending:
                     self._client.xgroup_delconsumer(self.stream, self.group, self.consumer)
         except EngineError as exc:
-            log.warning("redis: %s", exc)
+            log.warning("redis: %s", redact(str(exc)))
         finally:
             self._client.close()
 
@@ -491,39 +538,51 @@ class RedisEngine(Engine):
         exceptions = self._redis.exceptions
         try:
             yield
+        except exceptions.AuthenticationError as exc:
+            raise ConfigError(
+                f"Redis at {redact(self.url)} refused the credentials ({redact(str(exc))}): "
+                "check the password in MINION_REDIS_URL"
+            ) from None
         except (exceptions.ConnectionError, exceptions.TimeoutError) as exc:
             raise Unreachable(
-                f"cannot reach Redis at {redact(self.url)} ({exc}): check MINION_REDIS_URL "
-                "and that the server runs"
+                f"cannot reach Redis at {redact(self.url)} ({redact(str(exc))}): check "
+                "MINION_REDIS_URL and that the server runs"
             ) from None
         except exceptions.RedisError as exc:
+            text = redact(str(exc))
+            if "NOAUTH" in text or "WRONGPASS" in text:
+                raise ConfigError(
+                    f"Redis at {redact(self.url)} refused the credentials ({text}): "
+                    "check the password in MINION_REDIS_URL"
+                ) from None
             raise EngineError(
-                f"Redis {what} on stream {self.stream!r} failed: {exc}"
+                f"Redis {what} on stream {self.stream!r} failed: {text}"
             ) from None
 
     # -- administration (minion-queue) -----------------------------------------------
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        """Add params; a param already added to this stream (todo, in flight, done or
+        dead) is skipped. Raises ValueError for NaN or infinities (not standard JSON)."""
         self._create_group()  # first, so that no reader can miss what is added
-        added = 0
+        script = self._client.register_script(FILL)
+        added = skipped = 0
         batch: list[str] = []
 
         def flush() -> None:
-            nonlocal added
+            nonlocal added, skipped
             with self._errors("XADD"):
-                pipe = self._client.pipeline(transaction=False)
-                for text in batch:
-                    pipe.xadd(self.stream, {"param": text})
-                pipe.execute()
-            added += len(batch)
+                n = int(script(keys=[self.stream, self.ids_key], args=batch))
+            added += n
+            skipped += len(batch) // 2 - n
             batch.clear()
 
         for param in params:
-            batch.append(encode_param(param, self.decoder))
-            if len(batch) >= 1000:
+            batch += [param_id(param), encode_param(param, self.decoder)]
+            if len(batch) >= 2 * FILL_BATCH:
                 flush()
         if batch:
             flush()
-        return added, 0
+        return added, skipped
 
     def status(self) -> dict[str, Any]:
         with self._errors("status"):
@@ -587,14 +646,21 @@ class RedisEngine(Engine):
             with self._errors("XRANGE"):
                 entries = self._client.xrange(self.dead_stream, min=start, count=500)
             for entry_id, fields in entries:
-                record: dict[str, Any] = dict(fields)
                 text = fields.get("param", "")
-                record["param"] = text
+                param: Any = text
                 if self.decoder == "json":
                     with contextlib.suppress(ValueError):
-                        record["param"] = json.loads(text)
-                record["id"] = fields.get("origin", entry_id)
-                yield record
+                        param = json.loads(text)
+                try:
+                    attempts = int(fields.get("attempt", "0"))
+                except ValueError:
+                    attempts = 0
+                yield {
+                    "id": fields.get("origin", entry_id),
+                    "param": param,
+                    "attempts": attempts,
+                    "reason": fields.get("reason", ""),
+                }
             if len(entries) < 500:
                 return
             start = "(" + entries[-1][0]

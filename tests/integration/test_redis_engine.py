@@ -1,84 +1,32 @@
 """The redis engine against a real redis-server, driven by real ``minionize`` processes.
 
-The server is started by the fixture on 127.0.0.1 (a free port, no persistence) and
-stopped by its PID. Each test uses its own stream.
+The server is started by the ``redis_url`` fixture of tests/conftest.py on 127.0.0.1
+(a free port, no persistence) and stopped by its PID. Each test uses its own stream.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from minionize.engines.redis import RedisEngine
-from tests.services import free_port, unavailable, wait_for
+from tests.conftest import Minion, RedisServer
+from tests.conftest import start_minion as start
+from tests.services import free_port, wait_for
+from tests.services import script as script_path
 
 pytestmark = pytest.mark.service("redis")
 
 # The task: write "param attempt pid" to $OUT, then exit 0 unless the param is "bad".
 RECORD = 'echo "$1 $MINION_ATTEMPT $$" >> "$OUT"'
-
-
-class RedisServer:
-    """A redis-server on 127.0.0.1:port, without persistence, stopped by its PID."""
-
-    def __init__(self, port: int, log: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            unavailable("redis", "no redis-server binary (apt-get install redis-server)")
-        self.redis = pytest.importorskip("redis")
-        self.port = port
-        self.url = f"redis://127.0.0.1:{port}/0"
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no"],
-                stdout=out, stderr=subprocess.STDOUT,
-            )
-        client = self.redis.Redis(host="127.0.0.1", port=port)
-
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"redis-server exited: {log.read_text()}")
-            try:
-                return bool(client.ping())
-            except self.redis.exceptions.ConnectionError:
-                return False
-
-        try:
-            wait_for(ready, 10, "redis-server to answer PING")
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis") / "redis.log")
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -105,38 +53,9 @@ def minion_env(queue: RedisEngine, tmp_path: Path, **extra: str) -> dict[str, st
     return env
 
 
-@dataclass
-class Minion:
-    """A real ``minionize`` process; its stderr goes to a file (a pipe would be held open
-    by a task that outlives a SIGKILLed minion)."""
-
-    process: subprocess.Popen[bytes]
-    stderr: Path
-
-    def finish(self, timeout: float = 60) -> tuple[int, str]:
-        """Wait for the minion; return its exit code and stderr."""
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(
-                f"minion still running after {timeout}s; stderr: {self.stderr.read_text()}"
-            ) from None
-        return self.process.returncode, self.stderr.read_text()
-
-
 def start_minion(env: dict[str, str], cwd: Path, script: str, *flags: str) -> Minion:
     """``minionize FLAGS sh -c SCRIPT task PARAM``: the param is $1 of SCRIPT."""
-    exe = shutil.which("minionize")
-    command = [exe] if exe else [sys.executable, "-m", "minionize"]
-    err = cwd / f"minion-{uuid.uuid4().hex[:6]}.err"
-    with open(err, "wb") as stderr:
-        process = subprocess.Popen(
-            [*command, *flags, "sh", "-c", script, "task"],
-            env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr,
-        )
-    return Minion(process, err)
+    return start(env, cwd, *flags, "sh", "-c", script, "task")
 
 
 def records(tmp_path: Path) -> list[tuple[str, int, int]]:
@@ -187,7 +106,7 @@ def test_failing_param_is_retried_then_dead_lettered(queue: RedisEngine, tmp_pat
     assert sorted(p for p, _, _ in rows if p != "bad") == ["ok1", "ok2"]
     dead = list(queue.list("dead"))
     assert len(dead) == 1
-    assert dead[0]["param"] == "bad" and dead[0]["attempt"] == "3"
+    assert dead[0]["param"] == "bad" and dead[0]["attempts"] == 3
     assert "exit" in dead[0]["reason"].lower() and "1" in dead[0]["reason"]
     assert queue._client.xlen(f"{queue.stream}:dead") == 1
     status = queue.status()
@@ -294,7 +213,7 @@ def test_peek_and_reset_expired(queue: RedisEngine) -> None:
 
 def test_minion_rides_out_a_server_restart(tmp_path: Path) -> None:
     port = free_port()
-    server = RedisServer(port, tmp_path / "redis.log")
+    server = RedisServer(port, tmp_path / "redis")
     try:
         queue = RedisEngine(url=server.url, stream="restart")
         queue.fill(["before"])
@@ -303,7 +222,7 @@ def test_minion_rides_out_a_server_restart(tmp_path: Path) -> None:
         wait_for(lambda: records(tmp_path), 20, "the minion to run the first param")
         server.stop()  # no persistence: the stream and its group are gone
         wait_for(lambda: "retrying" in minion.stderr.read_text(), 10, "the minion to notice")
-        server = RedisServer(port, tmp_path / "redis.log")
+        server.start()
         queue.fill(["after"])
         wait_for(lambda: len(records(tmp_path)) == 2, 20, "the param added after the restart")
         minion.process.send_signal(signal.SIGTERM)
@@ -315,3 +234,121 @@ def test_minion_rides_out_a_server_restart(tmp_path: Path) -> None:
     assert code == 0, err
     assert [p for p, _, _ in records(tmp_path)] == ["before", "after"]
     assert "reachable again" in err
+
+
+def test_a_server_restart_during_a_run_never_turns_a_success_into_a_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """Redis with AOF (appendfsync always) is SIGKILLed 1 s into a 2 s task and comes
+    back 2.5 s later on the same port and directory: the ack must land after the
+    restart, and the param must not be claimed again (by its own minion or another)."""
+    server = RedisServer(free_port(), tmp_path / "redis", aof=True)
+    try:
+        queue = RedisEngine(url=server.url, stream="aof")
+        queue.fill(["slow"])
+        env = minion_env(queue, tmp_path, MINION_LEASE="2", MINION_MAX_ATTEMPTS="3",
+                         MINION_IDLE_TIMEOUT="6")
+        minion = start_minion(env, tmp_path, f"{RECORD}; sleep 2")
+        wait_for(lambda: records(tmp_path), 20, "the task to start")
+        time.sleep(1)  # the scenario: 1 s into the 2 s task
+        server.kill()
+        time.sleep(2.5)  # down for 2.5 s: the task ends and its ack fails meanwhile
+        server.start()
+        code, err = minion.finish(timeout=60)
+        assert code == 0, err
+        # The next minion finds nothing to run and dead-letters nothing.
+        code2, err2 = start_minion(env, tmp_path, RECORD).finish(timeout=60)
+        assert code2 == 0, err2
+        status = queue.status()
+        dead = list(queue.list("dead"))
+        queue.close()
+    finally:
+        server.stop()
+
+    assert [(p, a) for p, a, _ in records(tmp_path)] == [("slow", 1)], err + err2
+    assert dead == [], dead
+    assert (status["done"], status["dead"], status["todo"], status["in_flight"]) == (1, 0, 0, 0)
+    assert "took over" not in err + err2
+
+
+def test_two_restarts_mid_run_lose_no_success(tmp_path: Path) -> None:
+    """Eight 1 s params on two minions, the AOF server SIGKILLed twice while they run:
+    every param ends done, none is dead-lettered, none runs past its first attempt
+    unless its own run was lost (never here: the tasks outlive the outages)."""
+    server = RedisServer(free_port(), tmp_path / "redis", aof=True)
+    try:
+        queue = RedisEngine(url=server.url, stream="aof2")
+        queue.fill([f"p{i}" for i in range(8)])
+        env = minion_env(queue, tmp_path, MINION_LEASE="2", MINION_MAX_ATTEMPTS="3",
+                         MINION_IDLE_TIMEOUT="6")
+        minions = [start_minion(env, tmp_path, f"{RECORD}; sleep 1", "-j", "2")
+                   for _ in range(2)]
+        for _ in range(2):
+            wait_for(lambda: len(records(tmp_path)) >= 2, 20, "tasks to start")
+            time.sleep(0.5)
+            server.kill()
+            time.sleep(2.5)
+            server.start()
+        results = [m.finish(timeout=90) for m in minions]
+        status = queue.status()
+        dead = list(queue.list("dead"))
+        queue.close()
+    finally:
+        server.stop()
+
+    errs = "".join(e for _, e in results)
+    assert [c for c, _ in results] == [0, 0], errs
+    assert dead == [], dead
+    assert sorted({p for p, _, _ in records(tmp_path)}) == [f"p{i}" for i in range(8)]
+    assert {a for _, a, _ in records(tmp_path)} == {1}, records(tmp_path)
+    assert (status["done"], status["dead"], status["todo"], status["in_flight"]) == (8, 0, 0, 0)
+
+
+SECRET = "hunter2"
+
+
+def credential_forms(port: int) -> list[str]:
+    """Every way a Redis URL carries a secret, with the secret ``hunter2``."""
+    return [
+        f"redis://127.0.0.1:{port}/0?password={SECRET}",
+        f"redis://:pre@{SECRET}at@127.0.0.1:{port}/0",  # a password holding '@'
+        f"redis://user:{SECRET}@127.0.0.1:{port}/0",
+        f"redis://:{SECRET}@127.0.0.1:{port}/0",
+        f"redis://{SECRET}@127.0.0.1:{port}/0",  # a token given as the user name
+        f"rediss://user:{SECRET}@127.0.0.1:{port}/0?ssl_cert_reqs=none",
+    ]
+
+
+@pytest.mark.parametrize("form", range(6))
+def test_a_secret_in_the_url_is_never_printed(form: int, tmp_path: Path) -> None:
+    url = credential_forms(free_port())[form]  # nothing listens there
+    env = dict(os.environ, MINION_ENGINE="redis", MINION_REDIS_URL=url,
+               MINION_OUTAGE_TIMEOUT="1", PYTHONUNBUFFERED="1")
+    for command in ([script_path("minionize"), "true"],
+                    [script_path("minion-queue"), "status"],
+                    [script_path("minion-queue"), "fill", "1"]):
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                              timeout=60)
+        output = done.stdout + done.stderr
+        assert done.returncode == 2, output
+        assert "MINION_REDIS_URL" in output, output
+        assert SECRET not in output, output
+
+
+def test_a_wrong_password_is_a_clear_error_without_the_password(tmp_path: Path) -> None:
+    server = RedisServer(free_port(), tmp_path / "redis", password="right-one")
+    try:
+        url = f"redis://:{SECRET}@127.0.0.1:{server.port}/0"
+        env = dict(os.environ, MINION_ENGINE="redis", MINION_REDIS_URL=url,
+                   MINION_OUTAGE_TIMEOUT="1")
+        for command in ([script_path("minionize"), "true"],
+                        [script_path("minion-queue"), "status"]):
+            done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True,
+                                  text=True, timeout=60)
+            output = done.stdout + done.stderr
+            assert done.returncode == 2, output
+            assert "password" in output and "MINION_REDIS_URL" in output, output
+            assert SECRET not in output, output
+            assert len(done.stderr.strip().splitlines()) == 1, output
+    finally:
+        server.stop()

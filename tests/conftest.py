@@ -1,0 +1,291 @@
+"""Fixtures and helpers shared by every test directory.
+
+* :class:`RedisServer` and the ``redis_url`` fixture: a real redis-server on 127.0.0.1
+  (a free port), stopped by its PID.
+* The ``emulator`` fixture: the Google Cloud Pub/Sub emulator, started once per session.
+* :func:`sh`, :func:`status_json`, :func:`queue_status`, :func:`start_minion`,
+  :func:`drain`: what several test files need to drive the commands and engines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from minionize.engines.base import Delivery, Engine
+from tests.services import free_port, script, unavailable, wait_for
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def sh(command: str, env: dict[str, str], timeout: float = 60,
+       stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """``bash -c COMMAND``: what a user types, with its output captured."""
+    return subprocess.run(["bash", "-c", command], env=env, text=True, capture_output=True,
+                          timeout=timeout, input=stdin)
+
+
+def status_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    """``minion-status --json ARGS``, parsed."""
+    result = subprocess.run([script("minion-status"), "--json", *args], env=env, text=True,
+                            capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+def queue_status(env: dict[str, str]) -> dict[str, Any]:
+    """``minion-queue status --json``, parsed."""
+    result = subprocess.run([script("minion-queue"), "status", "--json"], env=env, text=True,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = json.loads(result.stdout)
+    return loaded
+
+
+@dataclass
+class Minion:
+    """A real ``minionize`` process in its own session (its process group is its PID);
+    stderr goes to a file, since a pipe would be held open by a task that outlives a
+    SIGKILLed minion."""
+
+    process: subprocess.Popen[bytes]
+    stderr: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def finish(self, timeout: float = 60) -> tuple[int, str]:
+        """Wait for the minion; return its exit code and stderr."""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            raise AssertionError(
+                f"minion still running after {timeout}s; stderr: {self.err()}"
+            ) from None
+        return self.process.returncode, self.err()
+
+    def err(self) -> str:
+        return self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
+
+    def kill_group(self) -> None:
+        """SIGKILL the minion and everything in its process group."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.process.wait()
+
+
+def start_minion(env: dict[str, str], cwd: Path, *command: str) -> Minion:
+    """``minionize COMMAND...`` in a new session (so that ``os.killpg`` reaches its
+    tasks too), stdout discarded, stderr in a file of ``cwd``."""
+    err = cwd / f"minion-{uuid.uuid4().hex[:8]}.err"
+    with open(err, "wb") as stderr:
+        process = subprocess.Popen(
+            [script("minionize"), *command], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )
+    return Minion(process, err)
+
+
+def drain(engine: Engine, limit: int = 100_000) -> list[Any]:
+    """Take and ack everything ``engine`` hands out now; the params, in order."""
+    out: list[Any] = []
+    while len(out) < limit:
+        batch: Sequence[Delivery] = engine.take(10, 0)
+        if not batch:
+            return out
+        for delivery in batch:
+            out.append(delivery.param)
+            engine.ack(delivery)
+    return out
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+
+class RedisServer:
+    """A redis-server on 127.0.0.1:port, stopped by its PID.
+
+    Without persistence unless ``aof`` (appendonly yes, appendfsync always, in
+    ``directory``); ``password`` sets ``requirepass``. :meth:`kill` and :meth:`start`
+    let a test crash and restart it on the same port and directory.
+    """
+
+    def __init__(self, port: int, directory: Path, aof: bool = False,
+                 password: Optional[str] = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            unavailable("redis", "no redis-server binary (apt-get install redis-server)")
+        self.binary: str = binary
+        self.redis = pytest.importorskip("redis")
+        self.port = port
+        self.directory = directory
+        self.aof = aof
+        self.password = password
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: Optional[subprocess.Popen[bytes]] = None
+        directory.mkdir(parents=True, exist_ok=True)
+        self.start()
+
+    def start(self) -> None:
+        command = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
+                   "--save", "", "--daemonize", "no", "--dir", str(self.directory)]
+        if self.aof:
+            command += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            command += ["--appendonly", "no"]
+        if self.password is not None:
+            command += ["--requirepass", self.password]
+        log = self.directory / "redis.log"
+        with open(log, "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        client = self.redis.Redis(host="127.0.0.1", port=self.port, password=self.password)
+        process = self.process
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"redis-server exited: {log.read_text()}")
+            try:
+                return bool(client.ping())
+            except self.redis.exceptions.ConnectionError:
+                return False
+
+        try:
+            wait_for(ready, 10, "redis-server to answer PING")
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, nothing flushed but what appendfsync always wrote."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session (each test uses its own stream)."""
+    server = RedisServer(free_port(), tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+# -- the Pub/Sub emulator --------------------------------------------------------------------
+
+PUBSUB_PROJECT = "minionize-test"
+
+
+def find_emulator() -> Optional[str]:
+    found = shutil.which("cloud-pubsub-emulator")
+    if found:
+        return found
+    roots = ["/usr/lib/google-cloud-sdk"]
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        try:
+            root = subprocess.run(
+                [gcloud, "info", "--format=value(installation.sdk_root)"],
+                capture_output=True, text=True, timeout=30, check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            root = ""
+        if root:
+            roots.insert(0, root)
+    for root in roots:
+        candidate = Path(root) / "platform" / "pubsub-emulator" / "bin" / "cloud-pubsub-emulator"
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a running emulator; PUBSUB_EMULATOR_HOST is set meanwhile."""
+    try:
+        from google.cloud import pubsub_v1
+    except ImportError:
+        unavailable("pubsub", "google-cloud-pubsub is not installed (pip install '.[test]')")
+    binary = find_emulator()
+    if binary is None:
+        unavailable("pubsub", "no cloud-pubsub-emulator (gcloud components install pubsub-emulator)")
+    if shutil.which("java") is None:
+        unavailable("pubsub", "the emulator needs java on PATH")
+    port = free_port()
+    host = f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("pubsub") / "emulator.log"
+    with open(log, "wb") as out:
+        # The start script execs java: this PID is the emulator's.
+        server = subprocess.Popen(
+            [binary, "--host=127.0.0.1", f"--port={port}"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    previous = os.environ.get("PUBSUB_EMULATOR_HOST")
+    os.environ["PUBSUB_EMULATOR_HOST"] = host
+
+    def listening() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"the emulator exited: {log.read_text()}")
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_for(listening, 60, "the Pub/Sub emulator to listen")
+        publisher = pubsub_v1.PublisherClient()
+        wait_for(
+            lambda: list(publisher.list_topics(request={"project": f"projects/{PUBSUB_PROJECT}"},
+                                               timeout=5)) is not None,
+            30,
+            "the Pub/Sub emulator to answer",
+        )
+        yield host
+    finally:
+        if previous is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = previous
+        os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait(timeout=15)
+
+
+def elapsed(since: float) -> float:
+    """Seconds since ``since`` (a ``time.monotonic()`` value), for printed figures."""
+    return time.monotonic() - since
