@@ -51,7 +51,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 
 from ..errors import ConfigError, EngineError, MissingExtraError, UnsupportedOperation
-from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, redact
+from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, canonical_json, redact
 from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
@@ -105,8 +105,7 @@ def encode_param(param: Param, decoder: str) -> bytes:
     """A message's payload for a param: a string as is (identity) or canonical JSON."""
     if decoder == "identity" and isinstance(param, str):
         return param.encode("utf-8")
-    text = json.dumps(param, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return text.encode("utf-8")
+    return canonical_json(param).encode("utf-8")
 
 
 class PulsarEngine(Engine):

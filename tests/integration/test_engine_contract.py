@@ -1,6 +1,6 @@
 """One contract, every engine: what ``minionize/engines/base.py`` promises, checked on
 each engine this machine can run (in memory, file, sweep, a real redis-server, the
-Pub/Sub emulator, and Pulsar through the stand-in of tests/unit/test_pulsar_engine.py).
+Pub/Sub emulator, and a real Apache Pulsar standalone broker).
 
 Each engine comes as a :class:`Kit`: how to fill a fresh queue, how to open a minion on
 it (as many as a test wants, each with its own lease), and what the engine can do at
@@ -29,6 +29,7 @@ from minionize.errors import EngineError, UnsupportedOperation
 from minionize.testing import MemoryEngine
 from tests.conftest import PUBSUB_PROJECT
 from tests.services import free_port, wait_for
+from tests.services.pulsar import PulsarBroker, pulsar_server  # noqa: F401
 
 STATUS_KEYS = set(BASE_STATUS_KEYS)
 ENGINES = ["memory", "file", "sweep", "redis", "pubsub", "pulsar"]
@@ -38,8 +39,6 @@ ENGINES = ["memory", "file", "sweep", "redis", "pubsub", "pulsar"]
 SWEEP_ATTEMPTS = ("sweep: list rows give the failed attempts (0 for a param done on its "
                   "first run), not the attempts that ran")
 KNOWN: dict[tuple[str, str], str] = {
-    ("pulsar", "release"): "pulsar: release counts an attempt (nack raises the redelivery count)",
-    ("pulsar", "nan"): "pulsar: encode_param writes NaN (json.dumps allows it)",
     ("sweep", "take"): SWEEP_ATTEMPTS,
     ("sweep", "retry"): SWEEP_ATTEMPTS,
     ("sweep", "nan"): "sweep: _sweep_store.canonical writes NaN to params.jsonl (allow_nan)",
@@ -166,14 +165,14 @@ def pubsub_kit(tmp_path: Path) -> Kit:
                dedupes=False, counts_expiry=False, stored=lambda d: d.handle.data.decode())
 
 
-def pulsar_kit(tmp_path: Path) -> Kit:
+def pulsar_kit(tmp_path: Path, broker: PulsarBroker) -> Kit:
     from minionize.engines.pulsar import PulsarEngine
-    from tests.unit.test_pulsar_engine import FakePulsar
 
-    fake = FakePulsar()
+    topic = f"persistent://public/default/contract-{uuid.uuid4().hex[:8]}"
 
     def make() -> PulsarEngine:
-        return PulsarEngine(topic="params", decoder="json", nack_delay=0.0, module=fake)
+        return PulsarEngine(topic=topic, connection=broker.url, admin_url=broker.admin_url,
+                            decoder="json", nack_delay=0.0, outage_timeout=2.0)
 
     admin = make()
 
@@ -182,6 +181,7 @@ def pulsar_kit(tmp_path: Path) -> Kit:
         engine.open()
         return engine
 
+    # Pulsar has no lease: a dead minion's messages come back when its connection drops.
     return Kit("pulsar", minion=minion, fill=admin.fill, admin=admin, dedupes=False,
                stored=lambda d: bytes(d.handle.data()).decode())
 
@@ -198,9 +198,10 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
     elif name == "pubsub":
         request.getfixturevalue("emulator")
         made = pubsub_kit(tmp_path)
+    elif name == "pulsar":
+        made = pulsar_kit(tmp_path, request.getfixturevalue("pulsar_server"))
     else:
-        made = {"memory": memory_kit, "file": file_kit, "sweep": sweep_kit,
-                "pulsar": pulsar_kit}[name](tmp_path)
+        made = {"memory": memory_kit, "file": file_kit, "sweep": sweep_kit}[name](tmp_path)
     original = made.minion
 
     def tracked(lease: float) -> Engine:
@@ -402,7 +403,7 @@ def test_nan_is_never_written(kit: Kit) -> None:
 # -- outages ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["redis", "pubsub"])
+@pytest.mark.parametrize("name", ["redis", "pubsub", "pulsar"])
 def test_an_unreachable_server_is_ridden_out_for_the_outage_timeout(
     name: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -414,6 +415,10 @@ def test_an_unreachable_server_is_ridden_out_for_the_outage_timeout(
     if name == "redis":
         pytest.importorskip("redis")
         env["MINION_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+    elif name == "pulsar":
+        pytest.importorskip("pulsar")
+        env.update(PULSAR_CONNECTION=f"pulsar://127.0.0.1:{port}", PULSAR_TOPIC="outage",
+                   PULSAR_ADMIN_URL=f"http://127.0.0.1:{port}")
     else:
         request.getfixturevalue("emulator")
         monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{port}")
@@ -422,6 +427,8 @@ def test_an_unreachable_server_is_ridden_out_for_the_outage_timeout(
     engine = engine_class(name).from_settings(Settings.from_env(env))
     started = time.monotonic()
     with pytest.raises(EngineError, match="MINION_OUTAGE_TIMEOUT"):
+        if name == "pulsar":
+            engine.open()
         while time.monotonic() - started < 30:
             engine.take(1, 0.5)
     took = time.monotonic() - started
