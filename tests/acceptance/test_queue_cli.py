@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.services import script
 
@@ -123,3 +126,47 @@ def test_help_explains_the_inputs(user_env: dict[str, str]) -> None:
     assert out.returncode == 0
     for words in ("fill 0..9", "status --json", "requeue-dead", "START..END", "--product"):
         assert words in out.stdout
+
+
+RECORD_ARGS = """\
+import json, sys
+with open("args.jsonl", "a", encoding="utf-8") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def recorded_args(tmp_path: Path) -> list[list[str]]:
+    path = tmp_path / "args.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_every_text_typed_arrives_exactly_and_alone(tmp_path: Path, user_env: dict[str, str]) -> None:
+    # Issue 10 item 3: 3.10 and 3.1 were one param; 1e3 arrived as 1000.0; NaN was
+    # written into the queue as non-standard JSON.
+    (tmp_path / "record.py").write_text(RECORD_ARGS)
+    texts = ["3.9", "3.10", "3.1", "1e3", "1e400", "1.50", " 5", "5 ", "5", "NaN", "Infinity", "-0"]
+    out = subprocess.run([script("minion-queue"), "fill", *texts], env=user_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == f"sweep queue in sweeps: added {len(texts)} params", out.stderr
+    stdin_texts = ["7.10", "7.1", " 8", "8", "-Infinity", "2e0"]
+    out = sh("minion-queue fill -", user_env, stdin="".join(t + "\n" for t in stdin_texts))
+    assert out.stdout.strip() == f"sweep queue in sweeps: added {len(stdin_texts)} params"
+    out = sh(f"minionize {sys.executable} record.py", user_env)
+    assert out.returncode == 0, out.stderr
+    args = recorded_args(tmp_path)
+    assert sorted(a[0] for a in args if len(a) == 1) == sorted(texts + stdin_texts)
+    out = sh("minion-queue fill --product 'a=1.0,1,NaN'", user_env)
+    assert out.stdout.strip() == "sweep queue in sweeps: added 3 params"
+    for line in (tmp_path / "sweeps" / "params.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in the queue"))
+    out = sh(f"minionize --template '{sys.executable} record.py {{a}}'", user_env)
+    assert out.returncode == 0, out.stderr
+    assert sorted(recorded_args(tmp_path)[len(args):]) == [["1"], ["1.0"], ["NaN"]]
+
+
+def test_a_json_lines_file_refuses_what_it_cannot_keep(tmp_path: Path, user_env: dict[str, str]) -> None:
+    for line in ("NaN", "1e400", '{"x": Infinity}'):
+        (tmp_path / "p.jsonl").write_text(f'1\n{line}\n')
+        out = sh("minion-queue fill --file p.jsonl", user_env)
+        assert out.returncode == 2 and "p.jsonl line 2:" in out.stderr, out.stderr
+        assert len(out.stderr.splitlines()) == 1
