@@ -27,8 +27,8 @@ import itertools
 import json
 import math
 import re
-from decimal import Decimal
 from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
 from typing import IO, Any, Optional
 
 from .engines._kit import canonical_json

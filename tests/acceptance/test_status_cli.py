@@ -67,8 +67,9 @@ def test_a_short_run_with_failures(user_env: dict[str, str]) -> None:
     assert "overall over" in text and "/s" in text  # a sub-second run has a real rate
     assert '"bad1"  attempt 2  dead-lettered' in text
     assert "| no luck with bad1" in text
-    assert "log: logs/3.2.err" in text  # named by the param id: its line
-    assert "no luck with bad1" in Path("logs/3.2.err").read_text()
+    [log] = Path("logs").glob("params.txt-*-3.2.err")  # named by the param id: file, run, line
+    assert f"log: {log}" in text
+    assert "no luck with bad1" in log.read_text()
 
     out = status_json(user_env)
     assert (out["done"], out["failed"], out["dead"], out["running"]) == (5, 2, 1, 0)
@@ -76,7 +77,7 @@ def test_a_short_run_with_failures(user_env: dict[str, str]) -> None:
     assert out["minions"][0]["exit_code"] == 1
     assert out["rate"]["overall"] > 0 and out["rate"]["recent"] is None
     assert out["errors"][0]["stderr_tail"].splitlines() == ["traceback of bad1", "no luck with bad1"]
-    assert out["errors"][0]["stderr_path"] == "logs/3.2.err"
+    assert out["errors"][0]["stderr_path"] == str(log)
 
 
 def test_directory_from_dotenv_and_from_the_argument(user_env: dict[str, str]) -> None:
