@@ -6,6 +6,16 @@ Unpickling runs whatever the file names, so a pickle read from a shared director
 run code: :class:`PlainDataUnpickler` builds plain data only (numbers, strings, bytes,
 tuples, lists, sets, dicts and execo's ``HashableDict``, read as a dict) and refuses
 everything else with an :class:`~minionize.errors.EngineError`.
+
+Plain data can still be hostile: a few hundred bytes that reuse one memoized tuple at
+every level describe 2**30 values, which hashing, copying or printing then expand (41 s
+and 1.7 GiB were measured), and a 50,000-deep tuple overflows every recursive walk.
+Before anything is built, :func:`check_pickle` reads the opcodes (``pickletools``, time
+and memory linear in the file) and refuses a pickle whose values, once shared references
+are expanded, would exceed :data:`MAX_DEPTH` levels or
+``EXPANSION_PER_OPCODE x opcodes + EXPANSION_ALLOWANCE`` values, or that refers to itself.
+The callables a pickle may name are wrapped so that none allocates from a number
+(``bytes(8 << 30)``).
 """
 
 from __future__ import annotations
@@ -14,9 +24,11 @@ import copyreg
 import io
 import os
 import pickle
-from typing import Any
+import pickletools
+from typing import IO, Any, Callable
 
 from ..errors import EngineError
+from ._kit import canonical_json
 
 EXECO_FILES = ("sweeps", "done", "inprogress")
 
@@ -32,19 +44,46 @@ class RefusedPickle(pickle.UnpicklingError):
     """The pickle names something other than plain data."""
 
 
+_SCALARS = (str, bytes, int, float, bool, complex)
+_MAX_TEXT = 4300  # digits Python itself accepts in int("...")
+
+
+def _scalar_only(kind: type) -> Callable[..., Any]:
+    """``kind(*args)`` for scalar arguments that cannot make it allocate from a number
+    (``bytes(8 << 30)``) or walk a structure (``str(a_memo_bomb)``)."""
+
+    def build(*args: Any) -> Any:
+        for arg in args:
+            if not isinstance(arg, _SCALARS) or (kind is bytes and isinstance(arg, int)) or (
+                isinstance(arg, (str, bytes)) and len(arg) > _MAX_TEXT and kind is not bytes
+                and kind is not str
+            ):
+                raise RefusedPickle(f"builtins.{kind.__name__} of {type(arg).__name__}")
+        return kind(*args)
+
+    return build
+
+
+def _reconstructor(cls: Any, base: Any, state: Any) -> Any:
+    """``copyreg._reconstructor`` for the containers execo pickles at protocols 0 and 1."""
+    if base not in (object, dict, ParamDict, list, set, frozenset, tuple):
+        raise RefusedPickle(f"copyreg._reconstructor of {getattr(base, '__name__', base)!r}")
+    return copyreg._reconstructor(cls, base, state)  # type: ignore[attr-defined]
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "list"): list,
     ("builtins", "tuple"): tuple,
     ("builtins", "dict"): ParamDict,
-    ("builtins", "int"): int,
-    ("builtins", "float"): float,
-    ("builtins", "str"): str,
-    ("builtins", "bytes"): bytes,
-    ("builtins", "bool"): bool,
-    ("builtins", "complex"): complex,
-    ("copyreg", "_reconstructor"): copyreg._reconstructor,  # type: ignore[attr-defined]
+    ("builtins", "int"): _scalar_only(int),
+    ("builtins", "float"): _scalar_only(float),
+    ("builtins", "str"): _scalar_only(str),
+    ("builtins", "bytes"): _scalar_only(bytes),
+    ("builtins", "bool"): _scalar_only(bool),
+    ("builtins", "complex"): _scalar_only(complex),
+    ("copyreg", "_reconstructor"): _reconstructor,
     ("execo_engine.sweep", "HashableDict"): ParamDict,
     ("execo_engine.utils", "HashableDict"): ParamDict,
 }
@@ -70,9 +109,146 @@ def is_execo_directory(directory: str) -> bool:
 def _refused(path: str, what: str) -> EngineError:
     return EngineError(
         f"{path} holds a pickle of {what}, which minionize refuses to load (unpickling it "
-        "could run code): only plain data and execo's HashableDict are imported; remove "
-        "the file or rebuild the queue with minion-queue fill"
+        "could run code or exhaust memory): only plain data and execo's HashableDict are "
+        "imported; remove the file or rebuild the queue with minion-queue fill"
     )
+
+
+#: Deepest nesting of a param read from an execo pickle.
+MAX_DEPTH = 100
+#: Values a pickle may describe once shared references are expanded, per opcode...
+EXPANSION_PER_OPCODE = 20
+#: ... plus this many.
+EXPANSION_ALLOWANCE = 1_000_000
+
+
+class HostilePickle(ValueError):
+    """Plain data that would take unbounded time or memory to use."""
+
+
+_MUTATORS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+_NEW_CONTAINERS = {"EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"}
+_LEAF = -1  # a value that holds no other value
+
+
+def check_pickle(stream: IO[bytes]) -> None:
+    """Read one pickle's opcodes from ``stream`` (up to its STOP) without building
+    anything, and raise :class:`HostilePickle` if its values nest deeper than
+    :data:`MAX_DEPTH`, refer to themselves, or expand past the limit (see the module
+    docstring); ``ValueError`` if it is not a pickle. Linear in the pickle's size."""
+    mark = object()
+    children: list[list[int]] = []  # node -> the nodes or leaves it holds
+    stack: list[Any] = []
+    memo: dict[int, Any] = {}
+    opcodes = 0
+
+    def pop_to_mark() -> list[int]:
+        items: list[int] = []
+        while stack:
+            item = stack.pop()
+            if item is mark:
+                items.reverse()
+                return items
+            items.append(item)
+        raise ValueError("a MARK is missing")
+
+    def new_node(items: list[int]) -> int:
+        children.append(items)
+        return len(children) - 1
+
+    for opcode, arg, _ in pickletools.genops(stream):
+        opcodes += 1
+        name = opcode.name
+        if name in ("PROTO", "FRAME"):
+            continue
+        if name == "STOP":
+            break
+        if name == "MARK":
+            stack.append(mark)
+        elif name == "POP":
+            stack.pop()
+        elif name == "POP_MARK":
+            pop_to_mark()
+        elif name == "DUP":
+            stack.append(stack[-1])
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg or 0)] = stack[-1]
+        elif name == "MEMOIZE":
+            memo[len(memo)] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            try:
+                stack.append(memo[int(arg or 0)])
+            except KeyError:
+                raise ValueError(f"memo key {arg} was never stored") from None
+        elif name in _MUTATORS:
+            if name in ("APPEND", "BUILD"):
+                items = [stack.pop()]
+            elif name == "SETITEM":
+                items = [stack.pop(), stack.pop()]
+            else:
+                items = pop_to_mark()
+            if stack[-1] == _LEAF or stack[-1] is mark:
+                stack[-1] = new_node([])
+            children[stack[-1]].extend(i for i in items if i is not mark)
+        else:
+            before = opcode.stack_before
+            if pickletools.markobject in before:
+                items = pop_to_mark()
+                for _ in range(before.index(pickletools.markobject)):
+                    items.append(stack.pop())
+            else:
+                items = [stack.pop() for _ in before]
+            items = [i for i in items if i is not mark]
+            for _ in opcode.stack_after:
+                stack.append(new_node(items) if items or name in _NEW_CONTAINERS else _LEAF)
+    else:
+        raise ValueError("the pickle ends before its STOP")
+    _check_expansion(children, opcodes)
+
+
+def _check_expansion(children: list[list[int]], opcodes: int) -> None:
+    """Expanded size and depth of every node, memoized, without recursion."""
+    limit = EXPANSION_PER_OPCODE * opcodes + EXPANSION_ALLOWANCE
+    size = [0] * len(children)
+    depth = [0] * len(children)
+    state = [0] * len(children)  # 0 unseen, 1 on the path, 2 measured
+    for root in range(len(children)):
+        if state[root]:
+            continue
+        path = [root]
+        cursor = [0]  # how far each node on the path has looked at its children
+        state[root] = 1
+        while path:
+            node, kids = path[-1], children[path[-1]]
+            index = cursor[-1]
+            while index < len(kids) and (kids[index] == _LEAF or state[kids[index]] == 2):
+                index += 1
+            cursor[-1] = index
+            if index < len(kids):
+                pending = kids[index]
+                if state[pending] == 1:
+                    raise HostilePickle("a value that holds itself")
+                state[pending] = 1
+                path.append(pending)
+                cursor.append(0)
+                continue
+            path.pop()
+            cursor.pop()
+            total, deepest = 1, 0
+            for child in children[node]:
+                if child == _LEAF:
+                    total += 1
+                else:
+                    total += size[child]
+                    deepest = max(deepest, depth[child])
+            size[node], depth[node], state[node] = min(total, limit + 1), deepest + 1, 2
+            if depth[node] > MAX_DEPTH:
+                raise HostilePickle(f"values nested deeper than {MAX_DEPTH} levels")
+            if size[node] > limit:
+                raise HostilePickle(
+                    f"values that reuse one another to describe more than {limit:,} values "
+                    "(a memo bomb)"
+                )
 
 
 def _load_all(path: str, single: bool) -> list[Any]:
@@ -87,12 +263,20 @@ def _load_all(path: str, single: bool) -> list[Any]:
     stream = io.BytesIO(data)
     values: list[Any] = []
     while stream.tell() < len(data):
+        start = stream.tell()
         try:
+            check_pickle(stream)
+            stream.seek(start)
             values.append(PlainDataUnpickler(stream).load())
         except RefusedPickle as exc:
             raise _refused(path, str(exc)) from None
+        except HostilePickle as exc:
+            raise EngineError(
+                f"{path} holds {exc}, which minionize refuses to load: remove the file or "
+                "rebuild the queue with minion-queue fill"
+            ) from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError) as exc:
+                IndexError, KeyError, MemoryError, RecursionError, OverflowError) as exc:
             if values or not single:
                 break  # a crash cut the last record, as execo itself tolerates
             raise EngineError(f"{path} is not a readable execo pickle ({exc})") from None
@@ -120,26 +304,40 @@ def _ordered(values: Any) -> list[Any]:
     try:
         return sorted(values)
     except TypeError:
-        return sorted(values, key=repr)
+        return sorted(values, key=canonical_json)
+
+
+def _keyed(path: str, values: list[Any], into: dict[str, Any]) -> None:
+    """Add each value, as plain data, under its canonical JSON (its identity in a queue)."""
+    for value in values:
+        param = plain(value)
+        try:
+            into[canonical_json(param)] = param
+        except (TypeError, ValueError) as exc:
+            raise EngineError(
+                f"{path} holds a param that JSON cannot hold exactly ({exc}: "
+                f"{repr(param)[:80]}); NaN and infinities cannot go into a queue"
+            ) from None
 
 
 def read_execo_directory(directory: str) -> tuple[list[Any], list[Any]]:
     """(params not done, params done) of an execo ParamSweeper directory, as plain data.
 
-    Params in progress count as not done: their minions are gone or will be.
+    Params in progress count as not done: their minions are gone or will be. Params are
+    compared by their canonical JSON, so a list param (which no Python set can hold) is
+    read like any other.
     """
-    sweeps = _load_all(os.path.join(directory, "sweeps"), single=True)
-    done = _load_all(os.path.join(directory, "done"), single=False)
-    inprogress = _load_all(os.path.join(directory, "inprogress"), single=True)
-    everything: set[Any] = set()
-    for group in (sweeps, inprogress):
-        for value in group:
+    everything: dict[str, Any] = {}
+    for name in ("sweeps", "inprogress"):
+        path = os.path.join(directory, name)
+        for value in _load_all(path, single=True):
             if not isinstance(value, (set, frozenset, list, tuple)):
                 raise EngineError(
-                    f"{directory}: an execo set of params was expected, "
-                    f"found {type(value).__name__}"
+                    f"{path}: an execo set of params was expected, found {type(value).__name__}"
                 )
-            everything.update(value)
-    done_set = set(done)
-    todo = [plain(value) for value in _ordered(everything - done_set)]
-    return todo, [plain(value) for value in _ordered(done_set)]
+            _keyed(path, list(value), everything)
+    done: dict[str, Any] = {}
+    path = os.path.join(directory, "done")
+    _keyed(path, _load_all(path, single=False), done)
+    todo = [param for key, param in everything.items() if key not in done]
+    return _ordered(todo), _ordered(list(done.values()))
