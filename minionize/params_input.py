@@ -86,12 +86,28 @@ def _line_text(line: str) -> str:
     return line
 
 
-def read_lines(stream: Iterable[str]) -> Iterator[Any]:
-    """One param per line (see :func:`parse_value`); blank lines are skipped."""
-    for line in stream:
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def require_utf8(text: str, where: str, hint: str = "a queue holds UTF-8 text") -> str:
+    """``text``, or ConfigError if it holds bytes that were not UTF-8 (read with
+    ``errors="surrogateescape"``): ``<where> is not UTF-8 text (byte 0xff at column 3)``."""
+    bad = _NOT_UTF8.search(text)
+    if bad is not None:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte 0x{ord(bad.group()) - 0xDC00:02x} at column "
+            f"{bad.start() + 1}): {hint}"
+        )
+    return text
+
+
+def read_lines(stream: Iterable[str], name: str = "standard input") -> Iterator[Any]:
+    """One param per line (see :func:`parse_value`); blank lines are skipped; a line
+    that is not UTF-8 (read with ``surrogateescape``) is a ConfigError naming it."""
+    for number, line in enumerate(stream, 1):
         line = _line_text(line)
         if line.strip():
-            yield parse_value(line)
+            yield parse_value(require_utf8(line, f"{name} line {number}"))
 
 
 class InexactJSON(ValueError):
@@ -127,6 +143,7 @@ def read_json_lines(stream: IO[str], name: str = "<input>") -> Iterator[Any]:
     for number, line in enumerate(stream, 1):
         if not line.strip():
             continue
+        require_utf8(line, f"{name} line {number}", "JSON lines are UTF-8")
         try:
             yield strict_json(line)
         except InexactJSON as exc:
@@ -150,6 +167,7 @@ def parse_product(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
             )
         if any(name == other for other, _ in factors):
             raise ConfigError(f"--product names {name!r} twice: give each name once")
+        require_utf8(spec, f"--product {name}")
         factors.append((name, [parse_value(value) for value in values.split(",")]))
     return factors
 
@@ -165,7 +183,8 @@ def product(specs: Sequence[str]) -> Iterator[dict[str, Any]]:
 def params_from_items(items: Sequence[str], stdin: Optional[Iterable[str]] = None) -> Iterator[Any]:
     """Params from command-line items: a range (``0..9``), ``-`` (lines of ``stdin``),
     or a literal value."""
-    for item in items:
+    for index, item in enumerate(items, 1):
+        require_utf8(item, f"argument {index} ({item.encode('utf-8', 'replace').decode()!r})")
         numbers = parse_range(item)
         if numbers is not None:
             yield from numbers

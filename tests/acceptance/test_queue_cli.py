@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,43 @@ def test_a_json_lines_file_refuses_what_it_cannot_keep(tmp_path: Path, user_env:
         out = sh("minion-queue fill --file p.jsonl", user_env)
         assert out.returncode == 2 and "p.jsonl line 2:" in out.stderr, out.stderr
         assert len(out.stderr.splitlines()) == 1
+
+
+def test_a_full_disk_is_one_line_and_the_queue_keeps_what_it_had(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    # Issue 11 item 7: fill on a full disk printed an OSError traceback.
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                            str(disk)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a 64 KiB tmpfs needs root (tests/unit/test_queue_errors.py "
+                    "covers the same message with a failing write)")
+    try:
+        env = {**user_env, "EXECO_PERSISTENCE_DIR": str(disk / "sweeps")}
+        assert sh("minion-queue fill 0..9", env).returncode == 0
+        out = sh("minion-queue fill 0..99999", env)
+        assert out.returncode == 2 and out.stdout == ""
+        assert len(out.stderr.splitlines()) == 1 and "No space left on device" in out.stderr
+        assert "Traceback" not in out.stderr
+        assert status(env)["total"] == 10
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_input_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path, user_env: dict[str, str]) -> None:
+    (tmp_path / "p.jsonl").write_bytes(b'1\n"\xff\xfe"\n')
+    out = sh("minion-queue fill --file p.jsonl", user_env)
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        "minion-queue: error: p.jsonl line 2 is not UTF-8 text (byte 0xff at column 2): "
+        "JSON lines are UTF-8"]
+    out = subprocess.run(["sh", "-c", "printf 'a\\n\\377b\\n' | minion-queue fill -"],
+                         env=user_env, capture_output=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        b"minion-queue: error: standard input line 2 is not UTF-8 text (byte 0xff at column 1): "
+        b"a queue holds UTF-8 text"]
+    out = subprocess.run([script("minion-queue"), "fill", "ok", b"\xffx"], env=user_env,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 2 and b"is not UTF-8 text" in out.stderr
+    assert len(out.stderr.splitlines()) == 1
+    assert status(user_env)["total"] == 0  # nothing of a refused fill went in
