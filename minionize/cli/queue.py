@@ -77,18 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fill.add_argument(
         "items", nargs="*", metavar="ITEM",
-        help="START..END (integers, both included), - (one param per line on stdin, JSON "
-        "if it parses, else the line as a string), or a value (JSON if it parses, else a "
-        "string)",
+        help="START..END (integers, both included), - (one param per line on stdin), or a "
+        "value; a value or line is the text exactly as typed (a string), except a number, "
+        "true, false or null whose JSON is that very text (5, 0.5) and a JSON list or "
+        "mapping: 3.10, 1e3, ' 5' and NaN stay strings",
     )
     fill.add_argument(
         "--file", "-f", action="append", default=[], metavar="PATH",
-        help="a JSON-lines file: one JSON value per line (repeatable)",
+        help="a JSON-lines file: one JSON value per line (repeatable); NaN, Infinity and "
+        "numbers a JSON number cannot keep exactly (1e400) are errors naming the line",
     )
     fill.add_argument(
         "--product", "-p", nargs="+", metavar="NAME=V1,V2", action="append", default=[],
         help="the cartesian product of value lists, as mappings ({\"a\": 1, \"b\": \"x\"}, "
-        "...); values are JSON if they parse (1 is a number), else strings",
+        "...); values are read like ITEM values (1 is a number, 1.0e0 a string)",
     )
 
     status = commands.add_parser(
