@@ -109,11 +109,15 @@ class LineReader:
                 return False
 
 
+#: Built once: json.dumps with options builds a new encoder per call.
+_TEXT_JSON = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def _record_bytes(record: Any) -> bytes:
     """A JSON line for a journal: a line's bytes that are not UTF-8 (read as lone
     surrogates, ``surrogateescape``) go back to the very bytes they came from."""
     try:
-        return (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "surrogateescape")
+        return (_TEXT_JSON(record) + "\n").encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # a lone surrogate from a JSON escape (\\ud800): keep it escaped
         return (json.dumps(record) + "\n").encode("ascii")
 
@@ -158,11 +162,9 @@ class FileEngine(Engine):
         # past ``timeout`` (the idle timeout must hold on a silent pipe).
         with self._lock:
             while len(out) < max_count:
-                try:
+                if self._retries:  # only take pops: what is there stays there
                     out.append(self._retries.popleft())
                     continue
-                except IndexError:
-                    pass
                 line = self._next_line(deadline if not out else time.monotonic())
                 if line is None:
                     break
