@@ -131,11 +131,13 @@ _NEW_CONTAINERS = {"EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"}
 _LEAF = -1  # a value that holds no other value
 
 
-def check_pickle(stream: IO[bytes]) -> None:
+def check_pickle(stream: IO[bytes], allowance: int = EXPANSION_ALLOWANCE) -> tuple[int, int]:
     """Read one pickle's opcodes from ``stream`` (up to its STOP) without building
     anything, and raise :class:`HostilePickle` if its values nest deeper than
-    :data:`MAX_DEPTH`, refer to themselves, or expand past the limit (see the module
-    docstring); ``ValueError`` if it is not a pickle. Linear in the pickle's size."""
+    :data:`MAX_DEPTH`, refer to themselves, or expand past ``allowance`` plus
+    :data:`EXPANSION_PER_OPCODE` per opcode; ``ValueError`` if it is not a pickle.
+    Linear in the pickle's size. Returns (opcodes read, values its result expands to),
+    so that a file of many pickles shares one allowance."""
     mark = object()
     children: list[list[int]] = []  # node -> the nodes or leaves it holds
     stack: list[Any] = []
@@ -162,6 +164,7 @@ def check_pickle(stream: IO[bytes]) -> None:
         if name in ("PROTO", "FRAME"):
             continue
         if name == "STOP":
+            result = stack.pop() if stack else _LEAF
             break
         if name == "MARK":
             stack.append(mark)
@@ -203,12 +206,14 @@ def check_pickle(stream: IO[bytes]) -> None:
                 stack.append(new_node(items) if items or name in _NEW_CONTAINERS else _LEAF)
     else:
         raise ValueError("the pickle ends before its STOP")
-    _check_expansion(children, opcodes)
+    limit = EXPANSION_PER_OPCODE * opcodes + allowance
+    size = _check_expansion(children, limit)
+    return opcodes, 1 if result == _LEAF or result is mark else size[result]
 
 
-def _check_expansion(children: list[list[int]], opcodes: int) -> None:
-    """Expanded size and depth of every node, memoized, without recursion."""
-    limit = EXPANSION_PER_OPCODE * opcodes + EXPANSION_ALLOWANCE
+def _check_expansion(children: list[list[int]], limit: int) -> list[int]:
+    """Expanded size of every node (memoized, without recursion); HostilePickle past
+    ``limit`` values or :data:`MAX_DEPTH` levels, or for a node that holds itself."""
     size = [0] * len(children)
     depth = [0] * len(children)
     state = [0] * len(children)  # 0 unseen, 1 on the path, 2 measured
@@ -245,10 +250,12 @@ def _check_expansion(children: list[list[int]], opcodes: int) -> None:
             if depth[node] > MAX_DEPTH:
                 raise HostilePickle(f"values nested deeper than {MAX_DEPTH} levels")
             if size[node] > limit:
-                raise HostilePickle(
-                    f"values that reuse one another to describe more than {limit:,} values "
-                    "(a memo bomb)"
-                )
+                raise HostilePickle(_too_many(limit))
+    return size
+
+
+def _too_many(limit: int) -> str:
+    return f"values that reuse one another to describe more than {limit:,} values (a memo bomb)"
 
 
 def _load_all(path: str, single: bool) -> list[Any]:
@@ -262,10 +269,17 @@ def _load_all(path: str, single: bool) -> list[Any]:
         raise EngineError(f"cannot read {path}: {exc}") from None
     stream = io.BytesIO(data)
     values: list[Any] = []
+    total_opcodes = described = 0  # one allowance for every pickle of the file
     while stream.tell() < len(data):
         start = stream.tell()
         try:
-            check_pickle(stream)
+            opcodes, size = check_pickle(
+                stream, EXPANSION_ALLOWANCE + EXPANSION_PER_OPCODE * total_opcodes - described
+            )
+            total_opcodes, described = total_opcodes + opcodes, described + size
+            limit = EXPANSION_ALLOWANCE + EXPANSION_PER_OPCODE * total_opcodes
+            if described > limit:
+                raise HostilePickle(_too_many(limit))
             stream.seek(start)
             values.append(PlainDataUnpickler(stream).load())
         except RefusedPickle as exc:
@@ -275,8 +289,10 @@ def _load_all(path: str, single: bool) -> list[Any]:
                 f"{path} holds {exc}, which minionize refuses to load: remove the file or "
                 "rebuild the queue with minion-queue fill"
             ) from None
+        except (MemoryError, RecursionError, OverflowError) as exc:
+            raise EngineError(f"{path} cannot be read within bounds ({exc!r})") from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-                IndexError, KeyError, MemoryError, RecursionError, OverflowError) as exc:
+                IndexError, KeyError) as exc:
             if values or not single:
                 break  # a crash cut the last record, as execo itself tolerates
             raise EngineError(f"{path} is not a readable execo pickle ({exc})") from None

@@ -94,6 +94,21 @@ def test_a_hostile_pickle_is_refused_in_one_line_within_seconds(
     assert elapsed < 5, elapsed
 
 
+def test_many_small_bombs_share_one_allowance(tmp_path: Path, user_env: dict[str, str]) -> None:
+    # Each of these 60 records describes 2**19 - 1 values, under the allowance of one pickle;
+    # together they would build 31 million values.
+    queue = tmp_path / "sweeps"
+    queue.mkdir()
+    (queue / "sweeps").write_bytes(pickle.dumps({1, 2}))
+    (queue / "done").write_bytes(list_bomb(18) * 60)
+    started = time.monotonic()
+    out = subprocess.run([script("minionize"), "true"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, preexec_fn=_cap_memory,
+                         env={**user_env, "MINION_ENGINE": "execo"})
+    assert out.returncode == 2 and "sweeps/done holds values that reuse" in out.stderr, out.stderr
+    assert len(out.stderr.splitlines()) == 1 and time.monotonic() - started < 5
+
+
 def test_a_list_of_lists_is_adopted_not_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "sweeps").write_bytes(pickle.dumps([[1, 2], [3]]))
     (tmp_path / "done").write_bytes(pickle.dumps([3]))
