@@ -44,7 +44,7 @@ class RefusedPickle(pickle.UnpicklingError):
     """The pickle names something other than plain data."""
 
 
-_SCALARS = (str, bytes, int, float, bool, complex)
+_SCALAR_TYPES = (str, bytes, int, float, bool, complex)
 _MAX_TEXT = 4300  # digits Python itself accepts in int("...")
 
 
@@ -54,7 +54,7 @@ def _scalar_only(kind: type) -> Callable[..., Any]:
 
     def build(*args: Any) -> Any:
         for arg in args:
-            if not isinstance(arg, _SCALARS) or (kind is bytes and isinstance(arg, int)) or (
+            if not isinstance(arg, _SCALAR_TYPES) or (kind is bytes and isinstance(arg, int)) or (
                 isinstance(arg, (str, bytes)) and len(arg) > _MAX_TEXT and kind is not bytes
                 and kind is not str
             ):
@@ -127,8 +127,16 @@ class HostilePickle(ValueError):
 
 
 _MUTATORS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
-_NEW_CONTAINERS = {"EMPTY_LIST", "EMPTY_DICT", "EMPTY_SET"}
-_LEAF = -1  # a value that holds no other value
+#: What an opcode may push as a leaf: a value that holds no other and never will. Every
+#: other value is a node of its own (even an empty one), so that what is added to it
+#: later counts wherever the memo hands it out.
+_SCALARS = {
+    pickletools.pyint, pickletools.pylong, pickletools.pyinteger_or_bool,
+    pickletools.pybool, pickletools.pyfloat, pickletools.pystring, pickletools.pybytes,
+    pickletools.pybytes_or_str, pickletools.pyunicode, pickletools.pynone,
+    pickletools.pybytearray,
+}
+_LEAF = -1
 
 
 def check_pickle(stream: IO[bytes], allowance: int = EXPANSION_ALLOWANCE) -> tuple[int, int]:
@@ -190,9 +198,10 @@ def check_pickle(stream: IO[bytes], allowance: int = EXPANSION_ALLOWANCE) -> tup
                 items = [stack.pop(), stack.pop()]
             else:
                 items = pop_to_mark()
-            if stack[-1] == _LEAF or stack[-1] is mark:
-                stack[-1] = new_node([])
-            children[stack[-1]].extend(i for i in items if i is not mark)
+            target = stack[-1]
+            if target is mark or target == _LEAF:
+                raise ValueError(f"{name} on a value that cannot hold others")
+            children[target].extend(i for i in items if i is not mark)
         else:
             before = opcode.stack_before
             if pickletools.markobject in before:
@@ -202,8 +211,8 @@ def check_pickle(stream: IO[bytes], allowance: int = EXPANSION_ALLOWANCE) -> tup
             else:
                 items = [stack.pop() for _ in before]
             items = [i for i in items if i is not mark]
-            for _ in opcode.stack_after:
-                stack.append(new_node(items) if items or name in _NEW_CONTAINERS else _LEAF)
+            for kind in opcode.stack_after:
+                stack.append(_LEAF if not items and kind in _SCALARS else new_node(items))
     else:
         raise ValueError("the pickle ends before its STOP")
     limit = EXPANSION_PER_OPCODE * opcodes + allowance

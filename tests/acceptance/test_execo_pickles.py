@@ -133,3 +133,21 @@ if __name__ == "__main__":  # write the hostile files, to try them by hand
     for key, data in HOSTILE.items():
         Path(sys.argv[1], key).write_bytes(data)
     print(os.listdir(sys.argv[1]))
+
+
+@pytest.mark.parametrize("make", [b"(c__builtin__\ndict\no", b"(i__builtin__\ndict\n"])
+def test_a_bomb_of_objects_filled_after_they_were_memoized_is_refused(
+    tmp_path: Path, make: bytes
+) -> None:
+    # d0 = dict() (OBJ or INST) memoized empty, then filled; d_i = {a: d_i-1, b: d_i-1}:
+    # what is added after the memo took an object counts wherever the memo hands it out.
+    body = make + binput(0) + b"X\x01\x00\x00\x00aK\x01s0"
+    for i in range(1, 31):
+        body += (make + binput(i) + b"(X\x01\x00\x00\x00a" + binget(i - 1)
+                 + b"X\x01\x00\x00\x00b" + binget(i - 1) + b"u0")
+    data = b"\x80\x02" + body + b"c__builtin__\nset\n(" + binget(30) + b"l\x85R."
+    (tmp_path / "sweeps").write_bytes(data)
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="memo bomb"):
+        read_execo_directory(str(tmp_path))
+    assert time.monotonic() - started < 5
