@@ -126,17 +126,34 @@ class HostilePickle(ValueError):
     """Plain data that would take unbounded time or memory to use."""
 
 
-_MUTATORS = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
 #: What an opcode may push as a leaf: a value that holds no other and never will. Every
 #: other value is a node of its own (even an empty one), so that what is added to it
 #: later counts wherever the memo hands it out.
-_SCALARS = {
-    pickletools.pyint, pickletools.pylong, pickletools.pyinteger_or_bool,
-    pickletools.pybool, pickletools.pyfloat, pickletools.pystring, pickletools.pybytes,
-    pickletools.pybytes_or_str, pickletools.pyunicode, pickletools.pynone,
-    pickletools.pybytearray,
-}
+_SCALARS = {"int", "int_or_bool", "bool", "float", "str", "bytes", "bytes_or_str", "None",
+            "bytearray"}  # pickletools' names of the values opcodes push
 _LEAF = -1
+
+# What each opcode does to the stack, decided once (the scan runs per opcode).
+_SCALAR, _SKIP, _STOP, _MARK, _POP, _POP_MARK, _DUP, _PUT, _MEMOIZE, _GET = range(10)
+_APPEND, _SETITEM, _MUTATE_MARK, _MARKED, _FIXED = range(10, 15)
+
+
+def _opcode_kind(op: pickletools.OpcodeInfo) -> int:
+    named = {
+        "PROTO": _SKIP, "FRAME": _SKIP, "STOP": _STOP, "MARK": _MARK, "POP": _POP,
+        "POP_MARK": _POP_MARK, "DUP": _DUP, "PUT": _PUT, "BINPUT": _PUT,
+        "LONG_BINPUT": _PUT, "MEMOIZE": _MEMOIZE, "GET": _GET, "BINGET": _GET,
+        "LONG_BINGET": _GET, "APPEND": _APPEND, "BUILD": _APPEND, "SETITEM": _SETITEM,
+        "APPENDS": _MUTATE_MARK, "SETITEMS": _MUTATE_MARK, "ADDITEMS": _MUTATE_MARK,
+    }
+    if op.name in named:
+        return named[op.name]
+    if not op.stack_before and len(op.stack_after) == 1 and op.stack_after[0].name in _SCALARS:
+        return _SCALAR
+    return _MARKED if pickletools.markobject in op.stack_before else _FIXED
+
+
+_KINDS = {op.code: _opcode_kind(op) for op in pickletools.opcodes}
 
 
 def check_pickle(stream: IO[bytes], allowance: int = EXPANSION_ALLOWANCE) -> tuple[int, int]:
@@ -149,70 +166,73 @@ def check_pickle(stream: IO[bytes], allowance: int = EXPANSION_ALLOWANCE) -> tup
     mark = object()
     children: list[list[int]] = []  # node -> the nodes or leaves it holds
     stack: list[Any] = []
+    push = stack.append
     memo: dict[int, Any] = {}
     opcodes = 0
 
     def pop_to_mark() -> list[int]:
-        items: list[int] = []
-        while stack:
-            item = stack.pop()
-            if item is mark:
-                items.reverse()
+        for index in range(len(stack) - 1, -1, -1):
+            if stack[index] is mark:
+                items = stack[index + 1:]
+                del stack[index:]
                 return items
-            items.append(item)
         raise ValueError("a MARK is missing")
 
     def new_node(items: list[int]) -> int:
         children.append(items)
         return len(children) - 1
 
+    result: Any = _LEAF
     for opcode, arg, _ in pickletools.genops(stream):
         opcodes += 1
-        name = opcode.name
-        if name in ("PROTO", "FRAME"):
-            continue
-        if name == "STOP":
-            result = stack.pop() if stack else _LEAF
-            break
-        if name == "MARK":
-            stack.append(mark)
-        elif name == "POP":
-            stack.pop()
-        elif name == "POP_MARK":
-            pop_to_mark()
-        elif name == "DUP":
-            stack.append(stack[-1])
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[int(arg or 0)] = stack[-1]
-        elif name == "MEMOIZE":
-            memo[len(memo)] = stack[-1]
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
+        kind = _KINDS[opcode.code]
+        if kind == _SCALAR:
+            push(_LEAF)
+        elif kind == _GET:
             try:
-                stack.append(memo[int(arg or 0)])
+                push(memo[int(arg or 0)])
             except KeyError:
                 raise ValueError(f"memo key {arg} was never stored") from None
-        elif name in _MUTATORS:
-            if name in ("APPEND", "BUILD"):
+        elif kind == _MEMOIZE:
+            memo[len(memo)] = stack[-1]
+        elif kind == _PUT:
+            memo[int(arg or 0)] = stack[-1]
+        elif kind == _MARK:
+            push(mark)
+        elif kind == _SKIP:
+            continue
+        elif kind == _STOP:
+            result = stack.pop() if stack else _LEAF
+            break
+        elif kind == _POP:
+            stack.pop()
+        elif kind == _POP_MARK:
+            pop_to_mark()
+        elif kind == _DUP:
+            push(stack[-1])
+        elif kind in (_APPEND, _SETITEM, _MUTATE_MARK):
+            if kind == _APPEND:
                 items = [stack.pop()]
-            elif name == "SETITEM":
+            elif kind == _SETITEM:
                 items = [stack.pop(), stack.pop()]
             else:
                 items = pop_to_mark()
             target = stack[-1]
-            if target is mark or target == _LEAF:
-                raise ValueError(f"{name} on a value that cannot hold others")
-            children[target].extend(i for i in items if i is not mark)
+            if target is mark or target == _LEAF or mark in items:
+                raise ValueError(f"{opcode.name} on a value that cannot hold others")
+            children[target].extend(items)
         else:
             before = opcode.stack_before
-            if pickletools.markobject in before:
+            if kind == _MARKED:
                 items = pop_to_mark()
                 for _ in range(before.index(pickletools.markobject)):
                     items.append(stack.pop())
             else:
                 items = [stack.pop() for _ in before]
-            items = [i for i in items if i is not mark]
-            for kind in opcode.stack_after:
-                stack.append(_LEAF if not items and kind in _SCALARS else new_node(items))
+            if mark in items:
+                raise ValueError(f"{opcode.name} found a MARK where a value belongs")
+            for _ in opcode.stack_after:
+                push(new_node(items))
     else:
         raise ValueError("the pickle ends before its STOP")
     limit = EXPANSION_PER_OPCODE * opcodes + allowance
