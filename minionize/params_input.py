@@ -4,21 +4,34 @@ Shared by ``minion-queue fill`` and anything else that reads params from a perso
 Every reader is a generator, so a million params stream without being held in memory.
 
 * ``0..9``: the integers 0 to 9, both included (``-5..5`` and ``10..0`` work too).
-* a value: JSON if it parses (``3``, ``"a b"``, ``{"x": 1}``), else the text itself.
-* lines (stdin): one param per line, each decoded as a value; blank lines are skipped.
-* JSON lines (a file): one JSON value per line; a line that is not JSON is an error.
+* a value (typed): exactly the text typed, as a string, except where JSON says the same
+  thing exactly: a number, ``true``, ``false`` or ``null`` whose JSON is the text itself
+  (``5``, ``-3``, ``0.5``), and a list or mapping (``[1, 2]``, ``{"x": 1}``), whose
+  numbers follow the same rule. So ``3.10``, ``1e3``, ``1.50``, `` 5``, ``NaN`` and
+  ``"a"`` stay the strings typed: the program receives them as typed, and two different
+  texts are never one param.
+* lines (stdin): one param per line, each read like a typed value (only the line end
+  goes; spaces stay); blank lines are skipped.
+* JSON lines (a file): one JSON value per line; a line that is not standard JSON
+  (``NaN``, ``Infinity``), or that holds a number a JSON number cannot keep exactly
+  (``1e400``, ``1e-400``, ``0.10000000000000000001``), is an error naming the line.
+  Other numbers keep their value, as JSON says (``3.10`` is the number ``3.1``).
 * products: ``a=1,2,3 b=x,y`` gives every mapping ``{"a": 1, "b": "x"}``, ...,
-  the first name varying slowest (as execo's ``sweep()``); values decode like a value.
+  the first name varying slowest (as execo's ``sweep()``); values are read like a typed
+  value, spaces included.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
+from decimal import Decimal
 from typing import IO, Any, Optional
 
+from .engines._kit import canonical_json
 from .errors import ConfigError
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
@@ -34,20 +47,95 @@ def parse_range(text: str) -> Optional[range]:
     return range(start, end + 1) if start <= end else range(start, end - 1, -1)
 
 
-def parse_value(text: str) -> Any:
-    """JSON if ``text`` parses as JSON, else ``text`` itself (a string)."""
+def _typed_int(text: str) -> Any:
+    value = int(text)
+    return value if str(value) == text else text  # -0 stays "-0"
+
+
+def _typed_float(text: str) -> Any:
+    value = float(text)
     try:
-        return json.loads(text)
-    except ValueError:
+        return value if canonical_json(value) == text else text
+    except ValueError:  # 1e400 is inf: not JSON at all
         return text
 
 
-def read_lines(stream: Iterable[str]) -> Iterator[Any]:
-    """One param per line (see :func:`parse_value`); blank lines are skipped."""
-    for line in stream:
-        line = line.rstrip("\r\n")
+def parse_value(text: str) -> Any:
+    """A typed value: its JSON value where that is exactly the text (``5``, ``0.5``,
+    ``true``, ``[1, 2]``, ``{"x": 1}``), else ``text`` itself, as a string. A number
+    inside a list or mapping that JSON would change (``3.10``, ``1e3``, ``NaN``) stays
+    its text too. See the module docstring."""
+    try:
+        value = json.loads(text, parse_int=_typed_int, parse_float=_typed_float,
+                           parse_constant=str)
+    except (ValueError, RecursionError):
+        return text
+    if isinstance(value, (list, dict)):
+        return value  # spaces and key order of a structure are syntax, not content
+    if isinstance(value, str) or canonical_json(value) != text:
+        return text
+    return value
+
+
+def _line_text(line: str) -> str:
+    """A line without its line end (``\\n`` or ``\\r\\n``), and nothing else removed."""
+    if line.endswith("\n"):
+        line = line[:-1]
+        if line.endswith("\r"):
+            line = line[:-1]
+    return line
+
+
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+
+
+def require_utf8(text: str, where: str, hint: str = "a queue holds UTF-8 text") -> str:
+    """``text``, or ConfigError if it holds bytes that were not UTF-8 (read with
+    ``errors="surrogateescape"``): ``<where> is not UTF-8 text (byte 0xff at column 3)``."""
+    bad = _NOT_UTF8.search(text)
+    if bad is not None:
+        raise ConfigError(
+            f"{where} is not UTF-8 text (byte 0x{ord(bad.group()) - 0xDC00:02x} at column "
+            f"{bad.start() + 1}): {hint}"
+        )
+    return text
+
+
+def read_lines(stream: Iterable[str], name: str = "standard input") -> Iterator[Any]:
+    """One param per line (see :func:`parse_value`); blank lines are skipped; a line
+    that is not UTF-8 (read with ``surrogateescape``) is a ConfigError naming it."""
+    for number, line in enumerate(stream, 1):
+        line = _line_text(line)
         if line.strip():
-            yield parse_value(line)
+            yield parse_value(require_utf8(line, f"{name} line {number}"))
+
+
+class InexactJSON(ValueError):
+    """A JSON text that standard JSON, or a JSON number, cannot hold exactly."""
+
+
+def _strict_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or Decimal(repr(value)) != Decimal(text):
+        raise InexactJSON(
+            f"a JSON number cannot hold {text} exactly (it would become {value!r}); "
+            f'write it as a string: "{text}"'
+        )
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise InexactJSON(f'{name} is not standard JSON; write it as a string: "{name}"')
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads(text)``, refusing with :class:`InexactJSON` what standard JSON cannot
+    hold (``NaN``, ``Infinity``) and numbers whose value would change (``1e400``);
+    :class:`ValueError` when ``text`` is not JSON."""
+    try:
+        return json.loads(text, parse_float=_strict_float, parse_constant=_no_constant)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
 
 
 def read_json_lines(stream: IO[str], name: str = "<input>") -> Iterator[Any]:
@@ -55,8 +143,11 @@ def read_json_lines(stream: IO[str], name: str = "<input>") -> Iterator[Any]:
     for number, line in enumerate(stream, 1):
         if not line.strip():
             continue
+        require_utf8(line, f"{name} line {number}", "JSON lines are UTF-8")
         try:
-            yield json.loads(line)
+            yield strict_json(line)
+        except InexactJSON as exc:
+            raise ConfigError(f"{name} line {number}: {exc}") from None
         except ValueError as exc:
             raise ConfigError(
                 f"{name} line {number} is not JSON ({exc}): write one JSON value per line "
@@ -76,7 +167,8 @@ def parse_product(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
             )
         if any(name == other for other, _ in factors):
             raise ConfigError(f"--product names {name!r} twice: give each name once")
-        factors.append((name, [parse_value(value.strip()) for value in values.split(",")]))
+        require_utf8(spec, f"--product {name}")
+        factors.append((name, [parse_value(value) for value in values.split(",")]))
     return factors
 
 
@@ -91,7 +183,8 @@ def product(specs: Sequence[str]) -> Iterator[dict[str, Any]]:
 def params_from_items(items: Sequence[str], stdin: Optional[Iterable[str]] = None) -> Iterator[Any]:
     """Params from command-line items: a range (``0..9``), ``-`` (lines of ``stdin``),
     or a literal value."""
-    for item in items:
+    for index, item in enumerate(items, 1):
+        require_utf8(item, f"argument {index} ({item.encode('utf-8', 'replace').decode()!r})")
         numbers = parse_range(item)
         if numbers is not None:
             yield from numbers

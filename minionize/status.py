@@ -3,7 +3,9 @@
 Each minion's ``<name>.summary.json`` is read, then only the lines its ``<name>.jsonl``
 gained since that summary was written (see :mod:`minionize.reporters.json`), so reading
 is fast whatever the length of the run. Torn last lines, corrupt lines and unreadable
-summaries are skipped with a warning, never fatal.
+summaries are skipped with a warning, never fatal. A ``.jsonl`` that is not a report
+(it does not begin with a minion's start record: notes, an empty file) is skipped, and
+said once on the ``minionize.status`` log (standard error), not counted as a lost minion.
 
 Words: an *attempt* is one run of a param; *done* counts attempts that succeeded,
 *failed* attempts that failed (requeued or dead-lettered), *dead* params dead-lettered.
@@ -15,6 +17,7 @@ once it wrote its stop line, and *lost* when it stopped beating without a stop l
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -28,9 +31,12 @@ from .reporters.json import (
     EVENTS_SUFFIX,
     SUMMARY_SUFFIX,
     MinionState,
+    is_report,
     read_events,
     report_files,
 )
+
+log = logging.getLogger("minionize.status")
 
 #: Seconds added to three heartbeat periods before a silent minion counts as lost.
 LOST_MARGIN = 5.0
@@ -196,8 +202,20 @@ def _end(status: Status) -> float:
     return status.last_end
 
 
+#: Files already said to be no report, so that ``--watch`` says it once.
+_NOT_REPORTS: set[str] = set()
+
+
+def _not_a_report(path: Path) -> None:
+    if str(path) not in _NOT_REPORTS:
+        _NOT_REPORTS.add(str(path))
+        log.warning("%s is not a minion report (it does not begin with a start record): "
+                    "skipped", path)
+
+
 def load_minion(directory: Path, name: str) -> tuple[Optional[MinionState], list[str]]:
-    """A minion's state: its summary plus the report lines written after it."""
+    """A minion's state: its summary plus the report lines written after it; None for a
+    ``.jsonl`` that is not a report (said once on the log, ``minionize.status``)."""
     warnings: list[str] = []
     state: Optional[MinionState] = None
     offset = 0
@@ -228,6 +246,9 @@ def load_minion(directory: Path, name: str) -> tuple[Optional[MinionState], list
         warnings.append(f"{events_path.name} unreadable: {error}")
         data = b""
     if state is None:
+        if not is_report(data):
+            _not_a_report(events_path)
+            return None, warnings
         state = MinionState()
     events, bad = read_events(data)
     for event in events:

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     queue.add_argument(
         "--file", metavar="PATH",
-        help="the file engine's input, one param per line; - for stdin (FILE_PATH)",
+        help="the file engine's input, one param per line; - for stdin; implies --engine file "
+        "unless --engine is given (FILE_PATH)",
     )
     queue.add_argument(
         "--wait", action="store_true", default=None,
@@ -200,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, dest)
         if value is not None:
             values[variable] = str(value)
+    if args.file is not None and args.engine is None:  # a flag wins over a default engine
+        values["MINION_ENGINE"] = "file"
     for dest, variable in SWITCH_VARIABLES.items():
         if getattr(args, dest):
             values[variable] = "1"

@@ -7,6 +7,7 @@ of the engine's administration calls. An engine that cannot do one says so (exit
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import os
@@ -76,18 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fill.add_argument(
         "items", nargs="*", metavar="ITEM",
-        help="START..END (integers, both included), - (one param per line on stdin, JSON "
-        "if it parses, else the line as a string), or a value (JSON if it parses, else a "
-        "string)",
+        help="START..END (integers, both included), - (one param per line on stdin), or a "
+        "value; a value or line is the text exactly as typed (a string), except a number, "
+        "true, false or null whose JSON is that very text (5, 0.5) and a JSON list or "
+        "mapping: 3.10, 1e3, ' 5' and NaN stay strings",
     )
     fill.add_argument(
         "--file", "-f", action="append", default=[], metavar="PATH",
-        help="a JSON-lines file: one JSON value per line (repeatable)",
+        help="a JSON-lines file: one JSON value per line (repeatable); NaN, Infinity and "
+        "numbers a JSON number cannot keep exactly (1e400) are errors naming the line",
     )
     fill.add_argument(
         "--product", "-p", nargs="+", metavar="NAME=V1,V2", action="append", default=[],
         help="the cartesian product of value lists, as mappings ({\"a\": 1, \"b\": \"x\"}, "
-        "...); values are JSON if they parse (1 is a number), else strings",
+        "...); values are read like ITEM values (1 is a number, 1.0e0 a string)",
     )
 
     status = commands.add_parser(
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from ..errors import MinionizeError
+    from ..errors import EXIT_USAGE, MinionizeError
 
     try:
         return run(args)
@@ -131,6 +134,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:  # what an engine did not translate: still one line
+        print(f"minion-queue: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 
@@ -164,7 +170,15 @@ def _fill(engine: Any, args: argparse.Namespace) -> int:
             "nothing to fill: give a range (0..9), values, - for stdin, --file PATH or "
             "--product NAME=V1,V2 ..."
         )
-    added, skipped = engine.fill(_params(args))
+    from ..errors import EngineError
+
+    try:
+        added, skipped = engine.fill(_params(args))
+    except OSError as exc:  # a full disk (ENOSPC), a read-only or vanished directory
+        raise EngineError(
+            f"{engine.describe()}: cannot write: {exc.strerror or exc}; fix that and fill "
+            "again (params already in the queue are not added twice)"
+        ) from None
     note = f" ({skipped} already present)" if skipped else ""
     print(f"{engine.describe()}: added {added} params{note}")
     return 0
@@ -174,15 +188,29 @@ def _params(args: argparse.Namespace) -> Iterator[Any]:
     from ..errors import ConfigError
     from ..params_input import params_from_items, product, read_json_lines
 
-    yield from params_from_items(args.items, sys.stdin)
+    yield from params_from_items(args.items, _stdin())
     for path in args.file:
         try:
-            with open(path, encoding="utf-8") as stream:
+            # Bytes that are not UTF-8 are kept (surrogateescape) so that the error names
+            # their line; only \n ends a line.
+            with open(path, encoding="utf-8", errors="surrogateescape", newline="\n") as stream:
                 yield from read_json_lines(stream, path)
         except OSError as exc:
             raise ConfigError(f"cannot read --file {path}: {exc.strerror}") from None
     for specs in args.product:
         yield from product(specs)
+
+
+def _stdin() -> Optional[Iterator[str]]:
+    """Standard input as text lines that end only at \\n, bytes that are not UTF-8
+    kept (surrogateescape) so that the error names their line; None without stdin."""
+    if sys.stdin is None:
+        return None
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:  # a text stream put in place of stdin (tests)
+        return iter(sys.stdin)
+    return iter(io.TextIOWrapper(buffer, encoding="utf-8", errors="surrogateescape",
+                                 newline="\n"))
 
 
 def _status(engine: Any, args: argparse.Namespace) -> int:

@@ -1,13 +1,25 @@
 """The file engine: params from a file (``FILE_PATH``) or standard input, one per line.
 
-Blank lines are skipped. ``FILE_DECODER=identity`` makes each line a string,
-``json`` a JSON value (a line that does not parse is dead-lettered with the reason).
+Blank lines are skipped. ``FILE_DECODER=identity`` (the default) makes each line a string,
+exactly as read (spaces kept, only the line end removed); ``json`` a JSON value (a line
+that is not standard JSON, such as ``NaN``, or that holds a number a JSON number cannot
+keep exactly, such as ``1e400``, is dead-lettered with the reason; other numbers keep
+their value: ``3.10`` is the number 3.1). Lines are read as bytes: a line that is not
+UTF-8 reaches the program as the very bytes of the file.
 
 Beside a real file, ``<FILE_PATH>.done`` is a journal of the lines that succeeded (one
-JSON string per line, appended as each param is acked): a rerun skips them, like GNU
-parallel ``--resume``; a line that appears twice in the input runs twice, and is skipped
-as many times as the journal holds it. ``<FILE_PATH>.failed`` receives the dead letters
-as JSON lines with their reason. A rerun retries dead letters: failure is not success.
+JSON string per line, appended as each param is acked, with the line's own bytes): a
+rerun skips them, like GNU parallel ``--resume``; a line that appears twice in the input
+runs twice, and is skipped as many times as the journal holds it. ``<FILE_PATH>.failed``
+receives the dead letters as JSON lines with their reason. A rerun retries dead letters:
+failure is not success. A dry run (``DRY=1``) writes neither file.
+
+A delivery's id is ``<file name>-<run>-<line number>`` (``stdin`` for standard input;
+``<run>`` is 8 hex digits drawn for each run), so the logs of ``MINION_LOG_DIR``
+(``<id>.<attempt>.out``) of two inputs, or of two runs, never overwrite each other.
+
+Standard input is read without blocking past ``take``'s timeout, so
+``MINION_IDLE_TIMEOUT`` ends a minion whose producer is alive but silent.
 
 A file has nobody else to hand a failed param to, so a failed attempt is retried by this
 same minion. Several minions on one file would each run every line: run one minion with
@@ -19,34 +31,118 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
+import secrets
+import select
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError
-from .base import Delivery, Engine, Param, decode_param
+from .base import Delivery, Engine, Param
 
 if TYPE_CHECKING:
     from ..config import Settings
+
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_CHUNK = 1 << 16
+
+
+class LineReader:
+    """Lines (bytes, without the ``\\n``) of a file descriptor, or of a text stream that
+    has none; :meth:`next_line` waits for data at most until a deadline."""
+
+    def __init__(self, fd: Optional[int], text: Optional[IO[str]] = None) -> None:
+        self.fd = fd
+        self.eof = False
+        self._text = iter(text) if text is not None else None
+        self._buffer = bytearray()
+        self._pos = 0
+        self._poll: Optional[Any] = None
+        if fd is not None:
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN)
+
+    def next_line(self, deadline: Optional[float]) -> Optional[bytes]:
+        """The next line; None at the end of the input (then :attr:`eof` is set) or when
+        nothing came before ``deadline`` (a ``time.monotonic()`` time; None: wait)."""
+        if self._text is not None:
+            for text_line in self._text:
+                return text_line.rstrip("\n").encode("utf-8", "surrogateescape")
+            self.eof = True
+            return None
+        while True:
+            newline = self._buffer.find(b"\n", self._pos)
+            if newline >= 0:
+                line = bytes(self._buffer[self._pos:newline])
+                self._pos = newline + 1
+                return line
+            if self.eof:
+                if self._pos < len(self._buffer):  # a last line without its newline
+                    line = bytes(self._buffer[self._pos:])
+                    self._pos = len(self._buffer)
+                    return line
+                return None
+            if not self._wait(deadline):
+                return None
+            del self._buffer[:self._pos]
+            self._pos = 0
+            assert self.fd is not None
+            chunk = os.read(self.fd, _CHUNK)
+            if chunk:
+                self._buffer += chunk
+            else:
+                self.eof = True
+
+    def _wait(self, deadline: Optional[float]) -> bool:
+        """True when the descriptor can be read (data or its end) before ``deadline``."""
+        assert self._poll is not None
+        while True:
+            if deadline is None:
+                timeout_ms: Optional[int] = None
+            else:
+                timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
+            if self._poll.poll(timeout_ms):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+
+#: Built once: json.dumps with options builds a new encoder per call.
+_TEXT_JSON = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _record_bytes(record: Any) -> bytes:
+    """A JSON line for a journal: a line's bytes that are not UTF-8 (read as lone
+    surrogates, ``surrogateescape``) go back to the very bytes they came from."""
+    try:
+        return (_TEXT_JSON(record) + "\n").encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape (\\ud800): keep it escaped
+        return (json.dumps(record) + "\n").encode("ascii")
 
 
 class FileEngine(Engine):
     name = "file"
 
-    def __init__(self, path: Optional[str] = None, decoder: str = "identity") -> None:
+    def __init__(self, path: Optional[str] = None, decoder: str = "identity",
+                 dry: bool = False) -> None:
         self.path = path
         self.decoder = decoder
+        self.dry = dry
         self._lock = threading.Lock()
         self._retries: collections.deque[Delivery] = collections.deque()
-        self._source: Optional[IO[str]] = None
-        self._lines: Optional[Iterator[str]] = None
+        self._source: Optional[IO[bytes]] = None
+        self._reader: Optional[LineReader] = None
         self._lineno = 0
         self._eof = False
         self._skip: collections.Counter[str] = collections.Counter()
         self._done_fd: Optional[int] = None
         self._failed_fd: Optional[int] = None
+        name = os.path.basename(path) if path else "stdin"
+        # Ids feed log names (<id>.<attempt>.out): the run part keeps two inputs, or two
+        # runs of one input, from overwriting each other's logs.
+        self._id_prefix = f"{_UNSAFE_NAME.sub('_', name)[:60] or 'file'}-{secrets.token_hex(4)}-"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FileEngine:
@@ -55,21 +151,21 @@ class FileEngine(Engine):
         if path == "-":
             path = None
         decoder = env.choice("FILE_DECODER", "identity", ("identity", "json"))
-        return cls(path, decoder)
+        return cls(path, decoder, dry=settings.dry)
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
         out: list[Delivery] = []
+        deadline = time.monotonic() + max(0.0, timeout)
         # Retries are a deque (atomic appends and pops): settling never waits for a slow
-        # producer on standard input, which only the reading below may block on.
+        # producer on standard input, which only the reading below may wait on, and never
+        # past ``timeout`` (the idle timeout must hold on a silent pipe).
         with self._lock:
             while len(out) < max_count:
-                try:
+                if self._retries:  # only take pops: what is there stays there
                     out.append(self._retries.popleft())
                     continue
-                except IndexError:
-                    pass
-                line = self._next_line()
+                line = self._next_line(deadline if not out else time.monotonic())
                 if line is None:
                     break
                 out.append(self._delivery(line))
@@ -82,7 +178,7 @@ class FileEngine(Engine):
         params: list[Param] = []
         with self._lock:
             while len(params) < limit:
-                line = self._next_line()
+                line = self._next_line(None)
                 if line is None:
                     break
                 delivery = self._delivery(line)
@@ -92,8 +188,7 @@ class FileEngine(Engine):
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
         if self._done_fd is not None:
-            record = json.dumps(delivery.handle, ensure_ascii=False) + "\n"
-            os.write(self._done_fd, record.encode())
+            os.write(self._done_fd, _record_bytes(delivery.handle))
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self._retries.append(
@@ -105,6 +200,7 @@ class FileEngine(Engine):
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         record = {
+            "id": delivery.id,
             "line": delivery.handle,
             "param": delivery.param,
             "attempts": delivery.attempt,
@@ -112,28 +208,33 @@ class FileEngine(Engine):
             "time": time.time(),
         }
         try:
-            text = json.dumps(record, ensure_ascii=False)
+            data = _record_bytes(record)
         except (TypeError, ValueError):
             record["param"] = repr(delivery.param)
-            text = json.dumps(record, ensure_ascii=False)
+            data = _record_bytes(record)
         # From standard input there is no .failed file: the loop's warning on stderr is
         # the dead letter's only trace.
         if self._failed_fd is not None:
-            os.write(self._failed_fd, (text + "\n").encode())
+            os.write(self._failed_fd, data)
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
         if self.path is None:
-            self._source = sys.stdin
-            self._lines = iter(sys.stdin)
+            try:
+                fd: Optional[int] = sys.stdin.fileno()
+            except (AttributeError, ValueError, OSError):  # a stream with no descriptor
+                fd = None
+            self._reader = LineReader(fd, None if fd is not None else sys.stdin)
             return
         try:
             # Kept open across takes; closed in close().
-            self._source = open(self.path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+            self._source = open(self.path, "rb")  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
-        self._lines = iter(self._source)
+        self._reader = LineReader(self._source.fileno())
         self._skip = self._read_journal(self.path + ".done")
+        if self.dry:
+            return  # a dry run writes nothing
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         try:
             self._done_fd = os.open(self.path + ".done", flags, 0o644)
@@ -148,7 +249,7 @@ class FileEngine(Engine):
             if fd is not None:
                 os.close(fd)
         self._done_fd = self._failed_fd = None
-        if self._source is not None and self._source is not sys.stdin:
+        if self._source is not None:
             self._source.close()
 
     def describe(self) -> str:
@@ -173,24 +274,49 @@ class FileEngine(Engine):
             raise EngineError(f"cannot read the journal {path!r}: {exc.strerror}") from None
         return done
 
-    def _next_line(self) -> Optional[str]:
-        """The next line to run (without its newline), or None at the end."""
-        if self._lines is None:
+    def _next_line(self, deadline: Optional[float]) -> Optional[str]:
+        """The next line to run (without its line end), or None at the end or when
+        nothing came before ``deadline``. Bytes that are not UTF-8 become lone
+        surrogates (``surrogateescape``) and go back out as the same bytes."""
+        if self._reader is None:
             raise EngineError("the file engine was not opened")
-        for raw in self._lines:
+        while True:
+            try:
+                raw = self._reader.next_line(deadline)
+            except OSError as exc:
+                raise EngineError(f"cannot read {self.describe()}: {exc.strerror}") from None
+            if raw is None:
+                self._eof = self._reader.eof
+                return None
             self._lineno += 1
-            line = raw.rstrip("\r\n")
+            line = raw.decode("utf-8", "surrogateescape")
+            if line.endswith("\r"):
+                line = line[:-1]
             if not line.strip():
                 continue
             if self._skip[line] > 0:
                 self._skip[line] -= 1
                 continue
             return line
-        self._eof = True
-        return None
 
     def _delivery(self, line: str) -> Delivery:
-        param, error = decode_param(line, self.decoder, "FILE_DECODER")
+        param: Param = line
+        error: Optional[str] = None
+        if self.decoder == "json":
+            param, error = _decode_json(line)
         if error is not None:
             error = f"line {self._lineno}: {error}"
-        return Delivery(param=param, id=str(self._lineno), attempt=1, handle=line, error=error)
+        return Delivery(param=param, id=f"{self._id_prefix}{self._lineno}", attempt=1,
+                        handle=line, error=error)
+
+
+def _decode_json(line: str) -> tuple[Param, Optional[str]]:
+    """``FILE_DECODER=json``: (value, None), or (the line, why it cannot be run)."""
+    from ..params_input import InexactJSON, strict_json
+
+    try:
+        return strict_json(line), None
+    except InexactJSON as exc:
+        return line, str(exc)
+    except ValueError as exc:
+        return line, f"the message is not JSON (FILE_DECODER=json): {exc}"

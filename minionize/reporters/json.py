@@ -258,6 +258,29 @@ def _running_key(record: dict[str, Any]) -> str:
     return f"{record.get('id')}#{record.get('attempt')}"
 
 
+#: How every report begins: its ``start`` record, written by :meth:`JsonReporter.start`
+#: (compact JSON, "ev" first), possibly torn by a crash.
+REPORT_START = b'{"ev":"start"'
+
+
+def is_report(data: bytes) -> bool:
+    """True when ``data``, the beginning of a ``.jsonl`` file, is a minion's report: its
+    first line is the ``start`` record (whole, or cut by a crash). Another ``.jsonl``
+    put in the report directory, or an empty one, is not."""
+    first = data.split(b"\n", 1)[0].lstrip()
+    return first.startswith(REPORT_START) or (
+        first.startswith(b"{") and b"\n" in data and _start_event(first)
+    )
+
+
+def _start_event(line: bytes) -> bool:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(event, dict) and event.get("ev") == "start"
+
+
 def read_events(data: bytes) -> tuple[list[dict[str, Any]], int]:
     """The events in ``data`` (complete lines only) and how many lines were unreadable.
 

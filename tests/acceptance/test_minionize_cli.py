@@ -116,8 +116,9 @@ def test_log_dir_keeps_each_tasks_output(user_env: dict[str, str]) -> None:
     result = sh("printf 'a\\nb\\n' | MINION_ENGINE=file minionize --log-dir logs "
                 "sh -c 'echo out $0; echo err $0 >&2'", user_env)
     assert result.returncode == 0 and result.stdout == ""
-    assert Path("logs/1.1.out").read_text() == "out a\n"
-    assert Path("logs/2.1.err").read_text() == "err b\n"
+    [out_a] = Path("logs").glob("stdin-*-1.1.out")  # <input>-<run>-<line>.<attempt>
+    [err_b] = Path("logs").glob("stdin-*-2.1.err")
+    assert out_a.read_text() == "out a\n" and err_b.read_text() == "err b\n"
 
 
 def test_dry_run_prints_and_consumes_nothing(user_env: dict[str, str]) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.services import script
 
@@ -123,3 +127,87 @@ def test_help_explains_the_inputs(user_env: dict[str, str]) -> None:
     assert out.returncode == 0
     for words in ("fill 0..9", "status --json", "requeue-dead", "START..END", "--product"):
         assert words in out.stdout
+
+
+RECORD_ARGS = """\
+import json, sys
+with open("args.jsonl", "a", encoding="utf-8") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def recorded_args(tmp_path: Path) -> list[list[str]]:
+    path = tmp_path / "args.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_every_text_typed_arrives_exactly_and_alone(tmp_path: Path, user_env: dict[str, str]) -> None:
+    # Issue 10 item 3: 3.10 and 3.1 were one param; 1e3 arrived as 1000.0; NaN was
+    # written into the queue as non-standard JSON.
+    (tmp_path / "record.py").write_text(RECORD_ARGS)
+    texts = ["3.9", "3.10", "3.1", "1e3", "1e400", "1.50", " 5", "5 ", "5", "NaN", "Infinity", "-0"]
+    out = subprocess.run([script("minion-queue"), "fill", *texts], env=user_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == f"sweep queue in sweeps: added {len(texts)} params", out.stderr
+    stdin_texts = ["7.10", "7.1", " 8", "8", "-Infinity", "2e0"]
+    out = sh("minion-queue fill -", user_env, stdin="".join(t + "\n" for t in stdin_texts))
+    assert out.stdout.strip() == f"sweep queue in sweeps: added {len(stdin_texts)} params"
+    out = sh(f"minionize {sys.executable} record.py", user_env)
+    assert out.returncode == 0, out.stderr
+    args = recorded_args(tmp_path)
+    assert sorted(a[0] for a in args if len(a) == 1) == sorted(texts + stdin_texts)
+    out = sh("minion-queue fill --product 'a=1.0,1,NaN'", user_env)
+    assert out.stdout.strip() == "sweep queue in sweeps: added 3 params"
+    for line in (tmp_path / "sweeps" / "params.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in the queue"))
+    out = sh(f"minionize --template '{sys.executable} record.py {{a}}'", user_env)
+    assert out.returncode == 0, out.stderr
+    assert sorted(recorded_args(tmp_path)[len(args):]) == [["1"], ["1.0"], ["NaN"]]
+
+
+def test_a_json_lines_file_refuses_what_it_cannot_keep(tmp_path: Path, user_env: dict[str, str]) -> None:
+    for line in ("NaN", "1e400", '{"x": Infinity}'):
+        (tmp_path / "p.jsonl").write_text(f'1\n{line}\n')
+        out = sh("minion-queue fill --file p.jsonl", user_env)
+        assert out.returncode == 2 and "p.jsonl line 2:" in out.stderr, out.stderr
+        assert len(out.stderr.splitlines()) == 1
+
+
+def test_a_full_disk_is_one_line_and_the_queue_keeps_what_it_had(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    # Issue 11 item 7: fill on a full disk printed an OSError traceback.
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
+                                            str(disk)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a 64 KiB tmpfs needs root (tests/unit/test_queue_errors.py "
+                    "covers the same message with a failing write)")
+    try:
+        env = {**user_env, "EXECO_PERSISTENCE_DIR": str(disk / "sweeps")}
+        assert sh("minion-queue fill 0..9", env).returncode == 0
+        out = sh("minion-queue fill 0..99999", env)
+        assert out.returncode == 2 and out.stdout == ""
+        assert len(out.stderr.splitlines()) == 1 and "No space left on device" in out.stderr
+        assert "Traceback" not in out.stderr
+        assert status(env)["total"] == 10
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_input_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path, user_env: dict[str, str]) -> None:
+    (tmp_path / "p.jsonl").write_bytes(b'1\n"\xff\xfe"\n')
+    out = sh("minion-queue fill --file p.jsonl", user_env)
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        "minion-queue: error: p.jsonl line 2 is not UTF-8 text (byte 0xff at column 2): "
+        "JSON lines are UTF-8"]
+    out = subprocess.run(["sh", "-c", "printf 'a\\n\\377b\\n' | minion-queue fill -"],
+                         env=user_env, capture_output=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        b"minion-queue: error: standard input line 2 is not UTF-8 text (byte 0xff at column 1): "
+        b"a queue holds UTF-8 text"]
+    out = subprocess.run([script("minion-queue"), "fill", "ok", b"\xffx"], env=user_env,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 2 and b"is not UTF-8 text" in out.stderr
+    assert len(out.stderr.splitlines()) == 1
+    assert status(user_env)["total"] == 0  # nothing of a refused fill went in

@@ -67,8 +67,9 @@ def test_a_short_run_with_failures(user_env: dict[str, str]) -> None:
     assert "overall over" in text and "/s" in text  # a sub-second run has a real rate
     assert '"bad1"  attempt 2  dead-lettered' in text
     assert "| no luck with bad1" in text
-    assert "log: logs/3.2.err" in text  # named by the param id: its line
-    assert "no luck with bad1" in Path("logs/3.2.err").read_text()
+    [log] = Path("logs").glob("params.txt-*-3.2.err")  # named by the param id: file, run, line
+    assert f"log: {log}" in text
+    assert "no luck with bad1" in log.read_text()
 
     out = status_json(user_env)
     assert (out["done"], out["failed"], out["dead"], out["running"]) == (5, 2, 1, 0)
@@ -76,7 +77,7 @@ def test_a_short_run_with_failures(user_env: dict[str, str]) -> None:
     assert out["minions"][0]["exit_code"] == 1
     assert out["rate"]["overall"] > 0 and out["rate"]["recent"] is None
     assert out["errors"][0]["stderr_tail"].splitlines() == ["traceback of bad1", "no luck with bad1"]
-    assert out["errors"][0]["stderr_path"] == "logs/3.2.err"
+    assert out["errors"][0]["stderr_path"] == str(log)
 
 
 def test_directory_from_dotenv_and_from_the_argument(user_env: dict[str, str]) -> None:
@@ -111,8 +112,20 @@ def test_corrupt_and_torn_files_beside_good_ones(user_env: dict[str, str]) -> No
     assert result.returncode == 0, result.stderr
     assert "done 3" in result.stdout
     assert "warning: other_1.summary.json unreadable" in result.stdout
+    # An empty .jsonl is no report: skipped, said once on stderr (issue 11 item 7).
+    assert result.stderr.count("empty_2.jsonl is not a minion report") == 1, result.stderr
     out = status_json(user_env)
-    assert out["done"] == 3 and len(out["minions"]) == 3
+    assert out["done"] == 3 and len(out["minions"]) == 2
+
+
+def test_a_jsonl_that_is_not_a_report_is_no_lost_minion(user_env: dict[str, str]) -> None:
+    assert run_minion(user_env, "ok1\n").returncode == 0
+    Path("minion-report/data.jsonl").write_text('{"x": 1}\n')
+    result = sh("minion-status", user_env)
+    assert result.returncode == 0 and "0 lost" in result.stdout and " d " not in result.stdout
+    assert result.stderr.splitlines() == [
+        "minion-report/data.jsonl is not a minion report (it does not begin with a start "
+        "record): skipped"]
 
 
 def test_mtop_without_rich_names_the_extra(user_env: dict[str, str]) -> None:

@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from pathlib import Path
 
+import pytest
+
+from minionize.callbacks.process import safe_name
 from minionize.config import Settings
 from minionize.engines.file import FileEngine
 
@@ -71,3 +77,84 @@ def test_torn_journal_line_is_ignored(tmp_path: Path) -> None:
     params.write_text("a\nb\n")
     (tmp_path / "p.txt.done").write_text('"a"\n"b')  # crash mid-write
     assert drain(open_engine(params)) == ["b"]
+
+
+# -- issue 10 items 3 and 8 -------------------------------------------------------------
+def test_identity_keeps_each_line_exactly_as_text(tmp_path: Path) -> None:
+    params = tmp_path / "p.txt"
+    params.write_text("3.10\n1e3\n 5\n5 \nNaN\n\"a\"\n{\"x\": 1.50}\n")
+    assert drain(open_engine(params)) == ["3.10", "1e3", " 5", "5 ", "NaN", '"a"', '{"x": 1.50}']
+
+
+def test_json_decoder_refuses_what_json_cannot_keep(tmp_path: Path) -> None:
+    params = tmp_path / "p.jsonl"
+    params.write_text('NaN\n[Infinity]\n1e400\n3.10\n{"x": 1e3}\n')
+    engine = open_engine(params, "json")
+    deliveries = engine.take(10, 0)
+    assert [d.error is not None for d in deliveries] == [True, True, True, False, False]
+    assert "line 1" in str(deliveries[0].error) and "not standard JSON" in str(deliveries[0].error)
+    assert "1e400" in str(deliveries[2].error)
+    assert [d.param for d in deliveries[3:]] == [3.1, {"x": 1000.0}]
+
+
+def test_bytes_that_are_not_utf8_round_trip_into_done_and_failed(tmp_path: Path) -> None:
+    params = tmp_path / "p.txt"
+    params.write_bytes(b"ok\n\xff\xfebad\n\xfeother\n")
+    engine = open_engine(params)
+    ok, bad, other = engine.take(3, 0)
+    engine.ack(ok)
+    engine.ack(bad)
+    engine.dead_letter(other, "exit code 1")
+    engine.close()
+    assert b"\xff\xfebad" in (tmp_path / "p.txt.done").read_bytes()
+    failed = (tmp_path / "p.txt.failed").read_bytes()
+    assert b"\xfeother" in failed and b"exit code 1" in failed
+    assert drain(open_engine(params)) == [other.param]  # line 2 is done: it does not run again
+    assert os.fsencode(other.param) == b"\xfeother"  # the program gets the very bytes
+
+
+def test_ids_of_two_input_files_never_collide(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ids = []
+    for path in (tmp_path / "p.txt", tmp_path / "q.txt", tmp_path / "a" / "p.txt",
+                 tmp_path / "b" / "p.txt", tmp_path / "p.txt"):
+        path.write_text("x\ny\n")
+        (tmp_path / (path.name + ".done")).unlink(missing_ok=True)
+        engine = open_engine(path)
+        ids += [d.id for d in engine.take(2, 0)]
+        engine.close()
+    assert len(set(ids)) == len(ids)
+    assert all(safe_name(i) == i for i in ids) and ids[0].startswith("p.txt-") and ids[0].endswith("-1")
+
+
+def test_take_honours_its_timeout_on_a_silent_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"a\n")
+        monkeypatch.setattr(sys, "stdin", os.fdopen(read_end, "r"))
+        engine = FileEngine(None)
+        engine.open()
+        assert [d.param for d in engine.take(5, 0.2)] == ["a"]
+        started = time.monotonic()
+        assert engine.take(5, 0.3) == []
+        assert 0.25 <= time.monotonic() - started < 2 and not engine.exhausted()
+        os.write(write_end, b"b\nc")
+        assert [d.param for d in engine.take(5, 1)] == ["b"]
+        os.close(write_end)
+        write_end = -1
+        assert [d.param for d in engine.take(5, 1)] == ["c"]
+        assert engine.take(5, 1) == [] and engine.exhausted()
+    finally:
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
+    params = tmp_path / "p.txt"
+    params.write_text("1\n2\n")
+    engine = FileEngine.from_settings(Settings.from_env({"FILE_PATH": str(params), "DRY": "1"}))
+    engine.open()
+    assert engine.peek(10) == ["1", "2"]
+    engine.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import time
 
 import pytest
@@ -30,7 +31,7 @@ def test_ranges_are_inclusive() -> None:
 def test_values_are_json_when_they_parse_else_strings() -> None:
     assert parse_value("1") == 1 and parse_value("1.5") == 1.5
     assert parse_value('{"x": [1, 2]}') == {"x": [1, 2]}
-    assert parse_value('"quoted"') == "quoted" and parse_value("null") is None
+    assert parse_value('"quoted"') == '"quoted"' and parse_value("null") is None
     assert parse_value("hello world") == "hello world"
     assert parse_value("{not json") == "{not json"
 
@@ -74,3 +75,49 @@ def test_a_huge_range_streams() -> None:
     started = time.monotonic()
     first = list(itertools.islice(params_from_items(["0..999999999999"]), 3))
     assert first == [0, 1, 2] and time.monotonic() - started < 0.5
+
+
+# -- issue 10 item 3: a param arrives exactly as typed; two texts are two params -------
+@pytest.mark.parametrize("text", ["3.10", "1e3", "1E3", "1e400", "1.50", " 5", "5 ", "-0",
+                                  "NaN", "Infinity", "-Infinity", "0.10", "1.0e0", '"a"'])
+def test_a_value_whose_number_would_change_stays_its_text(text: str) -> None:
+    assert parse_value(text) == text
+
+
+@pytest.mark.parametrize("text, value", [("5", 5), ("-3", -3), ("0.5", 0.5), ("3.1", 3.1),
+                                         ("1e+16", 1e16), ("true", True), ("null", None),
+                                         ("12345678901234567890", 12345678901234567890)])
+def test_a_value_stays_a_number_where_that_is_exact(text: str, value: object) -> None:
+    assert parse_value(text) == value and type(parse_value(text)) is type(value)
+
+
+def test_numbers_inside_lists_and_mappings_follow_the_same_rule() -> None:
+    assert parse_value('{"x": 3.10, "y": 2, "z": NaN}') == {"x": "3.10", "y": 2, "z": "NaN"}
+    assert parse_value("[1e3, 0.5]") == ["1e3", 0.5]
+
+
+def test_different_texts_are_different_params_on_every_typed_path() -> None:
+    from minionize.engines._kit import canonical_json
+
+    texts = ["3.9", "3.10", "3.1", "1e3", "1000.0", " 5", "5 ", "5", "NaN", "Infinity", "1e400"]
+    stdin = io.StringIO("".join(t + "\n" for t in texts))
+    for params in (list(params_from_items(texts)), list(params_from_items(["-"], stdin)),
+                   [p["a"] for p in product(["a=" + ",".join(texts)])]):
+        encoded = [canonical_json(p) for p in params]  # raises on NaN / Infinity
+        assert len(set(encoded)) == len(texts)
+        assert [p if isinstance(p, str) else json.dumps(p) for p in params] == texts
+
+
+def test_lines_keep_their_spaces_and_only_the_line_end_goes() -> None:
+    assert list(read_lines(io.StringIO(" 5\n5 \r\n\n"))) == [" 5", "5 "]
+
+
+@pytest.mark.parametrize("line", ["NaN", "[Infinity]", "-Infinity", "1e400", '{"x": 1e-400}',
+                                  "0.10000000000000000000001"])
+def test_json_lines_refuse_a_number_whose_value_would_change(line: str) -> None:
+    with pytest.raises(ConfigError, match=r"p\.jsonl line 2: .*(NaN|Infinity|cannot hold)"):
+        list(read_json_lines(io.StringIO("1\n" + line + "\n"), "p.jsonl"))
+
+
+def test_json_lines_keep_numbers_that_keep_their_value() -> None:
+    assert list(read_json_lines(io.StringIO("3.10\n1e3\n0.1\n"))) == [3.1, 1000.0, 0.1]

@@ -290,3 +290,24 @@ def test_short_tasks_between_heartbeats_count_as_running(tmp_path: Path) -> None
     finish(reporter, "p2")
     assert read_status(tmp_path).running == 0
     reporter.stop(0)
+
+
+def test_a_file_that_is_not_a_report_is_skipped_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 11 item 7: any .jsonl was read as a minion, lost "20785 d 13 h ago".
+    reporter = minion(tmp_path, 1)
+    finish(reporter, "a")
+    reporter.stop(0)
+    (tmp_path / "notes.jsonl").write_text('{"x": 1}\n{"y": 2}\n')
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "torn.jsonl").write_bytes(b'{"ev":"start","t":1,"minion":{"host":"torn"')
+    with caplog.at_level("WARNING", logger="minionize.status"):
+        first = read_status(tmp_path)
+        second = read_status(tmp_path)
+    assert sorted(m.name for m in first.minions) == sorted(m.name for m in second.minions)
+    assert {m.name for m in first.minions} == {reporter.path.stem, "torn"}  # type: ignore[union-attr]
+    assert [m.state for m in first.minions if m.name != "torn"] == ["finished"]
+    skipped = [r.getMessage() for r in caplog.records]
+    assert len(skipped) == 2 and all("not a minion report" in m for m in skipped)
+    assert any("notes.jsonl" in m for m in skipped) and any("empty.jsonl" in m for m in skipped)

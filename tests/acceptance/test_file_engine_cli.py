@@ -1,0 +1,73 @@
+"""The file engine as a user types it (issue 10 item 8)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from tests.services import script
+
+
+def sh(line: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["sh", "-c", line], env=env, capture_output=True, timeout=timeout)
+
+
+def test_the_file_flag_wins_over_the_default_sweep_queue(user_env: dict[str, str]) -> None:
+    assert sh("minion-queue fill from-the-queue", user_env).returncode == 0
+    Path("p.txt").write_text("from-the-file\n")
+    out = sh("minionize --file p.txt echo hi", user_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"hi from-the-file\n"
+
+
+def test_lines_that_are_not_utf8_are_done_once_and_fail_into_failed(user_env: dict[str, str]) -> None:
+    Path("p.txt").write_bytes(b"ok\n\xff\xfebad\n")
+    out = sh("MINION_ENGINE=file FILE_PATH=p.txt minionize printf '%s|'", user_env)
+    assert out.returncode == 0 and out.stderr == b"", out.stderr
+    assert out.stdout == b"ok|\xff\xfebad|"  # the program got the very bytes
+    assert sh("MINION_ENGINE=file FILE_PATH=p.txt minionize printf '%s|'", user_env).stdout == b""
+    Path("q.txt").write_bytes(b"\xfefails\n")
+    out = sh("MINION_ENGINE=file FILE_PATH=q.txt minionize --max-attempts 1 false", user_env)
+    assert out.returncode == 1
+    [record] = Path("q.txt.failed").read_bytes().splitlines()
+    assert b"\xfefails" in record and json.loads(record.decode("utf-8", "surrogateescape"))["reason"]
+
+
+def test_log_names_of_two_inputs_never_collide(user_env: dict[str, str]) -> None:
+    Path("a.txt").write_text("first\n")
+    Path("b.txt").write_text("second\n")
+    for name in ("a.txt", "b.txt", "a.txt"):
+        Path(name + ".done").unlink(missing_ok=True)
+        out = sh(f"minionize --file {name} --log-dir logs echo", user_env)
+        assert out.returncode == 0, out.stderr
+    outputs = sorted(p.read_text() for p in Path("logs").glob("*.out"))
+    assert outputs == ["first\n", "first\n", "second\n"]
+    assert all(p.name.startswith(("a.txt-", "b.txt-")) for p in Path("logs").iterdir())
+
+
+def test_the_idle_timeout_holds_on_an_open_silent_stdin(user_env: dict[str, str]) -> None:
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [script("minionize"), "echo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        env={**user_env, "MINION_ENGINE": "file", "MINION_IDLE_TIMEOUT": "1"},
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"a\n")
+    proc.stdin.flush()  # and the pipe stays open, silent
+    try:
+        assert proc.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        proc.kill()
+        proc.stdin.close()
+        proc.wait()
+    assert proc.stdout is not None and proc.stdout.read() == b"a\n"
+
+
+def test_a_dry_run_writes_nothing(user_env: dict[str, str]) -> None:
+    Path("p.txt").write_text("1\n2\n")
+    out = sh("minionize -n --file p.txt echo hi", user_env)
+    assert out.returncode == 0 and out.stdout.splitlines() == [b"echo hi 1", b"echo hi 2"]
+    assert sorted(p.name for p in Path().iterdir()) == ["p.txt"]
