@@ -98,12 +98,15 @@ class Outage:
     def call(self, fn: Callable[[], T], transient: tuple[type[BaseException], ...]) -> T:
         pause = _FIRST_PAUSE
         while True:
+            started = self._clock()
             try:
                 result = fn()
             except transient as exc:
                 now = self._clock()
                 if self._down_since is None:
-                    self._down_since = now
+                    # From the start of the call that failed: a client that takes its own
+                    # time to give up must not stretch the limit.
+                    self._down_since = started
                     log.warning("%s is unreachable (%s); retrying for up to %gs "
                                 "(MINION_OUTAGE_TIMEOUT)", self.what, redact(str(exc)), self.limit)
                 down_for = now - self._down_since

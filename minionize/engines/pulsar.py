@@ -135,7 +135,8 @@ class PulsarEngine(Engine):
         self.max_attempts = max_attempts
         self.dead_letter_topic = dead_letter_topic or f"{topic}-{subscription}-DLQ"
         self.nack_delay = nack_delay
-        self.operation_timeout = operation_timeout
+        # A client call must give up within the outage limit, or the limit means nothing.
+        self.operation_timeout = max(1, min(operation_timeout, int(outage_timeout)))
         self.client_log = client_log
         self.admin_url = admin_url
         #: The pulsar module, or a stand-in with the same calls (tests).
