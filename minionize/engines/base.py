@@ -41,7 +41,6 @@ The contract every engine keeps, checked for each of them by one parametrized su
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -92,8 +91,12 @@ def decode_param(data: bytes | str, decoder: str, variable: str) -> tuple[Param,
         text = data
     if decoder != "json":
         return text, None
+    from ..params_input import InexactJSON, strict_json
+
     try:
-        return json.loads(text), None
+        return strict_json(text), None
+    except InexactJSON as exc:  # NaN, 1e400: what a queue must never hold or pass on
+        return text, str(exc)
     except ValueError as exc:
         return text, f"the message is not JSON ({variable}=json): {exc}"
 

@@ -40,7 +40,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError
-from .base import Delivery, Engine, Param
+from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -312,11 +312,4 @@ class FileEngine(Engine):
 
 def _decode_json(line: str) -> tuple[Param, Optional[str]]:
     """``FILE_DECODER=json``: (value, None), or (the line, why it cannot be run)."""
-    from ..params_input import InexactJSON, strict_json
-
-    try:
-        return strict_json(line), None
-    except InexactJSON as exc:
-        return line, str(exc)
-    except ValueError as exc:
-        return line, f"the message is not JSON (FILE_DECODER=json): {exc}"
+    return decode_param(line, "json", "FILE_DECODER")

@@ -158,3 +158,12 @@ def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert engine.peek(10) == ["1", "2"]
     engine.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt"]
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "1e400", '{"x": -Infinity}'])
+def test_every_engine_refuses_a_message_that_standard_json_cannot_hold(text: str) -> None:
+    from minionize.engines.base import decode_param
+
+    param, error = decode_param(text.encode(), "json", "GOOGLE_DECODER")
+    assert param == text and error is not None
+    assert decode_param(b'{"x": 3.10}', "json", "GOOGLE_DECODER") == ({"x": 3.1}, None)
