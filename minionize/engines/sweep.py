@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import EngineError
 from ..reporters.base import MinionInfo
+from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from ._sweep_store import DEAD, DONE, FLIGHT, TODO, Owner, SweepStore, canonical
 from .base import Delivery, Engine, Param
 
@@ -93,7 +94,8 @@ class SweepEngine(Engine):
     an expired lease counts an attempt and dead-letters the param when it reaches
     this. ``wait``: on a drained queue, stay while other minions hold leases
     (``MINION_WAIT``). ``durable_settles``: fsync every ack and dead letter
-    (``MINION_SWEEP_FSYNC``).
+    (``MINION_SWEEP_FSYNC``). ``lock_lease``: seconds without any change after which a
+    waiter breaks the queue lock of a stopped or hung holder (``MINION_SWEEP_LOCK_LEASE``).
     """
 
     name = "sweep"
@@ -107,14 +109,19 @@ class SweepEngine(Engine):
         wait: bool = False,
         durable_settles: bool = False,
         minion: Optional[MinionInfo] = None,
+        lock_lease: float = DEFAULT_LEASE,
     ) -> None:
         self.directory = directory
         self.lease = lease
         self.max_attempts = max_attempts
         self.wait = wait
-        self.store = SweepStore(directory, durable_settles=durable_settles)
         info = minion or MinionInfo.current()
         self.owner = Owner(info.minion_id, info.host, info.pid, info.job_label)
+        identity = {"minion": info.minion_id, "host": info.host, "pid": info.pid, "job": info.job_label}
+        self.store = SweepStore(
+            directory, durable_settles=durable_settles, lock_lease=max(MIN_LEASE, lock_lease),
+            identity=identity,
+        )
         self._mine = 0  # deliveries handed out and not settled yet
         self._mine_lock = threading.Lock()
         #: Settles (and starts) not written yet: they ride on this process's next lock
@@ -138,6 +145,7 @@ class SweepEngine(Engine):
             max_attempts=settings.max_attempts,
             wait=settings.wait,
             durable_settles=env.bool("MINION_SWEEP_FSYNC"),
+            lock_lease=env.seconds("MINION_SWEEP_LOCK_LEASE", DEFAULT_LEASE) or DEFAULT_LEASE,
         )
 
     # -- taking ----------------------------------------------------------------------
@@ -161,11 +169,19 @@ class SweepEngine(Engine):
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             self._settled.clear()
-            with self._locked() as store:
-                now = time.time()
-                store.expire(now, self.max_attempts)
-                claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
-                others_in_flight = store.count[FLIGHT] > 0
+            claimed = []
+            try:
+                with self._locked() as store:
+                    now = time.time()
+                    store.expire(now, self.max_attempts)
+                    claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
+                    others_in_flight = store.count[FLIGHT] > 0
+            except LockLost:
+                # Stopped while holding the lock, and fenced out: these claims may not
+                # be recorded, so they are not run (and given back if they were).
+                with self._pending_lock:
+                    self._pending.extend(("release", c.index, c.seq, "") for c in claimed)
+                continue
             if claimed:
                 deliveries = [
                     Delivery(
@@ -293,7 +309,7 @@ class SweepEngine(Engine):
             return
         self._require_directory()
         with self._locked() as store:
-            if store.n == 0 and store.generation == 0 and store.offset == 0:
+            if store.n == 0 and store.generation == 0:
                 self._adopt_execo(store)
         self._opened = True
 
@@ -365,27 +381,48 @@ class SweepEngine(Engine):
 
     @contextmanager
     def _locked(self) -> Iterator[SweepStore]:
-        """The store, locked and up to date; I/O errors become EngineError."""
+        """The store, locked and up to date; I/O errors become EngineError. If the lock
+        was broken while this process was stopped in the session, the settles it wrote
+        may be lost: they stay pending (settling twice is harmless)."""
+        written: list[tuple[str, int, int, str]] = []
         try:
             with self.store.locked() as store:
                 if self._pending:
+                    with self._pending_lock:
+                        written = list(self._pending)
                     self._write_pending(store)
                 yield store
+        except LockLost:
+            with self._pending_lock:
+                self._pending[:0] = written
+            raise
+        except OSError as exc:
+            raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
+
+    def repair(self) -> list[str]:
+        """Rebuild a damaged queue from what is left; lines saying what was done."""
+        self._require_directory()
+        try:
+            return self.store.repair()
         except OSError as exc:
             raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        """``done`` or ``dead`` params, in queue order: id, param, attempts (failed
-        attempts so far) and, for dead letters, the reason."""
+        """``done`` or ``dead`` params, in queue order: id, param, attempts (the number
+        of attempts that ran, as in the log names ``<id>.<attempt>.*``) and, for dead
+        letters, the reason."""
         statuses = {"done": DONE, "dead": DEAD}
         self._require_directory()
         if kind not in statuses:
             raise EngineError(f"cannot list {kind!r}: use done or dead")
         with self._locked() as store:
             rows = [*store.records(statuses[kind])]
+        ran = 1 if kind == "done" else 0  # the success is an attempt too
         for index, attempts, reason in rows:
             text = self.store.read_param(index)
-            record: dict[str, Any] = {"id": param_id(text), "param": json.loads(text), "attempts": attempts}
+            record: dict[str, Any] = {
+                "id": param_id(text), "param": json.loads(text), "attempts": attempts + ran,
+            }
             if kind == "dead":
                 record["reason"] = reason
             yield record
