@@ -420,9 +420,11 @@ class SweepEngine(Engine):
         ran = 1 if kind == "done" else 0  # the success is an attempt too
         for index, attempts, reason in rows:
             text = self.store.read_param(index)
-            record: dict[str, Any] = {
-                "id": param_id(text), "param": json.loads(text), "attempts": attempts + ran,
-            }
+            try:
+                param = json.loads(text)
+            except ValueError:  # a torn line of params.jsonl, kept as a dead letter
+                param = text.decode("utf-8", "replace")
+            record: dict[str, Any] = {"id": param_id(text), "param": param, "attempts": attempts + ran}
             if kind == "dead":
                 record["reason"] = reason
             yield record
