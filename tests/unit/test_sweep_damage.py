@@ -16,7 +16,6 @@ import pytest
 
 from minionize.engines.sweep import SweepEngine
 from minionize.errors import EngineError
-from tests.services import wait_for
 
 
 def engine(path: Path, **options: object) -> SweepEngine:
