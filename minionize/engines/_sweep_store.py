@@ -189,6 +189,8 @@ class SweepStore:
         #: Set when a torn record was dropped or the queue was loaded: params.jsonl may
         #: hold params of an interrupted fill beyond what the journal records.
         self._check_tail = False
+        #: Seconds to hold the lock in every session (tests only: MINION_SWEEP_TEST_HOLD_LOCK).
+        self.hold_lock = 0.0
         self.compact_min_bytes = compact_min_bytes
         self._thread_lock = threading.RLock()
         self._file_lock: Optional[QueueLock] = None
@@ -901,6 +903,8 @@ class SweepStore:
                 self._check_epoch()
                 if self._check_tail:
                     self._recover_params_tail()
+                if self.hold_lock:
+                    time.sleep(self.hold_lock)
             except BaseException:
                 self._close_journal()
                 lock.release()

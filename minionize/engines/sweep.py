@@ -139,7 +139,7 @@ class SweepEngine(Engine):
     @classmethod
     def from_settings(cls, settings: Settings) -> SweepEngine:
         env = settings.env
-        return cls(
+        engine = cls(
             env.str("EXECO_PERSISTENCE_DIR", DEFAULT_DIRECTORY) or DEFAULT_DIRECTORY,
             lease=settings.lease,
             max_attempts=settings.max_attempts,
@@ -147,6 +147,10 @@ class SweepEngine(Engine):
             durable_settles=env.bool("MINION_SWEEP_FSYNC"),
             lock_lease=env.seconds("MINION_SWEEP_LOCK_LEASE", DEFAULT_LEASE) or DEFAULT_LEASE,
         )
+        # For tests only: hold the lock this long in every session, so that a test can
+        # catch a minion holding it (SLURM suspends a whole job, not one instant).
+        engine.store.hold_lock = env.seconds("MINION_SWEEP_TEST_HOLD_LOCK", 0.0) or 0.0
+        return engine
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
