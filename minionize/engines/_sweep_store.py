@@ -533,8 +533,33 @@ class SweepStore:
             self.compact_at = max(self.compact_min_bytes, int(doc.get("size", 0)))
             self.lock_epoch = int(doc.get("lock_epoch", 0))
             self.heads = bool(doc.get("heads", False))
+            self._check_committed(self.generation)
         self._loaded = True
         self._check_tail = True
+
+    def _check_committed(self, generation: int) -> None:
+        """Snapshot ``generation`` counts only if the journal before it (kept until the
+        next compaction) ends with the ``next`` record that committed it: a snapshot
+        renamed by a process whose lock was broken meanwhile does not."""
+        path = self.journal_path(generation - 1)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return  # removed by a later compaction or a repair
+        try:
+            size = os.fstat(fd).st_size
+            tail = _pread_all(fd, min(size, 4096), size - min(size, 4096))
+        finally:
+            os.close(fd)
+        try:
+            last = json.loads(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1])
+        except ValueError:
+            last = None
+        if not (isinstance(last, dict) and last.get("o") == "next" and last.get("g") == generation):
+            raise Damaged(
+                f"{self.path(SNAPSHOT_NAME)} (generation {generation}) was never committed: "
+                f"{path} does not end with the record that moves to it"
+            )
 
     def _compact(self) -> None:
         """Write the state as snapshot <g+1>, then move every process to journal <g+1>.
@@ -874,15 +899,17 @@ class SweepStore:
         dedupe.update(kept)
         if bad:
             (self._write if write else self._apply)(void)
-        message = (
-            f"{self.path(PARAMS_NAME)} held {len(lines)} params beyond what the journal "
-            f"records (an interrupted fill, or a journal cut short): params {first} to "
-            f"{self.n - 1} added, {len(lines) - len(bad)} todo, {len(bad)} unreadable or "
-            "duplicate lines as dead letters"
+        found = (
+            f"params {first} to {self.n - 1}: {len(lines) - len(bad)} todo, {len(bad)} "
+            "unreadable or duplicate lines as dead letters"
         )
-        if write:
-            log.warning("%s", message)
-        return [message]
+        if not write:
+            return [f"{self.path(PARAMS_NAME)}: read {found}"]
+        log.warning(
+            "%s held %d params beyond what the journal records (an interrupted fill, or a "
+            "journal cut short): added %s", self.path(PARAMS_NAME), len(lines), found,
+        )
+        return [f"{self.path(PARAMS_NAME)}: added {found} (beyond what the journal recorded)"]
 
     def _dedupe(self) -> dict[bytes, int]:
         if self.dedupe is None:
@@ -920,7 +947,8 @@ class SweepStore:
         lock = self._file_lock
         if self.lock_lease is not None:
             lock.lease = self.lock_lease
-        lock.identity = self.identity
+        if lock.identity is not self.identity:
+            lock.set_identity(self.identity)
         lock.acquire()
         self._wrote = False
         return lock

@@ -221,3 +221,21 @@ def test_a_stopped_lock_holder_is_broken_after_the_lock_lease_and_fenced(
             holder.wait()
     status = SweepEngine(str(q)).status()
     assert status == {"todo": 0, "in_flight": 0, "expired": 0, "done": 3, "dead": 0, "total": 3}
+
+
+def test_a_snapshot_renamed_without_its_commit_record_is_refused(tmp_path: Path) -> None:
+    q = tmp_path / "q"
+    e = compacted(q)
+    doc = json.loads((q / "snapshot.json").read_text())
+    generation = doc["generation"]
+    # What a compactor whose lock was broken could leave: its snapshot and journal, but
+    # its commit record went to a journal that was replaced.
+    doc["generation"] = generation + 1
+    (q / "snapshot.json").write_text(json.dumps(doc))
+    head = {"o": "head", "g": generation + 1, "n": doc["params"], "s": doc["params_size"], "e": 0}
+    (q / f"journal.{generation + 1}.jsonl").write_text(json.dumps(head) + "\n")
+    with open(q / f"journal.{generation}.jsonl", "a") as f:
+        f.write('{"o":"requeue"}\n')
+    with pytest.raises(EngineError, match="snapshot.json.*never committed"):
+        SweepEngine(str(q)).status()
+    assert e.status()["total"] == 300  # a running process goes on in its journal
