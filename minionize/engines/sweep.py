@@ -18,10 +18,15 @@ so the directory holds a handful of files whatever the number of params.
 
 Why each step is safe on NFS
 ----------------------------
-* **Lock first.** Every operation takes an advisory lock on ``queue.lock`` through
-  ``filelock`` (``flock``, which Linux's NFS client turns into an NFS/NLM byte-range
-  lock shared by every client). Nothing is read or written without it, so there is
-  exactly one writer at a time, on every host. The lock file holds no data.
+* **Lock first.** Every operation takes an advisory lock on ``queue.lock``
+  (``flock``, which Linux's NFS client turns into an NFS/NLM byte-range lock shared by
+  every client). Nothing is read or written without it, so there is exactly one writer
+  at a time, on every host. The lock has a lease against stopped or hung holders, and
+  a fence so that what they write after a break is ignored: see
+  :mod:`minionize.engines._sweep_lock`.
+* **Files that disagree are an error** (:class:`~._sweep_store.Damaged`), never an
+  empty queue: every journal starts with a ``head`` record checked against the
+  snapshot; a snapshot counts only if committed; ``params.jsonl`` is never cut.
 * **Then open, then read** (close-to-open consistency). NFS clients cache file data;
   the guarantee they give is that ``open()`` revalidates the file against the server
   and sees everything written by a client that has ``close()``-d it. So the journal and
