@@ -150,7 +150,8 @@ class SweepEngine(Engine):
             max_attempts=settings.max_attempts,
             wait=settings.wait,
             durable_settles=env.bool("MINION_SWEEP_FSYNC"),
-            lock_lease=env.seconds("MINION_SWEEP_LOCK_LEASE", DEFAULT_LEASE) or DEFAULT_LEASE,
+            # none: never break the lock of a stopped holder (wait for it, as before).
+            lock_lease=env.seconds("MINION_SWEEP_LOCK_LEASE", DEFAULT_LEASE) or float("inf"),
         )
         # For tests only: hold the lock this long in every session, so that a test can
         # catch a minion holding it (SLURM suspends a whole job, not one instant).
@@ -222,11 +223,14 @@ class SweepEngine(Engine):
         put back first, so a crashed peer's params are taken, not waited for)."""
         if self._ahead:
             return False
-        with self._locked() as store:
-            store.expire(time.time(), self.max_attempts)
-            if store.count[TODO]:
-                return False
-            return not (self.wait and store.count[FLIGHT])
+        try:
+            with self._locked() as store:
+                store.expire(time.time(), self.max_attempts)
+                if store.count[TODO]:
+                    return False
+                return not (self.wait and store.count[FLIGHT])
+        except LockLost:
+            return False  # stopped in the session: look again
 
     def peek(self, limit: int) -> list[Param]:
         with self._locked() as store:
@@ -298,13 +302,21 @@ class SweepEngine(Engine):
         if not deliveries:
             return
         items = [(int(d.handle[0]), int(d.handle[1])) for d in deliveries]
-        with self._locked() as store:
-            store.extend(items, self.owner.minion, time.time() + self.lease)
+        for _ in range(2):  # once more if stopped in the session (extending is idempotent)
+            try:
+                with self._locked() as store:
+                    store.extend(items, self.owner.minion, time.time() + self.lease)
+                return
+            except LockLost:
+                continue
 
     def flush(self) -> None:
         if self._pending:
-            with self._locked():
-                pass  # the session writes the pending settles
+            try:
+                with self._locked():
+                    pass  # the session writes the pending settles
+            except LockLost:
+                pass  # they are pending again: the next session writes them
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:

@@ -239,3 +239,18 @@ def test_a_snapshot_renamed_without_its_commit_record_is_refused(tmp_path: Path)
     with pytest.raises(EngineError, match="snapshot.json.*never committed"):
         SweepEngine(str(q)).status()
     assert e.status()["total"] == 300  # a running process goes on in its journal
+
+
+def test_the_lock_lease_is_a_setting(tmp_path: Path) -> None:
+    from minionize.config import Settings
+    from minionize.engines import load_engine
+
+    def lease(value: str) -> float:
+        settings = Settings.from_env({"EXECO_PERSISTENCE_DIR": str(tmp_path),
+                                      "MINION_SWEEP_LOCK_LEASE": value})
+        engine = load_engine(settings)
+        assert isinstance(engine, SweepEngine)
+        return float(engine.store.lock_lease or 0)
+
+    assert lease("") == 90 and lease("5") == 5 and lease("0.1") == 1  # at least 1 s
+    assert lease("none") == float("inf")  # never broken
