@@ -1241,94 +1241,11 @@ class SweepStore:
 
     # -- repair ----------------------------------------------------------------------
     def repair(self) -> list[str]:
-        """Rebuild a consistent queue from what is left, and say what was done.
+        """Rebuild a consistent queue from what is left; lines saying what was done
+        (see :func:`minionize.engines._sweep_repair.repair`)."""
+        from ._sweep_repair import repair
 
-        Every line of params.jsonl is a param (an unreadable one a dead letter); a param
-        is done or dead only where a readable snapshot or journal record proves it;
-        params in flight become todo (their leases cannot be proven). The result is
-        written as a new snapshot and journal generation; the old journals are removed.
-        """
-        with self._thread_lock:
-            lock = self._acquire()
-            try:
-                try:
-                    self._loaded = False
-                    self._sync()
-                    self._check_epoch()
-                    recovered = self._recover_params_tail() if self._check_tail else []
-                    return recovered or ["the queue is consistent: nothing to repair"]
-                except Damaged as exc:
-                    problem = str(exc).split(": the sweep queue is damaged")[0]
-                finally:
-                    self._close_journal()
-                return [f"found: {problem}", *self._rebuild(max(self.lock_epoch, lock.epoch or 0))]
-            finally:
-                self._wrote = False
-                lock.release()
-
-    def _rebuild(self, lock_epoch: int) -> list[str]:
-        report: list[str] = []
-        self.dedupe = None
-        try:
-            doc = self._read_snapshot()
-            self._adopt_snapshot(doc)
-            if doc is not None:
-                report.append(f"{self.path(SNAPSHOT_NAME)}: read (generation {self.generation})")
-        except EngineError as exc:
-            self._adopt_snapshot(None)
-            doc = None
-            report.append(f"{self.path(SNAPSHOT_NAME)}: ignored ({exc})")
-        start = self.generation if doc is not None else 0
-        report += self._recover_params_tail(write=False)
-        generations = [g for g in self._journal_generations() if g >= start]
-        for generation in generations:
-            report.append(self._replay_tolerantly(generation))
-        in_flight = list(self.leases)
-        for index in in_flight:
-            del self.leases[index]
-            self._move(index, TODO)
-        self.heap, self.returned, self.cursor = [], deque(), 0
-        if in_flight:
-            report.append(f"{len(in_flight)} params in flight made todo (their leases are not proven)")
-        new = max([self.generation, *generations]) + 1
-        self.lock_epoch = lock_epoch
-        self.generation = new
-        self._create_journal(new)
-        self._replace(self.path(SNAPSHOT_NAME), self._snapshot_bytes(new))
-        self._remove_old_files()
-        for generation in generations:  # kept by _remove_old_files (g - 1), not needed
-            if generation < new:
-                try:
-                    os.unlink(self.journal_path(generation))
-                except FileNotFoundError:
-                    pass
-        self._loaded = False
-        report.append(
-            f"rebuilt: {self.n} params: {self.count[DONE]} done, {self.count[DEAD]} dead "
-            f"letters, {self.count[TODO]} todo (snapshot generation {new})"
-        )
-        return report
-
-    def _replay_tolerantly(self, generation: int) -> str:
-        """Apply the readable records of one journal, skipping damaged ones."""
-        path = self.journal_path(generation)
-        with open(path, "rb") as f:
-            data = f.read()
-        applied = skipped = 0
-        for line in data.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if record.get("o") in ("head", "next"):
-                    continue
-                if record.get("o") == "add" and int(record["n"]) > self.n:
-                    raise ValueError("params missing from params.jsonl")
-                self._apply(record)
-                applied += 1
-            except (ValueError, AttributeError, TypeError, KeyError, IndexError, EngineError):
-                skipped += 1
-        return f"{path}: {applied} records applied, {skipped} unreadable or inapplicable skipped"
+        return repair(self)
 
     def lease_counts(self, now: float) -> tuple[int, int]:
         """(unexpired, expired) leases."""
