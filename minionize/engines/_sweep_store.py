@@ -7,13 +7,19 @@ safe on a network filesystem are in the docstring of :mod:`minionize.engines.swe
 
 Files (a fixed handful, whatever the number of params)::
 
-    queue.lock          the advisory lock (filelock); never holds data
+    queue.lock[.<e>]    the lock of epoch <e> (see :mod:`._sweep_lock`): who took it last
     params.jsonl        every param ever added, one canonical JSON text per line;
-                        line k is param k. Append-only.
-    journal.<g>.jsonl   one JSON record per event since snapshot <g> (add, claim, ack,
-                        retry, release, dead, extend, expire, requeue, adopt, next)
+                        line k is param k. Append-only, never cut.
+    journal.<g>.jsonl   a ``head`` record (generation, params, params size, lock epoch),
+                        then one JSON record per event since snapshot <g> (add, claim,
+                        ack, retry, release, dead, extend, expire, requeue, adopt,
+                        break, void, next)
     snapshot.json       the state after journal <g-1>: one status byte per param,
                         leases, attempts, dead-letter reasons. Replaced by rename.
+
+Files that disagree raise :class:`Damaged` (never an empty queue); only a torn last
+journal record and params beyond the last ``add`` record (an interrupted fill) are
+normal, and repaired on the fly.
 
 State in memory: ``state`` is a bytearray with one status byte per param (``t`` todo,
 ``f`` in flight, ``d`` done, ``x`` dead), so the next todo param is found with
