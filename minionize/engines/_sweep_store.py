@@ -517,7 +517,7 @@ class SweepStore:
             self._reset_state(generation=int(doc["generation"]))
             self.state = bytearray(doc["state"], "ascii")
             self.n = len(self.state)
-            if self.n != int(doc["params"]) or self.state.strip(b"tfdx"):
+            if self.n != int(doc["params"]):
                 raise Damaged(f"{self.path(SNAPSHOT_NAME)} is inconsistent (params, state)")
             lines = self._read_param_lines(0, int(doc["params_size"]), self.n)
             self._extend_offsets(lines)
@@ -527,6 +527,8 @@ class SweepStore:
             del lines
             for status in self.count:
                 self.count[status] = self.state.count(status)
+            if sum(self.count.values()) != self.n:
+                raise Damaged(f"{self.path(SNAPSHOT_NAME)}: 'state' holds unknown statuses")
             self.attempts = {int(i): int(a) for i, a in doc["attempts"]}
             self.reasons = {int(i): str(r) for i, r in doc["dead"]}
             for index, minion, seq, expiry, host, pid, job, *started in doc["leases"]:
@@ -782,6 +784,9 @@ class SweepStore:
             self._adopt_snapshot(self._read_snapshot())
         while True:
             fd = self._open_journal()
+            if self.offset and os.fstat(fd).st_size == self.offset:
+                self._jfd = fd  # nothing new: the common case
+                return
             try:
                 moved_to = self._read_journal(fd)
             except BaseException:
@@ -796,11 +801,13 @@ class SweepStore:
     def _read_journal(self, fd: int) -> Optional[int]:
         """Apply the records of journal ``fd`` from ``self.offset``; the generation a
         ``next`` record moves to, if one is found."""
-        path = self.journal_path(self.generation)
         size = os.fstat(fd).st_size
         if size < self.offset:
             self._loaded = False
-            raise Damaged(f"{path} shrank from {self.offset} to {size} bytes while in use")
+            raise Damaged(
+                f"{self.journal_path(self.generation)} shrank from {self.offset} to {size} "
+                "bytes while in use"
+            )
         if size == self.offset:
             if size == 0:
                 self._check_head(None, fd)
@@ -826,7 +833,10 @@ class SweepStore:
                 except ValueError:
                     record = None
                 if not isinstance(record, dict):
-                    raise Damaged(f"{path}: an unreadable record at byte {position}: {line!r:.100}")
+                    raise Damaged(
+                        f"{self.journal_path(self.generation)}: an unreadable record at byte "
+                        f"{position}: {line!r:.100}"
+                    )
                 if position == 0:
                     self._check_head(record, fd)
                 position += len(line) + 1
@@ -933,7 +943,8 @@ class SweepStore:
             lock = self._acquire()
             try:
                 self._sync()
-                self._check_epoch()
+                if self.lock_epoch != lock.epoch:
+                    self._check_epoch()
                 if self._check_tail:
                     self._recover_params_tail()
                 if self.hold_lock:

@@ -272,9 +272,9 @@ class SweepEngine(Engine):
                 self._task_seconds = took if average is None else 0.8 * average + 0.2 * took
         self._settled.set()
 
-    def _write_pending(self, store: SweepStore) -> None:
-        """Write the pending starts, then settles, in order (lock held). What could not
-        be written stays pending for the next session."""
+    def _write_pending(self, store: SweepStore) -> list[tuple[str, int, int, str]]:
+        """Write the pending starts, then settles, in order (lock held); what was
+        pending. What could not be written stays pending for the next session."""
         with self._pending_lock:
             pending, self._pending = self._pending, []
         starts = [(index, seq) for op, index, seq, _ in pending if op == "start"]
@@ -291,6 +291,7 @@ class SweepEngine(Engine):
             with self._pending_lock:
                 self._pending[:0] = [("start", i, q, "") for i, q in starts] + settles[written:]
             raise
+        return pending
 
     # -- leases ----------------------------------------------------------------------
     def heartbeat_interval(self) -> Optional[float]:
@@ -409,9 +410,7 @@ class SweepEngine(Engine):
         try:
             with self.store.locked() as store:
                 if self._pending:
-                    with self._pending_lock:
-                        written = list(self._pending)
-                    self._write_pending(store)
+                    written = self._write_pending(store)
                 yield store
         except LockLost:
             with self._pending_lock:
