@@ -254,3 +254,40 @@ def test_the_lock_lease_is_a_setting(tmp_path: Path) -> None:
 
     assert lease("") == 90 and lease("5") == 5 and lease("0.1") == 1  # at least 1 s
     assert lease("none") == float("inf")  # never broken
+
+
+STALE_FILLER = """
+import sys
+from minionize.engines.sweep import SweepEngine
+e = SweepEngine(sys.argv[1])
+e.open()
+with e._locked() as store:
+    print("held", flush=True)
+    sys.stdin.readline()
+    store._add_chunk([b'"stale"'])
+print("wrote", flush=True)
+"""
+
+
+def test_a_stopped_filler_cannot_write_params_after_its_lock_was_broken(tmp_path: Path) -> None:
+    q = tmp_path / "q"
+    engine(q).fill(["a"])
+    holder = subprocess.Popen([sys.executable, "-c", STALE_FILLER, str(q)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline().strip() == "held"
+        os.kill(holder.pid, signal.SIGSTOP)
+        SweepEngine(str(q), lock_lease=1.0).fill(["b", "c"])
+        os.kill(holder.pid, signal.SIGCONT)
+        holder.stdin.write("go\n")
+        holder.stdin.flush()
+        out, err = holder.communicate(timeout=10)
+        assert "wrote" not in out and "LockLost" in err
+    finally:
+        if holder.poll() is None:
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.kill()
+            holder.wait()
+    assert (q / "params.jsonl").read_bytes() == b'"a"\n"b"\n"c"\n'
+    assert SweepEngine(str(q)).status()["total"] == 3
