@@ -234,11 +234,6 @@ class QueueLock:
         self.epoch = epoch
         self._acquire_file()
 
-    def holder(self) -> str:
-        """Who took the lock last (for messages)."""
-        seen = self._look()
-        return describe_record(seen[3]) if seen else "nobody"
-
     def remove_old_epochs(self, epoch: int) -> None:
         """Remove lock files older than ``epoch - 1`` (held at ``epoch``). A process still
         at an old epoch is fenced by the queue's records, not by these files."""
