@@ -30,6 +30,7 @@ examples:
   minion-queue status --json
   minion-queue list dead                             # dead letters, with their reason
   minion-queue requeue-dead                          # give them another try
+  minion-queue repair                                # rebuild a damaged sweep queue
 
 exit codes: 0 done, 2 usage, configuration or queue error.
 """
@@ -109,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Put every param whose lease expired back in the queue now (minions "
         "also do this by themselves when they look for work).",
     )
+    commands.add_parser(
+        "repair", parents=[common], help="rebuild a damaged sweep queue from what is left",
+        description="Rebuild a sweep queue whose files disagree: every param in params.jsonl "
+        "is kept; done or dead only where a record proves it, the rest todo. Says what it did.",
+    )
     listing = commands.add_parser(
         "list", parents=[common], help="list done or dead-lettered params",
         description="List done or dead-lettered params (dead letters with their reason).",
@@ -155,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
     engine = load_engine(settings)
     if args.command == "fill":
         engine.create()
-    engine.open()
+    if args.command != "repair":  # opening a damaged queue fails
+        engine.open()
     try:
         return COMMANDS[args.command](engine, args)
     finally:
@@ -240,6 +247,16 @@ def _reset_expired(engine: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _repair(engine: Any, args: argparse.Namespace) -> int:
+    from ..errors import EngineError
+
+    if not hasattr(engine, "repair"):
+        raise EngineError(f"{engine.describe()}: repair is for the sweep queue only")
+    for line in engine.repair():
+        print(f"{engine.describe()}: {line}")
+    return 0
+
+
 def _list(engine: Any, args: argparse.Namespace) -> int:
     records = engine.list(args.kind)
     if args.limit is not None:
@@ -264,6 +281,7 @@ COMMANDS = {
     "requeue-dead": _requeue_dead,
     "reset-expired": _reset_expired,
     "list": _list,
+    "repair": _repair,
 }
 
 

@@ -18,10 +18,15 @@ so the directory holds a handful of files whatever the number of params.
 
 Why each step is safe on NFS
 ----------------------------
-* **Lock first.** Every operation takes an advisory lock on ``queue.lock`` through
-  ``filelock`` (``flock``, which Linux's NFS client turns into an NFS/NLM byte-range
-  lock shared by every client). Nothing is read or written without it, so there is
-  exactly one writer at a time, on every host. The lock file holds no data.
+* **Lock first.** Every operation takes an advisory lock on ``queue.lock``
+  (``flock``, which Linux's NFS client turns into an NFS/NLM byte-range lock shared by
+  every client). Nothing is read or written without it, so there is exactly one writer
+  at a time, on every host. The lock has a lease against stopped or hung holders, and
+  a fence so that what they write after a break is ignored: see
+  :mod:`minionize.engines._sweep_lock`.
+* **Files that disagree are an error** (:class:`~._sweep_store.Damaged`), never an
+  empty queue: every journal starts with a ``head`` record checked against the
+  snapshot; a snapshot counts only if committed; ``params.jsonl`` is never cut.
 * **Then open, then read** (close-to-open consistency). NFS clients cache file data;
   the guarantee they give is that ``open()`` revalidates the file against the server
   and sees everything written by a client that has ``close()``-d it. So the journal and
@@ -65,6 +70,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import EngineError
 from ..reporters.base import MinionInfo
+from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from ._sweep_store import DEAD, DONE, FLIGHT, TODO, Owner, SweepStore, canonical
 from .base import Delivery, Engine, Param
 
@@ -93,7 +99,8 @@ class SweepEngine(Engine):
     an expired lease counts an attempt and dead-letters the param when it reaches
     this. ``wait``: on a drained queue, stay while other minions hold leases
     (``MINION_WAIT``). ``durable_settles``: fsync every ack and dead letter
-    (``MINION_SWEEP_FSYNC``).
+    (``MINION_SWEEP_FSYNC``). ``lock_lease``: seconds without any change after which a
+    waiter breaks the queue lock of a stopped or hung holder (``MINION_SWEEP_LOCK_LEASE``).
     """
 
     name = "sweep"
@@ -107,14 +114,19 @@ class SweepEngine(Engine):
         wait: bool = False,
         durable_settles: bool = False,
         minion: Optional[MinionInfo] = None,
+        lock_lease: float = DEFAULT_LEASE,
     ) -> None:
         self.directory = directory
         self.lease = lease
         self.max_attempts = max_attempts
         self.wait = wait
-        self.store = SweepStore(directory, durable_settles=durable_settles)
         info = minion or MinionInfo.current()
         self.owner = Owner(info.minion_id, info.host, info.pid, info.job_label)
+        identity = {"minion": info.minion_id, "host": info.host, "pid": info.pid, "job": info.job_label}
+        self.store = SweepStore(
+            directory, durable_settles=durable_settles, lock_lease=max(MIN_LEASE, lock_lease),
+            identity=identity,
+        )
         self._mine = 0  # deliveries handed out and not settled yet
         self._mine_lock = threading.Lock()
         #: Settles (and starts) not written yet: they ride on this process's next lock
@@ -132,13 +144,19 @@ class SweepEngine(Engine):
     @classmethod
     def from_settings(cls, settings: Settings) -> SweepEngine:
         env = settings.env
-        return cls(
+        engine = cls(
             env.str("EXECO_PERSISTENCE_DIR", DEFAULT_DIRECTORY) or DEFAULT_DIRECTORY,
             lease=settings.lease,
             max_attempts=settings.max_attempts,
             wait=settings.wait,
             durable_settles=env.bool("MINION_SWEEP_FSYNC"),
+            # none: never break the lock of a stopped holder (wait for it, as before).
+            lock_lease=env.seconds("MINION_SWEEP_LOCK_LEASE", DEFAULT_LEASE) or float("inf"),
         )
+        # For tests only: hold the lock this long in every session, so that a test can
+        # catch a minion holding it (SLURM suspends a whole job, not one instant).
+        engine.store.hold_lock = env.seconds("MINION_SWEEP_TEST_HOLD_LOCK", 0.0) or 0.0
+        return engine
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
@@ -161,11 +179,19 @@ class SweepEngine(Engine):
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             self._settled.clear()
-            with self._locked() as store:
-                now = time.time()
-                store.expire(now, self.max_attempts)
-                claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
-                others_in_flight = store.count[FLIGHT] > 0
+            claimed = []
+            try:
+                with self._locked() as store:
+                    now = time.time()
+                    store.expire(now, self.max_attempts)
+                    claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
+                    others_in_flight = store.count[FLIGHT] > 0
+            except LockLost:
+                # Stopped while holding the lock, and fenced out: these claims may not
+                # be recorded, so they are not run (and given back if they were).
+                with self._pending_lock:
+                    self._pending.extend(("release", c.index, c.seq, "") for c in claimed)
+                continue
             if claimed:
                 deliveries = [
                     Delivery(
@@ -197,11 +223,14 @@ class SweepEngine(Engine):
         put back first, so a crashed peer's params are taken, not waited for)."""
         if self._ahead:
             return False
-        with self._locked() as store:
-            store.expire(time.time(), self.max_attempts)
-            if store.count[TODO]:
-                return False
-            return not (self.wait and store.count[FLIGHT])
+        try:
+            with self._locked() as store:
+                store.expire(time.time(), self.max_attempts)
+                if store.count[TODO]:
+                    return False
+                return not (self.wait and store.count[FLIGHT])
+        except LockLost:
+            return False  # stopped in the session: look again
 
     def peek(self, limit: int) -> list[Param]:
         with self._locked() as store:
@@ -243,9 +272,9 @@ class SweepEngine(Engine):
                 self._task_seconds = took if average is None else 0.8 * average + 0.2 * took
         self._settled.set()
 
-    def _write_pending(self, store: SweepStore) -> None:
-        """Write the pending starts, then settles, in order (lock held). What could not
-        be written stays pending for the next session."""
+    def _write_pending(self, store: SweepStore) -> list[tuple[str, int, int, str]]:
+        """Write the pending starts, then settles, in order (lock held); what was
+        pending. What could not be written stays pending for the next session."""
         with self._pending_lock:
             pending, self._pending = self._pending, []
         starts = [(index, seq) for op, index, seq, _ in pending if op == "start"]
@@ -262,6 +291,7 @@ class SweepEngine(Engine):
             with self._pending_lock:
                 self._pending[:0] = [("start", i, q, "") for i, q in starts] + settles[written:]
             raise
+        return pending
 
     # -- leases ----------------------------------------------------------------------
     def heartbeat_interval(self) -> Optional[float]:
@@ -273,13 +303,21 @@ class SweepEngine(Engine):
         if not deliveries:
             return
         items = [(int(d.handle[0]), int(d.handle[1])) for d in deliveries]
-        with self._locked() as store:
-            store.extend(items, self.owner.minion, time.time() + self.lease)
+        for _ in range(2):  # once more if stopped in the session (extending is idempotent)
+            try:
+                with self._locked() as store:
+                    store.extend(items, self.owner.minion, time.time() + self.lease)
+                return
+            except LockLost:
+                continue
 
     def flush(self) -> None:
         if self._pending:
-            with self._locked():
-                pass  # the session writes the pending settles
+            try:
+                with self._locked():
+                    pass  # the session writes the pending settles
+            except LockLost:
+                pass  # they are pending again: the next session writes them
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -293,7 +331,7 @@ class SweepEngine(Engine):
             return
         self._require_directory()
         with self._locked() as store:
-            if store.n == 0 and store.generation == 0 and store.offset == 0:
+            if store.n == 0 and store.generation == 0:
                 self._adopt_execo(store)
         self._opened = True
 
@@ -365,27 +403,48 @@ class SweepEngine(Engine):
 
     @contextmanager
     def _locked(self) -> Iterator[SweepStore]:
-        """The store, locked and up to date; I/O errors become EngineError."""
+        """The store, locked and up to date; I/O errors become EngineError. If the lock
+        was broken while this process was stopped in the session, the settles it wrote
+        may be lost: they stay pending (settling twice is harmless)."""
+        written: list[tuple[str, int, int, str]] = []
         try:
             with self.store.locked() as store:
                 if self._pending:
-                    self._write_pending(store)
+                    written = self._write_pending(store)
                 yield store
+        except LockLost:
+            with self._pending_lock:
+                self._pending[:0] = written
+            raise
+        except OSError as exc:
+            raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
+
+    def repair(self) -> list[str]:
+        """Rebuild a damaged queue from what is left; lines saying what was done."""
+        self._require_directory()
+        try:
+            return self.store.repair()
         except OSError as exc:
             raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        """``done`` or ``dead`` params, in queue order: id, param, attempts (failed
-        attempts so far) and, for dead letters, the reason."""
+        """``done`` or ``dead`` params, in queue order: id, param, attempts (the number
+        of attempts that ran, as in the log names ``<id>.<attempt>.*``) and, for dead
+        letters, the reason."""
         statuses = {"done": DONE, "dead": DEAD}
         self._require_directory()
         if kind not in statuses:
             raise EngineError(f"cannot list {kind!r}: use done or dead")
         with self._locked() as store:
             rows = [*store.records(statuses[kind])]
+        ran = 1 if kind == "done" else 0  # the success is an attempt too
         for index, attempts, reason in rows:
             text = self.store.read_param(index)
-            record: dict[str, Any] = {"id": param_id(text), "param": json.loads(text), "attempts": attempts}
+            try:
+                param = json.loads(text)
+            except ValueError:  # a torn line of params.jsonl, kept as a dead letter
+                param = text.decode("utf-8", "replace")
+            record: dict[str, Any] = {"id": param_id(text), "param": param, "attempts": attempts + ran}
             if kind == "dead":
                 record["reason"] = reason
             yield record

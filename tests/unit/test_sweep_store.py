@@ -243,24 +243,19 @@ def test_truncated_last_record_is_dropped_and_acked_params_kept(tmp_path: Path) 
     assert engine(tmp_path / "q").status()["done"] == 10
 
 
-def test_unreadable_line_in_the_middle_is_skipped(tmp_path: Path) -> None:
-    e = engine(tmp_path / "q")
-    e.fill(range(3))
-    with open(journal(tmp_path / "q"), "ab") as f:
-        f.write(b"\x00\x00garbage\n")
-    drain(e)
-    assert engine(tmp_path / "q").status()["done"] == 3
-
-
-def test_a_crashed_fills_unrecorded_params_are_ignored(tmp_path: Path) -> None:
+def test_a_crashed_fills_unrecorded_params_are_recovered_never_cut(tmp_path: Path) -> None:
     e = engine(tmp_path / "q")
     e.fill(["a"])
     with open(tmp_path / "q" / "params.jsonl", "ab") as f:
         f.write(b'"orphan"\n"half')  # written, but no journal record points at it
+    size = (tmp_path / "q" / "params.jsonl").stat().st_size
     fresh = engine(tmp_path / "q")
-    assert fresh.status()["total"] == 1
-    assert fresh.fill(["b"]) == (1, 0)
-    assert drain(engine(tmp_path / "q")) == ["a", "b"]
+    assert fresh.status()["total"] == 3  # "half" is kept, as a dead letter
+    assert fresh.fill(["b", "orphan"]) == (1, 1)
+    assert (tmp_path / "q" / "params.jsonl").stat().st_size > size
+    assert drain(engine(tmp_path / "q")) == ["a", "orphan", "b"]
+    [dead] = fresh.list("dead")
+    assert "interrupted fill" in dead["reason"]
 
 
 def test_compaction_keeps_few_files_and_every_view_consistent(tmp_path: Path) -> None:
@@ -298,7 +293,8 @@ def test_compaction_commit_point_survives_a_crash_before_the_rename(tmp_path: Pa
     # Simulate a compactor killed after its "next" record, before renaming the snapshot.
     with open(journal(q), "ab") as f:
         f.write(b'{"o":"next","g":1}\n')
-    (q / "journal.1.jsonl").write_bytes(b"")
+    size = (q / "params.jsonl").stat().st_size
+    (q / "journal.1.jsonl").write_bytes(b'{"o":"head","g":1,"n":5,"s":%d,"e":0}\n' % size)
     other = engine(q)
     other.ack(other.take(1, 0.0)[0])
     other.flush()
