@@ -45,6 +45,7 @@ from json.encoder import encode_basestring
 from typing import Any, Callable, Optional
 
 from ..errors import EngineError
+from ._kit import canonical_json
 from ._sweep_lock import LONG_SESSION, LockLost, QueueLock, describe_record, queue_lock
 
 log = logging.getLogger("minionize.sweep")
@@ -77,7 +78,6 @@ SNAPSHOT_KEYS: dict[str, type] = {
 #: Longest dead-letter reason kept (the rest is in the minion's logs).
 MAX_REASON = 2000
 
-_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _RECORD = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -100,7 +100,7 @@ def canonical(param: Any) -> bytes:
         if kind is str:
             text: str = encode_basestring(param)
             return text.encode("utf-8")
-        return _JSON(param).encode("utf-8")
+        return canonical_json(param).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise EngineError(
             f"param {param!r} cannot be stored as JSON ({exc}): use numbers, strings, "

@@ -36,13 +36,7 @@ ENGINES = ["memory", "file", "sweep", "redis", "pubsub", "pulsar"]
 
 #: Known disagreements of engines owned elsewhere: (engine, test) -> the defect.
 #: The key is the engine and the first word of the test's name after ``test_``.
-SWEEP_ATTEMPTS = ("sweep: list rows give the failed attempts (0 for a param done on its "
-                  "first run), not the attempts that ran")
-KNOWN: dict[tuple[str, str], str] = {
-    ("sweep", "take"): SWEEP_ATTEMPTS,
-    ("sweep", "retry"): SWEEP_ATTEMPTS,
-    ("sweep", "nan"): "sweep: _sweep_store.canonical writes NaN to params.jsonl (allow_nan)",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 @dataclass
