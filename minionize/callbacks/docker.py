@@ -17,52 +17,30 @@ the image's stop signal (SIGTERM by default) and the minion's monitor calls
 :meth:`DockerCallback.kill` after ``MINION_GRACE_PERIOD``. Containers run with an init
 process (``docker run --init``) by default, so that a program that does not handle
 SIGTERM itself dies on it as it would outside a container (PID 1 ignores it).
+
+The ``MINION_DOCKER_*`` options are parsed in :mod:`.docker_options`; the connection to
+the Docker engine is :mod:`._docker_engine`; output and log files are handled as for a
+process, by :mod:`._task_io`.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import re
+import signal
 import socket
-import sys
-import threading
-import time
-from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import CallbackError, ConfigError, MissingExtraError
+from ..errors import ConfigError
+from ._docker_engine import DockerEngine, short_error
+from ._task_io import OutputSinks, log_paths, make_log_dir, param_json
 from .base import Callback, Outcome, Result, Task
-from .command import CommandBuilder, ParamError, shell_line
-from .process import (
-    STDERR_TAIL_BYTES,
-    STDERR_TAIL_LINES,
-    log_paths,
-    param_json,
-)
+from .command import CommandBuilder, ParamError
+from .docker_options import PULL_POLICIES, container_kwargs, options_from_env, run_line
 
 if TYPE_CHECKING:
     from ..config import Settings
-
-log = logging.getLogger("minionize.docker")
-
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-#: Seconds for one request to the Docker engine (the output stream has no limit).
-REQUEST_TIMEOUT = 60.0
-PULL_POLICIES = ("missing", "never", "always")
-
-#: Keys of ``containers.run`` that make no sense here: the callback always creates a
-#: detached container, streams its output and removes it itself.
-_RUN_ONLY_KEYS = ("detach", "remove", "auto_remove", "stdout", "stderr", "stream")
-
-_VOLUME_MODES = frozenset({"ro", "rw", "z", "Z"})
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmgt]?)i?b?$", re.IGNORECASE)
-_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
-_OUTPUT_LOCK = threading.Lock()
-
 
 @dataclass(frozen=True)
 class _Running:
@@ -76,14 +54,6 @@ class _Running:
 _STOP_BEFORE_START = "stop-before-start"
 #: ``task.handle`` once the container is gone.
 _GONE = "gone"
-
-
-def _import_docker() -> Any:
-    try:
-        import docker
-    except ImportError:
-        raise MissingExtraError("the docker callback", "docker", "docker") from None
-    return docker
 
 
 class DockerCallback(Callback):
@@ -112,7 +82,12 @@ class DockerCallback(Callback):
         concurrency: int = 1,
         **options: Any,
     ) -> None:
-        self.docker = _import_docker()
+        self.engine = DockerEngine(
+            os.environ if docker_env is None else docker_env,
+            pool_size=max(10, 2 * concurrency + 2),
+        )
+        #: The docker package.
+        self.docker = self.engine.docker
         if not image:
             raise ConfigError("the docker callback needs an image: --docker IMAGE")
         if pull not in PULL_POLICIES:
@@ -126,11 +101,6 @@ class DockerCallback(Callback):
         self.log_dir = log_dir
         self.pull = pull
         self.options: dict[str, Any] = {"init": True, **options}
-        self._docker_env = dict(os.environ if docker_env is None else docker_env)
-        self._pool_size = max(10, 2 * concurrency + 2)
-        self._client: Any = None
-        self._stream_client: Any = None
-        self._client_lock = threading.Lock()
         self._minion = f"{socket.gethostname()}:{os.getpid()}"
 
     @classmethod
@@ -149,26 +119,7 @@ class DockerCallback(Callback):
                 "give the container's command either after --docker IMAGE or in "
                 "--template/MINION_TEMPLATE, not both"
             )
-        options: dict[str, Any] = {}
-        volumes = parse_volumes(env.str("MINION_DOCKER_VOLUMES"))
-        if volumes:
-            options["volumes"] = volumes
-        passed = passthrough_environment(env.str("MINION_DOCKER_ENV"), env.values)
-        if passed:
-            options["environment"] = passed
-        network = env.str("MINION_DOCKER_NETWORK")
-        if network:
-            options["network_mode"] = network
-        cpus = parse_cpus(env.str("MINION_DOCKER_CPUS"))
-        if cpus is not None:
-            options["nano_cpus"] = cpus
-        memory = parse_memory(env.str("MINION_DOCKER_MEMORY"))
-        if memory is not None:
-            options["mem_limit"] = memory
-        user = env.str("MINION_DOCKER_USER")
-        if user:
-            options["user"] = user
-        options["init"] = env.bool("MINION_DOCKER_INIT", True)
+        options = options_from_env(env)
         try:
             return cls(
                 image,
@@ -198,132 +149,41 @@ class DockerCallback(Callback):
     def create_kwargs(self, task: Task) -> dict[str, Any]:
         """Everything given to ``containers.create`` for this task."""
         delivery = task.delivery
-        kwargs = {**self.options, **self.to_kwargs(delivery.param)}
-        for key in _RUN_ONLY_KEYS:
-            kwargs.pop(key, None)
-        environment = {
-            **_environment_dict(self.options.get("environment")),
-            **_environment_dict(kwargs.get("environment")),
-            "MINION_PARAM": param_json(delivery.param),
-            "MINION_PARAM_ID": str(delivery.id),
-            "MINION_ATTEMPT": str(delivery.attempt),
-        }
-        kwargs["environment"] = environment
-        kwargs["labels"] = {
-            **_labels_dict(kwargs.get("labels")),
-            "minionize.minion": self._minion,
-            "minionize.param-id": str(delivery.id)[:1000],
-            "minionize.attempt": str(delivery.attempt),
-        }
-        kwargs["detach"] = True
-        return kwargs
+        return container_kwargs(
+            self.options,
+            self.to_kwargs(delivery.param),
+            environment={
+                "MINION_PARAM": param_json(delivery.param),
+                "MINION_PARAM_ID": str(delivery.id),
+                "MINION_ATTEMPT": str(delivery.attempt),
+            },
+            labels={
+                "minionize.minion": self._minion,
+                "minionize.param-id": str(delivery.id)[:1000],
+                "minionize.attempt": str(delivery.attempt),
+            },
+        )
 
     def describe(self, param: Any) -> str:
         try:
             kwargs = {**self.options, **self.to_kwargs(param)}
         except ParamError as exc:
             return f"# {exc}"  # names the param, abbreviated
-        words = ["docker", "run", "--rm"]
-        if kwargs.get("init"):
-            words.append("--init")
-        for volume in kwargs.get("volumes") or ():
-            words += ["-v", str(volume)]
-        for name in _environment_dict(kwargs.get("environment")):
-            words += ["-e", name]
-        for key, flag in (("network_mode", "--network"), ("user", "--user"),
-                          ("mem_limit", "--memory")):
-            if kwargs.get(key):
-                words += [flag, str(kwargs[key])]
-        if kwargs.get("nano_cpus"):
-            words += ["--cpus", f"{kwargs['nano_cpus'] / 1e9:g}"]
-        words.append(self.image)
-        command = kwargs.get("command")
-        if isinstance(command, str):
-            return shell_line(words) + " " + command
-        return shell_line([*words, *(command or ())])
+        return run_line(self.image, kwargs)
 
     # -- lifecycle ---------------------------------------------------------------------
     def docker_host(self) -> str:
         """The Docker engine this callback talks to, as ``DOCKER_HOST`` says."""
-        host = self._docker_env.get("DOCKER_HOST")
-        return host or f"{DEFAULT_DOCKER_HOST} (DOCKER_HOST is not set)"
+        return self.engine.host()
 
     def setup(self) -> None:
         """Reach the Docker engine and make sure the image is there."""
-        client = self._connect()
-        if self.log_dir:
-            try:
-                os.makedirs(self.log_dir, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(
-                    f"MINION_LOG_DIR={self.log_dir!r} cannot be created: {exc}"
-                ) from None
-        self._ensure_image(client)
+        self.engine.connect()
+        make_log_dir(self.log_dir)
+        self.engine.ensure_image(self.image, self.pull)
 
     def teardown(self) -> None:
-        with self._client_lock:
-            for client in (self._client, self._stream_client):
-                if client is not None:
-                    try:
-                        client.close()
-                    except Exception:  # closing is best effort
-                        pass
-            self._client = self._stream_client = None
-
-    def _connect(self) -> Any:
-        with self._client_lock:
-            if self._client is not None:
-                return self._client
-            errors = self.docker.errors
-            try:
-                client = self.docker.from_env(
-                    environment=self._docker_env,
-                    timeout=REQUEST_TIMEOUT,
-                    max_pool_size=self._pool_size,
-                )
-                client.ping()
-                # The output streams must never time out: a task may be silent for hours.
-                self._stream_client = self.docker.from_env(
-                    environment=self._docker_env,
-                    timeout=None,
-                    version=client.api.api_version,
-                    max_pool_size=self._pool_size,
-                )
-            except (errors.DockerException, OSError) as exc:
-                raise CallbackError(
-                    f"cannot reach the Docker engine at {self.docker_host()}: {_short(exc)}; "
-                    "start dockerd, or set DOCKER_HOST to its socket "
-                    "(e.g. unix:///var/run/docker.sock or tcp://host:2375)"
-                ) from None
-            self._client = client
-            return client
-
-    def _ensure_image(self, client: Any) -> None:
-        errors = self.docker.errors
-        if self.pull != "always":
-            try:
-                client.images.get(self.image)
-                return
-            except errors.ImageNotFound:
-                if self.pull == "never":
-                    raise CallbackError(
-                        f"the image {self.image!r} is not on the Docker engine at "
-                        f"{self.docker_host()}: build it there (docker build -t {self.image} .) "
-                        "or pull it, or set MINION_DOCKER_PULL=missing"
-                    ) from None
-            except errors.APIError as exc:
-                raise CallbackError(
-                    f"cannot inspect the image {self.image!r}: {_short(exc)}"
-                ) from None
-        repository, tag = self.docker.utils.parse_repository_tag(self.image)
-        try:
-            client.images.pull(repository, tag=tag or "latest")
-        except (errors.DockerException, OSError) as exc:
-            raise CallbackError(
-                f"the image {self.image!r} is not on the Docker engine at {self.docker_host()} "
-                f"and pulling it failed: {_short(exc)}; build it there "
-                f"(docker build -t {self.image} .) or pull it first"
-            ) from None
+        self.engine.close()
 
     # -- running -----------------------------------------------------------------------
     def run(self, task: Task) -> Result:
@@ -334,8 +194,8 @@ class DockerCallback(Callback):
             return Result(Outcome.REJECTED, reason=str(exc))
         if _stop_asked(task):
             return Result(Outcome.FAILED, reason="stopped before it started")
-        client = self._connect()
-        errors = self.docker.errors
+        client = self.engine.connect()
+        errors = self.engine.errors
         out_path = err_path = None
         if self.log_dir:
             out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
@@ -350,14 +210,15 @@ class DockerCallback(Callback):
                     f"{self.docker_host()}",
                 )
             except errors.APIError as exc:
-                return Result(Outcome.FAILED, reason=f"cannot create the container: {_short(exc)}")
+                reason = f"cannot create the container: {short_error(exc)}"
+                return Result(Outcome.FAILED, reason=reason)
             container_id = container.id
             stop_signal = container.attrs.get("Config", {}).get("StopSignal") or "SIGTERM"
             with task.lock:
                 # Under the lock: a stop asked from now on finds the container running.
                 if _stop_asked(task):
                     return Result(Outcome.FAILED, reason="stopped before it started")
-                stream = self._stream_client.api.attach(
+                stream = self.engine.streams.api.attach(
                     container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True
                 )
                 try:
@@ -366,23 +227,23 @@ class DockerCallback(Callback):
                     stream.close()
                     return Result(
                         Outcome.FAILED,
-                        reason=f"the container could not start: {_short(exc)}",
+                        reason=f"the container could not start: {short_error(exc)}",
                         exit_code=127 if "not found" in str(exc) else 126,
                     )
                 task.handle = _Running(container_id, stop_signal)
             try:
-                with _Sinks(out_path, err_path) as sinks:
+                with OutputSinks(out_path, err_path) as sinks:
                     for out, err in stream:
                         sinks.write(out, err)
                     tail = sinks.tail()
             finally:
                 stream.close()
-            status = self._stream_client.api.wait(container_id)
+            status = self.engine.streams.api.wait(container_id)
         finally:
             with task.lock:
                 task.handle = _GONE
             if container_id is not None:
-                self._remove(container_id)
+                self.engine.remove(container_id)
         code = int(status.get("StatusCode", -1))
         if code == 0:
             return Result(Outcome.OK, exit_code=0, stdout_path=out_path, stderr_path=err_path)
@@ -411,92 +272,10 @@ class DockerCallback(Callback):
             if handle is None:
                 task.handle = _STOP_BEFORE_START
                 return
-        if not isinstance(handle, _Running) or self._client is None:
-            return
-        errors = self.docker.errors
-        try:
-            self._client.api.kill(handle.container_id, signal=signal_name or handle.stop_signal)
-        except errors.NotFound:
-            pass  # gone already
-        except errors.APIError as exc:
-            if exc.status_code != 409:  # 409: not running any more
-                raise
-
-    def _remove(self, container_id: str) -> None:
-        errors = self.docker.errors
-        deadline = time.monotonic() + 10.0
-        while True:
-            try:
-                self._client.api.remove_container(container_id, v=True, force=True)
-                return
-            except errors.NotFound:
-                return
-            except (errors.DockerException, OSError) as exc:
-                # 409: a removal is already in progress, or the engine is busy: try again.
-                if time.monotonic() >= deadline:
-                    log.warning("could not remove container %s: %s", container_id[:12], exc)
-                    print(
-                        f"minionize: could not remove container {container_id[:12]}: {_short(exc)}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    return
-                time.sleep(0.2)
+        if isinstance(handle, _Running):
+            self.engine.signal(handle.container_id, signal_name or handle.stop_signal)
 
 
-# -- output ---------------------------------------------------------------------------
-class _Sinks:
-    """Where a container's output goes: the minion's streams or per-task files. Keeps
-    the last lines of stderr for the Result."""
-
-    def __init__(self, out_path: Optional[str], err_path: Optional[str]) -> None:
-        self._files: list[IO[bytes]] = []
-        self._out: Optional[IO[bytes]] = None
-        self._err: Optional[IO[bytes]] = None
-        if out_path and err_path:
-            self._out = open(out_path, "wb")  # noqa: SIM115 (closed in __exit__)
-            self._files.append(self._out)
-            self._err = open(err_path, "wb")  # noqa: SIM115
-            self._files.append(self._err)
-        self._tail: deque[bytes] = deque()
-        self._tail_size = 0
-
-    def __enter__(self) -> _Sinks:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for handle in self._files:
-            handle.close()
-
-    def write(self, out: Optional[bytes], err: Optional[bytes]) -> None:
-        if out:
-            self._emit(self._out, sys.stdout, out)
-        if err:
-            self._emit(self._err, sys.stderr, err)
-            self._tail.append(err)
-            self._tail_size += len(err)
-            while self._tail_size - len(self._tail[0]) >= STDERR_TAIL_BYTES:
-                self._tail_size -= len(self._tail.popleft())
-
-    @staticmethod
-    def _emit(handle: Optional[IO[bytes]], stream: Any, data: bytes) -> None:
-        if handle is not None:
-            handle.write(data)
-            return
-        with _OUTPUT_LOCK:
-            buffer = getattr(stream, "buffer", None)
-            if buffer is not None:
-                buffer.write(data)
-            else:
-                stream.write(data.decode("utf-8", "replace"))
-            stream.flush()
-
-    def tail(self) -> str:
-        text = b"".join(self._tail)[-STDERR_TAIL_BYTES:].decode("utf-8", "replace")
-        return "\n".join(text.splitlines()[-STDERR_TAIL_LINES:])
-
-
-# -- helpers --------------------------------------------------------------------------
 def _stop_asked(task: Task) -> bool:
     return task.stop_reason is not None or task.handle == _STOP_BEFORE_START
 
@@ -504,121 +283,8 @@ def _stop_asked(task: Task) -> bool:
 def describe_container_exit(code: int) -> str:
     """``exit code 3``, or ``killed by SIGKILL`` for the 128+N codes of a signal."""
     if code > 128:
-        import signal
-
         try:
             return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
         except ValueError:
             pass
     return f"exit code {code}"
-
-
-def _short(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    text = str(explanation or exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
-
-
-def _environment_dict(environment: Any) -> dict[str, str]:
-    """docker-py accepts a mapping or a list of ``NAME=value``: make it a mapping."""
-    if not environment:
-        return {}
-    if isinstance(environment, Mapping):
-        return {str(k): str(v) for k, v in environment.items()}
-    result: dict[str, str] = {}
-    for item in environment:
-        name, _, value = str(item).partition("=")
-        result[name] = value
-    return result
-
-
-def _labels_dict(labels: Any) -> dict[str, str]:
-    if not labels:
-        return {}
-    if isinstance(labels, Mapping):
-        return {str(k): str(v) for k, v in labels.items()}
-    return {str(label): "" for label in labels}
-
-
-def _items(value: Optional[str]) -> Iterable[str]:
-    return [item.strip() for item in (value or "").split(",") if item.strip()]
-
-
-def parse_volumes(value: Optional[str]) -> list[str]:
-    """``MINION_DOCKER_VOLUMES``: comma-separated ``host:container[:mode]``. A host path
-    starting with ``.`` or ``~`` is made absolute; a bare name is a named volume."""
-    volumes = []
-    for item in _items(value):
-        parts = item.split(":")
-        if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
-            raise ConfigError(
-                f"MINION_DOCKER_VOLUMES: {item!r} is not host:container[:mode] "
-                "(e.g. /data:/data:ro,./out:/out)"
-            )
-        host, target = parts[0], parts[1]
-        if host.startswith((".", "~")):
-            host = os.path.abspath(os.path.expanduser(host))
-        if not target.startswith("/"):
-            raise ConfigError(
-                f"MINION_DOCKER_VOLUMES: in {item!r} the container path {target!r} must be absolute"
-            )
-        if len(parts) == 3:
-            modes = parts[2].split("+")
-            if not all(mode in _VOLUME_MODES for mode in modes):
-                raise ConfigError(
-                    f"MINION_DOCKER_VOLUMES: in {item!r} the mode {parts[2]!r} is not ro or rw"
-                )
-            volumes.append(f"{host}:{target}:{','.join(modes)}")
-        else:
-            volumes.append(f"{host}:{target}")
-    return volumes
-
-
-def passthrough_environment(value: Optional[str], environ: Mapping[str, str]) -> dict[str, str]:
-    """``MINION_DOCKER_ENV``: comma-separated names whose values the container gets from
-    the minion's environment (``NAME=value`` sets one); an unset name is left out, as
-    with ``docker run -e NAME``."""
-    result: dict[str, str] = {}
-    for item in _items(value):
-        name, equals, given = item.partition("=")
-        name = name.strip()
-        if not _ENV_NAME.match(name):
-            raise ConfigError(
-                f"MINION_DOCKER_ENV: {name!r} is not a variable name "
-                "(give names separated by commas, e.g. HOME,API_TOKEN)"
-            )
-        if equals:
-            result[name] = given
-        elif name in environ:
-            result[name] = environ[name]
-    return result
-
-
-def parse_cpus(value: Optional[str]) -> Optional[int]:
-    """``MINION_DOCKER_CPUS`` (e.g. ``1.5``) as docker's nano CPUs."""
-    if value is None:
-        return None
-    try:
-        cpus = float(value)
-    except ValueError:
-        raise ConfigError(
-            f"MINION_DOCKER_CPUS={value!r} is not a number: set it to e.g. 2 or 0.5"
-        ) from None
-    if not cpus > 0 or cpus == float("inf"):
-        raise ConfigError(f"MINION_DOCKER_CPUS={value!r} must be a positive number of CPUs")
-    return int(cpus * 1e9)
-
-
-def parse_memory(value: Optional[str]) -> Optional[int]:
-    """``MINION_DOCKER_MEMORY`` (``512m``, ``2g``, ``1.5GiB``, bytes) in bytes."""
-    if value is None:
-        return None
-    match = _MEMORY.match(value.strip())
-    if not match:
-        raise ConfigError(
-            f"MINION_DOCKER_MEMORY={value!r} is not a size: set it to e.g. 512m or 2g"
-        )
-    size = int(float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()])
-    if size < 6 * 1024**2:
-        raise ConfigError(f"MINION_DOCKER_MEMORY={value!r} is too small: docker needs 6m or more")
-    return size

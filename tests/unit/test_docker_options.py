@@ -8,20 +8,19 @@ from typing import Any
 import pytest
 
 from minionize.callbacks.base import Task
+from minionize.callbacks.docker_options import (
+    parse_cpus,
+    parse_memory,
+    parse_volumes,
+    passthrough_environment,
+)
 from minionize.config import Settings
 from minionize.engines.base import Delivery
 from minionize.errors import ConfigError, MissingExtraError
 
 pytest.importorskip("docker")
 
-from minionize.callbacks.docker import (  # noqa: E402
-    DockerCallback,
-    describe_container_exit,
-    parse_cpus,
-    parse_memory,
-    parse_volumes,
-    passthrough_environment,
-)
+from minionize.callbacks.docker import DockerCallback, describe_container_exit  # noqa: E402
 
 
 def callback(command: Any = ("echo",), **env: str) -> DockerCallback:
