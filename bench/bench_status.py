@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from minionize.report_format import MinionState, read_events
 from minionize.reporters.base import MinionInfo, TaskReport
-from minionize.reporters.json import SUMMARY_EVERY, JsonReporter, MinionState, read_events
+from minionize.reporters.json import SUMMARY_EVERY, JsonReporter
 
 
 def write_reports(directory: Path, minions: int, tasks: int, running: bool) -> float:

@@ -1,7 +1,7 @@
 """The model behind ``minion-status`` and ``mtop``: a report directory, read and summed.
 
 Each minion's ``<name>.summary.json`` is read, then only the lines its ``<name>.jsonl``
-gained since that summary was written (see :mod:`minionize.reporters.json`), so reading
+gained since that summary was written (see :mod:`minionize.report_format`), so reading
 is fast whatever the length of the run. Torn last lines, corrupt lines and unreadable
 summaries are skipped with a warning, never fatal. A ``.jsonl`` that is not a report
 (it does not begin with a minion's start record: notes, an empty file) is skipped, and
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .reporters.base import MinionInfo
-from .reporters.json import (
+from .identity import job_label
+from .report_format import (
     EVENTS_SUFFIX,
     SUMMARY_SUFFIX,
     MinionState,
@@ -262,10 +262,7 @@ def _job_label(identity: dict[str, Any]) -> str:
     jobs = identity.get("jobs")
     if not isinstance(jobs, dict):
         return ""
-    info = MinionInfo(
-        minion_id="", host="", pid=0, start=0.0, jobs={str(k): str(v) for k, v in jobs.items()}
-    )
-    return info.job_label
+    return job_label({str(k): str(v) for k, v in jobs.items()})
 
 
 def minion_status(

@@ -8,68 +8,18 @@ must never raise into the loop for a param it cannot encode: it reports its ``re
 from __future__ import annotations
 
 import abc
-import os
-import socket
-import time
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
+
+from ..identity import JOB_VARIABLES, MinionInfo
 
 if TYPE_CHECKING:
     from ..callbacks.base import Task
     from ..config import Settings
 
-JOB_VARIABLES = (
-    "SLURM_JOB_ID",
-    "SLURM_ARRAY_JOB_ID",
-    "SLURM_ARRAY_TASK_ID",
-    "OAR_JOB_ID",
-    "OAR_ARRAY_ID",
-    "OAR_ARRAY_INDEX",
-)
-
-
-@dataclass
-class MinionInfo:
-    """Who this minion is: enough to find it on a cluster."""
-
-    minion_id: str
-    host: str
-    pid: int
-    start: float
-    jobs: dict[str, str] = field(default_factory=dict)
-    pod: Optional[str] = None
-    engine: str = ""
-    concurrency: int = 1
-
-    @classmethod
-    def current(cls, env: Mapping[str, str] | None = None) -> MinionInfo:
-        env = os.environ if env is None else env
-        pod = env.get("HOSTNAME") if env.get("KUBERNETES_SERVICE_HOST") else None
-        return cls(
-            minion_id=uuid.uuid4().hex[:12],
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            start=time.time(),
-            jobs={name: env[name] for name in JOB_VARIABLES if env.get(name)},
-            pod=pod,
-        )
-
-    @property
-    def job_label(self) -> str:
-        """``1234_5`` for an array task, ``1234`` for a job, ``""`` outside a scheduler."""
-        jobs = self.jobs
-        if "SLURM_ARRAY_JOB_ID" in jobs and "SLURM_ARRAY_TASK_ID" in jobs:
-            return f"{jobs['SLURM_ARRAY_JOB_ID']}_{jobs['SLURM_ARRAY_TASK_ID']}"
-        if "SLURM_JOB_ID" in jobs:
-            return jobs["SLURM_JOB_ID"]
-        if "OAR_JOB_ID" in jobs:
-            return jobs["OAR_JOB_ID"]
-        return ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+#: MinionInfo lives in :mod:`minionize.identity`; named here too for reporters' authors.
+__all__ = ["JOB_VARIABLES", "MinionInfo", "NullReporter", "Reporter", "TaskReport"]
 
 
 @dataclass

@@ -19,9 +19,10 @@ from minionize.config import Settings
 from minionize.engines.base import Delivery
 from minionize.errors import ConfigError
 from minionize.minion import Minion
+from minionize.report_format import report_name
 from minionize.reporters import load_reporter
 from minionize.reporters.base import MinionInfo, TaskReport
-from minionize.reporters.json import JsonReporter, report_name
+from minionize.reporters.json import JsonReporter
 from minionize.reporters.stdout import StdoutReporter, format_task
 from minionize.testing import MemoryEngine
 
@@ -271,3 +272,24 @@ def test_summary_is_refreshed_every_few_hundred_lines(tmp_path: Path) -> None:
     assert summary(reporter)["counts"]["done"] == SUMMARY_EVERY
     reporter.stop(0)
     assert summary(reporter)["counts"]["done"] == SUMMARY_EVERY + 10
+
+
+def test_the_fold_of_the_lines_is_the_summary_the_writer_saved(tmp_path: Path) -> None:
+    # The writer folds as it goes; a reader folds the file: both must agree, line by line.
+    from minionize.report_format import MinionState, read_events
+
+    reporter = JsonReporter(tmp_path, heartbeat=0.0)
+    reporter.start(info(SLURM_JOB_ID="5"))
+    reporter.heartbeat([Task(Delivery("slow", "s", attempt=1))])
+    for i in range(30):
+        reporter.task_finished(report(i, ("done", "retry", "dead", "released")[i % 4], exit_code=i))
+    reporter.stop(1)
+    assert reporter.path is not None
+    events, bad = read_events(reporter.path.read_bytes())
+    folded = MinionState()
+    for event in events:
+        folded.apply(event)
+    saved = summary(reporter)
+    assert bad == 0
+    assert folded.to_summary(saved["offset"], saved["t"]) == saved
+    assert MinionState.from_summary(saved).to_summary(saved["offset"], saved["t"]) == saved
