@@ -10,14 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from typing import Any, Optional
+from typing import Optional
 
 from ..config import Env, load_dotenv_file
 from ..errors import MinionizeError
-from ..status import Status, query_queue, read_status
-
-DEFAULT_DIRECTORY = "minion-report"
+from ..report_format import DEFAULT_DIRECTORY
+from ..status import query_queue, read_status
+from ..status.text import format_status
 
 
 def build_parser(prog: str, watch: bool) -> argparse.ArgumentParser:
@@ -81,7 +80,7 @@ def _run(argv: Optional[list[str]], prog: str, watch: bool) -> int:
             if getattr(args, "json", False):
                 print(f"{prog}: error: --json and --watch do not go together", file=sys.stderr)
                 return 2
-            from ..tui import watch as run_watch
+            from ..status.tui import watch as run_watch
 
             return run_watch(
                 directory,
@@ -104,208 +103,6 @@ def _run(argv: Optional[list[str]], prog: str, watch: bool) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         return 130
-
-
-# -- text --------------------------------------------------------------------------------
-def duration(seconds: Optional[float]) -> str:
-    """``4.2 ms``, ``420 ms``, ``4.2 s``, ``12 s``, ``3 min 05 s``, ``2 h 03 min``."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.1f} ms" if seconds < 0.01 else f"{seconds * 1000:.0f} ms"
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours // 24} d {hours % 24:02d} h"
-
-
-def rate(value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    if value >= 100:
-        return f"{value:.0f}/s"
-    if value >= 10:
-        return f"{value:.1f}/s"
-    if value >= 0.1:
-        return f"{value:.2f}/s"
-    return f"{value * 60:.2f}/min"
-
-
-def param_text(record: dict[str, Any], limit: int = 60) -> str:
-    param = record.get("param")
-    if record.get("param_repr"):
-        text = str(param)
-    else:
-        try:
-            text = json.dumps(param, separators=(",", ":"))
-        except (TypeError, ValueError):
-            text = repr(param)
-    text = text.replace("\n", "\\n")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def clock(t: Any) -> str:
-    if not isinstance(t, (int, float)):
-        return "--:--:--"
-    return time.strftime("%H:%M:%S", time.localtime(t))
-
-
-def minions_line(status: Status) -> str:
-    n = len(status.minions)
-    return (
-        f"{n} minion{'s' if n != 1 else ''}: {status.count('alive')} alive, "
-        f"{status.count('finished')} finished, {status.count('lost')} lost"
-    )
-
-
-def queue_line(status: Status) -> str:
-    queue = status.queue
-    if not queue:
-        return status.queue_note or "queue size unknown"
-    words = []
-    for key, label in (
-        ("todo", "to do"),
-        ("in_flight", "in flight"),
-        ("expired", "expired"),
-        ("done", "done"),
-        ("dead", "dead"),
-    ):
-        if isinstance(queue.get(key), int):
-            words.append(f"{queue[key]} {label}")
-    described = f" ({status.queue_note})" if status.queue_note else ""
-    return ", ".join(words) + described
-
-
-def eta_text(status: Status) -> str:
-    if status.remaining is None:
-        return "unknown (the queue's size is unknown)"
-    if status.remaining == 0:
-        return "the queue is empty"
-    if status.eta is None:
-        return f"{status.remaining} params left, no minion is making progress"
-    at = time.strftime("%H:%M:%S", time.localtime(status.now + status.eta))
-    return f"{duration(status.eta)} (at {at}), {status.remaining} params left"
-
-
-def failure_reason(record: dict[str, Any]) -> str:
-    """``exit 3``, or the reason's last line when it says more."""
-    reason = str(record.get("reason") or "").strip()
-    reason = reason.splitlines()[-1][:200] if reason else ""
-    code = record.get("exit_code")
-    if isinstance(code, int) and f"exit code {code}" not in reason:
-        return f"exit {code}: {reason}" if reason else f"exit {code}"
-    return reason
-
-
-def error_lines(record: dict[str, Any], indent: str = "    ") -> list[str]:
-    head = (
-        f"{clock(record.get('t'))}  {record.get('minion', '')}  {param_text(record)}  "
-        f"attempt {record.get('attempt')}  "
-        f"{'dead-lettered' if record.get('outcome') == 'dead' else 'will be retried'}"
-    )
-    lines = ["  " + head]
-    why = failure_reason(record)
-    if why:
-        lines.append(indent + why)
-    stderr = str(record.get("stderr_tail") or "").rstrip().splitlines()[-5:]
-    lines.extend(f"{indent}| {line[:200]}" for line in stderr)
-    if record.get("stderr_path"):
-        lines.append(f"{indent}log: {record['stderr_path']}")
-    return lines
-
-
-def format_status(status: Status) -> str:
-    """The text ``minion-status`` prints."""
-    out: list[str] = []
-    if status.empty:
-        why = "" if status.exists else " (the directory does not exist)"
-        out.append(f"No minion reports in {status.directory}{why}.")
-        out.append("Run minions with MINION_REPORTER=json to write them there.")
-        if status.queue:
-            out.append(f"queue: {queue_line(status)}")
-        out.extend(f"warning: {w}" for w in status.warnings)
-        return "\n".join(out) + "\n"
-    elapsed = (
-        None
-        if status.first_start is None
-        else (
-            (status.now if status.count("alive") else (status.last_end or status.now))
-            - status.first_start
-        )
-    )
-    out.append(f"{status.directory}: {minions_line(status)}")
-    out.append(
-        f"  done {status.done}   failed attempts {status.failed}   dead-lettered {status.dead}"
-        f"   running now {status.running}"
-        + (f"   held by lost minions {status.stranded}" if status.stranded else "")
-        + (f"   released {status.released}" if status.released else "")
-    )
-    rates = []
-    if status.rate_recent is not None:
-        rates.append(f"{rate(status.rate_recent)} over the last minute")
-    rates.append(f"{rate(status.rate_overall)} overall")
-    over = f" over {duration(elapsed)}" if elapsed is not None else ""
-    out.append(f"  rate: {', '.join(rates)}{over}")
-    out.append(f"  queue: {queue_line(status)}")
-    out.append(f"  ETA: {eta_text(status)}")
-    out.append("")
-    out.append("minions")
-    header = ("STATE", "HOST", "JOB", "PID", "DONE", "FAILED", "DEAD", "RUN", "SEEN", "CURRENT")
-    rows = [header]
-    for m in sorted(status.minions, key=_minion_order):
-        current = m.current
-        now_running = ""
-        if current and m.state == "alive":
-            since = status.now - float(current.get("start") or status.now)
-            now_running = f"{param_text(current, 40)} for {duration(since)}"
-        rows.append(
-            (
-                m.state,
-                m.host,
-                m.job or "-",
-                str(m.pid or "-"),
-                str(m.done),
-                str(m.failed),
-                str(m.dead),
-                str(m.in_progress if m.state == "alive" else 0),
-                duration(max(0.0, status.now - m.last_seen)) + " ago",
-                now_running,
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    for row in rows:
-        cells = [
-            row[i].ljust(widths[i]) if i < 3 else row[i].rjust(widths[i])
-            for i in range(len(widths))
-        ]
-        out.append(("  " + "  ".join(cells) + "  " + row[-1]).rstrip())
-    if status.slowest:
-        out.append("")
-        out.append("slowest attempts")
-        for record in status.slowest[:5]:
-            out.append(
-                f"  {duration(record.get('duration')):>10}  {param_text(record)}  "
-                f"{record.get('outcome')}, attempt {record.get('attempt')}, {record.get('minion')}"
-            )
-    if status.errors:
-        out.append("")
-        out.append("last errors")
-        for record in status.errors[:5]:
-            out.extend(error_lines(record))
-    for warning in status.warnings:
-        out.append(f"warning: {warning}")
-    return "\n".join(out) + "\n"
-
-
-def _minion_order(m: Any) -> tuple[int, str]:
-    return ({"lost": 0, "alive": 1, "finished": 2}.get(m.state, 3), m.name)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -168,7 +168,7 @@ def fake_report(directory: Path) -> None:
 def test_the_live_view_as_recorded_by_rich(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from minionize.tui import watch
+    from minionize.status.tui import watch
 
     fake_report(tmp_path)
     console = Console(record=True, width=130, height=40, file=io.StringIO(), force_terminal=False)

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from minionize import status as status_module
 from minionize.callbacks.base import Task
 from minionize.engines.base import Delivery
 from minionize.errors import UnsupportedOperation
 from minionize.reporters.base import MinionInfo, TaskReport
 from minionize.reporters.json import JsonReporter
 from minionize.status import query_queue, read_status
+from minionize.status.model import KEEP
 
 
 def minion(directory: Path, pid: int, heartbeat: float = 5.0, **jobs: str) -> JsonReporter:
@@ -273,7 +273,7 @@ def test_many_minions_read_fast(tmp_path: Path) -> None:
     status = read_status(tmp_path)
     assert status.done == 10_000 and len(status.minions) == 20
     assert time.perf_counter() - start < 0.5
-    assert len(status.slowest) == status_module.KEEP
+    assert len(status.slowest) == KEEP
 
 
 def test_short_tasks_between_heartbeats_count_as_running(tmp_path: Path) -> None:

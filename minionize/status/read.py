@@ -1,4 +1,4 @@
-"""The model behind ``minion-status`` and ``mtop``: a report directory, read and summed.
+"""A report directory, read and summed into a :class:`~.model.Status`.
 
 Each minion's ``<name>.summary.json`` is read, then only the lines its ``<name>.jsonl``
 gained since that summary was written (see :mod:`minionize.report_format`), so reading
@@ -6,12 +6,6 @@ is fast whatever the length of the run. Torn last lines, corrupt lines and unrea
 summaries are skipped with a warning, never fatal. A ``.jsonl`` that is not a report
 (it does not begin with a minion's start record: notes, an empty file) is skipped, and
 said once on the ``minionize.status`` log (standard error), not counted as a lost minion.
-
-Words: an *attempt* is one run of a param; *done* counts attempts that succeeded,
-*failed* attempts that failed (requeued or dead-lettered), *dead* params dead-lettered.
-A minion is *alive* while it shows signs of life (heartbeats, task lines), *finished*
-once it wrote its stop line, and *lost* when it stopped beating without a stop line
-(SIGKILL, a node lost, a job killed by the scheduler).
 """
 
 from __future__ import annotations
@@ -20,14 +14,12 @@ import json
 import logging
 import math
 import os
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .identity import job_label
-from .report_format import (
+from ..identity import job_label
+from ..report_format import (
     EVENTS_SUFFIX,
     SUMMARY_SUFFIX,
     MinionState,
@@ -35,171 +27,19 @@ from .report_format import (
     read_events,
     report_files,
 )
+from .model import (
+    KEEP,
+    LOOP_HEARTBEAT,
+    LOST_MARGIN,
+    RECENT_WINDOW,
+    THROUGHPUT_BUCKET,
+    THROUGHPUT_BUCKETS,
+    MinionStatus,
+    Status,
+    number,
+)
 
 log = logging.getLogger("minionize.status")
-
-#: Seconds added to three heartbeat periods before a silent minion counts as lost.
-LOST_MARGIN = 5.0
-#: The minion loop calls the reporter's heartbeat every 2 s: a shorter MINION_HEARTBEAT
-#: cannot make a minion beat faster than that.
-LOOP_HEARTBEAT = 2.0
-#: The window of the recent rate, in seconds.
-RECENT_WINDOW = 60.0
-#: Width of one throughput bar, in seconds, and how many bars (5 minutes).
-THROUGHPUT_BUCKET = 10
-THROUGHPUT_BUCKETS = 30
-KEEP = 10
-
-
-@dataclass
-class MinionStatus:
-    """One minion, as its report tells."""
-
-    name: str
-    host: str
-    pid: Optional[int]
-    job: str
-    pod: Optional[str]
-    #: ``alive``, ``finished`` or ``lost``.
-    state: str
-    start: Optional[float]
-    last_seen: float
-    heartbeat: float
-    exit_code: Optional[int]
-    done: int
-    failed: int
-    dead: int
-    released: int
-    #: The attempts known to run (listed by the last heartbeat, not finished since):
-    #: ``id``, ``param``, ``attempt``, ``start``.
-    running: list[dict[str, Any]]
-    #: How many attempts ran at the minion's latest line (short tasks included).
-    in_progress: int
-    busy: float
-    identity: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def current(self) -> Optional[dict[str, Any]]:
-        """The attempt that has been running longest, if any."""
-        if not self.running:
-            return None
-        return min(self.running, key=lambda r: _float(r.get("start"), math.inf))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "host": self.host,
-            "pid": self.pid,
-            "job": self.job,
-            "pod": self.pod,
-            "state": self.state,
-            "start": self.start,
-            "last_seen": self.last_seen,
-            "exit_code": self.exit_code,
-            "done": self.done,
-            "failed": self.failed,
-            "dead": self.dead,
-            "released": self.released,
-            "running": self.running,
-            "in_progress": self.in_progress,
-            "jobs": self.identity.get("jobs", {}),
-        }
-
-
-@dataclass
-class Status:
-    """Everything ``minion-status`` prints."""
-
-    directory: str
-    exists: bool
-    now: float
-    minions: list[MinionStatus] = field(default_factory=list)
-    done: int = 0
-    failed: int = 0
-    dead: int = 0
-    released: int = 0
-    #: Attempts running now on alive minions; ``stranded``: held by lost minions (their
-    #: params come back to the queue when their leases expire).
-    running: int = 0
-    stranded: int = 0
-    first_start: Optional[float] = None
-    last_end: Optional[float] = None
-    #: Params finished (done or dead-lettered) per second: over the last minute (None
-    #: when no minion is alive) and over the whole run (None before anything finished).
-    rate_recent: Optional[float] = None
-    rate_overall: Optional[float] = None
-    #: The queue's own counters (``todo``, ``in_flight``, ``done``, ``dead``, ``total``)
-    #: when the configured engine can tell, and why not otherwise.
-    queue: Optional[dict[str, Any]] = None
-    queue_note: str = ""
-    remaining: Optional[int] = None
-    eta: Optional[float] = None
-    slowest: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[dict[str, Any]] = field(default_factory=list)
-    #: Params finished per THROUGHPUT_BUCKET seconds, oldest first, ending now.
-    throughput: list[int] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return not self.minions
-
-    def count(self, state: str) -> int:
-        return sum(1 for m in self.minions if m.state == state)
-
-    @property
-    def progress(self) -> Optional[tuple[int, int]]:
-        """(finished, total) params when the queue's size is known."""
-        if not self.queue:
-            return None
-        total = self.queue.get("total")
-        done = int(self.queue.get("done") or 0) + int(self.queue.get("dead") or 0)
-        if not isinstance(total, int):
-            if self.remaining is None:
-                return None
-            total = done + self.remaining
-        return done, total
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "directory": self.directory,
-            "exists": self.exists,
-            "empty": self.empty,
-            "time": self.now,
-            "done": self.done,
-            "failed": self.failed,
-            "dead": self.dead,
-            "released": self.released,
-            "running": self.running,
-            "stranded": self.stranded,
-            "minions": [m.to_json() for m in self.minions],
-            "alive": self.count("alive"),
-            "finished": self.count("finished"),
-            "lost": self.count("lost"),
-            "rate": {"recent": self.rate_recent, "overall": self.rate_overall},
-            "elapsed": (None if self.first_start is None else _end(self) - self.first_start),
-            "queue": self.queue,
-            "queue_note": self.queue_note,
-            "remaining": self.remaining,
-            "eta": self.eta,
-            "slowest": self.slowest,
-            "errors": self.errors,
-            "throughput": {"bucket": THROUGHPUT_BUCKET, "counts": self.throughput},
-            "warnings": self.warnings,
-        }
-
-
-def _float(value: Any, default: float = 0.0) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return default
-
-
-def _end(status: Status) -> float:
-    """Where the run's clock stops: now while a minion is alive, else the last task."""
-    if status.count("alive") or status.last_end is None:
-        return status.now
-    return status.last_end
 
 
 #: Files already said to be no report, so that ``--watch`` says it once.
@@ -296,7 +136,7 @@ def minion_status(
         failed=state.counts["retry"] + state.counts["dead"],
         dead=state.counts["dead"],
         released=state.counts["released"],
-        running=sorted(state.running.values(), key=lambda r: _float(r.get("start"))),
+        running=sorted(state.running.values(), key=lambda r: number(r.get("start"))),
         in_progress=0 if state.stopped is not None else state.in_progress,
         busy=sum(state.busy.values()),
         identity=identity,
@@ -350,10 +190,10 @@ def read_status(
             per_second[second] = per_second.get(second, 0) + count
         slowest.extend(dict(record, minion=name) for record in state.slowest)
         errors.extend(dict(record, minion=name) for record in state.errors)
-    status.slowest = sorted(slowest, key=lambda r: -_float(r.get("duration")))[:KEEP]
+    status.slowest = sorted(slowest, key=lambda r: -number(r.get("duration")))[:KEEP]
     # The newest failure of each param: its attempt number tells how many came before.
     seen: set[Any] = set()
-    for record in sorted(errors, key=lambda r: -_float(r.get("t"))):
+    for record in sorted(errors, key=lambda r: -number(r.get("t"))):
         key = record.get("id", id(record))
         if key not in seen and len(status.errors) < KEEP:
             seen.add(key)
@@ -366,7 +206,7 @@ def read_status(
 def _rates(status: Status, per_second: dict[int, int]) -> None:
     finished = status.done + status.dead
     if status.first_start is not None and finished:
-        span = _end(status) - status.first_start
+        span = status.end - status.first_start
         if span > 0:
             status.rate_overall = finished / span
     now = status.now
@@ -402,38 +242,3 @@ def _eta(status: Status) -> None:
     rate = status.rate_recent or status.rate_overall
     if status.count("alive") and rate:
         status.eta = status.remaining / rate
-
-
-def query_queue(timeout: float = 3.0) -> tuple[Optional[dict[str, Any]], str]:
-    """The configured engine's counters (``MINION_ENGINE`` ...), or None and why not.
-
-    Runs in a thread so that an unreachable queue service cannot hang the status.
-    The engine is not opened: ``status()`` is an administration call.
-    """
-    answer: dict[str, Any] = {}
-
-    def ask() -> None:
-        try:
-            from .config import Settings
-            from .engines import load_engine
-
-            settings = Settings.from_env()
-            if settings.engine.strip().lower() in ("sweep", "execo"):
-                # Asking must not create an empty queue in the working directory.
-                where = settings.env.str("EXECO_PERSISTENCE_DIR", "sweeps") or "sweeps"
-                if not os.path.isdir(where):
-                    answer["note"] = f"queue size unknown: no sweep queue in {where}"
-                    return
-            engine = load_engine(settings)
-            counters = engine.status()
-            answer["queue"] = dict(counters)
-            answer["note"] = engine.describe()
-        except Exception as error:  # the queue is optional here: say why, go on
-            answer["note"] = f"queue size unknown: {error}"
-
-    thread = threading.Thread(target=ask, name="minion-status-queue", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        return None, f"queue size unknown: the queue did not answer within {timeout:g} s"
-    return answer.get("queue"), str(answer.get("note", ""))

@@ -1,7 +1,7 @@
 """``mtop``: htop for minions. A live view of a report directory, refreshed every second.
 
 Drawn with ``rich`` (``pip install 'minionize[mtop]'``), imported only here. The view is
-a pure function of a :class:`~minionize.status.Status` (:func:`render`), so it can be
+a pure function of a :class:`~minionize.status.model.Status` (:func:`render`), so it can be
 checked through rich's own recording console as well as in a real terminal.
 """
 
@@ -16,9 +16,11 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from .cli.status import duration, eta_text, failure_reason, param_text, queue_line, rate
-from .errors import MissingExtraError
-from .status import THROUGHPUT_BUCKET, Status, query_queue, read_status
+from ..errors import MissingExtraError
+from .model import THROUGHPUT_BUCKET, Status, minion_order
+from .queue import query_queue
+from .read import read_status
+from .text import duration, eta_text, failure_reason, param_text, queue_line, rate
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -111,8 +113,7 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
                 overflow="ellipsis",
                 ratio=3 if name == "CURRENT PARAM" else None,
             )
-        order = {"lost": 0, "alive": 1, "finished": 2}
-        minions = sorted(status.minions, key=lambda m: (order.get(m.state, 3), m.name))
+        minions = sorted(status.minions, key=minion_order)
         for m in minions[:max_rows]:
             current = m.current if m.state != "finished" else None
             since = ""
