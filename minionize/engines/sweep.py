@@ -69,7 +69,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import EngineError
-from ..reporters.base import MinionInfo
+from ..identity import MinionInfo
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from ._sweep_store import DEAD, DONE, FLIGHT, TODO, Owner, SweepStore, canonical
 from .base import Delivery, Engine, Param

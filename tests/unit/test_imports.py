@@ -15,8 +15,6 @@ import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 import minionize
 
 PACKAGE = Path(minionize.__file__).parent
@@ -115,11 +113,6 @@ def test_nothing_imports_the_command_line() -> None:
     assert offenders == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engines/sweep.py imports MinionInfo from reporters.base: it should import it "
-    "from minionize.identity (engines/ is not edited in this change)",
-)
 def test_engines_do_not_import_reporters() -> None:
     offenders = sorted(
         f"{name} imports {target}"
