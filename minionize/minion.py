@@ -21,7 +21,6 @@ sends lease and report heartbeats; the main thread handles signals and waits.
 from __future__ import annotations
 
 import collections
-import os
 import signal
 import sys
 import threading

@@ -1,0 +1,165 @@
+"""The reaper: a tiny process per minion that kills the minion's tasks when it dies.
+
+A task runs in its own process group, so that a timeout or a stop reaches all of its
+children. The price: when the minion is killed outright (``kill -KILL``, the OOM killer),
+nothing stops its tasks; its leases expire and another minion runs the same params *at
+the same time* as the orphans. The reaper closes that hole.
+
+How it works. :meth:`Reaper.start` spawns ``python -I -S -c REAPER_CODE`` once per minion,
+in its own process group (a Ctrl-C or a ``kill`` of the minion's group does not reach it)
+and ignoring the polite stop signals. Its standard input is the read end of a pipe whose
+only writer is the minion (the write end is close-on-exec, so no task inherits it). The
+minion writes ``+PGID`` when it starts a task and ``-PGID`` just before it reaps the
+task's leader (the zombie keeps the number from being reused meanwhile). When the minion
+dies, however it dies, the kernel closes the pipe; the reaper reads end-of-file, sends
+SIGKILL to every process group still registered, removes the minion's param files, and
+exits. When the minion ends normally it closes the pipe the same way: nothing is left.
+
+Why not ``prctl(PR_SET_PDEATHSIG)`` in each task? (1) Tasks are started with
+``os.posix_spawn`` (vfork + exec, the fast path: see ``bench/bench_process.py``), which
+cannot run code in the child; ``subprocess``'s ``preexec_fn`` forces a full fork of the
+interpreter and runs Python in the child, several times the cost of a spawn. (2) The
+parent-death signal reaches only the process that set it, not its process group: the
+task's own children would run on. (3) It fires when the parent *thread* ends, not the
+parent process, so tasks would depend on which worker thread spawned them. The reaper
+costs one small ``write`` per task start and end, works on any POSIX system, and reaches
+the whole group.
+
+What is left: a process that leaves the task's group (``setsid``, ``setpgid``, a
+daemon) escapes, as it escapes ``--timeout`` and the graceful stop; so does a task
+started in the few microseconds between ``posix_spawn`` returning and its ``+PGID``
+being written, if the minion is killed exactly then; and so does everything if the
+reaper itself is killed with SIGKILL before the minion (as a whole job's cgroup is: then
+the scheduler kills the tasks too).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+REAPER_CODE = r"""
+import os, shutil, signal
+for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGPIPE"):
+    if hasattr(signal, name):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+groups, dirs, pending = {}, set(), b""
+while True:
+    try:
+        data = os.read(0, 65536)
+    except InterruptedError:
+        continue
+    if not data:
+        break
+    *lines, pending = (pending + data).split(b"\n")
+    for line in lines:
+        kind, value = line[:1], line[1:]
+        if kind == b"+":
+            groups[int(value)] = groups.get(int(value), 0) + 1
+        elif kind == b"-":
+            groups[int(value)] = groups.get(int(value), 0) - 1
+        elif kind == b"d":
+            dirs.add(os.fsdecode(value))
+for group, count in groups.items():
+    if count > 0:
+        try:
+            os.killpg(group, signal.SIGKILL)
+        except OSError:
+            pass
+for path in dirs:
+    shutil.rmtree(path, ignore_errors=True)
+"""
+
+
+class Reaper:
+    """The minion's reaper process (see the module docstring). Thread-safe; every
+    method is a no-op when the reaper could not be started."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid: Optional[int] = None
+        self._fd: Optional[int] = None
+        self._started = False
+        self._warned = False
+
+    def start(self) -> None:
+        """Start the reaper once (later calls do nothing)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            if not sys.executable:
+                log.warning("no Python interpreter to run the reaper: tasks may outlive "
+                            "a minion killed with SIGKILL")
+                return
+            read_end, write_end = os.pipe()
+            try:
+                self._pid = os.posix_spawn(
+                    sys.executable,
+                    [sys.executable, "-I", "-S", "-c", REAPER_CODE],
+                    {"PATH": os.defpath},
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, read_end, 0),
+                        (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                    ],
+                    setpgroup=0,
+                )
+            except OSError as exc:
+                os.close(write_end)
+                log.warning("cannot start the reaper (%s): tasks may outlive a minion "
+                            "killed with SIGKILL", exc)
+                return
+            finally:
+                os.close(read_end)
+            # Never block a worker on a stuck reaper: drop the message instead.
+            os.set_blocking(write_end, False)
+            self._fd = write_end
+
+    def watch(self, pgid: int) -> None:
+        """A task's process group started: kill it if the minion dies."""
+        self._send(b"+%d\n" % pgid)
+
+    def forget(self, pgid: int) -> None:
+        """The task's leader is about to be reaped: its group is no longer ours to kill."""
+        self._send(b"-%d\n" % pgid)
+
+    def clean_up(self, path: str) -> None:
+        """Remove ``path`` (a directory of param files) if the minion dies."""
+        self._send(b"d" + os.fsencode(path) + b"\n")
+
+    def _send(self, message: bytes) -> None:
+        with self._lock:  # never write to a descriptor that stop() closed (and reused)
+            if self._fd is None:
+                return
+            try:
+                os.write(self._fd, message)  # shorter than PIPE_BUF: one atomic write
+            except OSError as exc:  # the reaper is gone, or its pipe is full
+                if not self._warned:
+                    self._warned = True
+                    log.warning("the reaper cannot be told (%s): tasks may outlive a "
+                                "minion killed with SIGKILL", exc)
+
+    def stop(self) -> None:
+        """Close the pipe: the reaper kills what is still registered, and exits."""
+        with self._lock:
+            fd, pid = self._fd, self._pid
+            self._fd = self._pid = None
+            self._started = False
+            if fd is not None:
+                os.close(fd)
+        if pid is not None:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+    @property
+    def pid(self) -> Optional[int]:
+        """The reaper's process id (None when not running)."""
+        return self._pid
+
