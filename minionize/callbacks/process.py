@@ -325,7 +325,7 @@ class ProcessCallback(Callback):
                     f"the param is too large to pass as arguments ({size} bytes of "
                     f"arguments; the system allows {MAX_ARG_STRLEN} bytes per argument): "
                     "run with --param-stdin (MINION_PARAM_STDIN=1) to get it on standard "
-                    "input instead, or read it from the file $MINION_PARAM_FILE"
+                    "input instead (a large one is also in the file $MINION_PARAM_FILE)"
                 ),
                 exit_code=126,
             )
