@@ -15,7 +15,8 @@ the queue. Failures are retried, then dead-lettered; nothing is lost on a crash.
 A scalar param is appended to the command as one argument, a list as several; {} in an
 argument is replaced by the param (like xargs -I{}); a mapping needs --template. No shell
 is involved unless --shell is given, so a param is never run as a command. The program
-also gets MINION_PARAM (the param as JSON), MINION_PARAM_ID and MINION_ATTEMPT.
+also gets MINION_PARAM (the param as JSON; above 64 KiB, the file MINION_PARAM_FILE
+holds it instead), MINION_PARAM_ID and MINION_ATTEMPT.
 
 Settings come from the environment and from .env in the working directory (the
 environment wins); each option below overrides the variable it names. Every variable is
