@@ -34,7 +34,7 @@ from .command import (
     param_text,
     shell_line,
 )
-from .reaper import Reaper
+from .reaper import TOKEN_VARIABLE, Reaper
 
 Command = Union[str, Sequence[str]]
 
@@ -160,7 +160,7 @@ class ProcessCallback(Callback):
             except OSError as exc:
                 raise ConfigError(f"MINION_LOG_DIR={self.log_dir!r} cannot be created: {exc}") from None
         base = {**os.environ, **self._extra_env}
-        for name in ("MINION_PARAM", "MINION_PARAM_FILE"):  # a minion run inside a task
+        for name in ("MINION_PARAM", "MINION_PARAM_FILE"):  # a minion run in a task
             base.pop(name, None)
         self._base_env = base
         self._reaper = Reaper()
@@ -177,7 +177,12 @@ class ProcessCallback(Callback):
         reaper = self._reaper or self._new_reaper()
         reaper.start()
         env = self._base_env or {**os.environ, **self._extra_env}
-        env = {**env, "MINION_PARAM_ID": str(delivery.id), "MINION_ATTEMPT": str(delivery.attempt)}
+        env = {
+            **env,
+            "MINION_PARAM_ID": str(delivery.id),
+            "MINION_ATTEMPT": str(delivery.attempt),
+            TOKEN_VARIABLE: reaper.token,
+        }
         text = param_json(delivery.param)
         files: list[str] = []  # param files to remove once the task ended
         fds: list[int] = []  # descriptors to close once the task started
@@ -210,7 +215,6 @@ class ProcessCallback(Callback):
                     )
                 except OSError as exc:
                     return self._cannot_start(cmd, argv, exc)
-                reaper.watch(pid)
                 task.handle = pid
             for fd in fds:
                 os.close(fd)
@@ -218,7 +222,6 @@ class ProcessCallback(Callback):
             # Wait without reaping, so that the monitor never signals a reused process id.
             os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
             with task.lock:
-                reaper.forget(pid)
                 _, status = os.waitpid(pid, 0)
                 task.handle = None
                 if task.stop_reason is not None:

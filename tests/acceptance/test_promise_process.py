@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from tests.services import script, wait_for
@@ -78,8 +77,8 @@ def test_a_task_and_its_children_die_with_a_minion_killed_outright(
     minion = subprocess.Popen([script("minionize"), "sh", "task.sh"], env=user_env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: Path("task.pid").exists() and Path("child.pid").exists()
-                 and Path("child.pid").read_text().strip(), 20, "the task to start")
+        wait_for(lambda: all(Path(name).exists() and Path(name).read_text().endswith("\n")
+                             for name in ("task.pid", "child.pid")), 20, "the task to start")
         pids = [int(Path(name).read_text()) for name in ("task.pid", "child.pid")]
         assert all(alive(pid) for pid in pids)
         minion.kill()
