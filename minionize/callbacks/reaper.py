@@ -113,6 +113,8 @@ class Reaper:
 
     def start(self) -> None:
         """Start the reaper once (later calls do nothing)."""
+        if self._started:  # the common case, without the lock
+            return
         with self._lock:
             if self._started:
                 return
