@@ -11,7 +11,10 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.services import script, wait_for
 
@@ -67,6 +70,7 @@ def alive(pid: int) -> bool:
         return True
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc")
 def test_a_task_and_its_children_die_with_a_minion_killed_outright(
     user_env: dict[str, str],
 ) -> None:
