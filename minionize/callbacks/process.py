@@ -1,13 +1,19 @@
 """The process callback (the default): run a program once per param.
 
 The child runs in its own process group (so a timeout or a shutdown stops the whole
-tree), with standard input from /dev/null (it must not eat the minion's params), and
-``MINION_PARAM`` (JSON), ``MINION_PARAM_ID`` and ``MINION_ATTEMPT`` in its environment.
-No shell is involved unless one is asked for (``--shell``, or a ``to_cmd`` that returns
-a string), so a param is never interpreted as a command.
+tree), with standard input from /dev/null (it must not eat the minion's params), or the
+param's text with :attr:`ProcessCallback.param_stdin`, and ``MINION_PARAM`` (JSON; above
+:data:`PARAM_ENV_BYTES`, the file ``MINION_PARAM_FILE`` holds it instead),
+``MINION_PARAM_ID`` and ``MINION_ATTEMPT`` in its environment. No shell is involved
+unless one is asked for (``--shell``, or a ``to_cmd`` that returns a string), so a param
+is never interpreted as a command. A reaper (:mod:`.reaper`) kills the tasks of a minion
+that dies.
 
 Processes are started with ``os.posix_spawnp`` (vfork + exec): the per-task cost of the
-minion must stay a small fraction of the cost of a process.
+minion must stay a small fraction of the cost of a process. The task's log files are
+opened here, not in the child, so that an error names them rather than the program.
+A program every param runs that cannot be executed raises
+:class:`~minionize.errors.CommandLineError`: the minion stops, the param is given back.
 """
 
 from __future__ import annotations
