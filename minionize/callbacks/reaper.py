@@ -18,8 +18,8 @@ files and exits. When the minion ends normally, it closes the pipe the same way,
 whatever task it had to abandon goes with it.
 
 The cost per task is one more environment variable: the reaper never wakes while the
-minion lives (an earlier design that wrote each task's process group to the reaper woke
-it twice per task and cost a third of the throughput on two cores).
+minion lives (writing each task's process group to the reaper instead would wake it
+twice per task, a process competing with the tasks for the CPU).
 
 Why not ``prctl(PR_SET_PDEATHSIG)`` in each task? (1) Tasks are started with
 ``os.posix_spawn`` (vfork + exec, the fast path: see ``bench/bench_process.py``), which
