@@ -9,6 +9,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_DEAD_LETTERS = 1
 EXIT_USAGE = 2
+EXIT_HALTED = 3
 
 
 class MinionizeError(Exception):

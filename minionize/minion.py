@@ -2,10 +2,16 @@
 
 * **At least once.** A delivery is acked only after its callback succeeded.
 * **Failure is not success.** A failed attempt is retried until ``max_attempts``, then
-  dead-lettered (:meth:`Minion._settle` is the one place where this is decided).
+  dead-lettered; a task minionize stopped is never done (:func:`minionize.settle.decide`
+  decides, :meth:`Minion._settle` is the one place that acts on it).
 * **Graceful stop.** SIGTERM/SIGINT: take nothing new, SIGTERM the running tasks, SIGKILL
   them after the grace period, release their params without counting an attempt, exit 0.
   A second signal stops at once (exit 128 + signal).
+* **A mistake on the command line burns nothing.** A callback that raises
+  :class:`~minionize.errors.CommandLineError` gets its param released and stops the
+  minion the same graceful way; :meth:`run` then raises the error (exit 2).
+* **--halt.** Too many failed attempts (:mod:`minionize.halt`) stop taking params
+  (``soon``) or stop the running tasks too (``now``); exit 3.
 
 Threads: ``concurrency`` workers each loop take -> run -> settle (only one of them is in
 ``engine.take`` at a time); one monitor thread enforces timeouts and the grace period and
@@ -23,12 +29,22 @@ import traceback
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from .callbacks._task_io import param_json
 from .callbacks.base import Callback, Outcome, Result, StopReason, Task
-from .callbacks.process import param_json
 from .config import Settings, load_dotenv_file
 from .engines.base import Delivery, Engine
-from .errors import EXIT_DEAD_LETTERS, EXIT_OK, EXIT_USAGE, EngineError, MinionizeError
+from .errors import (
+    EXIT_DEAD_LETTERS,
+    EXIT_HALTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandLineError,
+    EngineError,
+    MinionizeError,
+)
+from .halt import parse_halt
 from .reporters.base import MinionInfo, NullReporter, Reporter, TaskReport
+from .settle import Settle, abbreviate, decide
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,8 +67,18 @@ SIGNAL_SETTLE_SECONDS = 0.5
 ABANDON_AFTER_KILL_SECONDS = 2.0
 
 
+_WARN_LOCK = threading.Lock()
+
+
 def _warn(message: str) -> None:
-    print(f"minionize: {message}", file=sys.stderr, flush=True)
+    # One write per line (the newline included), under a lock: lines of concurrent
+    # workers never glue together.
+    with _WARN_LOCK:
+        try:
+            sys.stderr.write(f"minionize: {message}\n")
+            sys.stderr.flush()
+        except (OSError, ValueError):  # stderr closed: nothing to tell
+            pass
 
 
 class Minion:
@@ -98,14 +124,20 @@ class Minion:
         self._idle_since = time.monotonic()
         self._reporting = not isinstance(reporter, NullReporter)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.halt = parse_halt(self.settings.env.str("MINION_HALT"))
+        self._halted = False
+        self._failed_attempts = 0
+        self._finished_attempts = 0
 
     # -- the whole run ---------------------------------------------------------------
     def run(self) -> int:
         """Run until the queue is drained, the idle timeout passes, or a signal stops us.
 
         Returns 0 when every param taken succeeded or was given back, 1 when at least one
-        was dead-lettered, 128 + signal number after a second stop signal. Raises
-        :class:`EngineError` (after giving back what it held) when the queue fails.
+        was dead-lettered, 3 when ``--halt`` stopped it, 128 + signal number after a second
+        stop signal. Raises :class:`EngineError` (after giving back what it held) when the
+        queue fails, and the callback's :class:`CommandLineError` when the command cannot
+        run (the param is given back).
         """
         self.callback.setup()
         try:
@@ -163,31 +195,38 @@ class Minion:
             return EXIT_USAGE
         if self._hard_stop and self._stop_signal is not None:
             return 128 + self._stop_signal
+        if self._halted:
+            return EXIT_HALTED
         return EXIT_DEAD_LETTERS if self.counts["dead"] else EXIT_OK
+
+    def _fail(self, exc: BaseException) -> None:
+        """The queue failed, or the command line cannot run: stop gracefully, then
+        :meth:`run` raises it (exit 2)."""
+        if self._failure is None:
+            self._failure = exc
+        self.stop()
 
     # -- workers: take -> run -> settle ----------------------------------------------
     def _work(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self._halted:
             try:
                 delivery = self._next_delivery()
             except Exception as exc:
                 # The queue itself failed: stop gracefully, then report it (exit 2).
-                if self._failure is None:
-                    self._failure = exc
-                self.stop()
+                self._fail(exc)
                 return
             if delivery is None:
                 if self._ended:
                     return
                 continue
-            if self._stop.is_set():
+            if self._stop.is_set() or self._halted:
                 self._settle_without_running(delivery)
                 return
             self._run_one(delivery)
 
     def _next_delivery(self) -> Optional[Delivery]:
         with self._take_lock:
-            if self._stop.is_set() or self._ended:
+            if self._stop.is_set() or self._ended or self._halted:
                 return None
             if self._stash:
                 return self._stash.popleft()
@@ -251,33 +290,41 @@ class Minion:
     def _call(self, task: Task) -> Result:
         try:
             return self.callback.run(task)
+        except CommandLineError as exc:
+            # Not this param's fault: give it back, stop, exit 2 with this line.
+            with task.lock:
+                task.stop_reason = StopReason.SHUTDOWN
+            self._fail(exc)
+            return Result(Outcome.FAILED, reason=str(exc))
         except Exception as exc:  # a callback bug or a raising function: a failed attempt
             tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
             return Result(Outcome.FAILED, reason=f"{type(exc).__name__}: {exc}", stderr_tail=tail)
 
-    # -- settling: the one place where ack / retry / release / dead letter is decided --
+    # -- settling: the one place where ack / retry / release / dead letter is done ----
     def _settle(self, task: Task, result: Result) -> None:
         with task.lock:
             if task.settled:  # released already, at shutdown
                 return
             task.settled = True
         delivery = task.delivery
-        reason = result.reason
-        if result.ok:
-            outcome = "done"
-        elif task.stop_reason is StopReason.SHUTDOWN or self._stop.is_set():
-            outcome = "released"
-        else:
-            if task.stop_reason is StopReason.TIMEOUT:
-                reason = f"timed out after {self.settings.task_timeout:g}s ({reason})"
-            last = delivery.attempt >= self.settings.max_attempts
-            outcome = "dead" if last or result.outcome is Outcome.REJECTED else "retry"
+        stop_reason = task.stop_reason
+        if stop_reason is StopReason.SHUTDOWN and result.ok and not self.callback.can_stop:
+            stop_reason = None  # a function cannot be stopped: its success is its own
+        settle, reason = decide(
+            result,
+            delivery.attempt,
+            self.settings.max_attempts,
+            stop_reason,
+            self._stop.is_set(),
+            self.settings.task_timeout,
+        )
+        outcome = settle.value
         try:
-            if outcome == "done":
+            if settle is Settle.DONE:
                 self.engine.ack(delivery)
-            elif outcome == "released":
+            elif settle is Settle.RELEASED:
                 self.engine.release(delivery)
-            elif outcome == "dead":
+            elif settle is Settle.DEAD:
                 self.engine.dead_letter(delivery, reason)
             else:
                 self.engine.retry(delivery, reason)
@@ -286,9 +333,15 @@ class Minion:
             _warn(f"could not {outcome} param {delivery.id}: {exc}")
         with self._lock:
             self.counts[outcome] += 1
-        if outcome == "dead":
-            text = param_json(delivery.param)
+            if settle is not Settle.RELEASED:
+                self._finished_attempts += 1
+                if settle is not Settle.DONE:
+                    self._failed_attempts += 1
+        if settle is Settle.DEAD:
+            text = abbreviate(param_json(delivery.param))
             _warn(f"dead letter: param {text} after attempt {delivery.attempt}: {reason}")
+        if settle in (Settle.RETRY, Settle.DEAD):
+            self._check_halt()
         if self._reporting:
             self.reporter.task_finished(
                 TaskReport(
@@ -305,6 +358,22 @@ class Minion:
                     stderr_path=result.stderr_path,
                 )
             )
+
+    def _check_halt(self) -> None:
+        halt = self.halt
+        with self._lock:
+            failed, finished = self._failed_attempts, self._finished_attempts
+            if halt is None or self._halted or not halt.reached(failed, finished):
+                return
+            self._halted = True
+            self._changed.notify_all()
+        then = (
+            "its running tasks are stopped and their params go back to the queue"
+            if halt.now else "it takes no new param and lets its running tasks finish"
+        )
+        _warn(f"--halt {halt.text}: {failed} of {finished} attempts failed: the minion halts; {then}")
+        if halt.now:
+            self.stop()
 
     def _settle_without_running(self, delivery: Delivery) -> None:
         task = Task(delivery, stop_reason=StopReason.SHUTDOWN)
@@ -436,10 +505,14 @@ class Minion:
             _warn(f"DRY: {exc}")
             self._close_quietly()
             return EXIT_OK
-        for param in params:
-            print(self.callback.describe(param), flush=False)
-        sys.stdout.flush()
-        self._close_quietly()
+        try:
+            # A reader that goes away (``| head -1``) raises BrokenPipeError: the
+            # command line ends quietly, as ``seq`` does.
+            for param in params:
+                print(self.callback.describe(param), flush=False)
+            sys.stdout.flush()
+        finally:
+            self._close_quietly()
         return EXIT_OK
 
     def _close_quietly(self) -> None:

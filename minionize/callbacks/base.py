@@ -84,6 +84,12 @@ class Task:
 class Callback(abc.ABC):
     """Runs params. Subclass it, or one of ProcessCallback, FuncCallback, DockerCallback."""
 
+    #: Whether :meth:`terminate` really stops a task. When it does, a task the minion
+    #: stopped is never done, whatever it returns (it may have exited 0 on SIGTERM).
+    #: When it does not (a Python function), a success that comes in while the minion
+    #: stops is the task's own, and is done.
+    can_stop: bool = True
+
     def setup(self) -> None:
         """Once per minion, before the first param (check the program exists, connect)."""
 

@@ -20,6 +20,8 @@ R = TypeVar("R")
 class FuncCallback(Callback):
     """``FuncCallback(f)`` calls ``f(param)`` for each param."""
 
+    can_stop = False
+
     def __init__(self, func: Callable[[Any], Any]) -> None:
         self.func = func
 

@@ -1,29 +1,38 @@
 """The process callback (the default): run a program once per param.
 
 The child runs in its own process group (so a timeout or a shutdown stops the whole
-tree), with standard input from /dev/null (it must not eat the minion's params), and
-``MINION_PARAM`` (JSON), ``MINION_PARAM_ID`` and ``MINION_ATTEMPT`` in its environment.
-No shell is involved unless one is asked for (``--shell``, or a ``to_cmd`` that returns
-a string), so a param is never interpreted as a command.
+tree), with standard input from /dev/null (it must not eat the minion's params), or the
+param's text with :attr:`ProcessCallback.param_stdin`, and ``MINION_PARAM`` (JSON; above
+:data:`PARAM_ENV_BYTES`, the file ``MINION_PARAM_FILE`` holds it instead),
+``MINION_PARAM_ID`` and ``MINION_ATTEMPT`` in its environment. No shell is involved
+unless one is asked for (``--shell``, or a ``to_cmd`` that returns a string), so a param
+is never interpreted as a command. A reaper (:mod:`.reaper`) kills the tasks of a minion
+that dies.
 
 Processes are started with ``os.posix_spawnp`` (vfork + exec): the per-task cost of the
-minion must stay a small fraction of the cost of a process.
+minion must stay a small fraction of the cost of a process. The task's log files are
+opened here, not in the child, so that an error names them rather than the program.
+A program every param runs that cannot be executed raises
+:class:`~minionize.errors.CommandLineError`: the minion stops, the param is given back.
 """
 
 from __future__ import annotations
 
-import json
+import errno
 import os
-import re
 import shlex
 import shutil
 import signal
+import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
-from ..errors import ConfigError
+from ..errors import CommandLineError, ConfigError
+from ._task_io import log_paths, make_log_dir, param_json, read_tail, safe_name
 from .base import Callback, Outcome, Result, Task
-from .command import CommandBuilder, ParamError, shell_line
+from .command import CommandBuilder, ParamError, param_text, shell_line
+from .reaper import TOKEN_VARIABLE, Reaper
 
 Command = Union[str, Sequence[str]]
 
@@ -33,43 +42,6 @@ _DEFAULT_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGQUIT")
     if hasattr(signal, name)
 )
-_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-STDERR_TAIL_LINES = 20
-STDERR_TAIL_BYTES = 4096
-
-
-def param_json(param: Any) -> str:
-    """The param as JSON for ``MINION_PARAM`` (its repr, as a JSON string, if JSON cannot
-    encode it)."""
-    try:
-        return json.dumps(param, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return json.dumps(repr(param))
-
-
-def safe_name(text: str) -> str:
-    """A file-name safe form of a delivery id."""
-    return _UNSAFE_NAME.sub("_", text)[:120] or "param"
-
-
-def log_paths(log_dir: str, delivery_id: str, attempt: int) -> tuple[str, str]:
-    """Where a task's stdout and stderr are saved: ``<dir>/<id>.<attempt>.out|.err``."""
-    base = os.path.join(log_dir, f"{safe_name(delivery_id)}.{attempt}")
-    return base + ".out", base + ".err"
-
-
-def read_tail(path: str, lines: int = STDERR_TAIL_LINES) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - STDERR_TAIL_BYTES))
-            data = handle.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", "replace")
-    return "\n".join(text.splitlines()[-lines:])
-
 
 def describe_exit(code: int) -> str:
     if code < 0:
@@ -121,7 +93,7 @@ class ProcessCallback(Callback):
 
     def describe(self, param: Any) -> str:
         try:
-            cmd = self.to_cmd(param)
+            cmd = self._command(param)
         except ParamError as exc:
             return f"# {exc}"  # names the param, abbreviated
         return cmd if isinstance(cmd, str) else shell_line(cmd)
@@ -131,68 +103,96 @@ class ProcessCallback(Callback):
         return self.builder.program()
 
     # -- lifecycle ---------------------------------------------------------------------
+    #: Give the param on the task's standard input (its text and a newline) instead of
+    #: as arguments (``--param-stdin``, ``MINION_PARAM_STDIN=1``): a command without
+    #: ``{}`` or a template then runs as given. Set it before the minion runs.
+    param_stdin: bool = False
+    #: Kills the tasks if the minion dies (see :mod:`minionize.callbacks.reaper`).
+    _reaper: Optional[Reaper] = None
+    #: Where large params and stdin params are written, created on first use.
+    _param_dir: Optional[str] = None
+
     def setup(self) -> None:
         program = self.program()
         if program is not None and shutil.which(program) is None:
-            raise ConfigError(
-                f"command not found: {program!r}: check its name, or give its full path"
-            )
-        if self.log_dir:
-            try:
-                os.makedirs(self.log_dir, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"MINION_LOG_DIR={self.log_dir!r} cannot be created: {exc}") from None
-        self._base_env = {**os.environ, **self._extra_env}
+            raise ConfigError(_not_found(program))
+        make_log_dir(self.log_dir)
+        base = {**os.environ, **self._extra_env}
+        for name in ("MINION_PARAM", "MINION_PARAM_FILE"):  # a minion run in a task
+            base.pop(name, None)
+        self._base_env = base
+        self._reaper = Reaper()
 
     def run(self, task: Task) -> Result:
         delivery = task.delivery
         try:
-            cmd = self.to_cmd(delivery.param)
+            cmd = self._command(delivery.param)
         except ParamError as exc:
             return Result(Outcome.REJECTED, reason=str(exc))
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         if not argv:
             return Result(Outcome.REJECTED, reason="empty command")
+        reaper = self._reaper or self._new_reaper()
+        reaper.start()
         env = self._base_env or {**os.environ, **self._extra_env}
         env = {
             **env,
-            "MINION_PARAM": param_json(delivery.param),
             "MINION_PARAM_ID": str(delivery.id),
             "MINION_ATTEMPT": str(delivery.attempt),
+            TOKEN_VARIABLE: reaper.token,
         }
-        actions: list[tuple[Any, ...]] = [self._devnull_action]
-        out_path = err_path = None
-        if self.log_dir:
-            out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-            actions.append((os.POSIX_SPAWN_OPEN, 1, out_path, flags, 0o644))
-            actions.append((os.POSIX_SPAWN_OPEN, 2, err_path, flags, 0o644))
-        with task.lock:
-            if task.stop_reason is not None:
-                return Result(Outcome.FAILED, reason="stopped before it started")
-            try:
-                pid = os.posix_spawnp(
-                    argv[0], argv, env,
-                    file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS,
-                )
-            except FileNotFoundError:
-                return Result(Outcome.FAILED, reason=f"command not found: {argv[0]}", exit_code=127)
-            except PermissionError:
-                return Result(Outcome.FAILED, reason=f"permission denied: {argv[0]}", exit_code=126)
-            except OSError as exc:
-                return Result(Outcome.FAILED, reason=f"cannot start {argv[0]}: {exc}", exit_code=126)
-            task.handle = pid
-        # Wait without reaping, so that the monitor never signals a reused process id.
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-        with task.lock:
-            _, status = os.waitpid(pid, 0)
-            task.handle = None
-            if task.stop_reason is not None:
-                # The leader is gone; leave no straggler of its group behind.
+        text = param_json(delivery.param)
+        files: list[str] = []  # param files to remove once the task ended
+        fds: list[int] = []  # descriptors to close once the task started
+        try:
+            if _fits_in_env(text):
+                env["MINION_PARAM"] = text
+            else:
+                path = self._param_file(delivery, ".json", text)
+                files.append(path)
+                env["MINION_PARAM_FILE"] = path
+            actions: list[tuple[Any, ...]] = [self._devnull_action]
+            if self.param_stdin:
+                path = self._param_file(delivery, ".in", param_text(delivery.param) + "\n")
+                fds.append(os.open(path, os.O_RDONLY))
+                os.unlink(path)
+                actions = [(os.POSIX_SPAWN_DUP2, fds[-1], 0)]
+            out_path = err_path = None
+            if self.log_dir:
+                out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
+                for path, target in ((out_path, 1), (err_path, 2)):
+                    fds.append(self._open_log(path))
+                    actions.append((os.POSIX_SPAWN_DUP2, fds[-1], target))
+            with task.lock:
+                if task.stop_reason is not None:
+                    return Result(Outcome.FAILED, reason="stopped before it started")
                 try:
-                    os.killpg(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                    pid = os.posix_spawnp(
+                        argv[0], argv, env,
+                        file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS,
+                    )
+                except OSError as exc:
+                    return self._cannot_start(cmd, argv, exc)
+                task.handle = pid
+            for fd in fds:
+                os.close(fd)
+            fds = []
+            # Wait without reaping, so that the monitor never signals a reused process id.
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            with task.lock:
+                _, status = os.waitpid(pid, 0)
+                task.handle = None
+                if task.stop_reason is not None:
+                    # The leader is gone; leave no straggler of its group behind.
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+        finally:
+            for fd in fds:
+                os.close(fd)
+            for path in files:
+                _remove(path)
         code = os.waitstatus_to_exitcode(status)
         if code == 0:
             return Result(Outcome.OK, exit_code=0, stdout_path=out_path, stderr_path=err_path)
@@ -211,6 +211,13 @@ class ProcessCallback(Callback):
     def kill(self, task: Task) -> None:
         self._signal(task, signal.SIGKILL)
 
+    def teardown(self) -> None:
+        if self._reaper is not None:
+            self._reaper.stop()
+        if self._param_dir is not None:
+            shutil.rmtree(self._param_dir, ignore_errors=True)
+            self._param_dir = None
+
     @staticmethod
     def _signal(task: Task, signum: int) -> None:
         with task.lock:
@@ -221,3 +228,121 @@ class ProcessCallback(Callback):
                 os.killpg(pid, signum)
             except ProcessLookupError:
                 pass
+
+    # -- helpers of run ----------------------------------------------------------------
+    def _new_reaper(self) -> Reaper:
+        """The reaper, for a ``run`` called without ``setup``."""
+        with _STATE_LOCK:
+            if self._reaper is None:
+                self._reaper = Reaper()
+            return self._reaper
+
+    def _command(self, param: Any) -> Command:
+        """What runs ``param``: :meth:`to_cmd`, except that with ``param_stdin`` a command
+        without placeholders runs as given (the param is not appended)."""
+        if self.param_stdin and not self.template and not any("{}" in w for w in self.command):
+            return " ".join(self.command) if self.shell else list(self.command)
+        return self.to_cmd(param)
+
+    def _param_file(self, delivery: Any, suffix: str, text: str) -> str:
+        """Write ``text`` to a private file for this attempt; returns its path."""
+        with _STATE_LOCK:
+            if self._param_dir is None:
+                self._param_dir = tempfile.mkdtemp(prefix="minionize-params-")
+                (self._reaper or self._new_reaper()).clean_up(self._param_dir)
+        name = f"{safe_name(str(delivery.id))}.{delivery.attempt}{suffix}"
+        path = os.path.join(self._param_dir, name)
+        with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            handle.write(text)
+        return path
+
+    def _open_log(self, path: str) -> int:
+        """Open a task's log file here, not in the child, so that a failure names the log
+        directory, never the program; a log directory removed during a run is recreated."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+        try:
+            return os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            pass
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            return os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise CommandLineError(
+                f"MINION_LOG_DIR={self.log_dir!r}: cannot write the task's log {path}: "
+                f"{exc.strerror or exc}"
+            ) from None
+
+    def _cannot_start(self, cmd: Command, argv: Sequence[str], exc: OSError) -> Result:
+        """The program did not start. A program every param runs that cannot run is a
+        mistake of the command line (:class:`CommandLineError`: the minion stops, exit 2,
+        the param is given back); a param too large for arguments is rejected at once."""
+        program = argv[0]
+        if exc.errno == errno.E2BIG:
+            size = sum(len(os.fsencode(word)) + 1 for word in argv)
+            return Result(
+                Outcome.REJECTED,
+                reason=(
+                    f"the param is too large to pass as arguments ({size} bytes of "
+                    f"arguments; the system allows {MAX_ARG_STRLEN} bytes per argument): "
+                    "run with --param-stdin (MINION_PARAM_STDIN=1) to get it on standard "
+                    "input instead (a large one is also in the file $MINION_PARAM_FILE)"
+                ),
+                exit_code=126,
+            )
+        if exc.errno == errno.ENOENT:
+            message, code = _not_found(program), 127
+        elif exc.errno == errno.EACCES:
+            message, code = _not_executable(program), 126
+        elif exc.errno == errno.ENOEXEC:
+            message, code = (
+                f"cannot run {program!r}: the system cannot execute it (Exec format error): "
+                f"a script needs a first line such as '#!/bin/sh', or run it through its "
+                f"interpreter (minionize sh {program} ...)"
+            ), 126
+        else:
+            message, code = f"cannot start {program}: {exc.strerror or exc}", 126
+        if isinstance(cmd, str) or program == self.program():
+            raise CommandLineError(message)
+        return Result(Outcome.FAILED, reason=message, exit_code=code)
+
+
+_STATE_LOCK = threading.Lock()
+#: Linux's limit on one argument or environment string (MAX_ARG_STRLEN, 32 pages).
+MAX_ARG_STRLEN = 131072
+#: Above this many bytes, the param is not put in MINION_PARAM (one environment string
+#: cannot exceed MAX_ARG_STRLEN, and the environment shares ARG_MAX with the arguments):
+#: the task finds it in the file named by MINION_PARAM_FILE instead.
+PARAM_ENV_BYTES = 65536
+
+
+def _fits_in_env(text: str) -> bool:
+    # Four bytes per character at most: count the bytes only when it could matter.
+    if len(text) * 4 <= PARAM_ENV_BYTES:
+        return True
+    return len(text.encode("utf-8", "surrogateescape")) <= PARAM_ENV_BYTES
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _not_found(program: str) -> str:
+    """Why ``program`` cannot be found: missing, or there but not executable."""
+    candidates = [program] if os.sep in program else [
+        os.path.join(directory, program)
+        for directory in os.environ.get("PATH", os.defpath).split(os.pathsep)
+    ]
+    if any(os.path.isfile(path) for path in candidates):
+        return _not_executable(program)
+    return f"command not found: {program!r}: check its name, or give its full path"
+
+
+def _not_executable(program: str) -> str:
+    return (
+        f"{program!r} is not executable: make it so (chmod +x {program}), or run it "
+        f"through its interpreter (minionize sh {program} ...)"
+    )

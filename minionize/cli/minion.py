@@ -17,7 +17,8 @@ A scalar param is appended to the command as one argument, a list as several; {}
 argument is replaced by the param (like xargs -I{}); a mapping needs --template. No shell
 is involved unless --shell is given, and even then a param is never shell text: values
 are passed as positional parameters of sh -c (-n shows the real command). The program
-also gets MINION_PARAM (the param as JSON), MINION_PARAM_ID and MINION_ATTEMPT.
+also gets MINION_PARAM (the param as JSON; above 64 KiB, the file MINION_PARAM_FILE
+holds it instead), MINION_PARAM_ID and MINION_ATTEMPT.
 
 A command line that cannot run the params (a malformed placeholder such as {a.b}, or, on
 the first param, a missing key, a mapping without --template, a string where a mapping is
@@ -38,7 +39,8 @@ examples:
   minionize --docker my-image --timeout 600             # one container per param
 
 exit codes: 0 every param taken succeeded (or was given back on a stop),
-            1 at least one param was dead-lettered, 2 usage or configuration error,
+            1 at least one param was dead-lettered, 2 usage or configuration error
+            (nothing consumed), 3 --halt stopped the minion,
             130/143 a second SIGINT/SIGTERM stopped the minion at once.
 """
 
@@ -57,8 +59,16 @@ FLAG_VARIABLES = {
     "docker": "MINION_DOCKER_IMAGE",
     "queue_dir": "EXECO_PERSISTENCE_DIR",
     "file": "FILE_PATH",
+    "halt": "MINION_HALT",
 }
-SWITCH_VARIABLES = {"wait": "MINION_WAIT", "shell": "MINION_SHELL", "dry_run": "DRY"}
+SWITCH_VARIABLES = {
+    "wait": "MINION_WAIT",
+    "shell": "MINION_SHELL",
+    "dry_run": "DRY",
+    "param_stdin": "MINION_PARAM_STDIN",
+}
+#: Exit code of a command whose reader went away (``| head``), as ``seq`` gets it.
+EXIT_BROKEN_PIPE = 128 + 13
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +146,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(MINION_CALLBACK=docker, MINION_DOCKER_IMAGE)",
     )
     run.add_argument(
+        "--param-stdin", action="store_true", default=None,
+        help="give the param on the task's standard input (its text and a newline) instead "
+        "of as arguments: for params of any size (MINION_PARAM_STDIN=1)",
+    )
+    run.add_argument(
+        "--halt", metavar="RULE",
+        help="stop after failed attempts, like GNU parallel: now,fail=N or soon,fail=N "
+        "(N failed attempts), now|soon,fail=X%% (X%% of them); soon lets running tasks "
+        "finish, now stops them and gives their params back; exit 3 (MINION_HALT)",
+    )
+    run.add_argument(
         "--log-dir", metavar="DIR",
         help="save each task's stdout and stderr in DIR/<id>.<attempt>.out|err "
         "(MINION_LOG_DIR)",
@@ -169,8 +190,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args)
     except MinionizeError as exc:
-        print(f"minionize: error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"minionize: error: {exc}\n")  # one line, one write
+        sys.stderr.flush()
         return exc.exit_code
+    except BrokenPipeError:
+        # The reader went away (``minionize -n ... | head -1``): end quietly, like seq.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 def _show_library_warnings() -> None:
@@ -219,6 +246,11 @@ def run(args: argparse.Namespace) -> int:
 
         image = settings.env.str("MINION_DOCKER_IMAGE")
         callback = DockerCallback.from_settings(settings, image, command)
+        if settings.env.bool("MINION_PARAM_STDIN"):
+            raise ConfigError(
+                "MINION_PARAM_STDIN=1 (--param-stdin) works with the process callback, not "
+                "with --docker: read the param from MINION_PARAM in the container"
+            )
     else:
         if not command and not settings.template:
             raise ConfigError(
@@ -241,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             raise ConfigError(f"MINION_TEMPLATE: {exc}") from None
+        callback.param_stdin = settings.env.bool("MINION_PARAM_STDIN")
 
     from ..minion import Minion
 

@@ -169,7 +169,8 @@ def test_version_and_help(user_env: dict[str, str]) -> None:
     assert sh("minionize --version", user_env).stdout.startswith("minionize ")
     help_text = sh("minionize --help", user_env).stdout
     for flag in ("--engine", "--concurrency", "--max-attempts", "--timeout", "--template",
-                 "--shell", "--dry-run", "MINION_GRACE_PERIOD", "exit codes"):
+                 "--shell", "--dry-run", "MINION_GRACE_PERIOD", "exit codes", "--halt",
+                 "MINION_HALT", "--param-stdin", "MINION_PARAM_FILE"):
         assert flag in help_text
 
 

@@ -180,8 +180,6 @@ def test_a_malformed_template_stops_at_start_and_consumes_nothing(
     assert result.stdout == "" and _consumed() == ""
 
 
-@pytest.mark.xfail(reason="the loop side (give the param back, exit 2 on CommandLineError) "
-                          "is built on another branch: this passes once it is merged")
 @pytest.mark.parametrize("command", [
     "--template 'echo {a} {b}'", "echo", "--shell --template 'echo {a} {b}'",
 ])

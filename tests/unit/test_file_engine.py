@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from minionize.callbacks.process import safe_name
+from minionize.callbacks._task_io import safe_name
 from minionize.config import Settings
 from minionize.engines.file import FileEngine
 

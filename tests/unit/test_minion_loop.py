@@ -189,3 +189,95 @@ def test_a_failing_queue_stops_the_minion_with_an_engine_error() -> None:
         minion.run()
     # The param it was running finished and was acked; nothing was lost.
     assert engine.done == ["a"] and engine.status()["todo"] == 1
+
+
+def test_a_command_line_error_gives_the_param_back_stops_the_others_and_raises() -> None:
+    from minionize.errors import CommandLineError
+
+    engine = MemoryEngine(["slow", "bad", "never1", "never2"])
+    slow_started = threading.Event()
+
+    class Callback_(Callback):
+        def run(self, task: Task) -> Result:
+            if task.param == "slow":
+                slow_started.set()
+                while task.stop_reason is None:
+                    time.sleep(0.01)
+                return Result(Outcome.OK, exit_code=0)  # exits 0 on SIGTERM: not done
+            assert slow_started.wait(10)
+            raise CommandLineError("the template needs {b}, which no param has")
+
+    minion = Minion(Callback_(), engine, settings=settings(concurrency=2, grace_period=1.0))
+    with pytest.raises(CommandLineError, match="needs"):
+        minion.run()
+    assert engine.done == [] and engine.dead == []
+    assert sorted(e[0] for e in engine.events) == ["release", "release"]
+    assert engine.status()["todo"] == 4  # nothing consumed, no attempt counted
+
+
+def halting(rule: str, **overrides: object) -> Settings:
+    return Settings.from_env({"MINION_HALT": rule}, **overrides)
+
+
+def test_halt_soon_lets_running_tasks_finish_and_takes_nothing_new() -> None:
+    engine = MemoryEngine(["bad", "slow", *range(10)])
+    slow_started = threading.Event()
+
+    def f(param: object) -> None:
+        if param == "slow":
+            slow_started.set()
+            time.sleep(0.5)
+        elif param == "bad":
+            assert slow_started.wait(10)
+            raise ValueError("no good")
+
+    code = Minion(FuncCallback(f), engine,
+                  settings=halting("soon,fail=1", concurrency=2, max_attempts=1)).run()
+    assert code == 3
+    assert engine.done == ["slow"]
+    assert [p for p, _ in engine.dead] == ["bad"]
+    assert engine.status()["todo"] == 10
+
+
+def test_halt_now_stops_running_tasks_and_gives_them_back() -> None:
+    engine = MemoryEngine(["bad", "slow", *range(10)])
+    slow_started = threading.Event()
+
+    class Cb(Callback):
+        def run(self, task: Task) -> Result:
+            if task.param == "slow":
+                slow_started.set()
+                while task.stop_reason is None:
+                    time.sleep(0.01)
+                return Result(Outcome.FAILED, reason="killed by SIGTERM", exit_code=-15)
+            assert slow_started.wait(10)
+            return Result(Outcome.FAILED, reason="exit code 1", exit_code=1)
+
+    code = Minion(Cb(), engine, settings=halting("now,fail=1", concurrency=2)).run()
+    assert code == 3
+    assert ("retry", "0", 1) in engine.events and ("release", "1", 1) in engine.events
+    assert engine.done == [] and engine.dead == []
+    assert engine.status()["todo"] == 12
+
+
+def test_halt_counts_failed_attempts_as_a_percentage() -> None:
+    engine = MemoryEngine(["ok1", "bad1", "ok2", "bad2", *range(20)])
+
+    def f(param: object) -> None:
+        if str(param).startswith("bad"):
+            raise ValueError("no good")
+
+    code = Minion(FuncCallback(f), engine,
+                  settings=halting("soon,fail=50%", max_attempts=1)).run()
+    assert code == 3
+    assert engine.done == ["ok1", "ok2"] and len(engine.dead) == 2
+    assert engine.status()["todo"] == 20
+
+
+@pytest.mark.parametrize("rule", ["sometimes", "now,fail=0", "soon,fail=x", "now,fail=150%",
+                                  "now,fail=1.5", "later,fail=1"])
+def test_bad_halt_rules_are_config_errors(rule: str) -> None:
+    from minionize.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="MINION_HALT"):
+        Minion(FuncCallback(print), MemoryEngine(), settings=halting(rule))
