@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Optional
+
+from ._logging import show_library_warnings
 
 DESCRIPTION = """\
 Run PROGRAM once per param taken from a queue, acknowledging each success back to
@@ -184,7 +185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     parser = build_parser()
     args = parser.parse_args(args_list)
-    _show_library_warnings()
+    show_library_warnings("minionize")
     from ..errors import MinionizeError
 
     try:
@@ -198,23 +199,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-
-
-def _show_library_warnings() -> None:
-    """Warnings logged by the library (logger ``minionize``) as ``minionize: warning: ...``
-    lines on stderr."""
-    logger = logging.getLogger("minionize")
-    if any(getattr(handler, "minionize_cli", False) for handler in logger.handlers):
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_LevelFormatter())
-    handler.minionize_cli = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-
-
-class _LevelFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return f"minionize: {record.levelname.lower()}: {record.getMessage()}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
+from ._logging import show_library_warnings
+
 DESCRIPTION = """\
 Fill and inspect the queue that minions read: the engine and its settings come from
 the environment and .env, as for minionize (MINION_ENGINE, EXECO_PERSISTENCE_DIR, ...).
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    show_library_warnings("minion-queue")
     from ..errors import EXIT_USAGE, MinionizeError
 
     try:

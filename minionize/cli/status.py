@@ -17,6 +17,7 @@ from ..errors import MinionizeError
 from ..report_format import DEFAULT_DIRECTORY
 from ..status import query_queue, read_status
 from ..status.text import format_status
+from ._logging import show_library_warnings
 
 
 def build_parser(prog: str, watch: bool) -> argparse.ArgumentParser:
@@ -69,6 +70,8 @@ def mtop_main(argv: Optional[list[str]] = None) -> int:
 def _run(argv: Optional[list[str]], prog: str, watch: bool) -> int:
     args = build_parser(prog, watch).parse_args(argv)
     watch = watch or args.watch
+    if not watch:  # mtop draws the whole screen: a stray line would tear it
+        show_library_warnings(prog)
     try:
         load_dotenv_file()
         env = Env()

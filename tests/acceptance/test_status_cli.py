@@ -124,8 +124,8 @@ def test_a_jsonl_that_is_not_a_report_is_no_lost_minion(user_env: dict[str, str]
     result = sh("minion-status", user_env)
     assert result.returncode == 0 and "0 lost" in result.stdout and " d " not in result.stdout
     assert result.stderr.splitlines() == [
-        "minion-report/data.jsonl is not a minion report (it does not begin with a start "
-        "record): skipped"]
+        "minion-status: warning: minion-report/data.jsonl is not a minion report (it does not "
+        "begin with a start record): skipped"]
 
 
 def test_mtop_without_rich_names_the_extra(user_env: dict[str, str]) -> None:
