@@ -1,0 +1,312 @@
+"""``Pool``: ``multiprocessing.Pool``'s map, on worker minions (local, or a SLURM array).
+
+The caller pickles the function (by value: lambdas, closures and ``__main__`` functions
+travel) and the items, chunk by chunk, into the run directory, fills the run's sweep
+queue with one JSON param per chunk, and reads the workers' results files as they grow.
+Everything a worker minion can lose (a crash, a SIGKILL, a lost node) comes back
+through the queue: the chunk's lease expires, another worker runs it, and after
+``max_attempts`` losses it is a dead letter, which the caller raises as :class:`TaskLost`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Callable, Optional
+
+from ..engines._kit import optional_import
+from ..engines.sweep import SweepEngine
+from .backends import Backend, LocalBackend, PoolWorker
+from .errors import PoolError, RemoteTraceback, TaskLost
+from .rundir import RecordReader, check_private, write_private
+
+#: How often the caller looks at the queue and the workers (results are read more often).
+CHECK_SECONDS = 0.2
+#: Longest sleep between two reads of the results files.
+MAX_TICK = 0.02
+
+
+class Pool:
+    """A pool of worker minions: ``with Pool(4) as pool: pool.map(f, items)``.
+
+    ``processes``: how many workers (default: the CPUs here). ``backend``: ``"local"``
+    (child processes) or ``"slurm"`` (one ``sbatch --array`` job; ``sbatch_args`` are
+    added to its command line). ``workdir``: where the run directory is made (default:
+    a temporary directory; on SLURM, give a directory every node sees). ``lease``:
+    seconds after which the chunk of a silent worker runs again; ``max_attempts``: the
+    losses of a chunk before :class:`TaskLost`; ``max_tasks_per_worker``: recycle a
+    worker's function process after that many chunks; ``max_replacements``: workers
+    started to replace lost ones (default: ``2 * processes``).
+    """
+
+    def __init__(
+        self,
+        processes: Optional[int] = None,
+        *,
+        backend: str = "local",
+        workdir: Optional[str] = None,
+        keep_workdir: bool = False,
+        max_attempts: int = 3,
+        lease: float = 60.0,
+        max_tasks_per_worker: Optional[int] = None,
+        max_replacements: Optional[int] = None,
+        sbatch_args: Sequence[str] = (),
+    ) -> None:
+        self._cloudpickle = optional_import("cloudpickle", "minionize.pool", "pool")
+        self.processes = processes or os.cpu_count() or 1
+        if self.processes < 1:
+            raise ValueError("processes must be at least 1")
+        self.keep_workdir = keep_workdir
+        self.max_replacements = 2 * self.processes if max_replacements is None else max_replacements
+        self._replaced = 0
+        self._calls = 0
+        self._state = "open"
+        self._kept_for_error = False
+        if workdir is not None:
+            os.makedirs(workdir, exist_ok=True)
+        # mkdtemp: a fresh name (two pools in the same second never collide), mode 0700.
+        self.rundir = tempfile.mkdtemp(prefix="minionize-pool-", dir=workdir)
+        for sub in ("calls", "results", "workers", "report"):
+            os.mkdir(os.path.join(self.rundir, sub), 0o700)
+        tick = 0.005 if backend == "local" else 0.05
+        config = {"lease": lease, "max_attempts": max_attempts, "tick": tick,
+                  "max_tasks_per_worker": max_tasks_per_worker}
+        write_private(os.path.join(self.rundir, "config.json"), json.dumps(config).encode())
+        self._queue = SweepEngine(os.path.join(self.rundir, "queue"), lease=lease,
+                                  max_attempts=max_attempts)
+        self._queue.create()
+        self._queue.open()
+        self._readers: dict[str, RecordReader] = {}
+        self._dead_seen = 0
+        self._backend: Backend
+        if backend == "local":
+            self._backend = LocalBackend(self.rundir)
+        elif backend == "slurm":
+            from .slurm import SlurmBackend
+
+            self._backend = SlurmBackend(self.rundir, sbatch_args)
+        else:
+            raise ValueError(f"backend must be 'local' or 'slurm', not {backend!r}")
+        try:
+            self._backend.start(self.processes)
+        except BaseException:
+            self._backend.stop()
+            self._remove()
+            raise
+
+    # -- the multiprocessing.Pool API -------------------------------------------------
+    def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+            chunksize: Optional[int] = None) -> list[Any]:
+        """``[func(x) for x in iterable]``, computed by the workers."""
+        return list(self._run(func, iterable, chunksize, star=False, ordered=True))
+
+    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
+                chunksize: Optional[int] = None) -> list[Any]:
+        """``[func(*args) for args in iterable]``, computed by the workers."""
+        return list(self._run(func, iterable, chunksize, star=True, ordered=True))
+
+    def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+             chunksize: Optional[int] = 1) -> Iterator[Any]:
+        """The results of ``map``, in order, as they arrive."""
+        return self._run(func, iterable, chunksize, star=False, ordered=True)
+
+    def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+                       chunksize: Optional[int] = 1) -> Iterator[Any]:
+        """The results of ``map``, in the order they arrive."""
+        return self._run(func, iterable, chunksize, star=False, ordered=False)
+
+    @property
+    def workers(self) -> list[PoolWorker]:
+        """One object per worker minion (``.pid``, ``.host``, ``.state``)."""
+        return list(self._backend.poll())
+
+    def close(self) -> None:
+        """No more calls: the workers exit once the queue is drained (see :meth:`join`)."""
+        if self._state == "open":
+            self._state = "closed"
+            write_private(os.path.join(self.rundir, "closed"), b"")
+
+    def join(self, timeout: float = 60.0) -> None:
+        """Wait for the workers of a closed pool to exit, then remove the run directory
+        (unless ``keep_workdir``, or an error kept it)."""
+        if self._state == "open":
+            raise ValueError("join() needs close() or terminate() first")
+        if self._state == "closed" and not self._backend.wait(timeout):
+            self._backend.stop()
+        self._state = "joined"
+        self._remove()
+
+    def terminate(self) -> None:
+        """Stop every worker now, and remove the run directory (unless kept)."""
+        if self._state == "joined":
+            return
+        self._state = "terminated"
+        try:
+            self._backend.stop()
+        finally:
+            self._state = "joined"
+            self._remove()
+
+    def __enter__(self) -> Pool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    # -- one call -----------------------------------------------------------------------
+    def _run(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Optional[int],
+             star: bool, ordered: bool) -> Iterator[Any]:
+        if self._state != "open":
+            raise ValueError("Pool not running")
+        call, starts = self._submit(func, iterable, chunksize, star)
+        return self._collect(call, starts, ordered)
+
+    def _submit(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Optional[int],
+                star: bool) -> tuple[int, list[int]]:
+        """Write the call's function and items, fill the queue: (call, first item of each chunk)."""
+        dumps = self._cloudpickle.dumps
+        name = getattr(func, "__qualname__", repr(func))
+        try:
+            func_data = dumps(func)
+        except Exception as exc:
+            raise PoolError(f"cannot send {name} to the workers: {type(exc).__name__}: {exc}") from exc
+        items = list(iterable)
+        if chunksize is None:
+            chunksize, extra = divmod(len(items), self.processes * 4)
+            chunksize += 1 if extra else 0
+        chunksize = max(1, chunksize)
+        call = self._calls
+        self._calls += 1
+        blobs: list[bytes] = []
+        params: list[dict[str, Any]] = []
+        offset = 0
+        for chunk, start in enumerate(range(0, len(items), chunksize)):
+            try:
+                blob = dumps(items[start:start + chunksize])
+            except Exception as exc:
+                raise PoolError(f"cannot send item(s) {start}..{start + chunksize - 1} to the workers: "
+                                f"{type(exc).__name__}: {exc}") from exc
+            params.append({"call": call, "chunk": chunk, "start": start, "offset": offset,
+                           "size": len(blob), "star": star})
+            blobs.append(blob)
+            offset += len(blob)
+        calls = os.path.join(self.rundir, "calls")
+        write_private(os.path.join(calls, f"{call}.items"), b"".join(blobs))
+        write_private(os.path.join(calls, f"{call}.func"), func_data)
+        if params:
+            self._queue.fill(params)
+            write_private(os.path.join(self.rundir, "bell"), str(call).encode())
+        return call, [p["start"] for p in params]
+
+    def _collect(self, call: int, starts: list[int], ordered: bool) -> Iterator[Any]:
+        got: dict[int, list[tuple[bool, Any, str]]] = {}
+        seen: set[int] = set()
+        yielded = 0
+        tick = 0.0005
+        next_check = time.monotonic() + CHECK_SECONDS
+        finished = False
+        try:
+            while yielded < len(starts):
+                arrived = False
+                for record in self._read_results():
+                    k, chunk, outcomes = record
+                    if k == call and chunk not in seen:  # a chunk run twice counts once
+                        seen.add(chunk)
+                        got[chunk] = outcomes
+                        arrived = True
+                if ordered:
+                    while yielded in got:
+                        yield from _values(got.pop(yielded))
+                        yielded += 1
+                else:
+                    for chunk in sorted(got):
+                        yielded += 1
+                        yield from _values(got.pop(chunk))
+                if yielded >= len(starts):
+                    break
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + CHECK_SECONDS
+                    self._check(call, starts, seen)
+                tick = 0.0005 if arrived else min(MAX_TICK, tick * 2)
+                time.sleep(tick)
+            finished = True
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
+        except PoolError:
+            self._kept_for_error = True
+            raise
+        finally:
+            self._forget(call, finished)
+
+    def _read_results(self) -> Iterator[tuple[int, int, list[tuple[bool, Any, str]]]]:
+        check_private(self.rundir)
+        check_private(os.path.join(self.rundir, "results"))
+        for name in os.listdir(os.path.join(self.rundir, "results")):
+            reader = self._readers.get(name)
+            if reader is None:
+                reader = self._readers[name] = RecordReader(os.path.join(self.rundir, "results", name))
+            for data in reader.read():
+                yield pickle.loads(data)
+
+    def _check(self, call: int, starts: list[int], seen: set[int]) -> None:
+        """Dead chunks of this call raise TaskLost; ended workers are replaced."""
+        status = self._queue.status()
+        if status["dead"] > self._dead_seen:
+            for row in self._queue.list("dead"):
+                param = row["param"]
+                if param["call"] == call and param["chunk"] not in seen:
+                    index = param["start"]
+                    raise TaskLost(
+                        f"item {index} (a chunk of {_chunk_len(starts, param['chunk'])}) was lost "
+                        f"{row['attempts']} time(s): {row['reason']}; run directory kept: {self.rundir}",
+                        index=index, attempts=row["attempts"], reason=row["reason"],
+                    )
+            self._dead_seen = status["dead"]
+        ended = [w for w in self._backend.poll() if w.state in ("lost", "finished")]
+        missing = len(ended) - self._replaced
+        if missing <= 0:
+            return
+        allowed = min(missing, self.max_replacements - self._replaced)
+        if allowed > 0:
+            self._replaced += allowed
+            self._backend.start(allowed)
+        elif not any(w.state in ("alive", "starting") for w in self._backend.workers):
+            raise PoolError(f"every worker was lost and {self._replaced} replacement(s) were "
+                            f"used (max_replacements); run directory kept: {self.rundir}")
+
+    def _forget(self, call: int, finished: bool) -> None:
+        """The call is over: remove its pickles (workers skip its leftover chunks)."""
+        for suffix in ("func", "items"):
+            try:
+                os.unlink(os.path.join(self.rundir, "calls", f"{call}.{suffix}"))
+            except FileNotFoundError:
+                pass
+
+    def _remove(self) -> None:
+        if self.keep_workdir or self._kept_for_error:
+            return
+        shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _chunk_len(starts: list[int], chunk: int) -> str:
+    if chunk + 1 < len(starts):
+        n = starts[chunk + 1] - starts[chunk]
+        return f"{n} item(s)"
+    return "the last items"
+
+
+def _values(outcomes: list[tuple[bool, Any, str]]) -> Iterator[Any]:
+    for ok, value, text in outcomes:
+        if ok:
+            yield value
+        else:
+            if text:
+                value.__cause__ = RemoteTraceback(text)
+            raise value
