@@ -110,8 +110,8 @@ class LocalBackend(Backend):
             code = self._procs[worker.name].poll()
             if code is None:
                 continue
-            finished = code == 0 or read_state(self.rundir, worker.name).get("state") == "finished"
-            worker.state = "finished" if finished and code >= 0 else "lost"
+            finished = read_state(self.rundir, worker.name).get("state") == "finished"
+            worker.state = "finished" if finished and code == 0 else "lost"
         return self.workers
 
     def lost_reason(self, worker: PoolWorker) -> str:

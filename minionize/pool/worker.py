@@ -187,7 +187,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         code = minion.run()
     finally:
-        write_state(rundir, args.name, "finished")
+        # "finished" only when the pool let it go: a worker stopped by a signal (a
+        # scancel, a preemption) before the pool closed is lost to the pool.
+        closed = os.path.exists(os.path.join(rundir, "closed"))
+        try:
+            write_state(rundir, args.name, "finished" if closed else "stopped")
+        except OSError:
+            pass  # the run directory is gone (terminate)
     return code
 
 
