@@ -28,7 +28,7 @@ from .rundir import RecordReader, check_private, write_private
 #: How often the caller looks at the queue and the workers (results are read more often).
 CHECK_SECONDS = 0.2
 #: Longest sleep between two reads of the results files.
-MAX_TICK = 0.02
+MAX_TICK = 0.005
 
 
 class Pool:
@@ -41,7 +41,10 @@ class Pool:
     seconds after which the chunk of a silent worker runs again; ``max_attempts``: the
     losses of a chunk before :class:`TaskLost`; ``max_tasks_per_worker``: recycle a
     worker's function process after that many chunks; ``max_replacements``: workers
-    started to replace lost ones (default: ``2 * processes``).
+    started to replace lost ones (default: ``2 * processes``). ``start``: how local
+    workers start: ``"fork"`` (the default: forked from the caller, like
+    multiprocessing, ready in milliseconds) or ``"exec"`` (a fresh ``python -m
+    minionize.pool.worker``, which shares nothing with the caller).
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class Pool:
         max_tasks_per_worker: Optional[int] = None,
         max_replacements: Optional[int] = None,
         sbatch_args: Sequence[str] = (),
+        start: str = "fork",
     ) -> None:
         self._cloudpickle = optional_import("cloudpickle", "minionize.pool", "pool")
         self.processes = processes or os.cpu_count() or 1
@@ -73,7 +77,7 @@ class Pool:
         self.rundir = tempfile.mkdtemp(prefix="minionize-pool-", dir=workdir)
         for sub in ("calls", "results", "workers", "report"):
             os.mkdir(os.path.join(self.rundir, sub), 0o700)
-        tick = 0.005 if backend == "local" else 0.05
+        tick = 0.002 if backend == "local" else 0.05
         config = {"lease": lease, "max_attempts": max_attempts, "tick": tick,
                   "max_tasks_per_worker": max_tasks_per_worker}
         write_private(os.path.join(self.rundir, "config.json"), json.dumps(config).encode())
@@ -85,7 +89,7 @@ class Pool:
         self._dead_seen = 0
         self._backend: Backend
         if backend == "local":
-            self._backend = LocalBackend(self.rundir)
+            self._backend = LocalBackend(self.rundir, start)
         elif backend == "slurm":
             from .slurm import SlurmBackend
 

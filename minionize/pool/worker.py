@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..callbacks.base import Result, Task
 from ..callbacks.function import FuncCallback
@@ -46,6 +46,8 @@ class PoolEngine(SweepEngine):
         self.closed_path = os.path.join(rundir, "closed")
         self.bell_path = os.path.join(rundir, "bell")
         self.tick = tick
+        #: True once the minion stops: an idle take returns at once (a quick terminate).
+        self.stopping: Callable[[], bool] = lambda: False
 
     def _bell(self) -> tuple[int, int, int]:
         try:
@@ -62,9 +64,9 @@ class PoolEngine(SweepEngine):
             if got or os.path.exists(self.closed_path):
                 return got
             look_again = min(deadline, time.monotonic() + FULL_LOOK_SECONDS)
-            while time.monotonic() < look_again and self._bell() == rung:
+            while time.monotonic() < look_again and self._bell() == rung and not self.stopping():
                 time.sleep(self.tick)
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.stopping():
                 return []
 
     def exhausted(self) -> bool:
@@ -182,6 +184,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     settings = Settings.from_env(env, concurrency=1, max_attempts=config["max_attempts"],
                                  lease=config["lease"], grace_period=1.0)
     minion = Minion(callback, engine, JsonReporter(os.path.join(rundir, "report")), settings)
+    # The loop's own stop flag (read only): an idle take ends as soon as it is set.
+    engine.stopping = minion._stop.is_set
     if args.parent is not None:
         _watch_parent(args.parent, minion.stop)
     try:

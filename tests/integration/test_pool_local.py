@@ -35,9 +35,9 @@ def all_files(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.is_file()]
 
 
-@pytest.fixture
-def pool(tmp_path: Path) -> object:
-    with Pool(2, workdir=str(tmp_path / "runs"), lease=2.0) as p:
+@pytest.fixture(params=["fork", "exec"])
+def pool(tmp_path: Path, request: pytest.FixtureRequest) -> object:
+    with Pool(2, workdir=str(tmp_path / "runs"), lease=2.0, start=request.param) as p:
         yield p
 
 
@@ -317,3 +317,24 @@ def test_close_and_join_let_the_workers_finish(tmp_path: Path) -> None:
     pool.join(30)
     assert {w.state for w in pool.workers} == {"finished"}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_never_hang_when_every_worker_is_lost_and_none_may_replace_them(tmp_path: Path) -> None:
+    def die(x: int) -> int:
+        os.kill(os.getppid(), signal.SIGKILL)  # kills the worker minion itself
+        time.sleep(30)
+        return x
+
+    with Pool(1, workdir=str(tmp_path), max_replacements=0, lease=1.0) as pool:
+        started = time.monotonic()
+        with pytest.raises(PoolError, match="every worker was lost .* run directory kept: ") as info:
+            pool.map(die, [1])
+        assert time.monotonic() - started < 20
+        assert pool.rundir in str(info.value)
+        assert [w.state for w in pool.workers] == ["lost"]
+
+
+def test_max_tasks_per_worker_recycles_the_function_process(tmp_path: Path) -> None:
+    with Pool(1, workdir=str(tmp_path), max_tasks_per_worker=1) as pool:
+        pids = pool.map(lambda x: os.getpid(), range(4), chunksize=1)
+    assert len(set(pids)) == 4
