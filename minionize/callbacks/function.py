@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -65,6 +66,27 @@ def _watch_parent(parent: int) -> None:
                 os._exit(70)
 
     threading.Thread(target=watch, name="minion-parent-watch", daemon=True).start()
+
+
+def forget_inherited_queue_locks() -> None:
+    """In a forked child: drop the sweep queue locks inherited from the parent.
+
+    A sweep queue lock is an ``flock`` on a descriptor kept open per process; a forked
+    child shares that open file (and its lock) with its parent, so the two would both
+    "hold" it at once. The child opens its own when it needs one.
+    """
+    store = sys.modules.get("minionize.engines._sweep_store")
+    if store is None:
+        return
+    locks = store._QUEUE_LOCKS
+    for lock in locks.values():
+        if lock._fd is not None:
+            try:
+                os.close(lock._fd)
+            except OSError:
+                pass
+    locks.clear()
+    store.__dict__["_QUEUE_LOCKS_GUARD"] = threading.Lock()
 
 
 def _serve(func: Callable[[Any], Any], conn: Connection, keep_value: bool) -> None:
@@ -229,6 +251,7 @@ class FuncCallback(Callback):
             code = 0
             try:
                 os.setpgid(0, 0)
+                forget_inherited_queue_locks()
                 _watch_parent(parent)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 # Ctrl-C reaches the minion, which stops its tasks itself.

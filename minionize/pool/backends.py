@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from ..callbacks.function import forget_inherited_queue_locks
 from .errors import PoolError
 
 #: How long workers get to stop gracefully (they give their chunk back) before SIGKILL.
@@ -151,6 +152,7 @@ class LocalBackend(Backend):
         code = 70
         try:  # the worker: never returns
             os.setsid()
+            forget_inherited_queue_locks()
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             os.dup2(fd, 1)
             os.dup2(fd, 2)

@@ -60,6 +60,9 @@ class PoolEngine(SweepEngine):
         deadline = time.monotonic() + timeout
         while True:
             rung = self._bell()
+            # A chunk is a batch already: never claim ahead (the sweep engine does for
+            # quick tasks), or one worker would hold the chunks the others wait for.
+            self._task_seconds = None
             got = super().take(max_count, 0.0)
             if got or os.path.exists(self.closed_path):
                 return got

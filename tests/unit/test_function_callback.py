@@ -205,3 +205,30 @@ def test_the_return_value_comes_back_when_asked() -> None:
         assert value == {"square": 25}
     finally:
         callback.teardown()
+
+
+def test_a_forked_worker_does_not_share_the_minions_queue_lock(tmp_path: Path) -> None:
+    """The sweep queue's lock is an flock on a descriptor kept open per process: a forked
+    worker must take its own, or it would 'hold' the lock its minion holds."""
+    from minionize.callbacks.base import Task
+    from minionize.engines._sweep_store import queue_lock
+    from minionize.engines.base import Delivery
+    from minionize.engines.sweep import SweepEngine
+
+    queue = str(tmp_path / "queue")
+    SweepEngine(queue).fill([1])
+    lock = queue_lock(queue)
+    callback = FuncCallback(lambda p: SweepEngine(queue).status()["todo"])
+    callback.keep_value = True
+    outcome: list[object] = []
+    lock.acquire()
+    try:
+        thread = threading.Thread(target=lambda: outcome.append(callback.call(Task(Delivery(0, "0")))))
+        thread.start()
+        thread.join(0.5)
+        assert thread.is_alive() and outcome == []  # the worker waits for our lock
+    finally:
+        lock.release()
+    thread.join(10)
+    callback.teardown()
+    assert outcome and outcome[0][1] == 1  # type: ignore[index]
