@@ -23,6 +23,7 @@ from ..engines._kit import optional_import
 from ..engines.sweep import SweepEngine
 from .backends import Backend, LocalBackend, PoolWorker
 from .errors import PoolError, RemoteTraceback, TaskLost
+from .progress import Progress
 from .rundir import RecordReader, check_private, write_private
 
 #: How often the caller looks at the queue and the workers (results are read more often).
@@ -44,7 +45,9 @@ class Pool:
     started to replace lost ones (default: ``2 * processes``). ``start``: how local
     workers start: ``"fork"`` (the default: forked from the caller, like
     multiprocessing, ready in milliseconds) or ``"exec"`` (a fresh ``python -m
-    minionize.pool.worker``, which shares nothing with the caller).
+    minionize.pool.worker``, which shares nothing with the caller). ``progress``: show
+    a one-line display of each call on standard error (done / total, workers, failures,
+    rate, ETA).
     """
 
     def __init__(
@@ -60,12 +63,14 @@ class Pool:
         max_replacements: Optional[int] = None,
         sbatch_args: Sequence[str] = (),
         start: str = "fork",
+        progress: bool = False,
     ) -> None:
         self._cloudpickle = optional_import("cloudpickle", "minionize.pool", "pool")
         self.processes = processes or os.cpu_count() or 1
         if self.processes < 1:
             raise ValueError("processes must be at least 1")
         self.keep_workdir = keep_workdir
+        self.progress = progress
         self.max_replacements = 2 * self.processes if max_replacements is None else max_replacements
         self._replaced = 0
         self._calls = 0
@@ -167,12 +172,13 @@ class Pool:
              star: bool, ordered: bool) -> Iterator[Any]:
         if self._state != "open":
             raise ValueError("Pool not running")
-        call, starts = self._submit(func, iterable, chunksize, star)
-        return self._collect(call, starts, ordered)
+        call, starts, total = self._submit(func, iterable, chunksize, star)
+        return self._collect(call, starts, total, ordered)
 
     def _submit(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Optional[int],
-                star: bool) -> tuple[int, list[int]]:
-        """Write the call's function and items, fill the queue: (call, first item of each chunk)."""
+                star: bool) -> tuple[int, list[int], int]:
+        """Write the call's function and items, fill the queue: (call, first item of each
+        chunk, number of items)."""
         dumps = self._cloudpickle.dumps
         name = getattr(func, "__qualname__", repr(func))
         try:
@@ -205,11 +211,13 @@ class Pool:
         if params:
             self._queue.fill(params)
             write_private(os.path.join(self.rundir, "bell"), str(call).encode())
-        return call, [p["start"] for p in params]
+        return call, [p["start"] for p in params], len(items)
 
-    def _collect(self, call: int, starts: list[int], ordered: bool) -> Iterator[Any]:
+    def _collect(self, call: int, starts: list[int], total: int, ordered: bool) -> Iterator[Any]:
         got: dict[int, list[tuple[bool, Any, str]]] = {}
         seen: set[int] = set()
+        counts = {"done": 0, "failed": 0}
+        display = Progress(total) if self.progress else None
         yielded = 0
         tick = 0.0005
         next_check = time.monotonic() + CHECK_SECONDS
@@ -223,6 +231,8 @@ class Pool:
                         seen.add(chunk)
                         got[chunk] = outcomes
                         arrived = True
+                        counts["done"] += len(outcomes)
+                        counts["failed"] += sum(1 for ok, _, _ in outcomes if not ok)
                 if ordered:
                     while yielded in got:
                         yield from _values(got.pop(yielded))
@@ -237,9 +247,13 @@ class Pool:
                 if now >= next_check:
                     next_check = now + CHECK_SECONDS
                     self._check(call, starts, seen)
+                    if display is not None:
+                        display.update(counts["done"], *self._worker_counts(), counts["failed"])
                 tick = 0.0005 if arrived else min(MAX_TICK, tick * 2)
                 time.sleep(tick)
             finished = True
+            if display is not None:
+                display.end(counts["done"], *self._worker_counts(), counts["failed"])
         except KeyboardInterrupt:
             self.terminate()
             raise
@@ -248,6 +262,10 @@ class Pool:
             raise
         finally:
             self._forget(call, finished)
+
+    def _worker_counts(self) -> tuple[int, int]:
+        workers = self._backend.workers
+        return (sum(1 for w in workers if w.state == "alive"), sum(1 for w in workers if w.state == "lost"))
 
     def _read_results(self) -> Iterator[tuple[int, int, list[tuple[bool, Any, str]]]]:
         check_private(self.rundir)

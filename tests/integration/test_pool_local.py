@@ -338,3 +338,14 @@ def test_max_tasks_per_worker_recycles_the_function_process(tmp_path: Path) -> N
     with Pool(1, workdir=str(tmp_path), max_tasks_per_worker=1) as pool:
         pids = pool.map(lambda x: os.getpid(), range(4), chunksize=1)
     assert len(set(pids)) == 4
+
+
+def test_the_progress_line_says_done_total_workers_failures_rate_and_eta(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Pool(2, workdir=str(tmp_path), progress=True) as pool:
+        assert pool.map(lambda x: time.sleep(0.05) or x, range(20), chunksize=2) == list(range(20))
+    err = capsys.readouterr().err
+    last = err.rstrip("\n").split("\r")[-1].strip()
+    assert last.startswith("pool: 20/20 items, 2 worker(s) alive, 0 lost, 0 failed, ")
+    assert last.endswith("items/s, ETA 0s")
