@@ -117,6 +117,20 @@ class _Worker:
         self.tasks = 0
         self.status: Optional[int] = None
 
+    def running(self) -> bool:
+        """False once the worker has exited (it is then reaped)."""
+        if self.status is not None:
+            return False
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            self.status = 0
+            return False
+        if pid:
+            self.status = status
+            return False
+        return True
+
     def reap(self) -> int:
         """Wait for the (dying) worker; its wait status."""
         if self.status is None:
@@ -235,8 +249,14 @@ class FuncCallback(Callback):
     # -- the workers ----------------------------------------------------------------------
     def _take_worker(self) -> _Worker:
         with self._lock:
-            if self._idle:
-                return self._idle.pop()
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.running():
+                    return worker
+                # Died while idle (the OOM killer, a kill from outside): this param never
+                # ran on it, so it costs no attempt; a fresh worker takes it.
+                self._all.discard(worker)
+                worker.conn.close()
             others = [w.conn for w in self._all]
         worker = self._fork(others)
         with self._lock:

@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional
@@ -91,6 +92,10 @@ class Pool:
         self._queue.create()
         self._queue.open()
         self._readers: dict[str, RecordReader] = {}
+        #: Chunks read for the calls being collected, by call (calls may be collected
+        #: by several threads at once, or by imap generators side by side).
+        self._inbox: dict[int, dict[int, list[tuple[bool, Any, str]]]] = {}
+        self._read_lock = threading.Lock()
         self._dead_seen = 0
         self._backend: Backend
         if backend == "local":
@@ -190,8 +195,10 @@ class Pool:
             chunksize, extra = divmod(len(items), self.processes * 4)
             chunksize += 1 if extra else 0
         chunksize = max(1, chunksize)
-        call = self._calls
-        self._calls += 1
+        with self._read_lock:
+            call = self._calls
+            self._calls += 1
+            self._inbox[call] = {}
         blobs: list[bytes] = []
         params: list[dict[str, Any]] = []
         offset = 0
@@ -225,9 +232,8 @@ class Pool:
         try:
             while yielded < len(starts):
                 arrived = False
-                for record in self._read_results():
-                    k, chunk, outcomes = record
-                    if k == call and chunk not in seen:  # a chunk run twice counts once
+                for chunk, outcomes in self._read_results(call):
+                    if chunk not in seen:  # a chunk run twice counts once
                         seen.add(chunk)
                         got[chunk] = outcomes
                         arrived = True
@@ -267,15 +273,22 @@ class Pool:
         workers = self._backend.workers
         return (sum(1 for w in workers if w.state == "alive"), sum(1 for w in workers if w.state == "lost"))
 
-    def _read_results(self) -> Iterator[tuple[int, int, list[tuple[bool, Any, str]]]]:
-        check_private(self.rundir)
-        check_private(os.path.join(self.rundir, "results"))
-        for name in os.listdir(os.path.join(self.rundir, "results")):
-            reader = self._readers.get(name)
-            if reader is None:
-                reader = self._readers[name] = RecordReader(os.path.join(self.rundir, "results", name))
-            for data in reader.read():
-                yield pickle.loads(data)
+    def _read_results(self, call: int) -> list[tuple[int, list[tuple[bool, Any, str]]]]:
+        """The chunks of ``call`` read since the last time: ``(chunk, outcomes)``."""
+        with self._read_lock:
+            check_private(self.rundir)
+            check_private(os.path.join(self.rundir, "results"))
+            for name in os.listdir(os.path.join(self.rundir, "results")):
+                reader = self._readers.get(name)
+                if reader is None:
+                    reader = self._readers[name] = RecordReader(os.path.join(self.rundir, "results", name))
+                for data in reader.read():
+                    k, chunk, outcomes = pickle.loads(data)
+                    if k in self._inbox:  # else: a call over, a late duplicate
+                        self._inbox[k].setdefault(chunk, outcomes)
+            mine = self._inbox.get(call, {})
+            self._inbox[call] = {}
+            return list(mine.items())
 
     def _check(self, call: int, starts: list[int], seen: set[int]) -> None:
         """Dead chunks of this call raise TaskLost; ended workers are replaced."""
@@ -305,6 +318,8 @@ class Pool:
 
     def _forget(self, call: int, finished: bool) -> None:
         """The call is over: remove its pickles (workers skip its leftover chunks)."""
+        with self._read_lock:
+            self._inbox.pop(call, None)
         for suffix in ("func", "items"):
             try:
                 os.unlink(os.path.join(self.rundir, "calls", f"{call}.{suffix}"))

@@ -349,3 +349,18 @@ def test_the_progress_line_says_done_total_workers_failures_rate_and_eta(
     last = err.rstrip("\n").split("\r")[-1].strip()
     assert last.startswith("pool: 20/20 items, 2 worker(s) alive, 0 lost, 0 failed, ")
     assert last.endswith("items/s, ETA 0s")
+
+
+def test_calls_from_two_threads_and_two_imaps_side_by_side_get_their_own_results(pool: Pool) -> None:
+    results: dict[int, list[int]] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(
+        i, pool.map(lambda x, i=i: (x, i), range(300), chunksize=7)))  # type: ignore[misc]
+        for i in (0, 1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == {i: [(x, i) for x in range(300)] for i in (0, 1, 2)}
+    first = pool.imap(lambda x: -x, range(50), chunksize=3)
+    second = pool.imap(lambda x: x * 2, range(50), chunksize=4)
+    assert list(zip(first, second)) == [(-x, x * 2) for x in range(50)]

@@ -232,3 +232,21 @@ def test_a_forked_worker_does_not_share_the_minions_queue_lock(tmp_path: Path) -
     thread.join(10)
     callback.teardown()
     assert outcome and outcome[0][1] == 1  # type: ignore[index]
+
+
+def test_a_worker_that_died_while_idle_costs_no_attempt() -> None:
+    from minionize.callbacks.base import Task
+    from minionize.engines.base import Delivery
+
+    callback = FuncCallback(lambda p: p + 1)
+    callback.keep_value = True
+    try:
+        assert callback.call(Task(Delivery(1, "0")))[1] == 2
+        [pid] = callback.worker_pids()
+        os.kill(pid, signal.SIGKILL)  # the OOM killer, between two params
+        wait_for(lambda: not alive(pid), 10, "the idle worker to die")
+        result, value = callback.call(Task(Delivery(2, "1")))
+        assert result.ok and value == 3
+        assert callback.worker_pids() != [pid]
+    finally:
+        callback.teardown()
