@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional
 
@@ -76,7 +77,8 @@ class Pool:
         self._replaced = 0
         self._calls = 0
         self._state = "open"
-        self._kept_for_error = False
+        #: [keep the run directory]: set by keep_workdir, or by an error.
+        self._keep = [keep_workdir]
         if workdir is not None:
             os.makedirs(workdir, exist_ok=True)
         # mkdtemp: a fresh name (two pools in the same second never collide), mode 0700.
@@ -106,11 +108,13 @@ class Pool:
             self._backend = SlurmBackend(self.rundir, sbatch_args)
         else:
             raise ValueError(f"backend must be 'local' or 'slurm', not {backend!r}")
+        # Stops the workers and removes the run directory once: at terminate or join, or
+        # when a pool never closed is collected, or at the end of the program.
+        self._finalizer = weakref.finalize(self, _finish, self._backend, self.rundir, self._keep)
         try:
             self._backend.start(self.processes)
         except BaseException:
-            self._backend.stop()
-            self._remove()
+            self._finalizer()
             raise
 
     # -- the multiprocessing.Pool API -------------------------------------------------
@@ -150,21 +154,17 @@ class Pool:
         (unless ``keep_workdir``, or an error kept it)."""
         if self._state == "open":
             raise ValueError("join() needs close() or terminate() first")
-        if self._state == "closed" and not self._backend.wait(timeout):
-            self._backend.stop()
+        if self._state == "closed":
+            self._backend.wait(timeout)
         self._state = "joined"
-        self._remove()
+        self._finalizer()
 
     def terminate(self) -> None:
         """Stop every worker now, and remove the run directory (unless kept)."""
         if self._state == "joined":
             return
-        self._state = "terminated"
-        try:
-            self._backend.stop()
-        finally:
-            self._state = "joined"
-            self._remove()
+        self._state = "joined"
+        self._finalizer()
 
     def __enter__(self) -> Pool:
         return self
@@ -264,7 +264,7 @@ class Pool:
             self.terminate()
             raise
         except PoolError:
-            self._kept_for_error = True
+            self._keep[0] = True
             raise
         finally:
             self._forget(call, finished)
@@ -326,10 +326,15 @@ class Pool:
             except FileNotFoundError:
                 pass
 
-    def _remove(self) -> None:
-        if self.keep_workdir or self._kept_for_error:
-            return
-        shutil.rmtree(self.rundir, ignore_errors=True)
+
+
+def _finish(backend: Backend, rundir: str, keep: list[bool]) -> None:
+    """Stop the workers (those still there), then remove the run directory unless kept."""
+    try:
+        backend.stop()
+    finally:
+        if not keep[0]:
+            shutil.rmtree(rundir, ignore_errors=True)
 
 
 def _chunk_len(starts: list[int], chunk: int) -> str:

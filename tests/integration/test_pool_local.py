@@ -364,3 +364,20 @@ def test_calls_from_two_threads_and_two_imaps_side_by_side_get_their_own_results
     first = pool.imap(lambda x: -x, range(50), chunksize=3)
     second = pool.imap(lambda x: x * 2, range(50), chunksize=4)
     assert list(zip(first, second)) == [(-x, x * 2) for x in range(50)]
+
+
+def test_a_pool_never_closed_is_cleaned_up_when_the_program_ends(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    script = tmp_path / "forgetful.py"
+    script.write_text(textwrap.dedent(f"""\
+        from minionize.pool import Pool
+        pool = Pool(2, workdir={str(runs)!r})
+        print(pool.map(abs, [-1, -2]), " ".join(str(w.pid) for w in pool.workers))
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    printed, pids = out.stdout.split("]")
+    assert printed == "[1, 2"
+    assert not [pid for pid in map(int, pids.split()) if alive(pid)]
+    assert list(runs.iterdir()) == []
