@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from minionize.pool import Pool, PoolError
+from minionize.pool import Pool, PoolError, TaskLost
 from tests.services import script, wait_for
 from tests.services.slurm import SlurmCluster, start_cluster
 
@@ -167,3 +167,24 @@ def test_ctrl_c_cancels_the_array_and_stops_every_task(
     assert job not in slurm.jobs()
     assert not [pid for pid in tasks if alive(pid)]
     assert list(runs.iterdir()) == []
+
+
+def test_exceptions_and_crashes_on_slurm(env: dict[str, str], tmp_path: Path) -> None:
+    def check(x: int) -> int:
+        if x == 2:
+            raise KeyError("two", x)
+        return x
+
+    def crash(x: int) -> int:
+        if x == 1:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return x
+
+    with Pool(2, backend="slurm", workdir=str(tmp_path), max_attempts=2, lease=5.0) as pool:
+        with pytest.raises(KeyError) as info:
+            pool.map(check, range(4))
+        assert info.value.args == ("two", 2) and "in check" in str(info.value.__cause__)
+        with pytest.raises(TaskLost) as lost:
+            pool.map(crash, range(4), chunksize=1)
+        assert (lost.value.index, lost.value.attempts, lost.value.reason) == (1, 2, "killed by SIGSEGV")
+        assert pool.map(abs, [-7]) == [7]  # the workers carry on
