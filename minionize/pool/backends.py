@@ -66,6 +66,10 @@ class Backend:
         """Stop every worker now (they give their chunks back), and wait for them."""
         raise NotImplementedError
 
+    def reason(self, worker: PoolWorker) -> str:
+        """Why a lost worker was lost, in words."""
+        return "lost"
+
     def wait(self, timeout: float) -> bool:
         """Wait for every worker to finish by itself (after ``closed``); True if they did."""
         deadline = time.monotonic() + timeout
@@ -184,6 +188,15 @@ class LocalBackend(Backend):
             finished = read_state(self.rundir, worker.name).get("state") == "finished"
             worker.state = "finished" if finished and code == 0 else "lost"
         return self.workers
+
+    def reason(self, worker: PoolWorker) -> str:
+        code = self._procs[worker.name].returncode
+        if code is not None and code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exit code {code}"
 
     def stop(self) -> None:
         live = [p for p in self._procs.values() if p.poll() is None]

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 from ..engines._kit import optional_import
 from ..engines.sweep import SweepEngine
-from .backends import Backend, LocalBackend, PoolWorker
+from .backends import Backend, LocalBackend, PoolWorker, read_state
 from .errors import PoolError, RemoteTraceback, TaskLost
 from .progress import Progress
 from .rundir import RecordReader, check_private, write_private
@@ -75,6 +75,8 @@ class Pool:
         self.progress = progress
         self.max_replacements = 2 * self.processes if max_replacements is None else max_replacements
         self._replaced = 0
+        self._reclaimed: set[str] = set()
+        self._max_attempts = max_attempts
         self._calls = 0
         self._state = "open"
         #: [keep the run directory]: set by keep_workdir, or by an error.
@@ -304,7 +306,12 @@ class Pool:
                         index=index, attempts=row["attempts"], reason=row["reason"],
                     )
             self._dead_seen = status["dead"]
-        ended = [w for w in self._backend.poll() if w.state in ("lost", "finished")]
+        workers = self._backend.poll()
+        for worker in workers:
+            if worker.state == "lost" and worker.name not in self._reclaimed:
+                self._reclaimed.add(worker.name)
+                self._reclaim(worker)
+        ended = [w for w in workers if w.state in ("lost", "finished")]
         missing = len(ended) - self._replaced
         if missing <= 0:
             return
@@ -315,6 +322,23 @@ class Pool:
         elif not any(w.state in ("alive", "starting") for w in self._backend.workers):
             raise PoolError(f"every worker was lost and {self._replaced} replacement(s) were "
                             f"used (max_replacements); run directory kept: {self.rundir}")
+
+    def _reclaim(self, worker: PoolWorker) -> None:
+        """Put back now the chunks a lost worker held, an attempt counted (or dead-letter
+        them at the last attempt), instead of waiting for their leases to expire."""
+        minion = read_state(self.rundir, worker.name).get("minion")
+        if not minion:
+            return  # it never took anything: its leases, if any, expire as usual
+        reason = f"worker {worker.name} lost: {self._backend.reason(worker)}"
+        with self._queue.store.locked() as store:
+            for index, lease in list(store.leases.items()):
+                if lease.minion != minion:
+                    continue
+                if not lease.started:
+                    store.settle("release", index, minion, lease.seq)
+                    continue
+                last = store.attempts.get(index, 0) + 1 >= self._max_attempts
+                store.settle("dead" if last else "retry", index, minion, lease.seq, reason)
 
     def _forget(self, call: int, finished: bool) -> None:
         """The call is over: remove its pickles (workers skip its leftover chunks)."""

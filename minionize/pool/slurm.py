@@ -111,6 +111,9 @@ class SlurmBackend(Backend):
                 self.reasons[worker.name] = f"array task {worker.name[1:]} left the queue ({said})"
         return self.workers
 
+    def reason(self, worker: PoolWorker) -> str:
+        return self.reasons.get(worker.name, "lost")
+
     def _squeue(self) -> Optional[dict[str, str]]:
         """``{"<job>_<task>": state}`` of the pool's array tasks still in the queue."""
         done = _run(["squeue", "--noheader", "--array", f"--jobs={','.join(self.jobs)}",

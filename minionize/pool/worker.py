@@ -149,9 +149,11 @@ class ChunkCallback(FuncCallback):
         return result
 
 
-def write_state(rundir: str, name: str, state: str) -> None:
+def write_state(rundir: str, name: str, state: str, minion: str = "") -> None:
+    """The worker's ``workers/<name>.json``: pid, host, state, and the name its leases
+    carry in the queue (so the pool can put back at once what a lost worker held)."""
     info = {"name": name, "pid": os.getpid(), "host": socket.gethostname(), "state": state,
-            "time": time.time()}
+            "minion": minion, "time": time.time()}
     write_private(os.path.join(rundir, "workers", f"{name}.json"), json.dumps(info).encode())
 
 
@@ -178,9 +180,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     check_private(rundir)
     with open(os.path.join(rundir, "config.json")) as handle:
         config = json.load(handle)
-    write_state(rundir, args.name, "alive")
     engine = PoolEngine(rundir, lease=config["lease"], max_attempts=config["max_attempts"],
                         tick=config["tick"])
+    write_state(rundir, args.name, "alive", engine.owner.minion)
     callback = ChunkCallback(rundir, args.name, config.get("max_tasks_per_worker"))
     # The job's labels (SLURM_JOB_ID, ...) but none of the user's MINION_* settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINION_")}
@@ -198,7 +200,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         # scancel, a preemption) before the pool closed is lost to the pool.
         closed = os.path.exists(os.path.join(rundir, "closed"))
         try:
-            write_state(rundir, args.name, "finished" if closed else "stopped")
+            write_state(rundir, args.name, "finished" if closed else "stopped", engine.owner.minion)
         except OSError:
             pass  # the run directory is gone (terminate)
     return code

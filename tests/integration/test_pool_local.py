@@ -381,3 +381,26 @@ def test_a_pool_never_closed_is_cleaned_up_when_the_program_ends(tmp_path: Path)
     assert printed == "[1, 2"
     assert not [pid for pid in map(int, pids.split()) if alive(pid)]
     assert list(runs.iterdir()) == []
+
+
+def test_a_killed_workers_chunk_runs_again_at_once_not_after_its_lease(tmp_path: Path) -> None:
+    tries = tmp_path / "tries"
+
+    def kill_my_worker(x: int) -> int:
+        if x == 3:
+            with tries.open("a") as handle:
+                handle.write("try\n")
+            os.kill(os.getppid(), signal.SIGKILL)  # the worker minion, not the function
+            time.sleep(30)
+        return x
+
+    with Pool(2, workdir=str(tmp_path / "runs"), lease=60.0, max_attempts=2) as pool:
+        started = time.monotonic()
+        assert pool.map(abs, range(4)) == [0, 1, 2, 3]
+        with pytest.raises(TaskLost) as info:
+            pool.map(kill_my_worker, range(6), chunksize=1)
+        assert time.monotonic() - started < 15  # not the 60 s lease, twice
+        assert info.value.index == 3 and info.value.attempts == 2
+        assert info.value.reason.startswith("worker w") and info.value.reason.endswith("lost: killed by SIGKILL")
+        assert tries.read_text().split() == ["try", "try"]
+        assert pool.map(abs, [-1, -2]) == [1, 2]  # with the replacements
