@@ -401,6 +401,7 @@ def test_a_killed_workers_chunk_runs_again_at_once_not_after_its_lease(tmp_path:
             pool.map(kill_my_worker, range(6), chunksize=1)
         assert time.monotonic() - started < 15  # not the 60 s lease, twice
         assert info.value.index == 3 and info.value.attempts == 2
-        assert info.value.reason.startswith("worker w") and info.value.reason.endswith("lost: killed by SIGKILL")
+        reason = info.value.reason
+        assert reason.startswith("worker w") and reason.endswith(" lost: killed by SIGKILL")
         assert tries.read_text().split() == ["try", "try"]
         assert pool.map(abs, [-1, -2]) == [1, 2]  # with the replacements
