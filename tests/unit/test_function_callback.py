@@ -36,6 +36,15 @@ def alive(pid: int) -> bool:
         return False
 
 
+def state(pid: int) -> str:
+    """The process's state letter in /proc ("Z": a zombie), "" when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0]
+    except OSError:
+        return ""
+
+
 def test_two_slots_run_the_function_at_the_same_time_in_two_processes(tmp_path: Path) -> None:
     def f(param: int) -> None:
         (tmp_path / f"{param}.pid").write_text(str(os.getpid()))
@@ -244,7 +253,7 @@ def test_a_worker_that_died_while_idle_costs_no_attempt() -> None:
         assert callback.call(Task(Delivery(1, "0")))[1] == 2
         [pid] = callback.worker_pids()
         os.kill(pid, signal.SIGKILL)  # the OOM killer, between two params
-        wait_for(lambda: not alive(pid), 10, "the idle worker to die")
+        wait_for(lambda: state(pid) == "Z", 10, "the idle worker to die (a zombie not reaped yet)")
         result, value = callback.call(Task(Delivery(2, "1")))
         assert result.ok and value == 3
         assert callback.worker_pids() != [pid]
