@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import threading
 from typing import Optional
 
 from .errors import PoolError
@@ -59,7 +60,8 @@ def read_private(rundir: str, relative: str, offset: int = 0, size: Optional[int
 
 def write_private(path: str, data: bytes) -> None:
     """Write a whole file readable by this user alone (atomically, by rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    # Per process and thread: two calls from two threads ring the bell at once.
+    tmp = f"{path}.tmp{os.getpid()}.{threading.get_ident()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         view = memoryview(data)
