@@ -41,18 +41,23 @@ def serial(n: int) -> float:
 def mp_pool(n: int, concurrency: int, chunksize: Optional[int] = None) -> float:
     """multiprocessing.Pool's map (its default chunks: n / (4 x concurrency) tasks each),
     or imap_unordered one task at a time (as a minion takes them)."""
-    start = time.perf_counter()
+    start, before = time.perf_counter(), cpu(resource.RUSAGE_SELF) + cpu(resource.RUSAGE_CHILDREN)
     with multiprocessing.get_context("fork").Pool(concurrency) as pool:
         if chunksize is None:
             pool.map(burn, range(n))
         else:
             for _ in pool.imap_unordered(burn, range(n), chunksize):
                 pass
-    return n / (time.perf_counter() - start)
+    rate = n / (time.perf_counter() - start)
+    pool.join()  # reaped: their CPU time is counted
+    if chunksize is None:
+        OVERHEAD["mp total"] = (cpu(resource.RUSAGE_SELF) + cpu(resource.RUSAGE_CHILDREN) - before) / n
+    return rate
 
 
 #: The minion's own CPU seconds per task, and its workers', in the last minion run.
 OVERHEAD: dict[str, float] = {}
+
 
 
 def cpu(who: int) -> float:
@@ -118,7 +123,12 @@ def main() -> int:
           f"/ imap_unordered one by one = {single:.2f}")
     mine, task = OVERHEAD["minion"], OVERHEAD["workers"]
     print(f"  CPU per task: the minion {mine * 1e6:.0f} us, the function's worker {task * 1e3:.2f} ms "
-          f"(the minion's share: {mine / (mine + task):.1%}; machine load is noise, this is not)")
+          f"(the minion's share: {mine / (mine + task):.1%})")
+    # What a machine of c free cores would do: c / CPU per task, for both (the load of
+    # other work on this machine moves the rates above, much less the CPU per task).
+    print(f"  CPU per task, everything: multiprocessing map {OVERHEAD['mp total'] * 1e3:.2f} ms, "
+          f"minionize {(mine + task) * 1e3:.2f} ms: CPU-bound ceiling ratio "
+          f"{OVERHEAD['mp total'] / (mine + task):.2f}")
     return 0
 
 
