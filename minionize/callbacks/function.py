@@ -1,45 +1,306 @@
-"""The function callback: run a Python callable per param, in a worker thread.
+"""The function callback: run a Python callable per param, in a worker process.
 
-An exception is a failed attempt (retried, then dead-lettered). A Python thread cannot be
-killed: when a task times out, or the minion stops, the function keeps running until it
-returns; its attempt counts as failed (timeout) or its param is given back (stop), and a
-minion that stops does not wait for it longer than the grace period.
+Each concurrency slot of the minion gets a worker process, forked from the minion with
+the function already in it (nothing is pickled but the param and the reply), that runs
+params one at a time over a pipe. So:
+
+* CPU-bound functions run in parallel (no GIL shared between slots);
+* a timeout or a graceful stop really stops the function: its worker's process group
+  gets SIGTERM, then SIGKILL, and a fresh worker takes the next param;
+* a crash (segfault, ``os._exit``, the OOM killer) is a failed attempt whose reason
+  names the signal or the exit code, never a dead minion;
+* ``max_tasks_per_worker`` recycles a worker after that many params (memory leaks).
+
+An exception raised by the function is a failed attempt (retried, then dead-lettered),
+its traceback kept in the report. ``FuncCallback(f, mode="thread")`` keeps the old way
+(the function runs in a thread of the minion: it shares the minion's memory, and cannot
+be stopped), for functions that must see the minion's objects.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
+import threading
+import time
 import traceback
+from multiprocessing.connection import Connection, Pipe
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from .base import Callback, Outcome, Result, Task
 
 R = TypeVar("R")
+#: Lines of a function's traceback kept in the report.
+TRACEBACK_LINES = 6
+#: How often a worker checks that its minion is still there.
+PARENT_CHECK_SECONDS = 1.0
+
+
+def describe_status(status: int) -> str:
+    """A worker's wait status in words: ``killed by SIGSEGV``, ``exit code 3``."""
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def failure_of(exc: BaseException) -> tuple[str, str]:
+    """``(reason, traceback tail)`` of an exception raised by a function."""
+    lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    return f"{type(exc).__name__}: {exc}", "".join(lines[-TRACEBACK_LINES:]).rstrip()
+
+
+def _watch_parent(parent: int) -> None:
+    """In the worker: exit when the minion is gone (a minion killed with SIGKILL must not
+    leave its function running for hours)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_CHECK_SECONDS)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=watch, name="minion-parent-watch", daemon=True).start()
+
+
+def _serve(func: Callable[[Any], Any], conn: Connection, keep_value: bool) -> None:
+    """The worker's loop (in the child): a param in, ``(ok, value, reason, tail)`` out."""
+    while True:
+        try:
+            param = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            value = func(param)
+        except BaseException as exc:  # SystemExit too: a failed attempt, not an exit
+            reason, tail = failure_of(exc)
+            conn.send((False, None, reason, tail))
+            continue
+        try:
+            conn.send((True, value if keep_value else None, "", ""))
+        except Exception as exc:  # an unpicklable return value
+            conn.send((False, None, f"the return value cannot be sent back: {exc}", ""))
+
+
+class _Worker:
+    """One forked worker process and the parent's end of its pipe."""
+
+    def __init__(self, pid: int, conn: Connection) -> None:
+        self.pid = pid
+        self.conn = conn
+        self.tasks = 0
+        self.status: Optional[int] = None
+
+    def running(self) -> bool:
+        """False once the worker has exited (it is then reaped)."""
+        if self.status is not None:
+            return False
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            self.status = 0
+            return False
+        if pid:
+            self.status = status
+            return False
+        return True
+
+    def reap(self) -> int:
+        """Wait for the (dying) worker; its wait status."""
+        if self.status is None:
+            try:
+                _, self.status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.status = 0
+        return self.status
+
+    def stop(self) -> None:
+        """Close the pipe (the worker exits at EOF) and reap it; kill it if it lingers."""
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == 0:
+                os.killpg(self.pid, signal.SIGKILL)
+        except (ChildProcessError, ProcessLookupError, PermissionError):
+            return
+        self.reap()
 
 
 class FuncCallback(Callback):
-    """``FuncCallback(f)`` calls ``f(param)`` for each param."""
+    """``FuncCallback(f)`` calls ``f(param)`` for each param, in a worker process.
 
-    can_stop = False
+    ``max_tasks_per_worker``: replace a worker after that many params (None: never).
+    ``mode="thread"``: run ``f`` in the minion's worker thread instead (the old way).
+    """
 
-    def __init__(self, func: Callable[[Any], Any]) -> None:
+    def __init__(
+        self,
+        func: Callable[[Any], Any],
+        *,
+        max_tasks_per_worker: Optional[int] = None,
+        mode: str = "process",
+    ) -> None:
+        if mode not in ("process", "thread"):
+            raise ValueError(f"mode must be 'process' or 'thread', not {mode!r}")
+        if max_tasks_per_worker is not None and max_tasks_per_worker < 1:
+            raise ValueError("max_tasks_per_worker must be at least 1")
         self.func = func
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self.mode = mode
+        # A worker process can be stopped (and its success then ignored); a function
+        # running in the minion's own thread cannot, so what it returns still counts.
+        self.can_stop = mode == "process"
+        #: Whether the worker sends the function's return value back (see :meth:`call`).
+        self.keep_value = False
+        self._idle: list[_Worker] = []
+        self._all: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._closed = False
 
+    # -- running a param ----------------------------------------------------------------
     def run(self, task: Task) -> Result:
+        result, _ = self.call(task)
+        return result
+
+    def call(self, task: Task) -> tuple[Result, Any]:
+        """Run the function on ``task.param``: its Result and, when ``keep_value`` is
+        set and it succeeded, its return value."""
+        if self.mode == "thread":
+            try:
+                value = self.func(task.param)
+            except Exception as exc:
+                reason, tail = failure_of(exc)
+                return Result(Outcome.FAILED, reason=reason, stderr_tail=tail), None
+            return Result(Outcome.OK), value
+        with task.lock:
+            if task.stop_reason is not None:
+                return Result(Outcome.FAILED, reason="stopped before it started"), None
+            worker = self._take_worker()
+            task.handle = worker
         try:
-            self.func(task.param)
-        except Exception as exc:
-            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-            return Result(
-                Outcome.FAILED,
-                reason=f"{type(exc).__name__}: {exc}",
-                stderr_tail="".join(lines[-6:]).rstrip(),
-            )
-        return Result(Outcome.OK)
+            worker.conn.send(task.param)
+            ok, value, reason, tail = worker.conn.recv()
+        except (EOFError, OSError):
+            # The worker died: a crash, or our own SIGTERM/SIGKILL (timeout, stop).
+            with task.lock:
+                task.handle = None
+            self._discard(worker)
+            return Result(Outcome.FAILED, reason=describe_status(worker.reap()),
+                          exit_code=os.waitstatus_to_exitcode(worker.reap())), None
+        except Exception as exc:  # the param cannot be pickled: nothing was sent
+            with task.lock:
+                task.handle = None
+            self._give_back(worker)
+            return Result(Outcome.FAILED, reason=f"cannot send the param: {exc}"), None
+        with task.lock:
+            task.handle = None
+        self._give_back(worker)
+        if ok:
+            return Result(Outcome.OK), value
+        return Result(Outcome.FAILED, reason=reason, stderr_tail=tail), None
+
+    def terminate(self, task: Task) -> None:
+        self._signal(task, signal.SIGTERM)
+
+    def kill(self, task: Task) -> None:
+        self._signal(task, signal.SIGKILL)
+
+    @staticmethod
+    def _signal(task: Task, signum: int) -> None:
+        with task.lock:
+            worker = task.handle
+            if not isinstance(worker, _Worker):
+                return
+            try:
+                os.killpg(worker.pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def describe(self, param: Any) -> str:
         name = getattr(self.func, "__qualname__", repr(self.func))
         return f"{name}({param!r})"
+
+    # -- the workers ----------------------------------------------------------------------
+    def _take_worker(self) -> _Worker:
+        with self._lock:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.running():
+                    return worker
+                # Died while idle (the OOM killer, a kill from outside): this param never
+                # ran on it, so it costs no attempt; a fresh worker takes it.
+                self._all.discard(worker)
+                worker.conn.close()
+            others = [w.conn for w in self._all]
+        worker = self._fork(others)
+        with self._lock:
+            self._all.add(worker)
+        return worker
+
+    def _fork(self, others: list[Connection]) -> _Worker:
+        parent_end, child_end = Pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns
+            code = 0
+            try:
+                os.setpgid(0, 0)
+                _watch_parent(parent)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                # Ctrl-C reaches the minion, which stops its tasks itself.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                parent_end.close()
+                for conn in others:
+                    conn.close()
+                _serve(self.func, child_end, self.keep_value)
+            except BaseException:
+                code = 70
+            finally:
+                os._exit(code)
+        child_end.close()
+        try:
+            os.setpgid(pid, pid)  # also from here: no race with a signal sent at once
+        except OSError:
+            pass
+        return _Worker(pid, parent_end)
+
+    def _give_back(self, worker: _Worker) -> None:
+        worker.tasks += 1
+        recycle = self.max_tasks_per_worker is not None and worker.tasks >= self.max_tasks_per_worker
+        with self._lock:
+            if not recycle and not self._closed:
+                self._idle.append(worker)
+                return
+            self._all.discard(worker)
+        worker.stop()
+
+    def _discard(self, worker: _Worker) -> None:
+        with self._lock:
+            self._all.discard(worker)
+        try:
+            worker.conn.close()
+        except OSError:
+            pass
+
+    def teardown(self) -> None:
+        with self._lock:
+            self._closed = True
+            workers, self._idle = list(self._all), []
+            self._all.clear()
+        for worker in workers:
+            worker.stop()
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the live workers (for tests and reports)."""
+        with self._lock:
+            return sorted(w.pid for w in self._all)
 
 
 class MinionTask(Generic[R]):
@@ -49,13 +310,14 @@ class MinionTask(Generic[R]):
     def __init__(self, func: Callable[[Any], R], **overrides: Any) -> None:
         functools.update_wrapper(self, func)
         self.func = func
+        self.max_tasks_per_worker: Optional[int] = overrides.pop("max_tasks_per_worker", None)
         self.overrides = overrides
 
     def __call__(self, param: Any) -> R:
         return self.func(param)
 
     def callback(self) -> FuncCallback:
-        return FuncCallback(self.func)
+        return FuncCallback(self.func, max_tasks_per_worker=self.max_tasks_per_worker)
 
     def run(self, **overrides: Any) -> int:
         """Run a minion that calls this function for each param; returns the exit code.
@@ -72,6 +334,8 @@ def task(
     func: Optional[Callable[[Any], R]] = None, **overrides: Any
 ) -> Any:
     """Decorator: ``@minionize.task`` or ``@minionize.task(max_attempts=5)``.
+
+    ``max_tasks_per_worker=N`` recycles the function's worker process every N params.
 
     >>> @task
     ... def simulate(param): ...

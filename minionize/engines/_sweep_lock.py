@@ -283,3 +283,25 @@ def queue_lock(directory: str) -> QueueLock:
         if lock is None:
             lock = _QUEUE_LOCKS[key] = QueueLock(directory)
         return lock
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child: drop the queue locks inherited from the parent.
+
+    A lock is an ``flock`` on an open file description; a forked child shares it with its
+    parent, so both would "hold" the queue at once. The child closes its copies (closing
+    does not unlock what the parent holds: the description stays open there) and opens
+    its own lock when it needs one.
+    """
+    global _QUEUE_LOCKS_GUARD
+    for lock in _QUEUE_LOCKS.values():
+        try:
+            lock._close_fd()
+        except OSError:
+            pass
+    _QUEUE_LOCKS.clear()
+    _QUEUE_LOCKS_GUARD = threading.Lock()  # it may have been held by another thread
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_inherited_locks)

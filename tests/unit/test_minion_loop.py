@@ -34,7 +34,7 @@ class Recorder(Reporter):
 def test_success_is_acked_and_exit_code_is_zero() -> None:
     engine = MemoryEngine(range(5))
     seen: list[int] = []
-    code = Minion(FuncCallback(seen.append), engine, settings=settings()).run()
+    code = Minion(FuncCallback(seen.append, mode="thread"), engine, settings=settings()).run()
     assert code == 0
     assert sorted(engine.done) == [0, 1, 2, 3, 4]
     assert sorted(seen) == [0, 1, 2, 3, 4]
@@ -50,7 +50,7 @@ def test_failure_is_retried_then_dead_lettered_never_done() -> None:
         if param == "bad":
             raise ValueError("no good")
 
-    code = Minion(FuncCallback(f), engine, settings=settings(max_attempts=3)).run()
+    code = Minion(FuncCallback(f, mode="thread"), engine, settings=settings(max_attempts=3)).run()
     assert code == 1
     assert engine.done == ["good"]
     assert engine.dead == [("bad", "ValueError: no good")]
@@ -74,7 +74,7 @@ def test_undecodable_delivery_is_dead_lettered_without_running() -> None:
     engine = MemoryEngine()
     engine._todo.append(Delivery("{oops", "7", error="not JSON"))
     ran: list[object] = []
-    assert Minion(FuncCallback(ran.append), engine, settings=settings()).run() == 1
+    assert Minion(FuncCallback(ran.append, mode="thread"), engine, settings=settings()).run() == 1
     assert ran == [] and engine.dead == [("{oops", "not JSON")]
 
 
@@ -92,7 +92,7 @@ def test_concurrency_runs_that_many_tasks_at_once() -> None:
         with lock:
             peak["now"] -= 1
 
-    assert Minion(FuncCallback(f), engine, settings=settings(concurrency=4)).run() == 0
+    assert Minion(FuncCallback(f, mode="thread"), engine, settings=settings(concurrency=4)).run() == 0
     assert peak["max"] == 4
     assert sorted(engine.done) == list(range(8))
 
@@ -183,7 +183,7 @@ def test_a_failing_queue_stops_the_minion_with_an_engine_error() -> None:
             return super().take(1, timeout)
 
     engine = Broken(["a", "b"])
-    minion = Minion(FuncCallback(lambda p: time.sleep(0.3)), engine,
+    minion = Minion(FuncCallback(lambda p: time.sleep(0.3), mode="thread"), engine,
                     settings=settings(concurrency=2))
     with pytest.raises(EngineError, match="server gone"):
         minion.run()

@@ -442,7 +442,8 @@ def test_the_minion_loop_on_the_stand_in(fake: FakePulsar) -> None:
         {"MINION_ENGINE": "pulsar", "PULSAR_TOPIC": "params", "MINION_IDLE_TIMEOUT": "0.5",
          "MINION_MAX_ATTEMPTS": "2", "MINION_CONCURRENCY": "2"}
     )
-    code = Minion(FuncCallback(work), engine=engine(fake, max_attempts=2), settings=settings).run()
+    callback = FuncCallback(work, mode="thread")
+    code = Minion(callback, engine=engine(fake, max_attempts=2), settings=settings).run()
     assert code == 1  # one dead letter
     assert sorted(ran) == ["1", "2", "3", "boom", "boom"]
     assert fake.broker.backlog("params-minionize-DLQ", "minionize") == [b"boom"]

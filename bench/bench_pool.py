@@ -1,0 +1,100 @@
+"""minionize.pool.Pool against multiprocessing.Pool, measured in one run.
+
+    python bench/bench_pool.py [--processes 2] [--items 10000] [--repeat 3]
+
+* ``map`` of ``--items`` tiny items (``abs``), default chunksize, on a started pool;
+* the same, pool start and stop included (what ``with Pool(n) as p: p.map(...)`` costs);
+* the latency of a one-item ``map`` on a started pool (median of 20 calls);
+* a CPU-bound function (a few ms per item) over ``--cpu-items`` items.
+
+Prints each figure for both and minionize's ratio (for times: multiprocessing / minionize,
+so that above 1 is better, as for rates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any, Callable
+
+WORK = 100_000
+
+
+def burn(param: int) -> int:
+    total = 0
+    for i in range(WORK):
+        total += i * param % 7
+    return total
+
+
+def timed(action: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def measure(make: Callable[[], Any], items: list[int], cpu_items: list[int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    out["cold map (start + map + stop), s"] = timed(lambda: _cold(make, items))
+    pool = make()
+    try:
+        pool.map(abs, [1])  # warm up
+        out["warm map, s"] = timed(lambda: pool.map(abs, items))
+        out["one-item map latency, ms"] = 1000 * statistics.median(
+            timed(lambda: pool.map(abs, [1])) for _ in range(20))
+        out["cpu-bound map, items/s"] = len(cpu_items) / timed(lambda: pool.map(burn, cpu_items))
+    finally:
+        pool.terminate()
+    return out
+
+
+def _cold(make: Callable[[], Any], items: list[int]) -> None:
+    pool = make()
+    try:
+        pool.map(abs, items)
+    finally:
+        pool.terminate()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--cpu-items", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="runs of each, interleaved; the best of each figure is kept")
+    args = parser.parse_args()
+    from minionize.pool import Pool
+
+    n = args.processes
+    items = list(range(-args.items // 2, args.items // 2))
+    cpu_items = list(range(args.cpu_items))
+    with tempfile.TemporaryDirectory() as workdir:
+        makers: dict[str, Callable[[], Any]] = {
+            "multiprocessing": lambda: multiprocessing.get_context("fork").Pool(n),
+            "minionize": lambda: Pool(n, workdir=workdir),
+        }
+        best: dict[str, dict[str, float]] = {}
+        for _ in range(max(1, args.repeat)):
+            for name, make in makers.items():
+                figures = measure(make, items, cpu_items)
+                kept = best.setdefault(name, figures)
+                for key, value in figures.items():
+                    better = max if key.endswith("/s") else min
+                    kept[key] = better(kept[key], value)
+    mp, mine = best["multiprocessing"], best["minionize"]
+    print(f"{n} processes, {args.items} tiny items, {args.cpu_items} CPU-bound items, "
+          f"best of {max(1, args.repeat)} interleaved runs")
+    print(f"  {'':34} {'multiprocessing':>16} {'minionize':>12} {'ratio':>7}")
+    for key in mp:
+        ratio = mine[key] / mp[key] if key.endswith("/s") else mp[key] / mine[key]
+        print(f"  {key:34} {mp[key]:16.4g} {mine[key]:12.4g} {ratio:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

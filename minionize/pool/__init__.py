@@ -1,0 +1,17 @@
+"""``minionize.pool``: a drop-in for ``multiprocessing.Pool`` whose workers are minions.
+
+>>> from minionize.pool import Pool
+>>> with Pool(4) as pool:                             # doctest: +SKIP
+...     pool.map(sum, [[1, 2], [2, 3], [4, 5]])
+[3, 5, 9]
+
+Needs ``pip install 'minionize[pool]'`` (cloudpickle). See ``docs/pool.md``.
+"""
+
+from __future__ import annotations
+
+from .backends import PoolWorker
+from .errors import PoolError, RemoteError, TaskLost
+from .pool import Pool
+
+__all__ = ["Pool", "PoolError", "PoolWorker", "RemoteError", "TaskLost"]

@@ -1,0 +1,51 @@
+"""The errors of :mod:`minionize.pool`."""
+
+from __future__ import annotations
+
+from ..errors import MinionizeError
+
+
+class PoolError(MinionizeError):
+    """The pool could not run the call: workers could not start, or were lost too often.
+    The message names the run directory, kept for a look."""
+
+
+class RemoteError(PoolError):
+    """An item's exception (or return value) could not travel back from the worker:
+    the message names its type and text; ``traceback`` is the worker's traceback."""
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str]]:
+        return (RemoteError, (str(self), self.traceback))
+
+
+class TaskLost(PoolError):
+    """A chunk was lost ``attempts`` times (its worker killed, crashed, or its lease
+    expired): ``index`` is its first item, ``reason`` names the signal or the lease."""
+
+    def __init__(self, message: str, *, index: int, attempts: int, reason: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.attempts = attempts
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_task_lost, (str(self), self.index, self.attempts, self.reason))
+
+
+def _task_lost(message: str, index: int, attempts: int, reason: str) -> TaskLost:
+    return TaskLost(message, index=index, attempts=attempts, reason=reason)
+
+
+class RemoteTraceback(Exception):
+    """The ``__cause__`` of an exception re-raised in the caller: the worker's traceback."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text

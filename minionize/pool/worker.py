@@ -1,0 +1,210 @@
+"""A pool worker: an ordinary minion on the run directory's sweep queue.
+
+``python -m minionize.pool.worker RUNDIR --name NAME [--parent PID]`` is what the local
+backend starts and what each SLURM array task runs. Its callback is a
+:class:`~minionize.callbacks.function.FuncCallback` whose function runs one chunk: it
+loads the call's function and the chunk's items (pickles, read only from a private run
+directory), calls the function on each item, and sends the outcomes back as one record
+that the minion appends to its own results file before it acks the chunk. So leases,
+retries after a crash and dead letters are the queue's, as for any minion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import pickle
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Optional
+
+from ..callbacks.base import Result, Task
+from ..callbacks.function import FuncCallback
+from ..config import Settings
+from ..engines.base import Delivery
+from ..engines.sweep import SweepEngine
+from .errors import RemoteError
+from .rundir import append_record, check_private, read_private, write_private
+
+#: How often an idle worker takes from the queue even when the bell did not ring
+#: (params that come back after a failure or an expired lease).
+FULL_LOOK_SECONDS = 0.25
+
+
+class PoolEngine(SweepEngine):
+    """The sweep queue of a run directory: it ends only once the pool is closed, and an
+    idle worker notices a new call within ``tick`` seconds (it watches the bell file
+    instead of taking the queue's lock again and again)."""
+
+    def __init__(self, rundir: str, *, lease: float, max_attempts: int, tick: float) -> None:
+        super().__init__(os.path.join(rundir, "queue"), lease=lease, max_attempts=max_attempts)
+        self.closed_path = os.path.join(rundir, "closed")
+        self.bell_path = os.path.join(rundir, "bell")
+        self.tick = tick
+        #: True once the minion stops: an idle take returns at once (a quick terminate).
+        self.stopping: Callable[[], bool] = lambda: False
+
+    def _bell(self) -> tuple[int, int, int]:
+        try:
+            info = os.stat(self.bell_path)
+        except OSError:
+            return (0, 0, 0)
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def take(self, max_count: int, timeout: float) -> list[Delivery]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rung = self._bell()
+            # A chunk is a batch already: never claim ahead (the sweep engine does for
+            # quick tasks), or one worker would hold the chunks the others wait for.
+            self._task_seconds = None
+            got = super().take(max_count, 0.0)
+            if got or os.path.exists(self.closed_path):
+                return got
+            look_again = min(deadline, time.monotonic() + FULL_LOOK_SECONDS)
+            while time.monotonic() < look_again and self._bell() == rung and not self.stopping():
+                time.sleep(self.tick)
+            if time.monotonic() >= deadline or self.stopping():
+                return []
+
+    def exhausted(self) -> bool:
+        return os.path.exists(self.closed_path) and super().exhausted()
+
+
+_loaded: dict[str, Any] = {}
+
+
+def run_chunk(rundir: str, param: dict[str, Any]) -> Optional[bytes]:
+    """In the worker's function process: run one chunk, return its record (None when
+    its call is over: its files are gone)."""
+    call = param["call"]
+    func_name = os.path.join("calls", f"{call}.func")
+    if not os.path.exists(os.path.join(rundir, func_name)):
+        return None
+    if _loaded.get("call") != call:
+        _loaded.clear()
+        _loaded["func"] = pickle.loads(read_private(rundir, func_name))
+        _loaded["call"] = call
+    func = _loaded["func"]
+    data = read_private(rundir, os.path.join("calls", f"{call}.items"), param["offset"], param["size"])
+    items = pickle.loads(data)
+    star = bool(param.get("star"))
+    outcomes: list[tuple[bool, Any, str]] = []
+    for item in items:
+        try:
+            value = func(*item) if star else func(item)
+        except Exception as exc:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            outcomes.append((False, exc, text))
+        else:
+            outcomes.append((True, value, ""))
+    return encode_record(call, param["chunk"], param["start"], outcomes)
+
+
+def encode_record(call: int, chunk: int, start: int, outcomes: list[tuple[bool, Any, str]]) -> bytes:
+    """The record of a chunk: ``(call, chunk, outcomes)`` pickled. An exception that
+    would not survive the trip becomes a RemoteError naming its type; so does a return
+    value that cannot be pickled."""
+    import cloudpickle
+
+    for j, (ok, value, text) in enumerate(outcomes):
+        if not ok:
+            try:
+                pickle.loads(cloudpickle.dumps(value))
+            except Exception:
+                name = f"{type(value).__module__}.{type(value).__qualname__}"
+                outcomes[j] = (False, RemoteError(f"{name}: {value}", text), text)
+    try:
+        return bytes(cloudpickle.dumps((call, chunk, outcomes)))
+    except Exception:
+        pass
+    for j, (ok, value, text) in enumerate(outcomes):
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            what = "result" if ok else "exception"
+            message = f"the {what} of item {start + j} ({type(value).__qualname__}) cannot be pickled: {exc}"
+            outcomes[j] = (False, RemoteError(message), text)
+    return bytes(cloudpickle.dumps((call, chunk, outcomes)))
+
+
+class ChunkCallback(FuncCallback):
+    """Runs chunks in a worker process; appends each record to this worker's results
+    file before the loop acks the chunk (so a chunk acked has its results written)."""
+
+    def __init__(self, rundir: str, name: str, max_tasks_per_worker: Optional[int]) -> None:
+        super().__init__(functools.partial(run_chunk, rundir), max_tasks_per_worker=max_tasks_per_worker)
+        self.keep_value = True
+        self.results_path = os.path.join(rundir, "results", name)
+
+    def run(self, task: Task) -> Result:
+        result, record = self.call(task)
+        if result.ok and record is not None:
+            append_record(self.results_path, record)
+        return result
+
+
+def write_state(rundir: str, name: str, state: str, minion: str = "") -> None:
+    """The worker's ``workers/<name>.json``: pid, host, state, and the name its leases
+    carry in the queue (so the pool can put back at once what a lost worker held)."""
+    info = {"name": name, "pid": os.getpid(), "host": socket.gethostname(), "state": state,
+            "minion": minion, "time": time.time()}
+    write_private(os.path.join(rundir, "workers", f"{name}.json"), json.dumps(info).encode())
+
+
+def _watch_parent(parent: int, stop: Any) -> None:
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        stop()
+
+    threading.Thread(target=watch, name="pool-parent-watch", daemon=True).start()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from ..minion import Minion
+    from ..reporters.json import JsonReporter
+
+    parser = argparse.ArgumentParser(prog="python -m minionize.pool.worker",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("rundir")
+    parser.add_argument("--name", required=True)
+    parser.add_argument("--parent", type=int, default=None, help="stop when this process is gone")
+    args = parser.parse_args(argv)
+    rundir = os.path.abspath(args.rundir)
+    check_private(rundir)
+    with open(os.path.join(rundir, "config.json")) as handle:
+        config = json.load(handle)
+    engine = PoolEngine(rundir, lease=config["lease"], max_attempts=config["max_attempts"],
+                        tick=config["tick"])
+    write_state(rundir, args.name, "alive", engine.owner.minion)
+    callback = ChunkCallback(rundir, args.name, config.get("max_tasks_per_worker"))
+    # The job's labels (SLURM_JOB_ID, ...) but none of the user's MINION_* settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINION_")}
+    settings = Settings.from_env(env, concurrency=1, max_attempts=config["max_attempts"],
+                                 lease=config["lease"], grace_period=1.0)
+    minion = Minion(callback, engine, JsonReporter(os.path.join(rundir, "report")), settings)
+    # The loop's own stop flag (read only): an idle take ends as soon as it is set.
+    engine.stopping = minion._stop.is_set
+    if args.parent is not None:
+        _watch_parent(args.parent, minion.stop)
+    try:
+        code = minion.run()
+    finally:
+        # "finished" only when the pool let it go: a worker stopped by a signal (a
+        # scancel, a preemption) before the pool closed is lost to the pool.
+        closed = os.path.exists(os.path.join(rundir, "closed"))
+        try:
+            write_state(rundir, args.name, "finished" if closed else "stopped", engine.owner.minion)
+        except OSError:
+            pass  # the run directory is gone (terminate)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
