@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
 from ..errors import ConfigError, EngineError, UnsupportedOperation
 from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, canonical_json, optional_import, redact
 from .base import Delivery, Engine, Param, decode_param
+from .redis_lua import lua
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -70,147 +71,6 @@ SOCKET_TIMEOUT = 30.0
 FILL_BATCH = 1000
 #: Fields the engine writes; the others of an entry are kept as they are.
 BOOK_FIELDS = ("origin", "tries", "reason")
-
-# KEYS: stream, target. ARGV: group, entry id, owner ('' = any), action, field, value...
-# action: done (INCR target), add (XADD target the fields), drop (nothing more).
-# Returns 1 when settled, 0 when the entry is no longer pending, -1 when another owns it.
-SETTLE = """
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #p == 0 then return 0 end
-if ARGV[3] ~= '' and p[1][2] ~= ARGV[3] then return -1 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-if ARGV[4] == 'done' then
-  redis.call('INCR', KEYS[2])
-elseif ARGV[4] == 'add' then
-  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
-end
-return 1
-"""
-
-# KEYS: stream, ids set. ARGV: param id, text, param id, text... Adds each param whose
-# id is new (SADD and XADD together); returns how many were added.
-FILL = """
-local added = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('SADD', KEYS[2], ARGV[i]) == 1 then
-    redis.call('XADD', KEYS[1], '*', 'param', ARGV[i + 1], 'origin', ARGV[i])
-    added = added + 1
-  end
-end
-return added
-"""
-
-# KEYS: stream. ARGV: group, consumer, min idle ms, start id, count, then the ids this
-# consumer runs (never claimed: claiming raises the delivery count, that is, an attempt).
-# Claims up to count entries idle that long; returns {next start, {id, fields, delivery
-# count}, ...}; next start is '' when the whole pending list was scanned. Entries
-# deleted meanwhile are acked away.
-CLAIM = """
-local mine = {}
-for i = 6, #ARGV do mine[ARGV[i]] = true end
-local want = tonumber(ARGV[5])
-local scan = redis.call('XPENDING', KEYS[1], ARGV[1], 'IDLE', ARGV[3], ARGV[4], '+', want * 4 + 10)
-local out = {''}
-local taken = 0
-for _, p in ipairs(scan) do
-  if taken >= want then out[1] = p[1]; return out end
-  if not (p[2] == ARGV[2] and mine[p[1]]) then
-    local c = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], p[1])
-    if #c > 0 then
-      if c[1][2] then
-        local q = redis.call('XPENDING', KEYS[1], ARGV[1], p[1], p[1], 1)
-        table.insert(out, {c[1][1], c[1][2], q[1][4]})
-        taken = taken + 1
-      else
-        redis.call('XACK', KEYS[1], ARGV[1], p[1])
-      end
-    end
-  end
-end
-if #scan >= want * 4 + 10 then out[1] = '(' .. scan[#scan][1] end
-return out
-"""
-
-# KEYS: stream. ARGV: group, consumer, id... Resets the idle time of the entries this
-# consumer still owns; returns how many.
-EXTEND = """
-local n = 0
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p > 0 and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    n = n + 1
-  end
-end
-return n
-"""
-
-# KEYS: dead stream, stream. ARGV: count. Moves up to count dead letters back, attempts
-# reset; returns how many.
-REQUEUE_DEAD = """
-local drop = {reason=1, attempt=1, entry=1, consumer=1, time=1, tries=1}
-local n = 0
-for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[1])) do
-  if redis.call('XDEL', KEYS[1], e[1]) == 1 then
-    local fields = {}
-    for i = 1, #e[2], 2 do
-      if not drop[e[2][i]] then
-        table.insert(fields, e[2][i]); table.insert(fields, e[2][i + 1])
-      end
-    end
-    table.insert(fields, 'tries'); table.insert(fields, '0')
-    redis.call('XADD', KEYS[2], '*', unpack(fields))
-    n = n + 1
-  end
-end
-return n
-"""
-
-# KEYS: stream. ARGV: group, min idle ms, cursor, count. Puts entries whose lease expired
-# back at the end of the stream, the lost attempt counted; returns {next cursor, n}.
-RESET = """
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], 'minion-queue', ARGV[2], ARGV[3],
-                    'COUNT', ARGV[4])
-local n = 0
-for _, e in ipairs(r[2]) do
-  if e[2] then
-    local p = redis.call('XPENDING', KEYS[1], ARGV[1], e[1], e[1], 1)
-    local fields, tries, origin = {}, 0, e[1]
-    for i = 1, #e[2], 2 do
-      local k, v = e[2][i], e[2][i + 1]
-      if k == 'tries' then tries = tonumber(v) or 0
-      elseif k == 'origin' then origin = v
-      else table.insert(fields, k); table.insert(fields, v) end
-    end
-    local counted = tries + p[1][4] - 1
-    table.insert(fields, 'origin'); table.insert(fields, origin)
-    table.insert(fields, 'tries'); table.insert(fields, tostring(counted))
-    redis.call('XACK', KEYS[1], ARGV[1], e[1])
-    redis.call('XDEL', KEYS[1], e[1])
-    redis.call('XADD', KEYS[1], '*', unpack(fields))
-    n = n + 1
-  end
-end
-redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], 'minion-queue')
-return {r[1], n}
-"""
-
-# KEYS: stream. ARGV: group, min idle ms. Forgets consumers that own nothing and were
-# idle that long (minions that ended or died); a live one is recreated by its next read.
-FORGET = """
-local n = 0
-for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
-  local info = {}
-  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
-  if info['pending'] == 0 and info['idle'] >= tonumber(ARGV[2]) then
-    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], info['name'])
-    n = n + 1
-  end
-end
-return n
-"""
-
 
 class Unreachable(EngineError):
     """The server does not answer (refused, reset, timed out)."""
@@ -284,9 +144,9 @@ class RedisEngine(Engine):
                 f"MINION_REDIS_URL={redact(url)!r} is not a Redis URL ({redact(str(exc))}): "
                 "use e.g. redis://127.0.0.1:6379/0"
             ) from None
-        self._settle = self._client.register_script(SETTLE)
-        self._claim = self._client.register_script(CLAIM)
-        self._extend = self._client.register_script(EXTEND)
+        self._settle = self._client.register_script(lua("settle"))
+        self._claim = self._client.register_script(lua("claim"))
+        self._extend = self._client.register_script(lua("extend"))
         self._lock = threading.Lock()
         #: Entry ids delivered by this minion and not settled yet.
         self._running: set[str] = set()
@@ -505,7 +365,7 @@ class RedisEngine(Engine):
     def close(self) -> None:
         try:
             with self._errors("closing"):
-                self._client.register_script(FORGET)(
+                self._client.register_script(lua("forget"))(
                     keys=[self.stream], args=[self.group, int(self.lease * 1000)]
                 )
                 pending = self._client.xpending_range(
@@ -564,7 +424,7 @@ class RedisEngine(Engine):
         """Add params; a param already added to this stream (todo, in flight, done or
         dead) is skipped. Raises ValueError for NaN or infinities (not standard JSON)."""
         self._create_group()  # first, so that no reader can miss what is added
-        script = self._client.register_script(FILL)
+        script = self._client.register_script(lua("fill"))
         added = skipped = 0
         batch: list[str] = []
 
@@ -612,7 +472,7 @@ class RedisEngine(Engine):
 
     def requeue_dead(self) -> int:
         self._create_group()
-        script = self._client.register_script(REQUEUE_DEAD)
+        script = self._client.register_script(lua("requeue_dead"))
         moved = 0
         while True:
             with self._errors("requeueing dead letters"):
@@ -622,7 +482,7 @@ class RedisEngine(Engine):
             moved += n
 
     def reset_expired(self) -> int:
-        script = self._client.register_script(RESET)
+        script = self._client.register_script(lua("reset_expired"))
         cursor, reset = "0-0", 0
         with self._errors("resetting expired leases"):
             if not self._client.exists(self.stream):
