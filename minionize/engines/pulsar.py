@@ -27,10 +27,9 @@ timeout errors) is retried for ``MINION_OUTAGE_TIMEOUT`` seconds (:class:`._kit.
 then is an EngineError; meanwhile the client reconnects by itself and the broker keeps
 the messages of the subscription.
 
-Administration: ``fill`` creates the subscription first (Pulsar keeps a topic's messages
-only for its subscriptions), then publishes; ``requeue_dead`` moves the dead letters
-back. The client library has no admin API, so there is no ``status``: use
-``pulsar-admin topics stats``.
+Administration (``_pulsar_admin.py``): ``fill`` creates the subscription first (Pulsar
+keeps a topic's messages only for its subscriptions), then publishes; ``requeue_dead``
+moves the dead letters back; ``status`` reads the broker's REST admin API.
 
 Tested against an in-memory stand-in of the client (tests/unit) and against a real
 Apache Pulsar standalone broker (tests/integration/test_pulsar_broker.py).
@@ -39,37 +38,25 @@ Apache Pulsar standalone broker (tests/integration/test_pulsar_broker.py).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import stat
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import ConfigError, EngineError, MissingExtraError, UnsupportedOperation
-from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, canonical_json, redact
-from .base import Delivery, Engine, Param, decode_param
+from ..errors import ConfigError, EngineError
+from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, Unreachable, optional_import, redact
+from ._pulsar_admin import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarAdmin
+from .base import Delivery, Engine, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 DEFAULT_CONNECTION = "pulsar://localhost:6650"
 DEFAULT_SUBSCRIPTION = "minionize"
-#: Properties the engine adds to a dead letter (removed when it is requeued).
-REASON = "minion-reason"
-ATTEMPT = "minion-attempt"
-ORIGIN = "minion-origin"
-#: Properties of a released copy: the param's id, and how many attempts already ran.
-PARAM_ID = "minion-id"
-COUNTED = "minion-counted"
-DEAD_PROPERTIES = (REASON, ATTEMPT, ORIGIN, PARAM_ID, COUNTED)
 #: Client errors that mean "the broker cannot be reached now" (ridden out, see Outage).
 TRANSIENT = ("ConnectError", "Timeout", "NotConnected", "LookupError", "ServiceUnitNotReady",
              "BrokerMetadataError", "BrokerPersistenceError", "TooManyLookupRequestException",
@@ -93,28 +80,14 @@ def _keep_sockets_from_tasks() -> None:
             continue
 
 
-def _import_pulsar() -> Any:
-    try:
-        import pulsar
-    except ImportError:
-        raise MissingExtraError("the pulsar engine", "pulsar", "pulsar") from None
-    return pulsar
-
-
-def encode_param(param: Param, decoder: str) -> bytes:
-    """A message's payload for a param: a string as is (identity) or canonical JSON."""
-    if decoder == "identity" and isinstance(param, str):
-        return param.encode("utf-8")
-    return canonical_json(param).encode("utf-8")
-
-
-class PulsarEngine(Engine):
+class PulsarEngine(PulsarAdmin, Engine):
     """Params from a Pulsar topic through a Shared subscription."""
 
     name = "pulsar"
 
     def __init__(
         self,
+        *,
         topic: str,
         connection: str = DEFAULT_CONNECTION,
         subscription: str = DEFAULT_SUBSCRIPTION,
@@ -128,19 +101,16 @@ class PulsarEngine(Engine):
         admin_url: Optional[str] = None,
         module: Any = None,
     ) -> None:
-        self.topic = topic
-        self.connection = connection
-        self.subscription = subscription
-        self.decoder = decoder
-        self.max_attempts = max_attempts
+        self.topic, self.connection, self.subscription = topic, connection, subscription
+        self.decoder, self.max_attempts, self.nack_delay = decoder, max_attempts, nack_delay
         self.dead_letter_topic = dead_letter_topic or f"{topic}-{subscription}-DLQ"
-        self.nack_delay = nack_delay
         # A client call must give up within the outage limit, or the limit means nothing.
         self.operation_timeout = max(1, min(operation_timeout, int(outage_timeout)))
-        self.client_log = client_log
-        self.admin_url = admin_url
+        self.client_log, self.admin_url = client_log, admin_url
         #: The pulsar module, or a stand-in with the same calls (tests).
-        self._pulsar = module if module is not None else _import_pulsar()
+        self._pulsar = (
+            module if module is not None else optional_import("pulsar", "the pulsar engine", "pulsar")
+        )
         self._client: Any = None
         self._consumer: Any = None
         self._dead_producer: Any = None
@@ -183,7 +153,7 @@ class PulsarEngine(Engine):
         wait_ms = max(1, int(timeout * 1000))
         while len(deliveries) < max_count:
             wait = wait_ms
-            message = self._do("receive", lambda: self._receive(consumer, wait))  # noqa: B023
+            message = self._call("receive", lambda: self._receive(consumer, wait))  # noqa: B023
             if message is None:
                 break  # nothing now: an empty topic is waiting, not an error
             deliveries.append(self._decode(message))
@@ -225,11 +195,11 @@ class PulsarEngine(Engine):
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
         consumer = self._require_consumer()
-        self._do("acknowledge", lambda: consumer.acknowledge(delivery.handle))
+        self._call("acknowledge", lambda: consumer.acknowledge(delivery.handle))
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         consumer = self._require_consumer()
-        self._do("negative_acknowledge", lambda: consumer.negative_acknowledge(delivery.handle))
+        self._call("negative_acknowledge", lambda: consumer.negative_acknowledge(delivery.handle))
 
     def release(self, delivery: Delivery) -> None:
         # A nack would count an attempt (see the module docstring): send a copy that
@@ -239,10 +209,10 @@ class PulsarEngine(Engine):
                       if k not in (PARAM_ID, COUNTED)}
         properties.update({PARAM_ID: delivery.id, COUNTED: str(max(0, delivery.attempt - 1))})
         producer = self._producer_for_releases()
-        self._do("release (send)", lambda: producer.send(bytes(message.data()),
+        self._call("release (send)", lambda: producer.send(bytes(message.data()),
                                                          properties=properties))
         consumer = self._require_consumer()
-        self._do("acknowledge", lambda: consumer.acknowledge(message))
+        self._call("acknowledge", lambda: consumer.acknowledge(message))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         message = delivery.handle
@@ -251,15 +221,15 @@ class PulsarEngine(Engine):
             {REASON: reason, ATTEMPT: str(delivery.attempt), ORIGIN: delivery.id}
         )
         producer = self._dead_letter_producer()
-        self._do(f"send to the dead-letter topic {self.dead_letter_topic!r}",
+        self._call(f"send to the dead-letter topic {self.dead_letter_topic!r}",
                  lambda: producer.send(bytes(message.data()), properties=properties))
         consumer = self._require_consumer()
-        self._do("acknowledge", lambda: consumer.acknowledge(message))
+        self._call("acknowledge", lambda: consumer.acknowledge(message))
 
     def _producer_for_releases(self) -> Any:
         with self._lock:
             if self._release_producer is None:
-                self._release_producer = self._do(
+                self._release_producer = self._call(
                     "create_producer", lambda: self._client.create_producer(self.topic))
             return self._release_producer
 
@@ -268,7 +238,7 @@ class PulsarEngine(Engine):
             if self._dead_producer is None:
                 # A subscription on the dead-letter topic keeps what is sent there.
                 self._subscribe(self.dead_letter_topic, dead_letter_policy=False).close()
-                self._dead_producer = self._do(
+                self._dead_producer = self._call(
                     "create_producer", lambda: self._client.create_producer(self.dead_letter_topic))
             return self._dead_producer
 
@@ -333,183 +303,37 @@ class PulsarEngine(Engine):
                 initial_subscription_name=self.subscription,
             )
         client = self._client
-        try:
-            return self._outage.call(lambda: client.subscribe(
-                topic,
-                self.subscription,
-                consumer_type=pulsar.ConsumerType.Shared,
-                initial_position=pulsar.InitialPosition.Earliest,
-                receiver_queue_size=1,
-                negative_ack_redelivery_delay_ms=int(self.nack_delay * 1000),
-                dead_letter_policy=policy,
-            ), self._transient)
-        except EngineError as exc:  # unreachable for MINION_OUTAGE_TIMEOUT
-            raise EngineError(f"{exc}: check PULSAR_CONNECTION and that the broker runs") from None
-        except pulsar.PulsarException as exc:
-            raise EngineError(
-                f"cannot subscribe to Pulsar topic {topic!r} at {redact(self.connection)} "
-                f"({type(exc).__name__}: {redact(str(exc))}): check PULSAR_CONNECTION and "
-                "PULSAR_TOPIC and that the broker runs"
-            ) from None
+        return self._call(f"subscribe to {topic!r}", lambda: client.subscribe(
+            topic,
+            self.subscription,
+            consumer_type=pulsar.ConsumerType.Shared,
+            initial_position=pulsar.InitialPosition.Earliest,
+            receiver_queue_size=1,
+            negative_ack_redelivery_delay_ms=int(self.nack_delay * 1000),
+            dead_letter_policy=policy,
+        ))
 
     def _require_consumer(self) -> Any:
         if self._consumer is None:
             raise EngineError("the pulsar engine is not open")
         return self._consumer
 
-    def _do(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()`` through the outage policy; other client errors become EngineError."""
-        try:
-            return self._outage.call(fn, self._transient)
-        except self._pulsar.PulsarException as exc:
-            raise EngineError(f"Pulsar {what} on {self.topic!r} failed: {redact(str(exc))}") from None
-
     @contextlib.contextmanager
-    def _call(self, what: str) -> Iterator[None]:
-        """Pulsar client errors become EngineError."""
+    def _errors(self, what: str) -> Iterator[None]:
+        """Client errors become ours: Unreachable while the broker cannot be reached
+        (the outage policy rides it out), else EngineError."""
         try:
             yield
-        except self._pulsar.PulsarException as exc:
-            raise EngineError(f"Pulsar {what} on {self.topic!r} failed: {redact(str(exc))}") from None
-
-    # -- administration (minion-queue) -----------------------------------------------
-    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
-        self._connect()
-        # First the subscription: messages sent to a topic nobody subscribes to are dropped.
-        self._subscribe(self.topic, dead_letter_policy=True).close()
-        sent = 0
-        with self._call("send"):
-            producer = self._client.create_producer(self.topic)
-            try:
-                for param in params:
-                    producer.send(encode_param(param, self.decoder))
-                    sent += 1
-                producer.flush()
-            finally:
-                producer.close()
-        return sent, 0
-
-    def requeue_dead(self) -> int:
-        """Move every dead letter back to the topic, its attempts counted afresh."""
-        self._connect()
-        self._subscribe(self.topic, dead_letter_policy=True).close()
-        dead = self._subscribe(self.dead_letter_topic, dead_letter_policy=False)
-        moved = 0
-        with self._call("requeue"):
-            producer = self._client.create_producer(self.topic)
-            try:
-                while True:
-                    try:
-                        message = dead.receive(timeout_millis=1000)
-                    except self._pulsar.Timeout:
-                        break
-                    properties = {
-                        k: v for k, v in (message.properties() or {}).items()
-                        if k not in DEAD_PROPERTIES
-                    }
-                    producer.send(bytes(message.data()), properties=properties)
-                    dead.acknowledge(message)
-                    moved += 1
-            finally:
-                producer.close()
-                dead.close()
-        return moved
-
-
-    def status(self) -> dict[str, Any]:
-        """From the broker's admin API (``PULSAR_ADMIN_URL``): ``todo`` and ``in_flight``
-        (delivered to a minion, not yet acknowledged) of the subscription, ``dead`` the
-        backlog of the dead-letter topic. ``expired``, ``done`` and ``total`` are None:
-        Pulsar has no leases and keeps no count of acknowledged messages."""
-        self._drop_idle_consumer()  # else the message it prefetched would count as in flight
-        backlog, unacked = self._backlog(self.topic)
-        in_flight = min(unacked, backlog)
-        dead, _ = self._backlog(self.dead_letter_topic)
-        return {"todo": backlog - in_flight, "in_flight": in_flight, "expired": None,
-                "done": None, "dead": dead, "total": None}
-
-    def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        """Dead letters (read, never acknowledged: they stay). Done params cannot be
-        listed: Pulsar keeps no record of acknowledged messages."""
-        if kind != "dead":
-            raise UnsupportedOperation(
-                f"the pulsar engine cannot list {kind} params: Pulsar keeps no record of "
-                "acknowledged messages"
-            )
-        self._connect()
-        dead = self._subscribe(self.dead_letter_topic, dead_letter_policy=False)
-        rows = []
-        try:
-            while True:
-                message = self._do("receive", lambda: self._receive(dead, 1000))
-                if message is None:
-                    break
-                properties = message.properties() or {}
-                param, _ = decode_param(bytes(message.data()), self.decoder, "PULSAR_DECODER")
-                try:
-                    attempts: Optional[int] = int(properties.get(ATTEMPT, ""))
-                except ValueError:
-                    attempts = None  # sent there by the client's own policy
-                rows.append({
-                    "id": properties.get(PARAM_ID) or properties.get(ORIGIN)
-                    or str(message.message_id()),
-                    "param": param,
-                    "attempts": attempts,
-                    "reason": properties.get(
-                        REASON, "delivered too often (the client's dead-letter policy)"),
-                })
-        finally:
-            dead.close()  # unacknowledged: every dead letter stays
-        yield from rows
-
-    def _drop_idle_consumer(self) -> None:
-        """Close our consumer if it never handed out a message (``minion-queue`` opens
-        the engine): the broker then puts back what it had prefetched. take() opens a
-        new one if needed."""
-        with self._lock:
-            consumer, handed = self._consumer, self._handed_out
-            if consumer is None or handed:
-                return
-            self._consumer = None
-        self._do("close", consumer.close)
-
-    def _backlog(self, topic: str) -> tuple[int, int]:
-        """(msgBacklog, unackedMessages) of our subscription on ``topic``; (0, 0) when the
-        topic or the subscription does not exist."""
-        stats = self._outage.call(lambda: self._admin_get(self._admin_path(topic) + "/stats"),
-                                  (urllib.error.URLError, ConnectionError, TimeoutError))
-        subscription = (stats or {}).get("subscriptions", {}).get(self.subscription) or {}
-        return int(subscription.get("msgBacklog", 0)), int(subscription.get("unackedMessages", 0))
-
-    def _admin_base(self) -> str:
-        if self.admin_url:
-            return self.admin_url.rstrip("/")
-        # pulsar://host:6650[,host2:6650] -> http://host:8080 (Pulsar's default web port)
-        first = self.connection.split("://", 1)[-1].split(",", 1)[0].split("/", 1)[0]
-        host = first.rsplit(":", 1)[0] if ":" in first else first
-        scheme = "https" if self.connection.startswith("pulsar+ssl") else "http"
-        return f"{scheme}://{host or 'localhost'}:8080"
-
-    @staticmethod
-    def _admin_path(topic: str) -> str:
-        """``params`` -> ``/admin/v2/persistent/public/default/params``."""
-        kind, _, rest = topic.rpartition("://")
-        parts = rest.split("/")
-        if len(parts) == 1:
-            parts = ["public", "default", parts[0]]
-        quoted = "/".join(urllib.parse.quote(part, safe="") for part in parts)
-        return f"/admin/v2/{kind or 'persistent'}/{quoted}"
-
-    def _admin_get(self, path: str) -> Optional[dict[str, Any]]:
-        url = self._admin_base() + path
-        try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                body: dict[str, Any] = json.loads(response.read())
-                return body
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None  # no such topic yet: nothing in it
-            raise EngineError(
-                f"the Pulsar admin API at {redact(self._admin_base())} answered {exc.code} "
-                f"for {path}: set PULSAR_ADMIN_URL to the broker's web service URL"
+        except self._transient as exc:
+            raise Unreachable(
+                f"cannot reach the Pulsar broker at {redact(self.connection)} to {what} "
+                f"({type(exc).__name__}: {redact(str(exc))}): check PULSAR_CONNECTION and that "
+                "the broker runs"
             ) from None
+        except self._pulsar.PulsarException as exc:
+            raise EngineError(
+                f"Pulsar {what} on {self.topic!r} failed ({type(exc).__name__}: "
+                f"{redact(str(exc))}): check PULSAR_CONNECTION and PULSAR_TOPIC"
+            ) from None
+
+    # -- administration (minion-queue): PulsarAdmin, in _pulsar_admin.py -------------
