@@ -98,15 +98,10 @@ class RedisEngine(RedisAdmin, Engine):
         consumer: Optional[str] = None,
         outage_timeout: float = DEFAULT_OUTAGE_SECONDS,
     ) -> None:
-        self.url = url
-        self.stream = stream
-        self.group = group
-        self.decoder = decoder
-        self.lease = lease
-        self.max_attempts = max_attempts
-        self.dead_stream = f"{stream}:dead"
-        self.done_key = f"{stream}:done"
-        self.ids_key = f"{stream}:ids"
+        self.url, self.stream, self.group = url, stream, group
+        self.decoder, self.lease, self.max_attempts = decoder, lease, max_attempts
+        #: Beside the stream: the dead letters, the count of done params, every param's id.
+        self.dead_stream, self.done_key, self.ids_key = (f"{stream}:{key}" for key in ("dead", "done", "ids"))
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._redis = optional_import("redis", "the redis engine", "redis")
         self._client: Any = self._connect()
