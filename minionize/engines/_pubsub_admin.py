@@ -28,11 +28,6 @@ PAGE = 100
 class PubSubAdmin(PubSubCalls):
     """The administration of a subscription; the engine provides what is declared here."""
 
-    decoder: str
-
-    def dead_topic(self) -> Optional[str]:
-        raise NotImplementedError
-
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Publish every param (JSON text; a string as it is with the identity decoder),
         after creating the topic and the subscription: Pub/Sub drops what is published

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from ..errors import ConfigError, EngineError, MinionizeError
 from ._kit import ClientCalls, Outage, Unreachable, optional_import, redact
+from .base import Delivery, decode_param
 
 log = logging.getLogger("minionize.engines.pubsub")
 
@@ -88,6 +89,13 @@ class PubSubCalls(ClientCalls):
     project: str
     topic: str
     subscription: str
+    decoder: str
+    max_attempts: int
+    dead_letter_topic: Optional[str]
+    #: Set by open() from the subscription: its ack deadline and dead-letter policy.
+    ack_deadline: int
+    policy_topic: Optional[str]
+    policy_max_deliveries: Optional[int]
     _outage: Outage
 
     def _start_clients(self) -> None:
@@ -96,47 +104,96 @@ class PubSubCalls(ClientCalls):
         self._lock = threading.Lock()
         self._closed = False
 
+    def dead_topic(self) -> Optional[str]:
+        """Where dead letters go: the dead-letter policy's topic, else
+        MINION_DEAD_LETTER_TOPIC, else nowhere (they stay on the subscription)."""
+        return self.policy_topic or self.dead_letter_topic
+
+    def _decode(self, received: Any) -> Optional[Delivery]:
+        message = received.message
+        attributes = dict(message.attributes)
+        handle = Handle(received.ack_id, bytes(message.data), attributes)
+        target = attributes.get(SUBSCRIPTION_ATTRIBUTE)
+        if target is not None and target != self.subscription:
+            # A retry copy meant for another subscription of the same topic.
+            self._quietly(self._acknowledge, handle)
+            return None
+        if self.policy_topic is not None:
+            # The server counts the deliveries of this copy; a release's copy carries
+            # the attempts counted before it.
+            attempt = as_int(attributes.get(TRIES_ATTRIBUTE)) + max(1, int(received.delivery_attempt or 1))
+        else:
+            attempt = max(1, as_int(attributes.get(ATTEMPT_ATTRIBUTE, "1")))
+        param_id = attributes.get(ID_ATTRIBUTE) or str(message.message_id)
+        if self.policy_topic is not None and attempt > self.max_attempts:
+            # Failed MINION_MAX_ATTEMPTS times already: the server moves it to the
+            # dead-letter topic after its max_delivery_attempts; do not run it again.
+            self._quietly(self._modify, [handle.ack_id], 0, "nack")
+            return None
+        delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=handle)
+        delivery.param, delivery.error = decode_param(handle.data, self.decoder, "GOOGLE_DECODER")
+        return delivery
+
+    def _read_policy(self, info: Any) -> None:
+        """The subscription's ack deadline and dead-letter policy (``info`` None: unknown)."""
+        if info is None:
+            return
+        self.ack_deadline = int(info.ack_deadline_seconds or 10)
+        policy = info.dead_letter_policy
+        if policy is None or not policy.dead_letter_topic:
+            return
+        self.policy_topic = str(policy.dead_letter_topic)
+        # The service's default when the field is 0.
+        self.policy_max_deliveries = deliveries = int(policy.max_delivery_attempts or 5)
+        if self.max_attempts > deliveries:
+            warn(
+                f"MINION_MAX_ATTEMPTS={self.max_attempts} but the dead-letter policy of"
+                f" {self.subscription} moves a message after {deliveries} deliveries: that comes first"
+            )
+        if self.dead_letter_topic is not None:
+            warn(
+                f"{self.subscription} has a dead-letter policy: it is used, not"
+                f" MINION_DEAD_LETTER_TOPIC={self.dead_letter_topic}"
+            )
+
     def _client(self, kind: str = "subscriber") -> Any:
+        """The ``subscriber`` or ``publisher`` client, made on first use."""
         with self._lock:
             if self._closed:
                 raise EngineError("the pubsub engine is closed")
-            if kind == "subscriber" and self._subscriber is not None:
-                return self._subscriber
-            if kind == "publisher" and self._publisher is not None:
-                return self._publisher
+            client = self._subscriber if kind == "subscriber" else self._publisher
+            if client is not None:
+                return client
             pubsub_v1 = optional_import("google.cloud.pubsub_v1", "the pubsub engine", "pubsub",
                                         "google-cloud-pubsub")
             from google.auth.exceptions import DefaultCredentialsError
 
             try:
                 if kind == "subscriber":
-                    self._subscriber = pubsub_v1.SubscriberClient()
-                    return self._subscriber
-                self._publisher = pubsub_v1.PublisherClient()
-                return self._publisher
+                    client = self._subscriber = pubsub_v1.SubscriberClient()
+                else:
+                    client = self._publisher = pubsub_v1.PublisherClient()
             except DefaultCredentialsError as exc:
                 raise ConfigError(
                     "no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service"
                     " account key file (or PUBSUB_EMULATOR_HOST=host:port for the emulator)"
                     f" ({redact(str(exc))})"
                 ) from None
+            return client
 
     def _close_clients(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            publisher, subscriber = self._publisher, self._subscriber
-        if publisher is not None:
-            try:
-                publisher.stop()
-            except Exception as exc:  # the process ends anyway: say it, do not raise
-                warn(f"could not flush the publisher: {redact(str(exc))}")
-        if subscriber is not None:
-            try:
-                subscriber.close()
-            except Exception as exc:
-                warn(f"could not close the subscriber: {redact(str(exc))}")
+        # The process ends anyway: a failure is said, not raised.
+        for client, stop, what in ((self._publisher, "stop", "flush the publisher"),
+                                   (self._subscriber, "close", "close the subscriber")):
+            if client is not None:
+                try:
+                    getattr(client, stop)()
+                except Exception as exc:
+                    warn(f"could not {what}: {redact(str(exc))}")
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:

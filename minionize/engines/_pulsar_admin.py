@@ -6,7 +6,6 @@ admin API (``PULSAR_ADMIN_URL``)."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,7 +13,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Optional
 
 from ..errors import EngineError, UnsupportedOperation
-from ._kit import ClientCalls, Unreachable, canonical_json, redact
+from ._kit import Unreachable, canonical_json, redact
+from ._pulsar_client import PulsarCalls
 from .base import Param, decode_param
 
 #: Properties the engine adds to a dead letter (removed when it is requeued).
@@ -34,29 +34,12 @@ def encode_param(param: Param, decoder: str) -> bytes:
     return canonical_json(param).encode("utf-8")
 
 
-class PulsarAdmin(ClientCalls):
-    """The administration of a topic; the engine provides what is declared here."""
+class PulsarAdmin(PulsarCalls):
+    """The administration of a topic; the engine sets what is declared here."""
 
-    topic: str
-    connection: str
-    subscription: str
     decoder: str
-    dead_letter_topic: str
     admin_url: Optional[str]
-    _pulsar: Any
-    _client: Any
-    _consumer: Any
     _handed_out: int
-    _lock: threading.Lock
-
-    def _connect(self) -> None:
-        raise NotImplementedError
-
-    def _subscribe(self, topic: str, dead_letter_policy: bool) -> Any:
-        raise NotImplementedError
-
-    def _receive(self, consumer: Any, wait_ms: int) -> Any:
-        raise NotImplementedError
 
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Publish every param, after subscribing: messages sent to a topic nobody

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..errors import UnsupportedOperation
-from ._kit import ClientCalls, canonical_json
+from ._kit import canonical_json
+from ._redis_client import RedisCalls
 from .base import Param
 from .redis_lua import lua
 
@@ -34,21 +35,12 @@ def param_id(param: Param) -> str:
     return hashlib.sha256(canonical_json(param).encode("utf-8")).hexdigest()[:16]
 
 
-class RedisAdmin(ClientCalls):
-    """The administration of a Redis stream; the engine provides what is declared here."""
+class RedisAdmin(RedisCalls):
+    """The administration of a Redis stream; the engine sets the names declared here."""
 
-    stream: str
-    group: str
-    decoder: str
-    lease: float
     dead_stream: str
     done_key: str
     ids_key: str
-    _client: Any
-    _redis: Any
-
-    def _create_group(self) -> None:
-        raise NotImplementedError
 
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Add params; a param already added to this stream (todo, in flight, done or

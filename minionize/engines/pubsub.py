@@ -55,12 +55,11 @@ from ._pubsub_client import (
     TRIES_ATTRIBUTE,
     Handle,
     api_errors,
-    as_int,
     path,
     short,
     warn,
 )
-from .base import Delivery, Engine, decode_param
+from .base import Delivery, Engine
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -168,36 +167,7 @@ class PubSubEngine(PubSubAdmin, Engine):
                 self._modify([r.ack_id for r in received], self.lease, "lease")
             except EngineError as exc:  # the next heartbeat tries again
                 warn(str(exc))
-        return [d for d in (self._delivery(r) for r in received) if d is not None]
-
-    def _delivery(self, received: Any) -> Optional[Delivery]:
-        message = received.message
-        attributes = dict(message.attributes)
-        handle = Handle(received.ack_id, bytes(message.data), attributes)
-        target = attributes.get(SUBSCRIPTION_ATTRIBUTE)
-        if target is not None and target != self.subscription:
-            # A retry copy meant for another subscription of the same topic.
-            self._quietly(self._acknowledge, handle)
-            return None
-        if self.policy_topic is not None:
-            # The server counts the deliveries of this copy; a release's copy carries
-            # the attempts counted before it.
-            tries = as_int(attributes.get(TRIES_ATTRIBUTE))
-            attempt = tries + max(1, int(received.delivery_attempt or 1))
-        else:
-            try:
-                attempt = max(1, int(attributes.get(ATTEMPT_ATTRIBUTE, "1")))
-            except ValueError:
-                attempt = 1
-        param_id = attributes.get(ID_ATTRIBUTE) or str(message.message_id)
-        if self.policy_topic is not None and attempt > self.max_attempts:
-            # Failed MINION_MAX_ATTEMPTS times already: the server moves it to the
-            # dead-letter topic after its max_delivery_attempts; do not run it again.
-            self._quietly(self._modify, [handle.ack_id], 0, "nack")
-            return None
-        delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=handle)
-        delivery.param, delivery.error = decode_param(handle.data, self.decoder, "GOOGLE_DECODER")
-        return delivery
+        return [d for d in (self._decode(r) for r in received) if d is not None]
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
@@ -297,28 +267,9 @@ class PubSubEngine(PubSubAdmin, Engine):
     def open(self) -> None:
         """Connect; create the topic and the subscription when missing; read the
         subscription's ack deadline and dead-letter policy."""
-        info = self._ensure_subscription(self.subscription)
-        if info is not None:
-            self.ack_deadline = int(info.ack_deadline_seconds or 10)
-            policy = info.dead_letter_policy
-            if policy is not None and policy.dead_letter_topic:
-                self.policy_topic = str(policy.dead_letter_topic)
-                # The service's default when the field is 0.
-                self.policy_max_deliveries = int(policy.max_delivery_attempts or 5)
+        self._read_policy(self._ensure_subscription(self.subscription))
         lease = self.lease_setting if self.lease_setting is not None else self.ack_deadline
         self.lease = int(min(max(lease, MIN_LEASE), MAX_LEASE))
-        if self.policy_max_deliveries is not None:
-            if self.max_attempts > self.policy_max_deliveries:
-                warn(
-                    f"MINION_MAX_ATTEMPTS={self.max_attempts} but the dead-letter policy of"
-                    f" {self.subscription} moves a message after"
-                    f" {self.policy_max_deliveries} deliveries: that comes first"
-                )
-            if self.dead_letter_topic is not None:
-                warn(
-                    f"{self.subscription} has a dead-letter policy: it is used, not"
-                    f" MINION_DEAD_LETTER_TOPIC={self.dead_letter_topic}"
-                )
         dead_topic = self.dead_topic()
         if dead_topic is not None:
             self._ensure_reader(dead_topic)
@@ -328,10 +279,5 @@ class PubSubEngine(PubSubAdmin, Engine):
 
     def describe(self) -> str:
         return f"pubsub subscription {self.subscription} (topic {self.topic})"
-
-    def dead_topic(self) -> Optional[str]:
-        """Where dead letters go: the dead-letter policy's topic, else
-        MINION_DEAD_LETTER_TOPIC, else nowhere (they stay on the subscription)."""
-        return self.policy_topic or self.dead_letter_topic
 
     # -- administration (minion-queue): PubSubAdmin, in _pubsub_admin.py -----------

@@ -37,17 +37,13 @@ Apache Pulsar standalone broker (tests/integration/test_pulsar_broker.py).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import stat
 import threading
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import ConfigError, EngineError
-from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, Unreachable, optional_import, redact
+from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, optional_import, redact
 from ._pulsar_admin import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarAdmin
+from ._pulsar_client import TRANSIENT, keep_sockets_from_tasks
 from .base import Delivery, Engine, decode_param
 
 if TYPE_CHECKING:
@@ -57,29 +53,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONNECTION = "pulsar://localhost:6650"
 DEFAULT_SUBSCRIPTION = "minionize"
-#: Client errors that mean "the broker cannot be reached now" (ridden out, see Outage).
-TRANSIENT = ("ConnectError", "Timeout", "NotConnected", "LookupError", "ServiceUnitNotReady",
-             "BrokerMetadataError", "BrokerPersistenceError", "TooManyLookupRequestException",
-             "AlreadyClosed")
-
-
-def _keep_sockets_from_tasks() -> None:
-    """Make this process's sockets close-on-exec. The C++ client opens its broker
-    connections inheritable, and tasks are spawned without closing descriptors: a task
-    would keep the connection of a minion that was SIGKILLed open, and the broker would
-    never give that minion's messages to another one while the task lives."""
-    try:
-        fds = [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:  # not Linux: nothing to do cheaply
-        return
-    for fd in fds:
-        try:
-            if stat.S_ISSOCK(os.fstat(fd).st_mode) and os.get_inheritable(fd):
-                os.set_inheritable(fd, False)
-        except OSError:  # closed meanwhile (the listing's own descriptor, a reconnection)
-            continue
-
-
 class PulsarEngine(PulsarAdmin, Engine):
     """Params from a Pulsar topic through a Shared subscription."""
 
@@ -148,7 +121,7 @@ class PulsarEngine(PulsarAdmin, Engine):
         if self._consumer is None and self._client is not None:  # see _drop_idle_consumer
             self._consumer = self._subscribe(self.topic, dead_letter_policy=True)
         consumer = self._require_consumer()
-        _keep_sockets_from_tasks()  # the client may have reconnected: new sockets
+        keep_sockets_from_tasks()  # the client may have reconnected: new sockets
         deliveries: list[Delivery] = []
         wait_ms = max(1, int(timeout * 1000))
         while len(deliveries) < max_count:
@@ -160,18 +133,6 @@ class PulsarEngine(PulsarAdmin, Engine):
             self._handed_out += 1
             wait_ms = 1  # more only if already here
         return deliveries
-
-    def _receive(self, consumer: Any, wait_ms: int) -> Any:
-        try:
-            return consumer.receive(timeout_millis=wait_ms)
-        except self._pulsar.Timeout:
-            # While the broker is down, receive just times out (the client reconnects
-            # in the background): that is an outage, not an empty topic, so that a
-            # minion does not end idle while its broker restarts.
-            connected = getattr(consumer, "is_connected", None)
-            if connected is not None and not connected():
-                raise self._pulsar.ConnectError("the consumer is not connected to the broker") from None
-            return None
 
     def _decode(self, message: Any) -> Delivery:
         properties = message.properties() or {}
@@ -226,27 +187,11 @@ class PulsarEngine(PulsarAdmin, Engine):
         consumer = self._require_consumer()
         self._call("acknowledge", lambda: consumer.acknowledge(message))
 
-    def _producer_for_releases(self) -> Any:
-        with self._lock:
-            if self._release_producer is None:
-                self._release_producer = self._call(
-                    "create_producer", lambda: self._client.create_producer(self.topic))
-            return self._release_producer
-
-    def _dead_letter_producer(self) -> Any:
-        with self._lock:
-            if self._dead_producer is None:
-                # A subscription on the dead-letter topic keeps what is sent there.
-                self._subscribe(self.dead_letter_topic, dead_letter_policy=False).close()
-                self._dead_producer = self._call(
-                    "create_producer", lambda: self._client.create_producer(self.dead_letter_topic))
-            return self._dead_producer
-
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
         self._connect()
         self._consumer = self._subscribe(self.topic, dead_letter_policy=True)
-        _keep_sockets_from_tasks()
+        keep_sockets_from_tasks()
 
     def close(self) -> None:
         for thing in (self._release_producer, self._dead_producer, self._consumer, self._client):
@@ -262,78 +207,5 @@ class PulsarEngine(PulsarAdmin, Engine):
             f"pulsar topic {self.topic!r} (subscription {self.subscription!r}) "
             f"at {redact(self.connection)}"
         )
-
-    def _connect(self) -> None:
-        if self._client is not None:
-            return
-        try:
-            self._client = self._pulsar.Client(
-                self.connection,
-                operation_timeout_seconds=self.operation_timeout,
-                connection_timeout_ms=5000,
-                logger=self._client_logger(),
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"PULSAR_CONNECTION={self.connection!r} is not a Pulsar URL ({exc}): "
-                "use e.g. pulsar://localhost:6650"
-            ) from None
-
-    def _client_logger(self) -> Any:
-        """The client's own C++ logger, never a Python one: with a Python logger the
-        process aborts now and then at exit (pulsar-client-python issue 256). Its
-        console logger writes to stdout, where task output goes, and it logs every
-        reconnection attempt: so its log goes to ``PULSAR_CLIENT_LOG`` if set, else
-        nowhere (failures reach the minion as exceptions, and outages are logged)."""
-        pulsar = self._pulsar
-        file_logger = getattr(pulsar, "FileLogger", None)
-        if file_logger is None:  # a stand-in without loggers
-            return None
-        if self.client_log:
-            return file_logger(pulsar.LoggerLevel.Info, self.client_log)
-        return file_logger(pulsar.LoggerLevel.Error, os.devnull)
-
-    def _subscribe(self, topic: str, dead_letter_policy: bool) -> Any:
-        pulsar = self._pulsar
-        policy = None
-        if dead_letter_policy:
-            policy = pulsar.ConsumerDeadLetterPolicy(
-                max_redeliver_count=self.max_attempts,
-                dead_letter_topic=self.dead_letter_topic,
-                initial_subscription_name=self.subscription,
-            )
-        client = self._client
-        return self._call(f"subscribe to {topic!r}", lambda: client.subscribe(
-            topic,
-            self.subscription,
-            consumer_type=pulsar.ConsumerType.Shared,
-            initial_position=pulsar.InitialPosition.Earliest,
-            receiver_queue_size=1,
-            negative_ack_redelivery_delay_ms=int(self.nack_delay * 1000),
-            dead_letter_policy=policy,
-        ))
-
-    def _require_consumer(self) -> Any:
-        if self._consumer is None:
-            raise EngineError("the pulsar engine is not open")
-        return self._consumer
-
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Client errors become ours: Unreachable while the broker cannot be reached
-        (the outage policy rides it out), else EngineError."""
-        try:
-            yield
-        except self._transient as exc:
-            raise Unreachable(
-                f"cannot reach the Pulsar broker at {redact(self.connection)} to {what} "
-                f"({type(exc).__name__}: {redact(str(exc))}): check PULSAR_CONNECTION and that "
-                "the broker runs"
-            ) from None
-        except self._pulsar.PulsarException as exc:
-            raise EngineError(
-                f"Pulsar {what} on {self.topic!r} failed ({type(exc).__name__}: "
-                f"{redact(str(exc))}): check PULSAR_CONNECTION and PULSAR_TOPIC"
-            ) from None
 
     # -- administration (minion-queue): PulsarAdmin, in _pulsar_admin.py -------------

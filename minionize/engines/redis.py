@@ -33,27 +33,27 @@ a server restart. Settled entries are deleted: the stream holds only what is to 
 which keeps it small and makes ``todo`` = length - pending. So the stream belongs to one
 consumer group. Needs Redis 6.2 or newer (XAUTOCLAIM).
 
-The Lua scripts are files in ``redis_lua/``; ``minion-queue``'s verbs (fill, list,
-requeue_dead, reset_expired, status) are in ``_redis_admin.py``.
+This module holds the worker's verbs. The Lua scripts are files in ``redis_lua/``; the
+client, the consumer group and the translation of errors are in ``_redis_client.py``;
+``minion-queue``'s verbs (fill, list, requeue_dead, reset_expired, status) are in
+``_redis_admin.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import secrets
 import socket
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..errors import ConfigError, EngineError
+from ..errors import EngineError
 from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, Unreachable, optional_import, redact
 from ._redis_admin import RedisAdmin
-from .base import Delivery, Engine, Param, decode_param
+from .base import Delivery, Engine, Param
 from .redis_lua import lua
 
 if TYPE_CHECKING:
@@ -71,14 +71,6 @@ MAX_BLOCK = 10.0
 SOCKET_TIMEOUT = 30.0
 #: Fields the engine writes; the others of an entry are kept as they are.
 BOOK_FIELDS = ("origin", "tries", "reason")
-
-
-@dataclass
-class _Entry:
-    """A delivery's handle: the stream entry it came from."""
-
-    entry_id: str
-    fields: dict[str, str]
 
 
 class RedisEngine(RedisAdmin, Engine):
@@ -127,22 +119,6 @@ class RedisEngine(RedisAdmin, Engine):
             max_attempts=settings.max_attempts,
             outage_timeout=settings.outage_timeout,
         )
-
-    def _connect(self) -> Any:
-        try:
-            return self._redis.Redis.from_url(
-                self.url,
-                decode_responses=True,
-                encoding_errors="surrogateescape",
-                socket_connect_timeout=5,
-                socket_timeout=SOCKET_TIMEOUT,
-                health_check_interval=30,
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"MINION_REDIS_URL={redact(self.url)!r} is not a Redis URL ({redact(str(exc))}): "
-                "use e.g. redis://127.0.0.1:6379/0"
-            ) from None
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
@@ -208,32 +184,6 @@ class RedisEngine(RedisAdmin, Engine):
             deliveries.append(self._decode(entry_id, fields, int(count)))
         return deliveries
 
-    def _decode(self, entry_id: str, fields: dict[str, str], count: int) -> Delivery:
-        try:
-            tries = int(fields.get("tries", "0"))
-        except ValueError:
-            tries = 0
-        attempt = tries + count
-        delivery = Delivery(
-            param=None, id=fields.get("origin", entry_id), attempt=attempt, handle=_Entry(entry_id, fields)
-        )
-        if "param" not in fields:
-            delivery.param = fields
-            delivery.error = (
-                f"entry {entry_id} of stream {self.stream!r} has no 'param' field "
-                f"(fields: {', '.join(sorted(fields)) or 'none'})"
-            )
-        else:
-            delivery.param, delivery.error = decode_param(
-                fields["param"], self.decoder, "MINION_REDIS_DECODER"
-            )
-        if delivery.error is None and attempt > self.max_attempts:
-            delivery.error = (
-                f"attempt {attempt} > MINION_MAX_ATTEMPTS={self.max_attempts}: the minions "
-                "running it stopped without settling it (killed, lost, or hung past the lease)"
-            )
-        return delivery
-
     def peek(self, limit: int) -> list[Param]:
         def entries() -> Any:
             start = "-"
@@ -297,12 +247,6 @@ class RedisEngine(RedisAdmin, Engine):
             )
         return done
 
-    @staticmethod
-    def _entry(delivery: Delivery) -> _Entry:
-        if not isinstance(delivery.handle, _Entry):
-            raise EngineError(f"delivery {delivery.id} did not come from a redis engine")
-        return delivery.handle
-
     # -- leases ----------------------------------------------------------------------
     def heartbeat_interval(self) -> Optional[float]:
         return self.lease / 3
@@ -329,52 +273,7 @@ class RedisEngine(RedisAdmin, Engine):
         finally:
             self._client.close()
 
-    def _forget_consumers(self) -> None:
-        """Forget idle consumers that own nothing, this one too if it owns nothing."""
-        self._client.register_script(lua("forget"))(
-            keys=[self.stream], args=[self.group, int(self.lease * 1000)]
-        )
-        pending = self._client.xpending_range(
-            self.stream, self.group, "-", "+", 1, consumername=self.consumer
-        )
-        if not pending:
-            self._client.xgroup_delconsumer(self.stream, self.group, self.consumer)
-
     def describe(self) -> str:
         return f"redis stream {self.stream!r} (group {self.group!r}) at {redact(self.url)}"
-
-    def _create_group(self) -> None:
-        """The consumer group, from the start of the stream (creating the stream)."""
-        with self._errors("XGROUP CREATE"):
-            try:
-                self._client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
-            except self._redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """Redis errors become ours, naming the variable to fix."""
-        exceptions = self._redis.exceptions
-        try:
-            yield
-        except exceptions.AuthenticationError as exc:
-            raise self._refused(redact(str(exc))) from None
-        except (exceptions.ConnectionError, exceptions.TimeoutError) as exc:
-            raise Unreachable(
-                f"cannot reach Redis at {redact(self.url)} ({redact(str(exc))}): check "
-                "MINION_REDIS_URL and that the server runs"
-            ) from None
-        except exceptions.RedisError as exc:
-            text = redact(str(exc))
-            if "NOAUTH" in text or "WRONGPASS" in text:
-                raise self._refused(text) from None
-            raise EngineError(f"Redis {what} on stream {self.stream!r} failed: {text}") from None
-
-    def _refused(self, text: str) -> ConfigError:
-        return ConfigError(
-            f"Redis at {redact(self.url)} refused the credentials ({text}): "
-            "check the password in MINION_REDIS_URL"
-        )
 
     # -- administration (minion-queue): RedisAdmin, in _redis_admin.py ---------------
