@@ -14,16 +14,9 @@ from typing import Any, Optional
 
 from ..errors import EngineError, UnsupportedOperation
 from ._kit import Unreachable, canonical_json, redact
-from ._pulsar_client import PulsarCalls
+from ._pulsar_client import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarCalls
 from .base import Param, decode_param
 
-#: Properties the engine adds to a dead letter (removed when it is requeued).
-REASON = "minion-reason"
-ATTEMPT = "minion-attempt"
-ORIGIN = "minion-origin"
-#: Properties of a released copy: the param's id, and how many attempts already ran.
-PARAM_ID = "minion-id"
-COUNTED = "minion-counted"
 DEAD_PROPERTIES = (REASON, ATTEMPT, ORIGIN, PARAM_ID, COUNTED)
 
 
@@ -37,7 +30,6 @@ def encode_param(param: Param, decoder: str) -> bytes:
 class PulsarAdmin(PulsarCalls):
     """The administration of a topic; the engine sets what is declared here."""
 
-    decoder: str
     admin_url: Optional[str]
     _handed_out: int
 

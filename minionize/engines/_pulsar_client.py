@@ -13,7 +13,15 @@ from typing import Any, Optional
 
 from ..errors import ConfigError, EngineError
 from ._kit import ClientCalls, Unreachable, redact
+from .base import Delivery, decode_param
 
+#: Properties the engine adds to a dead letter (removed when it is requeued).
+REASON = "minion-reason"
+ATTEMPT = "minion-attempt"
+ORIGIN = "minion-origin"
+#: Properties of a released copy: the param's id, and how many attempts already ran.
+PARAM_ID = "minion-id"
+COUNTED = "minion-counted"
 #: Client errors that mean "the broker cannot be reached now" (ridden out, see Outage).
 TRANSIENT = ("ConnectError", "Timeout", "NotConnected", "LookupError", "ServiceUnitNotReady",
              "BrokerMetadataError", "BrokerPersistenceError", "TooManyLookupRequestException",
@@ -43,6 +51,7 @@ class PulsarCalls(ClientCalls):
     topic: str
     connection: str
     subscription: str
+    decoder: str
     max_attempts: int
     dead_letter_topic: str
     nack_delay: float
@@ -55,6 +64,25 @@ class PulsarCalls(ClientCalls):
     _dead_producer: Any
     _release_producer: Any
     _lock: threading.Lock
+
+    def _decode(self, message: Any) -> Delivery:
+        properties = message.properties() or {}
+        try:
+            counted = max(0, int(properties.get(COUNTED, 0)))
+        except ValueError:
+            counted = 0
+        attempt = counted + int(message.redelivery_count()) + 1
+        param_id = properties.get(PARAM_ID) or str(message.message_id())
+        delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=message)
+        delivery.param, delivery.error = decode_param(
+            bytes(message.data()), self.decoder, "PULSAR_DECODER"
+        )
+        if delivery.error is None and attempt > self.max_attempts:
+            delivery.error = (
+                f"attempt {attempt} > MINION_MAX_ATTEMPTS={self.max_attempts}: delivered too "
+                "often (minions released it, or died running it)"
+            )
+        return delivery
 
     def _receive(self, consumer: Any, wait_ms: int) -> Any:
         try:

@@ -42,9 +42,9 @@ import threading
 from typing import TYPE_CHECKING, Any, Optional
 
 from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, optional_import, redact
-from ._pulsar_admin import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarAdmin
-from ._pulsar_client import TRANSIENT, keep_sockets_from_tasks
-from .base import Delivery, Engine, decode_param
+from ._pulsar_admin import PulsarAdmin
+from ._pulsar_client import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, TRANSIENT, keep_sockets_from_tasks
+from .base import Delivery, Engine
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CONNECTION = "pulsar://localhost:6650"
 DEFAULT_SUBSCRIPTION = "minionize"
+
+
 class PulsarEngine(PulsarAdmin, Engine):
     """Params from a Pulsar topic through a Shared subscription."""
 
@@ -134,25 +136,6 @@ class PulsarEngine(PulsarAdmin, Engine):
             wait_ms = 1  # more only if already here
         return deliveries
 
-    def _decode(self, message: Any) -> Delivery:
-        properties = message.properties() or {}
-        try:
-            counted = max(0, int(properties.get(COUNTED, 0)))
-        except ValueError:
-            counted = 0
-        attempt = counted + int(message.redelivery_count()) + 1
-        param_id = properties.get(PARAM_ID) or str(message.message_id())
-        delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=message)
-        delivery.param, delivery.error = decode_param(
-            bytes(message.data()), self.decoder, "PULSAR_DECODER"
-        )
-        if delivery.error is None and attempt > self.max_attempts:
-            delivery.error = (
-                f"attempt {attempt} > MINION_MAX_ATTEMPTS={self.max_attempts}: delivered too "
-                "often (minions released it, or died running it)"
-            )
-        return delivery
-
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery) -> None:
         consumer = self._require_consumer()
@@ -170,8 +153,8 @@ class PulsarEngine(PulsarAdmin, Engine):
                       if k not in (PARAM_ID, COUNTED)}
         properties.update({PARAM_ID: delivery.id, COUNTED: str(max(0, delivery.attempt - 1))})
         producer = self._producer_for_releases()
-        self._call("release (send)", lambda: producer.send(bytes(message.data()),
-                                                         properties=properties))
+        self._call("release (send)",
+                   lambda: producer.send(bytes(message.data()), properties=properties))
         consumer = self._require_consumer()
         self._call("acknowledge", lambda: consumer.acknowledge(message))
 
@@ -183,7 +166,7 @@ class PulsarEngine(PulsarAdmin, Engine):
         )
         producer = self._dead_letter_producer()
         self._call(f"send to the dead-letter topic {self.dead_letter_topic!r}",
-                 lambda: producer.send(bytes(message.data()), properties=properties))
+                   lambda: producer.send(bytes(message.data()), properties=properties))
         consumer = self._require_consumer()
         self._call("acknowledge", lambda: consumer.acknowledge(message))
 
@@ -199,7 +182,7 @@ class PulsarEngine(PulsarAdmin, Engine):
                 try:
                     thing.close()
                 except Exception as exc:  # closing must not hide the run's outcome
-                    log.warning("pulsar: closing: %s", exc)
+                    log.warning("pulsar: closing: %s", redact(str(exc)))
         self._release_producer = self._dead_producer = self._consumer = self._client = None
 
     def describe(self) -> str:
