@@ -11,6 +11,11 @@
   :class:`~minionize.errors.EngineError` names the queue and how long it was down. Nothing
   is lost meanwhile: params in flight keep their leases on the server side, or come back
   when those expire.
+* :class:`ClientCalls`: the one shape of an engine's calls to its client library. The
+  engine writes ``_errors(what)``, which turns its client's exceptions into ours
+  (:class:`Unreachable` while the server cannot be reached, ConfigError for a wrong
+  setting, EngineError naming ``what`` for the rest); ``_call(what, fn)`` runs a call
+  through it and, for the worker's verbs, through the outage policy.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import logging
 import re
 import time
+from contextlib import AbstractContextManager
 from types import ModuleType
 from typing import Any, Callable, TypeVar
 
@@ -71,6 +77,12 @@ def redact(text: str) -> str:
     return _QUERY_SECRET.sub(lambda m: f"{m.group('key')}***", text)
 
 
+class Unreachable(EngineError):
+    """The queue's server cannot be reached now (refused, reset, timed out, unavailable):
+    what :class:`Outage` rides out. Raised by an engine's ``_errors``; the message names
+    the setting to check."""
+
+
 class Outage:
     """The outage policy for one engine. ``outage.call(fn, transient)`` runs ``fn()``,
     retrying while it raises one of ``transient`` and the server has been unreachable for
@@ -95,7 +107,8 @@ class Outage:
         """True while the last call failed and the outage is still being ridden out."""
         return self._down_since is not None
 
-    def call(self, fn: Callable[[], T], transient: tuple[type[BaseException], ...]) -> T:
+    def call(self, fn: Callable[[], T],
+             transient: tuple[type[BaseException], ...] = (Unreachable,)) -> T:
         pause = _FIRST_PAUSE
         while True:
             started = self._clock()
@@ -122,3 +135,25 @@ class Outage:
                 log.warning("%s is reachable again", self.what)
                 self._down_since = None
             return result
+
+
+class ClientCalls:
+    """Mixed into an engine: every call to its client library goes through :meth:`_call`,
+    so that each engine translates errors in one place, the same way."""
+
+    _outage: Outage
+
+    def _errors(self, what: str) -> AbstractContextManager[None]:
+        """A context that turns the client's exceptions into :class:`Unreachable`,
+        :class:`~minionize.errors.ConfigError` or :class:`EngineError` naming ``what``."""
+        raise NotImplementedError
+
+    def _call(self, what: str, fn: Callable[[], T], *, ride_out: bool = True) -> T:
+        """``fn()`` with its errors translated; retried while the server is unreachable
+        when ``ride_out`` (the worker's verbs), else failing at once (a command)."""
+
+        def once() -> T:
+            with self._errors(what):
+                return fn()
+
+        return self._outage.call(once) if ride_out else once()

@@ -36,6 +36,20 @@ The contract every engine keeps, checked for each of them by one parametrized su
 * An unreachable server is ridden out for ``MINION_OUTAGE_TIMEOUT`` seconds under the
   one outage policy (``_kit.Outage``), then :class:`~minionize.errors.EngineError`.
 * Messages never carry a credential (``_kit.redact``).
+
+How an engine on a queue service is laid out (redis, pubsub, pulsar; copy ``pulsar``,
+the smallest, to write a new one):
+
+* ``<name>.py``: the engine class, keyword-only constructor and ``from_settings``, then
+  the worker's verbs in this order: taking, settling, leases, lifecycle.
+* ``_<name>_client.py``: what the worker and the administration share: the client
+  (imported with ``_kit.optional_import``), decoding a message, and ``_errors(what)``,
+  the one place where the client's exceptions become ours (``_kit.Unreachable``,
+  ConfigError, EngineError); every call goes through ``_call(what, fn)``
+  (``_kit.ClientCalls``), which rides out an outage for the worker's verbs.
+* ``_<name>_admin.py``: ``minion-queue``'s verbs (fill, list, requeue_dead,
+  reset_expired, status), a mixin the engine class inherits first:
+  ``class PulsarEngine(PulsarAdmin, Engine)``.
 """
 
 from __future__ import annotations

@@ -144,8 +144,8 @@ def pubsub_kit(tmp_path: Path) -> Kit:
     tag = uuid.uuid4().hex[:10]
 
     def make(lease: Optional[float]) -> PubSubEngine:
-        return PubSubEngine(PUBSUB_PROJECT, f"topic-{tag}", f"sub-{tag}", decoder="json",
-                            lease=lease, dead_letter_topic=f"dead-{tag}")
+        return PubSubEngine(project=PUBSUB_PROJECT, topic=f"topic-{tag}", subscription=f"sub-{tag}",
+                            decoder="json", lease=lease, dead_letter_topic=f"dead-{tag}")
 
     admin = make(None)
 

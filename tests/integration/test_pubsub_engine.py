@@ -187,7 +187,7 @@ def test_a_missing_client_library_names_the_extra(monkeypatch: pytest.MonkeyPatc
     cloud = sys.modules.get("google.cloud")
     if cloud is not None:
         monkeypatch.delattr(cloud, "pubsub_v1", raising=False)
-    engine = PubSubEngine("p", "topic", "sub")
+    engine = PubSubEngine(project="p", topic="topic", subscription="sub")
     with pytest.raises(MissingExtraError, match=r"pip install 'minionize\[pubsub\]'"):
         engine.open()
 

@@ -1,0 +1,159 @@
+"""``minion-queue``'s verbs on a Redis stream (fill, list, requeue_dead, reset_expired,
+status), mixed into :class:`~minionize.engines.redis.RedisEngine`; the worker's verbs
+stay in ``redis.py``. A command fails at once when the server cannot be reached."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..errors import UnsupportedOperation
+from ._kit import canonical_json
+from ._redis_client import RedisCalls
+from .base import Param
+from .redis_lua import lua
+
+#: Params added per fill script.
+FILL_BATCH = 1000
+#: Entries read or moved per round trip.
+PAGE = 500
+
+
+def encode_param(param: Param, decoder: str) -> str:
+    """The ``param`` field for a param: canonical JSON, or the string itself (identity).
+    Raises ValueError for what standard JSON cannot hold (NaN, infinities)."""
+    if decoder == "identity" and isinstance(param, str):
+        return param
+    return canonical_json(param)
+
+
+def param_id(param: Param) -> str:
+    """A param's stable id: a hash of its canonical JSON (equal params, one id)."""
+    return hashlib.sha256(canonical_json(param).encode("utf-8")).hexdigest()[:16]
+
+
+class RedisAdmin(RedisCalls):
+    """The administration of a Redis stream; the engine sets the names declared here."""
+
+    dead_stream: str
+    done_key: str
+    ids_key: str
+
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        """Add params; a param already added to this stream (todo, in flight, done or
+        dead) is skipped. Raises ValueError for NaN or infinities (not standard JSON)."""
+        self._create_group()  # first, so that no reader can miss what is added
+        script = self._client.register_script(lua("fill"))
+        added = skipped = 0
+        batch: list[str] = []
+
+        def flush() -> None:
+            nonlocal added, skipped
+            n = int(self._call("XADD", lambda: script(keys=[self.stream, self.ids_key], args=batch),
+                               ride_out=False))
+            added += n
+            skipped += len(batch) // 2 - n
+            batch.clear()
+
+        for param in params:
+            batch += [param_id(param), encode_param(param, self.decoder)]
+            if len(batch) >= 2 * FILL_BATCH:
+                flush()
+        if batch:
+            flush()
+        return added, skipped
+
+    def status(self) -> dict[str, Any]:
+        """Counters: ``todo`` = length - pending (settled entries are deleted)."""
+        length, pending, expired, dead, done = self._call("status", self._counters, ride_out=False)
+        todo = max(0, length - pending)
+        return {
+            "todo": todo,
+            "in_flight": pending,
+            "expired": expired,
+            "done": done,
+            "dead": dead,
+            "total": todo + pending + done + dead,
+        }
+
+    def _counters(self) -> tuple[int, int, int, int, int]:
+        client = self._client
+        length = int(client.xlen(self.stream))
+        pending = expired = 0
+        if length:
+            with contextlib.suppress(self._redis.exceptions.ResponseError):
+                pending = int(client.xpending(self.stream, self.group)["pending"])
+        if pending:
+            idle = int(self.lease * 1000)
+            expired = len(client.xpending_range(self.stream, self.group, "-", "+", pending, idle=idle))
+        dead, done = int(client.xlen(self.dead_stream)), int(client.get(self.done_key) or 0)
+        return length, pending, expired, dead, done
+
+    def requeue_dead(self) -> int:
+        """Move every dead letter back to the stream, its attempts counted afresh."""
+        self._create_group()
+        script = self._client.register_script(lua("requeue_dead"))
+        moved = 0
+        while True:
+            n = int(self._call("requeueing dead letters",
+                               lambda: script(keys=[self.dead_stream, self.stream], args=[PAGE]),
+                               ride_out=False))
+            if n == 0:
+                return moved
+            moved += n
+
+    def reset_expired(self) -> int:
+        """Put the entries whose lease expired back at the end of the stream now."""
+        script = self._client.register_script(lua("reset_expired"))
+        idle = int(self.lease * 1000)
+
+        def reset() -> int:
+            cursor, total = "0-0", 0
+            if not self._client.exists(self.stream):
+                return 0
+            while True:
+                cursor, n = script(keys=[self.stream], args=[self.group, idle, cursor, PAGE])
+                total += int(n)
+                if cursor == "0-0":
+                    return total
+
+        return self._call("resetting expired leases", reset, ride_out=False)
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Dead letters, with their reason; done params are counted, not kept."""
+        if kind != "dead":
+            raise UnsupportedOperation(
+                f"the redis engine cannot list {kind} params: it counts done params "
+                f"(key {self.done_key!r}) but does not keep them"
+            )
+        start = "-"
+        while True:
+            entries = self._call(
+                "XRANGE", lambda: self._client.xrange(self.dead_stream, min=start, count=PAGE),  # noqa: B023
+                ride_out=False,
+            )
+            for entry_id, fields in entries:
+                yield self._dead_row(entry_id, fields)
+            if len(entries) < PAGE:
+                return
+            start = "(" + entries[-1][0]
+
+    def _dead_row(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+        text = fields.get("param", "")
+        param: Any = text
+        if self.decoder == "json":
+            with contextlib.suppress(ValueError):
+                param = json.loads(text)
+        try:
+            attempts = int(fields.get("attempt", "0"))
+        except ValueError:
+            attempts = 0
+        return {
+            "id": fields.get("origin", entry_id),
+            "param": param,
+            "attempts": attempts,
+            "reason": fields.get("reason", ""),
+        }
