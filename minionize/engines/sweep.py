@@ -24,7 +24,7 @@ Why each step is safe on NFS
   at a time, on every host. The lock has a lease against stopped or hung holders, and
   a fence so that what they write after a break is ignored: see
   :mod:`minionize.engines._sweep_lock`.
-* **Files that disagree are an error** (:class:`~._sweep_store.Damaged`), never an
+* **Files that disagree are an error** (:class:`~._sweep_files.Damaged`), never an
   empty queue: every journal starts with a ``head`` record checked against the
   snapshot; a snapshot counts only if committed; ``params.jsonl`` is never cut.
 * **Then open, then read** (close-to-open consistency). NFS clients cache file data;
@@ -70,8 +70,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import EngineError
 from ..reporters.base import MinionInfo
+from ._sweep_files import canonical
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
-from ._sweep_store import DEAD, DONE, FLIGHT, TODO, Owner, SweepStore, canonical
+from ._sweep_state import DEAD, DONE, FLIGHT, TODO, Owner
+from ._sweep_store import SweepStore
 from .base import Delivery, Engine, Param
 
 if TYPE_CHECKING:
@@ -185,7 +187,7 @@ class SweepEngine(Engine):
                     now = time.time()
                     store.expire(now, self.max_attempts)
                     claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
-                    others_in_flight = store.count[FLIGHT] > 0
+                    others_in_flight = store.state.count[FLIGHT] > 0
             except LockLost:
                 # Stopped while holding the lock, and fenced out: these claims may not
                 # be recorded, so they are not run (and given back if they were).
@@ -226,15 +228,15 @@ class SweepEngine(Engine):
         try:
             with self._locked() as store:
                 store.expire(time.time(), self.max_attempts)
-                if store.count[TODO]:
+                if store.state.count[TODO]:
                     return False
-                return not (self.wait and store.count[FLIGHT])
+                return not (self.wait and store.state.count[FLIGHT])
         except LockLost:
             return False  # stopped in the session: look again
 
     def peek(self, limit: int) -> list[Param]:
         with self._locked() as store:
-            texts = [store.param_text(index) for index in store.peek(limit)]
+            texts = [store.param_text(index) for index in store.state.peek(limit)]
         return [json.loads(text) for text in texts]
 
     # -- settling --------------------------------------------------------------------
@@ -331,7 +333,7 @@ class SweepEngine(Engine):
             return
         self._require_directory()
         with self._locked() as store:
-            if store.n == 0 and store.generation == 0:
+            if store.state.n == 0 and store.journal.generation == 0:
                 self._adopt_execo(store)
         self._opened = True
 
@@ -381,14 +383,14 @@ class SweepEngine(Engine):
     def status(self) -> dict[str, Any]:
         self._require_directory()
         with self._locked() as store:
-            in_flight, expired = store.lease_counts(time.time())
+            in_flight, expired = store.state.leases.counts(time.time())
             return {
-                "todo": store.count[TODO],
+                "todo": store.state.count[TODO],
                 "in_flight": in_flight,
                 "expired": expired,
-                "done": store.count[DONE],
-                "dead": store.count[DEAD],
-                "total": store.n,
+                "done": store.state.count[DONE],
+                "dead": store.state.count[DEAD],
+                "total": store.state.n,
             }
 
     def requeue_dead(self) -> int:

@@ -370,7 +370,7 @@ def test_lease_owner_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     e.take(1, 0.0)
     store = SweepStore(str(tmp_path / "q"))
     with store.locked():
-        [lease] = store.leases.values()
+        [lease] = store.state.leases.values()
     assert (lease.host, lease.pid, lease.job) == (os.uname().nodename, os.getpid(), "4242")
     assert lease.minion == e.owner.minion
 
