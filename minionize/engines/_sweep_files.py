@@ -21,7 +21,6 @@ records mean is :mod:`._sweep_state`'s business.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 from array import array
@@ -31,8 +30,6 @@ from typing import Any, Callable, Optional
 
 from ..errors import EngineError
 from ._kit import canonical_json
-
-log = logging.getLogger("minionize.sweep")
 
 FORMAT = "minionize-sweep"
 VERSION = 1

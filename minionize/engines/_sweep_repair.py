@@ -14,7 +14,8 @@ from ._sweep_files import Damaged, canonical, read_snapshot, replace, snapshot_b
 from ._sweep_state import DEAD, DONE, TODO, Leases, to_snapshot
 
 if TYPE_CHECKING:
-    from ._sweep_store import Session, SweepStore
+    from ._sweep_session import Session
+    from ._sweep_store import SweepStore
 
 log = logging.getLogger("minionize.sweep")
 
