@@ -98,9 +98,10 @@ def write_all(fd: int, data: bytes, offset: int) -> None:
         offset += written
 
 
-def write_new(path: str, data: bytes) -> None:
-    """Write ``path`` whole (created or truncated) and fsync it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+def write_new(path: str, data: bytes, exclusive: bool = False) -> None:
+    """Write ``path`` whole (created, or truncated; ``exclusive``: FileExistsError if it
+    exists) and fsync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o666)
     try:
         write_all(fd, data, 0)
         os.fsync(fd)

@@ -25,6 +25,7 @@ from ._sweep_files import (
     replace,
     snapshot_path,
     write_all,
+    write_new,
 )
 
 log = logging.getLogger("minionize.sweep")
@@ -78,15 +79,10 @@ class Journal:
         (nobody points at it) is replaced."""
         path = self.path(generation)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            write_new(path, head, exclusive=True)
         except FileExistsError:
             os.unlink(path)  # uncommitted: no ``next`` record leads to it
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            write_all(fd, head, 0)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            write_new(path, head, exclusive=True)
 
     def records(self, fd: int) -> Optional[Iterator[tuple[int, dict[str, Any]]]]:
         """The records appended since ``offset`` with the byte each starts at (``offset``

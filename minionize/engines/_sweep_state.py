@@ -50,12 +50,10 @@ class Lease:
         self, minion: str, seq: int, expiry: float, host: str, pid: int, job: str,
         started: bool = True,
     ) -> None:
-        self.minion = minion
-        self.seq = seq
-        self.expiry = expiry
-        self.host = host
-        self.pid = pid
-        self.job = job
+        #: The claim (minion, seq) that holds the lease, and until when.
+        self.minion, self.seq, self.expiry = minion, seq, expiry
+        #: Where that minion runs (said in the dead-letter reason when it expires).
+        self.host, self.pid, self.job = host, pid, job
         #: False for a param claimed ahead and not handed to a task yet: its expiry
         #: puts it back without counting an attempt (it never ran).
         self.started = started
