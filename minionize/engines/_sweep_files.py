@@ -227,11 +227,24 @@ class ParamsFile:
                     f"{self.path} holds {os.fstat(fd).st_size} bytes, the journal records "
                     f"{self.size}"
                 )
-            write_all(fd, data, self.size)
-            os.fsync(fd)  # params must be durable before the journal points at them
+            try:
+                write_all(fd, data, self.size)
+                os.fsync(fd)  # params must be durable before the journal points at them
+            except OSError:
+                # A full disk: no record points at these lines, so they are no params
+                # yet; take them back rather than leave them for a later session to
+                # adopt. Only what this call wrote is cut, through the fenced descriptor.
+                self._cut(fd)
+                raise
         finally:
             os.close(fd)
         return self.size + len(data)
+
+    def _cut(self, fd: int) -> None:
+        try:
+            os.ftruncate(fd, self.size)
+        except OSError:
+            pass  # left for the next session to recover as an interrupted fill
 
     def read_tail(self, fence: Optional[Callable[[], None]]) -> Optional[tuple[list[bytes], int]]:
         """The lines beyond the params indexed, and the file's size; a torn last line is
