@@ -20,6 +20,7 @@ records mean is :mod:`._sweep_state`'s business.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -76,6 +77,11 @@ def canonical(param: Any) -> bytes:
             f"param {param!r} cannot be stored as JSON ({exc}): use numbers, strings, "
             "lists and mappings with string keys"
         ) from None
+
+
+def param_id(text: bytes) -> str:
+    """A short stable id of a param: a hash of its canonical JSON (12 hex digits)."""
+    return hashlib.blake2b(text, digest_size=6).hexdigest()
 
 
 def pread_all(fd: int, size: int, offset: int) -> bytes:
