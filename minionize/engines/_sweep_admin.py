@@ -7,6 +7,7 @@ minion does not use while it works (the other half takes, settles and renews lea
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -19,6 +20,19 @@ from ._sweep_files import canonical, param_id
 from ._sweep_state import DEAD, DONE, TODO
 from ._sweep_store import SweepStore
 from .base import Engine, Param
+
+#: Errors that say the queue's filesystem takes no more writes.
+_CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def os_error(directory: str, exc: OSError) -> EngineError:
+    """The one-line error for an I/O error on the queue in ``directory``."""
+    if exc.errno in _CANNOT_WRITE:
+        return EngineError(
+            f"sweep queue in {directory}: cannot write: {exc.strerror}; fix that and try "
+            "again (what the queue holds is kept)"
+        )
+    return EngineError(f"sweep queue in {directory}: {exc}")
 
 
 class SweepAdmin(Engine):
@@ -83,7 +97,7 @@ class SweepAdmin(Engine):
         try:
             return self.store.repair()
         except OSError as exc:
-            raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
+            raise os_error(self.directory, exc) from exc
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
         """``done`` or ``dead`` params, in queue order: id, param, attempts (the number

@@ -64,9 +64,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Optional
 
-from ..errors import EngineError
 from ..reporters.base import MinionInfo
-from ._sweep_admin import SweepAdmin
+from ._sweep_admin import SweepAdmin, os_error
 from ._sweep_files import canonical, param_id
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from ._sweep_outbox import Entry, Outbox
@@ -306,4 +305,4 @@ class SweepEngine(SweepAdmin):
             self._outbox.give_back(written)
             raise
         except OSError as exc:
-            raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
+            raise os_error(self.directory, exc) from exc
