@@ -47,6 +47,14 @@ class SweepAdmin(Engine):
         raise NotImplementedError
 
     # -- administration --------------------------------------------------------------
+    def _adopt_execo(self, store: SweepStore) -> None:
+        from ._execo_import import is_execo_directory, read_execo_directory
+
+        if not is_execo_directory(self.directory):
+            return
+        todo, done = read_execo_directory(self.directory)
+        store.adopt([canonical(p) for p in todo], [canonical(p) for p in done], "execo")
+
     def _require_directory(self) -> None:
         if not os.path.isdir(self.directory):
             raise EngineError(

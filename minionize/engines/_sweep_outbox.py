@@ -1,10 +1,13 @@
 """What a sweep minion owes its queue between two lock sessions.
 
-A settle is not written at once: it rides on the process's next lock session (one
-session per task rather than two), so it waits here. So do params claimed *ahead* (while
-tasks are short, a claim takes a few more, handed to the next tasks without the lock),
-and the ``start`` records that say they were handed out. If the process dies, what waits
-here is lost, never a param: its lease expires and it runs again (claimed ahead and not
+A settle is not written at once: a worker that settles a param takes its next one at
+once, so the record is written microseconds later under the same lock as that claim
+(one lock session per task rather than two: measured, about 80 us of CPU per task less
+with a process per task). Every other session writes what waits too, and the minion
+loop flushes every 0.1 s. Params claimed *ahead* wait here as well (while tasks are
+short, a claim takes a few more, handed to the next tasks without the lock), with the
+``start`` records that say they were handed out. If the process dies, what waits here
+is lost, never a param: its lease expires and it runs again (claimed ahead and not
 started: without counting an attempt).
 """
 
