@@ -1,13 +1,72 @@
-"""``minion-queue repair``: rebuild a damaged sweep queue from what is left."""
+"""Rebuilding a sweep queue: ``minion-queue repair``, and the params an interrupted fill
+left in ``params.jsonl`` beyond what the journal records."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import deque
+from typing import TYPE_CHECKING
 
 from ..errors import EngineError
-from ._sweep_store import DEAD, DONE, SNAPSHOT_NAME, TODO, Damaged, SweepStore
+from ._sweep_files import Damaged, canonical, read_snapshot, replace, snapshot_bytes, snapshot_path
+from ._sweep_state import DEAD, DONE, TODO, Leases, to_snapshot
+
+if TYPE_CHECKING:
+    from ._sweep_session import Session
+    from ._sweep_store import SweepStore
+
+log = logging.getLogger("minionize.sweep")
+
+
+def recover_tail(store: Session, write: bool = True) -> list[str]:
+    """Lines of params.jsonl beyond what the journal records (a fill killed between
+    its params and its record, or a journal cut short): valid new params become
+    todo, other lines dead letters; params.jsonl is never cut. ``write``: record
+    it in the journal (else only in memory, for :func:`repair`). Lock held."""
+    store._check_tail = False
+    params = store.params
+    found = params.read_tail(store._fence_check if write else None)
+    if found is None:
+        return []
+    lines, size = found
+    dedupe = params.index()
+    n = store.state.n
+    bad: list[int] = []
+    firsts: dict[bytes, int] = {}
+    for k, line in enumerate(lines):
+        try:
+            good = canonical(json.loads(line)) == line
+        except (ValueError, EngineError, RecursionError):
+            good = False
+        if good and line not in dedupe and line not in firsts:
+            firsts[line] = n + k
+        else:
+            bad.append(n + k)
+    # A duplicate line keeps pointing at the first copy of its text.
+    kept = {line: dedupe[line] for line in lines if line in dedupe}
+    kept.update(firsts)
+    record = {"o": "add", "n": n + len(lines), "s": size}
+    void = {"o": "void", "l": bad, "why": "not a param: a line of params.jsonl left by an "
+            "interrupted fill (unreadable, or a duplicate)"}
+    if write:
+        store.journal.append(record, durable=True)
+    store._apply(record, lines)
+    dedupe.update(kept)
+    if bad:
+        (store._write if write else store._apply)(void)
+    found_text = (
+        f"params {n} to {store.state.n - 1}: {len(lines) - len(bad)} todo, {len(bad)} "
+        "unreadable or duplicate lines as dead letters"
+    )
+    if not write:
+        return [f"{params.path}: read {found_text}"]
+    log.warning(
+        "%s held %d params beyond what the journal records (an interrupted fill, or a "
+        "journal cut short): added %s", params.path, len(lines), found_text,
+    )
+    return [f"{params.path}: added {found_text} (beyond what the journal recorded)"]
 
 
 def repair(store: SweepStore) -> list[str]:
@@ -25,65 +84,67 @@ def repair(store: SweepStore) -> list[str]:
                 store._loaded = False
                 store._sync()
                 store._check_epoch()
-                recovered = store._recover_params_tail() if store._check_tail else []
+                recovered = recover_tail(store) if store._check_tail else []
                 return recovered or ["the queue is consistent: nothing to repair"]
             except Damaged as exc:
                 problem = str(exc).split(": the sweep queue is damaged")[0]
             finally:
-                store._close_journal()
-            return [f"found: {problem}", *_rebuild(store, max(store.lock_epoch, lock.epoch or 0))]
+                store.journal.close()
+            return [f"found: {problem}", *_rebuild(store, max(store.state.lock_epoch, lock.epoch or 0))]
         finally:
-            store._wrote = False
+            store.journal.wrote = False
             lock.release()
 
 
 def _rebuild(store: SweepStore, lock_epoch: int) -> list[str]:
     report: list[str] = []
-    store.dedupe = None
+    journal = store.journal
+    store.params.dedupe = None
     try:
-        doc = store._read_snapshot()
-        store._adopt_snapshot(doc)
+        doc = read_snapshot(store.directory)
+        store._load(doc)
         if doc is not None:
-            report.append(f"{store.path(SNAPSHOT_NAME)}: read (generation {store.generation})")
+            report.append(f"{snapshot_path(store.directory)}: read (generation {journal.generation})")
     except EngineError as exc:
-        store._adopt_snapshot(None)
+        store._load(None)
         doc = None
-        report.append(f"{store.path(SNAPSHOT_NAME)}: ignored ({exc})")
-    start = store.generation if doc is not None else 0
-    report += store._recover_params_tail(write=False)
-    generations = [g for g in store._journal_generations() if g >= start]
+        report.append(f"{snapshot_path(store.directory)}: ignored ({exc})")
+    start = journal.generation if doc is not None else 0
+    report += recover_tail(store, write=False)
+    generations = [g for g in journal.generations() if g >= start]
     for generation in generations:
         report.append(_replay_tolerantly(store, generation))
-    in_flight = list(store.leases)
+    state = store.state
+    in_flight = list(state.leases)
     for index in in_flight:
-        del store.leases[index]
-        store._move(index, TODO)
-    store.heap, store.returned, store.cursor = [], deque(), 0
+        state.move(index, TODO)
+    state.leases, state.returned, state.cursor = Leases(), deque(), 0
     if in_flight:
         report.append(f"{len(in_flight)} params in flight made todo (their leases are not proven)")
-    new = max([store.generation, *generations]) + 1
-    store.lock_epoch = lock_epoch
-    store.generation = new
-    store._create_journal(new)
-    store._replace(store.path(SNAPSHOT_NAME), store._snapshot_bytes(new))
-    store._remove_old_files()
-    for generation in generations:  # kept by _remove_old_files (g - 1), not needed
+    new = max([journal.generation, *generations]) + 1
+    state.lock_epoch = lock_epoch
+    journal.generation = new
+    journal.create(new, store._head(new))
+    replace(store.directory, snapshot_path(store.directory),
+            snapshot_bytes(to_snapshot(state), new, store.params.size))
+    journal.remove_old()
+    for generation in generations:  # kept by remove_old (g - 1), not needed
         if generation < new:
             try:
-                os.unlink(store.journal_path(generation))
+                os.unlink(journal.path(generation))
             except FileNotFoundError:
                 pass
     store._loaded = False
     report.append(
-        f"rebuilt: {store.n} params: {store.count[DONE]} done, {store.count[DEAD]} dead "
-        f"letters, {store.count[TODO]} todo (snapshot generation {new})"
+        f"rebuilt: {state.n} params: {state.count[DONE]} done, {state.count[DEAD]} dead "
+        f"letters, {state.count[TODO]} todo (snapshot generation {new})"
     )
     return report
 
 
 def _replay_tolerantly(store: SweepStore, generation: int) -> str:
     """Apply the readable records of one journal, skipping damaged ones."""
-    path = store.journal_path(generation)
+    path = store.journal.path(generation)
     with open(path, "rb") as f:
         data = f.read()
     applied = skipped = 0
@@ -94,7 +155,7 @@ def _replay_tolerantly(store: SweepStore, generation: int) -> str:
             record = json.loads(line)
             if record.get("o") in ("head", "next"):
                 continue
-            if record.get("o") == "add" and int(record["n"]) > store.n:
+            if record.get("o") == "add" and int(record["n"]) > store.state.n:
                 raise ValueError("params missing from params.jsonl")
             store._apply(record)
             applied += 1

@@ -24,7 +24,7 @@ Why each step is safe on NFS
   at a time, on every host. The lock has a lease against stopped or hung holders, and
   a fence so that what they write after a break is ignored: see
   :mod:`minionize.engines._sweep_lock`.
-* **Files that disagree are an error** (:class:`~._sweep_store.Damaged`), never an
+* **Files that disagree are an error** (:class:`~._sweep_files.Damaged`), never an
   empty queue: every journal starts with a ``head`` record checked against the
   snapshot; a snapshot counts only if committed; ``params.jsonl`` is never cut.
 * **Then open, then read** (close-to-open consistency). NFS clients cache file data;
@@ -58,21 +58,20 @@ Why each step is safe on NFS
 
 from __future__ import annotations
 
-import collections
-import hashlib
 import json
-import os
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
-from ..errors import EngineError
 from ..identity import MinionInfo
+from ._sweep_admin import SweepAdmin, os_error
+from ._sweep_files import param_id
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
-from ._sweep_store import DEAD, DONE, FLIGHT, TODO, Owner, SweepStore, canonical
-from .base import Delivery, Engine, Param
+from ._sweep_outbox import Entry, Outbox
+from ._sweep_state import FLIGHT, TODO, Owner
+from ._sweep_store import SweepStore
+from .base import Delivery, Param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -80,18 +79,9 @@ if TYPE_CHECKING:
 DEFAULT_DIRECTORY = "sweeps"
 #: How often an empty ``take`` looks again while params are in flight.
 POLL_INTERVAL = 0.05
-#: While this minion's tasks average less than this many seconds, a claim takes up to
-#: AHEAD_CLAIMS more params, handed to the next tasks without a lock session each.
-AHEAD_TASK_SECONDS = 0.02
-AHEAD_CLAIMS = 7
 
 
-def param_id(text: bytes) -> str:
-    """A short stable id of a param: a hash of its canonical JSON (12 hex digits)."""
-    return hashlib.blake2b(text, digest_size=6).hexdigest()
-
-
-class SweepEngine(Engine):
+class SweepEngine(SweepAdmin):
     """A finite queue of params in a shared directory, with leases.
 
     ``directory``: the queue (made by :meth:`create`, which ``minion-queue fill``
@@ -127,18 +117,11 @@ class SweepEngine(Engine):
             directory, durable_settles=durable_settles, lock_lease=max(MIN_LEASE, lock_lease),
             identity=identity,
         )
-        self._mine = 0  # deliveries handed out and not settled yet
-        self._mine_lock = threading.Lock()
-        #: Settles (and starts) not written yet: they ride on this process's next lock
-        #: session. Guarded, with ``_ahead``, by ``_pending_lock``.
-        self._pending: list[tuple[str, int, int, str]] = []
-        self._pending_lock = threading.Lock()
-        #: Params claimed ahead, not handed to a task yet.
-        self._ahead: collections.deque[Delivery] = collections.deque()
-        #: When each handed-out claim left, and the recent task duration (moving average).
-        self._out_at: dict[tuple[int, int], float] = {}
-        self._task_seconds: Optional[float] = None
-        self._settled = threading.Event()
+        #: Settles not written yet, params claimed ahead, deliveries handed out.
+        self._outbox = Outbox()
+        #: Claim params ahead while tasks are short (a queue whose params are batches
+        #: already, like a pool's chunks, turns it off: one minion would hold them all).
+        self.claim_ahead = True
         self._opened = False
 
     @classmethod
@@ -163,34 +146,32 @@ class SweepEngine(Engine):
         """Claim up to ``max_count`` params. When none is todo but some are in flight
         (they may come back), look again every 50 ms until ``timeout``.
 
-        Short tasks (under ``AHEAD_TASK_SECONDS`` on average) make the claim take up to
-        ``AHEAD_CLAIMS`` more params, marked as not started: the next takes hand them out
+        Short tasks (under ``_sweep_outbox.AHEAD_TASK_SECONDS`` on average) make a claim take
+        up to ``AHEAD_CLAIMS`` more, marked as not started: the next takes hand them out
         with a ``start`` record that rides on the next lock session. Claimed-ahead
         params are extended with the running ones and released at close; if this
         process dies, their leases expire without counting an attempt (they never ran).
         """
-        with self._pending_lock:
-            if self._ahead:
-                out = [self._ahead.popleft() for _ in range(min(max_count, len(self._ahead)))]
-                self._pending.extend(("start", *d.handle, "") for d in out)
-                return self._hand_out(out)
-        fast = self._task_seconds is not None and self._task_seconds < AHEAD_TASK_SECONDS
-        ahead = AHEAD_CLAIMS if fast else 0
+        outbox = self._outbox
+        if outbox.ahead:
+            out = outbox.take_ahead(max_count)
+            if out:
+                return out
+        ahead = outbox.ahead_wanted() if self.claim_ahead else 0
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            self._settled.clear()
+            outbox.settled.clear()
             claimed = []
             try:
                 with self._locked() as store:
                     now = time.time()
                     store.expire(now, self.max_attempts)
                     claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
-                    others_in_flight = store.count[FLIGHT] > 0
+                    others_in_flight = store.state.count[FLIGHT] > 0
             except LockLost:
                 # Stopped while holding the lock, and fenced out: these claims may not
                 # be recorded, so they are not run (and given back if they were).
-                with self._pending_lock:
-                    self._pending.extend(("release", c.index, c.seq, "") for c in claimed)
+                outbox.release([(c.index, c.seq) for c in claimed])
                 continue
             if claimed:
                 deliveries = [
@@ -202,39 +183,30 @@ class SweepEngine(Engine):
                     )
                     for c in claimed
                 ]
-                with self._pending_lock:
-                    self._ahead.extend(d for d, c in zip(deliveries, claimed) if not c.started)
-                return self._hand_out([d for d, c in zip(deliveries, claimed) if c.started])
+                outbox.keep_ahead([d for d, c in zip(deliveries, claimed) if not c.started])
+                return outbox.hand_out([d for d, c in zip(deliveries, claimed) if c.started])
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not (self._mine or (self.wait and others_in_flight)):
+            if remaining <= 0 or not (outbox.out or (self.wait and others_in_flight)):
                 return []
-            self._settled.wait(min(POLL_INTERVAL, remaining))
-
-    def _hand_out(self, deliveries: list[Delivery]) -> list[Delivery]:
-        now = time.monotonic()
-        with self._mine_lock:
-            self._mine += len(deliveries)
-            for delivery in deliveries:
-                self._out_at[delivery.handle] = now
-        return deliveries
+            outbox.settled.wait(min(POLL_INTERVAL, remaining))
 
     def exhausted(self) -> bool:
         """Nothing todo; with ``wait``, nothing in flight either (expired leases are
         put back first, so a crashed peer's params are taken, not waited for)."""
-        if self._ahead:
+        if self._outbox.ahead:
             return False
         try:
             with self._locked() as store:
                 store.expire(time.time(), self.max_attempts)
-                if store.count[TODO]:
+                if store.state.count[TODO]:
                     return False
-                return not (self.wait and store.count[FLIGHT])
+                return not (self.wait and store.state.count[FLIGHT])
         except LockLost:
             return False  # stopped in the session: look again
 
     def peek(self, limit: int) -> list[Param]:
         with self._locked() as store:
-            texts = [store.param_text(index) for index in store.peek(limit)]
+            texts = [store.param_text(index) for index in store.state.peek(limit)]
         return [json.loads(text) for text in texts]
 
     # -- settling --------------------------------------------------------------------
@@ -251,55 +223,15 @@ class SweepEngine(Engine):
         self._settle("dead", delivery, reason or "failed")
 
     def _settle(self, op: str, delivery: Delivery, reason: str = "") -> None:
-        """Record the settle at this process's next lock session.
-
-        A worker that settles a param takes its next one at once, so the record is
-        written microseconds later, under the same lock as that claim: one lock session
-        per task instead of two (measured: about 80 us of CPU per task less, with a
-        process per task). Every other session writes what is pending too, and the
-        loop calls :meth:`flush` every 0.1 s. A process killed in between loses the
-        record, never the param: its lease expires and it runs again.
-        """
-        index, seq = delivery.handle
-        with self._pending_lock:
-            self._pending.append((op, index, seq, reason))
-        with self._mine_lock:
-            self._mine = max(0, self._mine - 1)
-            out_at = self._out_at.pop((index, seq), None)
-            if out_at is not None:
-                took = time.monotonic() - out_at
-                average = self._task_seconds
-                self._task_seconds = took if average is None else 0.8 * average + 0.2 * took
-        self._settled.set()
-
-    def _write_pending(self, store: SweepStore) -> list[tuple[str, int, int, str]]:
-        """Write the pending starts, then settles, in order (lock held); what was
-        pending. What could not be written stays pending for the next session."""
-        with self._pending_lock:
-            pending, self._pending = self._pending, []
-        starts = [(index, seq) for op, index, seq, _ in pending if op == "start"]
-        settles = [item for item in pending if item[0] != "start"]
-        written = 0
-        try:
-            if starts:
-                store.start(starts, self.owner.minion)
-                starts = []
-            for op, index, seq, reason in settles:
-                store.settle(op, index, self.owner.minion, seq, reason)
-                written += 1
-        except BaseException:
-            with self._pending_lock:
-                self._pending[:0] = [("start", i, q, "") for i, q in starts] + settles[written:]
-            raise
-        return pending
+        """Record the settle at this process's next lock session (see :mod:`._sweep_outbox`)."""
+        self._outbox.settle(op, delivery, reason)
 
     # -- leases ----------------------------------------------------------------------
     def heartbeat_interval(self) -> Optional[float]:
         return self.lease / 3.0
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
-        with self._pending_lock:
-            deliveries = [*deliveries, *self._ahead]
+        deliveries = [*deliveries, *self._outbox.held_ahead()]
         if not deliveries:
             return
         items = [(int(d.handle[0]), int(d.handle[1])) for d in deliveries]
@@ -312,7 +244,7 @@ class SweepEngine(Engine):
                 continue
 
     def flush(self) -> None:
-        if self._pending:
+        if self._outbox.pending:
             try:
                 with self._locked():
                     pass  # the session writes the pending settles
@@ -331,23 +263,12 @@ class SweepEngine(Engine):
             return
         self._require_directory()
         with self._locked() as store:
-            if store.n == 0 and store.generation == 0:
+            if store.state.n == 0 and store.journal.generation == 0:
                 self._adopt_execo(store)
         self._opened = True
 
-    def _adopt_execo(self, store: SweepStore) -> None:
-        from ._execo_import import is_execo_directory, read_execo_directory
-
-        if not is_execo_directory(self.directory):
-            return
-        todo, done = read_execo_directory(self.directory)
-        store.adopt([canonical(p) for p in todo], [canonical(p) for p in done], "execo")
-
     def close(self) -> None:
-        with self._pending_lock:
-            # Claimed ahead and never handed out: back to the queue, no attempt counted.
-            self._pending.extend(("release", *d.handle, "") for d in self._ahead)
-            self._ahead.clear()
+        self._outbox.release_ahead()
         try:
             self.flush()
         finally:
@@ -356,95 +277,19 @@ class SweepEngine(Engine):
     def describe(self) -> str:
         return f"sweep queue in {self.directory}"
 
-    # -- administration --------------------------------------------------------------
-    def _require_directory(self) -> None:
-        if not os.path.isdir(self.directory):
-            raise EngineError(
-                f"EXECO_PERSISTENCE_DIR={self.directory!r}: no sweep queue there (no such "
-                "directory): fill one with `minion-queue fill ...`, or fix the path"
-            )
-
-    def create(self) -> None:
-        try:
-            os.makedirs(self.directory, exist_ok=True)
-        except OSError as exc:
-            raise EngineError(
-                f"cannot create the sweep queue directory {self.directory!r} ({exc}): "
-                "set EXECO_PERSISTENCE_DIR to a writable directory"
-            ) from None
-
-    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
-        self.create()
-        self.open()
-        return self.store.add(canonical(p) for p in params)
-
-    def status(self) -> dict[str, Any]:
-        self._require_directory()
-        with self._locked() as store:
-            in_flight, expired = store.lease_counts(time.time())
-            return {
-                "todo": store.count[TODO],
-                "in_flight": in_flight,
-                "expired": expired,
-                "done": store.count[DONE],
-                "dead": store.count[DEAD],
-                "total": store.n,
-            }
-
-    def requeue_dead(self) -> int:
-        self._require_directory()
-        with self._locked() as store:
-            return store.requeue_dead()
-
-    def reset_expired(self) -> int:
-        self._require_directory()
-        with self._locked() as store:
-            return store.expire(time.time(), self.max_attempts)
-
     @contextmanager
     def _locked(self) -> Iterator[SweepStore]:
         """The store, locked and up to date; I/O errors become EngineError. If the lock
         was broken while this process was stopped in the session, the settles it wrote
         may be lost: they stay pending (settling twice is harmless)."""
-        written: list[tuple[str, int, int, str]] = []
+        written: list[Entry] = []
         try:
             with self.store.locked() as store:
-                if self._pending:
-                    written = self._write_pending(store)
+                if self._outbox.pending:
+                    written = self._outbox.write(store, self.owner.minion)
                 yield store
         except LockLost:
-            with self._pending_lock:
-                self._pending[:0] = written
+            self._outbox.give_back(written)
             raise
         except OSError as exc:
-            raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
-
-    def repair(self) -> list[str]:
-        """Rebuild a damaged queue from what is left; lines saying what was done."""
-        self._require_directory()
-        try:
-            return self.store.repair()
-        except OSError as exc:
-            raise EngineError(f"sweep queue in {self.directory}: {exc}") from exc
-
-    def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        """``done`` or ``dead`` params, in queue order: id, param, attempts (the number
-        of attempts that ran, as in the log names ``<id>.<attempt>.*``) and, for dead
-        letters, the reason."""
-        statuses = {"done": DONE, "dead": DEAD}
-        self._require_directory()
-        if kind not in statuses:
-            raise EngineError(f"cannot list {kind!r}: use done or dead")
-        with self._locked() as store:
-            rows = [*store.records(statuses[kind])]
-        ran = 1 if kind == "done" else 0  # the success is an attempt too
-        for index, attempts, reason in rows:
-            text = self.store.read_param(index)
-            try:
-                param = json.loads(text)
-            except ValueError:  # a torn line of params.jsonl, kept as a dead letter
-                param = text.decode("utf-8", "replace")
-            record: dict[str, Any] = {"id": param_id(text), "param": param, "attempts": attempts + ran}
-            if kind == "dead":
-                record["reason"] = reason
-            yield record
+            raise os_error(self.directory, exc) from exc

@@ -331,13 +331,13 @@ class Pool:
             return  # it never took anything: its leases, if any, expire as usual
         reason = f"worker {worker.name} lost: {self._backend.reason(worker)}"
         with self._queue.store.locked() as store:
-            for index, lease in list(store.leases.items()):
+            for index, lease in list(store.state.leases.items()):
                 if lease.minion != minion:
                     continue
                 if not lease.started:
                     store.settle("release", index, minion, lease.seq)
                     continue
-                last = store.attempts.get(index, 0) + 1 >= self._max_attempts
+                last = store.state.attempts.get(index, 0) + 1 >= self._max_attempts
                 store.settle("dead" if last else "retry", index, minion, lease.seq, reason)
 
     def _forget(self, call: int, finished: bool) -> None:

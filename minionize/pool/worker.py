@@ -46,6 +46,9 @@ class PoolEngine(SweepEngine):
         self.closed_path = os.path.join(rundir, "closed")
         self.bell_path = os.path.join(rundir, "bell")
         self.tick = tick
+        # A chunk is a batch already: never claim ahead, or one worker would hold the
+        # chunks the others wait for.
+        self.claim_ahead = False
         #: True once the minion stops: an idle take returns at once (a quick terminate).
         self.stopping: Callable[[], bool] = lambda: False
 
@@ -60,9 +63,6 @@ class PoolEngine(SweepEngine):
         deadline = time.monotonic() + timeout
         while True:
             rung = self._bell()
-            # A chunk is a batch already: never claim ahead (the sweep engine does for
-            # quick tasks), or one worker would hold the chunks the others wait for.
-            self._task_seconds = None
             got = super().take(max_count, 0.0)
             if got or os.path.exists(self.closed_path):
                 return got

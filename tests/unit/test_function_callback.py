@@ -228,7 +228,7 @@ def test_a_forked_worker_does_not_share_the_minions_queue_lock(tmp_path: Path) -
     """The sweep queue's lock is an flock on a descriptor kept open per process: a forked
     worker must take its own, or it would 'hold' the lock its minion holds."""
     from minionize.callbacks.base import Task
-    from minionize.engines._sweep_store import queue_lock
+    from minionize.engines._sweep_lock import queue_lock
     from minionize.engines.base import Delivery
     from minionize.engines.sweep import SweepEngine
 

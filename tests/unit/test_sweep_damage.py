@@ -291,3 +291,29 @@ def test_a_stopped_filler_cannot_write_params_after_its_lock_was_broken(tmp_path
             holder.wait()
     assert (q / "params.jsonl").read_bytes() == b'"a"\n"b"\n"c"\n'
     assert SweepEngine(str(q)).status()["total"] == 3
+
+
+def test_a_fill_stopped_by_a_full_disk_leaves_the_queue_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from minionize.engines import _sweep_files
+
+    q = tmp_path / "q"
+    e = engine(q)
+    e.fill(range(10))
+    real = _sweep_files.write_all
+
+    def disk_full_halfway(fd: int, data: bytes, offset: int) -> None:
+        real(fd, data[: len(data) // 2], offset)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_sweep_files, "write_all", disk_full_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        e.fill(range(10, 1000))
+    monkeypatch.undo()
+    assert SweepEngine(str(q)).status()["total"] == 10
+    assert e.status()["total"] == 10
+    assert e.fill(range(5, 15)) == (5, 5)  # filling again is safe
+    assert sorted(drain(engine(q))) == list(range(15))  # type: ignore[type-var]

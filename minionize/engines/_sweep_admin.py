@@ -1,0 +1,130 @@
+"""The sweep queue's administration: what ``minion-queue`` does with it.
+
+Filling, counting, listing, requeueing dead letters, putting back expired leases and
+repairing: :class:`SweepAdmin` is the half of :class:`~.sweep.SweepEngine` that a
+minion does not use while it works (the other half takes, settles and renews leases).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from ..errors import EngineError
+from ._sweep_files import canonical, param_id
+from ._sweep_state import DEAD, DONE, TODO
+from ._sweep_store import SweepStore
+from .base import Engine, Param
+
+#: Errors that say the queue's filesystem takes no more writes.
+_CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def os_error(directory: str, exc: OSError) -> EngineError:
+    """The one-line error for an I/O error on the queue in ``directory``."""
+    if exc.errno in _CANNOT_WRITE:
+        return EngineError(
+            f"sweep queue in {directory}: cannot write: {exc.strerror}; fix that and try "
+            "again (what the queue holds is kept)"
+        )
+    return EngineError(f"sweep queue in {directory}: {exc}")
+
+
+class SweepAdmin(Engine):
+    """Administration of the sweep queue in ``directory`` through ``store``."""
+
+    directory: str
+    store: SweepStore
+    max_attempts: int
+
+    def _locked(self) -> AbstractContextManager[SweepStore]:
+        """The store, locked and up to date (see :meth:`.sweep.SweepEngine._locked`)."""
+        raise NotImplementedError
+
+    # -- administration --------------------------------------------------------------
+    def _adopt_execo(self, store: SweepStore) -> None:
+        from ._execo_import import is_execo_directory, read_execo_directory
+
+        if not is_execo_directory(self.directory):
+            return
+        todo, done = read_execo_directory(self.directory)
+        store.adopt([canonical(p) for p in todo], [canonical(p) for p in done], "execo")
+
+    def _require_directory(self) -> None:
+        if not os.path.isdir(self.directory):
+            raise EngineError(
+                f"EXECO_PERSISTENCE_DIR={self.directory!r}: no sweep queue there (no such "
+                "directory): fill one with `minion-queue fill ...`, or fix the path"
+            )
+
+    def create(self) -> None:
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+        except OSError as exc:
+            raise EngineError(
+                f"cannot create the sweep queue directory {self.directory!r} ({exc}): "
+                "set EXECO_PERSISTENCE_DIR to a writable directory"
+            ) from None
+
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        self.create()
+        self.open()
+        return self.store.add(canonical(p) for p in params)
+
+    def status(self) -> dict[str, Any]:
+        self._require_directory()
+        with self._locked() as store:
+            in_flight, expired = store.state.leases.counts(time.time())
+            return {
+                "todo": store.state.count[TODO],
+                "in_flight": in_flight,
+                "expired": expired,
+                "done": store.state.count[DONE],
+                "dead": store.state.count[DEAD],
+                "total": store.state.n,
+            }
+
+    def requeue_dead(self) -> int:
+        self._require_directory()
+        with self._locked() as store:
+            return store.requeue_dead()
+
+    def reset_expired(self) -> int:
+        self._require_directory()
+        with self._locked() as store:
+            return store.expire(time.time(), self.max_attempts)
+
+    def repair(self) -> list[str]:
+        """Rebuild a damaged queue from what is left; lines saying what was done."""
+        self._require_directory()
+        try:
+            return self.store.repair()
+        except OSError as exc:
+            raise os_error(self.directory, exc) from exc
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        """``done`` or ``dead`` params, in queue order: id, param, attempts (the number
+        of attempts that ran, as in the log names ``<id>.<attempt>.*``) and, for dead
+        letters, the reason."""
+        statuses = {"done": DONE, "dead": DEAD}
+        self._require_directory()
+        if kind not in statuses:
+            raise EngineError(f"cannot list {kind!r}: use done or dead")
+        with self._locked() as store:
+            rows = [*store.records(statuses[kind])]
+        ran = 1 if kind == "done" else 0  # the success is an attempt too
+        for index, attempts, reason in rows:
+            text = self.store.read_param(index)
+            try:
+                param = json.loads(text)
+            except ValueError:  # a torn line of params.jsonl, kept as a dead letter
+                param = text.decode("utf-8", "replace")
+            record: dict[str, Any] = {"id": param_id(text), "param": param, "attempts": attempts + ran}
+            if kind == "dead":
+                record["reason"] = reason
+            yield record

@@ -1,0 +1,422 @@
+"""The sweep queue's state machine: what the journal's records do, with no file in sight.
+
+Every process replays the same records in the same order and reaches the same state:
+so applying a record uses no clock and no setting, only the record. Decisions that do
+depend on the clock or the settings (which leases ended, which param a claim takes) are
+made by the lock holder and written as records (:func:`claim_record`,
+:func:`expire_record`); the files are :mod:`._sweep_files`'s business.
+
+``status`` is a bytearray with one byte per param (``t`` todo, ``f`` in flight, ``d``
+done, ``x`` dead), so the next todo param is found with ``bytearray.find`` from a
+cursor, and counts are kept as records are applied. Leases, attempts and dead-letter
+reasons live in dicts holding only the params that have one.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+TODO = ord("t")
+FLIGHT = ord("f")
+DONE = ord("d")
+DEAD = ord("x")
+TODO_BYTE = b"t"
+
+
+class BadRecord(ValueError):
+    """A record or a snapshot that cannot be applied (malformed)."""
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a lease: written into every claim record."""
+
+    minion: str
+    host: str
+    pid: int
+    job: str = ""
+
+
+class Lease:
+    """A claim on one param, valid until ``expiry`` (wall clock, seconds)."""
+
+    __slots__ = ("minion", "seq", "expiry", "host", "pid", "job", "started")
+
+    def __init__(
+        self, minion: str, seq: int, expiry: float, host: str, pid: int, job: str,
+        started: bool = True,
+    ) -> None:
+        #: The claim (minion, seq) that holds the lease, and until when.
+        self.minion, self.seq, self.expiry = minion, seq, expiry
+        #: Where that minion runs (said in the dead-letter reason when it expires).
+        self.host, self.pid, self.job = host, pid, job
+        #: False for a param claimed ahead and not handed to a task yet: its expiry
+        #: puts it back without counting an attempt (it never ran).
+        self.started = started
+
+    def describe(self) -> str:
+        job = f", job {self.job}" if self.job else ""
+        return f"minion {self.minion} on {self.host} (pid {self.pid}{job})"
+
+
+class Leases:
+    """The leases of the params in flight, by param index, with a heap of their ends."""
+
+    def __init__(self, leases: Optional[dict[int, Lease]] = None) -> None:
+        self.by_index: dict[int, Lease] = leases or {}
+        #: (expiry, index, minion, seq): may hold stale entries, checked when popped.
+        self.heap: list[tuple[float, int, str, int]] = []
+        self._rebuild()
+
+    def __len__(self) -> int:
+        return len(self.by_index)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.by_index)
+
+    def items(self) -> Iterable[tuple[int, Lease]]:
+        return self.by_index.items()
+
+    def values(self) -> Iterable[Lease]:
+        return self.by_index.values()
+
+    def get(self, index: int) -> Optional[Lease]:
+        return self.by_index.get(index)
+
+    def put(self, index: int, lease: Lease) -> None:
+        """A new lease, or ``lease`` extended (its expiry changed)."""
+        self.by_index[index] = lease
+        heapq.heappush(self.heap, (lease.expiry, index, lease.minion, lease.seq))
+        if len(self.heap) > 2 * len(self.by_index) + 1024:
+            # Settled and extended leases leave stale entries: rebuild, amortised O(1).
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.heap = [(le.expiry, i, le.minion, le.seq) for i, le in self.by_index.items()]
+        heapq.heapify(self.heap)
+
+    def drop(self, index: int) -> None:
+        del self.by_index[index]
+
+    def holds(self, index: int, minion: str, seq: int) -> bool:
+        """Whether the claim ``(minion, seq)`` still holds the lease of ``index``."""
+        lease = self.by_index.get(index)
+        return lease is not None and lease.minion == minion and lease.seq == seq
+
+    def take(self, index: int, minion: str, seq: int) -> Optional[Lease]:
+        """Remove and return the lease of ``index`` if the claim still holds it."""
+        lease = self.by_index.get(index)
+        if lease is None or lease.minion != minion or lease.seq != seq:
+            return None
+        del self.by_index[index]
+        return lease
+
+    def ended(self, now: float) -> list[tuple[int, Lease]]:
+        """The leases that ended at or before ``now`` (left in place)."""
+        found = []
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            _, index, minion, seq = heapq.heappop(heap)
+            lease = self.by_index.get(index)
+            if lease is None or lease.minion != minion or lease.seq != seq or lease.expiry > now:
+                continue  # settled or extended since
+            found.append((index, lease))
+        return found
+
+    def counts(self, now: float) -> tuple[int, int]:
+        """(unexpired, expired) leases."""
+        expired = sum(1 for lease in self.by_index.values() if lease.expiry <= now)
+        return len(self.by_index) - expired, expired
+
+
+class QueueState:
+    """The params' statuses, attempts, leases and dead-letter reasons of one queue."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.status = bytearray()
+        self.count = {TODO: 0, FLIGHT: 0, DONE: 0, DEAD: 0}
+        self.attempts: dict[int, int] = {}
+        self.leases = Leases()
+        self.reasons: dict[int, str] = {}
+        #: Todo params at or after the cursor are found by a scan; those before it are
+        #: remembered in ``returned`` (lazily: an entry may be stale when popped).
+        self.cursor = 0
+        self.returned: deque[int] = deque()
+        self.imported_from: Optional[str] = None
+        #: The lock epoch the queue is at (``head`` and ``break`` records raise it).
+        self.lock_epoch = 0
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "add": self._add, "claim": self._claim, "ack": self._ack, "retry": self._retry,
+            "release": self._release, "dead": self._dead, "extend": self._extend,
+            "start": self._start, "expire": self._expire, "requeue": self._requeue,
+            "adopt": self._adopt, "head": self._head, "break": self._break,
+            "void": self._void,
+        }
+
+    # -- applying records (identical in every process: no clock, no settings) ---------
+    def apply(self, record: dict[str, Any]) -> bool:
+        """Apply one journal record; False if its kind is unknown (skipped). A malformed
+        record raises :class:`BadRecord`."""
+        handler = self._handlers.get(record.get("o", ""))
+        if handler is None:
+            return False
+        try:
+            handler(record)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise BadRecord(
+                f"a malformed record {record!r:.200} ({type(exc).__name__}: {exc})"
+            ) from None
+        return True
+
+    def move(self, index: int, status: int) -> None:
+        """Give param ``index`` a new status (its lease, if any, is the caller's)."""
+        count = self.count
+        count[self.status[index]] -= 1
+        count[status] += 1
+        self.status[index] = status
+
+    def _put_back(self, index: int) -> None:
+        self.move(index, TODO)
+        if index < self.cursor:
+            self.returned.append(index)
+
+    def _head(self, record: dict[str, Any]) -> None:
+        # Checked where it is read (it must be the first record); here only the epoch.
+        self.lock_epoch = max(self.lock_epoch, int(record.get("e", 0)))
+
+    def _break(self, record: dict[str, Any]) -> None:
+        self.lock_epoch = max(self.lock_epoch, int(record["e"]))
+
+    def _void(self, record: dict[str, Any]) -> None:
+        # Lines of params.jsonl left by an interrupted fill that are not params.
+        for index in record["l"]:
+            if self.status[index] == TODO:
+                self.move(index, DEAD)
+                self.reasons[index] = str(record.get("why", "unreadable line in params.jsonl"))
+
+    def _add(self, record: dict[str, Any]) -> None:
+        new_n = int(record["n"])
+        if new_n > self.n:
+            self.status.extend(TODO_BYTE * (new_n - self.n))
+            self.count[TODO] += new_n - self.n
+            self.n = new_n
+
+    def _claim(self, record: dict[str, Any]) -> None:
+        minion, expiry = str(record["w"]), float(record["e"])
+        host, pid, job = str(record.get("h", "")), int(record.get("p", 0)), str(record.get("j", ""))
+        status = self.status
+        for entry in record["l"]:
+            index, seq = entry[0], entry[1]
+            if status[index] != TODO:
+                continue
+            self.move(index, FLIGHT)
+            # [index, seq] is a claim for a task; [index, seq, 0] a claim ahead.
+            started = len(entry) < 3 or bool(entry[2])
+            self.leases.put(index, Lease(minion, seq, expiry, host, pid, job, started))
+
+    def _ack(self, record: dict[str, Any]) -> None:
+        # A success is a success, even from a minion whose lease expired meanwhile.
+        index = int(record["i"])
+        status = self.status[index]
+        if status == DONE:
+            return
+        if status == FLIGHT:
+            self.leases.drop(index)
+        elif status == DEAD:
+            self.reasons.pop(index, None)
+        self.move(index, DONE)
+
+    def _retry(self, record: dict[str, Any]) -> None:
+        index = int(record["i"])
+        if self.leases.take(index, str(record["w"]), int(record["q"])) is None:
+            return  # the lease expired and was counted already
+        self.attempts[index] = self.attempts.get(index, 0) + 1
+        self._put_back(index)
+
+    def _release(self, record: dict[str, Any]) -> None:
+        index = int(record["i"])
+        if self.leases.take(index, str(record["w"]), int(record["q"])) is not None:
+            self._put_back(index)
+
+    def _dead(self, record: dict[str, Any]) -> None:
+        index = int(record["i"])
+        if self.leases.take(index, str(record["w"]), int(record["q"])) is None:
+            return
+        self.attempts[index] = self.attempts.get(index, 0) + 1
+        self.move(index, DEAD)
+        self.reasons[index] = str(record.get("why", ""))
+
+    def _extend(self, record: dict[str, Any]) -> None:
+        minion, expiry = str(record["w"]), float(record["e"])
+        for index, seq in record["l"]:
+            lease = self.leases.get(index)
+            if lease is not None and lease.minion == minion and lease.seq == seq:
+                lease.expiry = expiry
+                self.leases.put(index, lease)
+
+    def _start(self, record: dict[str, Any]) -> None:
+        minion = str(record["w"])
+        for index, seq in record["l"]:
+            lease = self.leases.get(index)
+            if lease is not None and lease.minion == minion and lease.seq == seq:
+                lease.started = True
+
+    def _expire(self, record: dict[str, Any]) -> None:
+        for index, minion, seq, dead in record["l"]:
+            lease = self.leases.take(index, minion, seq)
+            if lease is None:
+                continue
+            if not lease.started:
+                self._put_back(index)  # claimed ahead, never run: no attempt
+                continue
+            attempts = self.attempts.get(index, 0) + 1
+            self.attempts[index] = attempts
+            if dead:
+                self.move(index, DEAD)
+                self.reasons[index] = (
+                    f"lease expired {attempts} time(s); last held by {lease.describe()}"
+                )
+            else:
+                self._put_back(index)
+
+    def _requeue(self, record: dict[str, Any]) -> None:
+        for index in self.indices(DEAD):
+            self.attempts.pop(index, None)
+            self.reasons.pop(index, None)
+            self._put_back(index)
+
+    def _adopt(self, record: dict[str, Any]) -> None:
+        self.imported_from = str(record.get("from", "execo"))
+        for index in record.get("done", []):
+            status = self.status[index]
+            if status == FLIGHT:
+                self.leases.drop(index)
+            if status != DONE:
+                self.move(index, DONE)
+
+    # -- reading ----------------------------------------------------------------------
+    def pick(self, max_count: int) -> list[int]:
+        """Todo params to claim next, in queue order; moves the cursor past them."""
+        picks: list[int] = []
+        status = self.status
+        while len(picks) < max_count:
+            index = status.find(TODO, self.cursor)
+            if index < 0:
+                self.cursor = self.n
+                break
+            picks.append(index)
+            self.cursor = index + 1
+        while len(picks) < max_count and self.returned:
+            index = self.returned.popleft()
+            if status[index] == TODO and index not in picks:
+                picks.append(index)
+        return picks
+
+    def peek(self, limit: int) -> list[int]:
+        """Todo params that :meth:`pick` would return, without moving anything."""
+        picks: list[int] = []
+        start = self.cursor
+        while len(picks) < limit:
+            index = self.status.find(TODO, start)
+            if index < 0:
+                break
+            picks.append(index)
+            start = index + 1
+        seen = set(picks)
+        for index in self.returned:
+            if len(picks) >= limit:
+                break
+            if self.status[index] == TODO and index not in seen:
+                seen.add(index)
+                picks.append(index)
+        return picks
+
+    def indices(self, status: int) -> list[int]:
+        """Every param with ``status``, in queue order."""
+        found: list[int] = []
+        start = 0
+        while True:
+            index = self.status.find(status, start)
+            if index < 0:
+                return found
+            found.append(index)
+            start = index + 1
+
+
+# -- decisions the lock holder writes as records -------------------------------------
+def claim_record(
+    picks: list[int], tasks: int, owner: Owner, expiry: float, first_seq: int
+) -> dict[str, Any]:
+    """The record claiming ``picks``: the first ``tasks`` for tasks now, the others
+    ahead (not started: their expiry counts no attempt)."""
+    return {
+        "o": "claim",
+        "w": owner.minion,
+        "h": owner.host,
+        "p": owner.pid,
+        "j": owner.job,
+        "e": expiry,
+        "l": [
+            [index, first_seq + k] if k < tasks else [index, first_seq + k, 0]
+            for k, index in enumerate(picks)
+        ],
+    }
+
+
+def expire_record(state: QueueState, now: float, max_attempts: int) -> Optional[dict[str, Any]]:
+    """The record putting back (or dead-lettering, at ``max_attempts``) every param whose
+    lease ended at or before ``now``; None if there is none."""
+    entries = []
+    for index, lease in state.leases.ended(now):
+        dead = lease.started and state.attempts.get(index, 0) + 1 >= max_attempts
+        entries.append([index, lease.minion, lease.seq, 1 if dead else 0])
+    return {"o": "expire", "l": entries} if entries else None
+
+
+# -- the state in a snapshot ----------------------------------------------------------
+def to_snapshot(state: QueueState) -> dict[str, Any]:
+    """The state as the JSON-ready keys of a snapshot."""
+    return {
+        "params": state.n,
+        "imported_from": state.imported_from,
+        "lock_epoch": state.lock_epoch,
+        "state": state.status.decode("ascii"),
+        "attempts": sorted(state.attempts.items()),
+        "dead": sorted(state.reasons.items()),
+        "leases": [
+            [i, le.minion, le.seq, le.expiry, le.host, le.pid, le.job, int(le.started)]
+            for i, le in state.leases.items()
+        ],
+    }
+
+
+def from_snapshot(doc: dict[str, Any]) -> QueueState:
+    """The state a snapshot holds; :class:`BadRecord` if it does not hold one."""
+    try:
+        state = QueueState()
+        state.status = bytearray(doc["state"], "ascii")
+        state.n = len(state.status)
+        if state.n != int(doc["params"]):
+            raise BadRecord("'params' and 'state' disagree")
+        for status in state.count:
+            state.count[status] = state.status.count(status)
+        if sum(state.count.values()) != state.n:
+            raise BadRecord("'state' holds unknown statuses")
+        state.attempts = {int(i): int(a) for i, a in doc["attempts"]}
+        state.reasons = {int(i): str(r) for i, r in doc["dead"]}
+        state.leases = Leases({
+            index: Lease(minion, seq, expiry, host, pid, job, bool(started[0]) if started else True)
+            for index, minion, seq, expiry, host, pid, job, *started in doc["leases"]
+        })
+        state.imported_from = doc.get("imported_from")
+        state.lock_epoch = int(doc.get("lock_epoch", 0))
+    except BadRecord:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, UnicodeError) as exc:
+        raise BadRecord(f"unreadable contents ({type(exc).__name__}: {exc})") from None
+    return state
