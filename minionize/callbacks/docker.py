@@ -218,8 +218,11 @@ class DockerCallback(Callback):
                 # Under the lock: a stop asked from now on finds the container running.
                 if _stop_asked(task):
                     return Result(Outcome.FAILED, reason="stopped before it started")
+                # Attached before the start, so the live stream has every byte; with
+                # logs=True the engine also replays its log buffer, and output written
+                # while it does arrives twice (seen as a duplicated line under load).
                 stream = self.engine.streams.api.attach(
-                    container_id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+                    container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
                 )
                 try:
                     container.start()

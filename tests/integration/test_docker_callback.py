@@ -407,3 +407,14 @@ def test_setup_on_an_unreachable_engine_names_docker_host(tmp_path: Path) -> Non
     callback = DockerCallback(IMAGE, docker_env={"DOCKER_HOST": host})
     with pytest.raises(CallbackError, match=host):
         callback.setup()
+
+
+def test_every_line_a_container_prints_arrives_once(engine: DockerEngine, tmp_path: Path) -> None:
+    """Output written while the engine sets up the attach must not arrive twice (an attach
+    that also replays the log buffer duplicated lines under load)."""
+    count = 40
+    params = params_file(tmp_path, *(str(i) for i in range(count)))
+    result = minionize(engine, tmp_path, "--docker", IMAGE, "-j", "4", "echo",
+                       FILE_PATH=str(params))
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines(), key=int) == [str(i) for i in range(count)]
