@@ -146,6 +146,7 @@ class ProcessCallback(Callback):
 
     def run(self, task: Task) -> Result:
         delivery = task.delivery
+        self.builder.begin(delivery)  # {#} is this delivery's number
         try:
             cmd = self.to_cmd(delivery.param)
         except ParamError as exc:
