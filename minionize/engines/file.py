@@ -1,6 +1,8 @@
 """The file engine: params from a file (``FILE_PATH``) or standard input, one per line.
 
-Blank lines are skipped. ``FILE_DECODER=identity`` makes each line a string,
+Blank lines are skipped. ``FILE_SEPARATOR=nul`` (``minionize -0``) splits the input on
+NUL bytes instead, like ``xargs -0`` (newlines are then part of a param; empty records
+are skipped). ``FILE_DECODER=identity`` makes each line a string,
 ``json`` a JSON value (a line that does not parse is dead-lettered with the reason).
 
 Beside a real file, ``<FILE_PATH>.done`` is a journal of the lines that succeeded (one
@@ -23,9 +25,10 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Optional
+from typing import IO, TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError
+from ._records import nul_records
 from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
@@ -35,12 +38,15 @@ if TYPE_CHECKING:
 class FileEngine(Engine):
     name = "file"
 
-    def __init__(self, path: Optional[str] = None, decoder: str = "identity") -> None:
+    def __init__(
+        self, path: Optional[str] = None, decoder: str = "identity", separator: str = "newline"
+    ) -> None:
         self.path = path
         self.decoder = decoder
+        self.null = separator == "nul"
         self._lock = threading.Lock()
         self._retries: collections.deque[Delivery] = collections.deque()
-        self._source: Optional[IO[str]] = None
+        self._source: Optional[IO[Any]] = None
         self._lines: Optional[Iterator[str]] = None
         self._lineno = 0
         self._eof = False
@@ -55,7 +61,8 @@ class FileEngine(Engine):
         if path == "-":
             path = None
         decoder = env.choice("FILE_DECODER", "identity", ("identity", "json"))
-        return cls(path, decoder)
+        separator = env.choice("FILE_SEPARATOR", "newline", ("newline", "nul"))
+        return cls(path, decoder, separator)
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
@@ -125,14 +132,17 @@ class FileEngine(Engine):
     def open(self) -> None:
         if self.path is None:
             self._source = sys.stdin
-            self._lines = iter(sys.stdin)
+            self._lines = nul_records(sys.stdin.buffer) if self.null else iter(sys.stdin)
             return
         try:
             # Kept open across takes; closed in close().
-            self._source = open(self.path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+            if self.null:
+                self._source = open(self.path, "rb")  # noqa: SIM115
+            else:
+                self._source = open(self.path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
-        self._lines = iter(self._source)
+        self._lines = nul_records(self._source) if self.null else iter(self._source)
         self._skip = self._read_journal(self.path + ".done")
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         try:
@@ -179,8 +189,8 @@ class FileEngine(Engine):
             raise EngineError("the file engine was not opened")
         for raw in self._lines:
             self._lineno += 1
-            line = raw.rstrip("\r\n")
-            if not line.strip():
+            line = raw if self.null else raw.rstrip("\r\n")
+            if not (line if self.null else line.strip()):
                 continue
             if self._skip[line] > 0:
                 self._skip[line] -= 1
