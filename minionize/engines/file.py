@@ -137,12 +137,13 @@ class FileEngine(Engine):
         try:
             # Kept open across takes; closed in close().
             if self.null:
-                self._source = open(self.path, "rb")  # noqa: SIM115
+                binary = open(self.path, "rb")  # noqa: SIM115
+                self._source, self._lines = binary, nul_records(binary)
             else:
-                self._source = open(self.path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+                text = open(self.path, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+                self._source, self._lines = text, iter(text)
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
-        self._lines = nul_records(self._source) if self.null else iter(self._source)
         self._skip = self._read_journal(self.path + ".done")
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         try:
