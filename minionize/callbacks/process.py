@@ -19,8 +19,9 @@ import shlex
 import shutil
 import signal
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
+from ..engines.base import Delivery
 from ..errors import ConfigError
 from .base import Callback, Outcome, Result, Task
 from .command import CommandBuilder, ParamError, shell_line
@@ -87,6 +88,10 @@ class ProcessCallback(Callback):
     to say where the param goes. Subclass and override :meth:`to_cmd` to build the command
     yourself: return a list to run it as argv, a string to run it with ``/bin/sh -c``.
     """
+
+    #: Chooses the files a task's stdout and stderr go to, from the delivery and the
+    #: --log-dir files (or None): set for --results, --tag, --keep-order (habits.py).
+    output_paths: Optional[Callable[[Delivery, Optional[str], Optional[str]], tuple[str, str]]] = None
 
     def __init__(
         self,
@@ -168,6 +173,11 @@ class ProcessCallback(Callback):
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
             actions.append((os.POSIX_SPAWN_OPEN, 1, out_path, flags, 0o644))
             actions.append((os.POSIX_SPAWN_OPEN, 2, err_path, flags, 0o644))
+        if self.output_paths is not None:  # --results, --tag, --keep-order
+            out_path, err_path = self.output_paths(delivery, out_path, err_path)
+            new = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+            actions[1:] = [(os.POSIX_SPAWN_OPEN, fd, path, new, 0o644)
+                           for fd, path in ((1, out_path), (2, err_path))]
         with task.lock:
             if task.stop_reason is not None:
                 return Result(Outcome.FAILED, reason="stopped before it started")

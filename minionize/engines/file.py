@@ -1,8 +1,8 @@
 """The file engine: params from a file (``FILE_PATH``) or standard input, one per line.
 
 Blank lines are skipped. ``FILE_SEPARATOR=nul`` (``minionize -0``) splits the input on
-NUL bytes instead, like ``xargs -0`` (newlines are then part of a param; empty records
-are skipped). ``FILE_DECODER=identity`` makes each line a string,
+NUL bytes instead, like ``xargs -0`` (newlines are then part of a param, and an empty
+record is a param, as there). ``FILE_DECODER=identity`` makes each line a string,
 ``json`` a JSON value (a line that does not parse is dead-lettered with the reason).
 
 Beside a real file, ``<FILE_PATH>.done`` is a journal of the lines that succeeded (one
@@ -191,7 +191,7 @@ class FileEngine(Engine):
         for raw in self._lines:
             self._lineno += 1
             line = raw if self.null else raw.rstrip("\r\n")
-            if not (line if self.null else line.strip()):
+            if not self.null and not line.strip():
                 continue
             if self._skip[line] > 0:
                 self._skip[line] -= 1

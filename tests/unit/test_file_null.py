@@ -25,13 +25,14 @@ def test_file_engine_takes_nul_separated_params(tmp_path: Path) -> None:
                                                          "FILE_SEPARATOR": "nul"}))
     engine.open()
     taken = engine.take(10, 0.1)
+    # An empty record is a param, as in xargs -0 (a last NUL ends a record, no more).
     assert [(d.param, d.id) for d in taken] == [("one", "1"), ("two words", "2"),
-                                                ("line\nbreak ", "3")]
+                                                ("line\nbreak ", "3"), ("", "4")]
     engine.ack(taken[2])
     engine.close()
     # The journal skips the acked record on a rerun.
     engine.open()
-    assert [d.param for d in engine.take(10, 0.1)] == ["one", "two words"]
+    assert [d.param for d in engine.take(10, 0.1)] == ["one", "two words", ""]
     engine.close()
 
 
