@@ -217,6 +217,7 @@ class CommandBuilder:
         GNU parallel's input position), else the next number of this minion's counter."""
         ident = str(delivery.id)
         self._local.seq = ident if ident.isdecimal() else None
+        self._local.argv = None  # until this delivery's command is built
 
     def last_command(self) -> tuple[Optional[str], Optional[list[str]]]:
         """The ``{#}`` and the argv of the command this thread built last."""

@@ -116,3 +116,15 @@ def test_shell_mode_passes_modified_values_out_of_band() -> None:
 def test_shell_dollar_hash_is_left_to_the_shell() -> None:
     builder = build(["echo", "${#}"], shell=True)
     assert builder.argv("a")[2] == 'echo ${#} "$@"'
+
+
+def test_a_param_that_cannot_fill_the_command_leaves_no_stale_command() -> None:
+    from minionize.callbacks.command import ParamError
+
+    builder = build(template="echo {x}")
+    builder.begin(Delivery({"x": 1}, "1", 1))
+    builder.argv({"x": 1})
+    builder.begin(Delivery({"y": 2}, "2", 1))
+    with pytest.raises(ParamError):
+        builder.argv({"y": 2})
+    assert builder.last_command()[1] is None  # the joblog does not log "echo 1" for it
