@@ -218,3 +218,21 @@ def test_progress_draws_on_a_terminal_from_the_queue_counters(user_env: dict[str
     text = drawn.decode()
     assert minion.returncode == 0, text
     assert "6/6 done" in text and "ETA" in text
+
+
+def test_joblog_line_of_an_attempt_stopped_gracefully(user_env: dict[str, str]) -> None:
+    import signal
+
+    from tests.services import wait_for
+
+    Path("in.txt").write_text("slow\n")
+    minion = subprocess.Popen([script("minionize"), "-a", "in.txt", "--joblog", "jl", "sh", "-c",
+                               "touch started; sleep 30"], env=user_env,
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: Path("started").exists(), 20, "the task to start")
+    minion.send_signal(signal.SIGTERM)
+    _, err = minion.communicate(timeout=30)
+    assert minion.returncode == 0, err
+    rows = [line.split("\t") for line in Path("jl").read_text().splitlines()[1:]]
+    assert [(r[0], r[6], r[7]) for r in rows] == [("1", "0", "15")]
+    assert Path("in.txt.done").read_text() == ""  # given back: a rerun runs it
