@@ -86,7 +86,10 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--engine", default="file", choices=("file", "sweep"))
     parser.add_argument("--reporter", default="null")
-    parser.add_argument("--joblog", action="store_true", help="run minionize with --joblog")
+    parser.add_argument("--joblog", action="store_true",
+                        help="run minionize with --joblog, and without it to compare")
+    parser.add_argument("--without-parallel", action="store_true",
+                        help="skip GNU parallel (the slowest run)")
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs of each, interleaved; the best of each is kept (default 3)")
     args = parser.parse_args()
@@ -101,7 +104,10 @@ def main() -> int:
         "xargs -P 2 -n 1 true": lambda: n / timed(["xargs", "-P", "2", "-n", "1", TRUE], lines),
         label: lambda: minionize_rate(n, lines, args.engine, args.reporter, args.joblog),
     }
-    if shutil.which("parallel"):
+    if args.joblog:  # the same without the joblog, interleaved, to isolate its cost
+        runs[label.replace(", --joblog", "")] = lambda: minionize_rate(
+            n, lines, args.engine, args.reporter)
+    if shutil.which("parallel") and not args.without_parallel:
         runs["GNU parallel -j 2 true"] = lambda: n / timed(["parallel", "-j", "2", TRUE], lines)
     results: dict[str, float] = {}
     for _ in range(max(1, args.repeat)):
@@ -117,6 +123,10 @@ def main() -> int:
     target = "0.85" if args.joblog else "0.80"
     print(f"  minionize / bare loop (same argv) = {mine / bare:.2f}  (target >= {target})")
     print(f"  minionize / xargs                 = {mine / xargs:.2f}")
+    if args.joblog:
+        plain = results[label.replace(", --joblog", "")]
+        print(f"  without --joblog / bare loop      = {plain / bare:.2f}  "
+              f"(--joblog costs {(1 - mine / plain) * 100:.1f} %)")
     start = time.perf_counter()
     subprocess.run([*minionize, "--version"], check=True, stdout=subprocess.DEVNULL)
     via_module = time.perf_counter() - start

@@ -108,7 +108,8 @@ class Habits:
         from .reporters.tee import Tee
 
         others = [] if isinstance(reporter, NullReporter) else [reporter]
-        return engine, Tee([*others, *extras])
+        reporters = [*others, *extras]
+        return engine, reporters[0] if len(reporters) == 1 else Tee(reporters)
 
     def _wire_files(self, callback: Callback, engine: Engine, extras: list[Reporter]) -> Engine:
         from .callbacks.process import ProcessCallback
