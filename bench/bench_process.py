@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,15 @@ def timed(cmd: list[str], stdin: bytes, env: dict[str, str] | None = None, cwd: 
     return time.perf_counter() - start
 
 
+#: CPU seconds per task (minionize and its `true` children) of the fastest run of each label.
+CPU_PER_TASK: dict[bool, float] = {}
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def minionize_rate(n: int, lines: bytes, engine: str, reporter: str, joblog: bool = False) -> float:
     """One run of `minionize -j 2 true` over n params, on a fresh queue."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +84,10 @@ def minionize_rate(n: int, lines: bytes, engine: str, reporter: str, joblog: boo
             subprocess.run([sys.executable, "-m", "minionize.cli.queue", "fill", f"0..{n - 1}"],
                            check=True, env=env, stdout=subprocess.DEVNULL)
         flags = ["--joblog", os.path.join(tmp, "joblog")] if joblog else []
+        cpu = children_cpu()
         rate = n / timed([sys.executable, "-m", "minionize", *flags, TRUE], b"", env=env, cwd=tmp)
+        per_task = (children_cpu() - cpu) / n
+        CPU_PER_TASK[joblog] = min(CPU_PER_TASK.get(joblog, per_task), per_task)
         if joblog:
             with open(os.path.join(tmp, "joblog")) as handle:
                 assert sum(1 for _ in handle) == n + 1, "the joblog misses lines"
@@ -126,7 +139,11 @@ def main() -> int:
     if args.joblog:
         plain = results[label.replace(", --joblog", "")]
         print(f"  without --joblog / bare loop      = {plain / bare:.2f}  "
-              f"(--joblog costs {(1 - mine / plain) * 100:.1f} %)")
+              f"(--joblog costs {(1 - mine / plain) * 100:.1f} % of the rate)")
+        with_log, without = CPU_PER_TASK[True] * 1e6, CPU_PER_TASK[False] * 1e6
+        print(f"  CPU per task, minionize + true    = {with_log:.0f} us with --joblog, "
+              f"{without:.0f} us without (+{with_log - without:.0f} us; less noisy than rates "
+              "on a busy machine)")
     start = time.perf_counter()
     subprocess.run([*minionize, "--version"], check=True, stdout=subprocess.DEVNULL)
     via_module = time.perf_counter() - start
