@@ -204,11 +204,20 @@ def test_progress_draws_on_a_terminal_from_the_queue_counters(user_env: dict[str
     minion = subprocess.Popen([script("minionize"), "--eta", "sh", "-c", "sleep 0.3"],
                               env=user_env, stderr=child_fd, stdout=subprocess.DEVNULL)
     os.close(child_fd)
+    import select
+    import time
+
     drawn = b""
-    while True:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main_fd], [], [], 1)
+        if not ready:
+            if minion.poll() is not None:
+                break
+            continue
         try:
             chunk = os.read(main_fd, 4096)
-        except OSError:
+        except OSError:  # the terminal closed: everything was read
             break
         if not chunk:
             break
