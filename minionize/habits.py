@@ -87,6 +87,8 @@ class Habits:
         engine = load_engine(settings)
         reporter = load_reporter(settings)
         counting = type(engine).status is not BaseEngine.status
+        if settings.dry:
+            return engine, reporter  # -n prints commands: nothing to log, keep or draw
         extras: list[Reporter] = []
         if self.delay:
             extras.append(Pacer(self.delay))

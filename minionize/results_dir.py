@@ -52,6 +52,8 @@ class ResultsDir(Reporter):
 
     def __init__(self, root: str) -> None:
         self.root = root
+        #: Attempts given files and not yet finished (their .exit is still to write).
+        self._open: set[tuple[str, int]] = set()
 
     def setup(self) -> None:
         try:
@@ -76,13 +78,14 @@ class ResultsDir(Reporter):
             with open(param_file, "w", encoding="utf-8", errors="surrogateescape") as handle:
                 handle.write(text + "\n")
         base = os.path.join(entry, str(delivery.attempt))
+        self._open.add((str(delivery.id), delivery.attempt))
         return base + ".out", base + ".err"
 
     def task_finished(self, report: TaskReport) -> None:
-        if report.stdout_path is None or not report.stdout_path.startswith(
-            os.path.join(self.root, "")
-        ):
-            return  # this attempt did not run through our files
+        try:
+            self._open.remove((str(report.param_id), report.attempt))
+        except KeyError:
+            return  # this attempt was given no files (it never ran)
         code: Optional[int] = report.exit_code
         path = os.path.join(self.entry(report.param_id), f"{report.attempt}.exit")
         try:

@@ -245,3 +245,14 @@ def test_joblog_line_of_an_attempt_stopped_gracefully(user_env: dict[str, str]) 
     rows = [line.split("\t") for line in Path("jl").read_text().splitlines()[1:]]
     assert [(r[0], r[6], r[7]) for r in rows] == [("1", "0", "15")]
     assert Path("in.txt.done").read_text() == ""  # given back: a rerun runs it
+
+
+def test_results_of_a_command_that_cannot_start_and_of_a_dry_run(user_env: dict[str, str]) -> None:
+    Path("in.txt").write_text("x\n")
+    dry = sh("minionize -a in.txt --results res -n echo", user_env)
+    assert dry.returncode == 0 and not Path("res").exists()
+    Path("prog").write_text("#!/no/such/interpreter\n")  # found, but exec fails
+    Path("prog").chmod(0o755)
+    result = sh("minionize -a in.txt --results res --retries 1 ./prog", user_env)
+    assert result.returncode == 1
+    assert (Path("res/1/1.exit").read_text()) == "127\n"
