@@ -29,6 +29,9 @@ KNOWN_VARIABLES = (
     "MINION_TASK_TIMEOUT", "MINION_GRACE_PERIOD", "MINION_IDLE_TIMEOUT", "MINION_LEASE",
     "MINION_OUTAGE_TIMEOUT", "MINION_WAIT", "MINION_LOG_DIR", "MINION_TEMPLATE",
     "MINION_SHELL", "MINION_HALT", "MINION_PARAM_STDIN",
+    # GNU parallel habits (habits.py, cli/parallel_flags.py)
+    "MINION_JOBLOG", "MINION_RESULTS", "MINION_TAG", "MINION_KEEP_ORDER", "MINION_DELAY",
+    "MINION_PROGRESS",
     # set by minionize for each task (seen by a minion started inside a task)
     "MINION_PARAM", "MINION_PARAM_ID", "MINION_ATTEMPT", "MINION_PARAM_FILE",
     # engines

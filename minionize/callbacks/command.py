@@ -24,14 +24,17 @@ has filled it (the command line is wrong: the minion stops, nothing is consumed)
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 import string
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn, Optional, Union
 
-from ..engines.base import Param
+from ..engines.base import Delivery, Param
 from ..errors import CommandLineError, ConfigError
+from .replacements import COUNTERS, WORD_PLACEHOLDER, modify, split_name
 from .shell import ALL, ShellTemplateError, compile_script
 
 #: Longest excerpt of a param in a message (the queue keeps it whole).
@@ -47,15 +50,22 @@ class ParamError(ValueError):
 
 
 class _Field:
-    """A placeholder: ``name`` is a key of a mapping param, ``""`` the whole param."""
+    """A placeholder: ``name`` is a key of a mapping param, ``""`` the whole param, ``#``
+    the sequence number, ``%`` the slot number; ``modifier`` one of
+    :data:`~minionize.callbacks.replacements.MODIFIERS` or ``""``."""
 
-    __slots__ = ("name",)
+    __slots__ = ("modifier", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, modifier: str = "") -> None:
         self.name = name
+        self.modifier = modifier
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.name, self.modifier
 
     def __repr__(self) -> str:
-        return f"{{{self.name}}}"
+        return f"{{{self.name}{self.modifier}}}"
 
 
 _APPEND = _Field("*append*")  # the param appended (a scalar as one value, a list as many)
@@ -99,25 +109,30 @@ def parse_template(text: str) -> list[Part]:
                 f"{shown}: conversions and format specs are not supported, the value's text "
                 f"is passed as it is: write {{{name}}}"
             )
-        if "." in name or "[" in name:
+        key, modifier = split_name(name)
+        if "." in key or "[" in key:
             raise ValueError(
                 f"{shown}: attribute and index access are not supported: use a key of the "
-                "mapping param, e.g. {x}"
+                "mapping param, e.g. {x} (or {x.} for its value without extension)"
             )
-        if name.isdecimal() and name != "0":
+        if key.isdecimal() and key != "0":
             raise ValueError(f"{shown}: use {{}} for the whole param, {{name}} for a key")
-        parts.append(_Field("" if name == "0" else name))
+        parts.append(_Field("" if key == "0" else key, modifier))
     return parts
 
 
 def _split_braces(word: str) -> list[Part]:
-    """A command word where only ``{}`` is a placeholder (like ``xargs -I{}``)."""
+    """A command word where only GNU parallel's replacement strings (``{}``, ``{.}``,
+    ``{/}``, ``{//}``, ``{/.}``, ``{#}``, ``{%}``) are placeholders (like ``xargs -I{}``)."""
     parts: list[Part] = []
-    for i, chunk in enumerate(word.split("{}")):
-        if i:
-            parts.append(_Field(""))
-        if chunk:
-            parts.append(chunk)
+    at = 0
+    for match in WORD_PLACEHOLDER.finditer(word):
+        if match.start() > at:
+            parts.append(word[at:match.start()])
+        parts.append(_Field(*split_name(match.group()[1:-1])))
+        at = match.end()
+    if at < len(word):
+        parts.append(word[at:])
     return parts
 
 
@@ -133,6 +148,11 @@ class CommandBuilder:
         #: True once a param has filled the command: from then on a param that cannot
         #: fill it is the param's fault, not the command line's.
         self.filled_once = False
+        #: Per worker thread: its slot ({%}), the sequence number of the delivery it is
+        #: about to run ({#}), and the last argv it built (for the joblog).
+        self._local = threading.local()
+        self._slots = itertools.count(1)
+        self._sequence = itertools.count(1)
         self.source = (
             f"--template/MINION_TEMPLATE {template!r}" if template
             else f"the command {' '.join(self.command)!r}"
@@ -155,7 +175,7 @@ class CommandBuilder:
             if not words:
                 raise ValueError("the template is empty")
             self.words = [parse_template(word) for word in words]
-        elif any("{}" in word for word in self.command):
+        elif any(WORD_PLACEHOLDER.search(word) for word in self.command):
             self.words = [_split_braces(word) for word in self.command]
         else:
             appended: list[Part] = [_APPEND]
@@ -169,7 +189,7 @@ class CommandBuilder:
                 raise ValueError("the template is empty")
         else:
             line = " ".join(self.command)
-            parts = _split_braces(line) if "{}" in line else [line, " ", _APPEND]
+            parts = _split_braces(line) if WORD_PLACEHOLDER.search(line) else [line, " ", _APPEND]
         #: The value of positional parameter N is the param's field self.fields[N - 1].
         self.fields: list[_Field] = []
         pieces: list[Union[str, int]] = []
@@ -180,20 +200,50 @@ class CommandBuilder:
                 self.fields.append(part)  # alone: "$@" is every positional parameter
                 pieces.append(ALL)
             else:
-                names = [field.name for field in self.fields]
-                if part.name not in names:
+                keys = [field.key for field in self.fields]
+                if part.key not in keys:
                     self.fields.append(part)
-                    names.append(part.name)
-                pieces.append(names.index(part.name) + 1)
+                    keys.append(part.key)
+                pieces.append(keys.index(part.key) + 1)
         try:
             self.script = compile_script(pieces)
         except ShellTemplateError as exc:
             raise ValueError(str(exc)) from None
 
     # -- per param -----------------------------------------------------------------------
+    def begin(self, delivery: Delivery) -> None:
+        """The calling worker thread is about to build the command of ``delivery``: its
+        ``{#}`` is the delivery's position in its input when the engine knows it (the file
+        engine's line number, as GNU parallel counts), else its id when that is a number,
+        else the next number of this minion's counter."""
+        ident = str(delivery.id)
+        if delivery.number is not None:
+            self._local.seq = str(delivery.number)
+        else:
+            self._local.seq = ident if ident.isdecimal() else None
+        self._local.argv = None  # until this delivery's command is built
+
+    def last_command(self) -> tuple[Optional[str], Optional[list[str]]]:
+        """The ``{#}`` and the argv of the command this thread built last."""
+        return getattr(self._local, "last_seq", None), getattr(self._local, "argv", None)
+
+    def _next_seq(self) -> str:
+        """``{#}`` of the command being built now (from :meth:`begin`, else counted)."""
+        seq: Optional[str] = getattr(self._local, "seq", None)
+        self._local.seq = None
+        return seq if seq is not None else str(next(self._sequence))
+
+    def slot(self) -> str:
+        """``{%}``: this worker thread's slot, 1..concurrency, given on its first use."""
+        slot: Optional[str] = getattr(self._local, "slot", None)
+        if slot is None:
+            slot = self._local.slot = str(next(self._slots))
+        return slot
+
     def argv(self, param: Param) -> list[str]:
         """The argv that runs ``param`` (``/bin/sh -c SCRIPT sh VALUES...`` with
         ``--shell``). Raises :class:`CommandLineError` or :class:`ParamError`."""
+        self._local.last_seq = self._next_seq()
         if self.shell:
             values: list[str] = []
             for field in self.fields:
@@ -208,6 +258,7 @@ class CommandBuilder:
             if self.words and self.words[-1] == [_APPEND]:
                 argv = argv[:-1] + self._values(_APPEND, param)
         self.filled_once = True
+        self._local.argv = argv
         return argv
 
     def program(self) -> Optional[str]:
@@ -225,8 +276,10 @@ class CommandBuilder:
             if isinstance(param, (list, tuple)):
                 return [param_text(value) for value in param]
             return [param_text(param)]
+        if field.name in COUNTERS:
+            return [self._local.last_seq if field.name == "#" else self.slot()]
         if not field.name:
-            return [param_text(param)]
+            return [modify(param_text(param), field.modifier)]
         if not isinstance(param, Mapping):
             if isinstance(param, str):
                 self._fail(param, f"the param is a string, not a mapping with key "
@@ -234,7 +287,7 @@ class CommandBuilder:
             self._fail(param, f"the param is not a mapping with key {field.name!r}")
         if field.name not in param:
             self._fail(param, f"the param has no key {field.name!r}")
-        return [param_text(param[field.name])]
+        return [modify(param_text(param[field.name]), field.modifier)]
 
     def _fail(self, param: Param, reason: str) -> NoReturn:
         text = short(param_text(param) if not isinstance(param, str) else json.dumps(param))

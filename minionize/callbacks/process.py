@@ -26,8 +26,9 @@ import signal
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
+from ..engines.base import Delivery
 from ..errors import CommandLineError, ConfigError
 from ._task_io import log_paths, make_log_dir, param_json, read_tail, safe_name
 from .base import Callback, Outcome, Result, Task
@@ -59,6 +60,10 @@ class ProcessCallback(Callback):
     to say where the param goes. Subclass and override :meth:`to_cmd` to build the command
     yourself: return a list to run it as argv, a string to run it with ``/bin/sh -c``.
     """
+
+    #: Chooses the files a task's stdout and stderr go to, from the delivery and the
+    #: --log-dir files (or None): set for --results, --tag, --keep-order (habits.py).
+    output_paths: Optional[Callable[[Delivery, Optional[str], Optional[str]], tuple[str, str]]] = None
 
     def __init__(
         self,
@@ -125,6 +130,7 @@ class ProcessCallback(Callback):
 
     def run(self, task: Task) -> Result:
         delivery = task.delivery
+        self.builder.begin(delivery)  # {#} is this delivery's number
         try:
             cmd = self._command(delivery.param)
         except ParamError as exc:
@@ -160,6 +166,12 @@ class ProcessCallback(Callback):
             out_path = err_path = None
             if self.log_dir:
                 out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
+                for path, target in ((out_path, 1), (err_path, 2)):
+                    fds.append(self._open_log(path))
+                    actions.append((os.POSIX_SPAWN_DUP2, fds[-1], target))
+            if self.output_paths is not None:  # --results, --tag, --keep-order
+                out_path, err_path = self.output_paths(delivery, out_path, err_path)
+                del actions[1:]
                 for path, target in ((out_path, 1), (err_path, 2)):
                     fds.append(self._open_log(path))
                     actions.append((os.POSIX_SPAWN_DUP2, fds[-1], target))

@@ -74,6 +74,7 @@ EXIT_BROKEN_PIPE = 128 + 13
 
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
+    from . import parallel_flags
 
     parser = argparse.ArgumentParser(
         prog="minionize",
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reporter", metavar="NAME",
         help="null (default), stdout, or json (read by minion-status) (MINION_REPORTER)",
     )
+    parallel_flags.add_arguments(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]",
                         help="the program to run for each param, and its arguments")
     return parser
@@ -219,6 +221,9 @@ def run(args: argparse.Namespace) -> int:
             values[variable] = "1"
     if args.docker:
         values["MINION_CALLBACK"] = "docker"
+    from . import parallel_flags
+
+    parallel_flags.apply(args, values)
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -259,9 +264,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"MINION_TEMPLATE: {exc}") from None
         callback.param_stdin = settings.env.bool("MINION_PARAM_STDIN")
 
+    from ..habits import Habits
     from ..minion import Minion
 
-    return Minion(callback, settings=settings).run()
+    engine, reporter = Habits.from_settings(settings).wire(callback, settings)
+    return Minion(callback, engine=engine, reporter=reporter, settings=settings).run()
 
 
 if __name__ == "__main__":  # pragma: no cover

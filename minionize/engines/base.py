@@ -79,7 +79,9 @@ class Delivery:
     engine can tell); ``attempt`` counts from 1; ``handle`` is private to the engine.
     ``error`` is set by an engine that could not decode the message: the loop then
     dead-letters it at once with that reason instead of running it (a bad message never
-    crash-loops a minion).
+    crash-loops a minion). ``number`` is the param's position in its input, counting from
+    1, where the engine knows it (the file engine's line or record number): GNU
+    parallel's ``{#}``.
     """
 
     param: Param
@@ -87,6 +89,7 @@ class Delivery:
     attempt: int = 1
     handle: Any = None
     error: Optional[str] = None
+    number: Optional[int] = None
 
 
 def decode_param(data: bytes | str, decoder: str, variable: str) -> tuple[Param, Optional[str]]:

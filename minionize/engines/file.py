@@ -1,6 +1,8 @@
 """The file engine: params from a file (``FILE_PATH``) or standard input, one per line.
 
-Blank lines are skipped. ``FILE_DECODER=identity`` (the default) makes each line a string,
+Blank lines are skipped. ``FILE_SEPARATOR=nul`` (``minionize -0``) splits the input on
+NUL bytes instead, like ``xargs -0`` (newlines are then part of a param, and an empty
+record is a param, as there). ``FILE_DECODER=identity`` (the default) makes each line a string,
 exactly as read (spaces kept, only the line end removed); ``json`` a JSON value (a line
 that is not standard JSON, such as ``NaN``, or that holds a number a JSON number cannot
 keep exactly, such as ``1e400``, is dead-lettered with the reason; other numbers keep
@@ -50,11 +52,14 @@ _CHUNK = 1 << 16
 
 
 class LineReader:
-    """Lines (bytes, without the ``\\n``) of a file descriptor, or of a text stream that
-    has none; :meth:`next_line` waits for data at most until a deadline."""
+    """Lines (bytes, without the ``\\n``, or NUL-terminated records with ``separator=b"\\0"``)
+    of a file descriptor, or of a text stream that has none; :meth:`next_line` waits for
+    data at most until a deadline."""
 
-    def __init__(self, fd: Optional[int], text: Optional[IO[str]] = None) -> None:
+    def __init__(self, fd: Optional[int], text: Optional[IO[str]] = None,
+                 separator: bytes = b"\n") -> None:
         self.fd = fd
+        self.separator = separator
         self.eof = False
         self._text = iter(text) if text is not None else None
         self._buffer = bytearray()
@@ -68,12 +73,11 @@ class LineReader:
         """The next line; None at the end of the input (then :attr:`eof` is set) or when
         nothing came before ``deadline`` (a ``time.monotonic()`` time; None: wait)."""
         if self._text is not None:
-            for text_line in self._text:
-                return text_line.rstrip("\n").encode("utf-8", "surrogateescape")
+            self._buffer += "".join(self._text).encode("utf-8", "surrogateescape")
+            self._text = None
             self.eof = True
-            return None
         while True:
-            newline = self._buffer.find(b"\n", self._pos)
+            newline = self._buffer.find(self.separator, self._pos)
             if newline >= 0:
                 line = bytes(self._buffer[self._pos:newline])
                 self._pos = newline + 1
@@ -126,9 +130,11 @@ class FileEngine(Engine):
     name = "file"
 
     def __init__(self, path: Optional[str] = None, decoder: str = "identity",
-                 dry: bool = False) -> None:
+                 dry: bool = False, separator: str = "newline") -> None:
         self.path = path
         self.decoder = decoder
+        #: ``nul``: NUL-terminated records (``-0``), where an empty record is a param.
+        self.null = separator == "nul"
         self.dry = dry
         self._lock = threading.Lock()
         self._retries: collections.deque[Delivery] = collections.deque()
@@ -151,7 +157,8 @@ class FileEngine(Engine):
         if path == "-":
             path = None
         decoder = env.choice("FILE_DECODER", "identity", ("identity", "json"))
-        return cls(path, decoder, dry=settings.dry)
+        separator = env.choice("FILE_SEPARATOR", "newline", ("newline", "nul"))
+        return cls(path, decoder, dry=settings.dry, separator=separator)
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
@@ -192,7 +199,8 @@ class FileEngine(Engine):
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self._retries.append(
-            Delivery(delivery.param, delivery.id, delivery.attempt + 1, delivery.handle)
+            Delivery(delivery.param, delivery.id, delivery.attempt + 1, delivery.handle,
+                     number=delivery.number)
         )
 
     def release(self, delivery: Delivery) -> None:
@@ -224,14 +232,15 @@ class FileEngine(Engine):
                 fd: Optional[int] = sys.stdin.fileno()
             except (AttributeError, ValueError, OSError):  # a stream with no descriptor
                 fd = None
-            self._reader = LineReader(fd, None if fd is not None else sys.stdin)
+            self._reader = LineReader(fd, None if fd is not None else sys.stdin,
+                                      separator=self._separator())
             return
         try:
             # Kept open across takes; closed in close().
             self._source = open(self.path, "rb")  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
-        self._reader = LineReader(self._source.fileno())
+        self._reader = LineReader(self._source.fileno(), separator=self._separator())
         self._skip = self._read_journal(self.path + ".done")
         if self.dry:
             return  # a dry run writes nothing
@@ -256,6 +265,9 @@ class FileEngine(Engine):
         return f"file {self.path}" if self.path else "standard input"
 
     # -- internals -------------------------------------------------------------------
+    def _separator(self) -> bytes:
+        return b"\0" if self.null else b"\n"
+
     @staticmethod
     def _read_journal(path: str) -> collections.Counter[str]:
         done: collections.Counter[str] = collections.Counter()
@@ -290,10 +302,11 @@ class FileEngine(Engine):
                 return None
             self._lineno += 1
             line = raw.decode("utf-8", "surrogateescape")
-            if line.endswith("\r"):
-                line = line[:-1]
-            if not line.strip():
-                continue
+            if not self.null:
+                if line.endswith("\r"):
+                    line = line[:-1]
+                if not line.strip():
+                    continue
             if self._skip[line] > 0:
                 self._skip[line] -= 1
                 continue
@@ -307,6 +320,7 @@ class FileEngine(Engine):
         if error is not None:
             error = f"line {self._lineno}: {error}"
         return Delivery(param=param, id=f"{self._id_prefix}{self._lineno}", attempt=1,
+                        number=self._lineno,
                         handle=line, error=error)
 
 

@@ -1,0 +1,54 @@
+"""--joblog: GNU parallel's format, one whole line per attempt, appended under a lock."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from minionize.joblog import HEADER, Joblog, joblog_line
+from minionize.reporters.base import TaskReport
+
+
+def test_line_has_parallels_columns_and_number_shapes() -> None:
+    line = joblog_line("3", "node-1", 1795877476.2234, 0.0061, 1, "sh -c 'exit $0' 1")
+    assert line == "3\tnode-1\t1795877476.223\t     0.006\t0\t0\t1\t0\tsh -c 'exit $0' 1\n"
+    assert HEADER == "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n"
+
+
+def test_a_signal_goes_to_the_signal_column_like_parallel() -> None:
+    assert joblog_line("1", "h", 0, 1, -9, "x").split("\t")[6:8] == ["0", "9"]
+    assert joblog_line("1", "h", 0, 1, None, "x").split("\t")[6:8] == ["-1", "0"]
+
+
+def test_a_command_with_newlines_or_tabs_stays_one_line() -> None:
+    line = joblog_line("1", "h", 0, 1, 0, "echo 'a\nb\tc'")
+    assert line.count("\n") == 1 and line.count("\t") == 8
+    assert line.endswith("echo 'a\\nb\\tc'\n")
+
+
+def report(seq: int) -> TaskReport:
+    return TaskReport(param=str(seq), param_id=str(seq), attempt=1, outcome="done",
+                      start=1.0, duration=0.5, exit_code=0)
+
+
+def test_threads_and_two_writers_on_one_file_write_whole_lines_one_header(tmp_path: Path) -> None:
+    path = str(tmp_path / "jl")
+    writers = [Joblog(path, host="h"), Joblog(path, host="h")]
+    for writer in writers:
+        writer.start_log()
+
+    def work(writer: Joblog, base: int) -> None:
+        for i in range(200):
+            writer.write(report(base + i), None, None)
+
+    threads = [threading.Thread(target=work, args=(w, 1000 * k + 1000 * j))
+               for k, w in enumerate(writers) for j in range(0, 4, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for writer in writers:
+        writer.stop(0)
+    lines = Path(path).read_text().splitlines()
+    assert lines[0] + "\n" == HEADER and lines.count(lines[0]) == 1
+    assert len(lines) == 1 + 800 and all(len(line.split("\t")) == 9 for line in lines[1:])
