@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import threading
 from collections import deque
@@ -36,6 +37,17 @@ def param_json(param: Any) -> str:
         return json.dumps(param, ensure_ascii=False)
     except (TypeError, ValueError):
         return json.dumps(repr(param))
+
+
+def describe_exit(code: int) -> str:
+    """A task's end in words: ``exit code 3``, or ``killed by SIGKILL`` for a negative
+    code (a signal, as ``subprocess`` and ``os.waitstatus_to_exitcode`` give it)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def safe_name(text: str) -> str:

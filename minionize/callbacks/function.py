@@ -28,6 +28,7 @@ import traceback
 from multiprocessing.connection import Connection, Pipe
 from typing import Any, Callable, Generic, Optional, TypeVar
 
+from ._task_io import describe_exit
 from .base import Callback, Outcome, Result, Task
 
 R = TypeVar("R")
@@ -39,13 +40,7 @@ PARENT_CHECK_SECONDS = 1.0
 
 def describe_status(status: int) -> str:
     """A worker's wait status in words: ``killed by SIGSEGV``, ``exit code 3``."""
-    code = os.waitstatus_to_exitcode(status)
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
+    return describe_exit(os.waitstatus_to_exitcode(status))
 
 
 def failure_of(exc: BaseException) -> tuple[str, str]:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..engines.base import Delivery
 from ..errors import CommandLineError, ConfigError
-from ._task_io import log_paths, make_log_dir, param_json, read_tail, safe_name
+from ._task_io import describe_exit, log_paths, make_log_dir, param_json, read_tail, safe_name
 from .base import Callback, Outcome, Result, Task
 from .command import CommandBuilder, ParamError, param_text, shell_line
 from .reaper import TOKEN_VARIABLE, Reaper
@@ -43,15 +43,6 @@ _DEFAULT_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGQUIT")
     if hasattr(signal, name)
 )
-
-def describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
 
 class ProcessCallback(Callback):
     """Run a program per param.
