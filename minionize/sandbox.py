@@ -342,7 +342,7 @@ def collect(files: Sequence[tuple[str, str]], target: str) -> None:
     Raises OSError; then the files are back where they were and nothing is in target."""
     os.makedirs(target, exist_ok=True)
     moved: list[tuple[str, str]] = []  # (part, source): put back on failure
-    copied: list[str] = []  # parts to remove on failure
+    made: list[str] = []  # every part name made: none is left on failure
     parts: list[tuple[str, str]] = []  # (part, final)
     try:
         for source, name in files:
@@ -350,13 +350,13 @@ def collect(files: Sequence[tuple[str, str]], target: str) -> None:
             if os.path.isdir(final):
                 raise IsADirectoryError(errno.EISDIR, "a directory has its name", final)
             part = _part_name(target, name)
+            made.append(part)
             try:
                 os.rename(source, part)
                 moved.append((part, source))
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                copied.append(part)
                 _copy_synced(source, part)
             parts.append((part, final))
         for part, final in parts:
@@ -367,7 +367,7 @@ def collect(files: Sequence[tuple[str, str]], target: str) -> None:
                 os.rename(part, source)
             except OSError:
                 pass
-        for part in copied:
+        for part in made:
             try:
                 os.unlink(part)
             except OSError:
