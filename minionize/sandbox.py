@@ -40,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-from .callbacks._task_io import safe_name
+from .callbacks._task_io import read_tail, safe_name
 from .callbacks.base import Outcome, Result, StopReason
 from .callbacks.command import ParamError, Pattern
 from .errors import CommandLineError, ConfigError
@@ -199,6 +199,10 @@ class Sandboxes:
         if twice:
             raise CommandLineError(f"--input/--shared: two files named {twice!r} for param "
                                    f"{delivery.id}: a sandbox holds files by their base names")
+        twice = duplicate_names(outputs) if self.collect else None
+        if twice:
+            raise CommandLineError(f"--output: two outputs named {twice!r} for param "
+                                   f"{delivery.id}: they are collected by their base names")
         ident = str(delivery.id)
         path = os.path.join(self.root, sandbox_name(ident, delivery.attempt))
         if self.spec.keep == "always":  # a leftover of a stopped attempt with this number
@@ -264,7 +268,9 @@ class Sandboxes:
 
 
 def _failed(result: Result, reason: str) -> Result:
-    return Result(Outcome.FAILED, reason=reason, exit_code=result.exit_code,
+    """A success of the program that is a failed attempt, for ``reason``."""
+    tail = read_tail(result.stderr_path) if result.stderr_path else ""
+    return Result(Outcome.FAILED, reason=reason, exit_code=result.exit_code, stderr_tail=tail,
                   stdout_path=result.stdout_path, stderr_path=result.stderr_path)
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import queue_status, sh
+from tests.conftest import queue_status, sh, start_minion
+from tests.services import wait_for
 
 PAIRS = 101
 #: Params whose task exits 1 after writing both outputs, and whose task forgets one.
@@ -206,3 +208,50 @@ def test_collect_to_another_filesystem(user_env: dict[str, str], tmp_path: Path)
         assert os.listdir(scratch) == []
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+SLOW = """#!/bin/sh
+cat inputfile_$1.txt > out_$1.txt
+touch started
+exec sleep 60
+"""
+
+
+def test_a_graceful_stop_collects_nothing_and_leaves_no_sandbox(
+    user_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = tutorial(user_env, pairs=3)
+    Path("slow.sh").write_text(SLOW)
+    os.chmod("slow.sh", 0o755)
+    assert sh("minion-queue fill 0..2", env).returncode == 0
+    minion = start_minion(
+        {**env, "MINION_GRACE_PERIOD": "5"}, tmp_path, "-j", "2", "--sandbox", "work",
+        "--input", "in/inputfile_{}.txt", "--output", "out_{}.txt", "--collect", "results",
+        "./slow.sh", "{}")
+    try:
+        wait_for(lambda: len(list(Path("work").glob("*/started"))) == 2, 30,
+                 "two tasks to start in their sandboxes")
+        start = time.monotonic()
+        os.kill(minion.pid, signal.SIGTERM)
+        code, err = minion.finish(30)
+    finally:
+        minion.kill_group()
+    assert code == 0, err
+    assert time.monotonic() - start < 5  # the tasks got SIGTERM through the wrapper
+    assert os.listdir("work") == [] and os.listdir("results") == []
+    assert queue_status(env)["todo"] == 3
+
+
+def test_a_timed_out_attempt_keeps_its_sandbox(user_env: dict[str, str]) -> None:
+    env = tutorial(user_env, pairs=1)
+    Path("slow.sh").write_text(SLOW)
+    os.chmod("slow.sh", 0o755)
+    assert sh("minion-queue fill 0", env).returncode == 0
+    run = sh("minionize --timeout 1 --max-attempts 1 --sandbox work --input "
+             "'in/inputfile_{}.txt' --output 'out_{}.txt' --collect results ./slow.sh {}", env)
+    assert run.returncode == 1, run.stderr
+    assert "timed out after 1s" in run.stderr
+    kept = os.listdir("work")
+    assert len(kept) == 1 and kept[0].endswith(".1")
+    assert sorted(os.listdir(Path("work", kept[0]))) == ["inputfile_0.txt", "out_0.txt", "started"]
+    assert os.listdir("results") == []

@@ -169,6 +169,21 @@ def test_two_inputs_with_one_base_name_stop_the_minion(here: Path) -> None:
         prepare(boxes(inputs=("in/sharedfile.txt",)), 0)
 
 
+def test_two_outputs_with_one_base_name_stop_the_minion(here: Path) -> None:
+    with pytest.raises(CommandLineError, match="two outputs named 'o_0.txt'"):
+        prepare(boxes(outputs=("a/o_{}.txt", "b/o_{}.txt")), 0)
+    prepare(boxes(outputs=("a/o_{}.txt", "b/o_{}.txt"), collect=None), 0)  # not collected
+
+
+def test_sequence_number_is_the_commands(here: Path) -> None:
+    sandboxes = boxes(inputs=(), outputs=("out_{#}.txt",))
+    builder = CommandBuilder(["./task.sh", "{#}"])
+    delivery = Delivery("x", "x", 1, number=42)
+    builder.begin(delivery)
+    assert builder.argv("x") == ["./task.sh", "42"]
+    assert sandboxes.prepare(delivery, builder).outputs == [("out_42.txt", "out_42.txt")]
+
+
 def test_a_new_attempt_gets_a_fresh_sandbox_and_removes_older_ones(here: Path) -> None:
     sandboxes = boxes()
     first = prepare(sandboxes, 0, attempt=1)
