@@ -135,6 +135,9 @@ class Attempt:
     attempt: int
     #: Each output as (path relative to the sandbox, name it is collected under).
     outputs: list[tuple[str, str]] = field(default_factory=list)
+    #: Sandboxes of the param's later attempts found at start (kept by a dead letter
+    #: whose attempts were counted again after ``requeue-dead``): gone on success.
+    later: list[str] = field(default_factory=list)
 
 
 class Sandboxes:
@@ -205,14 +208,15 @@ class Sandboxes:
                                    f"{delivery.id}: they are collected by their base names")
         ident = str(delivery.id)
         path = os.path.join(self.root, sandbox_name(ident, delivery.attempt))
+        later: list[str] = []
         if self.spec.keep == "always":  # a leftover of a stopped attempt with this number
             shutil.rmtree(path, ignore_errors=True)
         else:  # the last attempt's sandbox is the one kept
-            remove_sandboxes(self.root, ident, up_to=delivery.attempt)
+            later = remove_sandboxes(self.root, ident, up_to=delivery.attempt)
         os.makedirs(self.root, exist_ok=True)
         os.mkdir(path)
         attempt = Attempt(path, ident, delivery.attempt,
-                          [(out, os.path.basename(out)) for out in outputs])
+                          [(out, os.path.basename(out)) for out in outputs], later)
         try:
             for source in files:
                 stage(source, os.path.join(path, os.path.basename(source)), self.spec.stage)
@@ -244,7 +248,8 @@ class Sandboxes:
             result = self._judge(attempt, result)
         if result.ok:
             if keep != "always":
-                remove_sandboxes(self.root, attempt.param_id)
+                for path in (attempt.path, *attempt.later):
+                    shutil.rmtree(path, ignore_errors=True)
         elif keep == "never":
             shutil.rmtree(attempt.path, ignore_errors=True)
         return result
@@ -286,16 +291,21 @@ def sandboxes_of(names: Sequence[str], param_id: str) -> list[tuple[str, int]]:
     return [(name, int(m.group(1))) for name in names for m in [found.match(name)] if m]
 
 
-def remove_sandboxes(root: str, param_id: str, up_to: Optional[int] = None) -> None:
-    """Remove the sandboxes of ``param_id`` in ``root``: those of attempts up to
-    ``up_to``, every one when None."""
+def remove_sandboxes(root: str, param_id: str, up_to: int) -> list[str]:
+    """Remove the sandboxes of ``param_id`` in ``root`` of attempts up to ``up_to``;
+    return the paths of those of later attempts."""
     try:
         names = os.listdir(root)
     except OSError:
-        return
+        return []
+    later = []
     for name, number in sandboxes_of(names, param_id):
-        if up_to is None or number <= up_to:
-            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        path = os.path.join(root, name)
+        if number <= up_to:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            later.append(path)
+    return later
 
 
 def check_relative(path: str, what: str, error: type[Exception] = ConfigError) -> None:

@@ -122,6 +122,7 @@ class ProcessCallback(Callback):
     #: ``--sandbox``: each attempt runs in a fresh directory with its files (set before
     #: the minion runs; see :mod:`minionize.sandbox`).
     sandboxes: Optional[Sandboxes] = None
+    _sandbox_program: Optional[str] = None
 
     def setup(self) -> None:
         program = self.program()
@@ -130,6 +131,8 @@ class ProcessCallback(Callback):
         make_log_dir(self.log_dir)
         if self.sandboxes is not None:
             self.sandboxes.setup()
+            found = shutil.which(program) if program is not None else None
+            self._sandbox_program = os.path.abspath(found) if found else None
         base = {**os.environ, **self._extra_env}
         for name in ("MINION_PARAM", "MINION_PARAM_FILE"):  # a minion run in a task
             base.pop(name, None)
@@ -155,7 +158,9 @@ class ProcessCallback(Callback):
     ) -> Result:
         """Run ``argv`` in a fresh sandbox of its attempt (see :mod:`minionize.sandbox`):
         its outputs decide a success, and are collected before it is returned."""
-        program = shutil.which(argv[0])  # from here: the task runs elsewhere
+        # Found from here: the task runs elsewhere. The program of every param, once.
+        program = self._sandbox_program if argv[0] == self.program() else None
+        program = program or shutil.which(argv[0])
         if program is None:
             return self._cannot_start(cmd, argv, OSError(errno.ENOENT, "not found"))
         try:

@@ -342,3 +342,29 @@ def test_a_stopped_task_decides_nothing(here: Path) -> None:
     Path(attempt.path, "cat_output_0.txt").write_text("out")
     sandboxes.finish(attempt, OK, StopReason.TIMEOUT)
     assert os.listdir(here / "results") == [] and os.listdir(here / "work") == ["p0.2"]
+
+
+def test_a_dead_letters_sandbox_goes_when_the_param_succeeds(here: Path) -> None:
+    sandboxes = boxes()
+    prepare(sandboxes, 0, attempt=3)  # kept by the dead letter
+    attempt = prepare(sandboxes, 0, attempt=1)  # requeued: its attempts counted again
+    assert sorted(os.listdir(here / "work")) == ["p0.1", "p0.3"]
+    failed = Result(Outcome.FAILED, reason="exit code 1", exit_code=1)
+    sandboxes.finish(attempt, failed, None)
+    attempt = prepare(sandboxes, 0, attempt=2)
+    assert sorted(os.listdir(here / "work")) == ["p0.2", "p0.3"]
+    Path(attempt.path, "cat_output_0.txt").write_text("out")
+    assert sandboxes.finish(attempt, OK, None).ok
+    assert os.listdir(here / "work") == []
+
+
+def test_hard_links_across_filesystems_stop_the_minion(
+    here: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def link(src: str, dst: str) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link", src)
+
+    monkeypatch.setattr(os, "link", link)
+    with pytest.raises(CommandLineError, match="--stage hardlink: cannot link .*use --stage copy"):
+        prepare(boxes(stage="hardlink"), 0)
+    assert os.listdir(here / "work") == []
