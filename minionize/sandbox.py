@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 import stat
 import tempfile
@@ -287,8 +286,11 @@ def sandbox_name(param_id: str, attempt: int) -> str:
 def sandboxes_of(names: Sequence[str], param_id: str) -> list[tuple[str, int]]:
     """Of the directory entries ``names``, the sandboxes of ``param_id``, with their
     attempt numbers."""
-    found = re.compile(re.escape(safe_name(param_id)) + r"\.(\d+)\Z")
-    return [(name, int(m.group(1))) for name in names for m in [found.match(name)] if m]
+    prefix = safe_name(param_id) + "."
+    return [
+        (name, int(name[len(prefix):])) for name in names
+        if name.startswith(prefix) and name[len(prefix):].isdigit() and name[len(prefix):].isascii()
+    ]
 
 
 def remove_sandboxes(root: str, param_id: str, up_to: int) -> list[str]:
