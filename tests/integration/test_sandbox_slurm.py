@@ -65,6 +65,20 @@ def command(env: dict[str, str], cwd: Path, *argv: str) -> str:
     return result.stdout
 
 
+def wait_job(slurm: SlurmCluster, job: str, directory: Path) -> str:
+    """Wait for ``job`` to end (leaving no job behind); the minions' outputs."""
+    try:
+        slurm.wait_finished(job, 120)
+    finally:
+        for label in slurm.jobs():
+            try:
+                slurm.scancel(label.split("_")[0], "--signal=KILL")
+            except SlurmError:
+                pass
+        wait_for(lambda: not slurm.jobs(), 30, "the test's jobs to end", every=0.2)
+    return "\n".join(p.read_text() for p in sorted(directory.glob("minion-*.out")))
+
+
 def test_array_of_minions_with_node_local_sandboxes(
     slurm: SlurmCluster, tmp_path: Path, scratch: Path
 ) -> None:
@@ -91,16 +105,7 @@ def test_array_of_minions_with_node_local_sandboxes(
     command(env, tmp_path, "minion-queue", "fill", "--from-files", "in/inputfile_{}.txt")
     job = slurm.sbatch(SCRIPT, args=["./task.sh", "{}"], options=["--array=0-1"],
                        cwd=tmp_path, env=env)
-    try:
-        slurm.wait_finished(job, 120)
-    finally:
-        for label in slurm.jobs():
-            try:
-                slurm.scancel(label.split("_")[0], "--signal=KILL")
-            except SlurmError:
-                pass
-        wait_for(lambda: not slurm.jobs(), 30, "the test's jobs to end", every=0.2)
-    outputs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("minion-*.out")))
+    outputs = wait_job(slurm, job, tmp_path)
 
     good = set(range(PAIRS)) - {FAILS, NO_INPUT}
     results = tmp_path / "results"
@@ -127,3 +132,25 @@ def test_array_of_minions_with_node_local_sandboxes(
     assert "in/secondinputfile_9.txt' does not exist" in str(dead[NO_INPUT]["reason"])
     # On the node, only the failed param's last sandbox is left, named by its id.
     assert os.listdir(scratch / "work") == [f"{dead[FAILS]['id']}.2"]
+
+
+def test_the_job_script_of_the_docs(slurm: SlurmCluster, tmp_path: Path, scratch: Path) -> None:
+    """docs/clusters.md's job script, as shown there, with the node's $TMPDIR."""
+    text = (ROOT / "docs" / "clusters.md").read_text()
+    section = text[text.index("## Tasks with files on node-local scratch"):]
+    script = section.split("```\n")[1]
+    assert script.startswith("#!/bin/bash\n") and "--sandbox" not in script
+    (tmp_path / "job.sbatch").write_text(script)
+    (tmp_path / "in").mkdir()
+    for i in range(6):
+        (tmp_path / "in" / f"inputfile_{i}.txt").write_text(f"first {i}\n")
+    (tmp_path / "task.sh").write_text("#!/bin/sh\ncat inputfile_$1.txt > out_$1.txt\n")
+    (tmp_path / "task.sh").chmod(0o755)
+    env = {**slurm.env, "EXECO_PERSISTENCE_DIR": str(tmp_path / "sweeps"),
+           "TMPDIR": str(scratch)}
+    command(env, tmp_path, "minion-queue", "fill", "--from-files", "in/inputfile_{}.txt")
+    job = slurm.sbatch(tmp_path / "job.sbatch", options=["--array=0-1"], cwd=tmp_path, env=env)
+    outputs = wait_job(slurm, job, tmp_path)
+    assert sorted(os.listdir(tmp_path / "results")) == [f"out_{i}.txt" for i in range(6)], outputs
+    assert (tmp_path / "results" / "out_5.txt").read_text() == "first 5\n"
+    assert os.listdir(scratch / "work") == []
