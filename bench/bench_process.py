@@ -6,11 +6,13 @@ locale (it checks for --help) and costs about a third more than `true` alone, so
 physical limit is measured both ways and the ratio is taken against the same argv.
 
     python bench/bench_process.py [--tasks 10000] [--engine file|sweep] [--reporter null|json]
-                                  [--joblog]
+                                  [--joblog] [--sandbox]
 
 Prints tasks/s for each and minionize's ratio to the bare loop and to xargs.
 Target: minionize >= 0.8 x the bare loop (>= 0.85 with --joblog, which appends a line
-per task to a joblog in the run's directory).
+per task to a joblog in the run's directory). --sandbox also runs minionize --sandbox DIR
+(a fresh directory per task, entered through sh: its cost per task is printed; without
+--sandbox nothing of it is on a task's path).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def timed(cmd: list[str], stdin: bytes, env: dict[str, str] | None = None, cwd: 
 
 
 #: CPU seconds per task (minionize and its `true` children) of the fastest run of each label.
-CPU_PER_TASK: dict[bool, float] = {}
+CPU_PER_TASK: dict[str, float] = {}
 
 
 def children_cpu() -> float:
@@ -69,7 +71,8 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def minionize_rate(n: int, lines: bytes, engine: str, reporter: str, joblog: bool = False) -> float:
+def minionize_rate(n: int, lines: bytes, engine: str, reporter: str, joblog: bool = False,
+                   sandbox: bool = False) -> float:
     """One run of `minionize -j 2 true` over n params, on a fresh queue."""
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, MINION_CONCURRENCY="2", MINION_REPORTER=reporter,
@@ -84,10 +87,13 @@ def minionize_rate(n: int, lines: bytes, engine: str, reporter: str, joblog: boo
             subprocess.run([sys.executable, "-m", "minionize.cli.queue", "fill", f"0..{n - 1}"],
                            check=True, env=env, stdout=subprocess.DEVNULL)
         flags = ["--joblog", os.path.join(tmp, "joblog")] if joblog else []
+        if sandbox:
+            flags += ["--sandbox", os.path.join(tmp, "work")]
+        key = ("joblog" if joblog else "") + ("sandbox" if sandbox else "")
         cpu = children_cpu()
         rate = n / timed([sys.executable, "-m", "minionize", *flags, TRUE], b"", env=env, cwd=tmp)
         per_task = (children_cpu() - cpu) / n
-        CPU_PER_TASK[joblog] = min(CPU_PER_TASK.get(joblog, per_task), per_task)
+        CPU_PER_TASK[key] = min(CPU_PER_TASK.get(key, per_task), per_task)
         if joblog:
             with open(os.path.join(tmp, "joblog")) as handle:
                 assert sum(1 for _ in handle) == n + 1, "the joblog misses lines"
@@ -101,6 +107,8 @@ def main() -> int:
     parser.add_argument("--reporter", default="null")
     parser.add_argument("--joblog", action="store_true",
                         help="run minionize with --joblog, and without it to compare")
+    parser.add_argument("--sandbox", action="store_true",
+                        help="also run minionize with --sandbox, to measure its cost")
     parser.add_argument("--without-parallel", action="store_true",
                         help="skip GNU parallel (the slowest run)")
     parser.add_argument("--repeat", type=int, default=3,
@@ -120,6 +128,9 @@ def main() -> int:
     if args.joblog:  # the same without the joblog, interleaved, to isolate its cost
         runs[label.replace(", --joblog", "")] = lambda: minionize_rate(
             n, lines, args.engine, args.reporter)
+    sandboxed = label.replace("true (", "--sandbox DIR true (")
+    if args.sandbox:
+        runs[sandboxed] = lambda: minionize_rate(n, lines, args.engine, args.reporter, sandbox=True)
     if shutil.which("parallel") and not args.without_parallel:
         runs["GNU parallel -j 2 true"] = lambda: n / timed(["parallel", "-j", "2", TRUE], lines)
     results: dict[str, float] = {}
@@ -140,10 +151,14 @@ def main() -> int:
         plain = results[label.replace(", --joblog", "")]
         print(f"  without --joblog / bare loop      = {plain / bare:.2f}  "
               f"(--joblog costs {(1 - mine / plain) * 100:.1f} % of the rate)")
-        with_log, without = CPU_PER_TASK[True] * 1e6, CPU_PER_TASK[False] * 1e6
+        with_log, without = CPU_PER_TASK["joblog"] * 1e6, CPU_PER_TASK[""] * 1e6
         print(f"  CPU per task, minionize + true    = {with_log:.0f} us with --joblog, "
               f"{without:.0f} us without (+{with_log - without:.0f} us; less noisy than rates "
               "on a busy machine)")
+    if args.sandbox:
+        boxed, plain_cpu = CPU_PER_TASK["sandbox"] * 1e6, CPU_PER_TASK[""] * 1e6
+        print(f"  --sandbox / bare loop             = {results[sandboxed] / bare:.2f}  "
+              f"(CPU per task: {boxed:.0f} us with --sandbox, {plain_cpu:.0f} us without)")
     start = time.perf_counter()
     subprocess.run([*minionize, "--version"], check=True, stdout=subprocess.DEVNULL)
     via_module = time.perf_counter() - start

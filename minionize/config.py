@@ -32,6 +32,10 @@ KNOWN_VARIABLES = (
     # GNU parallel habits (habits.py, cli/parallel_flags.py)
     "MINION_JOBLOG", "MINION_RESULTS", "MINION_TAG", "MINION_KEEP_ORDER", "MINION_DELAY",
     "MINION_PROGRESS",
+    # tasks with files (sandbox.py, cli/sandbox_flags.py); MINION_SANDBOX is also set for
+    # each task, to its own sandbox
+    "MINION_SANDBOX", "MINION_INPUT", "MINION_SHARED", "MINION_OUTPUT", "MINION_STAGE",
+    "MINION_COLLECT", "MINION_COLLECT_LAYOUT", "MINION_KEEP_SANDBOX",
     # set by minionize for each task (seen by a minion started inside a task)
     "MINION_PARAM", "MINION_PARAM_ID", "MINION_ATTEMPT", "MINION_PARAM_FILE",
     # engines

@@ -194,3 +194,34 @@ def params_from_items(items: Sequence[str], stdin: Optional[Iterable[str]] = Non
             yield from read_lines(stdin)
         else:
             yield parse_value(item)
+
+
+def params_from_files(pattern: str) -> list[Any]:
+    """The ``{}`` part of every file matching ``pattern`` (``in/inputfile_{}.txt``), read
+    like a typed value (``7`` is the number 7), numbers first in their order, then the
+    rest by name. ConfigError when ``{}`` is not there exactly once or nothing matches."""
+    import glob
+    import os
+
+    before, found, after = pattern.partition("{}")
+    if not found or "{}" in after:
+        raise ConfigError(
+            f"--from-files {pattern!r}: write {{}} once where the param is in the file name, "
+            "e.g. --from-files 'in/inputfile_{}.txt'"
+        )
+    matching = re.compile(re.escape(before) + r"(.+?)" + re.escape(after) + r"\Z", re.DOTALL)
+    parts = []
+    for path in glob.glob(glob.escape(before) + "*" + glob.escape(after)):
+        match = matching.match(path)
+        if match and os.sep not in match.group(1):
+            parts.append(match.group(1))
+    if not parts:
+        raise ConfigError(f"--from-files {pattern!r}: no file matches it")
+    values = [parse_value(require_utf8(part, f"the file name {before}{part}{after}"))
+              for part in parts]
+    numbers: list[Any] = []
+    others: list[Any] = []
+    for value in values:
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        (numbers if is_number else others).append(value)
+    return [*sorted(numbers), *sorted(others, key=canonical_json)]

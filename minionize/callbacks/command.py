@@ -49,6 +49,10 @@ class ParamError(ValueError):
     """This param cannot fill this command (retrying cannot help)."""
 
 
+class _Unfilled(ValueError):
+    """A placeholder this param has no value for (the reason); the caller says whose."""
+
+
 class _Field:
     """A placeholder: ``name`` is a key of a mapping param, ``""`` the whole param, ``#``
     the sequence number, ``%`` the slot number; ``modifier`` one of
@@ -244,17 +248,36 @@ class CommandBuilder:
         """The argv that runs ``param`` (``/bin/sh -c SCRIPT sh VALUES...`` with
         ``--shell``). Raises :class:`CommandLineError` or :class:`ParamError`."""
         self._local.last_seq = self._next_seq()
+        try:
+            return self._argv(param)
+        except _Unfilled as exc:
+            self._fail(param, str(exc), self.source, self.filled_once)
+
+    def fill(self, pattern: Pattern, param: Param) -> str:
+        """``pattern`` filled with ``param``, with the same values as the command just
+        built by :meth:`argv` for it (the same ``{#}`` and ``{%}``). Raises
+        :class:`CommandLineError` while no param has filled the pattern (it is wrong),
+        :class:`ParamError` once one has (this param is odd)."""
+        try:
+            text = self._join(pattern.parts, param)
+        except _Unfilled as exc:
+            self._fail(param, str(exc), pattern.source, pattern.filled_once)
+        pattern.filled_once = True
+        return text
+
+    def _join(self, parts: Sequence[Part], param: Param) -> str:
+        return "".join(
+            part if isinstance(part, str) else "".join(self._values(part, param)) for part in parts
+        )
+
+    def _argv(self, param: Param) -> list[str]:
         if self.shell:
             values: list[str] = []
             for field in self.fields:
                 values.extend(self._values(field, param))
             argv = ["/bin/sh", "-c", self.script, "sh", *values]
         else:
-            argv = [
-                "".join(part if isinstance(part, str) else "".join(self._values(part, param))
-                        for part in word)
-                for word in self.words
-            ]
+            argv = [self._join(word, param) for word in self.words]
             if self.words and self.words[-1] == [_APPEND]:
                 argv = argv[:-1] + self._values(_APPEND, param)
         self.filled_once = True
@@ -271,8 +294,8 @@ class CommandBuilder:
     def _values(self, field: _Field, param: Param) -> list[str]:
         if field is _APPEND:
             if isinstance(param, Mapping):
-                self._fail(param, "a mapping param needs --template "
-                                  "(e.g. --template 'a.out --x {x} {y}')")
+                raise _Unfilled("a mapping param needs --template "
+                                "(e.g. --template 'a.out --x {x} {y}')")
             if isinstance(param, (list, tuple)):
                 return [param_text(value) for value in param]
             return [param_text(param)]
@@ -282,22 +305,44 @@ class CommandBuilder:
             return [modify(param_text(param), field.modifier)]
         if not isinstance(param, Mapping):
             if isinstance(param, str):
-                self._fail(param, f"the param is a string, not a mapping with key "
-                                  f"{field.name!r}: {DECODER_HINT}")
-            self._fail(param, f"the param is not a mapping with key {field.name!r}")
+                raise _Unfilled(f"the param is a string, not a mapping with key "
+                                f"{field.name!r}: {DECODER_HINT}")
+            raise _Unfilled(f"the param is not a mapping with key {field.name!r}")
         if field.name not in param:
-            self._fail(param, f"the param has no key {field.name!r}")
+            raise _Unfilled(f"the param has no key {field.name!r}")
         return [modify(param_text(param[field.name]), field.modifier)]
 
-    def _fail(self, param: Param, reason: str) -> NoReturn:
+    @staticmethod
+    def _fail(param: Param, reason: str, source: str, filled_once: bool) -> NoReturn:
         text = short(param_text(param) if not isinstance(param, str) else json.dumps(param))
-        message = f"{self.source} cannot run param {text}: {reason}"
-        if self.filled_once:
+        message = f"{source} cannot run param {text}: {reason}"
+        if filled_once:
             raise ParamError(message)
         raise CommandLineError(
             f"{message}; no param of this run has filled this command yet, so the command "
             "line must be wrong: nothing was consumed"
         )
+
+
+class Pattern:
+    """A file name with the command's placeholders (``{}``, ``{name}``, ``{.}``, ``{/}``,
+    ``{#}``, ...), such as ``--input 'in/file_{}.txt'``: parsed once (a malformed one is
+    a :class:`ConfigError` naming ``source``), filled per param by
+    :meth:`CommandBuilder.fill`. Braces are doubled for a literal one, as in a template."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.text = text
+        self.source = f"{source} {text!r}"
+        try:
+            self.parts = parse_template(text)
+        except ValueError as exc:
+            raise ConfigError(f"{self.source}: {exc}") from None
+        #: True once a param has filled it (then a param that cannot is the param's fault).
+        self.filled_once = False
+
+    def fields(self) -> list[str]:
+        """The placeholders it holds, as written: ``["{}", "{x.}"]``."""
+        return [repr(part) for part in self.parts if isinstance(part, _Field)]
 
 
 def shell_line(argv: Sequence[str]) -> str:

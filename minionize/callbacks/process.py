@@ -26,7 +26,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ..engines.base import Delivery
 from ..errors import CommandLineError, ConfigError
@@ -34,6 +34,9 @@ from ._task_io import describe_exit, log_paths, make_log_dir, param_json, read_t
 from .base import Callback, Outcome, Result, Task
 from .command import CommandBuilder, ParamError, param_text, shell_line
 from .reaper import TOKEN_VARIABLE, Reaper
+
+if TYPE_CHECKING:
+    from ..sandbox import Sandboxes
 
 Command = Union[str, Sequence[str]]
 
@@ -107,12 +110,20 @@ class ProcessCallback(Callback):
     _reaper: Optional[Reaper] = None
     #: Where large params and stdin params are written, created on first use.
     _param_dir: Optional[str] = None
+    #: ``--sandbox``: each attempt runs in a fresh directory with its files (set before
+    #: the minion runs; see :mod:`minionize.sandbox`).
+    sandboxes: Optional[Sandboxes] = None
+    _sandbox_program: Optional[str] = None
 
     def setup(self) -> None:
         program = self.program()
         if program is not None and shutil.which(program) is None:
             raise ConfigError(_not_found(program))
         make_log_dir(self.log_dir)
+        if self.sandboxes is not None:
+            self.sandboxes.setup()
+            found = shutil.which(program) if program is not None else None
+            self._sandbox_program = os.path.abspath(found) if found else None
         base = {**os.environ, **self._extra_env}
         for name in ("MINION_PARAM", "MINION_PARAM_FILE"):  # a minion run in a task
             base.pop(name, None)
@@ -129,6 +140,39 @@ class ProcessCallback(Callback):
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         if not argv:
             return Result(Outcome.REJECTED, reason="empty command")
+        if self.sandboxes is None:
+            return self._spawn(task, cmd, argv)
+        return self._run_in_sandbox(task, cmd, argv, self.sandboxes)
+
+    def _run_in_sandbox(
+        self, task: Task, cmd: Command, argv: list[str], sandboxes: Sandboxes
+    ) -> Result:
+        """Run ``argv`` in a fresh sandbox of its attempt (see :mod:`minionize.sandbox`):
+        its outputs decide a success, and are collected before it is returned."""
+        # Found from here: the task runs elsewhere. The program of every param, once.
+        program = self._sandbox_program if argv[0] == self.program() else None
+        program = program or shutil.which(argv[0])
+        if program is None:
+            return self._cannot_start(cmd, argv, OSError(errno.ENOENT, "not found"))
+        try:
+            attempt = sandboxes.prepare(task.delivery, self.builder)
+        except ParamError as exc:  # a missing input among them
+            return Result(Outcome.REJECTED, reason=str(exc))
+        try:
+            result = self._spawn(
+                task, cmd, sandboxes.wrap([os.path.abspath(program), *argv[1:]], attempt),
+                {SANDBOX_VARIABLE: attempt.path},
+            )
+        except BaseException:
+            shutil.rmtree(attempt.path, ignore_errors=True)
+            raise
+        return sandboxes.finish(attempt, result, task.stop_reason)
+
+    def _spawn(
+        self, task: Task, cmd: Command, argv: list[str], extra: Optional[dict[str, str]] = None
+    ) -> Result:
+        """Start ``argv`` for ``task``, wait for it, and say how it ended."""
+        delivery = task.delivery
         reaper = self._reaper or self._new_reaper()
         reaper.start()
         env = self._base_env or {**os.environ, **self._extra_env}
@@ -138,6 +182,8 @@ class ProcessCallback(Callback):
             "MINION_ATTEMPT": str(delivery.attempt),
             TOKEN_VARIABLE: reaper.token,
         }
+        if extra:
+            env.update(extra)
         text = param_json(delivery.param)
         files: list[str] = []  # param files to remove once the task ended
         fds: list[int] = []  # descriptors to close once the task started
@@ -311,6 +357,8 @@ class ProcessCallback(Callback):
 
 
 _STATE_LOCK = threading.Lock()
+#: The task's sandbox (absolute), with ``--sandbox``.
+SANDBOX_VARIABLE = "MINION_SANDBOX"
 #: Linux's limit on one argument or environment string (MAX_ARG_STRLEN, 32 pages).
 MAX_ARG_STRLEN = 131072
 #: Above this many bytes, the param is not put in MINION_PARAM (one environment string

@@ -74,7 +74,7 @@ EXIT_BROKEN_PIPE = 128 + 13
 
 def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
-    from . import parallel_flags
+    from . import parallel_flags, sandbox_flags
 
     parser = argparse.ArgumentParser(
         prog="minionize",
@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="null (default), stdout, or json (read by minion-status) (MINION_REPORTER)",
     )
     parallel_flags.add_arguments(parser)
+    sandbox_flags.add_arguments(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]",
                         help="the program to run for each param, and its arguments")
     return parser
@@ -266,6 +267,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..habits import Habits
     from ..minion import Minion
+    from . import sandbox_flags
+
+    sandbox_flags.apply(args, values, callback)
 
     engine, reporter = Habits.from_settings(settings).wire(callback, settings)
     return Minion(callback, engine=engine, reporter=reporter, settings=settings).run()

@@ -29,6 +29,7 @@ examples:
   seq 100 | minion-queue fill -                      # one param per line
   minion-queue fill --file params.jsonl              # one JSON value per line
   minion-queue fill --product a=1,2,3 b=x,y          # 6 mappings {"a": 1, "b": "x"} ...
+  minion-queue fill --from-files 'in/data_{}.txt'    # 7 for in/data_7.txt, ...
   minion-queue status --json
   minion-queue list dead                             # dead letters, with their reason
   minion-queue requeue-dead                          # give them another try
@@ -76,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Add params to the queue. A param already in the queue (done or not) "
         "is not added again, so filling twice is harmless.",
         epilog="examples: fill 0..9 | fill 3 7 '{\"x\": 1}' | seq 10 | fill - | "
-        "fill --file params.jsonl | fill --product a=1,2,3 b=x,y",
+        "fill --file params.jsonl | fill --product a=1,2,3 b=x,y | "
+        "fill --from-files 'in/inputfile_{}.txt'",
     )
     fill.add_argument(
         "items", nargs="*", metavar="ITEM",
@@ -89,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--file", "-f", action="append", default=[], metavar="PATH",
         help="a JSON-lines file: one JSON value per line (repeatable); NaN, Infinity and "
         "numbers a JSON number cannot keep exactly (1e400) are errors naming the line",
+    )
+    fill.add_argument(
+        "--from-files", action="append", default=[], metavar="PATTERN",
+        help="the {} part of every file matching PATTERN, e.g. 'in/inputfile_{}.txt' "
+        "(repeatable; read like ITEM values: inputfile_7.txt gives the number 7)",
     )
     fill.add_argument(
         "--product", "-p", nargs="+", metavar="NAME=V1,V2", action="append", default=[],
@@ -175,10 +182,10 @@ def run(args: argparse.Namespace) -> int:
 def _fill(engine: Any, args: argparse.Namespace) -> int:
     from ..errors import ConfigError
 
-    if not (args.items or args.file or args.product):
+    if not (args.items or args.file or args.product or args.from_files):
         raise ConfigError(
-            "nothing to fill: give a range (0..9), values, - for stdin, --file PATH or "
-            "--product NAME=V1,V2 ..."
+            "nothing to fill: give a range (0..9), values, - for stdin, --file PATH, "
+            "--from-files PATTERN or --product NAME=V1,V2 ..."
         )
     from ..errors import EngineError
 
@@ -196,7 +203,7 @@ def _fill(engine: Any, args: argparse.Namespace) -> int:
 
 def _params(args: argparse.Namespace) -> Iterator[Any]:
     from ..errors import ConfigError
-    from ..params_input import params_from_items, product, read_json_lines
+    from ..params_input import params_from_files, params_from_items, product, read_json_lines
 
     yield from params_from_items(args.items, _stdin())
     for path in args.file:
@@ -209,6 +216,8 @@ def _params(args: argparse.Namespace) -> Iterator[Any]:
             raise ConfigError(f"cannot read --file {path}: {exc.strerror}") from None
     for specs in args.product:
         yield from product(specs)
+    for pattern in args.from_files:
+        yield from params_from_files(pattern)
 
 
 def _stdin() -> Optional[Iterator[str]]:

@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -121,3 +122,19 @@ def test_json_lines_refuse_a_number_whose_value_would_change(line: str) -> None:
 
 def test_json_lines_keep_numbers_that_keep_their_value() -> None:
     assert list(read_json_lines(io.StringIO("3.10\n1e3\n0.1\n"))) == [3.1, 1000.0, 0.1]
+
+
+def test_from_files_gives_the_part_in_braces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from minionize.params_input import params_from_files
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    for part in ("10", "2", "01", "a b", "true", "3.10"):
+        (tmp_path / "in" / f"inputfile_{part}.txt").write_text("")
+    (tmp_path / "in" / "secondinputfile_4.txt").write_text("")
+    (tmp_path / "in" / "inputfile_5.txt.bak").write_text("")
+    assert params_from_files("in/inputfile_{}.txt") == [2, 10, "01", "3.10", "a b", True]
+    with pytest.raises(ConfigError, match="write {} once"):
+        params_from_files("in/inputfile_.txt")
+    with pytest.raises(ConfigError, match="no file matches it"):
+        params_from_files("in/nothing_{}.txt")

@@ -1,0 +1,411 @@
+"""Tasks with files: a sandbox per attempt, staged inputs, required outputs, collection.
+
+With ``--sandbox DIR`` each attempt of a process task runs in a fresh, empty directory
+``DIR/<param id>.<attempt>`` (named like its logs), its working directory and
+``$MINION_SANDBOX``. It holds exactly the staged files, by their base names:
+
+* ``--input PATTERN`` (per param; placeholders as in the command): a missing input
+  rejects the param (dead-lettered at once, not run), the reason naming the file;
+* ``--shared PATH``: in every sandbox; a missing one is a :class:`ConfigError` at start.
+
+Files are staged by symlink (absolute), copy, or hard link (``--stage``).
+
+**Success** is exit code 0 *and* every ``--output PATTERN`` (relative to the sandbox)
+present as a regular file. Then, before the param is acked, exactly the outputs are
+moved into ``--collect DIR`` (flat by name, or ``DIR/<param id>/``), all or nothing:
+each is first moved, or copied when ``DIR`` is on another filesystem, to a hidden
+temporary name in its final directory, and only when all are there renamed to their
+names; a failure puts back or removes what was moved, and the attempt fails. A file in
+``DIR`` is therefore never half written under its name.
+
+**Cleanup** (``--keep-sandbox``): ``failed`` (default) removes a successful attempt's
+sandbox; the sandbox of a failed attempt stays until the param's next attempt starts,
+so a dead-lettered param keeps its last one; a success removes every sandbox of its
+param. ``never`` removes every sandbox when its attempt ends, ``always`` none. A task
+minionize stopped (graceful stop) leaves nothing unless ``always``.
+
+:class:`Sandboxes` is what the process callback calls (``prepare`` before the spawn,
+``finish`` after); the rest are functions that do one thing each.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+from .callbacks._task_io import read_tail, safe_name
+from .callbacks.base import Outcome, Result, StopReason
+from .callbacks.command import ParamError, Pattern
+from .errors import CommandLineError, ConfigError
+
+if TYPE_CHECKING:
+    from .callbacks.command import CommandBuilder
+    from .config import Env
+    from .engines.base import Delivery
+
+STAGES = ("symlink", "copy", "hardlink")
+KEEPS = ("failed", "always", "never")
+LAYOUTS = ("flat", "per-param")
+#: How a sandbox wrapper enters its directory: ``sh -c SCRIPT sh DIR PROGRAM ARGS...``
+#: (posix_spawn has no working directory; ``cd`` then ``exec`` keeps the process id).
+CD_SCRIPT = 'cd -- "$1" && shift && exec "$@"'
+#: Marks the temporary names of collected files (``.<name>.<random>.part``).
+PART_SUFFIX = ".part"
+
+
+class MissingInput(ParamError):
+    """An input of this param does not exist: it is dead-lettered without running."""
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """What the sandbox flags say (``MINION_SANDBOX``, ``MINION_INPUT``, ...)."""
+
+    root: str
+    inputs: tuple[str, ...] = ()
+    shared: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    stage: str = "symlink"
+    collect: Optional[str] = None
+    layout: str = "flat"
+    keep: str = "failed"
+
+    @classmethod
+    def from_env(cls, env: Env) -> Optional[SandboxSpec]:
+        """The spec of the run, or None without ``MINION_SANDBOX``; ConfigError when a
+        file flag is given without it or a value is not one of its choices."""
+        root = env.str("MINION_SANDBOX")
+        lists = {name: split_list(env.str(name)) for name in LIST_VARIABLES}
+        choices = {
+            name: _choice(env.str(name), name, allowed)
+            for name, allowed in (("MINION_STAGE", STAGES), ("MINION_KEEP_SANDBOX", KEEPS),
+                                  ("MINION_COLLECT_LAYOUT", LAYOUTS))
+        }
+        collect = env.str("MINION_COLLECT")
+        if root is None:
+            given = [name for name, value in lists.items() if value]
+            given += [name for name in ("MINION_COLLECT", *choices) if env.str(name)]
+            if given:
+                raise ConfigError(
+                    f"{given[0]} works in a sandbox: give --sandbox DIR (MINION_SANDBOX) too"
+                )
+            return None
+        return cls(
+            root=root,
+            inputs=lists["MINION_INPUT"],
+            shared=lists["MINION_SHARED"],
+            outputs=lists["MINION_OUTPUT"],
+            stage=choices["MINION_STAGE"] or "symlink",
+            collect=collect,
+            layout=choices["MINION_COLLECT_LAYOUT"] or "flat",
+            keep=choices["MINION_KEEP_SANDBOX"] or "failed",
+        )
+
+
+#: The variables that hold several values, one per line (each repeated flag adds one).
+LIST_VARIABLES = ("MINION_INPUT", "MINION_SHARED", "MINION_OUTPUT")
+
+
+def split_list(value: Optional[str]) -> tuple[str, ...]:
+    """A list variable's values: one per line (blank lines skipped)."""
+    if not value:
+        return ()
+    return tuple(line.strip() for line in value.splitlines() if line.strip())
+
+
+def _choice(value: Optional[str], name: str, allowed: Sequence[str]) -> Optional[str]:
+    if value is None or value in allowed:
+        return value
+    raise ConfigError(f"{name}={value!r} is not one of {', '.join(allowed)}: set it to one of them")
+
+
+@dataclass
+class Attempt:
+    """One attempt's sandbox: its directory and the outputs it must leave."""
+
+    path: str
+    param_id: str
+    attempt: int
+    #: Each output as (path relative to the sandbox, name it is collected under).
+    outputs: list[tuple[str, str]] = field(default_factory=list)
+    #: Sandboxes of the param's later attempts found at start (kept by a dead letter
+    #: whose attempts were counted again after ``requeue-dead``): gone on success.
+    later: list[str] = field(default_factory=list)
+
+
+class Sandboxes:
+    """The sandboxes of one minion (see the module). Built at start: a malformed pattern,
+    or a flat collection of an output that names no placeholder, is a ConfigError."""
+
+    def __init__(self, spec: SandboxSpec) -> None:
+        self.spec = spec
+        self.root = os.path.abspath(spec.root)
+        self.inputs = [Pattern(text, "--input/MINION_INPUT") for text in spec.inputs]
+        self.outputs = [Pattern(text, "--output/MINION_OUTPUT") for text in spec.outputs]
+        for pattern in self.outputs:
+            check_relative(pattern.text, pattern.source)
+        if spec.collect is not None and spec.layout == "flat":
+            for pattern in self.outputs:
+                if not [f for f in pattern.fields() if f != "{%}"]:
+                    raise ConfigError(
+                        f"{pattern.source} names no placeholder: collected flat into "
+                        f"{spec.collect}, every param's output would overwrite the last; "
+                        f"put the param in its name (e.g. out_{{}}.txt), or use "
+                        f"--collect-layout per-param"
+                    )
+        self.shared = [os.path.abspath(path) for path in spec.shared]
+        names = [os.path.basename(path) for path in self.shared]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ConfigError(f"--shared/MINION_SHARED: two files named {twice[0]!r}: a "
+                              "sandbox holds files by their base names")
+        self.collect = os.path.abspath(spec.collect) if spec.collect else None
+
+    def setup(self) -> None:
+        """At start, before anything is taken: the shared files exist, the directories
+        can be made (ConfigError otherwise)."""
+        for given, path in zip(self.spec.shared, self.shared):
+            if not os.path.exists(path):
+                raise ConfigError(f"--shared/MINION_SHARED {given!r}: no such file: nothing "
+                                  "was consumed")
+        for what, directory in (("MINION_SANDBOX", self.root), ("MINION_COLLECT", self.collect)):
+            if directory is None:
+                continue
+            try:
+                os.makedirs(directory, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"{what}={directory!r} cannot be created: "
+                                  f"{exc.strerror or exc}") from None
+
+    # -- before the spawn ----------------------------------------------------------------
+    def prepare(self, delivery: Delivery, builder: CommandBuilder) -> Attempt:
+        """Fill the patterns, check the inputs, make the attempt's fresh sandbox and stage
+        its files. Raises :class:`ParamError` (:class:`MissingInput` among them) for a
+        param that cannot run, :class:`CommandLineError` for a mistake of the flags."""
+        param = delivery.param
+        inputs = [builder.fill(pattern, param) for pattern in self.inputs]
+        outputs = [builder.fill(pattern, param) for pattern in self.outputs]
+        for path, pattern in zip(outputs, self.outputs):
+            check_relative(path, f"{pattern.source} gives {path!r}", ParamError)
+        for path in inputs:
+            if not os.path.exists(path):
+                raise MissingInput(f"input {path!r} does not exist: the param was not run")
+        files = [*self.shared, *(os.path.abspath(path) for path in inputs)]
+        twice = duplicate_names(files)
+        if twice:
+            raise CommandLineError(f"--input/--shared: two files named {twice!r} for param "
+                                   f"{delivery.id}: a sandbox holds files by their base names")
+        twice = duplicate_names(outputs) if self.collect else None
+        if twice:
+            raise CommandLineError(f"--output: two outputs named {twice!r} for param "
+                                   f"{delivery.id}: they are collected by their base names")
+        ident = str(delivery.id)
+        path = os.path.join(self.root, sandbox_name(ident, delivery.attempt))
+        later: list[str] = []
+        if self.spec.keep == "always":  # a leftover of a stopped attempt with this number
+            shutil.rmtree(path, ignore_errors=True)
+        else:  # the last attempt's sandbox is the one kept
+            later = remove_sandboxes(self.root, ident, up_to=delivery.attempt)
+        os.makedirs(self.root, exist_ok=True)
+        os.mkdir(path)
+        attempt = Attempt(path, ident, delivery.attempt,
+                          [(out, os.path.basename(out)) for out in outputs], later)
+        try:
+            for source in files:
+                stage(source, os.path.join(path, os.path.basename(source)), self.spec.stage)
+        except OSError as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            if exc.errno == errno.EXDEV or self.spec.stage == "hardlink":
+                raise CommandLineError(
+                    f"--stage hardlink: cannot link {exc.filename!r} into {self.root}: "
+                    f"{exc.strerror or exc}: use --stage copy or symlink"
+                ) from None
+            raise
+        return attempt
+
+    @staticmethod
+    def wrap(argv: Sequence[str], attempt: Attempt) -> list[str]:
+        """``argv`` run in the attempt's sandbox (its program found from here first)."""
+        return ["/bin/sh", "-c", CD_SCRIPT, "sh", attempt.path, *argv]
+
+    # -- after the task ------------------------------------------------------------------
+    def finish(self, attempt: Attempt, result: Result, stop_reason: Optional[StopReason]) -> Result:
+        """The attempt's result once its outputs are judged and collected, its sandbox
+        removed or kept (see the module)."""
+        keep = self.spec.keep
+        if stop_reason is not None:  # minionize stopped it: its exit code does not decide
+            if stop_reason is StopReason.SHUTDOWN and keep != "always" or keep == "never":
+                shutil.rmtree(attempt.path, ignore_errors=True)
+            return result
+        if result.ok:
+            result = self._judge(attempt, result)
+        if result.ok:
+            if keep != "always":
+                for path in (attempt.path, *attempt.later):
+                    shutil.rmtree(path, ignore_errors=True)
+        elif keep == "never":
+            shutil.rmtree(attempt.path, ignore_errors=True)
+        return result
+
+    def _judge(self, attempt: Attempt, result: Result) -> Result:
+        missing = check_outputs(attempt.path, [rel for rel, _ in attempt.outputs])
+        if missing:
+            return _failed(result, f"exit code 0 but {missing}")
+        if self.collect is None:
+            return result
+        target = self.collect
+        if self.spec.layout == "per-param":
+            target = os.path.join(target, safe_name(attempt.param_id))
+        files = [(os.path.join(attempt.path, rel), name) for rel, name in attempt.outputs]
+        try:
+            collect(files, target)
+        except OSError as exc:
+            return _failed(result, f"exit code 0 but the outputs could not be collected into "
+                                   f"{target}: {exc.strerror or exc}")
+        return result
+
+
+def _failed(result: Result, reason: str) -> Result:
+    """A success of the program that is a failed attempt, for ``reason``."""
+    tail = read_tail(result.stderr_path) if result.stderr_path else ""
+    return Result(Outcome.FAILED, reason=reason, exit_code=result.exit_code, stderr_tail=tail,
+                  stdout_path=result.stdout_path, stderr_path=result.stderr_path)
+
+
+def sandbox_name(param_id: str, attempt: int) -> str:
+    """``<param id>.<attempt>``, as the logs are named (the id made file-name safe)."""
+    return f"{safe_name(param_id)}.{attempt}"
+
+
+def sandboxes_of(names: Sequence[str], param_id: str) -> list[tuple[str, int]]:
+    """Of the directory entries ``names``, the sandboxes of ``param_id``, with their
+    attempt numbers."""
+    prefix = safe_name(param_id) + "."
+    return [
+        (name, int(name[len(prefix):])) for name in names
+        if name.startswith(prefix) and name[len(prefix):].isdigit() and name[len(prefix):].isascii()
+    ]
+
+
+def remove_sandboxes(root: str, param_id: str, up_to: int) -> list[str]:
+    """Remove the sandboxes of ``param_id`` in ``root`` of attempts up to ``up_to``;
+    return the paths of those of later attempts."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    later = []
+    for name, number in sandboxes_of(names, param_id):
+        path = os.path.join(root, name)
+        if number <= up_to:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            later.append(path)
+    return later
+
+
+def check_relative(path: str, what: str, error: type[Exception] = ConfigError) -> None:
+    """An output is a path inside the sandbox: relative, with no ``..``."""
+    if os.path.isabs(path) or ".." in path.replace("\\", "/").split("/"):
+        raise error(f"{what}: an output is a path inside the sandbox (relative, without ..)")
+
+
+def duplicate_names(paths: Sequence[str]) -> Optional[str]:
+    """A base name two of ``paths`` share, or None."""
+    seen: set[str] = set()
+    for path in paths:
+        name = os.path.basename(path)
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
+def stage(source: str, dest: str, how: str) -> None:
+    """Put ``source`` (absolute) at ``dest``: a symlink, a copy (a directory copied whole)
+    or a hard link."""
+    if how == "symlink":
+        os.symlink(source, dest)
+    elif how == "hardlink":
+        os.link(source, dest)
+    elif os.path.isdir(source):
+        shutil.copytree(source, dest, symlinks=True)
+    else:
+        shutil.copy2(source, dest)
+
+
+def check_outputs(sandbox: str, outputs: Sequence[str]) -> str:
+    """What is wrong with the outputs (``"output 'x' is missing"``), or ``""``."""
+    problems = []
+    for rel in outputs:
+        try:
+            mode = os.lstat(os.path.join(sandbox, rel)).st_mode
+        except OSError:
+            problems.append(f"output {rel!r} is missing")
+            continue
+        if not stat.S_ISREG(mode):
+            kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a file"
+            problems.append(f"output {rel!r} is {kind}, not a regular file")
+    return "; ".join(problems)
+
+
+def collect(files: Sequence[tuple[str, str]], target: str) -> None:
+    """Move each ``(path, name)`` to ``target/name``, all or nothing (see the module).
+    Raises OSError; then the files are back where they were and nothing is in target."""
+    os.makedirs(target, exist_ok=True)
+    moved: list[tuple[str, str]] = []  # (part, source): put back on failure
+    made: list[str] = []  # every part name made: none is left on failure
+    parts: list[tuple[str, str]] = []  # (part, final)
+    try:
+        for source, name in files:
+            final = os.path.join(target, name)
+            if os.path.isdir(final):
+                raise IsADirectoryError(errno.EISDIR, "a directory has its name", final)
+            part = _part_name(target, name)
+            made.append(part)
+            try:
+                os.rename(source, part)
+                moved.append((part, source))
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_synced(source, part)
+            parts.append((part, final))
+        for part, final in parts:
+            os.replace(part, final)
+    except BaseException:
+        for part, source in moved:
+            try:
+                os.rename(part, source)
+            except OSError:
+                pass
+        for part in made:
+            try:
+                os.unlink(part)
+            except OSError:
+                pass
+        raise
+
+
+def _part_name(target: str, name: str) -> str:
+    handle, path = tempfile.mkstemp(prefix=f".{name}.", suffix=PART_SUFFIX, dir=target)
+    os.close(handle)
+    return path
+
+
+def _copy_synced(source: str, dest: str) -> None:
+    """Copy ``source`` over ``dest`` and flush it to disk before it gets its name."""
+    shutil.copyfile(source, dest)
+    shutil.copymode(source, dest)
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
