@@ -392,7 +392,7 @@ class Minion:
 
     # -- the monitor: timeouts, grace period, heartbeats --------------------------------
     def _monitor(self) -> None:
-        interval = self.engine.heartbeat_interval()
+        interval = self.engine.lease_renewal_interval()
         next_extend = time.monotonic() + interval if interval else float("inf")
         next_report = time.monotonic() + REPORT_HEARTBEAT_SECONDS
         announced = False

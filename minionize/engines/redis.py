@@ -481,7 +481,7 @@ class RedisEngine(Engine):
         return delivery.handle
 
     # -- leases ----------------------------------------------------------------------
-    def heartbeat_interval(self) -> Optional[float]:
+    def lease_renewal_interval(self) -> Optional[float]:
         return self.lease / 3
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:

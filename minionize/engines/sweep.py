@@ -294,7 +294,7 @@ class SweepEngine(Engine):
         return pending
 
     # -- leases ----------------------------------------------------------------------
-    def heartbeat_interval(self) -> Optional[float]:
+    def lease_renewal_interval(self) -> Optional[float]:
         return self.lease / 3.0
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:

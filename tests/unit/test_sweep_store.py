@@ -177,7 +177,7 @@ def test_expiry_reaching_max_attempts_dead_letters(tmp_path: Path) -> None:
 
 def test_extend_keeps_the_lease(tmp_path: Path) -> None:
     e = engine(tmp_path / "q", lease=0.3)
-    assert e.heartbeat_interval() == pytest.approx(0.1)
+    assert e.lease_renewal_interval() == pytest.approx(0.1)
     e.fill(["p"])
     d = e.take(1, 0.0)[0]
     other = engine(tmp_path / "q")
@@ -360,7 +360,7 @@ def test_settings_select_the_engine_and_its_directory(tmp_path: Path) -> None:
     assert isinstance(e, SweepEngine)
     assert (e.directory, e.lease, e.wait, e.max_attempts) == (str(tmp_path / "d"), 12.0, True, 5)
     assert e.describe() == f"sweep queue in {tmp_path / 'd'}"
-    assert e.heartbeat_interval() == pytest.approx(4.0)
+    assert e.lease_renewal_interval() == pytest.approx(4.0)
 
 
 def test_lease_owner_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
