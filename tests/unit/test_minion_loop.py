@@ -273,7 +273,7 @@ def test_halt_soon_lets_running_tasks_finish_and_takes_nothing_new() -> None:
             assert slow_started.wait(10)
             raise ValueError("no good")
 
-    code = Minion(FuncCallback(f), engine,
+    code = Minion(FuncCallback(f, mode="thread"), engine,
                   settings=halting("soon,fail=1", concurrency=2, max_attempts=1)).run()
     assert code == 3
     assert engine.done == ["slow"]
