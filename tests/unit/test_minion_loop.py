@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -323,3 +324,22 @@ def test_bad_halt_rules_are_config_errors(rule: str) -> None:
 
     with pytest.raises(ConfigError, match="MINION_HALT"):
         Minion(FuncCallback(print), MemoryEngine(), settings=halting(rule))
+
+
+def test_the_loop_logs_its_lines_and_prints_nothing(caplog: pytest.LogCaptureFixture,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    engine = MemoryEngine(["bad"])
+
+    def f(param: object) -> None:
+        raise ValueError("no good")
+
+    with caplog.at_level(logging.WARNING, logger="minionize"):
+        code = Minion(FuncCallback(f, mode="thread"), engine,
+                      settings=halting("soon,fail=1", max_attempts=1)).run()
+    assert code == 3
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("minionize.minion", 'dead letter: param "bad" after attempt 1: ValueError: no good'),
+        ("minionize.minion", "--halt soon,fail=1: 1 of 1 attempts failed: the minion halts; "
+                             "it takes no new param and lets its running tasks finish"),
+    ]
+    assert capfd.readouterr() == ("", "")
