@@ -176,14 +176,16 @@ def test_expiry_reaching_max_attempts_dead_letters(tmp_path: Path) -> None:
 
 
 def test_extend_keeps_the_lease(tmp_path: Path) -> None:
-    e = engine(tmp_path / "q", lease=0.3)
-    assert e.lease_renewal_interval() == pytest.approx(0.1)
+    assert engine(tmp_path / "r", lease=0.3).lease_renewal_interval() == pytest.approx(0.1)
+    e = engine(tmp_path / "q", lease=2.0)
     e.fill(["p"])
     d = e.take(1, 0.0)[0]
+    taken = time.time()  # after the take: the first lease ends by taken + 2 s
     other = engine(tmp_path / "q")
-    for _ in range(6):
-        time.sleep(0.1)
-        e.extend([d])
+    wait_for(lambda: time.time() >= taken + 1.5, 10, "three quarters of the lease")
+    e.extend([d])  # the lease now ends 2 s from here
+    wait_for(lambda: time.time() >= taken + 2.1, 10, "the end of the first lease")
+    # Past the first lease, within the renewed one (unless this process stalled 1.4 s).
     assert other.reset_expired() == 0 and other.status()["in_flight"] == 1
     e.ack(d)
 
