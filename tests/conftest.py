@@ -3,8 +3,9 @@
 * :class:`RedisServer` and the ``redis_url`` fixture: a real redis-server on 127.0.0.1
   (a free port), stopped by its PID.
 * The ``emulator`` fixture: the Google Cloud Pub/Sub emulator, started once per session.
-* :func:`sh`, :func:`status_json`, :func:`queue_status`, :func:`start_minion`,
-  :func:`drain`: what several test files need to drive the commands and engines.
+* :func:`sh` (and :func:`sh_bytes`), :func:`status_json`, :func:`queue_status`,
+  :func:`start_minion`, :func:`drain`: what several test files need to drive the
+  commands and engines.
 """
 
 from __future__ import annotations
@@ -37,19 +38,27 @@ def sh(command: str, env: dict[str, str], timeout: float = 60,
                           timeout=timeout, input=stdin)
 
 
-def status_json(env: dict[str, str], *args: str) -> dict[str, Any]:
-    """``minion-status --json ARGS``, parsed."""
+def sh_bytes(command: str, env: dict[str, str],
+             timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """:func:`sh`, with the output as the very bytes written (not decoded)."""
+    return subprocess.run(["bash", "-c", command], env=env, capture_output=True,
+                          timeout=timeout)
+
+
+def status_json(env: dict[str, str], *args: str, cwd: Optional[Path] = None) -> dict[str, Any]:
+    """``minion-status --json ARGS`` (in ``cwd``), parsed."""
     result = subprocess.run([script("minion-status"), "--json", *args], env=env, text=True,
-                            capture_output=True, timeout=30)
+                            capture_output=True, timeout=30, cwd=cwd)
     assert result.returncode == 0, result.stderr
     loaded: dict[str, Any] = json.loads(result.stdout)
     return loaded
 
 
-def queue_status(env: dict[str, str]) -> dict[str, Any]:
-    """``minion-queue status --json``, parsed."""
-    result = subprocess.run([script("minion-queue"), "status", "--json"], env=env, text=True,
-                            capture_output=True, timeout=60)
+def queue_status(env: dict[str, str], *args: str,
+                 cwd: Optional[Path] = None) -> dict[str, Any]:
+    """``minion-queue status --json ARGS`` (in ``cwd``), parsed."""
+    result = subprocess.run([script("minion-queue"), "status", "--json", *args], env=env,
+                            text=True, capture_output=True, timeout=60, cwd=cwd)
     assert result.returncode == 0, result.stderr
     loaded: dict[str, Any] = json.loads(result.stdout)
     return loaded
