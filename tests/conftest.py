@@ -72,6 +72,8 @@ class Minion:
 
     process: subprocess.Popen[bytes]
     stderr: Path
+    #: Where its stdout goes, if it is kept (``start_minion(..., keep_stdout=True)``).
+    stdout: Optional[Path] = None
 
     @property
     def pid(self) -> int:
@@ -91,6 +93,11 @@ class Minion:
     def err(self) -> str:
         return self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
 
+    def out(self) -> str:
+        """What it printed on stdout (kept only with ``keep_stdout=True``)."""
+        assert self.stdout is not None, "start_minion(..., keep_stdout=True) keeps stdout"
+        return self.stdout.read_text(errors="replace")
+
     def kill_group(self) -> None:
         """SIGKILL the minion and everything in its process group."""
         try:
@@ -100,16 +107,19 @@ class Minion:
         self.process.wait()
 
 
-def start_minion(env: dict[str, str], cwd: Path, *command: str) -> Minion:
+def start_minion(env: dict[str, str], cwd: Path, *command: str,
+                 keep_stdout: bool = False) -> Minion:
     """``minionize COMMAND...`` in a new session (so that ``os.killpg`` reaches its
-    tasks too), stdout discarded, stderr in a file of ``cwd``."""
-    err = cwd / f"minion-{uuid.uuid4().hex[:8]}.err"
-    with open(err, "wb") as stderr:
+    tasks too), stderr in a file of ``cwd``, stdout discarded (or in a file too, with
+    ``keep_stdout``)."""
+    name = cwd / f"minion-{uuid.uuid4().hex[:8]}"
+    err, out = name.with_suffix(".err"), name.with_suffix(".out")
+    with open(err, "wb") as stderr, open(out if keep_stdout else os.devnull, "wb") as stdout:
         process = subprocess.Popen(
             [script("minionize"), *command], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+            stdout=stdout, stderr=stderr, start_new_session=True,
         )
-    return Minion(process, err)
+    return Minion(process, err, out if keep_stdout else None)
 
 
 def drain(engine: Engine, limit: int = 100_000) -> list[Any]:
