@@ -123,15 +123,17 @@ def start_minion(env: dict[str, str], cwd: Path, *command: str,
 
 
 def drain(engine: Engine, limit: int = 100_000) -> list[Any]:
-    """Take and ack everything ``engine`` hands out now; the params, in order."""
+    """Take and ack everything ``engine`` hands out now, then write the batched acks
+    (``engine.flush()``); the params, in order."""
     out: list[Any] = []
     while len(out) < limit:
         batch: Sequence[Delivery] = engine.take(10, 0)
         if not batch:
-            return out
+            break
         for delivery in batch:
             out.append(delivery.param)
             engine.ack(delivery)
+    engine.flush()
     return out
 
 

@@ -15,6 +15,7 @@ from minionize.engines import load_engine
 from minionize.engines._sweep_store import SweepStore
 from minionize.engines.sweep import SweepEngine, param_id
 from minionize.errors import EngineError
+from tests.conftest import drain
 from tests.services import wait_for
 
 
@@ -34,17 +35,6 @@ def test_a_minion_never_creates_a_missing_queue(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="no sweep queue there"):
         missing.status()
     assert not (tmp_path / "typo").exists()
-
-
-def drain(e: SweepEngine) -> list[object]:
-    seen = []
-    while True:
-        batch = e.take(10, 0.0)
-        if not batch:
-            return seen
-        for d in batch:
-            seen.append(d.param)
-            e.ack(d)
 
 
 def journal(path: Path) -> Path:
