@@ -13,11 +13,15 @@
 * **--halt.** Too many failed attempts (:mod:`minionize.halt`) stop taking params
   (``soon``) or stop the running tasks too (``now``); exit 3.
 
-Threads: ``concurrency`` workers each loop take -> run -> settle (only one of them is in
-``engine.take`` at a time); one monitor thread (:mod:`minionize.monitor`) enforces
-timeouts and the grace period, renews leases and sends report heartbeats; the main thread
-handles signals (:mod:`minionize.stopping`) and waits. ``DRY=1``: :mod:`minionize.dry_run`.
-Messages go to the logger ``minionize.minion`` (the command line shows them on stderr).
+Where a param is acked, retried, released or dead-lettered: :meth:`Minion._settle`, below,
+on the answer of :func:`minionize.settle.decide`; nowhere else.
+
+Threads: ``concurrency`` workers (:mod:`minionize.workers`) each loop take -> run ->
+settle (only one of them is in ``engine.take`` at a time); one monitor thread
+(:mod:`minionize.monitor`) enforces timeouts and the grace period, renews leases and sends
+report heartbeats; the main thread handles signals (:mod:`minionize.stopping`) and waits.
+``DRY=1``: :mod:`minionize.dry_run`. Messages go to the logger ``minionize.minion`` (the
+command line shows them on stderr).
 """
 
 from __future__ import annotations
@@ -76,11 +80,12 @@ class Minion:
         self._failure: Optional[BaseException] = None
         self._reporting = not isinstance(reporter, NullReporter)
         self.counts: collections.Counter[str] = collections.Counter()
-        self.halt = HaltCounter(parse_halt(self.settings.env.str("MINION_HALT")))
+        self.halt = parse_halt(self.settings.env.str("MINION_HALT"))
+        self._attempts = HaltCounter(self.halt)
         self.workers = Workers(
             engine=engine, callback=callback, reporter=reporter if self._reporting else None,
             settings=self.settings, changed=self._changed, stop=self._stop,
-            halted=lambda: self.halt.halted, fail=self._fail, settle=self._settle,
+            halted=lambda: self._attempts.halted, fail=self._fail, settle=self._settle,
         )
 
     # -- the whole run ---------------------------------------------------------------
@@ -148,7 +153,7 @@ class Minion:
             return EXIT_USAGE
         if self.stopping.hurried and self.stopping.signal is not None:
             return 128 + self.stopping.signal
-        if self.halt.halted:
+        if self._attempts.halted:
             return EXIT_HALTED
         return EXIT_DEAD_LETTERS if self.counts["dead"] else EXIT_OK
 
@@ -202,13 +207,13 @@ class Minion:
 
     def _count_attempt(self, failed: bool) -> None:
         """Count a finished attempt for ``--halt``; halt when its rule is reached."""
-        halts = self.halt.count(failed)
+        halts = self._attempts.count(failed)
         if halts is None:
             return
         with self._changed:
             self._changed.notify_all()  # a worker waiting for work stops waiting
         log.warning("%s", halts)
-        if self.halt.rule is not None and self.halt.rule.now:
+        if self.halt is not None and self.halt.now:
             self.stop()
 
     def _release_unsettled(self) -> None:
