@@ -16,6 +16,7 @@ taken stay todo. A halted minion exits with :data:`~minionize.errors.EXIT_HALTED
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -45,6 +46,37 @@ class Halt:
         if self.percent is None or finished < MIN_FINISHED_FOR_PERCENT:
             return False
         return failed * 100 >= self.percent * finished
+
+
+class HaltCounter:
+    """The attempts one minion finished and failed, against its :class:`Halt` rule."""
+
+    def __init__(self, rule: Optional[Halt]) -> None:
+        self.rule = rule
+        self.failed = 0
+        self.finished = 0
+        #: Set once the rule was reached: take no new param.
+        self.halted = False
+        self._lock = threading.Lock()
+
+    def count(self, failed: bool) -> Optional[str]:
+        """Count a finished attempt; the message that says the minion halts, the first
+        time the rule is reached (None otherwise)."""
+        with self._lock:
+            self.finished += 1
+            self.failed += failed
+            rule = self.rule
+            if rule is None or self.halted or not failed or not rule.reached(
+                self.failed, self.finished
+            ):
+                return None
+            self.halted = True
+            then = (
+                "its running tasks are stopped and their params go back to the queue"
+                if rule.now else "it takes no new param and lets its running tasks finish"
+            )
+            return (f"--halt {rule.text}: {self.failed} of {self.finished} attempts failed: "
+                    f"the minion halts; {then}")
 
 
 def parse_halt(value: Optional[str], variable: str = "MINION_HALT") -> Optional[Halt]:

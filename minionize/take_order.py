@@ -71,8 +71,8 @@ class TakeOrder(Engine):
         self.inner.dead_letter(delivery, reason)
 
     # -- leases ----------------------------------------------------------------------
-    def heartbeat_interval(self) -> Optional[float]:
-        return self.inner.heartbeat_interval()
+    def lease_renewal_interval(self) -> Optional[float]:
+        return self.inner.lease_renewal_interval()
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         self.inner.extend(deliveries)

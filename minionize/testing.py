@@ -93,7 +93,7 @@ class MemoryEngine(Engine):
             self.dead.append((delivery.param, reason))
             self._records["dead"].append((delivery.id, delivery.param, delivery.attempt, reason))
 
-    def heartbeat_interval(self) -> float:
+    def lease_renewal_interval(self) -> float:
         return 0.2
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:

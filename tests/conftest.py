@@ -3,8 +3,9 @@
 * :class:`RedisServer` and the ``redis_url`` fixture: a real redis-server on 127.0.0.1
   (a free port), stopped by its PID.
 * The ``emulator`` fixture: the Google Cloud Pub/Sub emulator, started once per session.
-* :func:`sh`, :func:`status_json`, :func:`queue_status`, :func:`start_minion`,
-  :func:`drain`: what several test files need to drive the commands and engines.
+* :func:`sh` (and :func:`sh_bytes`), :func:`status_json`, :func:`queue_status`,
+  :func:`start_minion`, :func:`drain`: what several test files need to drive the
+  commands and engines.
 """
 
 from __future__ import annotations
@@ -37,19 +38,27 @@ def sh(command: str, env: dict[str, str], timeout: float = 60,
                           timeout=timeout, input=stdin)
 
 
-def status_json(env: dict[str, str], *args: str) -> dict[str, Any]:
-    """``minion-status --json ARGS``, parsed."""
+def sh_bytes(command: str, env: dict[str, str],
+             timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """:func:`sh`, with the output as the very bytes written (not decoded)."""
+    return subprocess.run(["bash", "-c", command], env=env, capture_output=True,
+                          timeout=timeout)
+
+
+def status_json(env: dict[str, str], *args: str, cwd: Optional[Path] = None) -> dict[str, Any]:
+    """``minion-status --json ARGS`` (in ``cwd``), parsed."""
     result = subprocess.run([script("minion-status"), "--json", *args], env=env, text=True,
-                            capture_output=True, timeout=30)
+                            capture_output=True, timeout=30, cwd=cwd)
     assert result.returncode == 0, result.stderr
     loaded: dict[str, Any] = json.loads(result.stdout)
     return loaded
 
 
-def queue_status(env: dict[str, str]) -> dict[str, Any]:
-    """``minion-queue status --json``, parsed."""
-    result = subprocess.run([script("minion-queue"), "status", "--json"], env=env, text=True,
-                            capture_output=True, timeout=60)
+def queue_status(env: dict[str, str], *args: str,
+                 cwd: Optional[Path] = None) -> dict[str, Any]:
+    """``minion-queue status --json ARGS`` (in ``cwd``), parsed."""
+    result = subprocess.run([script("minion-queue"), "status", "--json", *args], env=env,
+                            text=True, capture_output=True, timeout=60, cwd=cwd)
     assert result.returncode == 0, result.stderr
     loaded: dict[str, Any] = json.loads(result.stdout)
     return loaded
@@ -63,6 +72,8 @@ class Minion:
 
     process: subprocess.Popen[bytes]
     stderr: Path
+    #: Where its stdout goes, if it is kept (``start_minion(..., keep_stdout=True)``).
+    stdout: Optional[Path] = None
 
     @property
     def pid(self) -> int:
@@ -82,6 +93,11 @@ class Minion:
     def err(self) -> str:
         return self.stderr.read_text(errors="replace") if self.stderr.exists() else ""
 
+    def out(self) -> str:
+        """What it printed on stdout (kept only with ``keep_stdout=True``)."""
+        assert self.stdout is not None, "start_minion(..., keep_stdout=True) keeps stdout"
+        return self.stdout.read_text(errors="replace")
+
     def kill_group(self) -> None:
         """SIGKILL the minion and everything in its process group."""
         try:
@@ -91,28 +107,33 @@ class Minion:
         self.process.wait()
 
 
-def start_minion(env: dict[str, str], cwd: Path, *command: str) -> Minion:
+def start_minion(env: dict[str, str], cwd: Path, *command: str,
+                 keep_stdout: bool = False) -> Minion:
     """``minionize COMMAND...`` in a new session (so that ``os.killpg`` reaches its
-    tasks too), stdout discarded, stderr in a file of ``cwd``."""
-    err = cwd / f"minion-{uuid.uuid4().hex[:8]}.err"
-    with open(err, "wb") as stderr:
+    tasks too), stderr in a file of ``cwd``, stdout discarded (or in a file too, with
+    ``keep_stdout``)."""
+    name = cwd / f"minion-{uuid.uuid4().hex[:8]}"
+    err, out = name.with_suffix(".err"), name.with_suffix(".out")
+    with open(err, "wb") as stderr, open(out if keep_stdout else os.devnull, "wb") as stdout:
         process = subprocess.Popen(
             [script("minionize"), *command], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+            stdout=stdout, stderr=stderr, start_new_session=True,
         )
-    return Minion(process, err)
+    return Minion(process, err, out if keep_stdout else None)
 
 
 def drain(engine: Engine, limit: int = 100_000) -> list[Any]:
-    """Take and ack everything ``engine`` hands out now; the params, in order."""
+    """Take and ack everything ``engine`` hands out now, then write the batched acks
+    (``engine.flush()``); the params, in order."""
     out: list[Any] = []
     while len(out) < limit:
         batch: Sequence[Delivery] = engine.take(10, 0)
         if not batch:
-            return out
+            break
         for delivery in batch:
             out.append(delivery.param)
             engine.ack(delivery)
+    engine.flush()
     return out
 
 

@@ -1,5 +1,7 @@
 """Library warnings on the command line: the library logs (logger ``minionize``), the
-commands show each record as one ``PROG: warning: ...`` line on stderr."""
+commands show each record as one ``PROG: warning: ...`` line on stderr; the minion
+loop's own lines (logger ``minionize.minion``: dead letters, a stop, ``--halt``) as
+``PROG: ...``."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ class _LevelFormatter(logging.Formatter):
         self.prog = prog
 
     def format(self, record: logging.LogRecord) -> str:
+        if record.name == "minionize.minion":  # the loop's own lines read as they always did
+            return f"{self.prog}: {record.getMessage()}"
         return f"{self.prog}: {record.levelname.lower()}: {record.getMessage()}"
 
 

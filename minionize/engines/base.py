@@ -23,7 +23,7 @@ The contract every engine keeps, checked for each of them by one parametrized su
 
 * ``attempt`` counts from 1. A retry counts an attempt, a release never does, and an
   expired lease does (the run started) where the engine can know it.
-* A lease (:meth:`heartbeat_interval`, :meth:`extend`) keeps a running param from every
+* A lease (:meth:`lease_renewal_interval`, :meth:`extend`) keeps a running param from every
   other minion; once it expires, the param goes to another minion.
 * Params are stored as canonical JSON (``_kit.canonical_json``): equal params are one
   param, and NaN or infinities are refused (ValueError), never written.
@@ -55,6 +55,7 @@ the smallest, to write a new one):
 from __future__ import annotations
 
 import abc
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -118,12 +119,30 @@ def decode_param(data: bytes | str, decoder: str, variable: str) -> tuple[Param,
         return text, f"the message is not JSON ({variable}=json): {exc}"
 
 
+def _renewal_by_old_name(self: Engine) -> Optional[float]:
+    """``lease_renewal_interval`` of an engine that overrides only ``heartbeat_interval``."""
+    return self.heartbeat_interval()
+
+
 class Engine(abc.ABC):
     """A queue of params. Subclasses keep this method order: construction, taking,
     settling, leases, lifecycle, administration."""
 
     #: The name users give in ``MINION_ENGINE``.
     name: ClassVar[str] = "engine"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "heartbeat_interval" in vars(cls) and "lease_renewal_interval" not in vars(cls):
+            # An engine written for the old name: the loop asks the new one, which
+            # answers with the old one's value, even over a parent's new-name method.
+            warnings.warn(
+                f"{cls.__qualname__}.heartbeat_interval is deprecated: name it "
+                "lease_renewal_interval (it still works meanwhile)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls.lease_renewal_interval = _renewal_by_old_name  # type: ignore[method-assign]
 
     @classmethod
     @abc.abstractmethod
@@ -168,9 +187,17 @@ class Engine(abc.ABC):
         """The last attempt failed: keep the param aside with ``reason``."""
 
     # -- leases ----------------------------------------------------------------------
-    def heartbeat_interval(self) -> Optional[float]:
-        """How often the loop must call :meth:`extend` while tasks run (None: never)."""
+    def lease_renewal_interval(self) -> Optional[float]:
+        """How often the loop must renew leases with :meth:`extend` while tasks run
+        (None: never)."""
         return None
+
+    def heartbeat_interval(self) -> Optional[float]:
+        """Deprecated name of :meth:`lease_renewal_interval`, kept for engines written
+        before it: override the new name (the loop calls only the new one)."""
+        if type(self).lease_renewal_interval is _renewal_by_old_name:
+            return None  # an old engine's super().heartbeat_interval(), as it always was
+        return self.lease_renewal_interval()
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases of running deliveries."""

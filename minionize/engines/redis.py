@@ -248,7 +248,7 @@ class RedisEngine(RedisAdmin, Engine):
         return done
 
     # -- leases ----------------------------------------------------------------------
-    def heartbeat_interval(self) -> Optional[float]:
+    def lease_renewal_interval(self) -> Optional[float]:
         return self.lease / 3
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:

@@ -227,7 +227,7 @@ class SweepEngine(SweepAdmin):
         self._outbox.settle(op, delivery, reason)
 
     # -- leases ----------------------------------------------------------------------
-    def heartbeat_interval(self) -> Optional[float]:
+    def lease_renewal_interval(self) -> Optional[float]:
         return self.lease / 3.0
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:

@@ -7,11 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.conftest import sh_bytes as sh
 from tests.services import script
-
-
-def sh(line: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["sh", "-c", line], env=env, capture_output=True, timeout=timeout)
 
 
 def test_the_file_flag_wins_over_the_default_sweep_queue(user_env: dict[str, str]) -> None:

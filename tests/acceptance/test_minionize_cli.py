@@ -11,12 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sh
 from tests.services import script, wait_for
-
-
-def sh(command: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", command], env=env, text=True, capture_output=True,
-                          timeout=timeout)
 
 
 def test_seq_through_the_file_engine_prints_hello(user_env: dict[str, str]) -> None:

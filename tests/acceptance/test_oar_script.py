@@ -3,7 +3,6 @@ the checkpoint signal (SIGTERM, ``--signal 15``) sent to the script's own proces
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -11,10 +10,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.conftest import queue_status, status_json
 from tests.services import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,13 +44,6 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
     return result.stdout
 
 
-def queue_status(cwd: Path, env: dict[str, str]) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(
-        run([str(BIN / "minion-queue"), "status", "--json"], cwd, env)
-    )
-    return data
-
-
 def test_checkpoint_signal_gives_params_back_and_asks_for_resubmission(
     tmp_path: Path, job: dict[str, str]
 ) -> None:
@@ -66,7 +58,7 @@ def test_checkpoint_signal_gives_params_back_and_asks_for_resubmission(
         start_new_session=True,
     )
     try:
-        wait_for(lambda: queue_status(tmp_path, job).get("in_flight") == 2, 20, "2 tasks")
+        wait_for(lambda: queue_status(job, cwd=tmp_path).get("in_flight") == 2, 20, "2 tasks")
         script.send_signal(signal.SIGTERM)  # what oarexec does with the checkpoint signal
         output, _ = script.communicate(timeout=30)
     finally:
@@ -76,10 +68,10 @@ def test_checkpoint_signal_gives_params_back_and_asks_for_resubmission(
 
     assert script.returncode == 99, output
     assert "asking OAR to resubmit" in output
-    status = queue_status(tmp_path, job)
+    status = queue_status(job, cwd=tmp_path)
     assert status["todo"] == 6 and status["in_flight"] == 0 and status["done"] == 0, status
 
-    report = json.loads(run([str(BIN / "minion-status"), "--json"], tmp_path, job))
+    report = status_json(job, cwd=tmp_path)
     (minion,) = report["minions"]
     assert minion["job"] == "4242"
     assert minion["jobs"] == {"OAR_JOB_ID": "4242", "OAR_ARRAY_ID": "4240", "OAR_ARRAY_INDEX": "2"}
@@ -92,7 +84,7 @@ def test_drained_queue_ends_the_job_normally(tmp_path: Path, job: dict[str, str]
         [str(SCRIPT), "true"], cwd=tmp_path, env=job, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert queue_status(tmp_path, job)["done"] == 4
+    assert queue_status(job, cwd=tmp_path)["done"] == 4
 
 
 def test_a_failed_param_is_reported_in_the_exit_code(tmp_path: Path, job: dict[str, str]) -> None:
@@ -103,4 +95,4 @@ def test_a_failed_param_is_reported_in_the_exit_code(tmp_path: Path, job: dict[s
     )
     # 1: dead letters; not 99, so OAR does not resubmit a job that would fail again.
     assert result.returncode == 1, result.stdout + result.stderr
-    assert queue_status(tmp_path, job)["dead"] == 2
+    assert queue_status(job, cwd=tmp_path)["dead"] == 2

@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import sh
 
 #: Params that a shell would read as syntax if they were spliced into the command line.
 ATTACKS = [
@@ -21,11 +22,6 @@ ATTACKS = [
     "'; touch PWNED; '", "\"; touch PWNED; \"", "'\"$(touch PWNED)\"'", "{}", "{x}",
     "  two  spaces  ", "", "-n", "#", "\ttab",
 ]
-
-
-def sh(command: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", command], env=env, text=True, capture_output=True,
-                          timeout=timeout)
 
 
 def test_the_issue_reproduction_runs_nothing(user_env: dict[str, str]) -> None:

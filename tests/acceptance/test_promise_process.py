@@ -16,21 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import queue_status, sh
 from tests.services import script, wait_for
 
 TRAP_EXIT_0 = "sh -c 'trap \"exit 0\" TERM; echo started > started; sleep 30 & wait'"
-
-
-def sh(command: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", command], env=env, text=True, capture_output=True,
-                          timeout=timeout)
-
-
-def queue_status(env: dict[str, str]) -> dict[str, int]:
-    result = sh("minion-queue status --json", env)
-    assert result.returncode == 0, result.stderr
-    status: dict[str, int] = json.loads(result.stdout)
-    return status
 
 
 # -- 1. a task minionize stopped is never done ------------------------------------------

@@ -10,21 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import queue_status, sh
 from tests.services import script
-
-
-def sh(line: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run ``line`` in a shell, as typed at a prompt."""
-    return subprocess.run(["sh", "-c", line], env=env, input=stdin, capture_output=True,
-                          text=True, timeout=120)
-
-
-def status(env: dict[str, str], *extra: str) -> dict[str, int]:
-    out = subprocess.run([script("minion-queue"), "status", "--json", *extra], env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    result: dict[str, int] = json.loads(out.stdout)
-    return result
 
 
 def test_quick_start_fill_then_run(user_env: dict[str, str]) -> None:
@@ -33,8 +20,8 @@ def test_quick_start_fill_then_run(user_env: dict[str, str]) -> None:
     lines = out.stdout.splitlines()
     assert lines[0] == "sweep queue in sweeps: added 10 params"
     assert lines[1:] == [f"hello {i}" for i in range(10)]
-    assert status(user_env) == {"todo": 0, "in_flight": 0, "expired": 0, "done": 10,
-                                "dead": 0, "total": 10}
+    assert queue_status(user_env) == {"todo": 0, "in_flight": 0, "expired": 0, "done": 10,
+                                      "dead": 0, "total": 10}
 
 
 def test_status_for_a_person(user_env: dict[str, str]) -> None:
@@ -62,27 +49,27 @@ def test_fill_from_stdin_a_file_and_a_product(tmp_path: Path, user_env: dict[str
     (tmp_path / "params.jsonl").write_text('"a b"\n[1, 2]\n')
     out = sh("minion-queue fill --file params.jsonl", user_env)
     assert out.stdout.strip() == "sweep queue in sweeps: added 1 params (1 already present)"
-    assert status(user_env)["todo"] == 10
+    assert queue_status(user_env)["todo"] == 10
     out = sh("minionize --template 'echo {a}{b}' --max-attempts 1 2>/dev/null; "
              "minion-queue list done --json", user_env)
     done = [json.loads(line)["param"] for line in out.stdout.splitlines() if line.startswith("{")]
     assert {"a": 1, "b": "x"} in done and {"a": 3, "b": "y"} in done
     assert set(out.stdout.splitlines()[:6]) == {"1x", "1y", "2x", "2y", "3x", "3y"}
-    assert status(user_env)["dead"] == 4  # "a b", 2, {"k": 1}, [1, 2]: dead letters at once
+    assert queue_status(user_env)["dead"] == 4  # "a b", 2, {"k": 1}, [1, 2]: dead letters at once
 
 
 def test_filling_twice_adds_nothing_twice(user_env: dict[str, str]) -> None:
     sh("minion-queue fill 0..4 && minionize true", user_env)
     out = sh("minion-queue fill 0..9", user_env)
     assert out.stdout.strip() == "sweep queue in sweeps: added 5 params (5 already present)"
-    assert status(user_env)["todo"] == 5
+    assert queue_status(user_env)["todo"] == 5
 
 
 def test_dead_letters_are_listed_and_requeued(user_env: dict[str, str]) -> None:
     sh("minion-queue fill ok fail", user_env)
     out = sh("minionize --max-attempts 2 sh -c 'test \"$1\" = ok' sh", user_env)
     assert out.returncode == 1  # a param was dead-lettered
-    assert status(user_env)["dead"] == 1
+    assert queue_status(user_env)["dead"] == 1
     out = sh("minion-queue list dead", user_env)
     [line] = out.stdout.splitlines()
     assert '"fail"' in line and "attempts=2" in line and "exit" in line
@@ -91,7 +78,7 @@ def test_dead_letters_are_listed_and_requeued(user_env: dict[str, str]) -> None:
     out = sh("minion-queue requeue-dead", user_env)
     assert out.stdout.strip() == "sweep queue in sweeps: 1 dead letters made todo again"
     assert sh("minionize echo retried", user_env).stdout.strip() == "retried fail"
-    assert status(user_env)["done"] == 2
+    assert queue_status(user_env)["done"] == 2
 
 
 def test_reset_expired_and_the_queue_directory_option(user_env: dict[str, str]) -> None:
@@ -101,7 +88,7 @@ def test_reset_expired_and_the_queue_directory_option(user_env: dict[str, str]) 
         "sweep queue in elsewhere: added 1 params",
         "sweep queue in elsewhere: 0 expired leases put back",
     ]
-    assert status(user_env, "--queue-dir", "elsewhere")["todo"] == 1
+    assert queue_status(user_env, "--queue-dir", "elsewhere")["todo"] == 1
     assert sh("EXECO_PERSISTENCE_DIR=elsewhere minionize echo", user_env).stdout == "7\n"
 
 
@@ -195,12 +182,12 @@ def test_a_full_disk_is_one_line_and_the_queue_keeps_what_it_had(
         assert "Traceback" not in out.stderr
         # A fill the disk stopped leaves the queue as it was; a fill again, once there is
         # room, adds every param once.
-        assert status(env)["total"] == 10
+        assert queue_status(env)["total"] == 10
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
         again = sh("minion-queue fill 0..99999", env)
         assert again.returncode == 0, again.stderr
-        assert status(env) == {"dead": 0, "done": 0, "expired": 0, "in_flight": 0,
-                               "todo": 100_000, "total": 100_000}
+        assert queue_status(env) == {"dead": 0, "done": 0, "expired": 0, "in_flight": 0,
+                                     "todo": 100_000, "total": 100_000}
     finally:
         subprocess.run(["umount", str(disk)], check=True)
 
@@ -220,4 +207,4 @@ def test_input_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path, user_env: 
                          capture_output=True, timeout=60)
     assert out.returncode == 2 and b"is not UTF-8 text" in out.stderr
     assert len(out.stderr.splitlines()) == 1
-    assert status(user_env)["total"] == 0  # nothing of a refused fill went in
+    assert queue_status(user_env)["total"] == 0  # nothing of a refused fill went in

@@ -18,22 +18,10 @@ from minionize.callbacks.base import Task
 from minionize.engines.base import Delivery
 from minionize.reporters.base import MinionInfo, TaskReport
 from minionize.reporters.json import JsonReporter
+from tests.conftest import sh, status_json
 from tests.services import script, wait_for
 
 FAILING_TASK = 'case "$1" in bad*) echo "traceback of $1" >&2; echo "no luck with $1" >&2; exit 3;; esac\n'
-
-
-def sh(command: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", "-c", command], env=env, text=True, capture_output=True,
-                          timeout=timeout)
-
-
-def status_json(env: dict[str, str], *args: str) -> dict[str, Any]:
-    result = subprocess.run([script("minion-status"), "--json", *args], env=env, text=True,
-                            capture_output=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    loaded: dict[str, Any] = json.loads(result.stdout)
-    return loaded
 
 
 def run_minion(env: dict[str, str], params: str) -> subprocess.CompletedProcess[str]:

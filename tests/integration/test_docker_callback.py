@@ -376,17 +376,26 @@ def test_stop_before_the_container_exists(engine: DockerEngine) -> None:
         callback.teardown()
 
 
-def test_kill_from_another_thread_and_after_the_end(engine: DockerEngine) -> None:
-    callback = _callback(engine, command=["sh", "-c", "trap '' TERM; sleep $1", "sh"])
+def test_kill_from_another_thread_and_after_the_end(engine: DockerEngine,
+                                                   capfd: pytest.CaptureFixture[str]) -> None:
+    # The container says when it gets SIGTERM, and goes on: only the kill ends it.
+    script = "trap 'echo got TERM' TERM; echo ready; while :; do sleep 1; done"
+    callback = _callback(engine, command=["sh", "-c", script])
+    output: list[str] = []
+
+    def said(line: str) -> bool:
+        output.append(capfd.readouterr().out)
+        return f"{line}\n" in "".join(output)
+
     try:
         task = Task(Delivery("30", "p1"))
         results: list[Any] = []
         worker = threading.Thread(target=lambda: results.append(callback.run(task)))
         worker.start()
-        wait_for(lambda: _running(engine), 30, "the container to run")
-        callback.terminate(task)  # ignored by the container
-        time.sleep(0.5)
-        assert _running(engine)
+        wait_for(lambda: said("ready"), 30, "the container to run")
+        callback.terminate(task)
+        wait_for(lambda: said("got TERM"), 10, "the container to get SIGTERM")
+        assert _running(engine) and worker.is_alive()  # it ignored it
         callback.kill(task)
         worker.join(15)
         assert not worker.is_alive()

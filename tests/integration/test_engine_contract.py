@@ -340,7 +340,7 @@ def test_extended_lease_keeps_the_param(kit: Kit) -> None:
     kit.fill(["long"])
     runner, other = kit.minion(kit.lease), kit.minion(kit.lease)
     (running,) = kit.take(runner)
-    interval = runner.heartbeat_interval()
+    interval = runner.lease_renewal_interval()
     assert interval is not None and interval < kit.lease
     until = time.monotonic() + kit.lease * 1.5  # past the lease: only renewals keep it
     while time.monotonic() < until:

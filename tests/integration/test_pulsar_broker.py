@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 
 from minionize.engines.pulsar import PulsarEngine
+from tests.conftest import Minion
+from tests.conftest import start_minion as start
 from tests.services import script, wait_for
 from tests.services.pulsar import PulsarBroker, pulsar_broker, pulsar_server  # noqa: F401
 
@@ -85,34 +87,9 @@ def minion_env(queue: Queue, tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@dataclass
-class Minion:
-    """A real ``minionize`` process; stderr to a file (a task may outlive a killed minion)."""
-
-    process: subprocess.Popen[bytes]
-    stderr: Path
-
-    def finish(self, timeout: float = 90) -> tuple[int, str]:
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"minion still running after {timeout}s; stderr: "
-                                 f"{self.stderr.read_text()[-3000:]}") from None
-        return self.process.returncode, self.stderr.read_text()
-
-
 def start_minion(env: dict[str, str], cwd: Path, task: str, *flags: str) -> Minion:
     """``minionize FLAGS sh -c TASK task PARAM``: the param is $1 of TASK."""
-    err = cwd / f"minion-{uuid.uuid4().hex[:6]}.err"
-    with open(err, "wb") as stderr:
-        process = subprocess.Popen(
-            [script("minionize"), *flags, "sh", "-c", task, "task"],
-            env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr,
-            stdin=subprocess.DEVNULL,
-        )
-    return Minion(process, err)
+    return start(env, cwd, *flags, "sh", "-c", task, "task")
 
 
 def records(tmp_path: Path) -> list[tuple[str, int, int]]:
@@ -141,7 +118,7 @@ def test_two_minions_drain_200_params_each_run_once(queue: Queue, tmp_path: Path
     task = f'{RECORD}; echo "$PPID" >> "$OUT.minions"'
     minions = [start_minion(env, tmp_path, task, "-j", "2") for _ in range(2)]
     for minion in minions:
-        code, err = minion.finish()
+        code, err = minion.finish(90)
         assert code == 0, err
 
     rows = records(tmp_path)
@@ -163,7 +140,7 @@ def test_sigkilled_minion_messages_come_back_and_run(queue: Queue, tmp_path: Pat
         first.process.wait()
         (tmp_path / "out.killed").touch()
         second = start_minion(env, tmp_path, task)
-        code, err = second.finish()
+        code, err = second.finish(90)
     finally:
         kill_leftovers(records(tmp_path))
 
@@ -189,7 +166,7 @@ def test_sigterm_gives_messages_back_without_counting_an_attempt(queue: Queue,
     assert queue.backlog() == (2, 0)  # back on the topic, nobody holds them
 
     rerun = start_minion(minion_env(queue, tmp_path), tmp_path, RECORD)
-    code, err = rerun.finish()
+    code, err = rerun.finish(90)
     assert code == 0, err
     runs = sorted((p, a) for p, a, _ in records(tmp_path))
     assert runs == [("also stopped", 1), ("also stopped", 1), ("stopped", 1), ("stopped", 1)]
@@ -199,7 +176,7 @@ def test_sigterm_gives_messages_back_without_counting_an_attempt(queue: Queue,
 def test_poison_message_reaches_the_dead_letter_topic(queue: Queue, tmp_path: Path) -> None:
     queue.fill(["ok1", "bad", "ok2"])
     env = minion_env(queue, tmp_path, MINION_MAX_ATTEMPTS="3")
-    code, err = start_minion(env, tmp_path, f'{RECORD}; test "$1" != bad').finish()
+    code, err = start_minion(env, tmp_path, f'{RECORD}; test "$1" != bad').finish(90)
 
     assert code == 1, err  # a dead letter: exit 1
     rows = records(tmp_path)
@@ -268,7 +245,7 @@ def test_status_and_dead_letters_with_the_keys_of_every_engine(queue: Queue,
     [status] = cli("status")
     assert status == {"todo": 3, "in_flight": 0, "expired": None, "done": None, "dead": 0,
                       "total": None}
-    code, err = start_minion(env, tmp_path, f'{RECORD}; test "$1" != bad').finish()
+    code, err = start_minion(env, tmp_path, f'{RECORD}; test "$1" != bad').finish(90)
     assert code == 1, err
     [status] = cli("status")
     assert (status["todo"], status["in_flight"], status["dead"]) == (0, 0, 1)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from minionize.engines.sweep import SweepEngine
+from tests.conftest import Minion, start_minion, status_json
 from tests.services import script, wait_for
 
 TASK = """\
@@ -27,20 +27,8 @@ OK = [f"ok-{i}" for i in range(40)]
 BAD = ["bad-1", "bad-2", "bad-3"]
 
 
-def status(env: dict[str, str], *args: str) -> dict[str, Any]:
-    result = subprocess.run([script("minion-status"), "--json", *args], env=env, text=True,
-                            capture_output=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    loaded: dict[str, Any] = json.loads(result.stdout)
-    return loaded
-
-
-def start_minion(env: dict[str, str], concurrency: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [script("minionize"), "--concurrency", str(concurrency), "sh", "task.sh"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
-    )
+def start(tmp_path: Path, env: dict[str, str], concurrency: int) -> Minion:
+    return start_minion(env, tmp_path, "--concurrency", str(concurrency), "sh", "task.sh")
 
 
 def test_status_tells_what_real_minions_did(tmp_path: Path, monkeypatch: Any) -> None:
@@ -52,36 +40,36 @@ def test_status_tells_what_real_minions_did(tmp_path: Path, monkeypatch: Any) ->
                MINION_ENGINE="sweep", EXECO_PERSISTENCE_DIR="sweeps", MINION_REPORTER="json",
                MINION_LOG_DIR="logs", MINION_MAX_ATTEMPTS="2", MINION_HEARTBEAT="0.5")
     SweepEngine("sweeps").fill(["hang"])
-    victim = start_minion(env, 1)
+    victim = start(tmp_path, env, 1)
     minions = [victim]
     try:
         def victim_runs_hang() -> bool:
-            out = status(env, "--no-queue")
+            out = status_json(env, "--no-queue")
             return [r["param"] for m in out["minions"] for r in m["running"]] == ["hang"]
 
         wait_for(victim_runs_hang, 30, "the first minion to report its running param")
         SweepEngine("sweeps").fill(OK + BAD)
-        workers = [start_minion(env, 2), start_minion(env, 2)]
+        workers = [start(tmp_path, env, 2), start(tmp_path, env, 2)]
         minions += workers
-        os.killpg(victim.pid, signal.SIGKILL)  # no stop line, no flush: what a lost node does
-        victim.wait(timeout=10)
+        victim.kill_group()  # no stop line, no flush: what a lost node does
+        codes = {}
         for worker in workers:
-            _, err = worker.communicate(timeout=60)
-            assert worker.returncode in (0, 1), err
+            code, err = worker.finish(60)
+            assert code in (0, 1), err
+            codes[worker.pid] = code
         # Which worker ran a bad param's last attempt depends on scheduling; the one
         # that dead-lettered exits 1.
-        assert 1 in [worker.returncode for worker in workers]
+        assert 1 in codes.values()
 
-        before = status(env)
+        before = status_json(env)
         assert [m["state"] for m in before["minions"]].count("finished") == 2
-        wait_for(lambda: status(env, "--lost-after", "3")["lost"] == 1, 20,
+        wait_for(lambda: status_json(env, "--lost-after", "3")["lost"] == 1, 20,
                  "the killed minion to count as lost")
-        out = status(env, "--lost-after", "3")
+        out = status_json(env, "--lost-after", "3")
     finally:
         for minion in minions:
-            if minion.poll() is None:
-                os.killpg(minion.pid, signal.SIGKILL)
-                minion.wait(timeout=10)
+            if minion.process.poll() is None:
+                minion.kill_group()
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(Path("hang.pid").read_text()), signal.SIGKILL)
 
@@ -95,7 +83,6 @@ def test_status_tells_what_real_minions_did(tmp_path: Path, monkeypatch: Any) ->
     assert lost["pid"] == victim.pid and lost["done"] == 0 and lost["exit_code"] is None
     assert [r["param"] for r in lost["running"]] == ["hang"]
     assert sorted(m["pid"] for m in by_state["finished"]) == sorted(w.pid for w in workers)
-    codes = {w.pid: w.returncode for w in workers}
     assert all(m["exit_code"] == codes[m["pid"]] for m in by_state["finished"])
     assert sum(m["done"] for m in by_state["finished"]) == 40
 

@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import queue_status, start_minion
 from tests.services import script, wait_for
 
 #: Appends the param to $RUNS (one line per run, O_APPEND), then sleeps $NAP seconds.
@@ -32,16 +32,12 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return clean
 
 
-def queue(*args: str, env: dict[str, str]) -> Any:
+def queue(*args: str, env: dict[str, str]) -> str:
+    """``minion-queue ARGS``; its stdout."""
     out = subprocess.run([script("minion-queue"), *args], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout) if "--json" in args and args[0] == "status" else out.stdout
-
-
-def minion(*args: str, env: dict[str, str], **popen: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen([script("minionize"), *args], env=env, text=True,
-                            start_new_session=True, **popen)
+    return out.stdout
 
 
 def runs(tmp_path: Path) -> collections.Counter[str]:
@@ -57,13 +53,13 @@ def done_params(env: dict[str, str]) -> list[Any]:
 
 def test_sixteen_minions_drain_ten_thousand_params(tmp_path: Path, env: dict[str, str]) -> None:
     queue("fill", "0..9999", env=env)
-    minions = [minion("echo", env=env, stdout=subprocess.PIPE) for _ in range(16)]
-    outputs = [p.communicate(timeout=240)[0] for p in minions]
-    assert [p.returncode for p in minions] == [0] * 16
+    minions = [start_minion(env, tmp_path, "echo", keep_stdout=True) for _ in range(16)]
+    assert [m.finish(240)[0] for m in minions] == [0] * 16
+    outputs = [m.out() for m in minions]
     printed = collections.Counter(line for out in outputs for line in out.split())
     assert printed == collections.Counter(str(i) for i in range(10_000))  # each ran once
     assert sum(1 for out in outputs if out) > 1  # the work was shared
-    status = queue("status", "--json", env=env)
+    status = queue_status(env)
     assert (status["done"], status["todo"], status["in_flight"], status["dead"]) == (10_000, 0, 0, 0)
     done = done_params(env)
     assert sorted(done) == list(range(10_000))  # each param done exactly once
@@ -77,22 +73,22 @@ def test_repeated_sigkill_loses_nothing_and_only_in_flight_params_rerun(
     queue("fill", f"1..{total}", env=env)
     env = {**env, "MINION_LEASE": "1", "NAP": "0.03"}
     rng = random.Random(7)
-    minions = [minion(*RECORDER, env=env) for _ in range(4)]
+    minions = [start_minion(env, tmp_path, *RECORDER) for _ in range(4)]
     deadline = time.monotonic() + 60
     while kills < 8 and time.monotonic() < deadline:
         time.sleep(rng.uniform(0.1, 0.4))
         victim = minions.pop(rng.randrange(len(minions)))
-        if victim.poll() is None:
-            os.killpg(victim.pid, signal.SIGKILL)  # the minion and its task, like a lost node
+        if victim.process.poll() is None:
+            victim.kill_group()  # the minion and its task, like a lost node
             kills += 1
-        victim.wait(10)
-        minions.append(minion(*RECORDER, env=env))
-    for p in minions:
-        assert p.wait(120) == 0
+        victim.process.wait(10)
+        minions.append(start_minion(env, tmp_path, *RECORDER))
+    for m in minions:
+        assert m.finish(120)[0] == 0
     # A rerun waits for the killed minions' leases and finishes their params.
-    finisher = minion("--wait", *RECORDER, env=env)
-    assert finisher.wait(120) == 0
-    status = queue("status", "--json", env=env)
+    finisher = start_minion(env, tmp_path, "--wait", *RECORDER)
+    assert finisher.finish(120)[0] == 0
+    status = queue_status(env)
     assert (status["done"], status["todo"], status["in_flight"], status["dead"]) == (total, 0, 0, 0)
     ran = runs(tmp_path)
     assert set(ran) == {str(i) for i in range(1, total + 1)}  # nothing lost
@@ -104,21 +100,20 @@ def test_repeated_sigkill_loses_nothing_and_only_in_flight_params_rerun(
 def test_wait_finishes_a_crashed_peers_param(tmp_path: Path, env: dict[str, str]) -> None:
     queue("fill", "slow", "a", "b", env=env)
     env = {**env, "MINION_LEASE": "1.5"}
-    crashed = minion("sh", "-c", 'echo "$1" >> "$RUNS"; sleep 60', "sh", env=env)
+    crashed = start_minion(env, tmp_path, "sh", "-c", 'echo "$1" >> "$RUNS"; sleep 60', "sh")
     wait_for(lambda: runs(tmp_path)["slow"] == 1, 20, "the first minion to start 'slow'")
-    os.killpg(crashed.pid, signal.SIGKILL)
-    crashed.wait(10)
+    crashed.kill_group()
     # Without --wait, a minion leaves the crashed peer's param (its lease still runs).
-    plain = minion(*RECORDER, env=env)
-    assert plain.wait(60) == 0
+    plain = start_minion(env, tmp_path, *RECORDER)
+    assert plain.finish(60)[0] == 0
     assert runs(tmp_path) == {"slow": 1, "a": 1, "b": 1}
-    assert queue("status", "--json", env=env)["done"] == 2
+    assert queue_status(env)["done"] == 2
     # With --wait it stays until the lease expires, then runs it (attempt 2).
     started = time.monotonic()
-    waiting = minion("--wait", *RECORDER, env=env)
-    assert waiting.wait(60) == 0
+    waiting = start_minion(env, tmp_path, "--wait", *RECORDER)
+    assert waiting.finish(60)[0] == 0
     assert runs(tmp_path)["slow"] == 2
-    status = queue("status", "--json", env=env)
+    status = queue_status(env)
     assert (status["done"], status["in_flight"], status["expired"]) == (3, 0, 0)
     assert time.monotonic() - started < 30
 
@@ -128,15 +123,14 @@ def test_an_expired_lease_returns_its_param_to_the_next_minion(
 ) -> None:
     queue("fill", "only", env=env)
     env = {**env, "MINION_LEASE": "1"}
-    crashed = minion("sh", "-c", "sleep 60", "sh", env=env)
-    wait_for(lambda: queue("status", "--json", env=env)["in_flight"] == 1, 20, "a claim")
-    os.killpg(crashed.pid, signal.SIGKILL)
-    crashed.wait(10)
-    wait_for(lambda: queue("status", "--json", env=env)["expired"] == 1, 20, "the lease to expire")
+    crashed = start_minion(env, tmp_path, "sh", "-c", "sleep 60", "sh")
+    wait_for(lambda: queue_status(env)["in_flight"] == 1, 20, "a claim")
+    crashed.kill_group()
+    wait_for(lambda: queue_status(env)["expired"] == 1, 20, "the lease to expire")
     out = subprocess.run([script("minionize"), "echo", "again"], env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split() == ["again", "only"]
-    assert queue("status", "--json", env=env)["done"] == 1
+    assert queue_status(env)["done"] == 1
 
 
 def test_a_truncated_state_file_opens_and_keeps_acked_params(
@@ -147,7 +141,7 @@ def test_a_truncated_state_file_opens_and_keeps_acked_params(
     journal = max((tmp_path / "sweeps").glob("journal.*.jsonl"))
     with open(journal, "ab") as f:
         f.write(b'{"o":"claim","w":"0123456789ab","h":"node-7","p":12,"j":"","e":1e10,"l":[[3')
-    assert queue("status", "--json", env=env)["done"] == 10
+    assert queue_status(env)["done"] == 10
     queue("fill", "10..12", env=env)
     out = subprocess.run([script("minionize"), "echo"], env=env, capture_output=True, text=True,
                          timeout=60)
@@ -165,7 +159,7 @@ def test_the_original_readme_commands_work_on_an_execo_directory(
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [f"hello {i}" for i in range(10)]
-    assert queue("status", "--json", env=env)["done"] == 10
+    assert queue_status(env)["done"] == 10
 
 
 def test_an_execo_directory_with_progress_is_resumed(tmp_path: Path, env: dict[str, str]) -> None:
@@ -180,7 +174,7 @@ def test_an_execo_directory_with_progress_is_resumed(tmp_path: Path, env: dict[s
     )
     assert out.returncode == 0, out.stderr
     assert len(out.stdout.split()) == 2 and set(out.stdout.split()) < {"1a", "2a", "3a"}
-    assert queue("status", "--json", env=env)["done"] == 3
+    assert queue_status(env)["done"] == 3
 
 
 class Payload:

@@ -11,6 +11,7 @@ import pytest
 from minionize.engines._execo_import import PlainDataUnpickler, read_execo_directory
 from minionize.engines.sweep import SweepEngine
 from minionize.errors import EngineError
+from tests.conftest import drain
 
 execo_sweep = pytest.importorskip("execo_engine.sweep", reason="execo is a test dependency")
 
@@ -19,15 +20,6 @@ def adopt(path: Path) -> SweepEngine:
     e = SweepEngine(str(path))
     e.open()
     return e
-
-
-def drain(e: SweepEngine) -> list[Any]:
-    params = []
-    while batch := e.take(10, 0.0):
-        for d in batch:
-            params.append(d.param)
-            e.ack(d)
-    return params
 
 
 def test_a_range_sweep_is_adopted_in_order(tmp_path: Path) -> None:

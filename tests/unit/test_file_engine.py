@@ -11,6 +11,7 @@ import pytest
 from minionize.callbacks._task_io import safe_name
 from minionize.config import Settings
 from minionize.engines.file import FileEngine
+from tests.conftest import drain
 
 
 def open_engine(path: Path, decoder: str = "identity") -> FileEngine:
@@ -19,17 +20,6 @@ def open_engine(path: Path, decoder: str = "identity") -> FileEngine:
     )
     engine.open()
     return engine
-
-
-def drain(engine: FileEngine) -> list[str]:
-    out = []
-    while True:
-        batch = engine.take(10, 0)
-        if not batch:
-            return out
-        for delivery in batch:
-            out.append(delivery.param)
-            engine.ack(delivery)
 
 
 def test_blank_lines_skipped_and_journal_resumes(tmp_path: Path) -> None:

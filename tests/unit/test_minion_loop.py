@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
+from typing import Optional
 
 import pytest
 
@@ -15,6 +17,7 @@ from minionize.engines.base import Delivery
 from minionize.minion import Minion
 from minionize.reporters.base import Reporter, TaskReport
 from minionize.testing import MemoryEngine
+from tests.services import wait_for
 
 
 def settings(**overrides: object) -> Settings:
@@ -131,10 +134,50 @@ def test_stop_releases_running_params_without_counting_an_attempt() -> None:
     assert engine.done == [] and engine.status()["todo"] == 1
 
 
-def test_leases_are_extended_while_a_task_runs() -> None:
-    engine = MemoryEngine(["a"])
-    Minion(FuncCallback(lambda p: time.sleep(0.7)), engine, settings=settings()).run()
-    assert engine.extended >= 2
+def run_until_renewed(engine: MemoryEngine, renewals: int = 2) -> None:
+    """Run one task that ends once the engine saw ``renewals`` lease renewals: it is done
+    if they came (within 10 s), dead if they never did."""
+
+    def task(param: object) -> None:
+        wait_for(lambda: engine.extended >= renewals, 10, f"{renewals} lease renewals")
+
+    code = Minion(FuncCallback(task, mode="thread"), engine, settings=settings(max_attempts=1)).run()
+    assert engine.dead == [] and code == 0
+    assert engine.done == ["a"] and engine.extended >= renewals
+
+
+def test_leases_are_renewed_while_a_task_runs() -> None:
+    run_until_renewed(MemoryEngine(["a"]))
+
+
+class NoLease(MemoryEngine):
+    def lease_renewal_interval(self) -> None:
+        return None
+
+
+def test_an_engine_with_the_old_heartbeat_interval_name_still_gets_its_leases_renewed() -> None:
+    with pytest.warns(DeprecationWarning, match="name it lease_renewal_interval"):
+
+        class OldName(NoLease):
+            """A third-party engine written before the method had its name (its parent
+            has the new name: the old-name override still wins, as it did)."""
+
+            def heartbeat_interval(self) -> float:
+                return 0.2
+
+        class OldSuper(NoLease):
+            def heartbeat_interval(self) -> Optional[float]:
+                return super().heartbeat_interval()
+
+    class NewName(MemoryEngine):
+        def lease_renewal_interval(self) -> float:
+            return 0.3
+
+    assert OldName().lease_renewal_interval() == 0.2
+    assert OldSuper().lease_renewal_interval() is None
+    assert NewName().heartbeat_interval() == 0.3  # old callers get the new value
+    assert NoLease().heartbeat_interval() is None
+    run_until_renewed(OldName(["a"]))
 
 
 def test_reporter_gets_every_outcome() -> None:
@@ -281,3 +324,22 @@ def test_bad_halt_rules_are_config_errors(rule: str) -> None:
 
     with pytest.raises(ConfigError, match="MINION_HALT"):
         Minion(FuncCallback(print), MemoryEngine(), settings=halting(rule))
+
+
+def test_the_loop_logs_its_lines_and_prints_nothing(caplog: pytest.LogCaptureFixture,
+                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    engine = MemoryEngine(["bad"])
+
+    def f(param: object) -> None:
+        raise ValueError("no good")
+
+    with caplog.at_level(logging.WARNING, logger="minionize"):
+        code = Minion(FuncCallback(f, mode="thread"), engine,
+                      settings=halting("soon,fail=1", max_attempts=1)).run()
+    assert code == 3
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("minionize.minion", 'dead letter: param "bad" after attempt 1: ValueError: no good'),
+        ("minionize.minion", "--halt soon,fail=1: 1 of 1 attempts failed: the minion halts; "
+                             "it takes no new param and lets its running tasks finish"),
+    ]
+    assert capfd.readouterr() == ("", "")

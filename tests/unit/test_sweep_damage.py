@@ -16,6 +16,7 @@ import pytest
 
 from minionize.engines.sweep import SweepEngine
 from minionize.errors import EngineError
+from tests.conftest import drain
 
 
 def engine(path: Path, **options: object) -> SweepEngine:
@@ -23,18 +24,6 @@ def engine(path: Path, **options: object) -> SweepEngine:
     e.create()
     e.open()
     return e
-
-
-def drain(e: SweepEngine) -> list[object]:
-    seen = []
-    while True:
-        batch = e.take(10, 0.0)
-        if not batch:
-            e.flush()
-            return seen
-        for d in batch:
-            seen.append(d.param)
-            e.ack(d)
 
 
 def compacted(q: Path, size: int = 300) -> SweepEngine:

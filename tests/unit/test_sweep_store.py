@@ -15,6 +15,7 @@ from minionize.engines import load_engine
 from minionize.engines._sweep_store import SweepStore
 from minionize.engines.sweep import SweepEngine, param_id
 from minionize.errors import EngineError
+from tests.conftest import drain
 from tests.services import wait_for
 
 
@@ -34,17 +35,6 @@ def test_a_minion_never_creates_a_missing_queue(tmp_path: Path) -> None:
     with pytest.raises(EngineError, match="no sweep queue there"):
         missing.status()
     assert not (tmp_path / "typo").exists()
-
-
-def drain(e: SweepEngine) -> list[object]:
-    seen = []
-    while True:
-        batch = e.take(10, 0.0)
-        if not batch:
-            return seen
-        for d in batch:
-            seen.append(d.param)
-            e.ack(d)
 
 
 def journal(path: Path) -> Path:
@@ -177,7 +167,7 @@ def test_expiry_reaching_max_attempts_dead_letters(tmp_path: Path) -> None:
 
 def test_extend_keeps_the_lease(tmp_path: Path) -> None:
     e = engine(tmp_path / "q", lease=30)
-    assert e.heartbeat_interval() == pytest.approx(10)
+    assert e.lease_renewal_interval() == pytest.approx(10)
     e.fill(["p"])
     d = e.take(1, 0.0)[0]
     other = SweepStore(str(tmp_path / "q"))
@@ -364,7 +354,7 @@ def test_settings_select_the_engine_and_its_directory(tmp_path: Path) -> None:
     assert isinstance(e, SweepEngine)
     assert (e.directory, e.lease, e.wait, e.max_attempts) == (str(tmp_path / "d"), 12.0, True, 5)
     assert e.describe() == f"sweep queue in {tmp_path / 'd'}"
-    assert e.heartbeat_interval() == pytest.approx(4.0)
+    assert e.lease_renewal_interval() == pytest.approx(4.0)
 
 
 def test_lease_owner_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
