@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from .base import MinionInfo, Reporter, TaskReport
 
@@ -28,29 +28,21 @@ class Tee(Reporter):
             reporter.start(minion)
 
     def task_started(self, task: Task) -> None:
-        for reporter in self.reporters:
-            try:
-                reporter.task_started(task)
-            except Exception as exc:
-                log.warning("reporter %s failed: %s", reporter.name, exc)
+        self._each(lambda reporter: reporter.task_started(task))
 
     def task_finished(self, report: TaskReport) -> None:
-        for reporter in self.reporters:
-            try:
-                reporter.task_finished(report)
-            except Exception as exc:
-                log.warning("reporter %s failed: %s", reporter.name, exc)
+        self._each(lambda reporter: reporter.task_finished(report))
 
     def heartbeat(self, running: Sequence[Task]) -> None:
-        for reporter in self.reporters:
-            try:
-                reporter.heartbeat(running)
-            except Exception as exc:
-                log.warning("reporter %s failed: %s", reporter.name, exc)
+        self._each(lambda reporter: reporter.heartbeat(running))
 
     def stop(self, exit_code: int) -> None:
+        self._each(lambda reporter: reporter.stop(exit_code))
+
+    def _each(self, call: Callable[[Reporter], None]) -> None:
+        """``call`` on every reporter; a failure is logged, and the others still run."""
         for reporter in self.reporters:
             try:
-                reporter.stop(exit_code)
+                call(reporter)
             except Exception as exc:
                 log.warning("reporter %s failed: %s", reporter.name, exc)
