@@ -194,7 +194,8 @@ class Minion:
                 self.engine.retry(delivery, reason)
         except Exception as exc:
             # The param is not lost: it comes back when its lease expires.
-            log.warning("could not %s param %s: %s", outcome, delivery.id, exc)
+            log.warning("could not %s param %s: %s (it comes back when its lease expires)",
+                        outcome, delivery.id, exc)
         with self._lock:
             self.counts[outcome] += 1
         if settle is Settle.DEAD:

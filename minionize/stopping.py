@@ -91,5 +91,6 @@ class GracefulStop:
                 if self.hurried_at is not None:
                     limit = min(limit, self.hurried_at + ABANDON_AFTER_KILL_SECONDS)
                 if time.monotonic() >= limit:
-                    log.warning("tasks did not stop in time: their params are given back")
+                    log.warning("tasks did not stop in time: their params are given back "
+                                "(or come back when their leases expire)")
                     return
