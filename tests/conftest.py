@@ -27,6 +27,7 @@ import pytest
 
 from minionize.engines.base import Delivery, Engine
 from tests.services import free_port, script, unavailable, wait_for
+from tests.services.slurm import slurm  # noqa: F401 - the SLURM fixture, for every module
 
 # -- commands ------------------------------------------------------------------------------
 
@@ -120,6 +121,36 @@ def start_minion(env: dict[str, str], cwd: Path, *command: str,
             stdout=stdout, stderr=stderr, start_new_session=True,
         )
     return Minion(process, err, out if keep_stdout else None)
+
+
+#: A task that records "param attempt pid" in $OUT (the param is $1, see start_task).
+RECORD = 'echo "$1 $MINION_ATTEMPT $$" >> "$OUT"'
+
+
+def start_task(env: dict[str, str], cwd: Path, task: str, *flags: str) -> Minion:
+    """``minionize FLAGS sh -c TASK task PARAM``: the param is $1 of TASK."""
+    return start_minion(env, cwd, *flags, "sh", "-c", task, "task")
+
+
+def records(tmp_path: Path) -> list[tuple[str, int, int]]:
+    """(param, attempt, task pid) of every task :data:`RECORD` saw start, in order."""
+    path = tmp_path / "out"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        param, attempt, pid = line.rsplit(" ", 2)
+        rows.append((param, int(attempt), int(pid)))
+    return rows
+
+
+def kill_leftovers(rows: list[tuple[str, int, int]]) -> None:
+    """SIGKILL the tasks of ``rows`` that still run."""
+    for _, _, pid in rows:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def drain(engine: Engine, limit: int = 100_000) -> list[Any]:

@@ -21,18 +21,9 @@ import pytest
 
 from minionize.pool import Pool, PoolError, TaskLost
 from tests.services import script, wait_for
-from tests.services.slurm import SlurmCluster, start_cluster
+from tests.services.slurm import SlurmCluster
 
 pytestmark = pytest.mark.service("slurm")
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

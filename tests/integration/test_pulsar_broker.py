@@ -23,15 +23,14 @@ from typing import Any
 import pytest
 
 from minionize.engines.pulsar import PulsarEngine
-from tests.conftest import Minion
-from tests.conftest import start_minion as start
+from tests.conftest import RECORD, kill_leftovers, records
+from tests.conftest import start_task as start_minion
 from tests.services import script, wait_for
 from tests.services.pulsar import PulsarBroker, pulsar_broker, pulsar_server  # noqa: F401
 
 pytestmark = pytest.mark.service("pulsar")
 
 # The task: write "param attempt pid" to $OUT, then exit 0 unless the param is "bad".
-RECORD = 'echo "$1 $MINION_ATTEMPT $$" >> "$OUT"'
 
 
 @dataclass
@@ -85,31 +84,6 @@ def minion_env(queue: Queue, tmp_path: Path, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
-
-
-def start_minion(env: dict[str, str], cwd: Path, task: str, *flags: str) -> Minion:
-    """``minionize FLAGS sh -c TASK task PARAM``: the param is $1 of TASK."""
-    return start(env, cwd, *flags, "sh", "-c", task, "task")
-
-
-def records(tmp_path: Path) -> list[tuple[str, int, int]]:
-    """(param, attempt, task pid) for every task started, in order."""
-    path = tmp_path / "out"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        param, attempt, pid = line.rsplit(" ", 2)
-        rows.append((param, int(attempt), int(pid)))
-    return rows
-
-
-def kill_leftovers(rows: list[tuple[str, int, int]]) -> None:
-    for _, _, pid in rows:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_two_minions_drain_200_params_each_run_once(queue: Queue, tmp_path: Path) -> None:

@@ -18,15 +18,13 @@ from typing import Any
 import pytest
 
 from minionize.engines.redis import RedisEngine
-from tests.conftest import Minion, RedisServer
-from tests.conftest import start_minion as start
+from tests.conftest import RECORD, RedisServer, kill_leftovers, records
+from tests.conftest import start_task as start_minion
 from tests.services import free_port, wait_for
 from tests.services import script as script_path
 
 pytestmark = pytest.mark.service("redis")
 
-# The task: write "param attempt pid" to $OUT, then exit 0 unless the param is "bad".
-RECORD = 'echo "$1 $MINION_ATTEMPT $$" >> "$OUT"'
 
 
 @pytest.fixture
@@ -51,31 +49,6 @@ def minion_env(queue: RedisEngine, tmp_path: Path, **extra: str) -> dict[str, st
     )
     env.update(extra)
     return env
-
-
-def start_minion(env: dict[str, str], cwd: Path, script: str, *flags: str) -> Minion:
-    """``minionize FLAGS sh -c SCRIPT task PARAM``: the param is $1 of SCRIPT."""
-    return start(env, cwd, *flags, "sh", "-c", script, "task")
-
-
-def records(tmp_path: Path) -> list[tuple[str, int, int]]:
-    """(param, attempt, task pid) for every task started, in order."""
-    path = tmp_path / "out"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        param, attempt, pid = line.rsplit(" ", 2)
-        rows.append((param, int(attempt), int(pid)))
-    return rows
-
-
-def kill_leftovers(rows: list[tuple[str, int, int]]) -> None:
-    for _, _, pid in rows:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_two_minions_run_200_params_once_each(queue: RedisEngine, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.services import wait_for
-from tests.services.slurm import SlurmCluster, SlurmError, start_cluster
+from tests.services.slurm import SlurmCluster, SlurmError
 
 pytestmark = pytest.mark.service("slurm")
 
@@ -33,15 +33,6 @@ echo "array task $SLURM_ARRAY_TASK_ID in $MINION_SANDBOX" >> cat_output_$1.txt
 ls > ls_output_$1.txt
 if [ "$1" = 4 ]; then exit 1; fi
 """
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.services import wait_for
-from tests.services.slurm import SlurmCluster, SlurmError, start_cluster
+from tests.services.slurm import SlurmCluster, SlurmError
 
 pytestmark = pytest.mark.service("slurm")
 
@@ -49,15 +49,6 @@ class Event:
     array_task: str
     attempt: int
     time: float
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 class Sweep:

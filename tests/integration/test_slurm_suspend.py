@@ -10,7 +10,6 @@ import pytest
 from tests.integration.test_slurm_array import (  # noqa: F401 - fixtures
     Sweep,
     assert_all_done,
-    slurm,
     sweep,
     wait_running,
 )

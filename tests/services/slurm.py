@@ -19,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Optional
+
+import pytest
 
 from . import free_port, unavailable, wait_for
 
@@ -323,3 +325,14 @@ def start_cluster(directory: Path) -> SlurmCluster:
         cluster.stop()
         unavailable("slurm", f"could not start: {error}\n{logs}")
     return cluster
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A single-node SLURM cluster for the tests of one module, stopped by PID after them
+    (import this fixture into the test module)."""
+    cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
