@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     )
     from .minion import Minion, minionizer
     from .reporters.base import Reporter
+    from .task_result import results
 
 _EXPORTS = {
     "minionizer": "minionize.minion",
@@ -47,6 +48,7 @@ _EXPORTS = {
     "Param": "minionize.engines.base",
     "Reporter": "minionize.reporters.base",
     "Settings": "minionize.config",
+    "results": "minionize.task_result",
     "MinionizeError": "minionize.errors",
     "ConfigError": "minionize.errors",
     "EngineError": "minionize.errors",
@@ -59,7 +61,7 @@ __all__ = [  # noqa: RUF022 - grouped by kind, like _EXPORTS
     "__version__",
     "minionizer", "Minion", "ProcessCallback", "FuncCallback", "task", "DockerCallback",
     "Callback", "Outcome", "Result", "Task", "Delivery", "Engine", "Param", "Reporter",
-    "Settings", "MinionizeError", "ConfigError", "EngineError", "CallbackError",
+    "Settings", "results", "MinionizeError", "ConfigError", "EngineError", "CallbackError",
     "MissingExtraError", "UnsupportedOperation",
 ]
 

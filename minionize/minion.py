@@ -42,6 +42,7 @@ from .monitor import Monitor
 from .reporters.base import MinionInfo, NullReporter, Reporter, TaskReport
 from .settle import Settle, abbreviate, decide
 from .stopping import GracefulStop
+from .task_result import DEFAULT_MAX_BYTES
 from .workers import Workers
 
 log = logging.getLogger("minionize.minion")
@@ -68,6 +69,11 @@ class Minion:
             reporter = load_reporter(self.settings)
         self.callback = callback
         self.engine = engine
+        if engine.keeps_results:
+            callback.keep_results(
+                self.settings.env.int("MINION_RESULT_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=2)
+                or DEFAULT_MAX_BYTES
+            )
         self.reporter = reporter
         self.info = MinionInfo.current(self.settings.env.values)
         self.info.engine = engine.name
@@ -184,7 +190,9 @@ class Minion:
         )
         outcome = settle.value
         try:
-            if settle is Settle.DONE:
+            if settle is Settle.DONE and result.result is not None and self.engine.keeps_results:
+                self.engine.ack(delivery, result.result)
+            elif settle is Settle.DONE:
                 self.engine.ack(delivery)
             elif settle is Settle.RELEASED:
                 self.engine.release(delivery)

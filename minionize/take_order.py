@@ -23,6 +23,7 @@ class TakeOrder(Engine):
 
     def __init__(self, inner: Engine) -> None:
         self.inner = inner
+        self.keeps_results = inner.keeps_results
         self._numbers: dict[str, int] = {}
         self._next = 1
         self._lock = threading.Lock()
@@ -58,8 +59,11 @@ class TakeOrder(Engine):
         return self.inner.peek(limit)
 
     # -- settling --------------------------------------------------------------------
-    def ack(self, delivery: Delivery) -> None:
-        self.inner.ack(delivery)
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
+        if result is None:
+            self.inner.ack(delivery)  # an engine written before results
+        else:
+            self.inner.ack(delivery, result)
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self.inner.retry(delivery, reason)
@@ -108,6 +112,9 @@ class TakeOrder(Engine):
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
         return self.inner.list(kind)
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        return self.inner.results()
 
 
 def numbered(engine: Engine) -> TakeOrder:

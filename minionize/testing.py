@@ -11,10 +11,11 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from .engines._kit import canonical_json
 from .engines.base import Delivery, Engine, Param
+from .task_result import decode_result
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -29,6 +30,7 @@ class MemoryEngine(Engine):
     """
 
     name = "memory"
+    keeps_results = True
 
     def __init__(self, params: Iterable[Param] = ()) -> None:
         self._lock = threading.Lock()
@@ -41,6 +43,8 @@ class MemoryEngine(Engine):
         self._known: dict[str, str] = {}
         #: (id, param, attempts that ran, reason) of settled params, for ``list``.
         self._records: dict[str, list[tuple[str, Param, int, str]]] = {"done": [], "dead": []}
+        #: id -> the JSON text of its task's result.
+        self._results: dict[str, str] = {}
         self.events: list[tuple[str, str, int]] = []
         self.extended = 0
         self.fill(params)
@@ -71,9 +75,11 @@ class MemoryEngine(Engine):
         if self.in_flight.pop(delivery.id, None) is None:
             raise AssertionError(f"{event} of {delivery.id}, which is not in flight")
 
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         with self._lock:
             self._settle(delivery, "ack")
+            if result is not None:
+                self._results[delivery.id] = result
             self.done.append(delivery.param)
             self._records["done"].append((delivery.id, delivery.param, delivery.attempt, ""))
 
@@ -139,3 +145,11 @@ class MemoryEngine(Engine):
                     record["reason"] = reason
                 records.append(record)
         return iter(records)
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Done params in fill order, with what their task returned."""
+        with self._lock:
+            done = sorted(self._records["done"], key=lambda record: int(record[0]))
+            rows = [{"id": id_, "param": param, "result": decode_result(self._results.get(id_))}
+                    for id_, param, _, _ in done]
+        yield from rows

@@ -38,6 +38,9 @@ class Result:
     #: Where the task's output was saved (per-task logs), if it was.
     stdout_path: Optional[str] = None
     stderr_path: Optional[str] = None
+    #: What the task returned, as the JSON text the queue stores with the ack
+    #: (:mod:`minionize.task_result`); None: nothing to store.
+    result: Optional[str] = None
 
     @property
     def ok(self) -> bool:
@@ -89,6 +92,12 @@ class Callback(abc.ABC):
     #: When it does not (a Python function), a success that comes in while the minion
     #: stops is the task's own, and is done.
     can_stop: bool = True
+
+    def keep_results(self, max_bytes: int) -> None:
+        """Called by the loop, before :meth:`setup`, when its engine stores results: a
+        callback whose tasks return a value (a function) then puts its JSON text in
+        :attr:`Result.result`; one whose JSON is not exact or larger than ``max_bytes``
+        is a failed attempt (:func:`minionize.task_result.encode_result`)."""
 
     def setup(self) -> None:
         """Once per minion, before the first param (check the program exists, connect)."""

@@ -28,6 +28,7 @@ import traceback
 from multiprocessing.connection import Connection, Pipe
 from typing import Any, Callable, Generic, Optional, TypeVar
 
+from ..task_result import UnstorableResult, encode_result
 from ._task_io import describe_exit
 from .base import Callback, Outcome, Result, Task
 
@@ -62,21 +63,36 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="minion-parent-watch", daemon=True).start()
 
 
-def _serve(func: Callable[[Any], Any], conn: Connection, keep_value: bool) -> None:
+def _outcome(func: Callable[[Any], Any], param: Any, keep_value: bool,
+             result_max: Optional[int]) -> tuple[bool, Any, str, str]:
+    """``(ok, value, reason, tail)`` of one call: ``value`` is the return value itself
+    (``keep_value``), its JSON text for the queue (``result_max``), or None."""
+    try:
+        value = func(param)
+    except BaseException as exc:  # SystemExit too: a failed attempt, not an exit
+        reason, tail = failure_of(exc)
+        return False, None, reason, tail
+    if keep_value:
+        return True, value, "", ""
+    if result_max is None:
+        return True, None, "", ""
+    try:
+        return True, encode_result(value, result_max), "", ""
+    except UnstorableResult as exc:
+        return False, None, str(exc), ""
+
+
+def _serve(func: Callable[[Any], Any], conn: Connection, keep_value: bool,
+           result_max: Optional[int]) -> None:
     """The worker's loop (in the child): a param in, ``(ok, value, reason, tail)`` out."""
     while True:
         try:
             param = conn.recv()
         except (EOFError, OSError):
             return
+        outcome = _outcome(func, param, keep_value, result_max)
         try:
-            value = func(param)
-        except BaseException as exc:  # SystemExit too: a failed attempt, not an exit
-            reason, tail = failure_of(exc)
-            conn.send((False, None, reason, tail))
-            continue
-        try:
-            conn.send((True, value if keep_value else None, "", ""))
+            conn.send(outcome)
         except Exception as exc:  # an unpicklable return value
             conn.send((False, None, f"the return value cannot be sent back: {exc}", ""))
 
@@ -154,10 +170,15 @@ class FuncCallback(Callback):
         self.can_stop = mode == "process"
         #: Whether the worker sends the function's return value back (see :meth:`call`).
         self.keep_value = False
+        #: Set by :meth:`keep_results`: the return value's JSON goes to the queue.
+        self.result_max: Optional[int] = None
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
+
+    def keep_results(self, max_bytes: int) -> None:
+        self.result_max = max_bytes
 
     # -- running a param ----------------------------------------------------------------
     def run(self, task: Task) -> Result:
@@ -165,18 +186,28 @@ class FuncCallback(Callback):
         return result
 
     def call(self, task: Task) -> tuple[Result, Any]:
-        """Run the function on ``task.param``: its Result and, when ``keep_value`` is
-        set and it succeeded, its return value."""
+        """Run the function on ``task.param``: its Result (with the JSON text of the
+        return value for the queue, after :meth:`keep_results`) and, when
+        ``keep_value`` is set and it succeeded, the return value itself."""
+        exit_code: Optional[int] = None
         if self.mode == "thread":
-            try:
-                value = self.func(task.param)
-            except Exception as exc:
-                reason, tail = failure_of(exc)
-                return Result(Outcome.FAILED, reason=reason, stderr_tail=tail), None
+            ok, value, reason, tail = _outcome(self.func, task.param, self.keep_value,
+                                               self.result_max)
+        else:
+            ok, value, reason, tail, exit_code = self._call_worker(task)
+        if not ok:
+            return Result(Outcome.FAILED, reason=reason, stderr_tail=tail,
+                          exit_code=exit_code), None
+        if self.keep_value:
             return Result(Outcome.OK), value
+        return Result(Outcome.OK, result=value), None
+
+    def _call_worker(self, task: Task) -> tuple[bool, Any, str, str, Optional[int]]:
+        """The call in a worker process: ``(ok, value, reason, tail, exit code)``; a
+        crash or a stop is a failure whose reason names the signal or the exit code."""
         with task.lock:
             if task.stop_reason is not None:
-                return Result(Outcome.FAILED, reason="stopped before it started"), None
+                return False, None, "stopped before it started", "", None
             worker = self._take_worker()
             task.handle = worker
         try:
@@ -187,19 +218,17 @@ class FuncCallback(Callback):
             with task.lock:
                 task.handle = None
             self._discard(worker)
-            return Result(Outcome.FAILED, reason=describe_status(worker.reap()),
-                          exit_code=os.waitstatus_to_exitcode(worker.reap())), None
+            status = worker.reap()
+            return False, None, describe_status(status), "", os.waitstatus_to_exitcode(status)
         except Exception as exc:  # the param cannot be pickled: nothing was sent
             with task.lock:
                 task.handle = None
             self._give_back(worker)
-            return Result(Outcome.FAILED, reason=f"cannot send the param: {exc}"), None
+            return False, None, f"cannot send the param: {exc}", "", None
         with task.lock:
             task.handle = None
         self._give_back(worker)
-        if ok:
-            return Result(Outcome.OK), value
-        return Result(Outcome.FAILED, reason=reason, stderr_tail=tail), None
+        return ok, value, reason, tail, None
 
     def terminate(self, task: Task) -> None:
         self._signal(task, signal.SIGTERM)
@@ -254,7 +283,7 @@ class FuncCallback(Callback):
                 parent_end.close()
                 for conn in others:
                     conn.close()
-                _serve(self.func, child_end, self.keep_value)
+                _serve(self.func, child_end, self.keep_value, self.result_max)
             except BaseException:
                 code = 70
             finally:

@@ -32,6 +32,7 @@ examples:
   minion-queue fill --from-files 'in/data_{}.txt'    # 7 for in/data_7.txt, ...
   minion-queue status --json
   minion-queue list dead                             # dead letters, with their reason
+  minion-queue results --json                        # what each function task returned
   minion-queue requeue-dead                          # give them another try
   minion-queue repair                                # rebuild a damaged sweep queue
 
@@ -131,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("kind", choices=("done", "dead"), help="which params to list")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--limit", type=int, metavar="N", help="at most N params")
+    results = commands.add_parser(
+        "results", parents=[common], help="what each done param's task returned, in queue order",
+        description="Every done param, in the order it was filled in, with the value its "
+        "task returned (a Python function's return value, stored as JSON with its ack; "
+        "null when it returned nothing). The sweep, file and redis engines keep results.",
+        epilog="text: the param and its result as JSON, separated by a tab, a line each; "
+        "--json: one object per line with id, param and result.",
+    )
+    results.add_argument("--json", action="store_true", help="one JSON object per line")
+    results.add_argument("--limit", type=int, metavar="N", help="at most N params")
     return parser
 
 
@@ -287,12 +298,26 @@ def _list(engine: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _results(engine: Any, args: argparse.Namespace) -> int:
+    rows = engine.results()
+    if args.limit is not None:
+        rows = itertools.islice(rows, max(0, args.limit))
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, sort_keys=True))
+        else:
+            param = json.dumps(row["param"], ensure_ascii=False)
+            print(f"{param}\t{json.dumps(row['result'], ensure_ascii=False)}")
+    return 0
+
+
 COMMANDS = {
     "fill": _fill,
     "status": _status,
     "requeue-dead": _requeue_dead,
     "reset-expired": _reset_expired,
     "list": _list,
+    "results": _results,
     "repair": _repair,
 }
 

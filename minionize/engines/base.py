@@ -36,6 +36,10 @@ The contract every engine keeps, checked for each of them by one parametrized su
 * An unreachable server is ridden out for ``MINION_OUTAGE_TIMEOUT`` seconds under the
   one outage policy (``_kit.Outage``), then :class:`~minionize.errors.EngineError`.
 * Messages never carry a credential (``_kit.redact``).
+* An engine with ``keeps_results = True`` stores the result given to
+  ``ack(delivery, result)`` (the JSON text of what the task returned) with the param, and
+  :meth:`results` reads them back in queue order: ``minion-queue results``. The loop
+  passes a result only to such an engine.
 
 How an engine on a queue service is laid out (redis, pubsub, pulsar; copy ``pulsar``,
 the smallest, to write a new one):
@@ -130,6 +134,8 @@ class Engine(abc.ABC):
 
     #: The name users give in ``MINION_ENGINE``.
     name: ClassVar[str] = "engine"
+    #: Whether :meth:`ack` stores a task's result and :meth:`results` reads it back.
+    keeps_results: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -171,8 +177,10 @@ class Engine(abc.ABC):
 
     # -- settling --------------------------------------------------------------------
     @abc.abstractmethod
-    def ack(self, delivery: Delivery) -> None:
-        """The param succeeded."""
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
+        """The param succeeded. ``result``: the JSON text of what the task returned
+        (given only to an engine that :attr:`keeps_results`; None: nothing returned),
+        stored with the param so that :meth:`results` reads it back."""
 
     @abc.abstractmethod
     def retry(self, delivery: Delivery, reason: str) -> None:
@@ -246,3 +254,12 @@ class Engine(abc.ABC):
         """Records of ``kind`` (``done`` or ``dead``), each with ``id``, ``param``,
         ``attempts`` (the attempts that ran) and, for dead letters, ``reason``."""
         raise UnsupportedOperation(f"the {self.name} engine cannot list {kind} params")
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Every done param in queue order (the order it was filled in), with ``id``,
+        ``param`` and ``result``: the value its task returned, decoded from JSON (None
+        when it returned nothing). Only an engine that :attr:`keeps_results`."""
+        raise UnsupportedOperation(
+            f"the {self.name} engine does not keep results (the sweep, file and redis "
+            "engines do)"
+        )

@@ -193,7 +193,7 @@ class FileEngine(Engine):
         return params
 
     # -- settling --------------------------------------------------------------------
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         if self._done_fd is not None:
             os.write(self._done_fd, _record_bytes(delivery.handle))
 

@@ -170,7 +170,7 @@ class PubSubEngine(PubSubAdmin, Engine):
         return [d for d in (self._decode(r) for r in received) if d is not None]
 
     # -- settling --------------------------------------------------------------------
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         self._acknowledge(delivery.handle)
 
     def retry(self, delivery: Delivery, reason: str) -> None:

@@ -137,7 +137,7 @@ class PulsarEngine(PulsarAdmin, Engine):
         return deliveries
 
     # -- settling --------------------------------------------------------------------
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         consumer = self._require_consumer()
         self._call("acknowledge", lambda: consumer.acknowledge(delivery.handle))
 

@@ -197,7 +197,7 @@ class RedisEngine(RedisAdmin, Engine):
         return [self._decode(entry_id, fields, 1).param for entry_id, fields in found]
 
     # -- settling --------------------------------------------------------------------
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         if self._run_settle(delivery, "", "done", self.done_key, {}) == 0:
             log.warning("redis: %s was already settled elsewhere", delivery.id)
 

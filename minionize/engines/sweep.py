@@ -210,7 +210,7 @@ class SweepEngine(SweepAdmin):
         return [json.loads(text) for text in texts]
 
     # -- settling --------------------------------------------------------------------
-    def ack(self, delivery: Delivery) -> None:
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         self._settle("ack", delivery)
 
     def retry(self, delivery: Delivery, reason: str) -> None:
