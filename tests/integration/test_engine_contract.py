@@ -394,6 +394,74 @@ def test_nan_is_never_written(kit: Kit) -> None:
         kit.fill([float("nan")])
 
 
+# -- results ------------------------------------------------------------------------------------
+
+#: The engines that keep a task's result with its ack (the others keep none: documented).
+KEEPS_RESULTS = {"memory", "file", "sweep", "redis"}
+
+
+def results(kit: Kit) -> list[dict[str, Any]]:
+    rows = list(kit.admin.results())
+    for row in rows:
+        assert set(row) == {"id", "param", "result"}, f"{kit.name}: results row {row}"
+    return rows
+
+
+def test_results_come_back_in_queue_order_whatever_order_they_finished_in(kit: Kit) -> None:
+    if kit.name not in KEEPS_RESULTS:
+        assert not kit.minion(30).keeps_results
+        with pytest.raises(UnsupportedOperation, match="does not keep results"):
+            results(kit)
+        return
+    params = [3, "b", {"k": [1, 2]}, 1, "none"]
+    kit.fill(params)
+    minion = kit.minion(30)
+    assert minion.keeps_results
+    taken = kit.take(minion, len(params))
+    for delivery in reversed(taken):
+        if delivery.param == "none":
+            minion.ack(delivery)  # the task returned nothing
+        else:
+            minion.ack(delivery, json.dumps({"of": delivery.param, "é": 0.1}))
+    minion.flush()
+    rows = results(kit)
+    assert [row["param"] for row in rows] == params
+    assert [row["result"] for row in rows] == [
+        None if p == "none" else {"of": p, "é": 0.1} for p in params
+    ]
+    assert {row["id"] for row in rows} == {d.id for d in taken}
+
+
+def test_results_hold_done_params_only_and_the_attempt_that_succeeded(kit: Kit) -> None:
+    if kit.name not in KEEPS_RESULTS:
+        pytest.skip(f"the {kit.name} engine keeps no results")
+    kit.fill(["retried", "dead"])
+    minion = kit.minion(30)
+    taken = {d.param: d for d in kit.take(minion, 2)}
+    minion.retry(taken["retried"], "exit code 1")
+    minion.dead_letter(taken["dead"], "exit code 2")
+    minion.flush()
+    assert results(kit) == []
+    (again,) = kit.take(minion)
+    assert (again.param, again.attempt) == ("retried", 2)
+    minion.ack(again, '"second"')
+    minion.flush()
+    kit.fill(["todo"])
+    assert [(r["param"], r["result"]) for r in results(kit)] == [("retried", "second")]
+
+
+def test_a_large_result_is_kept_exactly(kit: Kit) -> None:
+    if kit.name not in KEEPS_RESULTS:
+        pytest.skip(f"the {kit.name} engine keeps no results")
+    kit.fill(["big"])
+    minion = kit.minion(30)
+    (delivery,) = kit.take(minion)
+    value = {"text": "é\u2028\n\t" * 50_000, "n": [10**20, -0.5, True, None]}
+    minion.ack(delivery, json.dumps(value, ensure_ascii=False))
+    minion.flush()
+    assert [r["result"] for r in results(kit)] == [value]
+
+
 # -- outages ------------------------------------------------------------------------------------
 
 
