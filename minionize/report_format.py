@@ -19,7 +19,9 @@ The JSON reporter (:mod:`minionize.reporters.json`) writes them; ``minion-status
     lines appended since, whatever the length of the run.
 
 Records are strict JSON in ASCII (:func:`encode_record`): a param JSON cannot encode is
-written as its repr with ``"param_repr": true``.
+written as its repr with ``"param_repr": true``; a param whose JSON is longer than
+:data:`PARAM_CHARS` as the start of that text, with ``"param_repr": true`` and
+``"param_cut": true`` (its id names it; a report line stays small whatever the param).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ KEEP_SLOWEST = 10
 KEEP_ERRORS = 10
 #: Characters of stderr kept per failure (the end of it: where the error usually is).
 TAIL_CHARS = 2000
+#: Characters of a param's JSON kept in a report record (a longer one is cut).
+PARAM_CHARS = 1000
 #: The kinds of record (their ``ev``).
 START, TASK, HEARTBEAT, STOP = "start", "task", "heartbeat", "stop"
 #: How an attempt ended, in a task record: ``done`` (acked), ``retry`` (failed,
@@ -67,12 +71,32 @@ def safe_repr(value: Any) -> str:
 
 
 def json_param(param: Any) -> tuple[Any, bool]:
-    """``(param, False)`` when strict JSON can encode it, else ``(repr(param), True)``."""
+    """``(param, False)`` when strict JSON can encode it in at most :data:`PARAM_CHARS`
+    characters, else ``(a text for it, True)``: its repr, or the start of its JSON."""
+    value, kind = _param_as(param)
+    return value, bool(kind)
+
+
+def _param_as(param: Any) -> tuple[Any, str]:
+    """``(param, "")``, ``(its repr, "repr")`` or ``(its JSON cut, "cut")``."""
     try:
-        _STRICT.encode(param)
+        text = _STRICT.encode(param)
     except (TypeError, ValueError, RecursionError):
-        return safe_repr(param), True
-    return param, False
+        return safe_repr(param)[:PARAM_CHARS], "repr"
+    if len(text) > PARAM_CHARS:
+        return text[:PARAM_CHARS] + "...", "cut"
+    return param, ""
+
+
+def param_fields(param: Any) -> dict[str, Any]:
+    """The fields a record gives a param: ``param``, and ``param_repr`` (and
+    ``param_cut`` for a long one) when it is a text standing for it."""
+    value, kind = _param_as(param)
+    if not kind:
+        return {"param": value}
+    if kind == "cut":
+        return {"param": value, "param_repr": True, "param_cut": True}
+    return {"param": value, "param_repr": True}
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

@@ -33,7 +33,7 @@ from ..report_format import (
     MinionState,
     encode_record,
     encode_summary,
-    json_param,
+    param_fields,
     report_name,
     tail,
 )
@@ -127,7 +127,7 @@ class JsonReporter(Reporter):
             "ev": TASK,
             "t": time.time(),
             "id": report.param_id,
-            "param": report.param,
+            **param_fields(report.param),
             "attempt": report.attempt,
             "outcome": report.outcome,
             "start": report.start,
@@ -164,16 +164,12 @@ class JsonReporter(Reporter):
             self._last_heartbeat = now
             entries = []
             for task in running:
-                param, is_repr = json_param(task.param)
-                entry = {
+                entries.append({
                     "id": task.delivery.id,
-                    "param": param,
+                    **param_fields(task.param),
                     "attempt": task.attempt,
                     "start": task.wall_start,
-                }
-                if is_repr:
-                    entry["param_repr"] = True
-                entries.append(entry)
+                })
             record = {"ev": HEARTBEAT, "t": now, "running": entries}
             self._state.apply(record)
             self._write(encode_record(record))

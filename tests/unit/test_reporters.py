@@ -293,3 +293,21 @@ def test_the_fold_of_the_lines_is_the_summary_the_writer_saved(tmp_path: Path) -
     assert bad == 0
     assert folded.to_summary(saved["offset"], saved["t"]) == saved
     assert MinionState.from_summary(saved).to_summary(saved["offset"], saved["t"]) == saved
+
+
+def test_a_large_param_is_cut_in_every_record_not_copied_whole(tmp_path: Path) -> None:
+    big = {"data": "x" * 1_000_000}
+    reporter = JsonReporter(tmp_path, heartbeat=0.0)
+    reporter.start(info())
+    reporter.heartbeat([Task(Delivery(big, "big-1"))])
+    reporter.task_finished(report(big, "done", param_id="big-1"))
+    reporter.stop(0)
+    assert reporter.path is not None
+    assert reporter.path.stat().st_size < 10_000  # not a megabyte per record
+    lines = strict_lines(reporter.path)
+    [task] = [line for line in lines if line["ev"] == "task"]
+    [beat] = [line for line in lines if line["ev"] == "heartbeat"]
+    for record in (task, beat["running"][0]):
+        assert record["param"].startswith('{"data":"xxx') and record["param"].endswith("...")
+        assert record["param_repr"] is True and record["param_cut"] is True
+        assert record["id"] == "big-1"
