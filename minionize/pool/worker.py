@@ -190,7 +190,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                                  lease=config["lease"], grace_period=1.0)
     minion = Minion(callback, engine, JsonReporter(os.path.join(rundir, "report")), settings)
     # The loop's own stop flag (read only): an idle take ends as soon as it is set.
-    engine.stopping = minion._stop.is_set
+    engine.stopping = minion.stopping.asked.is_set
     if args.parent is not None:
         _watch_parent(args.parent, minion.stop)
     try:
