@@ -69,6 +69,7 @@ from ._sweep_admin import SweepAdmin, os_error
 from ._sweep_files import param_id
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from ._sweep_outbox import Entry, Outbox
+from ._sweep_results import result_line
 from ._sweep_state import FLIGHT, TODO, Owner
 from ._sweep_store import SweepStore
 from .base import Delivery, Param
@@ -94,6 +95,7 @@ class SweepEngine(SweepAdmin):
     """
 
     name = "sweep"
+    keeps_results = True
 
     def __init__(
         self,
@@ -211,7 +213,9 @@ class SweepEngine(SweepAdmin):
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        self._settle("ack", delivery)
+        # The line is made here, in the task's thread, not under the lock.
+        line = None if result is None else result_line(int(delivery.handle[0]), result)
+        self._outbox.settle("ack", delivery, result=line)
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self._settle("retry", delivery, reason)
