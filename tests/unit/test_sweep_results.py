@@ -175,3 +175,25 @@ def test_which_params_have_a_result_survives_compaction_and_a_reopen(tmp_path: P
     assert snapshot["results"] and len(snapshot["results"]) < 60
     rows = list(SweepEngine(str(q)).results())
     assert [r["result"] for r in rows] == [None if p % 3 else [p] for p in range(300)]
+
+
+def test_durable_settles_fsync_the_results_before_the_acks_that_point_at_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    q = tmp_path / "q"
+    e = SweepEngine(str(q), durable_settles=True)
+    e.create()
+    e.open()
+    e.fill(["a"])
+    (a,) = e.take(1, 0.0)
+    synced: list[str] = []
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    e.ack(a, '"kept"')
+    e.flush()
+    assert synced[:2] == ["results.jsonl", "journal.0.jsonl"]
