@@ -200,9 +200,10 @@ class Lines:
                 if end > self.size or not line.endswith(b"\n"):
                     break  # torn, or written after the lock was let go
                 if line.startswith(LINE_START):
-                    middle = line.find(LINE_MIDDLE, 5, 30)
+                    first = len(LINE_START)
+                    middle = line.find(LINE_MIDDLE, first, first + 25)
                     try:
-                        index = int(line[5:middle]) if middle > 0 else -1
+                        index = int(line[first:middle]) if middle > 0 else -1
                     except ValueError:
                         index = -1
                     if 0 <= index < n:
