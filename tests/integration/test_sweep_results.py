@@ -106,7 +106,8 @@ def test_a_minion_killed_mid_run_loses_no_stored_result_and_duplicates_none(
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     before = results(env)
-    assert before and pairs(before) == [(r["param"], 2 * r["param"]) for r in before]
+    assert 0 < len(before) < 300  # killed mid-run
+    assert pairs(before) == [(r["param"], 2 * r["param"]) for r in before]
     # The next minion waits for the dead one's leases to expire and runs those params.
     assert double({**fast, "MINION_WAIT": "1"}).wait(120) == 0
     after = results(env)
