@@ -6,6 +6,7 @@ Figures (targets from the sweep-queue issue):
   fill N params                                  <= 5 s
   claim+ack cycles/s in one process               >= 5,000 (execo: about 700)
   the same with 10,000 params in flight elsewhere  (execo: about 200)
+  the same, each ack storing a result             >= 5,000
   claim+ack cost with N params / with 1,000      <= 1.5 (best of three, interleaved)
   open a queue of N params with 90 % done        <= 1 s
 Each execo figure is measured here, now, on the same disk; the ratio says how many times
@@ -31,8 +32,13 @@ def seconds(action: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def sweep_cycles(directory: str, size: int, cycles: int) -> float:
-    """claim+ack cycles per second on a queue of ``size`` params (filled beforehand)."""
+#: What a function task returns, in the cycles that store a result.
+RESULT = '{"loss":0.0123,"params":[1,2,3],"name":"run-42"}'
+
+
+def sweep_cycles(directory: str, size: int, cycles: int, result: bool = False) -> float:
+    """claim+ack cycles per second on a queue of ``size`` params (filled beforehand);
+    ``result``: each ack stores RESULT (results.jsonl)."""
     engine = SweepEngine(directory)
     engine.create()
     engine.open()
@@ -42,7 +48,7 @@ def sweep_cycles(directory: str, size: int, cycles: int) -> float:
     start = time.perf_counter()
     for _ in range(cycles):
         (delivery,) = engine.take(1, 0.0)
-        engine.ack(delivery)
+        engine.ack(delivery, RESULT if result else None)
     rate = cycles / (time.perf_counter() - start)
     engine.close()
     return rate
@@ -170,6 +176,8 @@ def main() -> int:
                 pickle.dump(set(range(90_000, 100_000)), f)
             base = execo_cycles(where("mid-execo"), 100_000, args.execo_cycles // 4)
         line("  ... with 10,000 in flight elsewhere", busy, "cycles/s", ">= 5000", base)
+        kept = sweep_cycles(where("results"), 100_000, args.cycles, result=True)
+        line("  ... each ack storing a result", kept, "cycles/s", ">= 5000")
 
         # -- cost at N params against 1,000 --------------------------------------------
         line(f"claim+ack cost {n:,} / 1,000 params", small / big, "x", "<= 1.5")

@@ -16,9 +16,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -30,6 +32,15 @@ from tests.services import free_port, script, unavailable, wait_for
 from tests.services.slurm import slurm  # noqa: F401 - the SLURM fixture, for every module
 
 # -- commands ------------------------------------------------------------------------------
+
+
+def user_environment() -> dict[str, str]:
+    """This environment without minionize's settings, this Python's scripts first in
+    ``PATH``: what a user's shell in a fresh terminal gives a command."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MINION_", "FILE_", "EXECO_", "REPORTER_", "DRY"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
 
 
 def sh(command: str, env: dict[str, str], timeout: float = 60,
@@ -166,6 +177,58 @@ def drain(engine: Engine, limit: int = 100_000) -> list[Any]:
             engine.ack(delivery)
     engine.flush()
     return out
+
+
+@dataclass
+class Holder:
+    """A process stopped while it held a queue lock; what it printed once resumed."""
+
+    process: subprocess.Popen[str]
+    out: str = ""
+    err: str = ""
+
+
+@contextmanager
+def stopped_holder(code: str, *args: str) -> Iterator[Holder]:
+    """``python -c CODE ARGS``, which prints ``held`` once it holds the queue lock, then
+    reads a line: stopped (SIGSTOP) for the body of the ``with``, then resumed, given its
+    line and waited for (``out``, ``err``); killed if the body fails."""
+    process = subprocess.Popen([sys.executable, "-c", code, *args], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    holder = Holder(process)
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        assert process.stdout.readline().strip() == "held"
+        os.kill(process.pid, signal.SIGSTOP)
+        yield holder
+        os.kill(process.pid, signal.SIGCONT)
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        holder.out, holder.err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def small_disk(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``64k``) mounted on ``path`` (made), unmounted at the end;
+    skips the test where mounting is not allowed (it needs root)."""
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                            str(path)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def resize_disk(path: Path, size: str) -> None:
+    """Give the :func:`small_disk` on ``path`` more room (``64m``)."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
 
 
 # -- Redis ---------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The sweep queue's administration: what ``minion-queue`` does with it.
 
-Filling, counting, listing, requeueing dead letters, putting back expired leases and
-repairing: :class:`SweepAdmin` is the half of :class:`~.sweep.SweepEngine` that a
-minion does not use while it works (the other half takes, settles and renews leases).
+Filling, counting, listing, reading results, requeueing dead letters, putting back
+expired leases and repairing: :class:`SweepAdmin` is the half of
+:class:`~.sweep.SweepEngine` that a minion does not use while it works (the other half
+takes, settles and renews leases).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import EngineError
+from ..task_result import decode_result
 from ._sweep_files import canonical, param_id
+from ._sweep_results import LostResults, lost
 from ._sweep_state import DEAD, DONE, TODO
 from ._sweep_store import SweepStore
 from .base import Engine, Param
@@ -120,11 +123,46 @@ class SweepAdmin(Engine):
         ran = 1 if kind == "done" else 0  # the success is an attempt too
         for index, attempts, reason in rows:
             text = self.store.read_param(index)
-            try:
-                param = json.loads(text)
-            except ValueError:  # a torn line of params.jsonl, kept as a dead letter
-                param = text.decode("utf-8", "replace")
-            record: dict[str, Any] = {"id": param_id(text), "param": param, "attempts": attempts + ran}
+            record: dict[str, Any] = {"id": param_id(text), "param": _param(text),
+                                      "attempts": attempts + ran}
             if kind == "dead":
                 record["reason"] = reason
             yield record
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Done params in queue order, with what their task returned (None: nothing).
+
+        Under the lock: which params are done and which have a result, and
+        ``results.jsonl`` opened. Then, lock let go (a consumer may print slowly): where
+        each param's last line is, and the lines read one at a time. Complete lines never
+        change, so offsets found after the lock stay valid. A result the journal says
+        was stored and the file lacks is :class:`~._sweep_results.LostResults`, raised
+        before any row.
+        """
+        self._require_directory()
+        with self._locked() as store:
+            status = bytes(store.state.status)
+            stored = store.state.results.copy()
+            lines = store.results_file.open()
+        try:
+            starts, lengths = lines.index(len(status))
+            missing = lost(stored, status, DONE, starts)
+            if missing:
+                raise LostResults(lines.path, len(missing), len(stored), lines.missing)
+            index = status.find(DONE)
+            while index >= 0:
+                text = self.store.read_param(index)
+                result = None
+                if index in stored:
+                    result = decode_result(lines.text(starts[index], lengths[index]))
+                yield {"id": param_id(text), "param": _param(text), "result": result}
+                index = status.find(DONE, index + 1)
+        finally:
+            lines.close()
+
+
+def _param(text: bytes) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:  # a torn line of params.jsonl, kept as a dead letter
+        return text.decode("utf-8", "replace")

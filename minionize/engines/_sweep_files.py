@@ -10,7 +10,10 @@ Files (a fixed handful, whatever the number of params)::
                         ack, retry, release, dead, extend, start, expire, requeue,
                         adopt, break, void, next)
     snapshot.json       the state after journal <g-1>: one status byte per param,
-                        leases, attempts, dead-letter reasons. Replaced by rename.
+                        leases, attempts, dead-letter reasons, which params have a
+                        result. Replaced by rename.
+    results.jsonl       what tasks returned, one line per result (see
+                        :mod:`._sweep_results`). Append-only.
 
 Files that disagree raise :class:`Damaged` (never an empty queue); only a torn last
 journal record and params beyond the last ``add`` record (an interrupted fill) are
@@ -128,9 +131,14 @@ def fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def temporary_path(directory: str) -> str:
+    """Where this process writes a copy before its rename (removed if left behind)."""
+    return os.path.join(directory, f"{TMP_PREFIX}{socket.gethostname()}.{os.getpid()}")
+
+
 def replace(directory: str, path: str, data: bytes) -> None:
     """Replace ``path`` by ``data`` at once: a temporary file, fsync, rename."""
-    tmp = os.path.join(directory, f"{TMP_PREFIX}{socket.gethostname()}.{os.getpid()}")
+    tmp = temporary_path(directory)
     write_new(tmp, data)
     os.replace(tmp, path)
     fsync_directory(directory)

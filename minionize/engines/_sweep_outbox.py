@@ -28,8 +28,9 @@ if TYPE_CHECKING:
 AHEAD_TASK_SECONDS = 0.02
 AHEAD_CLAIMS = 7
 
-#: (op, index, seq, reason): a settle (ack, retry, release, dead) or a start.
-Entry = tuple[str, int, int, str]
+#: (op, index, seq, reason, result): a settle (ack, retry, release, dead) or a start;
+#: an ack's result is its line of results.jsonl (:func:`._sweep_results.result_line`).
+Entry = tuple[str, int, int, str, Optional[bytes]]
 
 
 class Outbox:
@@ -55,7 +56,7 @@ class Outbox:
         """Up to ``max_count`` params claimed ahead, now handed out (a ``start`` each)."""
         with self._lock:
             out = [self.ahead.popleft() for _ in range(min(max_count, len(self.ahead)))]
-            self.pending.extend(("start", *d.handle, "") for d in out)
+            self.pending.extend(("start", *d.handle, "", None) for d in out)
         return self.hand_out(out)
 
     def ahead_wanted(self) -> int:
@@ -80,11 +81,13 @@ class Outbox:
         return deliveries
 
     # -- owing -------------------------------------------------------------------------
-    def settle(self, op: str, delivery: Delivery, reason: str = "") -> None:
-        """Owe ``op`` for ``delivery`` (written at the next lock session)."""
+    def settle(self, op: str, delivery: Delivery, reason: str = "",
+               result: Optional[bytes] = None) -> None:
+        """Owe ``op`` for ``delivery`` (written at the next lock session); ``result``: an
+        ack's line of results.jsonl."""
         index, seq = delivery.handle
         with self._lock:
-            self.pending.append((op, index, seq, reason))
+            self.pending.append((op, index, seq, reason, result))
         with self._out_lock:
             self.out = max(0, self.out - 1)
             out_at = self._out_at.pop((index, seq), None)
@@ -102,30 +105,34 @@ class Outbox:
     def release(self, claims: list[tuple[int, int]]) -> None:
         """Owe a ``release`` of these claims (made but not to be run)."""
         with self._lock:
-            self.pending.extend(("release", index, seq, "") for index, seq in claims)
+            self.pending.extend(("release", index, seq, "", None) for index, seq in claims)
 
     def release_ahead(self) -> None:
         """Give back the params claimed ahead and never handed out (no attempt counts)."""
         with self._lock:
-            self.pending.extend(("release", *d.handle, "") for d in self.ahead)
+            self.pending.extend(("release", *d.handle, "", None) for d in self.ahead)
             self.ahead.clear()
 
     def write(self, store: SweepStore, minion: str) -> list[Entry]:
-        """Write what is owed, starts first, in order (lock held); what was owed. What
-        could not be written stays owed for the next session."""
+        """Write what is owed, starts first, then the acks' results, then the settles in
+        order (lock held); what was owed. What could not be written stays owed for the
+        next session."""
         with self._lock:
             pending, self.pending = self.pending, []
-        starts = [(index, seq) for op, index, seq, _ in pending if op == "start"]
+        starts = [(index, seq) for op, index, seq, _, _ in pending if op == "start"]
         settles = [item for item in pending if item[0] != "start"]
         written = 0
         try:
             if starts:
                 store.start(starts, minion)
                 starts = []
-            for op, index, seq, reason in settles:
-                store.settle(op, index, minion, seq, reason)
+            stored: set[int] = set()
+            if any(result is not None for *_, result in settles):
+                stored = store.store_results([(e[1], e[4]) for e in settles if e[0] == "ack"])
+            for op, index, seq, reason, _ in settles:
+                store.settle(op, index, minion, seq, reason, op == "ack" and index in stored)
                 written += 1
         except BaseException:
-            self.give_back([("start", i, q, "") for i, q in starts] + settles[written:])
+            self.give_back([("start", i, q, "", None) for i, q in starts] + settles[written:])
             raise
         return pending

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import EngineError
 from ._sweep_files import Damaged, canonical, read_snapshot, replace, snapshot_bytes, snapshot_path
+from ._sweep_results import lost
 from ._sweep_state import DEAD, DONE, TODO, Leases, to_snapshot
 
 if TYPE_CHECKING:
@@ -76,6 +77,9 @@ def repair(store: SweepStore) -> list[str]:
     is done or dead only where a readable snapshot or journal record proves it;
     params in flight become todo (their leases cannot be proven). The result is
     written as a new snapshot and journal generation; the old journals are removed.
+    Results in results.jsonl are kept; a done param whose stored result the file lacks
+    becomes todo (its task runs again), in a new generation too, the leases of a queue
+    otherwise consistent kept.
     """
     with store._thread_lock:
         lock = store._acquire()
@@ -85,15 +89,48 @@ def repair(store: SweepStore) -> list[str]:
                 store._sync()
                 store._check_epoch()
                 recovered = recover_tail(store) if store._check_tail else []
-                return recovered or ["the queue is consistent: nothing to repair"]
+                lost_count, results = _check_results(store)
+                if not lost_count:
+                    return (recovered or ["the queue is consistent: nothing to repair"]) + results
             except Damaged as exc:
                 problem = str(exc).split(": the sweep queue is damaged")[0]
+                lost_count = 0
             finally:
                 store.journal.close()
-            return [f"found: {problem}", *_rebuild(store, max(store.state.lock_epoch, lock.epoch or 0))]
+            epoch = max(store.state.lock_epoch, lock.epoch or 0)
+            if lost_count:
+                generations = store.journal.generations()
+                return [*recovered, *results, *_new_generation(store, epoch, generations)]
+            return [f"found: {problem}", *_rebuild(store, epoch)]
         finally:
             store.journal.wrote = False
             lock.release()
+
+
+def _check_results(store: SweepStore) -> tuple[int, list[str]]:
+    """Make todo the done params whose stored result results.jsonl lacks: how many,
+    and what was found (in memory; the caller writes a new generation if any)."""
+    state = store.state
+    lines = store.results_file.open()
+    try:
+        starts, _ = lines.index(state.n)
+    finally:
+        lines.close()
+    status = bytes(state.status)
+    lost_ones = lost(state.results, status, DONE, starts)
+    if not lost_ones:
+        kept = len(state.results)
+        return 0, [f"{lines.path}: {kept} result(s), all kept"] if kept else []
+    for index in lost_ones:
+        state.move(index, TODO)
+        state.results.discard(index)
+        state.attempts.pop(index, None)
+    state.returned, state.cursor = deque(), 0
+    return len(lost_ones), [
+        f"found: {lines.path} {'is missing' if lines.missing else 'was cut or replaced'}: "
+        f"{len(state.results)} result(s) kept, {len(lost_ones)} lost; their params made todo "
+        "(their tasks run again)"
+    ]
 
 
 def _rebuild(store: SweepStore, lock_epoch: int) -> list[str]:
@@ -121,6 +158,14 @@ def _rebuild(store: SweepStore, lock_epoch: int) -> list[str]:
     state.leases, state.returned, state.cursor = Leases(), deque(), 0
     if in_flight:
         report.append(f"{len(in_flight)} params in flight made todo (their leases are not proven)")
+    report += _check_results(store)[1]
+    return report + _new_generation(store, lock_epoch, generations)
+
+
+def _new_generation(store: SweepStore, lock_epoch: int, generations: list[int]) -> list[str]:
+    """Write the state as a new snapshot and journal generation; remove the old ones
+    (every process then reloads the snapshot)."""
+    journal, state = store.journal, store.state
     new = max([journal.generation, *generations]) + 1
     state.lock_epoch = lock_epoch
     journal.generation = new
@@ -135,11 +180,10 @@ def _rebuild(store: SweepStore, lock_epoch: int) -> list[str]:
             except FileNotFoundError:
                 pass
     store._loaded = False
-    report.append(
+    return [
         f"rebuilt: {state.n} params: {state.count[DONE]} done, {state.count[DEAD]} dead "
         f"letters, {state.count[TODO]} todo (snapshot generation {new})"
-    )
-    return report
+    ]
 
 
 def _replay_tolerantly(store: SweepStore, generation: int) -> str:

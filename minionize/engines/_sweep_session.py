@@ -32,6 +32,7 @@ from ._sweep_files import (
 from ._sweep_journal import Journal, head_line
 from ._sweep_lock import LONG_SESSION, LockLost, QueueLock, describe_record, queue_lock
 from ._sweep_repair import recover_tail
+from ._sweep_results import ResultsFile
 from ._sweep_state import BadRecord, QueueState, from_snapshot, to_snapshot
 
 log = logging.getLogger("minionize.sweep")
@@ -49,6 +50,7 @@ class Replica:
         self.state = QueueState()
         self.params = ParamsFile(directory)
         self.journal = Journal(directory)
+        self.results_file = ResultsFile(directory)
         self.compact_min_bytes = self.compact_at = compact_min_bytes
         #: Set when a torn record was dropped or the queue was loaded: params.jsonl may
         #: hold params of an interrupted fill beyond what the journal records.
@@ -269,8 +271,8 @@ class Session(Replica):
                 self._complete_break(lock.epoch)
 
     def _complete_break(self, epoch: int) -> None:
-        """Fence out the holder whose lock was broken: replace the journal and the
-        params by copies (its open descriptors now write to files nobody reads), the
+        """Fence out the holder whose lock was broken: replace the journal, the params
+        and the results by copies (its open descriptors now write to files nobody reads), the
         journal's copy ending with a ``break`` record that raises the epoch."""
         lock = self._file_lock
         assert lock is not None
@@ -283,6 +285,7 @@ class Session(Replica):
         self.journal.append_break(record)
         self._apply(record)
         self.params.copy_over(self.directory)
+        self.results_file.copy_over(self.directory)
         lock.remove_old_epochs(epoch)
         log.warning(
             "%s: took over the queue lock from %s (lock epoch %d); its late writes go to "

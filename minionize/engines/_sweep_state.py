@@ -20,6 +20,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ._sweep_results import ResultBits
+
 TODO = ord("t")
 FLIGHT = ord("f")
 DONE = ord("d")
@@ -143,6 +145,8 @@ class QueueState:
         self.attempts: dict[int, int] = {}
         self.leases = Leases()
         self.reasons: dict[int, str] = {}
+        #: The done params whose ack stored a result (in results.jsonl).
+        self.results = ResultBits()
         #: Todo params at or after the cursor are found by a scan; those before it are
         #: remembered in ``returned`` (lazily: an entry may be stale when popped).
         self.cursor = 0
@@ -230,6 +234,8 @@ class QueueState:
         elif status == DEAD:
             self.reasons.pop(index, None)
         self.move(index, DONE)
+        if record.get("r"):
+            self.results.add(index)
 
     def _retry(self, record: dict[str, Any]) -> None:
         index = int(record["i"])
@@ -388,6 +394,7 @@ def to_snapshot(state: QueueState) -> dict[str, Any]:
         "state": state.status.decode("ascii"),
         "attempts": sorted(state.attempts.items()),
         "dead": sorted(state.reasons.items()),
+        "results": state.results.to_text(),
         "leases": [
             [i, le.minion, le.seq, le.expiry, le.host, le.pid, le.job, int(le.started)]
             for i, le in state.leases.items()
@@ -409,6 +416,7 @@ def from_snapshot(doc: dict[str, Any]) -> QueueState:
             raise BadRecord("'state' holds unknown statuses")
         state.attempts = {int(i): int(a) for i, a in doc["attempts"]}
         state.reasons = {int(i): str(r) for i, r in doc["dead"]}
+        state.results = ResultBits.from_text(str(doc.get("results", "")))
         state.leases = Leases({
             index: Lease(minion, seq, expiry, host, pid, job, bool(started[0]) if started else True)
             for index, minion, seq, expiry, host, pid, job, *started in doc["leases"]

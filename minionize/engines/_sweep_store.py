@@ -14,20 +14,21 @@ module:
   let go);
 * :mod:`._sweep_repair`: ``minion-queue repair``, and the params an interrupted fill
   left behind;
+* :mod:`._sweep_results`: ``results.jsonl``, what tasks returned;
 * here: the operations, each written as a journal record and applied exactly as
   other processes will apply it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, Optional
 
 from ._sweep_repair import recover_tail, repair
 from ._sweep_session import Session
-from ._sweep_state import DEAD, Owner, claim_record, expire_record
+from ._sweep_state import DEAD, DONE, Owner, claim_record, expire_record
 
 #: Params encoded and deduplicated per lock holding while filling.
 FILL_CHUNK = 50_000
@@ -106,11 +107,35 @@ class SweepStore(Session):
         if mine:
             self._write({"o": "start", "w": minion, "l": mine})
 
-    def settle(self, op: str, index: int, minion: str, seq: int, reason: str = "") -> None:
-        """Record ``ack``, ``retry``, ``release`` or ``dead`` for one claim."""
+    def store_results(self, acks: Sequence[tuple[int, Optional[bytes]]]) -> set[int]:
+        """Write the results of these acks (param index, :func:`._sweep_results.result_line`
+        or None), in order, in one write; the params whose result was written. Only the
+        ack that makes its param done stores one: a late ack of a param done meanwhile
+        never replaces the result of the ack that counted. Call before their records."""
+        status = self.state.status
+        acked: set[int] = set()
+        stored: set[int] = set()
+        lines = []
+        for index, line in acks:
+            if status[index] == DONE or index in acked:
+                continue
+            acked.add(index)
+            if line is not None:
+                lines.append(line)
+                stored.add(index)
+        if lines:
+            self.results_file.append(b"".join(lines), self._fence_check, self.durable_settles)
+        return stored
+
+    def settle(self, op: str, index: int, minion: str, seq: int, reason: str = "",
+               result: bool = False) -> None:
+        """Record ``ack``, ``retry``, ``release`` or ``dead`` for one claim (``result``:
+        an ack whose result :meth:`store_results` wrote)."""
         record: dict[str, Any] = {"o": op, "i": index, "w": minion, "q": seq}
         if reason:
             record["why"] = reason[:MAX_REASON]
+        if result:
+            record["r"] = 1
         self._write(record, durable=self.durable_settles and op in ("ack", "dead"))
 
     def extend(self, items: list[tuple[int, int]], minion: str, expiry: float) -> None:

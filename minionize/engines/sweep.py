@@ -16,6 +16,13 @@ same with a thousand params or a million. When the journal outgrows the snapshot
 process holding the lock writes a new snapshot and starts a new journal (compaction);
 so the directory holds a handful of files whatever the number of params.
 
+``results.jsonl`` holds what function tasks returned (:attr:`SweepEngine.keeps_results`):
+one line per result, appended in one write per lock session before the ack records,
+by the ack that makes its param done only. The ack record says ``"r": 1`` and the state
+(snapshot included) keeps a bit per param that has a result, so that a lost or cut file
+is an error, never "no results"; the values stay out of the journal and the snapshot,
+which every minion reads at open. See :mod:`._sweep_results`.
+
 Why each step is safe on NFS
 ----------------------------
 * **Lock first.** Every operation takes an advisory lock on ``queue.lock``
@@ -36,6 +43,8 @@ Why each step is safe on NFS
 * **Appends at a known offset, under the lock.** ``O_APPEND`` is not atomic across NFS
   clients; it is not needed either: the lock holder has just read the journal to its
   end, so it writes at that offset with ``pwrite``. Records are single lines of JSON.
+  ``results.jsonl`` is opened after the lock is taken too, and written with ``pwrite``
+  at the end its ``fstat`` gives (after the open: close-to-open), then closed.
 * **Close flushes.** ``close()`` sends the written pages to the server before the lock
   is released, so the next holder's ``open()`` sees them.
 * **Rename to replace.** A snapshot is written to a temporary file, fsync-ed, then
@@ -44,13 +53,15 @@ Why each step is safe on NFS
   journal, so a crash at any step leaves a readable queue.
 * **Torn records.** Only a writer that died mid-write leaves a last line without its
   newline; the next lock holder truncates it. That operation had not returned, so no
-  acknowledged param is lost (its lease expires and it is redone).
+  acknowledged param is lost (its lease expires and it is redone). The same for a torn
+  last line of ``results.jsonl``: readers skip it, the next writer cuts it.
 * **fsync where durability needs it** (measured here: 0.2 to 0.6 ms each): params and
   their ``add`` record (losing them would lose work), snapshots before their rename,
   the ``next`` record, and requeues. Acks and dead letters are not fsync-ed by default:
   a process crash cannot lose them (the kernel or the NFS server already has them after
   ``close()``); a power cut of the host can, and that param is then run again (at least
-  once, never lost). ``MINION_SWEEP_FSYNC=1`` fsyncs them too.
+  once, never lost). ``MINION_SWEEP_FSYNC=1`` fsyncs them too, and the results they
+  store, before their records.
 * **No SQLite, no mmap**: both rely on locking and page coherence that NFS does not give.
 * **Clocks.** Lease expiry compares wall clocks of different hosts: keep them in sync
   (NTP) and the lease much longer than their skew.
@@ -69,6 +80,7 @@ from ._sweep_admin import SweepAdmin, os_error
 from ._sweep_files import param_id
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from ._sweep_outbox import Entry, Outbox
+from ._sweep_results import result_line
 from ._sweep_state import FLIGHT, TODO, Owner
 from ._sweep_store import SweepStore
 from .base import Delivery, Param
@@ -94,6 +106,7 @@ class SweepEngine(SweepAdmin):
     """
 
     name = "sweep"
+    keeps_results = True
 
     def __init__(
         self,
@@ -211,7 +224,9 @@ class SweepEngine(SweepAdmin):
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        self._settle("ack", delivery)
+        # The line is made here, in the task's thread, not under the lock.
+        line = None if result is None else result_line(int(delivery.handle[0]), result)
+        self._outbox.settle("ack", delivery, result=line)
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self._settle("retry", delivery, reason)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import queue_status, sh
+from tests.conftest import queue_status, resize_disk, sh, small_disk
 from tests.services import script
 
 
@@ -166,14 +165,9 @@ def test_a_json_lines_file_refuses_what_it_cannot_keep(tmp_path: Path, user_env:
 def test_a_full_disk_is_one_line_and_the_queue_keeps_what_it_had(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
-    # Issue 11 item 7: fill on a full disk printed an OSError traceback.
-    disk = tmp_path / "small-disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs",
-                                            str(disk)], capture_output=True).returncode != 0:
-        pytest.skip("mounting a 64 KiB tmpfs needs root (tests/unit/test_queue_errors.py "
-                    "covers the same message with a failing write)")
-    try:
+    # Issue 11 item 7: fill on a full disk printed an OSError traceback. Without root,
+    # tests/unit/test_queue_errors.py covers the same message with a failing write.
+    with small_disk(tmp_path / "small-disk", "64k") as disk:
         env = {**user_env, "EXECO_PERSISTENCE_DIR": str(disk / "sweeps")}
         assert sh("minion-queue fill 0..9", env).returncode == 0
         out = sh("minion-queue fill 0..99999", env)
@@ -183,13 +177,11 @@ def test_a_full_disk_is_one_line_and_the_queue_keeps_what_it_had(
         # A fill the disk stopped leaves the queue as it was; a fill again, once there is
         # room, adds every param once.
         assert queue_status(env)["total"] == 10
-        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        resize_disk(disk, "64m")
         again = sh("minion-queue fill 0..99999", env)
         assert again.returncode == 0, again.stderr
         assert queue_status(env) == {"dead": 0, "done": 0, "expired": 0, "in_flight": 0,
                                      "todo": 100_000, "total": 100_000}
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_input_that_is_not_utf8_is_one_line_naming_it(tmp_path: Path, user_env: dict[str, str]) -> None:

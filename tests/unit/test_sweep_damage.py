@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +12,7 @@ import pytest
 
 from minionize.engines.sweep import SweepEngine
 from minionize.errors import EngineError
-from tests.conftest import drain
+from tests.conftest import drain, stopped_holder
 
 
 def engine(path: Path, **options: object) -> SweepEngine:
@@ -186,28 +182,14 @@ def test_a_stopped_lock_holder_is_broken_after_the_lock_lease_and_fenced(
 ) -> None:
     q = tmp_path / "q"
     engine(q).fill(range(3))
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(q)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdin is not None
-        assert holder.stdout.readline().strip() == "held"
-        os.kill(holder.pid, signal.SIGSTOP)
+    with stopped_holder(HOLDER, str(q)) as holder:
         other = SweepEngine(str(q), lock_lease=1.0)
         start = time.monotonic()
         with caplog.at_level(logging.WARNING, "minionize.sweep"):
             assert drain(other) == [0, 1, 2]
         assert time.monotonic() - start < 10
-        assert f"pid {holder.pid}" in caplog.text
-        os.kill(holder.pid, signal.SIGCONT)
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        out, err = holder.communicate(timeout=10)
-        assert "wrote" not in out and "lock was broken" in err  # its claim was refused
-    finally:
-        if holder.poll() is None:
-            os.kill(holder.pid, signal.SIGCONT)
-            holder.kill()
-            holder.wait()
+        assert f"pid {holder.process.pid}" in caplog.text
+    assert "wrote" not in holder.out and "lock was broken" in holder.err  # its claim was refused
     status = SweepEngine(str(q)).status()
     assert status == {"todo": 0, "in_flight": 0, "expired": 0, "done": 3, "dead": 0, "total": 3}
 
@@ -261,23 +243,9 @@ print("wrote", flush=True)
 def test_a_stopped_filler_cannot_write_params_after_its_lock_was_broken(tmp_path: Path) -> None:
     q = tmp_path / "q"
     engine(q).fill(["a"])
-    holder = subprocess.Popen([sys.executable, "-c", STALE_FILLER, str(q)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout is not None and holder.stdin is not None
-        assert holder.stdout.readline().strip() == "held"
-        os.kill(holder.pid, signal.SIGSTOP)
+    with stopped_holder(STALE_FILLER, str(q)) as holder:
         SweepEngine(str(q), lock_lease=1.0).fill(["b", "c"])
-        os.kill(holder.pid, signal.SIGCONT)
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        out, err = holder.communicate(timeout=10)
-        assert "wrote" not in out and "LockLost" in err
-    finally:
-        if holder.poll() is None:
-            os.kill(holder.pid, signal.SIGCONT)
-            holder.kill()
-            holder.wait()
+    assert "wrote" not in holder.out and "LockLost" in holder.err
     assert (q / "params.jsonl").read_bytes() == b'"a"\n"b"\n"c"\n'
     assert SweepEngine(str(q)).status()["total"] == 3
 

@@ -1,0 +1,50 @@
+"""What a function returned, read back as a user does: a ``@minionize.task`` script on a
+sweep queue, then ``minion-queue results``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import sh
+
+SCRIPT = """
+import sys
+import minionize
+
+@minionize.task
+def simulate(param):
+    if param == 7:
+        return None  # nothing to keep
+    return {"param": param, "square": param * param, "label": f"é{param}"}
+
+sys.exit(simulate.run())
+"""
+
+
+def test_a_function_task_on_a_sweep_queue_keeps_what_it_returned(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    (tmp_path / "simulate.py").write_text(SCRIPT)
+    out = sh("minion-queue fill 0..9 && python simulate.py", user_env)
+    assert out.returncode == 0, out.stderr
+    out = sh("minion-queue results", user_env)
+    assert out.returncode == 0 and out.stderr == ""
+    assert out.stdout == "".join(
+        f'{p}\tnull\n' if p == 7 else
+        f'{p}\t{{"label": "é{p}", "param": {p}, "square": {p * p}}}\n'
+        for p in range(10)
+    )
+    done = sh("minion-queue list done --json", user_env).stdout.splitlines()
+    ids = [json.loads(line)["id"] for line in done]
+    out = sh("minion-queue results --json", user_env)
+    assert out.returncode == 0
+    assert out.stdout.splitlines() == [
+        f'{{"id": "{ids[p]}", "param": 7, "result": null}}' if p == 7 else
+        f'{{"id": "{ids[p]}", "param": {p}, "result": {{"label": "\\u00e9{p}", "param": {p}, '
+        f'"square": {p * p}}}}}'
+        for p in range(10)
+    ]
+    out = sh("minion-queue results --limit 2", user_env)
+    assert out.stdout.splitlines() == ['0\t{"label": "é0", "param": 0, "square": 0}',
+                                       '1\t{"label": "é1", "param": 1, "square": 1}']
