@@ -48,3 +48,18 @@ def test_a_function_task_on_a_sweep_queue_keeps_what_it_returned(
     out = sh("minion-queue results --limit 2", user_env)
     assert out.stdout.splitlines() == ['0\t{"label": "é0", "param": 0, "square": 0}',
                                        '1\t{"label": "é1", "param": 1, "square": 1}']
+
+
+def test_python_reads_the_results_with_the_settings_of_a_minion(
+    tmp_path: Path, user_env: dict[str, str]
+) -> None:
+    (tmp_path / "simulate.py").write_text(SCRIPT)
+    assert sh("minion-queue --dir q fill 0..3 && EXECO_PERSISTENCE_DIR=q python simulate.py",
+              user_env).returncode == 0
+    out = sh("""python -c 'import minionize
+for row in minionize.results(EXECO_PERSISTENCE_DIR="q"): print(row["param"], row["result"])'""",
+             user_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        f"{p} {{'label': 'é{p}', 'param': {p}, 'square': {p * p}}}" for p in range(4)
+    ]
