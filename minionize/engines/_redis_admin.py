@@ -1,6 +1,7 @@
 """``minion-queue``'s verbs on a Redis stream (fill, list, requeue_dead, reset_expired,
-status), mixed into :class:`~minionize.engines.redis.RedisEngine`; the worker's verbs
-stay in ``redis.py``. A command fails at once when the server cannot be reached."""
+status, results), mixed into :class:`~minionize.engines.redis.RedisEngine`; the
+worker's verbs stay in ``redis.py``. A command fails at once when the server cannot be
+reached."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from .redis_lua import lua
 FILL_BATCH = 1000
 #: Entries read or moved per round trip.
 PAGE = 500
+#: Results read per round trip stop once they hold this many bytes (one reply stays
+#: small, whatever their size: a result may be MINION_RESULT_MAX_BYTES).
+RESULTS_PAGE_BYTES = 4 << 20
 
 
 def encode_param(param: Param, decoder: str) -> str:
@@ -41,6 +45,8 @@ class RedisAdmin(RedisCalls):
     dead_stream: str
     done_key: str
     ids_key: str
+    results_key: str
+    order_key: str
 
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Add params; a param already added to this stream (todo, in flight, done or
@@ -123,11 +129,11 @@ class RedisAdmin(RedisCalls):
         return self._call("resetting expired leases", reset, ride_out=False)
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        """Dead letters, with their reason; done params are counted, not kept."""
+        """Dead letters, with their reason; done params are listed by :meth:`results`."""
         if kind != "dead":
             raise UnsupportedOperation(
-                f"the redis engine cannot list {kind} params: it counts done params "
-                f"(key {self.done_key!r}) but does not keep them"
+                f"the redis engine cannot list {kind} params: `minion-queue results` lists "
+                "them (it keeps no attempt counts for them)"
             )
         start = "-"
         while True:
@@ -141,12 +147,37 @@ class RedisAdmin(RedisCalls):
                 return
             start = "(" + entries[-1][0]
 
-    def _dead_row(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
-        text = fields.get("param", "")
-        param: Any = text
+    def results(self) -> Iterator[dict[str, Any]]:
+        """Done params in the order they were filled (their first entry's id), with
+        their results, read a page at a time (``<stream>:results:order``, then
+        ``<stream>:results``)."""
+        script = self._client.register_script(lua("results"))
+        start = "-"
+        while True:
+            args = [start, PAGE, RESULTS_PAGE_BYTES]
+            reply = self._call(
+                "reading results",
+                lambda: script(keys=[self.order_key, self.results_key], args=args),  # noqa: B023
+                ride_out=False,
+            )
+            if not reply:
+                return
+            for record in reply[1::2]:
+                if record is not None:  # deleted meanwhile
+                    row = json.loads(record)
+                    yield {"id": row["id"], "param": self._param(row["param"]),
+                           "result": row["result"]}
+            start = "(" + reply[-2]
+
+    def _param(self, text: str) -> Any:
+        """A ``param`` field as the engine hands it out (its text if not JSON)."""
         if self.decoder == "json":
             with contextlib.suppress(ValueError):
-                param = json.loads(text)
+                return json.loads(text)
+        return text
+
+    def _dead_row(self, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+        param = self._param(fields.get("param", ""))
         try:
             attempts = int(fields.get("attempt", "0"))
         except ValueError:

@@ -1,13 +1,15 @@
 """The Redis calls that the redis engine and its administration share: the client, the
-consumer group, decoding an entry, and the one translation of the library's errors
+consumer group, decoding an entry, a done param's record (written by an ack, read by
+``minion-queue results``), and the one translation of the library's errors
 (``_errors``)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from ..errors import ConfigError, EngineError
 from ._kit import ClientCalls, Unreachable, redact
@@ -23,6 +25,28 @@ class _Entry:
 
     entry_id: str
     fields: dict[str, str]
+
+    @property
+    def first(self) -> str:
+        """The id of the param's first entry (the one fill added): a copy made by a
+        retry, a release, a dead letter or reset-expired carries it in ``first``."""
+        return self.fields.get("first", self.entry_id)
+
+    def order_key(self) -> str:
+        """The param's place in the queue, as text that sorts like stream ids: its first
+        entry's id, both numbers zero-padded (a byte-wise order, for ZRANGEBYLEX)."""
+        for entry_id in (self.first, self.entry_id):
+            ms, _, seq = entry_id.partition("-")
+            if ms.isdigit() and seq.isdigit():
+                return f"{int(ms):020d}-{int(seq):020d}"
+        return self.entry_id  # not a stream id: cannot happen for an entry Redis gave
+
+
+def result_record(param_id: str, param_text: str, result: Optional[str]) -> str:
+    """What the results hash holds for a done param: a JSON object with its ``id``, its
+    ``param`` field as stored in the stream (a JSON string) and the ``result`` its task
+    returned, the JSON text kept as given (``null``: none)."""
+    return f'{{"id":{json.dumps(param_id)},"param":{json.dumps(param_text)},"result":{result or "null"}}}'
 
 
 class RedisCalls(ClientCalls):

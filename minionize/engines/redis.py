@@ -17,16 +17,26 @@ already counted before this entry existed).
   attempt that never started.
 * extend: XCLAIM ... JUSTID on the entries this minion still owns resets their idle time
   (the lease), every MINION_LEASE / 3 seconds.
-* ack: XACK + XDEL, and a counter ``<stream>:done`` is incremented.
+* ack: XACK + XDEL, a counter ``<stream>:done`` is incremented, and the param's record
+  (a JSON object: ``id``, ``param``, and ``result``, the JSON text of what its task
+  returned, ``null`` for nothing) goes into the hash ``<stream>:results`` under its
+  order key, which goes into the sorted set ``<stream>:results:order``. The order key
+  is the id of the param's first entry (zero-padded): ``minion-queue results`` lists
+  done params in the order they were filled, a page at a time. Every done param's
+  record stays in Redis, using memory (its param and its result), until those keys
+  are deleted.
 * retry / release: the entry is acked, deleted and added again at the end of the stream
   with ``tries`` = attempt (retry) or attempt - 1 (release: not counted), so it is
-  available to every minion at once.
+  available to every minion at once. A copy keeps ``first``, its first entry's id.
 * dead_letter: XADD to ``<stream>:dead`` with the param and the reason; XACK + XDEL.
 
 Each settlement is one Lua script, so it is atomic and happens only if this minion still
 owns the entry (a minion that lost its lease cannot requeue a param that another one now
-runs). A settle or a lease renewal that cannot reach the server is retried under the
-outage policy (``MINION_OUTAGE_TIMEOUT``, see ``_kit.Outage``) until it lands: the
+runs). An ack from such a minion still counts if it comes first (the work is done), and
+its result with it; one that comes after the entry was settled writes nothing, so it
+never replaces the result that settled it. A settle or a lease renewal that cannot
+reach the server is retried under the outage policy (``MINION_OUTAGE_TIMEOUT``, see
+``_kit.Outage``) until it lands: the
 scripts check the entry is still pending, so a settle that landed before its reply was
 lost is not applied twice. A success is therefore never turned into a dead letter by
 a server restart. Settled entries are deleted: the stream holds only what is to do or in flight,
@@ -35,7 +45,7 @@ consumer group. Needs Redis 6.2 or newer (XAUTOCLAIM).
 
 This module holds the worker's verbs. The Lua scripts are files in ``redis_lua/``; the
 client, the consumer group and the translation of errors are in ``_redis_client.py``;
-``minion-queue``'s verbs (fill, list, requeue_dead, reset_expired, status) are in
+``minion-queue``'s verbs (fill, list, requeue_dead, reset_expired, status, results) are in
 ``_redis_admin.py``.
 """
 
@@ -53,6 +63,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..errors import EngineError
 from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, Unreachable, optional_import, redact
 from ._redis_admin import RedisAdmin
+from ._redis_client import result_record
 from .base import Delivery, Engine, Param
 from .redis_lua import lua
 
@@ -77,6 +88,7 @@ class RedisEngine(RedisAdmin, Engine):
     """Params in a Redis Stream, consumed through a consumer group."""
 
     name = "redis"
+    keeps_results = True
 
     def __init__(
         self,
@@ -94,6 +106,8 @@ class RedisEngine(RedisAdmin, Engine):
         self.decoder, self.lease, self.max_attempts = decoder, lease, max_attempts
         #: Beside the stream: the dead letters, the count of done params, every param's id.
         self.dead_stream, self.done_key, self.ids_key = (f"{stream}:{key}" for key in ("dead", "done", "ids"))
+        #: Done params' records by order key, and those keys in queue order.
+        self.results_key, self.order_key = f"{stream}:results", f"{stream}:results:order"
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._redis = optional_import("redis", "the redis engine", "redis")
         self._client: Any = self._connect()
@@ -198,7 +212,11 @@ class RedisEngine(RedisAdmin, Engine):
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        if self._run_settle(delivery, "", "done", self.done_key, {}) == 0:
+        entry = self._entry(delivery)
+        record = result_record(delivery.id, entry.fields.get("param", ""), result)
+        # The record is written by the script that acks, or not at all.
+        keys = [self.stream, self.done_key, self.results_key, self.order_key]
+        if self._run_settle(delivery, "", "done", keys, [entry.order_key(), record]) == 0:
             log.warning("redis: %s was already settled elsewhere", delivery.id)
 
     def retry(self, delivery: Delivery, reason: str) -> None:
@@ -212,31 +230,35 @@ class RedisEngine(RedisAdmin, Engine):
         fields = {k: v for k, v in entry.fields.items() if k not in BOOK_FIELDS}
         fields.update(
             origin=delivery.id,
+            first=entry.first,
             reason=reason,
             attempt=str(delivery.attempt),
             entry=entry.entry_id,
             consumer=self.consumer,
             time=f"{time.time():.3f}",
         )
-        self._run_settle(delivery, self.consumer, "add", self.dead_stream, fields)
+        self._run_settle(delivery, self.consumer, "add", [self.stream, self.dead_stream],
+                         _flat(fields))
 
     def _requeue(self, delivery: Delivery, counted: int, reason: str) -> None:
         entry = self._entry(delivery)
         fields = {k: v for k, v in entry.fields.items() if k not in BOOK_FIELDS}
-        fields.update(origin=delivery.id, tries=str(max(0, counted)), reason=reason)
-        self._run_settle(delivery, self.consumer, "add", self.stream, fields)
+        fields.update(origin=delivery.id, first=entry.first, tries=str(max(0, counted)),
+                      reason=reason)
+        self._run_settle(delivery, self.consumer, "add", [self.stream, self.stream],
+                         _flat(fields))
 
     def _run_settle(
-        self, delivery: Delivery, owner: str, action: str, target: str, fields: dict[str, str]
+        self, delivery: Delivery, owner: str, action: str, keys: list[str], tail: list[str]
     ) -> int:
+        """Run settle.lua on the delivery's entry (``tail``: the ARGV after the action)."""
         entry = self._entry(delivery)
-        flat = [text for pair in fields.items() for text in pair]
-        args = [self.group, entry.entry_id, owner, action, *flat]
+        args = [self.group, entry.entry_id, owner, action, *tail]
         try:
             # Retried until it lands: the script acts only while the entry is pending
             # (and, but for an ack, ours), so a retry after a lost reply is harmless.
             done = int(self._call(f"settling {entry.entry_id}",
-                                  lambda: self._settle(keys=[self.stream, target], args=args)))
+                                  lambda: self._settle(keys=keys, args=args)))
         finally:
             with self._lock:
                 self._running.discard(entry.entry_id)
@@ -277,3 +299,8 @@ class RedisEngine(RedisAdmin, Engine):
         return f"redis stream {self.stream!r} (group {self.group!r}) at {redact(self.url)}"
 
     # -- administration (minion-queue): RedisAdmin, in _redis_admin.py ---------------
+
+
+def _flat(fields: dict[str, str]) -> list[str]:
+    """``field, value, field, value...``, as XADD takes them."""
+    return [text for pair in fields.items() for text in pair]

@@ -14,7 +14,8 @@ def test_every_script_the_engine_names_is_a_file_with_its_contract_on_top() -> N
     named = set()
     for module in ENGINE_DIR.glob("*redis*.py"):
         named |= set(re.findall(r"\blua\(\"(\w+)\"\)", module.read_text()))
-    assert named >= {"settle", "fill", "claim", "extend", "requeue_dead", "reset_expired", "forget"}
+    assert named >= {"settle", "fill", "claim", "extend", "requeue_dead", "reset_expired", "forget",
+                     "results"}
     for name in named:
         text = lua(name)
         assert text.startswith("-- KEYS:"), name  # what it takes and returns, said first
