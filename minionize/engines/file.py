@@ -14,7 +14,19 @@ JSON string per line, appended as each param is acked, with the line's own bytes
 rerun skips them, like GNU parallel ``--resume``; a line that appears twice in the input
 runs twice, and is skipped as many times as the journal holds it. ``<FILE_PATH>.failed``
 receives the dead letters as JSON lines with their reason. A rerun retries dead letters:
-failure is not success. A dry run (``DRY=1``) writes neither file.
+failure is not success. A dry run (``DRY=1``) writes none of these files.
+
+Results (``keeps_results``, for a real file only): ``<FILE_PATH>.results`` gets a JSON
+line at each ack, written before the line goes into ``.done`` (a param is never done
+without its result): the delivery's ``id``, the ``line`` number, the line's text as
+``param`` (its own bytes, as in ``.done``) and the ``result``, the JSON text of what the
+task returned (``null``: nothing). Every ack writes one, so that :meth:`results` gives
+each done line the id it ran under. :meth:`results` lists the lines ``.done`` makes a
+rerun skip, in line order, each with the last result stored for that line number and
+that text; a line whose number changed (lines inserted above it) finds its result by
+its text. A record torn by a kill is skipped (opening the file ends it with a newline, so
+the next record stands alone; ``.done`` too). From standard input nothing is stored:
+``keeps_results`` is False and :meth:`results` says so.
 
 A delivery's id is ``<file name>-<run>-<line number>`` (``stdin`` for standard input;
 ``<run>`` is 8 hex digits drawn for each run), so the logs of ``MINION_LOG_DIR``
@@ -39,9 +51,10 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Optional
 
-from ..errors import ConfigError, EngineError
+from ..errors import ConfigError, EngineError, UnsupportedOperation
 from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
@@ -126,7 +139,44 @@ def _record_bytes(record: Any) -> bytes:
         return (json.dumps(record) + "\n").encode("ascii")
 
 
+def _result_bytes(delivery: Delivery, result: Optional[str]) -> bytes:
+    """A ``.results`` line: the delivery's id, line number and line text, then the
+    result's JSON text as given (a raw newline in JSON text can only be blank space
+    between tokens: it becomes a space, so that the record stays one line)."""
+    head = _record_bytes({"id": delivery.id, "line": delivery.number, "param": delivery.handle})
+    text = (result or "null").replace("\n", " ")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the same value, escaped
+        data = json.dumps(json.loads(text)).encode("ascii")
+    return head[:-2] + b', "result": ' + data + b"}\n"
+
+
+def _open_journal(path: str) -> int:
+    """A journal opened for appending; a last record torn by a kill is ended with a
+    newline first, so that the next record stands alone (the torn one is skipped)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            _write_all(fd, b"\n")
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a large result may take several)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class FileEngine(Engine):
+    """Params from a file or standard input; ``keeps_results`` only for a file (set per
+    instance: standard input has nowhere to keep them)."""
+
     name = "file"
 
     def __init__(self, path: Optional[str] = None, decoder: str = "identity",
@@ -136,7 +186,10 @@ class FileEngine(Engine):
         #: ``nul``: NUL-terminated records (``-0``), where an empty record is a param.
         self.null = separator == "nul"
         self.dry = dry
+        self.keeps_results = path is not None
         self._lock = threading.Lock()
+        #: Appends to the journals: one record at a time, whole.
+        self._journal_lock = threading.Lock()
         self._retries: collections.deque[Delivery] = collections.deque()
         self._source: Optional[IO[bytes]] = None
         self._reader: Optional[LineReader] = None
@@ -145,10 +198,12 @@ class FileEngine(Engine):
         self._skip: collections.Counter[str] = collections.Counter()
         self._done_fd: Optional[int] = None
         self._failed_fd: Optional[int] = None
+        self._results_fd: Optional[int] = None
         name = os.path.basename(path) if path else "stdin"
+        self._name = _UNSAFE_NAME.sub("_", name)[:60] or "file"
         # Ids feed log names (<id>.<attempt>.out): the run part keeps two inputs, or two
         # runs of one input, from overwriting each other's logs.
-        self._id_prefix = f"{_UNSAFE_NAME.sub('_', name)[:60] or 'file'}-{secrets.token_hex(4)}-"
+        self._id_prefix = f"{self._name}-{secrets.token_hex(4)}-"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FileEngine:
@@ -194,8 +249,12 @@ class FileEngine(Engine):
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        if self._done_fd is not None:
-            os.write(self._done_fd, _record_bytes(delivery.handle))
+        with self._journal_lock:
+            # The result first: killed in between, the line is not done and runs again.
+            if self._results_fd is not None:
+                _write_all(self._results_fd, _result_bytes(delivery, result))
+            if self._done_fd is not None:
+                _write_all(self._done_fd, _record_bytes(delivery.handle))
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self._retries.append(
@@ -223,7 +282,8 @@ class FileEngine(Engine):
         # From standard input there is no .failed file: the loop's warning on stderr is
         # the dead letter's only trace.
         if self._failed_fd is not None:
-            os.write(self._failed_fd, data)
+            with self._journal_lock:
+                _write_all(self._failed_fd, data)
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -244,29 +304,91 @@ class FileEngine(Engine):
         self._skip = self._read_journal(self.path + ".done")
         if self.dry:
             return  # a dry run writes nothing
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
         try:
-            self._done_fd = os.open(self.path + ".done", flags, 0o644)
-            self._failed_fd = os.open(self.path + ".failed", flags, 0o644)
+            self._done_fd = _open_journal(self.path + ".done")
+            self._failed_fd = _open_journal(self.path + ".failed")
+            self._results_fd = _open_journal(self.path + ".results")
         except OSError as exc:
             raise EngineError(
                 f"cannot write the journal beside FILE_PATH={self.path!r}: {exc.strerror}"
             ) from None
 
     def close(self) -> None:
-        for fd in (self._done_fd, self._failed_fd):
+        for fd in (self._done_fd, self._failed_fd, self._results_fd):
             if fd is not None:
                 os.close(fd)
-        self._done_fd = self._failed_fd = None
+        self._done_fd = self._failed_fd = self._results_fd = None
         if self._source is not None:
             self._source.close()
 
     def describe(self) -> str:
         return f"file {self.path}" if self.path else "standard input"
 
+    # -- administration (minion-queue) -----------------------------------------------
+    def results(self) -> Iterator[dict[str, Any]]:
+        """The lines ``.done`` makes a rerun skip, in line order, with their results
+        (``.results``; see the module's docstring). Needs no :meth:`open`; raises
+        UnsupportedOperation at once for standard input."""
+        if self.path is None:
+            raise UnsupportedOperation(
+                "the file engine keeps no results when it reads standard input: give the "
+                "params in a file (FILE_PATH, --file), beside which <FILE_PATH>.results keeps them"
+            )
+        return self._results(self.path)
+
+    def _results(self, path: str) -> Iterator[dict[str, Any]]:
+        """The rows of :meth:`results`, each result read from the file when its turn
+        comes (however large the results, only their offsets are held)."""
+        done = self._done_lines(path)
+        index = _read_results(path + ".results")
+        exact = {key for key in done if key in index}
+        # A record whose line number no longer holds its text: for that text's lines.
+        spare: dict[str, collections.deque[tuple[int, str]]] = collections.defaultdict(collections.deque)
+        for stored in sorted(index):
+            if stored not in exact:
+                spare[stored[1]].append(stored)
+        try:
+            records: Optional[IO[bytes]] = open(path + ".results", "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            records = None
+        try:
+            for number, line in done:
+                key: Optional[tuple[int, str]] = (number, line)
+                if key not in exact:
+                    key = spare[line].popleft() if spare.get(line) else None
+                param = self._param(line)[0]
+                if key is None or records is None:  # done before results were kept
+                    yield {"id": f"{self._name}-{number}", "param": param, "result": None}
+                    continue
+                offset, param_id = index[key]
+                records.seek(offset)
+                record = json.loads(records.readline().decode("utf-8", "surrogateescape"))
+                yield {"id": param_id, "param": param, "result": record.get("result")}
+        finally:
+            if records is not None:
+                records.close()
+
     # -- internals -------------------------------------------------------------------
     def _separator(self) -> bytes:
         return b"\0" if self.null else b"\n"
+
+    def _done_lines(self, path: str) -> list[tuple[int, str]]:
+        """(line number, text) of the lines a rerun would skip as done, in order."""
+        skip = self._read_journal(path + ".done")
+        done: list[tuple[int, str]] = []
+        try:
+            with open(path, "rb") as source:
+                reader = LineReader(source.fileno(), separator=self._separator())
+                number = 0
+                while (raw := reader.next_line(None)) is not None:
+                    number += 1
+                    line = self._text(raw)
+                    if line is not None and skip[line] > 0:
+                        skip[line] -= 1
+                        done.append((number, line))
+        except OSError as exc:
+            raise EngineError(f"cannot read {self.describe()}: {exc.strerror}") from None
+        return done
 
     @staticmethod
     def _read_journal(path: str) -> collections.Counter[str]:
@@ -301,22 +423,33 @@ class FileEngine(Engine):
                 self._eof = self._reader.eof
                 return None
             self._lineno += 1
-            line = raw.decode("utf-8", "surrogateescape")
-            if not self.null:
-                if line.endswith("\r"):
-                    line = line[:-1]
-                if not line.strip():
-                    continue
+            line = self._text(raw)
+            if line is None:
+                continue
             if self._skip[line] > 0:
                 self._skip[line] -= 1
                 continue
             return line
 
-    def _delivery(self, line: str) -> Delivery:
-        param: Param = line
-        error: Optional[str] = None
+    def _text(self, raw: bytes) -> Optional[str]:
+        """A line's text (its line end removed; bytes that are not UTF-8 as lone
+        surrogates), or None for a blank line, which is skipped."""
+        line = raw.decode("utf-8", "surrogateescape")
+        if not self.null:
+            if line.endswith("\r"):
+                line = line[:-1]
+            if not line.strip():
+                return None
+        return line
+
+    def _param(self, line: str) -> tuple[Param, Optional[str]]:
+        """The param of a line, and why it cannot be run (None: it can)."""
         if self.decoder == "json":
-            param, error = _decode_json(line)
+            return _decode_json(line)
+        return line, None
+
+    def _delivery(self, line: str) -> Delivery:
+        param, error = self._param(line)
         if error is not None:
             error = f"line {self._lineno}: {error}"
         return Delivery(param=param, id=f"{self._id_prefix}{self._lineno}", attempt=1,
@@ -327,3 +460,27 @@ class FileEngine(Engine):
 def _decode_json(line: str) -> tuple[Param, Optional[str]]:
     """``FILE_DECODER=json``: (value, None), or (the line, why it cannot be run)."""
     return decode_param(line, "json", "FILE_DECODER")
+
+
+def _read_results(path: str) -> dict[tuple[int, str], tuple[int, str]]:
+    """``.results`` as {(line number, text): (offset of its last record, id)}; records
+    that do not parse (torn by a kill) are skipped. The results themselves stay in the
+    file: :meth:`FileEngine.results` reads them one at a time."""
+    index: dict[tuple[int, str], tuple[int, str]] = {}
+    try:
+        with open(path, "rb") as records:
+            offset = 0
+            for raw in records:
+                start, offset = offset, offset + len(raw)
+                try:
+                    record = json.loads(raw.decode("utf-8", "surrogateescape"))
+                except ValueError:
+                    continue
+                if (isinstance(record, dict) and type(record.get("line")) is int
+                        and isinstance(record.get("param"), str)):
+                    index[(record["line"], record["param"])] = (start, str(record.get("id", "")))
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise EngineError(f"cannot read the results {path!r}: {exc.strerror}") from None
+    return index
