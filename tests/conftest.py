@@ -1,7 +1,7 @@
 """Fixtures and helpers shared by every test directory.
 
 * :class:`RedisServer` and the ``redis_url`` fixture: a real redis-server on 127.0.0.1
-  (a free port), stopped by its PID.
+  (a free port), stopped by its PID; ``redis_queue``: an engine on a fresh stream there.
 * The ``emulator`` fixture: the Google Cloud Pub/Sub emulator, started once per session.
 * :func:`sh` (and :func:`sh_bytes`), :func:`status_json`, :func:`queue_status`,
   :func:`start_minion`, :func:`drain`: what several test files need to drive the
@@ -28,6 +28,7 @@ from typing import Any, Optional
 import pytest
 
 from minionize.engines.base import Delivery, Engine
+from minionize.engines.redis import RedisEngine
 from tests.services import free_port, script, unavailable, wait_for
 from tests.services.slurm import slurm  # noqa: F401 - the SLURM fixture, for every module
 
@@ -318,6 +319,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture
+def redis_queue(redis_url: str) -> Iterator[RedisEngine]:
+    """A redis engine on a fresh stream, opened, as ``minion-queue`` would use it."""
+    engine = RedisEngine(url=redis_url, stream=f"test-{uuid.uuid4().hex[:8]}")
+    engine.open()
+    yield engine
+    engine.close()
 
 
 # -- the Pub/Sub emulator --------------------------------------------------------------------

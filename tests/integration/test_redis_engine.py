@@ -10,8 +10,6 @@ import os
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +26,9 @@ pytestmark = pytest.mark.service("redis")
 
 
 @pytest.fixture
-def queue(redis_url: str) -> Iterator[RedisEngine]:
+def queue(redis_queue: RedisEngine) -> RedisEngine:
     """An engine on a fresh stream, as `minion-queue` would use it."""
-    engine = RedisEngine(url=redis_url, stream=f"test-{uuid.uuid4().hex[:8]}")
-    engine.open()
-    yield engine
-    engine.close()
+    return redis_queue
 
 
 def minion_env(queue: RedisEngine, tmp_path: Path, **extra: str) -> dict[str, str]:

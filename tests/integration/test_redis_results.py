@@ -8,11 +8,9 @@ the param; results come back in fill order, a page at a time, however large.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 
 from minionize.engines import _redis_admin
 from minionize.engines.redis import RedisEngine
-from tests.conftest import Minion
+from tests.conftest import Minion, user_environment
 from tests.services import script, wait_for
 
 pytestmark = pytest.mark.service("redis")
@@ -51,20 +49,11 @@ def expected(param: int) -> dict[str, Any]:
     return {"param": param, "square": param * param, "text": "é" * param}
 
 
-@pytest.fixture
-def queue(redis_url: str) -> Iterator[RedisEngine]:
-    """An engine on a fresh stream, as ``minion-queue`` would use it."""
-    engine = RedisEngine(url=redis_url, stream=f"results-{uuid.uuid4().hex[:8]}")
-    engine.open()
-    yield engine
-    engine.close()
-
-
 def start_function_minion(queue: RedisEngine, tmp_path: Path, **extra: str) -> Minion:
     """``python work.py`` (the function minion above) in a new session."""
     program = tmp_path / "work.py"
     program.write_text(WORK)
-    env = dict(os.environ, MINION_ENGINE="redis", MINION_REDIS_URL=queue.url,
+    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.url,
                MINION_REDIS_STREAM=queue.stream, OUT=str(tmp_path / "out"), **extra)
     err = tmp_path / f"minion-{uuid.uuid4().hex[:8]}.err"
     with open(err, "wb") as stderr:
@@ -82,7 +71,7 @@ def started(tmp_path: Path) -> list[int]:
 
 def queue_results(queue: RedisEngine) -> list[dict[str, Any]]:
     """``minion-queue results --json`` on the queue, parsed."""
-    env = dict(os.environ, MINION_ENGINE="redis", MINION_REDIS_URL=queue.url,
+    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.url,
                MINION_REDIS_STREAM=queue.stream)
     done = subprocess.run([script("minion-queue"), "results", "--json"], env=env, text=True,
                           capture_output=True, timeout=60)
@@ -91,39 +80,39 @@ def queue_results(queue: RedisEngine) -> list[dict[str, Any]]:
 
 
 def test_a_minion_killed_mid_run_and_restarted_leaves_every_result_once(
-    queue: RedisEngine, tmp_path: Path
+    redis_queue: RedisEngine, tmp_path: Path
 ) -> None:
-    queue.fill(range(20))
-    first = start_function_minion(queue, tmp_path, MINION_CONCURRENCY="2", MINION_LEASE="2")
+    redis_queue.fill(range(20))
+    first = start_function_minion(redis_queue, tmp_path, MINION_CONCURRENCY="2", MINION_LEASE="2")
     try:
-        wait_for(lambda: 7 in started(tmp_path) and queue.status()["done"] >= 5, 60,
+        wait_for(lambda: 7 in started(tmp_path) and redis_queue.status()["done"] >= 5, 60,
                  "param 7 to hang after 5 params were done")
     finally:
         first.kill_group()  # SIGKILL: the minion and its function's worker processes
-    done_before = queue.status()["done"]
+    done_before = redis_queue.status()["done"]
     assert done_before < 20
 
-    second = start_function_minion(queue, tmp_path, MINION_CONCURRENCY="2", MINION_LEASE="2",
+    second = start_function_minion(redis_queue, tmp_path, MINION_CONCURRENCY="2", MINION_LEASE="2",
                                    MINION_IDLE_TIMEOUT="6")
     code, err = second.finish(120)
     assert code == 0, err
     assert "took over" in err  # what the killed minion ran came back when its lease expired
 
-    rows = queue_results(queue)
+    rows = queue_results(redis_queue)
     assert [row["param"] for row in rows] == list(range(20))  # each once, in fill order
     assert [row["result"] for row in rows] == [expected(p) for p in range(20)]
     assert len({row["id"] for row in rows}) == 20
     assert started(tmp_path).count(7) == 2  # killed during its first run, done by the second
-    status = queue.status()
+    status = redis_queue.status()
     assert (status["todo"], status["in_flight"], status["done"], status["dead"]) == (0, 0, 20, 0)
 
 
 def test_a_late_ack_after_a_lost_lease_does_not_replace_the_owners_result(
-    queue: RedisEngine,
+    redis_queue: RedisEngine,
 ) -> None:
-    queue.fill(["p"])
-    slow = RedisEngine(url=queue.url, stream=queue.stream, lease=0.5)
-    owner = RedisEngine(url=queue.url, stream=queue.stream, lease=0.5)
+    redis_queue.fill(["p"])
+    slow = RedisEngine(url=redis_queue.url, stream=redis_queue.stream, lease=0.5)
+    owner = RedisEngine(url=redis_queue.url, stream=redis_queue.stream, lease=0.5)
     for engine in (slow, owner):
         engine.open()
     try:
@@ -138,17 +127,17 @@ def test_a_late_ack_after_a_lost_lease_does_not_replace_the_owners_result(
     finally:
         slow.close()
         owner.close()
-    assert [(row["param"], row["result"]) for row in queue.results()] == [("p", "owner")]
-    assert queue.status()["done"] == 1
+    assert [(row["param"], row["result"]) for row in redis_queue.results()] == [("p", "owner")]
+    assert redis_queue.status()["done"] == 1
 
 
 def test_results_keep_the_fill_order_through_retries_dead_letters_and_expired_leases(
-    queue: RedisEngine,
+    redis_queue: RedisEngine,
 ) -> None:
-    queue.fill(["dead", "expired", "released"])
-    queue._client.xadd(queue.stream, {"param": '"added by XADD"'})  # another producer
-    queue.fill(["plain"])
-    minion = RedisEngine(url=queue.url, stream=queue.stream, lease=0.5)
+    redis_queue.fill(["dead", "expired", "released"])
+    redis_queue._client.xadd(redis_queue.stream, {"param": '"added by XADD"'})  # another producer
+    redis_queue.fill(["plain"])
+    minion = RedisEngine(url=redis_queue.url, stream=redis_queue.stream, lease=0.5)
     minion.open()
     try:
         taken = {d.param: d for d in minion.take(5, 1)}
@@ -158,23 +147,23 @@ def test_results_keep_the_fill_order_through_retries_dead_letters_and_expired_le
         minion.ack(taken["added by XADD"], "1")
         # minion-queue reset-expired, with the minion's lease:
         wait_for(lambda: minion.reset_expired() == 1, 10, "the lease of 'expired' to expire")
-        assert queue.requeue_dead() == 1
+        assert redis_queue.requeue_dead() == 1
         for delivery in minion.take(5, 1):
             minion.ack(delivery, json.dumps(delivery.param))
     finally:
         minion.close()
-    rows = list(queue.results())
+    rows = list(redis_queue.results())
     assert [row["param"] for row in rows] == [
         "dead", "expired", "released", "added by XADD", "plain"]
     assert [row["result"] for row in rows] == ["dead", "expired", "released", 1, "plain"]
 
 
 def test_results_come_back_a_page_at_a_time_whatever_their_size(
-    queue: RedisEngine, monkeypatch: pytest.MonkeyPatch
+    redis_queue: RedisEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     count = _redis_admin.PAGE + 7
-    queue.fill(range(count))
-    minion = RedisEngine(url=queue.url, stream=queue.stream)
+    redis_queue.fill(range(count))
+    minion = RedisEngine(url=redis_queue.url, stream=redis_queue.stream)
     minion.open()
     big = "x" * (5 << 20)
     try:
@@ -187,7 +176,7 @@ def test_results_come_back_a_page_at_a_time_whatever_their_size(
     finally:
         minion.close()
     pages = []
-    script_of = queue._client.register_script
+    script_of = redis_queue._client.register_script
 
     def counting(text: str) -> Any:
         script = script_of(text)
@@ -199,8 +188,8 @@ def test_results_come_back_a_page_at_a_time_whatever_their_size(
 
         return call
 
-    monkeypatch.setattr(queue._client, "register_script", counting)
-    rows = list(queue.results())
+    monkeypatch.setattr(redis_queue._client, "register_script", counting)
+    rows = list(redis_queue.results())
     assert [row["param"] for row in rows] == list(range(count))
     assert [row["result"] for row in rows] == [big if p in (3, 4) else p for p in range(count)]
     assert max(pages) <= _redis_admin.PAGE and pages[:3] == [4, 1, _redis_admin.PAGE]
