@@ -17,11 +17,11 @@ receives the dead letters as JSON lines with their reason. A rerun retries dead 
 failure is not success. A dry run (``DRY=1``) writes none of these files.
 
 Results (``keeps_results``, for a real file only): ``<FILE_PATH>.results`` gets a JSON
-line at each ack, written before the line goes into ``.done`` (a param is never done
-without its result): the delivery's ``id``, the ``line`` number, the line's text as
-``param`` (its own bytes, as in ``.done``) and the ``result``, the JSON text of what the
-task returned (``null``: nothing). Every ack writes one, so that :meth:`results` gives
-each done line the id it ran under. :meth:`results` lists the lines ``.done`` makes a
+line at each ack that carries a result (a function's return value), written before the
+line goes into ``.done`` (a param is never done without its result): the delivery's
+``id``, the ``line`` number, the line's text as ``param`` (its own bytes, as in ``.done``)
+and the ``result``, the JSON text of what the task returned. A run that stores no result
+(a program) leaves no ``.results``. :meth:`results` lists the lines ``.done`` makes a
 rerun skip, in line order, each with the last result stored for that line number and
 that text; a line whose number changed (lines inserted above it) finds its result by
 its text. A record torn by a kill is skipped (opening the file ends it with a newline, so
@@ -199,6 +199,9 @@ class FileEngine(Engine):
         self._done_fd: Optional[int] = None
         self._failed_fd: Optional[int] = None
         self._results_fd: Optional[int] = None
+        #: Whether this run made ``.results`` (removed at close when it stayed empty,
+        #: so that a run of a program leaves no empty file) and wrote to it.
+        self._results_made = self._results_written = False
         name = os.path.basename(path) if path else "stdin"
         self._name = _UNSAFE_NAME.sub("_", name)[:60] or "file"
         # Ids feed log names (<id>.<attempt>.out): the run part keeps two inputs, or two
@@ -251,8 +254,9 @@ class FileEngine(Engine):
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         with self._journal_lock:
             # The result first: killed in between, the line is not done and runs again.
-            if self._results_fd is not None:
+            if self._results_fd is not None and result is not None:
                 _write_all(self._results_fd, _result_bytes(delivery, result))
+                self._results_written = True
             if self._done_fd is not None:
                 _write_all(self._done_fd, _record_bytes(delivery.handle))
 
@@ -307,6 +311,7 @@ class FileEngine(Engine):
         try:
             self._done_fd = _open_journal(self.path + ".done")
             self._failed_fd = _open_journal(self.path + ".failed")
+            self._results_made = not os.path.exists(self.path + ".results")
             self._results_fd = _open_journal(self.path + ".results")
         except OSError as exc:
             raise EngineError(
@@ -317,6 +322,11 @@ class FileEngine(Engine):
         for fd in (self._done_fd, self._failed_fd, self._results_fd):
             if fd is not None:
                 os.close(fd)
+        if self._results_fd is not None and self._results_made and not self._results_written:
+            try:
+                os.unlink(self.path + ".results")  # type: ignore[operator]
+            except OSError:
+                pass
         self._done_fd = self._failed_fd = self._results_fd = None
         if self._source is not None:
             self._source.close()

@@ -16,7 +16,7 @@ import pytest
 from minionize import FuncCallback
 from minionize.config import Settings
 from minionize.engines.file import FileEngine
-from minionize.errors import UnsupportedOperation
+from minionize.errors import ConfigError, UnsupportedOperation
 from minionize.minion import Minion
 from tests.services import wait_for
 
@@ -136,3 +136,15 @@ def test_minion_queue_results_reads_the_file_named_by_file_path(
         assert main(["results", "--engine", "file", "--json"]) == 0
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(row["param"], row["result"]) for row in rows] == [("x", {"of": "x"}), ("y", {"of": "y"})]
+
+
+def test_a_run_that_returns_nothing_leaves_no_results_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text("a\nb\n")
+    assert run(path, lambda param: None) == 0
+    assert (tmp_path / "p.txt.done").read_text().count("\n") == 2
+    assert not (tmp_path / "p.txt.results").exists()
+    assert [(row["param"], row["result"]) for row in results(path)] == [("a", None), ("b", None)]
+    with pytest.raises(ConfigError, match="cannot be read"):  # no such file: nothing made
+        run(path.with_name("q.txt"), lambda param: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt", "p.txt.done", "p.txt.failed"]
