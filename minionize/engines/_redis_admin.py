@@ -129,11 +129,12 @@ class RedisAdmin(RedisCalls):
         return self._call("resetting expired leases", reset, ride_out=False)
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        """Dead letters, with their reason; done params are listed by :meth:`results`."""
+        """Dead letters, with their reason (done params are counted, not kept; those
+        that returned a value are in :meth:`results`)."""
         if kind != "dead":
             raise UnsupportedOperation(
-                f"the redis engine cannot list {kind} params: `minion-queue results` lists "
-                "them (it keeps no attempt counts for them)"
+                f"the redis engine cannot list {kind} params: it counts them and keeps only "
+                "those whose task returned a value (`minion-queue results` lists them)"
             )
         start = "-"
         while True:
@@ -148,8 +149,8 @@ class RedisAdmin(RedisCalls):
             start = "(" + entries[-1][0]
 
     def results(self) -> Iterator[dict[str, Any]]:
-        """Done params in the order they were filled (their first entry's id), with
-        their results, read a page at a time (``<stream>:results:order``, then
+        """Done params whose task returned a value, in the order they were filled (their
+        first entry's id), with their results, read a page at a time (``<stream>:results:order``, then
         ``<stream>:results``)."""
         script = self._client.register_script(lua("results"))
         start = "-"

@@ -17,13 +17,15 @@ already counted before this entry existed).
   attempt that never started.
 * extend: XCLAIM ... JUSTID on the entries this minion still owns resets their idle time
   (the lease), every MINION_LEASE / 3 seconds.
-* ack: XACK + XDEL, a counter ``<stream>:done`` is incremented, and the param's record
-  (a JSON object: ``id``, ``param``, and ``result``, the JSON text of what its task
-  returned, ``null`` for nothing) goes into the hash ``<stream>:results`` under its
-  order key, which goes into the sorted set ``<stream>:results:order``. The order key
-  is the id of the param's first entry (zero-padded): ``minion-queue results`` lists
-  done params in the order they were filled, a page at a time. Every done param's
-  record stays in Redis, using memory (its param and its result), until those keys
+* ack: XACK + XDEL, a counter ``<stream>:done`` is incremented, and, when its task
+  returned a result, the param's record (a JSON object: ``id``, ``param``, and
+  ``result``, the JSON text of what its task returned) goes into the hash
+  ``<stream>:results`` under its order key, which goes into the sorted set
+  ``<stream>:results:order``. The order key is the id of the param's first entry
+  (zero-padded): ``minion-queue results`` lists the done params that returned a result
+  in the order they were filled, a page at a time. A param done without a result is
+  counted only, as before (keeping it would cost Redis memory for every program task).
+  A record stays in Redis, using memory (its param and its result), until those keys
   are deleted.
 * retry / release: the entry is acked, deleted and added again at the end of the stream
   with ``tries`` = attempt (retry) or attempt - 1 (release: not counted), so it is
@@ -213,7 +215,10 @@ class RedisEngine(RedisAdmin, Engine):
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         entry = self._entry(delivery)
-        record = result_record(delivery.id, entry.fields.get("param", ""), result)
+        # Without a result nothing is kept but the count (as before results): a done
+        # param's record would cost Redis memory for every program task.
+        record = "" if result is None else result_record(
+            delivery.id, entry.fields.get("param", ""), result)
         # The record is written by the script that acks, or not at all.
         keys = [self.stream, self.done_key, self.results_key, self.order_key]
         if self._run_settle(delivery, "", "done", keys, [entry.order_key(), record]) == 0:

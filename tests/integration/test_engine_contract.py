@@ -425,6 +425,8 @@ def test_results_come_back_in_queue_order_whatever_order_they_finished_in(kit: K
             minion.ack(delivery, json.dumps({"of": delivery.param, "é": 0.1}))
     minion.flush()
     rows = results(kit)
+    if kit.name == "redis":  # keeps no row for a param done without a result (memory)
+        params.remove("none")
     assert [row["param"] for row in rows] == params
     assert [row["result"] for row in rows] == [
         None if p == "none" else {"of": p, "é": 0.1} for p in params
