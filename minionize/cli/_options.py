@@ -57,6 +57,8 @@ def table(text: str) -> tuple[Option, ...]:
                 choices = tuple(word.strip("{}").split(","))
             else:
                 metavar = word
+        if not flags or not help_lines:
+            raise ValueError(f"an option needs flags and a help line: {head!r}")
         variable, _, on = target.partition("=")
         options.append(Option(" ".join(flags), metavar, variable or None, " ".join(help_lines),
                               kind, on or "1", choices))
