@@ -15,9 +15,11 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from .errors import ConfigError
+
+_Number = TypeVar("_Number", int, float)
 
 log = logging.getLogger("minionize")
 
@@ -111,10 +113,7 @@ class Env:
         value = self.raw(name)
         if value is None:
             return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise ConfigError(f"{name}={value!r} is not an integer: set it to a whole number") from None
+        number = _convert(name, value, int, "is not an integer: set it to a whole number")
         if minimum is not None and number < minimum:
             raise ConfigError(f"{name}={value!r} is too small: set it to {minimum} or more")
         return number
@@ -124,12 +123,7 @@ class Env:
         value = self.raw(name)
         if value is None or value.lower() in ("none", "inf", "never"):
             return default if value is None else None
-        try:
-            number = float(value)
-        except ValueError:
-            raise ConfigError(
-                f"{name}={value!r} is not a number of seconds: set it to e.g. 30 or 0.5"
-            ) from None
+        number = _convert(name, value, float, "is not a number of seconds: set it to e.g. 30 or 0.5")
         if number < 0 or number != number:
             raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
         if number == 0 and not allow_zero:
@@ -142,14 +136,10 @@ class Env:
         value = self.raw(name)
         if value is None:
             return default
-        try:
-            number = float(value)
-        except ValueError:
-            number = float("nan")
+        hint = "must be a positive number of seconds: set it to e.g. 30 or 0.5"
+        number = _convert(name, value, float, hint)
         if not number > 0 or number == float("inf"):
-            raise ConfigError(
-                f"{name}={value!r} must be a positive number of seconds: set it to e.g. 30 or 0.5"
-            )
+            raise ConfigError(f"{name}={value!r} {hint}")
         return number
 
     def bool(self, name: builtins.str, default: bool = False) -> bool:
@@ -170,6 +160,14 @@ class Env:
         if value not in choices:
             raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
         return builtins.str(value)
+
+
+def _convert(name: str, value: str, convert: Callable[[str], _Number], hint: str) -> _Number:
+    """``convert(value)``; a value it refuses is a ConfigError ``NAME='value' hint``."""
+    try:
+        return convert(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} {hint}") from None
 
 
 def available_cpus(env: Mapping[str, str] | None = None) -> int:

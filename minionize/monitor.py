@@ -23,6 +23,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ._part import MinionPart
 from .callbacks.base import StopReason
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ TICK_SECONDS = 0.1
 REPORT_HEARTBEAT_SECONDS = 2.0
 
 
-class Monitor:
+class Monitor(MinionPart):
     """Timeouts, the grace period, lease renewal, engine flushes and report heartbeats.
 
     ``running()`` returns the tasks running now; ``reporter`` is None when nobody
@@ -56,9 +57,7 @@ class Monitor:
         running: Callable[[], list[Task]],
         grace_period: float,
     ) -> None:
-        self.engine = engine
-        self.callback = callback
-        self.reporter = reporter
+        super().__init__(engine=engine, callback=callback, reporter=reporter)
         self.stop = stop
         self.running = running
         self.grace_period = grace_period

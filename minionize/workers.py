@@ -15,6 +15,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Callable, Optional
 
+from ._part import MinionPart
 from .callbacks.base import Outcome, Result, StopReason, Task
 from .errors import CommandLineError
 
@@ -35,7 +36,7 @@ STOP_SIGNAL_EXITS = frozenset(
 SIGNAL_SETTLE_SECONDS = 0.5
 
 
-class Workers:
+class Workers(MinionPart):
     """The worker threads, the running tasks and the stash of taken params.
 
     ``changed`` is the minion's condition (notified on a settle, a stop, a halt);
@@ -57,9 +58,7 @@ class Workers:
         fail: Callable[[BaseException], None],
         settle: Callable[[Task, Result], None],
     ) -> None:
-        self.engine = engine
-        self.callback = callback
-        self.reporter = reporter
+        super().__init__(engine=engine, callback=callback, reporter=reporter)
         self.settings = settings
         self._changed = changed
         self._stop = stop

@@ -19,41 +19,29 @@ process (``docker run --init``) by default, so that a program that does not hand
 SIGTERM itself dies on it as it would outside a container (PID 1 ignores it).
 
 The ``MINION_DOCKER_*`` options are parsed in :mod:`.docker_options`; the connection to
-the Docker engine is :mod:`._docker_engine`; output and log files are handled as for a
-process, by :mod:`._task_io`.
+the Docker engine is :mod:`._docker_engine`; a container's life (created, streamed,
+waited for, removed; stopped) is :mod:`._docker_run`; output and log files are handled
+as for a process, by :mod:`._task_io`.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError
-from ._docker_engine import DockerEngine, short_error
-from ._task_io import OutputSinks, log_paths, make_log_dir, param_json
+from ._docker_engine import DockerEngine
+from ._docker_run import describe_container_exit as describe_container_exit
+from ._docker_run import run_container, signal_container
+from ._task_io import log_paths, make_log_dir, param_json
 from .base import Callback, Outcome, Result, Task
 from .command import CommandBuilder, ParamError
 from .docker_options import PULL_POLICIES, container_kwargs, options_from_env, run_line
 
 if TYPE_CHECKING:
     from ..config import Settings
-
-@dataclass(frozen=True)
-class _Running:
-    """``task.handle`` while the container exists (it has been started)."""
-
-    container_id: str
-    stop_signal: str
-
-
-#: ``task.handle`` when a stop was asked before the container started: never start it.
-_STOP_BEFORE_START = "stop-before-start"
-#: ``task.handle`` once the container is gone.
-_GONE = "gone"
 
 
 class DockerCallback(Callback):
@@ -192,102 +180,16 @@ class DockerCallback(Callback):
             kwargs = self.create_kwargs(task)
         except ParamError as exc:
             return Result(Outcome.REJECTED, reason=str(exc))
-        if _stop_asked(task):
-            return Result(Outcome.FAILED, reason="stopped before it started")
-        client = self.engine.connect()
-        errors = self.engine.errors
         out_path = err_path = None
         if self.log_dir:
             out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
-        container_id: Optional[str] = None
-        try:
-            try:
-                container = client.containers.create(self.image, **kwargs)
-            except errors.ImageNotFound:
-                return Result(
-                    Outcome.FAILED,
-                    reason=f"the image {self.image!r} is not on the Docker engine at "
-                    f"{self.docker_host()}",
-                )
-            except errors.APIError as exc:
-                reason = f"cannot create the container: {short_error(exc)}"
-                return Result(Outcome.FAILED, reason=reason)
-            container_id = container.id
-            stop_signal = container.attrs.get("Config", {}).get("StopSignal") or "SIGTERM"
-            with task.lock:
-                # Under the lock: a stop asked from now on finds the container running.
-                if _stop_asked(task):
-                    return Result(Outcome.FAILED, reason="stopped before it started")
-                # Attached before the start, so the live stream has every byte; with
-                # logs=True the engine also replays its log buffer, and output written
-                # while it does arrives twice (seen as a duplicated line under load).
-                stream = self.engine.streams.api.attach(
-                    container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
-                )
-                try:
-                    container.start()
-                except errors.APIError as exc:
-                    stream.close()
-                    return Result(
-                        Outcome.FAILED,
-                        reason=f"the container could not start: {short_error(exc)}",
-                        exit_code=127 if "not found" in str(exc) else 126,
-                    )
-                task.handle = _Running(container_id, stop_signal)
-            try:
-                with OutputSinks(out_path, err_path) as sinks:
-                    for out, err in stream:
-                        sinks.write(out, err)
-                    tail = sinks.tail()
-            finally:
-                stream.close()
-            status = self.engine.streams.api.wait(container_id)
-        finally:
-            with task.lock:
-                task.handle = _GONE
-            if container_id is not None:
-                self.engine.remove(container_id)
-        code = int(status.get("StatusCode", -1))
-        if code == 0:
-            return Result(Outcome.OK, exit_code=0, stdout_path=out_path, stderr_path=err_path)
-        error = (status.get("Error") or {}).get("Message")
-        return Result(
-            Outcome.FAILED,
-            reason=describe_container_exit(code) + (f" ({error})" if error else ""),
-            exit_code=code,
-            stderr_tail=tail,
-            stdout_path=out_path,
-            stderr_path=err_path,
-        )
+        return run_container(self.engine, self.image, kwargs, task, out_path, err_path)
 
     def terminate(self, task: Task) -> None:
         """Send the image's stop signal (SIGTERM by default), as ``docker stop`` does
         first; the minion calls :meth:`kill` after the grace period."""
-        self._signal(task, None)
+        signal_container(self.engine, task, None)
 
     def kill(self, task: Task) -> None:
         """SIGKILL the container."""
-        self._signal(task, "SIGKILL")
-
-    def _signal(self, task: Task, signal_name: Optional[str]) -> None:
-        with task.lock:
-            handle = task.handle
-            if handle is None:
-                task.handle = _STOP_BEFORE_START
-                return
-        if isinstance(handle, _Running):
-            self.engine.signal(handle.container_id, signal_name or handle.stop_signal)
-
-
-def _stop_asked(task: Task) -> bool:
-    return task.stop_reason is not None or task.handle == _STOP_BEFORE_START
-
-
-def describe_container_exit(code: int) -> str:
-    """``exit code 3``, or ``killed by SIGKILL`` for the 128+N codes of a signal."""
-    if code > 128:
-        try:
-            return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
-        except ValueError:
-            pass
-    return f"exit code {code}"
+        signal_container(self.engine, task, "SIGKILL")

@@ -11,9 +11,10 @@ that dies.
 
 Processes are started with ``os.posix_spawnp`` (vfork + exec): the per-task cost of the
 minion must stay a small fraction of the cost of a process. The task's log files are
-opened here, not in the child, so that an error names them rather than the program.
-A program every param runs that cannot be executed raises
+opened in the minion, not in the child, so that an error names them rather than the
+program. A program every param runs that cannot be executed raises
 :class:`~minionize.errors.CommandLineError`: the minion stops, the param is given back.
+Starting, waiting, signalling and the words for a failed start are :mod:`._spawn`'s.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import os
 import shlex
 import shutil
 import signal
-import tempfile
 import threading
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..engines.base import Delivery
-from ..errors import CommandLineError, ConfigError
-from ._task_io import describe_exit, log_paths, make_log_dir, param_json, read_tail, safe_name
+from ..errors import ConfigError
+from ._spawn import MAX_ARG_STRLEN as MAX_ARG_STRLEN
+from ._spawn import Command, ParamFiles, cannot_start, ended, not_found, redirect, signal_group, start, wait
+from ._task_io import log_paths, make_log_dir, param_json
 from .base import Callback, Outcome, Result, Task
 from .command import CommandBuilder, ParamError, param_text, shell_line
 from .reaper import TOKEN_VARIABLE, Reaper
@@ -38,14 +40,6 @@ from .reaper import TOKEN_VARIABLE, Reaper
 if TYPE_CHECKING:
     from ..sandbox import Sandboxes
 
-Command = Union[str, Sequence[str]]
-
-#: Signals the child must see with their default action, whatever the minion did with
-#: them (Python ignores SIGPIPE; the minion handles SIGINT and SIGTERM itself).
-_DEFAULT_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGQUIT")
-    if hasattr(signal, name)
-)
 
 class ProcessCallback(Callback):
     """Run a program per param.
@@ -79,6 +73,8 @@ class ProcessCallback(Callback):
         self._extra_env = dict(env or {})
         self._base_env: dict[str, str] = {}
         self._devnull_action = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
+        #: Where large params and stdin params are written.
+        self._param_files = ParamFiles()
 
     # -- what to run -------------------------------------------------------------------
     def to_cmd(self, param: Any) -> Command:
@@ -108,8 +104,6 @@ class ProcessCallback(Callback):
     param_stdin: bool = False
     #: Kills the tasks if the minion dies (see :mod:`minionize.callbacks.reaper`).
     _reaper: Optional[Reaper] = None
-    #: Where large params and stdin params are written, created on first use.
-    _param_dir: Optional[str] = None
     #: ``--sandbox``: each attempt runs in a fresh directory with its files (set before
     #: the minion runs; see :mod:`minionize.sandbox`).
     sandboxes: Optional[Sandboxes] = None
@@ -118,7 +112,7 @@ class ProcessCallback(Callback):
     def setup(self) -> None:
         program = self.program()
         if program is not None and shutil.which(program) is None:
-            raise ConfigError(_not_found(program))
+            raise ConfigError(not_found(program))
         make_log_dir(self.log_dir)
         if self.sandboxes is not None:
             self.sandboxes.setup()
@@ -153,7 +147,7 @@ class ProcessCallback(Callback):
         program = self._sandbox_program if argv[0] == self.program() else None
         program = program or shutil.which(argv[0])
         if program is None:
-            return self._cannot_start(cmd, argv, OSError(errno.ENOENT, "not found"))
+            return cannot_start(cmd, argv, OSError(errno.ENOENT, "not found"), self.program())
         try:
             attempt = sandboxes.prepare(task.delivery, self.builder)
         except ParamError as exc:  # a missing input among them
@@ -191,92 +185,51 @@ class ProcessCallback(Callback):
             if _fits_in_env(text):
                 env["MINION_PARAM"] = text
             else:
-                path = self._param_file(delivery, ".json", text)
+                path = self._param_files.write(delivery, ".json", text, self._new_reaper)
                 files.append(path)
                 env["MINION_PARAM_FILE"] = path
             actions: list[tuple[Any, ...]] = [self._devnull_action]
             if self.param_stdin:
-                path = self._param_file(delivery, ".in", param_text(delivery.param) + "\n")
+                line = param_text(delivery.param) + "\n"
+                path = self._param_files.write(delivery, ".in", line, self._new_reaper)
                 fds.append(os.open(path, os.O_RDONLY))
                 os.unlink(path)
                 actions = [(os.POSIX_SPAWN_DUP2, fds[-1], 0)]
             out_path = err_path = None
             if self.log_dir:
                 out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
-                for path, target in ((out_path, 1), (err_path, 2)):
-                    fds.append(self._open_log(path))
-                    actions.append((os.POSIX_SPAWN_DUP2, fds[-1], target))
+                redirect(actions, fds, out_path, err_path, self.log_dir)
             if self.output_paths is not None:  # --results, --tag, --keep-order
                 out_path, err_path = self.output_paths(delivery, out_path, err_path)
                 del actions[1:]
-                for path, target in ((out_path, 1), (err_path, 2)):
-                    fds.append(self._open_log(path))
-                    actions.append((os.POSIX_SPAWN_DUP2, fds[-1], target))
-            with task.lock:
-                if task.stop_reason is not None:
-                    return Result(Outcome.FAILED, reason="stopped before it started")
-                try:
-                    pid = os.posix_spawnp(
-                        argv[0], argv, env,
-                        file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS,
-                    )
-                except OSError as exc:
-                    return self._cannot_start(cmd, argv, exc)
-                task.handle = pid
+                redirect(actions, fds, out_path, err_path, self.log_dir)
+            try:
+                pid = start(task, argv, env, actions)
+            except OSError as exc:
+                return cannot_start(cmd, argv, exc, self.program())
+            if pid is None:
+                return Result(Outcome.FAILED, reason="stopped before it started")
             for fd in fds:
                 os.close(fd)
             fds = []
-            # Wait without reaping, so that the monitor never signals a reused process id.
-            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-            with task.lock:
-                _, status = os.waitpid(pid, 0)
-                task.handle = None
-                if task.stop_reason is not None:
-                    # The leader is gone; leave no straggler of its group behind.
-                    try:
-                        os.killpg(pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+            status = wait(task, pid)
         finally:
             for fd in fds:
                 os.close(fd)
             for path in files:
                 _remove(path)
-        code = os.waitstatus_to_exitcode(status)
-        if code == 0:
-            return Result(Outcome.OK, exit_code=0, stdout_path=out_path, stderr_path=err_path)
-        return Result(
-            Outcome.FAILED,
-            reason=describe_exit(code),
-            exit_code=code,
-            stderr_tail=read_tail(err_path) if err_path else "",
-            stdout_path=out_path,
-            stderr_path=err_path,
-        )
+        return ended(status, out_path, err_path)
 
     def terminate(self, task: Task) -> None:
-        self._signal(task, signal.SIGTERM)
+        signal_group(task, signal.SIGTERM)
 
     def kill(self, task: Task) -> None:
-        self._signal(task, signal.SIGKILL)
+        signal_group(task, signal.SIGKILL)
 
     def teardown(self) -> None:
         if self._reaper is not None:
             self._reaper.stop()
-        if self._param_dir is not None:
-            shutil.rmtree(self._param_dir, ignore_errors=True)
-            self._param_dir = None
-
-    @staticmethod
-    def _signal(task: Task, signum: int) -> None:
-        with task.lock:
-            pid = task.handle
-            if pid is None:
-                return
-            try:
-                os.killpg(pid, signum)
-            except ProcessLookupError:
-                pass
+        self._param_files.remove()
 
     # -- helpers of run ----------------------------------------------------------------
     def _new_reaper(self) -> Reaper:
@@ -293,74 +246,10 @@ class ProcessCallback(Callback):
             return " ".join(self.command) if self.shell else list(self.command)
         return self.to_cmd(param)
 
-    def _param_file(self, delivery: Any, suffix: str, text: str) -> str:
-        """Write ``text`` to a private file for this attempt; returns its path."""
-        with _STATE_LOCK:
-            if self._param_dir is None:
-                self._param_dir = tempfile.mkdtemp(prefix="minionize-params-")
-                (self._reaper or self._new_reaper()).clean_up(self._param_dir)
-        name = f"{safe_name(str(delivery.id))}.{delivery.attempt}{suffix}"
-        path = os.path.join(self._param_dir, name)
-        with open(path, "w", encoding="utf-8", errors="surrogateescape") as handle:
-            handle.write(text)
-        return path
-
-    def _open_log(self, path: str) -> int:
-        """Open a task's log file here, not in the child, so that a failure names the log
-        directory, never the program; a log directory removed during a run is recreated."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        try:
-            return os.open(path, flags, 0o644)
-        except FileNotFoundError:
-            pass
-        try:
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            return os.open(path, flags, 0o644)
-        except OSError as exc:
-            raise CommandLineError(
-                f"MINION_LOG_DIR={self.log_dir!r}: cannot write the task's log {path}: "
-                f"{exc.strerror or exc}"
-            ) from None
-
-    def _cannot_start(self, cmd: Command, argv: Sequence[str], exc: OSError) -> Result:
-        """The program did not start. A program every param runs that cannot run is a
-        mistake of the command line (:class:`CommandLineError`: the minion stops, exit 2,
-        the param is given back); a param too large for arguments is rejected at once."""
-        program = argv[0]
-        if exc.errno == errno.E2BIG:
-            size = sum(len(os.fsencode(word)) + 1 for word in argv)
-            return Result(
-                Outcome.REJECTED,
-                reason=(
-                    f"the param is too large to pass as arguments ({size} bytes of "
-                    f"arguments; the system allows {MAX_ARG_STRLEN} bytes per argument): "
-                    "run with --param-stdin (MINION_PARAM_STDIN=1) to get it on standard "
-                    "input instead (a large one is also in the file $MINION_PARAM_FILE)"
-                ),
-                exit_code=126,
-            )
-        if exc.errno == errno.ENOENT:
-            message, code = _not_found(program), 127
-        elif exc.errno == errno.EACCES:
-            message, code = _not_executable(program), 126
-        elif exc.errno == errno.ENOEXEC:
-            message, code = (
-                f"cannot run {program!r}: the system cannot execute it (Exec format error): "
-                f"a script needs a first line such as '#!/bin/sh', or run it through its "
-                f"interpreter (minionize sh {program} ...)"
-            ), 126
-        else:
-            message, code = f"cannot start {program}: {exc.strerror or exc}", 126
-        if isinstance(cmd, str) or program == self.program():
-            raise CommandLineError(message)
-        return Result(Outcome.FAILED, reason=message, exit_code=code)
-
 
 _STATE_LOCK = threading.Lock()
 #: The task's sandbox (absolute), with ``--sandbox``.
 SANDBOX_VARIABLE = "MINION_SANDBOX"
-#: Linux's limit on one argument or environment string (MAX_ARG_STRLEN, 32 pages).
-MAX_ARG_STRLEN = 131072
 #: Above this many bytes, the param is not put in MINION_PARAM (one environment string
 #: cannot exceed MAX_ARG_STRLEN, and the environment shares ARG_MAX with the arguments):
 #: the task finds it in the file named by MINION_PARAM_FILE instead.
@@ -379,21 +268,3 @@ def _remove(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
-
-
-def _not_found(program: str) -> str:
-    """Why ``program`` cannot be found: missing, or there but not executable."""
-    candidates = [program] if os.sep in program else [
-        os.path.join(directory, program)
-        for directory in os.environ.get("PATH", os.defpath).split(os.pathsep)
-    ]
-    if any(os.path.isfile(path) for path in candidates):
-        return _not_executable(program)
-    return f"command not found: {program!r}: check its name, or give its full path"
-
-
-def _not_executable(program: str) -> str:
-    return (
-        f"{program!r} is not executable: make it so (chmod +x {program}), or run it "
-        f"through its interpreter (minionize sh {program} ...)"
-    )

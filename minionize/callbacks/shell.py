@@ -85,6 +85,9 @@ _QUOTED = "\0"  # marks a word that holds an expansion or a placeholder
 
 @dataclass
 class _Frame:
+    """One open context of the scanner's stack; a top or cmd frame also reads the words
+    of its commands, to find where bash evaluates a value as arithmetic."""
+
     kind: str
     depth: int = 0  # open ( or { inside this frame
     # For top and cmd frames (full quoting contexts): the unquoted word being read,
@@ -96,6 +99,36 @@ class _Frame:
     in_test: bool = False
     test_refs: int = 0
     test_arith: bool = False
+
+    def check_test(self) -> None:
+        """Refuse a placeholder in a ``[[ ... ]]`` test that compares as numbers."""
+        if self.in_test and self.test_refs and self.test_arith:
+            raise ShellTemplateError(
+                "a placeholder cannot stand in a [[ ... ]] test with -eq, -lt... (bash would "
+                "evaluate the value): compare with test/[ instead"
+            )
+
+    def end_word(self) -> None:
+        """A word of a top or cmd context ended: note the bash constructs it starts."""
+        word, self.word = self.word, ""
+        if not word:
+            return
+        plain = _QUOTED not in word
+        if self.in_test:
+            if word == "]]":
+                self.check_test()
+                self.in_test, self.test_refs, self.test_arith = False, 0, False
+            elif word in _ARITH_TESTS:
+                self.test_arith = True
+        elif self.at_command and plain and word == "[[":
+            self.in_test = True
+        elif self.at_command and plain and word == "let":
+            self.in_let = True
+        self.at_command = plain and word in _RESERVED
+
+    def end_command(self) -> None:
+        """A command ended: the next word is a command name."""
+        self.at_command, self.in_let = True, False
 
 
 class _Scanner:
@@ -159,12 +192,12 @@ class _Scanner:
 
     def end(self) -> None:
         if self.state in ("top", "cmd"):
-            self._end_word(self.stack[-1])
+            self.stack[-1].end_word()
         if self.state in ("single", "double"):
             quote = "'" if self.state == "single" else '"'
             raise ShellTemplateError(f"a {quote} quote is not closed")
         for frame in self.stack:
-            self._check_test(frame)
+            frame.check_test()
 
     def feed(self, text: str) -> None:
         i = 0
@@ -175,35 +208,6 @@ class _Scanner:
         if kind in ("cmd", "param", "arith", "backquote"):
             self._context().word += _QUOTED
         self.stack.append(_Frame(kind))
-
-    @staticmethod
-    def _check_test(frame: _Frame) -> None:
-        if frame.in_test and frame.test_refs and frame.test_arith:
-            raise ShellTemplateError(
-                "a placeholder cannot stand in a [[ ... ]] test with -eq, -lt... (bash would "
-                "evaluate the value): compare with test/[ instead"
-            )
-
-    def _end_word(self, frame: _Frame) -> None:
-        """A word of a top or cmd context ended: note the bash constructs it starts."""
-        word, frame.word = frame.word, ""
-        if not word:
-            return
-        plain = _QUOTED not in word
-        if frame.in_test:
-            if word == "]]":
-                self._check_test(frame)
-                frame.in_test, frame.test_refs, frame.test_arith = False, 0, False
-            elif word in _ARITH_TESTS:
-                frame.test_arith = True
-        elif frame.at_command and plain and word == "[[":
-            frame.in_test = True
-        elif frame.at_command and plain and word == "let":
-            frame.in_let = True
-        frame.at_command = plain and word in _RESERVED
-
-    def _end_command(self, frame: _Frame) -> None:
-        frame.at_command, frame.in_let = True, False
 
     def _step(self, text: str, i: int) -> int:
         c = text[i]
@@ -222,7 +226,7 @@ class _Scanner:
         elif state == "comment":
             if c == "\n":
                 self.stack.pop()
-                self._end_command(self.stack[-1])
+                self.stack[-1].end_command()
         elif state in ("double", "backquote"):
             closing = '"' if state == "double" else "`"
             if c == "\\":
@@ -254,13 +258,13 @@ class _Scanner:
         frame = self.stack[-1]
         nxt = text[i + 1: i + 3]
         if c in _WORD_BREAK:
-            self._end_word(frame)
+            frame.end_word()
             if c == "(" and nxt[:1] == "(" and frame.at_command:
                 self._push("arith")  # bash's ((...)) arithmetic command
                 self.prev = "("
                 return i + 2
             if c in ";&|\n(":
-                self._end_command(frame)
+                frame.end_command()
             if frame.kind == "cmd" and c == "(":
                 frame.depth += 1
             elif frame.kind == "cmd" and c == ")":
@@ -270,7 +274,7 @@ class _Scanner:
                 else:
                     frame.depth -= 1
             elif c == ")":
-                self._end_command(frame)
+                frame.end_command()
             elif c == "<" and nxt[:1] == "<" and nxt[1:2] != "<" and self.prev != "<":
                 self.heredoc = True
         elif c == "\\":

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from ._logging import show_library_warnings
+from ._options import add_group, apply, new_parser, table
 
 DESCRIPTION = """\
 Run PROGRAM once per param taken from a queue, acknowledging each success back to
@@ -45,29 +46,60 @@ exit codes: 0 every param taken succeeded (or was given back on a stop),
             130/143 a second SIGINT/SIGTERM stopped the minion at once.
 """
 
-#: option dest -> the variable it overrides
-FLAG_VARIABLES = {
-    "engine": "MINION_ENGINE",
-    "concurrency": "MINION_CONCURRENCY",
-    "max_attempts": "MINION_MAX_ATTEMPTS",
-    "timeout": "MINION_TASK_TIMEOUT",
-    "grace_period": "MINION_GRACE_PERIOD",
-    "idle_timeout": "MINION_IDLE_TIMEOUT",
-    "lease": "MINION_LEASE",
-    "reporter": "MINION_REPORTER",
-    "log_dir": "MINION_LOG_DIR",
-    "template": "MINION_TEMPLATE",
-    "docker": "MINION_DOCKER_IMAGE",
-    "queue_dir": "EXECO_PERSISTENCE_DIR",
-    "file": "FILE_PATH",
-    "halt": "MINION_HALT",
-}
-SWITCH_VARIABLES = {
-    "wait": "MINION_WAIT",
-    "shell": "MINION_SHELL",
-    "dry_run": "DRY",
-    "param_stdin": "MINION_PARAM_STDIN",
-}
+#: The options of ``minionize``'s own groups, each with the variable it overrides.
+QUEUE_OPTIONS = table("""
+-e --engine NAME -> MINION_ENGINE
+    where params come from: sweep (default), file, redis, pubsub, pulsar (MINION_ENGINE)
+--queue-dir DIR -> EXECO_PERSISTENCE_DIR
+    the sweep queue's directory (EXECO_PERSISTENCE_DIR, default: sweeps)
+--file PATH -> FILE_PATH
+    the file engine's input, one param per line; - for stdin; implies --engine file unless
+    --engine is given (FILE_PATH)
+--wait switch -> MINION_WAIT
+    on a drained sweep queue, stay until params held by other minions are done or come
+    back (MINION_WAIT=1)
+--idle-timeout SECONDS -> MINION_IDLE_TIMEOUT
+    end after this long without a param, on an endless queue (MINION_IDLE_TIMEOUT)
+--lease SECONDS -> MINION_LEASE
+    how long a claimed param stays reserved without a heartbeat (MINION_LEASE, default
+    300)
+""")
+RUNNING_OPTIONS = table("""
+-j --concurrency N -> MINION_CONCURRENCY
+    tasks at once in this minion; auto = the CPUs this job may use (MINION_CONCURRENCY,
+    default 1)
+--max-attempts N -> MINION_MAX_ATTEMPTS
+    attempts before a param is dead-lettered (MINION_MAX_ATTEMPTS, default 3)
+-t --timeout SECONDS -> MINION_TASK_TIMEOUT
+    stop a task's whole process group after this long; the attempt fails
+    (MINION_TASK_TIMEOUT, default none)
+--grace-period SECONDS -> MINION_GRACE_PERIOD
+    between SIGTERM and SIGKILL when tasks are stopped (MINION_GRACE_PERIOD, default 10)
+--template TEMPLATE -> MINION_TEMPLATE
+    the command, with {name} filled from a mapping param and {} with the whole param, e.g.
+    'a.out --x {x} {y}'; {{ and }} are literal braces (MINION_TEMPLATE)
+--shell switch -> MINION_SHELL
+    run the command with /bin/sh -c (pipes, globs...); values from the param are passed as
+    its positional parameters, never as shell text (MINION_SHELL=1)
+--docker IMAGE -> MINION_DOCKER_IMAGE
+    run each param in a container of IMAGE; the command, if any, runs in it
+    (MINION_CALLBACK=docker, MINION_DOCKER_IMAGE)
+--param-stdin switch -> MINION_PARAM_STDIN
+    give the param on the task's standard input (its text and a newline) instead of as
+    arguments: for params of any size (MINION_PARAM_STDIN=1)
+--halt RULE -> MINION_HALT
+    stop after failed attempts, like GNU parallel: now,fail=N or soon,fail=N (N failed
+    attempts), now|soon,fail=X%% (X%% of them); soon lets running tasks finish, now stops
+    them and gives their params back; exit 3 (MINION_HALT)
+--log-dir DIR -> MINION_LOG_DIR
+    save each task's stdout and stderr in DIR/<id>.<attempt>.out|err (MINION_LOG_DIR)
+-n --dry-run switch -> DRY
+    print what would run, consume nothing (DRY=1)
+""")
+REPORTING_OPTIONS = table("""
+--reporter NAME -> MINION_REPORTER
+    null (default), stdout, or json (read by minion-status) (MINION_REPORTER)
+""")
 #: Exit code of a command whose reader went away (``| head``), as ``seq`` gets it.
 EXIT_BROKEN_PIPE = 128 + 13
 
@@ -76,102 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .._version import __version__
     from . import parallel_flags, sandbox_flags
 
-    parser = argparse.ArgumentParser(
-        prog="minionize",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = new_parser("minionize", DESCRIPTION, EPILOG)
     parser.add_argument("--version", action="version", version=f"minionize {__version__}")
-    queue = parser.add_argument_group("queue")
-    queue.add_argument(
-        "-e", "--engine", metavar="NAME",
-        help="where params come from: sweep (default), file, redis, pubsub, pulsar "
-        "(MINION_ENGINE)",
-    )
-    queue.add_argument(
-        "--queue-dir", metavar="DIR",
-        help="the sweep queue's directory (EXECO_PERSISTENCE_DIR, default: sweeps)",
-    )
-    queue.add_argument(
-        "--file", metavar="PATH",
-        help="the file engine's input, one param per line; - for stdin; implies --engine file "
-        "unless --engine is given (FILE_PATH)",
-    )
-    queue.add_argument(
-        "--wait", action="store_true", default=None,
-        help="on a drained sweep queue, stay until params held by other minions are "
-        "done or come back (MINION_WAIT=1)",
-    )
-    queue.add_argument(
-        "--idle-timeout", metavar="SECONDS",
-        help="end after this long without a param, on an endless queue (MINION_IDLE_TIMEOUT)",
-    )
-    queue.add_argument(
-        "--lease", metavar="SECONDS",
-        help="how long a claimed param stays reserved without a heartbeat (MINION_LEASE, "
-        "default 300)",
-    )
-    run = parser.add_argument_group("running")
-    run.add_argument(
-        "-j", "--concurrency", metavar="N",
-        help="tasks at once in this minion; auto = the CPUs this job may use "
-        "(MINION_CONCURRENCY, default 1)",
-    )
-    run.add_argument(
-        "--max-attempts", metavar="N",
-        help="attempts before a param is dead-lettered (MINION_MAX_ATTEMPTS, default 3)",
-    )
-    run.add_argument(
-        "-t", "--timeout", metavar="SECONDS",
-        help="stop a task's whole process group after this long; the attempt fails "
-        "(MINION_TASK_TIMEOUT, default none)",
-    )
-    run.add_argument(
-        "--grace-period", metavar="SECONDS",
-        help="between SIGTERM and SIGKILL when tasks are stopped (MINION_GRACE_PERIOD, "
-        "default 10)",
-    )
-    run.add_argument(
-        "--template", metavar="TEMPLATE",
-        help="the command, with {name} filled from a mapping param and {} with the whole "
-        "param, e.g. 'a.out --x {x} {y}'; {{ and }} are literal braces (MINION_TEMPLATE)",
-    )
-    run.add_argument(
-        "--shell", action="store_true", default=None,
-        help="run the command with /bin/sh -c (pipes, globs...); values from the param are "
-        "passed as its positional parameters, never as shell text (MINION_SHELL=1)",
-    )
-    run.add_argument(
-        "--docker", metavar="IMAGE",
-        help="run each param in a container of IMAGE; the command, if any, runs in it "
-        "(MINION_CALLBACK=docker, MINION_DOCKER_IMAGE)",
-    )
-    run.add_argument(
-        "--param-stdin", action="store_true", default=None,
-        help="give the param on the task's standard input (its text and a newline) instead "
-        "of as arguments: for params of any size (MINION_PARAM_STDIN=1)",
-    )
-    run.add_argument(
-        "--halt", metavar="RULE",
-        help="stop after failed attempts, like GNU parallel: now,fail=N or soon,fail=N "
-        "(N failed attempts), now|soon,fail=X%% (X%% of them); soon lets running tasks "
-        "finish, now stops them and gives their params back; exit 3 (MINION_HALT)",
-    )
-    run.add_argument(
-        "--log-dir", metavar="DIR",
-        help="save each task's stdout and stderr in DIR/<id>.<attempt>.out|err "
-        "(MINION_LOG_DIR)",
-    )
-    run.add_argument(
-        "-n", "--dry-run", action="store_true", default=None,
-        help="print what would run, consume nothing (DRY=1)",
-    )
-    report = parser.add_argument_group("reporting")
-    report.add_argument(
-        "--reporter", metavar="NAME",
-        help="null (default), stdout, or json (read by minion-status) (MINION_REPORTER)",
-    )
+    for title, options in (("queue", QUEUE_OPTIONS), ("running", RUNNING_OPTIONS),
+                           ("reporting", REPORTING_OPTIONS)):
+        add_group(parser, title, options)
     parallel_flags.add_arguments(parser)
     sandbox_flags.add_arguments(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="PROGRAM [ARGS...]",
@@ -211,15 +152,9 @@ def run(args: argparse.Namespace) -> int:
 
     load_dotenv_file()
     values = dict(os.environ)
-    for dest, variable in FLAG_VARIABLES.items():
-        value = getattr(args, dest)
-        if value is not None:
-            values[variable] = str(value)
+    apply(args, values, QUEUE_OPTIONS + RUNNING_OPTIONS + REPORTING_OPTIONS)
     if args.file is not None and args.engine is None:  # a flag wins over a default engine
         values["MINION_ENGINE"] = "file"
-    for dest, variable in SWITCH_VARIABLES.items():
-        if getattr(args, dest):
-            values[variable] = "1"
     if args.docker:
         values["MINION_CALLBACK"] = "docker"
     from . import parallel_flags

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
 from ._logging import show_library_warnings
+from ._options import new_parser
 
 DESCRIPTION = """\
 Fill and inspect the queue that minions read: the engine and its settings come from
@@ -61,12 +62,7 @@ def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="minion-queue",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = new_parser("minion-queue", DESCRIPTION, EPILOG)
     _common_options(parser, None)
     # The same options after the command name (minion-queue status --dir q) too.
     common = argparse.ArgumentParser(add_help=False)

@@ -8,62 +8,42 @@ import argparse
 from collections.abc import MutableMapping
 
 from ..callbacks.base import Callback
+from ._options import add_group, table
+from ._options import apply as apply_options
 
-#: option dest -> the variable it overrides
-FLAG_VARIABLES = {
-    "sandbox": "MINION_SANDBOX",
-    "stage": "MINION_STAGE",
-    "collect": "MINION_COLLECT",
-    "collect_layout": "MINION_COLLECT_LAYOUT",
-    "keep_sandbox": "MINION_KEEP_SANDBOX",
-}
-#: repeatable option dest -> the variable that holds its values, one per line
-LIST_VARIABLES = {"input": "MINION_INPUT", "shared": "MINION_SHARED", "output": "MINION_OUTPUT"}
+#: The flags, each with the variable it sets (a repeatable one: one value per line).
+OPTIONS = table("""
+--sandbox DIR -> MINION_SANDBOX
+    run each attempt in a fresh directory DIR/<id>.<attempt> holding only its inputs and
+    the shared files; it is the task's working directory and $MINION_SANDBOX
+    (MINION_SANDBOX)
+--input PATTERN list -> MINION_INPUT
+    a file of each param, staged into its sandbox by base name; a missing one dead-letters
+    the param without running it; repeatable (MINION_INPUT)
+--shared PATH list -> MINION_SHARED
+    a file staged into every sandbox; checked at start; repeatable (MINION_SHARED)
+--output PATTERN list -> MINION_OUTPUT
+    a file the task must leave in its sandbox: success is exit code 0 and every output a
+    regular file; repeatable (MINION_OUTPUT)
+--stage {symlink,copy,hardlink} -> MINION_STAGE
+    how inputs and shared files are staged (MINION_STAGE, default symlink)
+--collect DIR -> MINION_COLLECT
+    on success, before the ack, move exactly the outputs into DIR, all or nothing
+    (MINION_COLLECT)
+--collect-layout {flat,per-param} -> MINION_COLLECT_LAYOUT
+    flat: DIR/<name> (an output pattern needs a placeholder); per-param: DIR/<id>/<name>
+    (MINION_COLLECT_LAYOUT, default flat)
+--keep-sandbox {failed,always,never} -> MINION_KEEP_SANDBOX
+    failed: keep the last sandbox of a failed param, remove it once the param succeeds
+    (MINION_KEEP_SANDBOX, default failed)
+""")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The group of sandbox flags."""
-    group = parser.add_argument_group(
-        "tasks with files (placeholders in patterns as in the command: {}, {name}, {.}, ...)"
-    )
-    group.add_argument(
-        "--sandbox", metavar="DIR",
-        help="run each attempt in a fresh directory DIR/<id>.<attempt> holding only its "
-        "inputs and the shared files; it is the task's working directory and "
-        "$MINION_SANDBOX (MINION_SANDBOX)",
-    )
-    group.add_argument(
-        "--input", action="append", metavar="PATTERN",
-        help="a file of each param, staged into its sandbox by base name; a missing one "
-        "dead-letters the param without running it; repeatable (MINION_INPUT)",
-    )
-    group.add_argument(
-        "--shared", action="append", metavar="PATH",
-        help="a file staged into every sandbox; checked at start; repeatable (MINION_SHARED)",
-    )
-    group.add_argument(
-        "--output", action="append", metavar="PATTERN",
-        help="a file the task must leave in its sandbox: success is exit code 0 and every "
-        "output a regular file; repeatable (MINION_OUTPUT)",
-    )
-    group.add_argument(
-        "--stage", choices=("symlink", "copy", "hardlink"),
-        help="how inputs and shared files are staged (MINION_STAGE, default symlink)",
-    )
-    group.add_argument(
-        "--collect", metavar="DIR",
-        help="on success, before the ack, move exactly the outputs into DIR, all or "
-        "nothing (MINION_COLLECT)",
-    )
-    group.add_argument(
-        "--collect-layout", choices=("flat", "per-param"),
-        help="flat: DIR/<name> (an output pattern needs a placeholder); per-param: "
-        "DIR/<id>/<name> (MINION_COLLECT_LAYOUT, default flat)",
-    )
-    group.add_argument(
-        "--keep-sandbox", choices=("failed", "always", "never"),
-        help="failed: keep the last sandbox of a failed param, remove it once the param "
-        "succeeds (MINION_KEEP_SANDBOX, default failed)",
+    add_group(
+        parser, "tasks with files (placeholders in patterns as in the command: {}, {name}, {.}, ...)",
+        OPTIONS,
     )
 
 
@@ -74,14 +54,7 @@ def apply(args: argparse.Namespace, values: MutableMapping[str, str], callback: 
     from ..errors import ConfigError
     from ..sandbox import Sandboxes, SandboxSpec
 
-    for dest, variable in FLAG_VARIABLES.items():
-        value = getattr(args, dest, None)
-        if value is not None:
-            values[variable] = str(value)
-    for dest, variable in LIST_VARIABLES.items():
-        items = getattr(args, dest, None)
-        if items:
-            values[variable] = "\n".join(items)
+    apply_options(args, values, OPTIONS)
     spec = SandboxSpec.from_env(Env(values))
     if spec is None:
         return

@@ -18,16 +18,16 @@ from ..report_format import DEFAULT_DIRECTORY
 from ..status import query_queue, read_status
 from ..status.text import format_status
 from ._logging import show_library_warnings
+from ._options import new_parser
 
 
 def build_parser(prog: str, watch: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description=(
-            "Live view of the minions' reports (q quits)."
-            if watch
-            else "Totals, rate, ETA, minions and last errors from the minions' reports."
-        ),
+    parser = new_parser(
+        prog,
+        "Live view of the minions' reports (q quits)."
+        if watch
+        else "Totals, rate, ETA, minions and last errors from the minions' reports.",
+        raw=False,
     )
     parser.add_argument(
         "directory",

@@ -1,6 +1,7 @@
-"""The Pub/Sub client calls that the pubsub engine and its administration share: the
-subscriber and publisher clients, creating topics and subscriptions, ack, modify and
-publish, and the one translation of the library's errors (``_errors``)."""
+"""The Pub/Sub client calls that the pubsub engine and its administration share:
+:class:`PubSubClients`, the subscriber and publisher clients, ack, modify, publish,
+creating topics, and the one translation of the library's errors (``_errors``);
+:class:`PubSubCalls`, the subscription made and its policy read, a message decoded."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from ..errors import ConfigError, EngineError, MinionizeError
-from ._kit import ClientCalls, Outage, Unreachable, optional_import, redact
+from ._kit import ClientCalls, Unreachable, optional_import, redact
 from .base import Delivery, decode_param
 
 log = logging.getLogger("minionize.engines.pubsub")
@@ -83,12 +84,118 @@ class Handle:
     attributes: dict[str, str]
 
 
-class PubSubCalls(ClientCalls):
-    """The clients and the calls; the engine sets the names and the outage policy."""
+class PubSubClients(ClientCalls):
+    """The subscriber and publisher clients, made on first use, and the calls on
+    messages and topics; the engine sets the names and the outage policy."""
+
+    subscription: str
+
+    def _start_clients(self) -> None:
+        self._subscriber: Any = None
+        self._publisher: Any = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _client(self, kind: str = "subscriber") -> Any:
+        """The ``subscriber`` or ``publisher`` client, made on first use."""
+        with self._lock:
+            if self._closed:
+                raise EngineError("the pubsub engine is closed")
+            client = self._subscriber if kind == "subscriber" else self._publisher
+            if client is not None:
+                return client
+            pubsub_v1 = optional_import("google.cloud.pubsub_v1", "the pubsub engine", "pubsub",
+                                        "google-cloud-pubsub")
+            from google.auth.exceptions import DefaultCredentialsError
+
+            try:
+                if kind == "subscriber":
+                    client = self._subscriber = pubsub_v1.SubscriberClient()
+                else:
+                    client = self._publisher = pubsub_v1.PublisherClient()
+            except DefaultCredentialsError as exc:
+                raise ConfigError(
+                    "no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service"
+                    " account key file (or PUBSUB_EMULATOR_HOST=host:port for the emulator)"
+                    f" ({redact(str(exc))})"
+                ) from None
+            return client
+
+    def _close_clients(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        # The process ends anyway: a failure is said, not raised.
+        for client, stop, what in ((self._publisher, "stop", "flush the publisher"),
+                                   (self._subscriber, "close", "close the subscriber")):
+            if client is not None:
+                try:
+                    getattr(client, stop)()
+                except Exception as exc:
+                    warn(f"could not {what}: {redact(str(exc))}")
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """The library's errors become ours: Unreachable while the service cannot be
+        reached (unavailable, internal error, aborted), else EngineError."""
+        errors = api_errors()
+        try:
+            yield
+        except (errors.ServiceUnavailable, errors.InternalServerError, errors.Aborted) as exc:
+            raise Unreachable(f"cannot {what}: {redact(str(exc))}") from None
+        except errors.GoogleAPICallError as exc:
+            raise EngineError(f"cannot {what}: {redact(str(exc))}") from None
+
+    def _create_topic(self, topic: str) -> None:
+        errors = api_errors()
+
+        def create() -> None:
+            with contextlib.suppress(errors.AlreadyExists):
+                self._client("publisher").create_topic(request={"name": topic})
+
+        self._call(f"create the topic {topic}", create, ride_out=False)
+
+    def _acknowledge(self, handle: Handle) -> None:
+        request = {"subscription": self.subscription, "ack_ids": [handle.ack_id]}
+        self._call(f"ack on {self.subscription}", lambda: self._client().acknowledge(request=request))
+
+    def _modify(self, ack_ids: Sequence[str], seconds: int, what: str) -> None:
+        request = {"subscription": self.subscription, "ack_ids": list(ack_ids),
+                   "ack_deadline_seconds": seconds}
+        self._call(f"{what} {len(ack_ids)} message(s)",
+                   lambda: self._client().modify_ack_deadline(request=request))
+
+    def _publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> None:
+        errors = api_errors()
+
+        def publish() -> None:
+            try:
+                self._client("publisher").publish(topic, data, **attributes).result(
+                    timeout=PUBLISH_TIMEOUT
+                )
+            except (MinionizeError, errors.GoogleAPICallError):
+                raise  # ours already, or said by _errors
+            except Exception as exc:  # a bad attribute, a timeout...
+                raise EngineError(f"cannot publish to {topic}: {redact(str(exc))}") from None
+
+        self._call(f"publish to {topic}", publish)
+
+    def _quietly(self, action: Any, *args: Any) -> None:
+        """While taking, a failed ack or nack is said, not raised: the message comes
+        back when its lease ends."""
+        try:
+            action(*args)
+        except EngineError as exc:
+            warn(str(exc))
+
+
+class PubSubCalls(PubSubClients):
+    """What the engine and its administration do with the clients: the subscription
+    made and its policy read, a message made a delivery."""
 
     project: str
     topic: str
-    subscription: str
     decoder: str
     max_attempts: int
     dead_letter_topic: Optional[str]
@@ -96,13 +203,6 @@ class PubSubCalls(ClientCalls):
     ack_deadline: int
     policy_topic: Optional[str]
     policy_max_deliveries: Optional[int]
-    _outage: Outage
-
-    def _start_clients(self) -> None:
-        self._subscriber: Any = None
-        self._publisher: Any = None
-        self._lock = threading.Lock()
-        self._closed = False
 
     def dead_topic(self) -> Optional[str]:
         """Where dead letters go: the dead-letter policy's topic, else
@@ -155,57 +255,6 @@ class PubSubCalls(ClientCalls):
                 f"{self.subscription} has a dead-letter policy: it is used, not"
                 f" MINION_DEAD_LETTER_TOPIC={self.dead_letter_topic}"
             )
-
-    def _client(self, kind: str = "subscriber") -> Any:
-        """The ``subscriber`` or ``publisher`` client, made on first use."""
-        with self._lock:
-            if self._closed:
-                raise EngineError("the pubsub engine is closed")
-            client = self._subscriber if kind == "subscriber" else self._publisher
-            if client is not None:
-                return client
-            pubsub_v1 = optional_import("google.cloud.pubsub_v1", "the pubsub engine", "pubsub",
-                                        "google-cloud-pubsub")
-            from google.auth.exceptions import DefaultCredentialsError
-
-            try:
-                if kind == "subscriber":
-                    client = self._subscriber = pubsub_v1.SubscriberClient()
-                else:
-                    client = self._publisher = pubsub_v1.PublisherClient()
-            except DefaultCredentialsError as exc:
-                raise ConfigError(
-                    "no Google credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service"
-                    " account key file (or PUBSUB_EMULATOR_HOST=host:port for the emulator)"
-                    f" ({redact(str(exc))})"
-                ) from None
-            return client
-
-    def _close_clients(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        # The process ends anyway: a failure is said, not raised.
-        for client, stop, what in ((self._publisher, "stop", "flush the publisher"),
-                                   (self._subscriber, "close", "close the subscriber")):
-            if client is not None:
-                try:
-                    getattr(client, stop)()
-                except Exception as exc:
-                    warn(f"could not {what}: {redact(str(exc))}")
-
-    @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
-        """The library's errors become ours: Unreachable while the service cannot be
-        reached (unavailable, internal error, aborted), else EngineError."""
-        errors = api_errors()
-        try:
-            yield
-        except (errors.ServiceUnavailable, errors.InternalServerError, errors.Aborted) as exc:
-            raise Unreachable(f"cannot {what}: {redact(str(exc))}") from None
-        except errors.GoogleAPICallError as exc:
-            raise EngineError(f"cannot {what}: {redact(str(exc))}") from None
 
     def _ensure_subscription(self, name: str) -> Any:
         """The subscription ``name`` on the topic, both created when missing.
@@ -265,45 +314,3 @@ class PubSubCalls(ClientCalls):
                 f"could not check that the dead-letter topic {topic} has a subscription"
                 f" (without one, dead letters are dropped): {redact(str(exc))}"
             )
-
-    def _create_topic(self, topic: str) -> None:
-        errors = api_errors()
-
-        def create() -> None:
-            with contextlib.suppress(errors.AlreadyExists):
-                self._client("publisher").create_topic(request={"name": topic})
-
-        self._call(f"create the topic {topic}", create, ride_out=False)
-
-    def _acknowledge(self, handle: Handle) -> None:
-        request = {"subscription": self.subscription, "ack_ids": [handle.ack_id]}
-        self._call(f"ack on {self.subscription}", lambda: self._client().acknowledge(request=request))
-
-    def _modify(self, ack_ids: Sequence[str], seconds: int, what: str) -> None:
-        request = {"subscription": self.subscription, "ack_ids": list(ack_ids),
-                   "ack_deadline_seconds": seconds}
-        self._call(f"{what} {len(ack_ids)} message(s)",
-                   lambda: self._client().modify_ack_deadline(request=request))
-
-    def _publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> None:
-        errors = api_errors()
-
-        def publish() -> None:
-            try:
-                self._client("publisher").publish(topic, data, **attributes).result(
-                    timeout=PUBLISH_TIMEOUT
-                )
-            except (MinionizeError, errors.GoogleAPICallError):
-                raise  # ours already, or said by _errors
-            except Exception as exc:  # a bad attribute, a timeout...
-                raise EngineError(f"cannot publish to {topic}: {redact(str(exc))}") from None
-
-        self._call(f"publish to {topic}", publish)
-
-    def _quietly(self, action: Any, *args: Any) -> None:
-        """While taking, a failed ack or nack is said, not raised: the message comes
-        back when its lease ends."""
-        try:
-            action(*args)
-        except EngineError as exc:
-            warn(str(exc))

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from ..errors import EngineError
 from ._sweep_files import Damaged, canonical, read_snapshot, replace, snapshot_bytes, snapshot_path
+from ._sweep_leases import Leases
 from ._sweep_results import lost
-from ._sweep_state import DEAD, DONE, TODO, Leases, to_snapshot
+from ._sweep_state import DEAD, DONE, TODO, to_snapshot
 
 if TYPE_CHECKING:
     from ._sweep_session import Session

@@ -14,12 +14,11 @@ reasons live in dicts holding only the params that have one.
 
 from __future__ import annotations
 
-import heapq
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from ._sweep_leases import Lease, Leases
+from ._sweep_leases import Owner as Owner  # where the store and the engine import it from
 from ._sweep_results import ResultBits
 
 TODO = ord("t")
@@ -33,124 +32,88 @@ class BadRecord(ValueError):
     """A record or a snapshot that cannot be applied (malformed)."""
 
 
-@dataclass(frozen=True)
-class Owner:
-    """Who holds a lease: written into every claim record."""
-
-    minion: str
-    host: str
-    pid: int
-    job: str = ""
-
-
-class Lease:
-    """A claim on one param, valid until ``expiry`` (wall clock, seconds)."""
-
-    __slots__ = ("minion", "seq", "expiry", "host", "pid", "job", "started")
-
-    def __init__(
-        self, minion: str, seq: int, expiry: float, host: str, pid: int, job: str,
-        started: bool = True,
-    ) -> None:
-        #: The claim (minion, seq) that holds the lease, and until when.
-        self.minion, self.seq, self.expiry = minion, seq, expiry
-        #: Where that minion runs (said in the dead-letter reason when it expires).
-        self.host, self.pid, self.job = host, pid, job
-        #: False for a param claimed ahead and not handed to a task yet: its expiry
-        #: puts it back without counting an attempt (it never ran).
-        self.started = started
-
-    def describe(self) -> str:
-        job = f", job {self.job}" if self.job else ""
-        return f"minion {self.minion} on {self.host} (pid {self.pid}{job})"
-
-
-class Leases:
-    """The leases of the params in flight, by param index, with a heap of their ends."""
-
-    def __init__(self, leases: Optional[dict[int, Lease]] = None) -> None:
-        self.by_index: dict[int, Lease] = leases or {}
-        #: (expiry, index, minion, seq): may hold stale entries, checked when popped.
-        self.heap: list[tuple[float, int, str, int]] = []
-        self._rebuild()
-
-    def __len__(self) -> int:
-        return len(self.by_index)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.by_index)
-
-    def items(self) -> Iterable[tuple[int, Lease]]:
-        return self.by_index.items()
-
-    def values(self) -> Iterable[Lease]:
-        return self.by_index.values()
-
-    def get(self, index: int) -> Optional[Lease]:
-        return self.by_index.get(index)
-
-    def put(self, index: int, lease: Lease) -> None:
-        """A new lease, or ``lease`` extended (its expiry changed)."""
-        self.by_index[index] = lease
-        heapq.heappush(self.heap, (lease.expiry, index, lease.minion, lease.seq))
-        if len(self.heap) > 2 * len(self.by_index) + 1024:
-            # Settled and extended leases leave stale entries: rebuild, amortised O(1).
-            self._rebuild()
-
-    def _rebuild(self) -> None:
-        self.heap = [(le.expiry, i, le.minion, le.seq) for i, le in self.by_index.items()]
-        heapq.heapify(self.heap)
-
-    def drop(self, index: int) -> None:
-        del self.by_index[index]
-
-    def holds(self, index: int, minion: str, seq: int) -> bool:
-        """Whether the claim ``(minion, seq)`` still holds the lease of ``index``."""
-        lease = self.by_index.get(index)
-        return lease is not None and lease.minion == minion and lease.seq == seq
-
-    def take(self, index: int, minion: str, seq: int) -> Optional[Lease]:
-        """Remove and return the lease of ``index`` if the claim still holds it."""
-        lease = self.by_index.get(index)
-        if lease is None or lease.minion != minion or lease.seq != seq:
-            return None
-        del self.by_index[index]
-        return lease
-
-    def ended(self, now: float) -> list[tuple[int, Lease]]:
-        """The leases that ended at or before ``now`` (left in place)."""
-        found = []
-        heap = self.heap
-        while heap and heap[0][0] <= now:
-            _, index, minion, seq = heapq.heappop(heap)
-            lease = self.by_index.get(index)
-            if lease is None or lease.minion != minion or lease.seq != seq or lease.expiry > now:
-                continue  # settled or extended since
-            found.append((index, lease))
-        return found
-
-    def counts(self, now: float) -> tuple[int, int]:
-        """(unexpired, expired) leases."""
-        expired = sum(1 for lease in self.by_index.values() if lease.expiry <= now)
-        return len(self.by_index) - expired, expired
-
-
-class QueueState:
-    """The params' statuses, attempts, leases and dead-letter reasons of one queue."""
+class Statuses:
+    """The params' statuses, a byte each, with their counts, and which todo param comes
+    next: those at or after ``cursor`` are found by a scan; those put back before it are
+    remembered in ``returned`` (lazily: an entry may be stale when popped)."""
 
     def __init__(self) -> None:
         self.n = 0
         self.status = bytearray()
         self.count = {TODO: 0, FLIGHT: 0, DONE: 0, DEAD: 0}
+        self.cursor = 0
+        self.returned: deque[int] = deque()
+
+    def move(self, index: int, status: int) -> None:
+        """Give param ``index`` a new status (its lease, if any, is the caller's)."""
+        count = self.count
+        count[self.status[index]] -= 1
+        count[status] += 1
+        self.status[index] = status
+
+    def _put_back(self, index: int) -> None:
+        self.move(index, TODO)
+        if index < self.cursor:
+            self.returned.append(index)
+
+    def pick(self, max_count: int) -> list[int]:
+        """Todo params to claim next, in queue order; moves the cursor past them."""
+        picks: list[int] = []
+        status = self.status
+        while len(picks) < max_count:
+            index = status.find(TODO, self.cursor)
+            if index < 0:
+                self.cursor = self.n
+                break
+            picks.append(index)
+            self.cursor = index + 1
+        while len(picks) < max_count and self.returned:
+            index = self.returned.popleft()
+            if status[index] == TODO and index not in picks:
+                picks.append(index)
+        return picks
+
+    def peek(self, limit: int) -> list[int]:
+        """Todo params that :meth:`pick` would return, without moving anything."""
+        picks: list[int] = []
+        start = self.cursor
+        while len(picks) < limit:
+            index = self.status.find(TODO, start)
+            if index < 0:
+                break
+            picks.append(index)
+            start = index + 1
+        seen = set(picks)
+        for index in self.returned:
+            if len(picks) >= limit:
+                break
+            if self.status[index] == TODO and index not in seen:
+                seen.add(index)
+                picks.append(index)
+        return picks
+
+    def indices(self, status: int) -> list[int]:
+        """Every param with ``status``, in queue order."""
+        found: list[int] = []
+        start = 0
+        while True:
+            index = self.status.find(status, start)
+            if index < 0:
+                return found
+            found.append(index)
+            start = index + 1
+
+
+class QueueState(Statuses):
+    """The params' statuses, attempts, leases and dead-letter reasons of one queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.attempts: dict[int, int] = {}
         self.leases = Leases()
         self.reasons: dict[int, str] = {}
         #: The done params whose ack stored a result (in results.jsonl).
         self.results = ResultBits()
-        #: Todo params at or after the cursor are found by a scan; those before it are
-        #: remembered in ``returned`` (lazily: an entry may be stale when popped).
-        self.cursor = 0
-        self.returned: deque[int] = deque()
         self.imported_from: Optional[str] = None
         #: The lock epoch the queue is at (``head`` and ``break`` records raise it).
         self.lock_epoch = 0
@@ -176,18 +139,6 @@ class QueueState:
                 f"a malformed record {record!r:.200} ({type(exc).__name__}: {exc})"
             ) from None
         return True
-
-    def move(self, index: int, status: int) -> None:
-        """Give param ``index`` a new status (its lease, if any, is the caller's)."""
-        count = self.count
-        count[self.status[index]] -= 1
-        count[status] += 1
-        self.status[index] = status
-
-    def _put_back(self, index: int) -> None:
-        self.move(index, TODO)
-        if index < self.cursor:
-            self.returned.append(index)
 
     def _head(self, record: dict[str, Any]) -> None:
         # Checked where it is read (it must be the first record); here only the epoch.
@@ -304,54 +255,6 @@ class QueueState:
                 self.leases.drop(index)
             if status != DONE:
                 self.move(index, DONE)
-
-    # -- reading ----------------------------------------------------------------------
-    def pick(self, max_count: int) -> list[int]:
-        """Todo params to claim next, in queue order; moves the cursor past them."""
-        picks: list[int] = []
-        status = self.status
-        while len(picks) < max_count:
-            index = status.find(TODO, self.cursor)
-            if index < 0:
-                self.cursor = self.n
-                break
-            picks.append(index)
-            self.cursor = index + 1
-        while len(picks) < max_count and self.returned:
-            index = self.returned.popleft()
-            if status[index] == TODO and index not in picks:
-                picks.append(index)
-        return picks
-
-    def peek(self, limit: int) -> list[int]:
-        """Todo params that :meth:`pick` would return, without moving anything."""
-        picks: list[int] = []
-        start = self.cursor
-        while len(picks) < limit:
-            index = self.status.find(TODO, start)
-            if index < 0:
-                break
-            picks.append(index)
-            start = index + 1
-        seen = set(picks)
-        for index in self.returned:
-            if len(picks) >= limit:
-                break
-            if self.status[index] == TODO and index not in seen:
-                seen.add(index)
-                picks.append(index)
-        return picks
-
-    def indices(self, status: int) -> list[int]:
-        """Every param with ``status``, in queue order."""
-        found: list[int] = []
-        start = 0
-        while True:
-            index = self.status.find(status, start)
-            if index < 0:
-                return found
-            found.append(index)
-            start = index + 1
 
 
 # -- decisions the lock holder writes as records -------------------------------------

@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from .errors import PoolError
 
@@ -47,8 +47,22 @@ def worker_command(rundir: str, name: str, parent: Optional[int] = None) -> list
     return argv + (["--parent", str(parent)] if parent is not None else [])
 
 
+def wait_until(done: Callable[[], bool], timeout: float, interval: float) -> bool:
+    """Call ``done`` every ``interval`` seconds until it is true (True) or ``timeout``
+    seconds have passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
 class Backend:
     """Starts, watches and stops the worker minions of one run directory."""
+
+    #: Seconds between two looks at the workers while waiting for them.
+    poll_seconds = 0.05
 
     def __init__(self, rundir: str) -> None:
         self.rundir = rundir
@@ -71,12 +85,10 @@ class Backend:
 
     def wait(self, timeout: float) -> bool:
         """Wait for every worker to finish by itself (after ``closed``); True if they did."""
-        deadline = time.monotonic() + timeout
-        while any(w.state in ("alive", "starting") for w in self.poll()):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
+        return wait_until(
+            lambda: not any(w.state in ("alive", "starting") for w in self.poll()),
+            timeout, self.poll_seconds,
+        )
 
 
 class _Child:

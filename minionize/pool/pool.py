@@ -10,12 +10,8 @@ through the queue: the chunk's lease expires, another worker runs it, and after
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
 import shutil
-import tempfile
-import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,10 +19,13 @@ from typing import Any, Callable, Optional
 
 from ..engines._kit import optional_import
 from ..engines.sweep import SweepEngine
-from .backends import Backend, LocalBackend, PoolWorker, read_state
-from .errors import PoolError, RemoteTraceback, TaskLost
+from .backends import Backend, LocalBackend, PoolWorker
+from .calls import chunk_size, dump, remove_call, write_call
+from .errors import PoolError, RemoteTraceback
+from .inbox import Inbox
 from .progress import Progress
-from .rundir import RecordReader, check_private, write_private
+from .rundir import make_rundir, write_private
+from .supervisor import Supervisor
 
 #: How often the caller looks at the queue and the workers (results are read more often).
 CHECK_SECONDS = 0.2
@@ -73,34 +72,17 @@ class Pool:
             raise ValueError("processes must be at least 1")
         self.keep_workdir = keep_workdir
         self.progress = progress
-        self.max_replacements = 2 * self.processes if max_replacements is None else max_replacements
-        self._replaced = 0
-        self._reclaimed: set[str] = set()
-        self._max_attempts = max_attempts
-        self._calls = 0
         self._state = "open"
         #: [keep the run directory]: set by keep_workdir, or by an error.
         self._keep = [keep_workdir]
-        if workdir is not None:
-            os.makedirs(workdir, exist_ok=True)
-        # mkdtemp: a fresh name (two pools in the same second never collide), mode 0700.
-        self.rundir = tempfile.mkdtemp(prefix="minionize-pool-", dir=workdir)
-        for sub in ("calls", "results", "workers", "report"):
-            os.mkdir(os.path.join(self.rundir, sub), 0o700)
         tick = 0.002 if backend == "local" else 0.05
-        config = {"lease": lease, "max_attempts": max_attempts, "tick": tick,
-                  "max_tasks_per_worker": max_tasks_per_worker}
-        write_private(os.path.join(self.rundir, "config.json"), json.dumps(config).encode())
+        self.rundir = make_rundir(workdir, {"lease": lease, "max_attempts": max_attempts, "tick": tick,
+                                            "max_tasks_per_worker": max_tasks_per_worker})
         self._queue = SweepEngine(os.path.join(self.rundir, "queue"), lease=lease,
                                   max_attempts=max_attempts)
         self._queue.create()
         self._queue.open()
-        self._readers: dict[str, RecordReader] = {}
-        #: Chunks read for the calls being collected, by call (calls may be collected
-        #: by several threads at once, or by imap generators side by side).
-        self._inbox: dict[int, dict[int, list[tuple[bool, Any, str]]]] = {}
-        self._read_lock = threading.Lock()
-        self._dead_seen = 0
+        self._inbox = Inbox(self.rundir)
         self._backend: Backend
         if backend == "local":
             self._backend = LocalBackend(self.rundir, start)
@@ -110,6 +92,11 @@ class Pool:
             self._backend = SlurmBackend(self.rundir, sbatch_args)
         else:
             raise ValueError(f"backend must be 'local' or 'slurm', not {backend!r}")
+        self._supervisor = Supervisor(
+            rundir=self.rundir, queue=self._queue, backend=self._backend,
+            max_attempts=max_attempts,
+            max_replacements=2 * self.processes if max_replacements is None else max_replacements,
+        )
         # Stops the workers and removes the run directory once: at terminate or join, or
         # when a pool never closed is collected, or at the end of the program.
         self._finalizer = weakref.finalize(self, _finish, self._backend, self.rundir, self._keep)
@@ -139,6 +126,11 @@ class Pool:
                        chunksize: Optional[int] = 1) -> Iterator[Any]:
         """The results of ``map``, in the order they arrive."""
         return self._run(func, iterable, chunksize, star=False, ordered=False)
+
+    @property
+    def max_replacements(self) -> int:
+        """Workers started to replace lost ones, at most."""
+        return self._supervisor.max_replacements
 
     @property
     def workers(self) -> list[PoolWorker]:
@@ -187,36 +179,11 @@ class Pool:
         """Write the call's function and items, fill the queue: (call, first item of each
         chunk, number of items)."""
         dumps = self._cloudpickle.dumps
-        name = getattr(func, "__qualname__", repr(func))
-        try:
-            func_data = dumps(func)
-        except Exception as exc:
-            raise PoolError(f"cannot send {name} to the workers: {type(exc).__name__}: {exc}") from exc
+        func_data = dump(dumps, func, getattr(func, "__qualname__", repr(func)))
         items = list(iterable)
-        if chunksize is None:
-            chunksize, extra = divmod(len(items), self.processes * 4)
-            chunksize += 1 if extra else 0
-        chunksize = max(1, chunksize)
-        with self._read_lock:
-            call = self._calls
-            self._calls += 1
-            self._inbox[call] = {}
-        blobs: list[bytes] = []
-        params: list[dict[str, Any]] = []
-        offset = 0
-        for chunk, start in enumerate(range(0, len(items), chunksize)):
-            try:
-                blob = dumps(items[start:start + chunksize])
-            except Exception as exc:
-                raise PoolError(f"cannot send item(s) {start}..{start + chunksize - 1} to the workers: "
-                                f"{type(exc).__name__}: {exc}") from exc
-            params.append({"call": call, "chunk": chunk, "start": start, "offset": offset,
-                           "size": len(blob), "star": star})
-            blobs.append(blob)
-            offset += len(blob)
-        calls = os.path.join(self.rundir, "calls")
-        write_private(os.path.join(calls, f"{call}.items"), b"".join(blobs))
-        write_private(os.path.join(calls, f"{call}.func"), func_data)
+        call = self._inbox.open_call()
+        size = chunk_size(len(items), self.processes, chunksize)
+        params = write_call(self.rundir, call, func_data, items, size, star, dumps)
         if params:
             self._queue.fill(params)
             write_private(os.path.join(self.rundir, "bell"), str(call).encode())
@@ -234,7 +201,7 @@ class Pool:
         try:
             while yielded < len(starts):
                 arrived = False
-                for chunk, outcomes in self._read_results(call):
+                for chunk, outcomes in self._inbox.read(call):
                     if chunk not in seen:  # a chunk run twice counts once
                         seen.add(chunk)
                         got[chunk] = outcomes
@@ -254,14 +221,14 @@ class Pool:
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + CHECK_SECONDS
-                    self._check(call, starts, seen)
+                    self._supervisor.check(call, starts, seen)
                     if display is not None:
-                        display.update(counts["done"], *self._worker_counts(), counts["failed"])
+                        display.update(counts["done"], *self._supervisor.worker_counts(), counts["failed"])
                 tick = 0.0005 if arrived else min(MAX_TICK, tick * 2)
                 time.sleep(tick)
             finished = True
             if display is not None:
-                display.end(counts["done"], *self._worker_counts(), counts["failed"])
+                display.end(counts["done"], *self._supervisor.worker_counts(), counts["failed"])
         except KeyboardInterrupt:
             self.terminate()
             raise
@@ -271,85 +238,10 @@ class Pool:
         finally:
             self._forget(call, finished)
 
-    def _worker_counts(self) -> tuple[int, int]:
-        workers = self._backend.workers
-        return (sum(1 for w in workers if w.state == "alive"), sum(1 for w in workers if w.state == "lost"))
-
-    def _read_results(self, call: int) -> list[tuple[int, list[tuple[bool, Any, str]]]]:
-        """The chunks of ``call`` read since the last time: ``(chunk, outcomes)``."""
-        with self._read_lock:
-            check_private(self.rundir)
-            check_private(os.path.join(self.rundir, "results"))
-            for name in os.listdir(os.path.join(self.rundir, "results")):
-                reader = self._readers.get(name)
-                if reader is None:
-                    reader = self._readers[name] = RecordReader(os.path.join(self.rundir, "results", name))
-                for data in reader.read():
-                    k, chunk, outcomes = pickle.loads(data)
-                    if k in self._inbox:  # else: a call over, a late duplicate
-                        self._inbox[k].setdefault(chunk, outcomes)
-            mine = self._inbox.get(call, {})
-            self._inbox[call] = {}
-            return list(mine.items())
-
-    def _check(self, call: int, starts: list[int], seen: set[int]) -> None:
-        """Dead chunks of this call raise TaskLost; ended workers are replaced."""
-        status = self._queue.status()
-        if status["dead"] > self._dead_seen:
-            for row in self._queue.list("dead"):
-                param = row["param"]
-                if param["call"] == call and param["chunk"] not in seen:
-                    index = param["start"]
-                    raise TaskLost(
-                        f"item {index} (a chunk of {_chunk_len(starts, param['chunk'])}) was lost "
-                        f"{row['attempts']} time(s): {row['reason']}; run directory kept: {self.rundir}",
-                        index=index, attempts=row["attempts"], reason=row["reason"],
-                    )
-            self._dead_seen = status["dead"]
-        workers = self._backend.poll()
-        for worker in workers:
-            if worker.state == "lost" and worker.name not in self._reclaimed:
-                self._reclaimed.add(worker.name)
-                self._reclaim(worker)
-        ended = [w for w in workers if w.state in ("lost", "finished")]
-        missing = len(ended) - self._replaced
-        if missing <= 0:
-            return
-        allowed = min(missing, self.max_replacements - self._replaced)
-        if allowed > 0:
-            self._replaced += allowed
-            self._backend.start(allowed)
-        elif not any(w.state in ("alive", "starting") for w in self._backend.workers):
-            raise PoolError(f"every worker was lost and {self._replaced} replacement(s) were "
-                            f"used (max_replacements); run directory kept: {self.rundir}")
-
-    def _reclaim(self, worker: PoolWorker) -> None:
-        """Put back now the chunks a lost worker held, an attempt counted (or dead-letter
-        them at the last attempt), instead of waiting for their leases to expire."""
-        minion = read_state(self.rundir, worker.name).get("minion")
-        if not minion:
-            return  # it never took anything: its leases, if any, expire as usual
-        reason = f"worker {worker.name} lost: {self._backend.reason(worker)}"
-        with self._queue.store.locked() as store:
-            for index, lease in list(store.state.leases.items()):
-                if lease.minion != minion:
-                    continue
-                if not lease.started:
-                    store.settle("release", index, minion, lease.seq)
-                    continue
-                last = store.state.attempts.get(index, 0) + 1 >= self._max_attempts
-                store.settle("dead" if last else "retry", index, minion, lease.seq, reason)
-
     def _forget(self, call: int, finished: bool) -> None:
         """The call is over: remove its pickles (workers skip its leftover chunks)."""
-        with self._read_lock:
-            self._inbox.pop(call, None)
-        for suffix in ("func", "items"):
-            try:
-                os.unlink(os.path.join(self.rundir, "calls", f"{call}.{suffix}"))
-            except FileNotFoundError:
-                pass
-
+        self._inbox.forget(call)
+        remove_call(self.rundir, call)
 
 
 def _finish(backend: Backend, rundir: str, keep: list[bool]) -> None:
@@ -359,13 +251,6 @@ def _finish(backend: Backend, rundir: str, keep: list[bool]) -> None:
     finally:
         if not keep[0]:
             shutil.rmtree(rundir, ignore_errors=True)
-
-
-def _chunk_len(starts: list[int], chunk: int) -> str:
-    if chunk + 1 < len(starts):
-        n = starts[chunk + 1] - starts[chunk]
-        return f"{n} item(s)"
-    return "the last items"
 
 
 def _values(outcomes: list[tuple[bool, Any, str]]) -> Iterator[Any]:

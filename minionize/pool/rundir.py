@@ -18,15 +18,30 @@ this user owns and nobody else can write (:func:`check_private`), checked every 
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import struct
+import tempfile
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 from .errors import PoolError
 
 HEADER = struct.Struct(">Q")
+
+
+def make_rundir(workdir: Optional[str], config: dict[str, Any]) -> str:
+    """A new run directory in ``workdir`` (default: the temporary directory), with its
+    subdirectories and ``config.json``; returns its path."""
+    if workdir is not None:
+        os.makedirs(workdir, exist_ok=True)
+    # mkdtemp: a fresh name (two pools in the same second never collide), mode 0700.
+    rundir = tempfile.mkdtemp(prefix="minionize-pool-", dir=workdir)
+    for sub in ("calls", "results", "workers", "report"):
+        os.mkdir(os.path.join(rundir, sub), 0o700)
+    write_private(os.path.join(rundir, "config.json"), json.dumps(config).encode())
+    return rundir
 
 
 def check_private(path: str) -> None:

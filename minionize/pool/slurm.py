@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Optional
 
-from .backends import Backend, PoolWorker, read_state
+from .backends import Backend, PoolWorker, read_state, wait_until
 from .errors import PoolError
 from .rundir import write_private
 
@@ -49,6 +49,8 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 class SlurmBackend(Backend):
     """Workers as the tasks of SLURM array jobs (one job per :meth:`start`)."""
+
+    poll_seconds = 0.2
 
     def __init__(self, rundir: str, sbatch_args: Sequence[str] = ()) -> None:
         super().__init__(rundir)
@@ -150,21 +152,8 @@ class SlurmBackend(Backend):
         if not self.jobs:
             return
         _run(["scancel", *self.jobs])
-        deadline = time.monotonic() + CANCEL_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            queued = self._squeue()
-            if queued == {}:
-                break
-            time.sleep(0.2)
+        wait_until(lambda: self._squeue() == {}, CANCEL_WAIT_SECONDS, self.poll_seconds)
         for worker in self.workers:
             if worker.state in ("starting", "alive"):
                 worker.state = "finished" if read_state(self.rundir, worker.name).get(
                     "state") == "finished" else "lost"
-
-    def wait(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while any(w.state in ("alive", "starting") for w in self.poll()):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-        return True

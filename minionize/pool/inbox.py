@@ -1,0 +1,60 @@
+"""The results of a pool's calls, as the workers append them to their results files.
+
+Calls may be collected by several threads at once, or by ``imap`` generators side by
+side: whichever reads the files keeps the chunks of the other calls for them.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+from typing import Any
+
+from .rundir import RecordReader, check_private
+
+#: A chunk's outcomes: per item ``(ok, value or exception, remote traceback text)``.
+Outcomes = list[tuple[bool, Any, str]]
+
+
+class Inbox:
+    """The chunks read from ``rundir/results``, by call, until each call takes them."""
+
+    def __init__(self, rundir: str) -> None:
+        self.rundir = rundir
+        self._readers: dict[str, RecordReader] = {}
+        #: Chunks read for the calls being collected, by call.
+        self._chunks: dict[int, dict[int, Outcomes]] = {}
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def open_call(self) -> int:
+        """The number of a new call, whose chunks are kept from now on."""
+        with self._lock:
+            call = self._calls
+            self._calls += 1
+            self._chunks[call] = {}
+            return call
+
+    def read(self, call: int) -> list[tuple[int, Outcomes]]:
+        """The chunks of ``call`` read since the last time: ``(chunk, outcomes)``."""
+        results = os.path.join(self.rundir, "results")
+        with self._lock:
+            check_private(self.rundir)
+            check_private(results)
+            for name in os.listdir(results):
+                reader = self._readers.get(name)
+                if reader is None:
+                    reader = self._readers[name] = RecordReader(os.path.join(results, name))
+                for data in reader.read():
+                    k, chunk, outcomes = pickle.loads(data)
+                    if k in self._chunks:  # else: a call over, a late duplicate
+                        self._chunks[k].setdefault(chunk, outcomes)
+            mine = self._chunks.get(call, {})
+            self._chunks[call] = {}
+            return list(mine.items())
+
+    def forget(self, call: int) -> None:
+        """The call is over: its late chunks are dropped."""
+        with self._lock:
+            self._chunks.pop(call, None)

@@ -1,0 +1,90 @@
+"""What the caller of a pool watches while it collects a call: the chunks the queue
+dead-lettered (:class:`TaskLost`), and the workers, lost ones replaced up to
+``max_replacements``, their chunks put back at once."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .backends import Backend, PoolWorker, read_state
+from .errors import PoolError, TaskLost
+
+if TYPE_CHECKING:
+    from ..engines.sweep import SweepEngine
+
+
+class Supervisor:
+    """The dead letters of the run's queue and the workers of its backend."""
+
+    def __init__(
+        self, *, rundir: str, queue: SweepEngine, backend: Backend, max_attempts: int,
+        max_replacements: int,
+    ) -> None:
+        self.rundir = rundir
+        self.queue = queue
+        self.backend = backend
+        self.max_attempts = max_attempts
+        self.max_replacements = max_replacements
+        self.replaced = 0
+        self._reclaimed: set[str] = set()
+        self._dead_seen = 0
+
+    def check(self, call: int, starts: list[int], seen: set[int]) -> None:
+        """Dead chunks of this call raise TaskLost; ended workers are replaced."""
+        status = self.queue.status()
+        if status["dead"] > self._dead_seen:
+            for row in self.queue.list("dead"):
+                param = row["param"]
+                if param["call"] == call and param["chunk"] not in seen:
+                    index = param["start"]
+                    raise TaskLost(
+                        f"item {index} (a chunk of {_chunk_len(starts, param['chunk'])}) was lost "
+                        f"{row['attempts']} time(s): {row['reason']}; run directory kept: {self.rundir}",
+                        index=index, attempts=row["attempts"], reason=row["reason"],
+                    )
+            self._dead_seen = status["dead"]
+        workers = self.backend.poll()
+        for worker in workers:
+            if worker.state == "lost" and worker.name not in self._reclaimed:
+                self._reclaimed.add(worker.name)
+                self._reclaim(worker)
+        ended = [w for w in workers if w.state in ("lost", "finished")]
+        missing = len(ended) - self.replaced
+        if missing <= 0:
+            return
+        allowed = min(missing, self.max_replacements - self.replaced)
+        if allowed > 0:
+            self.replaced += allowed
+            self.backend.start(allowed)
+        elif not any(w.state in ("alive", "starting") for w in self.backend.workers):
+            raise PoolError(f"every worker was lost and {self.replaced} replacement(s) were "
+                            f"used (max_replacements); run directory kept: {self.rundir}")
+
+    def worker_counts(self) -> tuple[int, int]:
+        """(alive, lost) workers, for the progress display."""
+        workers = self.backend.workers
+        return (sum(1 for w in workers if w.state == "alive"), sum(1 for w in workers if w.state == "lost"))
+
+    def _reclaim(self, worker: PoolWorker) -> None:
+        """Put back now the chunks a lost worker held, an attempt counted (or dead-letter
+        them at the last attempt), instead of waiting for their leases to expire."""
+        minion = read_state(self.rundir, worker.name).get("minion")
+        if not minion:
+            return  # it never took anything: its leases, if any, expire as usual
+        reason = f"worker {worker.name} lost: {self.backend.reason(worker)}"
+        with self.queue.store.locked() as store:
+            for index, lease in list(store.state.leases.items()):
+                if lease.minion != minion:
+                    continue
+                if not lease.started:
+                    store.settle("release", index, minion, lease.seq)
+                    continue
+                last = store.state.attempts.get(index, 0) + 1 >= self.max_attempts
+                store.settle("dead" if last else "retry", index, minion, lease.seq, reason)
+
+
+def _chunk_len(starts: list[int], chunk: int) -> str:
+    if chunk + 1 < len(starts):
+        n = starts[chunk + 1] - starts[chunk]
+        return f"{n} item(s)"
+    return "the last items"
