@@ -43,11 +43,9 @@ same minion. Several minions on one file would each run every line: run one mini
 from __future__ import annotations
 
 import collections
-import json
 import os
 import re
 import secrets
-import select
 import sys
 import threading
 import time
@@ -55,122 +53,23 @@ from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError, UnsupportedOperation
+from ._file_journal import (
+    LineReader,
+    done_lines,
+    line_text,
+    open_journal,
+    read_journal,
+    record_bytes,
+    result_bytes,
+    result_rows,
+    write_all,
+)
 from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
     from ..config import Settings
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
-_CHUNK = 1 << 16
-
-
-class LineReader:
-    """Lines (bytes, without the ``\\n``, or NUL-terminated records with ``separator=b"\\0"``)
-    of a file descriptor, or of a text stream that has none; :meth:`next_line` waits for
-    data at most until a deadline."""
-
-    def __init__(self, fd: Optional[int], text: Optional[IO[str]] = None,
-                 separator: bytes = b"\n") -> None:
-        self.fd = fd
-        self.separator = separator
-        self.eof = False
-        self._text = iter(text) if text is not None else None
-        self._buffer = bytearray()
-        self._pos = 0
-        self._poll: Optional[Any] = None
-        if fd is not None:
-            self._poll = select.poll()
-            self._poll.register(fd, select.POLLIN)
-
-    def next_line(self, deadline: Optional[float]) -> Optional[bytes]:
-        """The next line; None at the end of the input (then :attr:`eof` is set) or when
-        nothing came before ``deadline`` (a ``time.monotonic()`` time; None: wait)."""
-        if self._text is not None:
-            self._buffer += "".join(self._text).encode("utf-8", "surrogateescape")
-            self._text = None
-            self.eof = True
-        while True:
-            newline = self._buffer.find(self.separator, self._pos)
-            if newline >= 0:
-                line = bytes(self._buffer[self._pos:newline])
-                self._pos = newline + 1
-                return line
-            if self.eof:
-                if self._pos < len(self._buffer):  # a last line without its newline
-                    line = bytes(self._buffer[self._pos:])
-                    self._pos = len(self._buffer)
-                    return line
-                return None
-            if not self._wait(deadline):
-                return None
-            del self._buffer[:self._pos]
-            self._pos = 0
-            assert self.fd is not None
-            chunk = os.read(self.fd, _CHUNK)
-            if chunk:
-                self._buffer += chunk
-            else:
-                self.eof = True
-
-    def _wait(self, deadline: Optional[float]) -> bool:
-        """True when the descriptor can be read (data or its end) before ``deadline``."""
-        assert self._poll is not None
-        while True:
-            if deadline is None:
-                timeout_ms: Optional[int] = None
-            else:
-                timeout_ms = max(0, int((deadline - time.monotonic()) * 1000 + 0.999))
-            if self._poll.poll(timeout_ms):
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-
-
-#: Built once: json.dumps with options builds a new encoder per call.
-_TEXT_JSON = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def _record_bytes(record: Any) -> bytes:
-    """A JSON line for a journal: a line's bytes that are not UTF-8 (read as lone
-    surrogates, ``surrogateescape``) go back to the very bytes they came from."""
-    try:
-        return (_TEXT_JSON(record) + "\n").encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate from a JSON escape (\\ud800): keep it escaped
-        return (json.dumps(record) + "\n").encode("ascii")
-
-
-def _result_bytes(delivery: Delivery, result: Optional[str]) -> bytes:
-    """A ``.results`` line: the delivery's id, line number and line text, then the
-    result's JSON text as given (a raw newline in JSON text can only be blank space
-    between tokens: it becomes a space, so that the record stays one line)."""
-    head = _record_bytes({"id": delivery.id, "line": delivery.number, "param": delivery.handle})
-    text = (result or "null").replace("\n", " ")
-    try:
-        data = text.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: the same value, escaped
-        data = json.dumps(json.loads(text)).encode("ascii")
-    return head[:-2] + b', "result": ' + data + b"}\n"
-
-
-def _open_journal(path: str) -> int:
-    """A journal opened for appending; a last record torn by a kill is ended with a
-    newline first, so that the next record stands alone (the torn one is skipped)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            _write_all(fd, b"\n")
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written (a large result may take several)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 class FileEngine(Engine):
@@ -255,10 +154,10 @@ class FileEngine(Engine):
         with self._journal_lock:
             # The result first: killed in between, the line is not done and runs again.
             if self._results_fd is not None and result is not None:
-                _write_all(self._results_fd, _result_bytes(delivery, result))
+                write_all(self._results_fd, result_bytes(delivery, result))
                 self._results_written = True
             if self._done_fd is not None:
-                _write_all(self._done_fd, _record_bytes(delivery.handle))
+                write_all(self._done_fd, record_bytes(delivery.handle))
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self._retries.append(
@@ -279,15 +178,15 @@ class FileEngine(Engine):
             "time": time.time(),
         }
         try:
-            data = _record_bytes(record)
+            data = record_bytes(record)
         except (TypeError, ValueError):
             record["param"] = repr(delivery.param)
-            data = _record_bytes(record)
+            data = record_bytes(record)
         # From standard input there is no .failed file: the loop's warning on stderr is
         # the dead letter's only trace.
         if self._failed_fd is not None:
             with self._journal_lock:
-                _write_all(self._failed_fd, data)
+                write_all(self._failed_fd, data)
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -305,14 +204,14 @@ class FileEngine(Engine):
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
         self._reader = LineReader(self._source.fileno(), separator=self._separator())
-        self._skip = self._read_journal(self.path + ".done")
+        self._skip = read_journal(self.path + ".done")
         if self.dry:
             return  # a dry run writes nothing
         try:
-            self._done_fd = _open_journal(self.path + ".done")
-            self._failed_fd = _open_journal(self.path + ".failed")
+            self._done_fd = open_journal(self.path + ".done")
+            self._failed_fd = open_journal(self.path + ".failed")
             self._results_made = not os.path.exists(self.path + ".results")
-            self._results_fd = _open_journal(self.path + ".results")
+            self._results_fd = open_journal(self.path + ".results")
         except OSError as exc:
             raise EngineError(
                 f"cannot write the journal beside FILE_PATH={self.path!r}: {exc.strerror}"
@@ -344,79 +243,15 @@ class FileEngine(Engine):
                 "the file engine keeps no results when it reads standard input: give the "
                 "params in a file (FILE_PATH, --file), beside which <FILE_PATH>.results keeps them"
             )
-        return self._results(self.path)
-
-    def _results(self, path: str) -> Iterator[dict[str, Any]]:
-        """The rows of :meth:`results`, each result read from the file when its turn
-        comes (however large the results, only their offsets are held)."""
-        done = self._done_lines(path)
-        index = _read_results(path + ".results")
-        exact = {key for key in done if key in index}
-        # A record whose line number no longer holds its text: for that text's lines.
-        spare: dict[str, collections.deque[tuple[int, str]]] = collections.defaultdict(collections.deque)
-        for stored in sorted(index):
-            if stored not in exact:
-                spare[stored[1]].append(stored)
         try:
-            records: Optional[IO[bytes]] = open(path + ".results", "rb")  # noqa: SIM115
-        except FileNotFoundError:
-            records = None
-        try:
-            for number, line in done:
-                key: Optional[tuple[int, str]] = (number, line)
-                if key not in exact:
-                    key = spare[line].popleft() if spare.get(line) else None
-                param = self._param(line)[0]
-                if key is None or records is None:  # done before results were kept
-                    yield {"id": f"{self._name}-{number}", "param": param, "result": None}
-                    continue
-                offset, param_id = index[key]
-                records.seek(offset)
-                record = json.loads(records.readline().decode("utf-8", "surrogateescape"))
-                yield {"id": param_id, "param": param, "result": record.get("result")}
-        finally:
-            if records is not None:
-                records.close()
+            done = done_lines(self.path, self._separator(), self.null)
+        except OSError as exc:
+            raise EngineError(f"cannot read {self.describe()}: {exc.strerror}") from None
+        return result_rows(self.path, done, lambda line: self._param(line)[0], self._name)
 
     # -- internals -------------------------------------------------------------------
     def _separator(self) -> bytes:
         return b"\0" if self.null else b"\n"
-
-    def _done_lines(self, path: str) -> list[tuple[int, str]]:
-        """(line number, text) of the lines a rerun would skip as done, in order."""
-        skip = self._read_journal(path + ".done")
-        done: list[tuple[int, str]] = []
-        try:
-            with open(path, "rb") as source:
-                reader = LineReader(source.fileno(), separator=self._separator())
-                number = 0
-                while (raw := reader.next_line(None)) is not None:
-                    number += 1
-                    line = self._text(raw)
-                    if line is not None and skip[line] > 0:
-                        skip[line] -= 1
-                        done.append((number, line))
-        except OSError as exc:
-            raise EngineError(f"cannot read {self.describe()}: {exc.strerror}") from None
-        return done
-
-    @staticmethod
-    def _read_journal(path: str) -> collections.Counter[str]:
-        done: collections.Counter[str] = collections.Counter()
-        try:
-            with open(path, encoding="utf-8", errors="surrogateescape") as journal:
-                for record in journal:
-                    try:
-                        line = json.loads(record)
-                    except ValueError:
-                        continue  # a torn last record: that param simply runs again
-                    if isinstance(line, str):
-                        done[line] += 1
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise EngineError(f"cannot read the journal {path!r}: {exc.strerror}") from None
-        return done
 
     def _next_line(self, deadline: Optional[float]) -> Optional[str]:
         """The next line to run (without its line end), or None at the end or when
@@ -442,15 +277,7 @@ class FileEngine(Engine):
             return line
 
     def _text(self, raw: bytes) -> Optional[str]:
-        """A line's text (its line end removed; bytes that are not UTF-8 as lone
-        surrogates), or None for a blank line, which is skipped."""
-        line = raw.decode("utf-8", "surrogateescape")
-        if not self.null:
-            if line.endswith("\r"):
-                line = line[:-1]
-            if not line.strip():
-                return None
-        return line
+        return line_text(raw, self.null)
 
     def _param(self, line: str) -> tuple[Param, Optional[str]]:
         """The param of a line, and why it cannot be run (None: it can)."""
@@ -470,27 +297,3 @@ class FileEngine(Engine):
 def _decode_json(line: str) -> tuple[Param, Optional[str]]:
     """``FILE_DECODER=json``: (value, None), or (the line, why it cannot be run)."""
     return decode_param(line, "json", "FILE_DECODER")
-
-
-def _read_results(path: str) -> dict[tuple[int, str], tuple[int, str]]:
-    """``.results`` as {(line number, text): (offset of its last record, id)}; records
-    that do not parse (torn by a kill) are skipped. The results themselves stay in the
-    file: :meth:`FileEngine.results` reads them one at a time."""
-    index: dict[tuple[int, str], tuple[int, str]] = {}
-    try:
-        with open(path, "rb") as records:
-            offset = 0
-            for raw in records:
-                start, offset = offset, offset + len(raw)
-                try:
-                    record = json.loads(raw.decode("utf-8", "surrogateescape"))
-                except ValueError:
-                    continue
-                if (isinstance(record, dict) and type(record.get("line")) is int
-                        and isinstance(record.get("param"), str)):
-                    index[(record["line"], record["param"])] = (start, str(record.get("id", "")))
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise EngineError(f"cannot read the results {path!r}: {exc.strerror}") from None
-    return index
