@@ -1,6 +1,8 @@
 """A task's process for the process callback (:mod:`.process`): started with
 ``os.posix_spawnp`` in its own process group, waited for without reaping it first, its
-group signalled; its log files opened here; and why a program could not start, in words.
+group signalled; its param handed over (``MINION_PARAM`` or its file, standard input:
+:class:`ParamFiles`) and its log files opened here; and why a program could not start,
+in words.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ..errors import CommandLineError
-from ._task_io import describe_exit, read_tail, safe_name
+from ._task_io import describe_exit, param_json, read_tail, safe_name
 from .base import Outcome, Result, Task
+from .command import param_text
 
 if TYPE_CHECKING:
     from ..engines.base import Delivery
@@ -32,6 +35,10 @@ _DEFAULT_SIGNALS = tuple(
 )
 #: Linux's limit on one argument or environment string (MAX_ARG_STRLEN, 32 pages).
 MAX_ARG_STRLEN = 131072
+#: Above this many bytes, the param is not put in MINION_PARAM (one environment string
+#: cannot exceed MAX_ARG_STRLEN, and the environment shares ARG_MAX with the arguments):
+#: the task finds it in the file named by MINION_PARAM_FILE instead.
+PARAM_ENV_BYTES = 65536
 
 
 class ParamFiles:
@@ -55,10 +62,38 @@ class ParamFiles:
             handle.write(text)
         return path
 
+    def put_param(self, delivery: Delivery, env: dict[str, str],
+                  reaper: Callable[[], Reaper]) -> Optional[str]:
+        """Put the param's JSON in ``env``: as ``MINION_PARAM``, or, above
+        :data:`PARAM_ENV_BYTES`, in a file named by ``MINION_PARAM_FILE``, whose path is
+        returned (to remove once the task ended)."""
+        text = param_json(delivery.param)
+        if _fits_in_env(text):
+            env["MINION_PARAM"] = text
+            return None
+        path = self.write(delivery, ".json", text, reaper)
+        env["MINION_PARAM_FILE"] = path
+        return path
+
+    def stdin_fd(self, delivery: Delivery, reaper: Callable[[], Reaper]) -> int:
+        """A descriptor that reads the param's text and a newline (``--param-stdin``),
+        its file already removed; the caller closes it once the task started."""
+        path = self.write(delivery, ".in", param_text(delivery.param) + "\n", reaper)
+        fd = os.open(path, os.O_RDONLY)
+        os.unlink(path)
+        return fd
+
     def remove(self) -> None:
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
+
+
+def _fits_in_env(text: str) -> bool:
+    # Four bytes per character at most: count the bytes only when it could matter.
+    if len(text) * 4 <= PARAM_ENV_BYTES:
+        return True
+    return len(text.encode("utf-8", "surrogateescape")) <= PARAM_ENV_BYTES
 
 
 def start(task: Task, argv: list[str], env: dict[str, str], actions: list[tuple[Any, ...]]) -> Optional[int]:

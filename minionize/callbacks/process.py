@@ -14,7 +14,8 @@ minion must stay a small fraction of the cost of a process. The task's log files
 opened in the minion, not in the child, so that an error names them rather than the
 program. A program every param runs that cannot be executed raises
 :class:`~minionize.errors.CommandLineError`: the minion stops, the param is given back.
-Starting, waiting, signalling and the words for a failed start are :mod:`._spawn`'s.
+Starting, waiting, signalling, handing the param over (its file, its standard input) and
+the words for a failed start are :mod:`._spawn`'s.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from ..engines.base import Delivery
 from ..errors import ConfigError
 from ._spawn import MAX_ARG_STRLEN as MAX_ARG_STRLEN
+from ._spawn import PARAM_ENV_BYTES as PARAM_ENV_BYTES
 from ._spawn import Command, ParamFiles, cannot_start, ended, not_found, redirect, signal_group, start, wait
-from ._task_io import log_paths, make_log_dir, param_json
+from ._task_io import log_paths, make_log_dir
 from .base import Callback, Outcome, Result, Task
-from .command import CommandBuilder, ParamError, param_text, shell_line
+from .command import CommandBuilder, ParamError, shell_line
 from .reaper import TOKEN_VARIABLE, Reaper
 
 if TYPE_CHECKING:
@@ -178,22 +180,13 @@ class ProcessCallback(Callback):
         }
         if extra:
             env.update(extra)
-        text = param_json(delivery.param)
-        files: list[str] = []  # param files to remove once the task ended
+        param_file: Optional[str] = None  # removed once the task ended
         fds: list[int] = []  # descriptors to close once the task started
         try:
-            if _fits_in_env(text):
-                env["MINION_PARAM"] = text
-            else:
-                path = self._param_files.write(delivery, ".json", text, self._new_reaper)
-                files.append(path)
-                env["MINION_PARAM_FILE"] = path
+            param_file = self._param_files.put_param(delivery, env, self._new_reaper)
             actions: list[tuple[Any, ...]] = [self._devnull_action]
             if self.param_stdin:
-                line = param_text(delivery.param) + "\n"
-                path = self._param_files.write(delivery, ".in", line, self._new_reaper)
-                fds.append(os.open(path, os.O_RDONLY))
-                os.unlink(path)
+                fds.append(self._param_files.stdin_fd(delivery, self._new_reaper))
                 actions = [(os.POSIX_SPAWN_DUP2, fds[-1], 0)]
             out_path = err_path = None
             if self.log_dir:
@@ -216,8 +209,8 @@ class ProcessCallback(Callback):
         finally:
             for fd in fds:
                 os.close(fd)
-            for path in files:
-                _remove(path)
+            if param_file is not None:
+                _remove(param_file)
         return ended(status, out_path, err_path)
 
     def terminate(self, task: Task) -> None:
@@ -250,17 +243,6 @@ class ProcessCallback(Callback):
 _STATE_LOCK = threading.Lock()
 #: The task's sandbox (absolute), with ``--sandbox``.
 SANDBOX_VARIABLE = "MINION_SANDBOX"
-#: Above this many bytes, the param is not put in MINION_PARAM (one environment string
-#: cannot exceed MAX_ARG_STRLEN, and the environment shares ARG_MAX with the arguments):
-#: the task finds it in the file named by MINION_PARAM_FILE instead.
-PARAM_ENV_BYTES = 65536
-
-
-def _fits_in_env(text: str) -> bool:
-    # Four bytes per character at most: count the bytes only when it could matter.
-    if len(text) * 4 <= PARAM_ENV_BYTES:
-        return True
-    return len(text.encode("utf-8", "surrogateescape")) <= PARAM_ENV_BYTES
 
 
 def _remove(path: str) -> None:

@@ -1,6 +1,7 @@
 """The file engine's reading and its journals: lines of a file or a pipe
 (:class:`LineReader`), and the records kept beside the file (``.done``, ``.failed``,
-``.results``): how each is written and read back. See :mod:`minionize.engines.file`."""
+``.results``): how each is written (:class:`Journals`) and read back. See
+:mod:`minionize.engines.file`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import collections
 import json
 import os
 import select
+import threading
 import time
 from collections.abc import Iterator
 from typing import IO, Any, Callable, Optional
@@ -104,6 +106,76 @@ def result_bytes(delivery: Delivery, result: Optional[str]) -> bytes:
     except UnicodeEncodeError:  # a lone surrogate: the same value, escaped
         data = json.dumps(json.loads(text)).encode("ascii")
     return head[:-2] + b', "result": ' + data + b"}\n"
+
+
+class Journals:
+    """The files written beside a real file: ``.done``, ``.failed`` and ``.results``,
+    opened by :meth:`open` (not for standard input, nor for a dry run: then every write
+    is a no-op) and appended one whole record at a time."""
+
+    def __init__(self) -> None:
+        #: Appends to the journals: one record at a time, whole.
+        self._lock = threading.Lock()
+        self._done_fd: Optional[int] = None
+        self._failed_fd: Optional[int] = None
+        self._results_fd: Optional[int] = None
+        self._path: Optional[str] = None
+        #: Whether this run made ``.results`` (removed at close when it stayed empty,
+        #: so that a run of a program leaves no empty file) and wrote to it.
+        self._results_made = self._results_written = False
+
+    def open(self, path: str) -> None:
+        """Open the journals beside ``path`` for appending."""
+        self._path = path
+        try:
+            self._done_fd = open_journal(path + ".done")
+            self._failed_fd = open_journal(path + ".failed")
+            self._results_made = not os.path.exists(path + ".results")
+            self._results_fd = open_journal(path + ".results")
+        except OSError as exc:
+            raise EngineError(
+                f"cannot write the journal beside FILE_PATH={path!r}: {exc.strerror}"
+            ) from None
+
+    def ack(self, delivery: Delivery, result: Optional[str]) -> None:
+        with self._lock:
+            # The result first: killed in between, the line is not done and runs again.
+            if self._results_fd is not None and result is not None:
+                write_all(self._results_fd, result_bytes(delivery, result))
+                self._results_written = True
+            if self._done_fd is not None:
+                write_all(self._done_fd, record_bytes(delivery.handle))
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        record = {
+            "id": delivery.id,
+            "line": delivery.handle,
+            "param": delivery.param,
+            "attempts": delivery.attempt,
+            "reason": reason,
+            "time": time.time(),
+        }
+        try:
+            data = record_bytes(record)
+        except (TypeError, ValueError):
+            record["param"] = repr(delivery.param)
+            data = record_bytes(record)
+        # From standard input there is no .failed file: the loop's warning on stderr is
+        # the dead letter's only trace.
+        if self._failed_fd is not None:
+            with self._lock:
+                write_all(self._failed_fd, data)
+
+    def close(self) -> None:
+        for fd in (self._done_fd, self._failed_fd, self._results_fd):
+            if fd is not None:
+                os.close(fd)
+        if self._results_fd is not None and self._results_made and not self._results_written:
+            try:
+                os.unlink(self._path + ".results")  # type: ignore[operator]
+            except OSError:
+                pass
+        self._done_fd = self._failed_fd = self._results_fd = None
 
 
 def open_journal(path: str) -> int:

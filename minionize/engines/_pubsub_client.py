@@ -1,7 +1,8 @@
 """The Pub/Sub client calls that the pubsub engine and its administration share:
 :class:`PubSubClients`, the subscriber and publisher clients, ack, modify, publish,
 creating topics, and the one translation of the library's errors (``_errors``);
-:class:`PubSubCalls`, the subscription made and its policy read, a message decoded."""
+:class:`PubSubCalls`, the subscription made and its policy read, a message decoded, a
+copy of a message published back to the subscription (a retry, a release)."""
 
 from __future__ import annotations
 
@@ -192,7 +193,8 @@ class PubSubClients(ClientCalls):
 
 class PubSubCalls(PubSubClients):
     """What the engine and its administration do with the clients: the subscription
-    made and its policy read, a message made a delivery."""
+    made and its policy read, a message made a delivery, and a copy of it published
+    back in its place."""
 
     project: str
     topic: str
@@ -233,6 +235,24 @@ class PubSubCalls(PubSubClients):
         delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=handle)
         delivery.param, delivery.error = decode_param(handle.data, self.decoder, "GOOGLE_DECODER")
         return delivery
+
+    def _requeue_copy(
+        self, delivery: Delivery, extra: dict[str, str], what: str, nack: str, cost: str
+    ) -> None:
+        """Publish a copy of the message for this subscription, carrying ``extra``, then
+        ack the original; if the copy cannot be published, nack the original (``cost``
+        says what that costs)."""
+        handle: Handle = delivery.handle
+        attributes = {**handle.attributes, ID_ATTRIBUTE: delivery.id,
+                      SUBSCRIPTION_ATTRIBUTE: self.subscription, **extra}
+        try:
+            self._publish(self.topic, handle.data, attributes)
+        except EngineError as exc:
+            warn(f"could not publish the {what} of param {delivery.id} ({redact(str(exc))}): "
+                 f"nacked, {cost}")
+            self._modify([handle.ack_id], 0, nack)
+            return
+        self._acknowledge(handle)
 
     def _read_policy(self, info: Any) -> None:
         """The subscription's ack deadline and dead-letter policy (``info`` None: unknown)."""

@@ -1,13 +1,15 @@
 """The Redis calls that the redis engine and its administration share: the client, the
 consumer group, decoding an entry, a done param's record (written by an ack, read by
 ``minion-queue results``), and the one translation of the library's errors
-(``_errors``)."""
+(``_errors``); and the engine's bookkeeping of an entry: the fields of the copy a
+settle adds (:meth:`_Entry.copy`), and the entries a minion holds (:class:`HeldEntries`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -17,6 +19,8 @@ from .base import Delivery, decode_param
 from .redis_lua import lua
 
 SOCKET_TIMEOUT = 30.0
+#: Fields the engine writes; the others of an entry are kept as they are.
+BOOK_FIELDS = ("origin", "tries", "reason")
 
 
 @dataclass
@@ -40,6 +44,36 @@ class _Entry:
             if ms.isdigit() and seq.isdigit():
                 return f"{int(ms):020d}-{int(seq):020d}"
         return self.entry_id  # not a stream id: cannot happen for an entry Redis gave
+
+    def copy(self, origin: str, **book: str) -> list[str]:
+        """The fields of the copy of this entry that a retry, a release or a dead letter
+        adds: its own fields but the engine's bookkeeping, then ``origin`` (the param's
+        stable id), ``first`` and ``book``; flat (``field, value...``), as XADD takes them."""
+        fields = {k: v for k, v in self.fields.items() if k not in BOOK_FIELDS}
+        fields.update(origin=origin, first=self.first, **book)
+        return [text for pair in fields.items() for text in pair]
+
+
+class HeldEntries:
+    """The ids of the entries delivered to this minion and not settled yet, shared by
+    its threads: a take-over of expired leases skips them (after an outage this minion's
+    own lease may look expired, and claiming it would count an attempt never started)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[str] = set()
+
+    def add(self, ids: Iterable[str]) -> None:
+        with self._lock:
+            self._ids.update(ids)
+
+    def discard(self, entry_id: str) -> None:
+        with self._lock:
+            self._ids.discard(entry_id)
+
+    def sorted(self) -> list[str]:
+        with self._lock:
+            return sorted(self._ids)
 
 
 def result_record(param_id: str, param_text: str, result: Optional[str]) -> str:

@@ -8,20 +8,27 @@ loop flushes every 0.1 s. Params claimed *ahead* wait here as well (while tasks 
 short, a claim takes a few more, handed to the next tasks without the lock), with the
 ``start`` records that say they were handed out. If the process dies, what waits here
 is lost, never a param: its lease expires and it runs again (claimed ahead and not
-started: without counting an attempt).
+started: without counting an attempt). A lock session (:meth:`Outbox.session`) writes
+what is owed as it begins, and the deliveries of a claim are made here
+(:meth:`Outbox.deliver`).
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Optional
 
+from ._sweep_files import param_id
+from ._sweep_lock import LockLost
 from .base import Delivery
 
 if TYPE_CHECKING:
-    from ._sweep_store import SweepStore
+    from ._sweep_store import Claimed, SweepStore
 
 #: While this minion's tasks average less than this many seconds, a claim takes up to
 #: AHEAD_CLAIMS more params, handed to the next tasks without a lock session each.
@@ -72,6 +79,21 @@ class Outbox:
         with self._lock:
             return [*self.ahead]
 
+    def deliver(self, claimed: list[Claimed]) -> list[Delivery]:
+        """The deliveries of the params a claim took: those claimed ahead (not started)
+        are kept for the next takes, the others handed out now."""
+        deliveries = [
+            Delivery(
+                param=json.loads(c.text),
+                id=param_id(c.text),
+                attempt=c.attempt,
+                handle=(c.index, c.seq),
+            )
+            for c in claimed
+        ]
+        self.keep_ahead([d for d, c in zip(deliveries, claimed) if not c.started])
+        return self.hand_out([d for d, c in zip(deliveries, claimed) if c.started])
+
     def hand_out(self, deliveries: list[Delivery]) -> list[Delivery]:
         now = time.monotonic()
         with self._out_lock:
@@ -112,6 +134,21 @@ class Outbox:
         with self._lock:
             self.pending.extend(("release", *d.handle, "", None) for d in self.ahead)
             self.ahead.clear()
+
+    @contextmanager
+    def session(self, store: SweepStore, minion: str) -> Iterator[SweepStore]:
+        """``store``, locked and up to date, what is owed written first. If the lock was
+        broken while this process was stopped in the session, what it wrote may be lost:
+        it is owed again (settling twice is harmless)."""
+        written: list[Entry] = []
+        try:
+            with store.locked() as locked:
+                if self.pending:
+                    written = self.write(locked, minion)
+                yield locked
+        except LockLost:
+            self.give_back(written)
+            raise
 
     def write(self, store: SweepStore, minion: str) -> list[Entry]:
         """Write what is owed, starts first, then the acks' results, then the settles in

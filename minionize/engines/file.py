@@ -54,15 +54,12 @@ from typing import IO, TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError, UnsupportedOperation
 from ._file_journal import (
+    Journals,
     LineReader,
     done_lines,
     line_text,
-    open_journal,
     read_journal,
-    record_bytes,
-    result_bytes,
     result_rows,
-    write_all,
 )
 from .base import Delivery, Engine, Param, decode_param
 
@@ -87,20 +84,13 @@ class FileEngine(Engine):
         self.dry = dry
         self.keeps_results = path is not None
         self._lock = threading.Lock()
-        #: Appends to the journals: one record at a time, whole.
-        self._journal_lock = threading.Lock()
+        self._journals = Journals()
         self._retries: collections.deque[Delivery] = collections.deque()
         self._source: Optional[IO[bytes]] = None
         self._reader: Optional[LineReader] = None
         self._lineno = 0
         self._eof = False
         self._skip: collections.Counter[str] = collections.Counter()
-        self._done_fd: Optional[int] = None
-        self._failed_fd: Optional[int] = None
-        self._results_fd: Optional[int] = None
-        #: Whether this run made ``.results`` (removed at close when it stayed empty,
-        #: so that a run of a program leaves no empty file) and wrote to it.
-        self._results_made = self._results_written = False
         name = os.path.basename(path) if path else "stdin"
         self._name = _UNSAFE_NAME.sub("_", name)[:60] or "file"
         # Ids feed log names (<id>.<attempt>.out): the run part keeps two inputs, or two
@@ -151,13 +141,7 @@ class FileEngine(Engine):
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        with self._journal_lock:
-            # The result first: killed in between, the line is not done and runs again.
-            if self._results_fd is not None and result is not None:
-                write_all(self._results_fd, result_bytes(delivery, result))
-                self._results_written = True
-            if self._done_fd is not None:
-                write_all(self._done_fd, record_bytes(delivery.handle))
+        self._journals.ack(delivery, result)
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self._retries.append(
@@ -169,24 +153,7 @@ class FileEngine(Engine):
         self._retries.appendleft(delivery)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        record = {
-            "id": delivery.id,
-            "line": delivery.handle,
-            "param": delivery.param,
-            "attempts": delivery.attempt,
-            "reason": reason,
-            "time": time.time(),
-        }
-        try:
-            data = record_bytes(record)
-        except (TypeError, ValueError):
-            record["param"] = repr(delivery.param)
-            data = record_bytes(record)
-        # From standard input there is no .failed file: the loop's warning on stderr is
-        # the dead letter's only trace.
-        if self._failed_fd is not None:
-            with self._journal_lock:
-                write_all(self._failed_fd, data)
+        self._journals.dead_letter(delivery, reason)
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -205,28 +172,11 @@ class FileEngine(Engine):
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
         self._reader = LineReader(self._source.fileno(), separator=self._separator())
         self._skip = read_journal(self.path + ".done")
-        if self.dry:
-            return  # a dry run writes nothing
-        try:
-            self._done_fd = open_journal(self.path + ".done")
-            self._failed_fd = open_journal(self.path + ".failed")
-            self._results_made = not os.path.exists(self.path + ".results")
-            self._results_fd = open_journal(self.path + ".results")
-        except OSError as exc:
-            raise EngineError(
-                f"cannot write the journal beside FILE_PATH={self.path!r}: {exc.strerror}"
-            ) from None
+        if not self.dry:  # a dry run writes nothing
+            self._journals.open(self.path)
 
     def close(self) -> None:
-        for fd in (self._done_fd, self._failed_fd, self._results_fd):
-            if fd is not None:
-                os.close(fd)
-        if self._results_fd is not None and self._results_made and not self._results_written:
-            try:
-                os.unlink(self.path + ".results")  # type: ignore[operator]
-            except OSError:
-                pass
-        self._done_fd = self._failed_fd = self._results_fd = None
+        self._journals.close()
         if self._source is not None:
             self._source.close()
 

@@ -33,8 +33,9 @@ the topic and the subscription are created when missing (``PUBSUB_EMULATOR_HOST`
   the backlog); without a dead-letter policy an expired lease (a minion killed while
   running the param) does not count an attempt (the server gives no delivery count).
 
-The client calls it shares with ``minion-queue``'s verbs are in ``_pubsub_client.py``;
-those verbs (fill, list, requeue_dead, status) are in ``_pubsub_admin.py``.
+The client calls it shares with ``minion-queue``'s verbs are in ``_pubsub_client.py``,
+with the copy that a retry or a release publishes; those verbs (fill, list,
+requeue_dead, status) are in ``_pubsub_admin.py``.
 """
 
 from __future__ import annotations
@@ -192,24 +193,6 @@ class PubSubEngine(PubSubAdmin, Engine):
         extra = {TRIES_ATTRIBUTE: str(delivery.attempt - 1)}
         self._requeue_copy(delivery, extra, "release", "release",
                            "the dead-letter policy counts this delivery")
-
-    def _requeue_copy(
-        self, delivery: Delivery, extra: dict[str, str], what: str, nack: str, cost: str
-    ) -> None:
-        """Publish a copy of the message for this subscription, carrying ``extra``, then
-        ack the original; if the copy cannot be published, nack the original (``cost``
-        says what that costs)."""
-        handle: Handle = delivery.handle
-        attributes = {**handle.attributes, ID_ATTRIBUTE: delivery.id,
-                      SUBSCRIPTION_ATTRIBUTE: self.subscription, **extra}
-        try:
-            self._publish(self.topic, handle.data, attributes)
-        except EngineError as exc:
-            warn(f"could not publish the {what} of param {delivery.id} ({redact(str(exc))}): "
-                 f"nacked, {cost}")
-            self._modify([handle.ack_id], 0, nack)
-            return
-        self._acknowledge(handle)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         handle: Handle = delivery.handle

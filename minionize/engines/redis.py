@@ -57,7 +57,6 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
@@ -65,14 +64,14 @@ from typing import TYPE_CHECKING, Any, Optional
 from ..errors import EngineError
 from ._kit import DEFAULT_OUTAGE_SECONDS, Outage, Unreachable, optional_import, redact
 from ._redis_admin import RedisAdmin
-from ._redis_client import result_record
+from ._redis_client import BOOK_FIELDS, HeldEntries, result_record
 from .base import Delivery, Engine, Param
 from .redis_lua import lua
 
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["RedisEngine", "Unreachable"]
+__all__ = ["BOOK_FIELDS", "RedisEngine", "Unreachable"]
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +81,6 @@ DEFAULT_GROUP = "minionize"
 #: Longest BLOCK of one XREADGROUP (the socket timeout must exceed it).
 MAX_BLOCK = 10.0
 SOCKET_TIMEOUT = 30.0
-#: Fields the engine writes; the others of an entry are kept as they are.
-BOOK_FIELDS = ("origin", "tries", "reason")
 
 
 class RedisEngine(RedisAdmin, Engine):
@@ -116,9 +113,8 @@ class RedisEngine(RedisAdmin, Engine):
         self._settle = self._client.register_script(lua("settle"))
         self._claim = self._client.register_script(lua("claim"))
         self._extend = self._client.register_script(lua("extend"))
-        self._lock = threading.Lock()
         #: Entry ids delivered by this minion and not settled yet.
-        self._running: set[str] = set()
+        self._running = HeldEntries()
         self._cursor = "-"
         self._next_claim = 0.0
         self._outage = Outage(f"redis stream {stream!r} at {redact(url)}", outage_timeout)
@@ -161,8 +157,7 @@ class RedisEngine(RedisAdmin, Engine):
                 for entry_id, fields in entries:
                     if fields is not None:
                         deliveries.append(self._decode(entry_id, fields, 1))
-        with self._lock:
-            self._running.update(self._entry(d).entry_id for d in deliveries)
+        self._running.add(self._entry(d).entry_id for d in deliveries)
         return deliveries
 
     def _read(self, count: int, block: Optional[int]) -> Any:
@@ -175,8 +170,7 @@ class RedisEngine(RedisAdmin, Engine):
         now = time.monotonic()
         if now < self._next_claim:
             return []
-        with self._lock:
-            running = sorted(self._running)
+        running = self._running.sorted()
         with self._errors("XCLAIM"):
             try:
                 reply = self._claim(
@@ -232,26 +226,14 @@ class RedisEngine(RedisAdmin, Engine):
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         entry = self._entry(delivery)
-        fields = {k: v for k, v in entry.fields.items() if k not in BOOK_FIELDS}
-        fields.update(
-            origin=delivery.id,
-            first=entry.first,
-            reason=reason,
-            attempt=str(delivery.attempt),
-            entry=entry.entry_id,
-            consumer=self.consumer,
-            time=f"{time.time():.3f}",
-        )
-        self._run_settle(delivery, self.consumer, "add", [self.stream, self.dead_stream],
-                         _flat(fields))
+        fields = entry.copy(delivery.id, reason=reason, attempt=str(delivery.attempt),
+                            entry=entry.entry_id, consumer=self.consumer,
+                            time=f"{time.time():.3f}")
+        self._run_settle(delivery, self.consumer, "add", [self.stream, self.dead_stream], fields)
 
     def _requeue(self, delivery: Delivery, counted: int, reason: str) -> None:
-        entry = self._entry(delivery)
-        fields = {k: v for k, v in entry.fields.items() if k not in BOOK_FIELDS}
-        fields.update(origin=delivery.id, first=entry.first, tries=str(max(0, counted)),
-                      reason=reason)
-        self._run_settle(delivery, self.consumer, "add", [self.stream, self.stream],
-                         _flat(fields))
+        fields = self._entry(delivery).copy(delivery.id, tries=str(max(0, counted)), reason=reason)
+        self._run_settle(delivery, self.consumer, "add", [self.stream, self.stream], fields)
 
     def _run_settle(
         self, delivery: Delivery, owner: str, action: str, keys: list[str], tail: list[str]
@@ -265,8 +247,7 @@ class RedisEngine(RedisAdmin, Engine):
             done = int(self._call(f"settling {entry.entry_id}",
                                   lambda: self._settle(keys=keys, args=args)))
         finally:
-            with self._lock:
-                self._running.discard(entry.entry_id)
+            self._running.discard(entry.entry_id)
         if done < 0:
             log.warning(
                 "redis: %s was taken over by another minion (lease expired): left to it",
@@ -304,8 +285,3 @@ class RedisEngine(RedisAdmin, Engine):
         return f"redis stream {self.stream!r} (group {self.group!r}) at {redact(self.url)}"
 
     # -- administration (minion-queue): RedisAdmin, in _redis_admin.py ---------------
-
-
-def _flat(fields: dict[str, str]) -> list[str]:
-    """``field, value, field, value...``, as XADD takes them."""
-    return [text for pair in fields.items() for text in pair]

@@ -77,9 +77,9 @@ from typing import TYPE_CHECKING, Optional
 
 from ..identity import MinionInfo
 from ._sweep_admin import SweepAdmin, os_error
-from ._sweep_files import param_id
+from ._sweep_files import param_id as param_id  # tests and callers import it from here
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
-from ._sweep_outbox import Entry, Outbox
+from ._sweep_outbox import Outbox
 from ._sweep_results import result_line
 from ._sweep_state import FLIGHT, TODO, Owner
 from ._sweep_store import SweepStore
@@ -187,17 +187,7 @@ class SweepEngine(SweepAdmin):
                 outbox.release([(c.index, c.seq) for c in claimed])
                 continue
             if claimed:
-                deliveries = [
-                    Delivery(
-                        param=json.loads(c.text),
-                        id=param_id(c.text),
-                        attempt=c.attempt,
-                        handle=(c.index, c.seq),
-                    )
-                    for c in claimed
-                ]
-                outbox.keep_ahead([d for d, c in zip(deliveries, claimed) if not c.started])
-                return outbox.hand_out([d for d, c in zip(deliveries, claimed) if c.started])
+                return outbox.deliver(claimed)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not (outbox.out or (self.wait and others_in_flight)):
                 return []
@@ -294,17 +284,10 @@ class SweepEngine(SweepAdmin):
 
     @contextmanager
     def _locked(self) -> Iterator[SweepStore]:
-        """The store, locked and up to date; I/O errors become EngineError. If the lock
-        was broken while this process was stopped in the session, the settles it wrote
-        may be lost: they stay pending (settling twice is harmless)."""
-        written: list[Entry] = []
+        """The store, locked and up to date, the settles owed written first (see
+        :meth:`Outbox.session`); I/O errors become EngineError."""
         try:
-            with self.store.locked() as store:
-                if self._outbox.pending:
-                    written = self._outbox.write(store, self.owner.minion)
+            with self._outbox.session(self.store, self.owner.minion) as store:
                 yield store
-        except LockLost:
-            self._outbox.give_back(written)
-            raise
         except OSError as exc:
             raise os_error(self.directory, exc) from exc

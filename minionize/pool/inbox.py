@@ -1,7 +1,8 @@
 """The results of a pool's calls, as the workers append them to their results files.
 
 Calls may be collected by several threads at once, or by ``imap`` generators side by
-side: whichever reads the files keeps the chunks of the other calls for them.
+side: whichever reads the files keeps the chunks of the other calls for them. One call's
+chunks, once read, wait in its :class:`Arrivals` for their turn.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from .rundir import RecordReader, check_private
@@ -58,3 +60,42 @@ class Inbox:
         """The call is over: its late chunks are dropped."""
         with self._lock:
             self._chunks.pop(call, None)
+
+
+class Arrivals:
+    """One call's chunks as they arrive, each counted once (a chunk run twice counts
+    once), handed on in chunk order (``ordered``, for ``map`` and ``imap``) or as they
+    come (``imap_unordered``)."""
+
+    def __init__(self, ordered: bool) -> None:
+        self.ordered = ordered
+        #: Chunks arrived and not handed on yet.
+        self._got: dict[int, Outcomes] = {}
+        #: Every chunk arrived; items done and failed; chunks handed on.
+        self.seen: set[int] = set()
+        self.done = self.failed = 0
+        self.handed = 0
+
+    def add(self, chunks: list[tuple[int, Outcomes]]) -> bool:
+        """Keep the chunks not seen yet; whether there was one."""
+        arrived = False
+        for chunk, outcomes in chunks:
+            if chunk not in self.seen:
+                self.seen.add(chunk)
+                self._got[chunk] = outcomes
+                arrived = True
+                self.done += len(outcomes)
+                self.failed += sum(1 for ok, _, _ in outcomes if not ok)
+        return arrived
+
+    def ready(self) -> Iterator[Outcomes]:
+        """The outcomes of the chunks whose turn came."""
+        if self.ordered:
+            while self.handed in self._got:
+                outcomes = self._got.pop(self.handed)
+                self.handed += 1
+                yield outcomes
+        else:
+            for chunk in sorted(self._got):
+                self.handed += 1
+                yield self._got.pop(chunk)

@@ -22,7 +22,7 @@ from ..engines.sweep import SweepEngine
 from .backends import Backend, LocalBackend, PoolWorker
 from .calls import chunk_size, dump, remove_call, write_call
 from .errors import PoolError, RemoteTraceback
-from .inbox import Inbox
+from .inbox import Arrivals, Inbox
 from .progress import Progress
 from .rundir import make_rundir, write_private
 from .supervisor import Supervisor
@@ -190,45 +190,29 @@ class Pool:
         return call, [p["start"] for p in params], len(items)
 
     def _collect(self, call: int, starts: list[int], total: int, ordered: bool) -> Iterator[Any]:
-        got: dict[int, list[tuple[bool, Any, str]]] = {}
-        seen: set[int] = set()
-        counts = {"done": 0, "failed": 0}
+        arrivals = Arrivals(ordered)
         display = Progress(total) if self.progress else None
-        yielded = 0
         tick = 0.0005
         next_check = time.monotonic() + CHECK_SECONDS
         finished = False
         try:
-            while yielded < len(starts):
-                arrived = False
-                for chunk, outcomes in self._inbox.read(call):
-                    if chunk not in seen:  # a chunk run twice counts once
-                        seen.add(chunk)
-                        got[chunk] = outcomes
-                        arrived = True
-                        counts["done"] += len(outcomes)
-                        counts["failed"] += sum(1 for ok, _, _ in outcomes if not ok)
-                if ordered:
-                    while yielded in got:
-                        yield from _values(got.pop(yielded))
-                        yielded += 1
-                else:
-                    for chunk in sorted(got):
-                        yielded += 1
-                        yield from _values(got.pop(chunk))
-                if yielded >= len(starts):
+            while arrivals.handed < len(starts):
+                arrived = arrivals.add(self._inbox.read(call))
+                for outcomes in arrivals.ready():
+                    yield from _values(outcomes)
+                if arrivals.handed >= len(starts):
                     break
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + CHECK_SECONDS
-                    self._supervisor.check(call, starts, seen)
+                    self._supervisor.check(call, starts, arrivals.seen)
                     if display is not None:
-                        display.update(counts["done"], *self._supervisor.worker_counts(), counts["failed"])
+                        display.update(arrivals.done, *self._supervisor.worker_counts(), arrivals.failed)
                 tick = 0.0005 if arrived else min(MAX_TICK, tick * 2)
                 time.sleep(tick)
             finished = True
             if display is not None:
-                display.end(counts["done"], *self._supervisor.worker_counts(), counts["failed"])
+                display.end(arrivals.done, *self._supervisor.worker_counts(), arrivals.failed)
         except KeyboardInterrupt:
             self.terminate()
             raise
