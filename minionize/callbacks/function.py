@@ -12,7 +12,10 @@ params one at a time over a pipe. So:
 * ``max_tasks_per_worker`` recycles a worker after that many params (memory leaks).
 
 An exception raised by the function is a failed attempt (retried, then dead-lettered),
-its traceback kept in the report. ``FuncCallback(f, mode="thread")`` keeps the old way
+its traceback kept in the report. What the function returns is its task's result: on an
+engine that keeps results, its JSON text goes back with the ack (``minion-queue
+results``); a value JSON cannot hold exactly, or too large, is a failed attempt
+(:mod:`minionize.task_result`). ``FuncCallback(f, mode="thread")`` keeps the old way
 (the function runs in a thread of the minion: it shares the minion's memory, and cannot
 be stopped), for functions that must see the minion's objects.
 """
