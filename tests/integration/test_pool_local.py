@@ -177,11 +177,20 @@ def test_pypoolparty_a_killed_worker_is_replaced_and_map_returns_every_result(tm
     with Pool(2, workdir=str(tmp_path / "runs"), lease=1.0) as pool:
         killed: list[int] = []
 
+        def victim() -> int:
+            """The worker minion of an item that started (0: none yet); a mark just
+            created may not hold its pid yet."""
+            for mark in marks.iterdir():
+                text = mark.read_text()
+                if text:
+                    return int(text)
+            return 0
+
         def kill_one() -> None:
-            wait_for(lambda: any(marks.iterdir()), 30, "a first item to start")
-            victim = int(next(marks.iterdir()).read_text())
-            os.kill(victim, signal.SIGKILL)
-            killed.append(victim)
+            wait_for(victim, 30, "a first item to start")
+            pid = victim()
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
 
         killer = threading.Thread(target=kill_one)
         killer.start()
