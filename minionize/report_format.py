@@ -102,19 +102,26 @@ def param_fields(param: Any) -> dict[str, Any]:
 def encode_record(record: dict[str, Any]) -> bytes:
     """One strict-JSON line (ASCII, ends with a newline) for ``record``.
 
-    A param that JSON cannot encode (a set, NaN, a custom object, a cycle) is replaced by
-    its repr and flagged with ``"param_repr": true``; the line is always valid JSON.
+    Its ``param`` is written as :func:`param_fields` says: a param that JSON cannot
+    encode (a set, NaN, a custom object, a cycle) as its repr, a long one cut; ``record``
+    is changed to match (the fold then keeps what the line says). The usual record, short
+    and encodable, is encoded once.
     """
     try:
         text = _STRICT.encode(record)
     except (TypeError, ValueError, RecursionError):
         if "param" in record:
-            record["param"] = safe_repr(record["param"])
-            record["param_repr"] = True
+            record.update(param_fields(record["param"]))
         try:
             text = json.dumps(record, allow_nan=False, separators=(",", ":"), default=safe_repr)
         except (TypeError, ValueError, RecursionError):
             text = json.dumps({k: safe_repr(v) for k, v in record.items()}, separators=(",", ":"))
+    else:
+        if len(text) > PARAM_CHARS and "param" in record and not record.get("param_repr"):
+            fields = param_fields(record["param"])
+            if "param_cut" in fields:
+                record.update(fields)
+                text = _STRICT.encode(record)
     return (text + "\n").encode("ascii")
 
 

@@ -127,7 +127,7 @@ class JsonReporter(Reporter):
             "ev": TASK,
             "t": time.time(),
             "id": report.param_id,
-            **param_fields(report.param),
+            "param": report.param,  # cut by encode_record if long
             "attempt": report.attempt,
             "outcome": report.outcome,
             "start": report.start,
