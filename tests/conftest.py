@@ -44,6 +44,15 @@ def user_environment() -> dict[str, str]:
     return env
 
 
+def task_env(tmp_path: Path, **variables: str) -> dict[str, str]:
+    """:func:`user_environment` for minions whose tasks record into ``$OUT`` (see
+    :data:`RECORD`), unbuffered, stopped within 2 s, with ``variables`` set."""
+    env = user_environment()
+    env.update(MINION_GRACE_PERIOD="2", OUT=str(tmp_path / "out"), PYTHONUNBUFFERED="1")
+    env.update(variables)
+    return env
+
+
 def sh(command: str, env: dict[str, str], timeout: float = 60,
        stdin: str = "") -> subprocess.CompletedProcess[str]:
     """``bash -c COMMAND``: what a user types, with its output captured."""

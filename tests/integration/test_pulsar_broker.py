@@ -10,7 +10,6 @@ Run alone: ``python -m pytest tests/integration/test_pulsar_broker.py``.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import urllib.request
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 
 from minionize.engines.pulsar import PulsarEngine
-from tests.conftest import RECORD, kill_leftovers, records
+from tests.conftest import RECORD, kill_leftovers, records, task_env
 from tests.conftest import start_task as start_minion
 from tests.services import script, wait_for
 from tests.services.pulsar import PulsarBroker, pulsar_broker, pulsar_server  # noqa: F401
@@ -69,21 +68,16 @@ def queue(pulsar_server: PulsarBroker) -> Iterator[Queue]:  # noqa: F811
 
 
 def minion_env(queue: Queue, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MINION_", "PULSAR_"))}
-    env.update(
-        MINION_ENGINE="pulsar",
-        PULSAR_CONNECTION=queue.broker.url,
-        PULSAR_TOPIC=queue.topic,
-        PULSAR_SUBSCRIPTION=queue.subscription,
-        PULSAR_DECODER="json",
-        PULSAR_NACK_DELAY="0.2",
-        MINION_IDLE_TIMEOUT="3",
-        MINION_GRACE_PERIOD="2",
-        OUT=str(tmp_path / "out"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    variables = {
+        "MINION_ENGINE": "pulsar",
+        "PULSAR_CONNECTION": queue.broker.url,
+        "PULSAR_TOPIC": queue.topic,
+        "PULSAR_SUBSCRIPTION": queue.subscription,
+        "PULSAR_DECODER": "json",
+        "PULSAR_NACK_DELAY": "0.2",
+        "MINION_IDLE_TIMEOUT": "3",
+    }
+    return task_env(tmp_path, **{**variables, **extra})
 
 
 def test_two_minions_drain_200_params_each_run_once(queue: Queue, tmp_path: Path) -> None:

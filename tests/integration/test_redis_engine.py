@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from minionize.engines.redis import RedisEngine
-from tests.conftest import RECORD, RedisServer, kill_leftovers, records
+from tests.conftest import RECORD, RedisServer, kill_leftovers, records, task_env
 from tests.conftest import start_task as start_minion
 from tests.services import free_port, wait_for
 from tests.services import script as script_path
@@ -32,18 +32,13 @@ def queue(redis_queue: RedisEngine) -> RedisEngine:
 
 
 def minion_env(queue: RedisEngine, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        MINION_ENGINE="redis",
-        MINION_REDIS_URL=queue.url,
-        MINION_REDIS_STREAM=queue.stream,
-        MINION_IDLE_TIMEOUT="1",
-        MINION_GRACE_PERIOD="2",
-        OUT=str(tmp_path / "out"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
+    variables = {
+        "MINION_ENGINE": "redis",
+        "MINION_REDIS_URL": queue.url,
+        "MINION_REDIS_STREAM": queue.stream,
+        "MINION_IDLE_TIMEOUT": "1",
+    }
+    return task_env(tmp_path, **{**variables, **extra})
 
 
 def test_two_minions_run_200_params_once_each(queue: RedisEngine, tmp_path: Path) -> None:
