@@ -93,6 +93,31 @@ def test_every_variable_the_package_and_env_example_use_is_known() -> None:
     assert used - set(KNOWN_VARIABLES) == set()
 
 
+#: Variables the code names that are not settings: minionize sets them for each task
+#: (a minion started inside a task sees them), or tests use them.
+NOT_SETTINGS = {"MINION_PARAM", "MINION_PARAM_ID", "MINION_ATTEMPT", "MINION_PARAM_FILE",
+                "MINION_SWEEP_TEST_HOLD_LOCK"}
+
+
+def test_env_example_lists_every_variable_the_code_reads() -> None:
+    """Every variable named by a whole string literal in the package (what is passed to
+    an Env getter, a tuple of names, os.environ.get(...)) is in .env.example."""
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    name = re.compile(r"DRY|(MINION|FILE|EXECO|REPORTER|PULSAR|GOOGLE|PUBSUB|DOCKER)_[A-Z0-9_]*[A-Z0-9]")
+    read = {node.value for path in (root / "minionize").rglob("*.py")
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and name.fullmatch(node.value)}
+    assert {"MINION_CONCURRENCY", "PULSAR_TOPIC", "MINION_STAGE", "DRY"} <= read
+    example = (root / ".env.example").read_text()
+    listed = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]*)=", example, re.MULTILINE))
+    assert read - NOT_SETTINGS - listed == set()
+
+
 @pytest.mark.parametrize("value", ["0", "-3", "none", "soon"])
 def test_heartbeat_must_be_a_positive_number_of_seconds(value: str) -> None:
     from minionize.reporters.json import JsonReporter
