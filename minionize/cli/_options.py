@@ -10,8 +10,12 @@ option and its variable are written once and cannot drift apart.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable, MutableMapping
-from typing import Any, NamedTuple, Optional
+import ast
+import difflib
+import re
+import shlex
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from typing import Any, NamedTuple, NoReturn, Optional
 
 
 class Option(NamedTuple):
@@ -65,16 +69,58 @@ def table(text: str) -> tuple[Option, ...]:
     return tuple(options)
 
 
+class Parser(argparse.ArgumentParser):
+    """A parser whose mistakes are one line: the error, the closest flag to one it does
+    not know (``did you mean --concurrency?``), and where the options are listed."""
+
+    def error(self, message: str) -> NoReturn:
+        choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if message.startswith("unrecognized arguments:"):
+            message += suggest(message.split(":", 1)[1].split(), long_flags(self))
+        elif choice:
+            choices = [word.strip("'") for word in choice.group(2).split(", ")]
+            close = difflib.get_close_matches(choice.group(1), choices, n=1)
+            message += f": did you mean {close[0]}?" if close else ""
+        top = self.prog.split()[0]
+        self.exit(2, f"{self.prog}: error: {message} ({top} --help lists the options)\n")
+
+
+def long_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """Every long flag of ``parser`` and of its subcommands."""
+    flags: list[str] = []
+    for action in parser._actions:
+        flags += [flag for flag in action.option_strings if flag.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                flags += long_flags(sub)
+    return list(dict.fromkeys(flags))
+
+
+def suggest(words: Iterable[str], flags: Sequence[str]) -> str:
+    """``: did you mean --x?`` for the first of ``words`` close to one of ``flags``."""
+    for word in words:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], flags, n=1)
+            if close:
+                return f": did you mean {close[0]}?"
+    return ""
+
+
 def new_parser(
     prog: str, description: str, epilog: Optional[str] = None, *, raw: bool = True
 ) -> argparse.ArgumentParser:
-    """A command's parser; ``raw``: the description and epilog are laid out as written."""
-    return argparse.ArgumentParser(
+    """A command's parser, with ``--version``; ``raw``: the description and epilog are
+    laid out as written."""
+    from .._version import __version__
+
+    parser = Parser(
         prog=prog,
         description=description,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter if raw else argparse.HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    return parser
 
 
 def add_group(parser: argparse.ArgumentParser, title: str, options: Iterable[Option]) -> Any:
@@ -108,3 +154,33 @@ def apply(args: argparse.Namespace, values: MutableMapping[str, str], options: I
                 values[option.variable] = "\n".join(value)
         else:
             values[option.variable] = str(value)
+
+
+def given_flags(args: argparse.Namespace, options: Iterable[Option]) -> dict[str, str]:
+    """The variable of each of ``options`` given on the command line, and the option's
+    flags as an error shows them (``-j/--concurrency``); a later option setting the same
+    variable wins, as in :func:`apply`."""
+    given = {}
+    for option in options:
+        value = getattr(args, option.dest, None)
+        if option.variable is not None and value not in (None, False, []):
+            given[option.variable] = "/".join(option.flags.split())
+    return given
+
+
+_ASSIGNED = r"""=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")(:?)"""
+
+
+def name_flags(message: str, given: Mapping[str, str]) -> str:
+    """``message`` with each ``VARIABLE='value'`` of a variable set by a flag written as
+    the flag the user typed: ``MINION_CONCURRENCY='0' must be...`` becomes
+    ``-j/--concurrency 0: must be...``, and so does such a variable that begins the
+    message. A variable from the environment keeps its name."""
+    for variable, flags in given.items():
+        def as_flag(match: re.Match[str], flags: str = flags) -> str:
+            return f"{flags} {shlex.quote(ast.literal_eval(match.group(1)))}:"
+
+        message = re.sub(rf"\b{re.escape(variable)}{_ASSIGNED}", as_flag, message)
+        if re.match(rf"{re.escape(variable)}\b(?!=)", message):  # the subject
+            message = flags + message[len(variable):]
+    return message

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Optional
 
 from ._logging import show_library_warnings
-from ._options import add_group, apply, new_parser, table
+from ._options import Option, add_group, apply, given_flags, name_flags, new_parser, table
 
 DESCRIPTION = """\
 Run PROGRAM once per param taken from a queue, acknowledging each success back to
@@ -104,12 +104,18 @@ REPORTING_OPTIONS = table("""
 EXIT_BROKEN_PIPE = 128 + 13
 
 
+def all_options() -> tuple[Option, ...]:
+    """Every option of ``minionize`` that sets a variable, in the order they are applied."""
+    from . import parallel_flags, sandbox_flags
+
+    return (QUEUE_OPTIONS + RUNNING_OPTIONS + REPORTING_OPTIONS + parallel_flags.OPTIONS
+            + sandbox_flags.OPTIONS)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .._version import __version__
     from . import parallel_flags, sandbox_flags
 
     parser = new_parser("minionize", DESCRIPTION, EPILOG)
-    parser.add_argument("--version", action="version", version=f"minionize {__version__}")
     for title, options in (("queue", QUEUE_OPTIONS), ("running", RUNNING_OPTIONS),
                            ("reporting", REPORTING_OPTIONS)):
         add_group(parser, title, options)
@@ -135,7 +141,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args)
     except MinionizeError as exc:
-        sys.stderr.write(f"minionize: error: {exc}\n")  # one line, one write
+        message = name_flags(str(exc), given_flags(args, all_options()))
+        sys.stderr.write(f"minionize: error: {message}\n")  # one line, one write
         sys.stderr.flush()
         return exc.exit_code
     except BrokenPipeError:
