@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
 from .errors import ConfigError
+from .timeouts import DURATION_HINT, parse_duration, task_timeout
 
 _Number = TypeVar("_Number", int, float)
 
@@ -119,11 +120,13 @@ class Env:
         return number
 
     def seconds(self, name: builtins.str, default: float | None, allow_zero: bool = False) -> float | None:
-        """A duration in seconds; ``none``/``0`` (unless ``allow_zero``) means no limit."""
+        """A duration in seconds (``30``, ``1.5s``, ``2h30m``: see
+        :func:`minionize.timeouts.parse_duration`); ``none``/``0`` (unless
+        ``allow_zero``) means no limit."""
         value = self.raw(name)
         if value is None or value.lower() in ("none", "inf", "never"):
             return default if value is None else None
-        number = _convert(name, value, float, "is not a number of seconds: set it to e.g. 30 or 0.5")
+        number = _convert(name, value, parse_duration, f"is not a duration: {DURATION_HINT}")
         if number < 0 or number != number:
             raise ConfigError(f"{name}={value!r} must be a positive number of seconds")
         if number == 0 and not allow_zero:
@@ -136,8 +139,8 @@ class Env:
         value = self.raw(name)
         if value is None:
             return default
-        hint = "must be a positive number of seconds: set it to e.g. 30 or 0.5"
-        number = _convert(name, value, float, hint)
+        hint = f"must be a positive duration: {DURATION_HINT}"
+        number = _convert(name, value, parse_duration, hint)
         if not number > 0 or number == float("inf"):
             raise ConfigError(f"{name}={value!r} {hint}")
         return number
@@ -275,7 +278,7 @@ class Settings:
                 None if concurrency_raw is None else str(concurrency_raw), env.values
             ),
             max_attempts=env.int("MINION_MAX_ATTEMPTS", 3, minimum=1) or 3,
-            task_timeout=env.seconds("MINION_TASK_TIMEOUT", None),
+            task_timeout=task_timeout(env)[0],  # X%: see minionize.timeouts
             grace_period=_not_none(env.seconds("MINION_GRACE_PERIOD", 10.0, allow_zero=True), 10.0),
             idle_timeout=env.seconds("MINION_IDLE_TIMEOUT", None),
             lease=env.positive_seconds("MINION_LEASE", 300.0),
