@@ -43,6 +43,7 @@ from .reporters.base import MinionInfo, NullReporter, Reporter, TaskReport
 from .settle import Settle, abbreviate, decide
 from .stopping import GracefulStop
 from .task_result import DEFAULT_MAX_BYTES
+from .timeouts import MedianTimeout
 from .workers import Workers
 
 log = logging.getLogger("minionize.minion")
@@ -88,6 +89,8 @@ class Minion:
         self.counts: collections.Counter[str] = collections.Counter()
         self.halt = parse_halt(self.settings.env.str("MINION_HALT"))
         self._attempts = HaltCounter(self.halt)
+        #: --timeout X%: the deadlines of the running tasks, from the done ones.
+        self.median_timeout = MedianTimeout.from_settings(self.settings)
         self.workers = Workers(
             engine=engine, callback=callback, reporter=reporter if self._reporting else None,
             settings=self.settings, changed=self._changed, stop=self._stop,
@@ -124,7 +127,7 @@ class Minion:
         restore = self.stopping.install_handlers()
         monitor = Monitor(
             engine=self.engine, callback=self.callback, reporter=self.workers.reporter,
-            stop=self.stopping, running=self.workers.running,
+            stop=self.stopping, running=self._running,
             grace_period=self.settings.grace_period,
         )
         try:
@@ -149,6 +152,13 @@ class Minion:
                 f"{self._failure}"
             ) from self._failure
         return code
+
+    def _running(self) -> list[Task]:
+        """The running tasks (for the monitor), with their --timeout X% deadlines."""
+        tasks = self.workers.running()
+        if self.median_timeout is not None:
+            self.median_timeout.apply(tasks)
+        return tasks
 
     def stop(self) -> None:
         """Ask the minion to stop gracefully (what SIGTERM does)."""
@@ -186,8 +196,10 @@ class Minion:
             self.settings.max_attempts,
             stop_reason,
             self._stop.is_set(),
-            self.settings.task_timeout,
+            self.settings.task_timeout if task.deadline is None else task.deadline - task.started,
         )
+        if self.median_timeout is not None:
+            reason = self.median_timeout.settled(task, settle is Settle.DONE, reason)
         outcome = settle.value
         try:
             if settle is Settle.DONE and result.result is not None and self.engine.keeps_results:
