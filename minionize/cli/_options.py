@@ -184,3 +184,16 @@ def name_flags(message: str, given: Mapping[str, str]) -> str:
         if re.match(rf"{re.escape(variable)}\b(?!=)", message):  # the subject
             message = flags + message[len(variable):]
     return message
+
+
+def duration(text: str) -> float:
+    """An argparse ``type``: a duration as GNU parallel writes it (30, 1.5s, 2h30m)."""
+    from ..timeouts import DURATION_HINT, parse_duration
+
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: {DURATION_HINT}")
+    return seconds

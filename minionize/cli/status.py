@@ -18,7 +18,7 @@ from ..report_format import DEFAULT_DIRECTORY
 from ..status import query_queue, read_status
 from ..status.text import format_status
 from ._logging import show_library_warnings
-from ._options import new_parser
+from ._options import duration, new_parser
 
 
 def build_parser(prog: str, watch: bool) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def build_parser(prog: str, watch: bool) -> argparse.ArgumentParser:
         )
     parser.add_argument(
         "--lost-after",
-        type=float,
+        type=duration,
         metavar="SECONDS",
         help="silence after which a minion is lost (default: MINION_LOST_AFTER, else three "
         "heartbeat periods plus 5 s)",

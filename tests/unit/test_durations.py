@@ -94,3 +94,10 @@ def test_only_done_tasks_count_and_a_timed_out_one_names_the_rule() -> None:
     stopped.stop_reason = StopReason.TIMEOUT
     reason = timeout.settled(stopped, done=False, reason="timed out after 2s")
     assert reason.startswith("timed out after 2s (150% of the median run time ")
+
+
+def test_minion_status_lost_after_takes_a_duration() -> None:
+    from minionize.cli.status import build_parser
+
+    assert build_parser("minion-status", watch=False).parse_args(
+        ["--lost-after", "1.5m"]).lost_after == 90.0
