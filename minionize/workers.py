@@ -2,7 +2,8 @@
 
 Only one worker is in ``engine.take`` at a time, and it asks for as many params as there
 are free workers; the extras of a batch wait in a stash. The run ends when the queue is
-drained (``engine.exhausted()``) or idle for ``MINION_IDLE_TIMEOUT`` while nothing runs.
+drained (``engine.exhausted()``) or idle for ``MINION_IDLE_TIMEOUT`` while nothing runs
+and the engine reaches its server (``engine.reachable_since()``: an outage is never idle).
 A worker never settles a param itself: it hands the result to ``settle``
 (:meth:`minionize.minion.Minion._settle`, the one place that acts on the decision).
 """
@@ -138,11 +139,21 @@ class Workers(MinionPart):
         return None
 
     def _check_end(self) -> None:
-        """After an empty take: end when the queue is drained or idle for too long."""
+        """After an empty take: end when the queue is drained or idle for too long.
+
+        Idle time counts only while the engine reaches its server: an outage (and the
+        time the engine spent riding it out inside ``take``) is never an empty queue.
+        """
+        reachable = self.engine.reachable_since()
         with self._changed:
             if self._running:
                 return
-            idle_for = time.monotonic() - self._idle_since
+            now = time.monotonic()
+            if reachable is None:  # in an outage now: not idle
+                self._idle_since = now
+                return
+            self._idle_since = max(self._idle_since, reachable)
+            idle_for = now - self._idle_since
         timeout = self.settings.idle_timeout
         if self.engine.exhausted() or (timeout is not None and idle_for >= timeout):
             with self._changed:

@@ -10,7 +10,9 @@
   ``MINION_OUTAGE_TIMEOUT`` seconds (default 60) counted from the first failure; then
   :class:`~minionize.errors.EngineError` names the queue and how long it was down. Nothing
   is lost meanwhile: params in flight keep their leases on the server side, or come back
-  when those expire.
+  when those expire. It also tells since when the server has been reachable
+  (``Outage.up_since``, an engine's ``reachable_since``): the minion's idle time counts
+  only from then, so an outage never looks like an empty queue.
 * :class:`ClientCalls`: the one shape of an engine's calls to its client library. The
   engine writes ``_errors(what)``, which turns its client's exceptions into ours
   (:class:`Unreachable` while the server cannot be reached, ConfigError for a wrong
@@ -101,11 +103,18 @@ class Outage:
         self._sleep = sleep
         self._clock = clock
         self._down_since: float | None = None
+        self._up_since = clock()
 
     @property
     def down(self) -> bool:
         """True while the last call failed and the outage is still being ridden out."""
         return self._down_since is not None
+
+    @property
+    def up_since(self) -> float | None:
+        """When (``clock()``) the server was last reached after an outage (or this
+        policy was made); None while it cannot be reached."""
+        return None if self._down_since is not None else self._up_since
 
     def call(self, fn: Callable[[], T],
              transient: tuple[type[BaseException], ...] = (Unreachable,)) -> T:
@@ -134,6 +143,7 @@ class Outage:
             if self._down_since is not None:
                 log.warning("%s is reachable again", self.what)
                 self._down_since = None
+                self._up_since = self._clock()
             return result
 
 
@@ -157,3 +167,8 @@ class ClientCalls:
                 return fn()
 
         return self._outage.call(once) if ride_out else once()
+
+    def reachable_since(self) -> float | None:
+        """:meth:`Engine.reachable_since <minionize.engines.base.Engine.reachable_since>`
+        from the outage policy: every worker's call goes through it."""
+        return self._outage.up_since

@@ -35,6 +35,9 @@ The contract every engine keeps, checked for each of them by one parametrized su
   ``reason``.
 * An unreachable server is ridden out for ``MINION_OUTAGE_TIMEOUT`` seconds under the
   one outage policy (``_kit.Outage``), then :class:`~minionize.errors.EngineError`.
+  Meanwhile it is an outage, never an empty queue: :meth:`take` does not return nothing
+  for a server it could not ask, and :meth:`reachable_since` says when the outage ended
+  (the idle timeout counts from then; ``tests/integration/test_engine_outage.py``).
 * Messages never carry a credential (``_kit.redact``).
 * An engine with ``keeps_results = True`` stores the result given to
   ``ack(delivery, result)`` (the JSON text of what the task returned) with the param, and
@@ -170,6 +173,20 @@ class Engine(abc.ABC):
         ``MINION_IDLE_TIMEOUT``.
         """
         return False
+
+    def reachable_since(self) -> Optional[float]:
+        """Since when (a ``time.monotonic()`` value) the engine has reached its server
+        without a failure; None while it cannot (an outage being ridden out).
+
+        An empty :meth:`take` means "asked, and nothing now" only for an engine that
+        could ask: ``MINION_IDLE_TIMEOUT`` counts from this time on, never during an
+        outage. Engines built on ``_kit.ClientCalls`` get it from the outage policy
+        (every worker's call goes through it); the default, 0.0, is an engine without a
+        server (file, sweep, memory), always reachable. An engine whose client hides an
+        outage (it only times out) must raise ``_kit.Unreachable`` in :meth:`take`
+        rather than return nothing.
+        """
+        return 0.0
 
     def peek(self, limit: int) -> list[Param]:
         """Up to ``limit`` params that would be taken next, without taking them (``DRY``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import threading
@@ -13,6 +14,7 @@ import pytest
 from minionize import FuncCallback, ProcessCallback, minionizer
 from minionize.callbacks.base import Callback, Outcome, Result, Task
 from minionize.config import Settings
+from minionize.engines._kit import ClientCalls, Outage, Unreachable
 from minionize.engines.base import Delivery
 from minionize.minion import Minion
 from minionize.reporters.base import Reporter, TaskReport
@@ -204,6 +206,51 @@ def test_idle_timeout_ends_a_minion_on_an_endless_queue() -> None:
     code = Minion(FuncCallback(print), Endless(), settings=settings(idle_timeout=0.3)).run()
     assert code == 0
     assert 0.3 <= time.monotonic() - started < 5
+
+
+class Restarting(ClientCalls, MemoryEngine):
+    """An endless queue on a server that is down for ``down`` seconds after the first
+    param was taken, then needs one more empty answer before its params come again
+    (a broker that restarts, then redelivers): through the kit's outage policy."""
+
+    def __init__(self, params: list[object], down: float) -> None:
+        super().__init__(params)
+        self._outage = Outage("restarting queue", limit=60)
+        self.down = down
+        self.down_until: Optional[float] = None
+        self.answered_empty = False
+
+    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def exhausted(self) -> bool:
+        return False
+
+    def take(self, max_count: int, timeout: float) -> list[Delivery]:
+        return self._call("take", lambda: self._take_once(max_count, timeout))
+
+    def _take_once(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self.down_until is None and self.done:
+            self.down_until = time.monotonic() + self.down
+        if self.down_until is not None and time.monotonic() < self.down_until:
+            raise Unreachable("the server is restarting")
+        if self.down_until is not None and not self.answered_empty:
+            self.answered_empty = True
+            return []
+        return super().take(1, timeout)
+
+
+def test_idle_time_does_not_count_while_the_engine_cannot_reach_its_server() -> None:
+    # The server is down for longer than the idle timeout: an outage, never "empty".
+    engine = Restarting(["a", "b", "c"], down=1.5)
+    code = Minion(FuncCallback(lambda p: None, mode="thread"), engine,
+                  settings=settings(idle_timeout=0.5)).run()
+    assert code == 0
+    assert sorted(engine.done) == ["a", "b", "c"]  # nothing left behind
+
+
+def test_an_engine_without_a_server_is_always_reachable() -> None:
+    assert MemoryEngine().reachable_since() == 0.0
 
 
 def test_minionizer_reads_env_and_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
