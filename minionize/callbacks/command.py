@@ -284,6 +284,14 @@ class CommandBuilder:
         self._local.argv = argv
         return argv
 
+    def has_placeholder(self) -> bool:
+        """Whether the command holds a placeholder (``{}``, ``{x}``, ``{#}``...): a
+        template without one runs without the param."""
+        if self.shell:
+            return any(field is not _APPEND for field in self.fields)
+        return any(isinstance(part, _Field) and part is not _APPEND
+                   for word in self.words for part in word)
+
     def program(self) -> Optional[str]:
         """The program every param runs, when it is known before any param."""
         if self.shell or not self.words or not self.words[0]:

@@ -206,6 +206,13 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"MINION_TEMPLATE: {exc}") from None
         callback.param_stdin = settings.env.bool("MINION_PARAM_STDIN")
+        if settings.template and not callback.param_stdin and not callback.builder.has_placeholder():
+            raise ConfigError(
+                f"{callback.builder.source} has no placeholder, so every task would run "
+                "without its param: put {} where the param goes ({name} for a key of a "
+                "mapping param), or give the command without --template to have the param "
+                "appended"
+            )
 
     from ..habits import Habits
     from ..minion import Minion
