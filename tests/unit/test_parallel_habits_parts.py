@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+from pathlib import Path
 
+from minionize import _owner
 from minionize.grouped_output import GroupedOutput, tag_of, tagged
 from minionize.progress import Rate, duration_text, render
 from minionize.reporters.base import TaskReport
@@ -63,3 +67,31 @@ def test_only_final_attempts_are_printed(tmp_path) -> None:  # type: ignore[no-u
                                          stdout_path=str(tmp_path / "o"),
                                          stderr_path=str(tmp_path / "e")))
     assert out.getvalue() == b"p\tattempt\n"
+
+
+def test_owner_tags_tell_a_live_owner_from_a_gone_or_reused_one(tmp_path: Path) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    assert not _owner.is_gone(_owner.owner_tag())
+    assert _owner.is_gone(_owner.owner_tag(ended.pid))
+    # A pid alive now but started at another time: a later process reused it.
+    me = os.getpid()
+    assert _owner.is_gone(f"{_owner.host_hash()}.{me}.{_owner.process_start(me) + 1}")
+    # Another host's owner, or no owner in the name: never gone from here.
+    assert not _owner.is_gone(f"{_owner.host_hash('elsewhere')}.{ended.pid}.1")
+    assert not _owner.is_gone("abc123")
+
+
+def test_remove_stale_removes_only_dirs_whose_owner_is_gone(tmp_path: Path) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    mine = _owner.make_owned_dir("minionize-x-", str(tmp_path))
+    stale = tmp_path / f"minionize-x-{_owner.owner_tag(ended.pid)}-abcd"
+    (stale / "sub").mkdir(parents=True)
+    other_host = tmp_path / f"minionize-x-{_owner.host_hash('elsewhere')}.{ended.pid}.1-ab"
+    old_style = tmp_path / "minionize-x-k2j3h4"
+    other_host.mkdir()
+    old_style.mkdir()
+    assert _owner.remove_stale("minionize-x-", str(tmp_path)) == [str(stale)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [Path(mine).name, other_host.name, old_style.name])
