@@ -224,6 +224,8 @@ def not_found(program: str) -> str:
     ]
     if any(os.path.isfile(path) for path in candidates):
         return not_executable(program)
+    if os.path.isfile(program):  # in the working directory, which PATH does not search
+        return f"command not found: {program!r}: did you mean ./{program}?"
     return f"command not found: {program!r}: check its name, or give its full path"
 
 
