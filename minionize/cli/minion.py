@@ -29,7 +29,8 @@ the command, a param that cannot is dead-lettered at once, without retries.
 
 Settings come from the environment and from .env in the working directory (the
 environment wins); each option below overrides the variable it names. Every variable is
-listed, with its default, in .env.example.
+listed, with its default, in .env.example. A DURATION is seconds (30, 0.5) or numbers with
+units s, m, h, d as in GNU parallel (1.5s, 2m, 2h30m).
 """
 
 EPILOG = """\
@@ -58,9 +59,9 @@ QUEUE_OPTIONS = table("""
 --wait switch -> MINION_WAIT
     on a drained sweep queue, stay until params held by other minions are done or come
     back (MINION_WAIT=1)
---idle-timeout SECONDS -> MINION_IDLE_TIMEOUT
+--idle-timeout DURATION -> MINION_IDLE_TIMEOUT
     end after this long without a param, on an endless queue (MINION_IDLE_TIMEOUT)
---lease SECONDS -> MINION_LEASE
+--lease DURATION -> MINION_LEASE
     how long a claimed param stays reserved without a heartbeat (MINION_LEASE, default
     300)
 """)
@@ -70,10 +71,11 @@ RUNNING_OPTIONS = table("""
     default 1)
 --max-attempts N -> MINION_MAX_ATTEMPTS
     attempts before a param is dead-lettered (MINION_MAX_ATTEMPTS, default 3)
--t --timeout SECONDS -> MINION_TASK_TIMEOUT
-    stop a task's whole process group after this long; the attempt fails
-    (MINION_TASK_TIMEOUT, default none)
---grace-period SECONDS -> MINION_GRACE_PERIOD
+-t --timeout DURATION -> MINION_TASK_TIMEOUT
+    stop a task's whole process group after this long (30, 1.5s, 2m, 2h30m), or after X%%
+    of the median run time of the tasks done so far (200%%; none before 3 are done); the
+    attempt fails (MINION_TASK_TIMEOUT, default none)
+--grace-period DURATION -> MINION_GRACE_PERIOD
     between SIGTERM and SIGKILL when tasks are stopped (MINION_GRACE_PERIOD, default 10)
 --template TEMPLATE -> MINION_TEMPLATE
     the command, with {name} filled from a mapping param and {} with the whole param, e.g.
