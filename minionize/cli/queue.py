@@ -302,9 +302,19 @@ def _results(engine: Any, args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(row, sort_keys=True))
         else:
-            param = json.dumps(row["param"], ensure_ascii=False)
-            print(f"{param}\t{json.dumps(row['result'], ensure_ascii=False)}")
+            print(f"{_shown(row['param'])}\t{_shown(row['result'])}")
     return 0
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON text for the listing: non-ASCII characters as they are, but a
+    lone surrogate (not Unicode text: no terminal can print it) escaped."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
 
 
 COMMANDS = {

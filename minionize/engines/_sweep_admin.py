@@ -17,7 +17,6 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import EngineError
-from ..task_result import decode_result
 from ._sweep_files import canonical, param_id
 from ._sweep_results import LostResults, lost
 from ._sweep_state import DEAD, DONE, TODO
@@ -154,7 +153,7 @@ class SweepAdmin(Engine):
                 text = self.store.read_param(index)
                 result = None
                 if index in stored:
-                    result = decode_result(lines.text(starts[index], lengths[index]))
+                    result = lines.result(index, starts[index], lengths[index])
                 yield {"id": param_id(text), "param": _param(text), "result": result}
                 index = status.find(DONE, index + 1)
         finally:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..errors import EngineError
 from ._sweep_files import Damaged, canonical, read_snapshot, replace, snapshot_bytes, snapshot_path
 from ._sweep_leases import Leases
-from ._sweep_results import lost
+from ._sweep_results import drop_lines, lost
 from ._sweep_state import DEAD, DONE, TODO, to_snapshot
 
 if TYPE_CHECKING:
@@ -109,29 +109,44 @@ def repair(store: SweepStore) -> list[str]:
 
 
 def _check_results(store: SweepStore) -> tuple[int, list[str]]:
-    """Make todo the done params whose stored result results.jsonl lacks: how many,
-    and what was found (in memory; the caller writes a new generation if any)."""
+    """Make todo the done params whose stored result results.jsonl lacks or holds
+    damaged (those lines dropped from the file): how many, and what was found (the
+    state in memory; the caller writes a new generation if any)."""
     state = store.state
+    status = bytes(state.status)
     lines = store.results_file.open()
     try:
-        starts, _ = lines.index(state.n)
+        starts, lengths = lines.index(state.n)
+        lost_ones = lost(state.results, status, DONE, starts)
+        stored = (i for i in state.results if i < len(status) and status[i] == DONE)
+        damaged = lines.damaged(stored, starts, lengths)
+        line_starts = {lines.line_starts[i] for i in damaged}
     finally:
         lines.close()
-    status = bytes(state.status)
-    lost_ones = lost(state.results, status, DONE, starts)
-    if not lost_ones:
+    if damaged:
+        drop_lines(lines.path, store.directory, line_starts)
+    if not lost_ones and not damaged:
         kept = len(state.results)
         return 0, [f"{lines.path}: {kept} result(s), all kept"] if kept else []
-    for index in lost_ones:
+    for index in (*lost_ones, *damaged):
         state.move(index, TODO)
         state.results.discard(index)
         state.attempts.pop(index, None)
     state.returned, state.cursor = deque(), 0
-    return len(lost_ones), [
-        f"found: {lines.path} {'is missing' if lines.missing else 'was cut or replaced'}: "
-        f"{len(state.results)} result(s) kept, {len(lost_ones)} lost; their params made todo "
-        "(their tasks run again)"
-    ]
+    report = []
+    if lost_ones:
+        report.append(
+            f"found: {lines.path} {'is missing' if lines.missing else 'was cut or replaced'}: "
+            f"{len(state.results) + len(damaged)} result(s) kept, {len(lost_ones)} lost; "
+            "their params made todo (their tasks run again)"
+        )
+    if damaged:
+        report.append(
+            f"found: {lines.path}: {len(damaged)} damaged line(s) (not UTF-8 or not JSON) "
+            f"dropped, {len(state.results)} result(s) kept; their params made todo (their "
+            "tasks run again)"
+        )
+    return len(lost_ones) + len(damaged), report
 
 
 def _rebuild(store: SweepStore, lock_epoch: int) -> list[str]:

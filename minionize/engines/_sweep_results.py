@@ -18,6 +18,11 @@ was never recorded (its writer died between the two, or met a full disk) is igno
 unless the state says that param's result is stored: then a later line of the same
 index, written by the ack that counted, follows it.
 
+A damaged line (bytes that are not UTF-8, text that is not JSON, a line not ended by
+``}``) is an error naming the file and the line when its result is read
+(:class:`DamagedResult`), never a traceback nor a value cut short; ``minion-queue
+repair`` drops it and makes its param todo again (:func:`drop_lines`).
+
 The file follows the journal's rules on NFS (see :mod:`minionize.engines.sweep`): opened
 after the lock is taken and checked against the fence, written at its end with
 ``pwrite`` in one write per lock session, closed before the lock is released, fsync-ed
@@ -34,9 +39,10 @@ import os
 import shutil
 from array import array
 from collections.abc import Iterator
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import EngineError
+from ..task_result import decode_result
 from ._sweep_files import Damaged, fsync_directory, pread_all, temporary_path, write_all
 
 log = logging.getLogger("minionize.sweep")
@@ -119,6 +125,17 @@ class LostResults(Damaged):
         )
 
 
+class DamagedResult(EngineError):
+    """A line of ``results.jsonl`` that does not read as the result it stores."""
+
+    def __init__(self, path: str, number: int, index: int, why: str) -> None:
+        super().__init__(
+            f"{path} line {number} (the result of param {index}) is damaged ({why}): run "
+            "`minion-queue repair`, which drops it and makes its param todo again (its "
+            "task runs again)"
+        )
+
+
 class ResultsFile:
     """``results.jsonl``: appended under the lock, read through a descriptor opened
     under it (lines never change once complete, so reading can go on after)."""
@@ -185,18 +202,25 @@ class Lines:
     def __init__(self, path: str, fd: Optional[int], size: int) -> None:
         self.path, self.fd, self.size = path, fd, size
         self.missing = fd is None
+        #: After :meth:`index`: the number and the offset of each param's last line.
+        self.numbers: array[int] = array("q")
+        self.line_starts: array[int] = array("q")
 
     def index(self, n: int) -> tuple[array[int], array[int]]:
-        """(start, length) of the last line of each of ``n`` params (-1: none). A torn
-        last line and unreadable lines are skipped."""
+        """(start, length) of the last line of each of ``n`` params (-1: none; length
+        -1: a line not ended by ``}``, damaged). A torn last line and lines without an
+        index are skipped."""
         starts = array("q", [-1]) * n
         lengths = array("q", [0]) * n
+        self.numbers = array("q", [0]) * n
+        self.line_starts = array("q", [-1]) * n
         if self.fd is None:
             return starts, lengths
-        position = 0
+        position = number = 0
         with os.fdopen(os.dup(self.fd), "rb") as f:
             for line in iter(f.readline, b""):
                 end = position + len(line)
+                number += 1
                 if end > self.size or not line.endswith(b"\n"):
                     break  # torn, or written after the lock was let go
                 if line.startswith(LINE_START):
@@ -209,13 +233,43 @@ class Lines:
                     if 0 <= index < n:
                         starts[index] = position + middle + len(LINE_MIDDLE)
                         lengths[index] = end - 2 - starts[index]  # without "}\n"
+                        if not line.endswith(b"}\n") or lengths[index] < 0:
+                            lengths[index] = -1
+                        self.numbers[index], self.line_starts[index] = number, position
                 position = end
         return starts, lengths
 
     def text(self, start: int, length: int) -> str:
-        """A result's JSON text."""
+        """A result's JSON text (a UnicodeDecodeError if it is not UTF-8)."""
         assert self.fd is not None
         return pread_all(self.fd, length, start).decode("utf-8")
+
+    def result(self, index: int, start: int, length: int) -> Any:
+        """The result of param ``index`` (its last line found by :meth:`index`), or
+        :class:`DamagedResult` naming the line."""
+        why = "not ended by }"
+        if length >= 0:
+            try:
+                return decode_result(self.text(start, length))
+            except UnicodeDecodeError:
+                why = "bytes that are not UTF-8"
+            except RecursionError:
+                why = "nested too deep to read"
+            except ValueError as exc:
+                why = f"not JSON: {exc}"
+        raise DamagedResult(self.path, self.numbers[index], index, why)
+
+    def damaged(self, indices: Iterator[int], starts: array[int],
+                lengths: array[int]) -> list[int]:
+        """Which of ``indices`` (with a line) have a last line that does not read."""
+        out = []
+        for index in indices:
+            if starts[index] >= 0:
+                try:
+                    self.result(index, starts[index], lengths[index])
+                except DamagedResult:
+                    out.append(index)
+        return out
 
     def close(self) -> None:
         if self.fd is not None:
@@ -240,3 +294,19 @@ def _end_of_lines(fd: int, size: int) -> int:
 def lost(bits: ResultBits, status: bytes, done: int, starts: array[int]) -> list[int]:
     """The done params (status ``done``) whose stored result has no line."""
     return [i for i in bits if i < len(status) and status[i] == done and starts[i] < 0]
+
+
+def drop_lines(path: str, directory: str, offsets: set[int]) -> None:
+    """Rewrite ``results.jsonl`` without the lines starting at ``offsets`` (lock held):
+    a copy, then a rename (readers keep the file they opened)."""
+    tmp = temporary_path(directory)
+    with open(path, "rb") as source, open(tmp, "wb") as copy:
+        position = 0
+        for line in iter(source.readline, b""):
+            if position not in offsets:
+                copy.write(line)
+            position += len(line)
+        copy.flush()
+        os.fsync(copy.fileno())
+    os.replace(tmp, path)
+    fsync_directory(directory)

@@ -302,3 +302,34 @@ def test_repair_of_a_damaged_journal_keeps_the_results_that_are_there(
     out = queue("repair", env)
     assert "sweeps/results.jsonl: 10 result(s), all kept" in out.stdout, out.stdout
     assert pairs(results(env)) == doubled(0, 9)
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe", b"[1,", b"1 2"], ids=["not-utf8", "torn", "not-json"])
+def test_a_damaged_line_is_one_error_naming_it_and_repair_drops_it_and_reruns_its_param(
+    tmp_path: Path, env: dict[str, str], damage: bytes
+) -> None:
+    stored = run_doubled(tmp_path, env, "0..5")
+    text = stored.read_bytes()
+    start = text.index(b'{"i":3,"r":') + len(b'{"i":3,"r":')
+    stored.write_bytes(text[:start] + damage + text[text.index(b"}\n", start):])
+    for args in ("results", "results --json"):
+        out = queue(args, env, code=2)
+        assert "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1, out.stderr
+        assert "results.jsonl" in out.stderr and "line 4" in out.stderr, out.stderr
+        assert "minion-queue repair" in out.stderr
+    out = queue("repair", env)
+    assert "all kept" not in out.stdout, out.stdout
+    assert "1 damaged" in out.stdout and "made todo" in out.stdout, out.stdout
+    assert damage not in stored.read_bytes()
+    assert json.loads(queue("status --json", env).stdout)["todo"] == 1
+    assert double(env).wait(60) == 0
+    assert pairs(results(env)) == doubled(0, 5)
+    assert "6 result(s), all kept" in queue("repair", env).stdout
+
+
+def test_a_lone_surrogate_in_a_result_is_listed_escaped(tmp_path: Path, env: dict[str, str]) -> None:
+    (tmp_path / "double.py").write_text(DOUBLE.replace("return param * 2", "return '\\ud800'"))
+    run_doubled(tmp_path, env, "1")
+    out = queue("results", env)
+    assert out.stdout == '1\t"\\ud800"\n' and out.stderr == ""
+    assert results(env)[0]["result"] == "\ud800"
