@@ -144,4 +144,5 @@ class Habits:
             return out, err
 
         callback.output_paths = paths
+        callback.output_root = results.root if results is not None else None
         return engine

@@ -9,7 +9,8 @@
 engine (``<run>`` is drawn for each run, so a rerun never overwrites an earlier run's
 results), a hash of the param with the sweep queue, the message id with the others; an
 id that is not a safe file name is cleaned and given a hash, so two params never share a
-directory. A param has at most 1 + 3 x attempts files. Attempts never overwrite each
+directory. No file or directory below ``DIR`` is written through a symbolic link (one
+planted by another user of ``DIR``: that attempt fails, saying so). A param has at most 1 + 3 x attempts files. Attempts never overwrite each
 other, except an attempt given back at a graceful stop: it is not counted, so the attempt
 that reruns it has the same N and replaces its files (its ``.exit`` says ``none``).
 
@@ -19,13 +20,16 @@ length limit, two equal lines), so minionize uses the id, and keeps the value in
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
+import stat
 from typing import Optional
 
+from .callbacks._task_io import UnsafeFile, open_regular
 from .engines.base import Delivery
 from .errors import ConfigError
 from .reporters.base import Reporter, TaskReport
@@ -65,16 +69,26 @@ class ResultsDir(Reporter):
 
     def paths(self, delivery: Delivery) -> tuple[str, str]:
         """Where attempt ``delivery.attempt`` writes its stdout and stderr (the param's
-        directory and its ``param`` file are made on the way)."""
+        directory and its ``param`` file are made on the way). None of them is ever
+        written through a symbolic link: a planted one is an :class:`UnsafeFile` (this
+        attempt fails, saying why)."""
         entry = self.entry(delivery.id)
         param_file = os.path.join(entry, "param")
-        if not os.path.exists(param_file):
-            os.makedirs(entry, exist_ok=True)
+        try:
+            fd = open_regular(param_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                              root=self.root, make_dirs=True)
+        except FileExistsError:  # an earlier attempt's; a regular file, if anything
+            mode = os.lstat(param_file).st_mode
+            if not stat.S_ISREG(mode):
+                what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+                raise UnsafeFile(errno.EINVAL, f"{param_file} is {what}: minionize never "
+                                 "writes through one (remove it)") from None
+        else:
             try:
                 text = json.dumps(delivery.param, ensure_ascii=False)
             except (TypeError, ValueError):
                 text = json.dumps(repr(delivery.param))
-            with open(param_file, "w", encoding="utf-8", errors="surrogateescape") as handle:
+            with open(fd, "w", encoding="utf-8", errors="surrogateescape") as handle:
                 handle.write(text + "\n")
         base = os.path.join(entry, str(delivery.attempt))
         self._open.add((str(delivery.id), delivery.attempt))
@@ -88,7 +102,7 @@ class ResultsDir(Reporter):
         code: Optional[int] = report.exit_code
         path = os.path.join(self.entry(report.param_id), f"{report.attempt}.exit")
         try:
-            with open(path, "w") as handle:
+            with open(open_regular(path, root=self.root), "w") as handle:
                 handle.write(f"{'none' if code is None else code}\n")
         except OSError as exc:
             log.warning("could not write %s: %s", path, exc)

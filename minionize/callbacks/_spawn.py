@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from ..errors import CommandLineError
-from ._task_io import describe_exit, param_json, read_tail, safe_name
+from ._task_io import UnsafeFile, describe_exit, open_regular, param_json, read_tail, safe_name
 from .base import Outcome, Result, Task
 from .command import param_text
 
@@ -152,32 +152,43 @@ def signal_group(task: Task, signum: int) -> None:
             pass
 
 
-def open_log(path: str, log_dir: Optional[str]) -> int:
+def open_log(path: str, log_dir: Optional[str], root: Optional[str] = None) -> int:
     """Open a task's log file here, not in the child, so that a failure names the log
-    directory, never the program; a log directory removed during a run is recreated."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    directory, never the program; a log directory removed during a run is recreated.
+    Never through a symbolic link (:func:`open_regular`, below ``root``): a planted one
+    is an :class:`UnsafeFile`, a failure of this attempt only."""
     try:
-        return os.open(path, flags, 0o644)
+        return open_regular(path, root=root, make_dirs=True)
     except FileNotFoundError:
         pass
-    try:
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        return os.open(path, flags, 0o644)
+    except UnsafeFile:
+        raise
     except OSError as exc:
-        raise CommandLineError(
-            f"MINION_LOG_DIR={log_dir!r}: cannot write the task's log {path}: "
-            f"{exc.strerror or exc}"
-        ) from None
+        raise _log_error(path, log_dir, exc) from None
+    try:
+        os.makedirs(root or os.path.dirname(path) or ".", exist_ok=True)
+        return open_regular(path, root=root, make_dirs=True)
+    except UnsafeFile:
+        raise
+    except OSError as exc:
+        raise _log_error(path, log_dir, exc) from None
+
+
+def _log_error(path: str, log_dir: Optional[str], exc: OSError) -> CommandLineError:
+    return CommandLineError(
+        f"MINION_LOG_DIR={log_dir!r}: cannot write the task's log {path}: "
+        f"{exc.strerror or exc}"
+    )
 
 
 def redirect(
     actions: list[tuple[Any, ...]], fds: list[int], out_path: str, err_path: str,
-    log_dir: Optional[str],
+    log_dir: Optional[str], root: Optional[str] = None,
 ) -> None:
     """Send the task's stdout and stderr to these files: open them (their descriptors
     appended to ``fds``, to close once it started) and add their spawn actions."""
     for path, target in ((out_path, 1), (err_path, 2)):
-        fds.append(open_log(path, log_dir))
+        fds.append(open_log(path, log_dir, root))
         actions.append((os.POSIX_SPAWN_DUP2, fds[-1], target))
 
 
@@ -214,6 +225,25 @@ def cannot_start(cmd: Command, argv: Sequence[str], exc: OSError, every_param: O
     if isinstance(cmd, str) or program == every_param:
         raise CommandLineError(message)
     return Result(Outcome.FAILED, reason=message, exit_code=code)
+
+
+def nul_in_command(argv: Sequence[str], env: dict[str, str]) -> Result:
+    """The result of a command that holds a NUL byte (``posix_spawn`` raised
+    ValueError): no argument or environment string can hold one, whatever attempt, so
+    the param is rejected at once (a dead letter saying why)."""
+    where = next((f"argument {i}" for i, word in enumerate(argv) if "\0" in word), None)
+    if where is None:
+        where = next((f"environment variable {name}" for name, value in env.items()
+                      if "\0" in name or "\0" in value), "the command")
+    return Result(
+        Outcome.REJECTED,
+        reason=(
+            f"the param holds a NUL byte, which no argument or environment variable can "
+            f"hold ({where}): run with --param-stdin (MINION_PARAM_STDIN=1) to get it "
+            "on standard input (MINION_PARAM holds its JSON, where the NUL is escaped)"
+        ),
+        exit_code=126,
+    )
 
 
 def not_found(program: str) -> str:

@@ -7,14 +7,21 @@ to the minion's own stdout and stderr, or, with ``MINION_LOG_DIR``, to the files
 the last lines of its stderr: at most :data:`STDERR_TAIL_LINES` lines of the last
 :data:`STDERR_TAIL_BYTES` bytes, whether they were read back from the log file
 (:func:`read_tail`) or kept while streaming (:class:`OutputSinks`).
+
+The files a minion writes in a directory others may write too (logs, ``--results``,
+``--joblog``) are opened by :func:`open_regular`: never through a symbolic link (neither
+the file nor a directory between the one the user named and it), and never when what is
+there is not a regular file (a FIFO, a socket, a directory): :class:`UnsafeFile`.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 from collections import deque
@@ -59,6 +66,82 @@ def log_paths(log_dir: str, delivery_id: str, attempt: int) -> tuple[str, str]:
     """Where a task's stdout and stderr are saved: ``<dir>/<id>.<attempt>.out|.err``."""
     base = os.path.join(log_dir, f"{safe_name(delivery_id)}.{attempt}")
     return base + ".out", base + ".err"
+
+
+class UnsafeFile(OSError):
+    """What is at a path a minion writes is a symbolic link, or not a regular file: it is
+    not opened (the message names the path and what it is)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+#: Open flags that never follow a symbolic link at the last component, nor wait on a FIFO.
+_SAFE_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_regular(path: str, flags: int = os.O_WRONLY | os.O_CREAT | os.O_TRUNC, *,
+                 root: Optional[str] = None, make_dirs: bool = False, mode: int = 0o644) -> int:
+    """Open ``path`` (for writing by default) without following a symbolic link: not at
+    its last component, nor at any directory below ``root`` (a directory that holds it;
+    by default, its own directory), which ``make_dirs`` creates when missing. Raises
+    :class:`UnsafeFile` when one of them is a symbolic link or the file is not a regular
+    file (nothing is written), OSError when it cannot be opened. ``O_TRUNC`` truncates
+    only once the file is known to be regular."""
+    directory, name = os.path.split(path)
+    if root is None or not path.startswith(os.path.join(root, "")):
+        root = directory or "."
+    parts = os.path.relpath(directory or ".", root).split(os.sep)
+    parts = [part for part in parts if part not in ("", ".")]
+    if ".." in parts:
+        root, parts = directory or ".", []
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        walked = root
+        for part in parts:
+            walked = os.path.join(walked, part)
+            if make_dirs:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=dir_fd)
+                except FileExistsError:
+                    pass
+            try:
+                next_fd = os.open(part, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:
+                raise _unsafe(exc, walked, "directory") from None
+            os.close(dir_fd)
+            dir_fd = next_fd
+        try:
+            fd = os.open(name, (flags & ~os.O_TRUNC) | _SAFE_FLAGS, mode, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _unsafe(exc, path, "regular file") from None
+    finally:
+        os.close(dir_fd)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile(errno.EINVAL, f"{path} is not a regular file: minionize "
+                             "writes only regular files (remove it, or choose another path)")
+        if flags & os.O_TRUNC and info.st_size:
+            os.ftruncate(fd, 0)
+        if not flags & os.O_NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unsafe(exc: OSError, path: str, kind: str) -> OSError:
+    """The error of a refused open: :class:`UnsafeFile` for a symbolic link or a FIFO."""
+    if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and os.path.islink(path)):
+        return UnsafeFile(exc.errno, f"{path} is a symbolic link: minionize never writes "
+                          f"through one (remove it; a {kind} is expected there)")
+    if exc.errno in (errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
+        return UnsafeFile(exc.errno, f"{path} is not a {kind}: minionize writes only "
+                          "regular files (remove it, or choose another path)")
+    return exc
 
 
 def make_log_dir(log_dir: Optional[str]) -> None:

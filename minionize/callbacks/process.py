@@ -21,6 +21,7 @@ the words for a failed start are :mod:`._spawn`'s.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shlex
 import shutil
@@ -33,14 +34,17 @@ from ..engines.base import Delivery
 from ..errors import ConfigError
 from ._spawn import MAX_ARG_STRLEN as MAX_ARG_STRLEN
 from ._spawn import PARAM_ENV_BYTES as PARAM_ENV_BYTES
-from ._spawn import Command, ParamFiles, cannot_start, ended, not_found, redirect, signal_group, start, wait
-from ._task_io import log_paths, make_log_dir
+from ._spawn import (Command, ParamFiles, cannot_start, ended, not_found, nul_in_command, redirect,
+                     signal_group, start, wait)
+from ._task_io import UnsafeFile, log_paths, make_log_dir
 from .base import Callback, Outcome, Result, Task
 from .command import CommandBuilder, ParamError, shell_line
 from .reaper import TOKEN_VARIABLE, Reaper
 
 if TYPE_CHECKING:
     from ..sandbox import Sandboxes
+
+log = logging.getLogger("minionize")
 
 
 class ProcessCallback(Callback):
@@ -54,6 +58,9 @@ class ProcessCallback(Callback):
     #: Chooses the files a task's stdout and stderr go to, from the delivery and the
     #: --log-dir files (or None): set for --results, --tag, --keep-order (habits.py).
     output_paths: Optional[Callable[[Delivery, Optional[str], Optional[str]], tuple[str, str]]] = None
+    #: The directory the files of ``output_paths`` are below, none of whose directories
+    #: below it may be a symbolic link (``--results DIR``); else the log directory.
+    output_root: Optional[str] = None
 
     def __init__(
         self,
@@ -188,18 +195,19 @@ class ProcessCallback(Callback):
             if self.param_stdin:
                 fds.append(self._param_files.stdin_fd(delivery, self._new_reaper))
                 actions = [(os.POSIX_SPAWN_DUP2, fds[-1], 0)]
-            out_path = err_path = None
-            if self.log_dir:
-                out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
-                redirect(actions, fds, out_path, err_path, self.log_dir)
-            if self.output_paths is not None:  # --results, --tag, --keep-order
-                out_path, err_path = self.output_paths(delivery, out_path, err_path)
-                del actions[1:]
-                redirect(actions, fds, out_path, err_path, self.log_dir)
+            try:
+                out_path, err_path = self._redirect(delivery, actions, fds)
+            except UnsafeFile as exc:  # a planted symbolic link, a FIFO
+                # Said now, even if a next attempt (other file names) succeeds.
+                log.warning("param %s, attempt %d not run: %s", delivery.id,
+                            delivery.attempt, exc)
+                return Result(Outcome.FAILED, reason=str(exc))
             try:
                 pid = start(task, argv, env, actions)
             except OSError as exc:
                 return cannot_start(cmd, argv, exc, self.program())
+            except ValueError:  # a NUL byte (the only string posix_spawn refuses)
+                return nul_in_command(argv, env)
             if pid is None:
                 return Result(Outcome.FAILED, reason="stopped before it started")
             for fd in fds:
@@ -212,6 +220,21 @@ class ProcessCallback(Callback):
             if param_file is not None:
                 _remove(param_file)
         return ended(status, out_path, err_path)
+
+    def _redirect(self, delivery: Delivery, actions: list[tuple[Any, ...]],
+                  fds: list[int]) -> tuple[Optional[str], Optional[str]]:
+        """Open the task's output files (--log-dir, --results, --tag, --keep-order) and
+        add their spawn actions; their paths (None: the minion's own streams)."""
+        out_path = err_path = None
+        if self.log_dir:
+            out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
+            if self.output_paths is None:
+                redirect(actions, fds, out_path, err_path, self.log_dir)
+        if self.output_paths is not None:  # --results, --tag, --keep-order
+            out_path, err_path = self.output_paths(delivery, out_path, err_path)
+            redirect(actions, fds, out_path, err_path, self.log_dir,
+                     self.output_root or self.log_dir)
+        return out_path, err_path
 
     def terminate(self, task: Task) -> None:
         signal_group(task, signal.SIGTERM)
