@@ -144,7 +144,11 @@ class Journals:
                 write_all(self._results_fd, result_bytes(delivery, result))
                 self._results_written = True
             if self._done_fd is not None:
-                write_all(self._done_fd, record_bytes(delivery.handle))
+                # With a result, the record names it (its id): a result lost later is
+                # known as lost, and its line runs again.
+                stored = self._results_fd is not None and result is not None
+                record = {"line": delivery.handle, "id": delivery.id} if stored else delivery.handle
+                write_all(self._done_fd, record_bytes(record))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         record = {
@@ -212,46 +216,80 @@ def line_text(raw: bytes, null: bool) -> Optional[str]:
     return line
 
 
-def done_lines(path: str, separator: bytes, null: bool) -> list[tuple[int, str]]:
-    """(line number, text) of the lines of ``path`` that a rerun skips as done (those
-    its ``.done`` holds, as many times as it holds them), in order."""
-    skip = read_journal(path + ".done")
-    done: list[tuple[int, str]] = []
+class DoneLines:
+    """The lines of a file that a rerun skips as done, and the results lost."""
+
+    def __init__(self) -> None:
+        #: (line number, text) of the done lines, in order.
+        self.lines: list[tuple[int, str]] = []
+        #: Lines (not done) whose result was stored and is now lost.
+        self.lost = 0
+        #: Whether ``.results`` is missing.
+        self.missing = False
+
+
+def done_lines(path: str, separator: bytes, null: bool) -> DoneLines:
+    """The lines of ``path`` that a rerun skips as done (those its ``.done`` holds, as
+    many times as it holds them, a stored result found), in order; and how many lines
+    are not done only because their stored result is lost."""
+    skip, lost = read_done(path)
+    found = DoneLines()
+    found.missing = sum(lost.values()) > 0 and not os.path.exists(path + ".results")
     with open(path, "rb") as source:
         reader = LineReader(source.fileno(), separator=separator)
         number = 0
         while (raw := reader.next_line(None)) is not None:
             number += 1
             line = line_text(raw, null)
-            if line is not None and skip[line] > 0:
+            if line is None:
+                continue
+            if skip[line] > 0:
                 skip[line] -= 1
-                done.append((number, line))
-    return done
+                found.lines.append((number, line))
+            elif lost[line] > 0:
+                lost[line] -= 1
+                found.lost += 1
+    return found
 
 
-def read_journal(path: str) -> collections.Counter[str]:
-    """``.done`` as a count of each line text it holds (a torn record is skipped)."""
+def read_done(path: str) -> tuple[collections.Counter[str], collections.Counter[str]]:
+    """``.done`` beside ``path`` as (the count of each line text done, the count of each
+    line text whose record says a result was stored that ``.results`` lacks: those
+    lines are not done, they run again). A torn record is skipped."""
     done: collections.Counter[str] = collections.Counter()
+    lost: collections.Counter[str] = collections.Counter()
+    stored: list[tuple[str, str]] = []
+    journal = path + ".done"
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as journal:
-            for record in journal:
+        with open(journal, encoding="utf-8", errors="surrogateescape") as records:
+            for record in records:
                 try:
                     line = json.loads(record)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue  # a torn last record: that param simply runs again
                 if isinstance(line, str):
                     done[line] += 1
+                elif (isinstance(line, dict) and isinstance(line.get("line"), str)
+                      and isinstance(line.get("id"), str)):
+                    stored.append((line["line"], line["id"]))
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise EngineError(f"cannot read the journal {path!r}: {exc.strerror}") from None
-    return done
+        raise EngineError(f"cannot read the journal {journal!r}: {exc.strerror}") from None
+    if stored:
+        kept: set[tuple[str, str]] = set()
+        read_results(path + ".results", kept)
+        for key in stored:
+            (done if key in kept else lost)[key[0]] += 1
+    return done, lost
 
 
-def read_results(path: str) -> dict[tuple[int, str], tuple[int, str]]:
+def read_results(path: str, kept: Optional[set[tuple[str, str]]] = None
+                 ) -> dict[tuple[int, str], tuple[int, str]]:
     """``.results`` as {(line number, text): (offset of its last record, id)}; records
-    that do not parse (torn by a kill) are skipped. The results themselves stay in the
-    file: :func:`result_rows` reads them one at a time."""
+    that do not parse (torn by a kill, damaged) are skipped. The results themselves
+    stay in the file: :func:`result_rows` reads them one at a time. ``kept`` receives
+    the (text, id) of every record that parses."""
     index: dict[tuple[int, str], tuple[int, str]] = {}
     try:
         with open(path, "rb") as records:
@@ -260,11 +298,14 @@ def read_results(path: str) -> dict[tuple[int, str], tuple[int, str]]:
                 start, offset = offset, offset + len(raw)
                 try:
                     record = json.loads(raw.decode("utf-8", "surrogateescape"))
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
                 if (isinstance(record, dict) and type(record.get("line")) is int
                         and isinstance(record.get("param"), str)):
-                    index[(record["line"], record["param"])] = (start, str(record.get("id", "")))
+                    param_id = str(record.get("id", ""))
+                    index[(record["line"], record["param"])] = (start, param_id)
+                    if kept is not None:
+                        kept.add((record["param"], param_id))
     except FileNotFoundError:
         pass
     except OSError as exc:

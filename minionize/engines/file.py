@@ -24,8 +24,12 @@ and the ``result``, the JSON text of what the task returned. A run that stores n
 (a program) leaves no ``.results``. :meth:`results` lists the lines ``.done`` makes a
 rerun skip, in line order, each with the last result stored for that line number and
 that text; a line whose number changed (lines inserted above it) finds its result by
-its text. A record torn by a kill is skipped (opening the file ends it with a newline, so
-the next record stands alone; ``.done`` too). From standard input nothing is stored:
+its text. The ``.done`` record of a line whose result was stored names that result
+(``{"line": <text>, "id": <its id>}``): a result lost since (``.results`` deleted, cut
+or damaged) is never listed as "no result": :meth:`results` is an error saying how
+many are lost, and a rerun runs those lines again (they are not done without it). A
+record torn by a kill is skipped (opening the file ends it with a newline, so the next
+record stands alone; ``.done`` too). From standard input nothing is stored:
 ``keeps_results`` is False and :meth:`results` says so.
 
 A delivery's id is ``<file name>-<run>-<line number>`` (``stdin`` for standard input;
@@ -58,7 +62,7 @@ from ._file_journal import (
     LineReader,
     done_lines,
     line_text,
-    read_journal,
+    read_done,
     result_rows,
 )
 from .base import Delivery, Engine, Param, decode_param
@@ -171,7 +175,7 @@ class FileEngine(Engine):
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
         self._reader = LineReader(self._source.fileno(), separator=self._separator())
-        self._skip = read_journal(self.path + ".done")
+        self._skip = read_done(self.path)[0]
         if not self.dry:  # a dry run writes nothing
             self._journals.open(self.path)
 
@@ -197,7 +201,17 @@ class FileEngine(Engine):
             done = done_lines(self.path, self._separator(), self.null)
         except OSError as exc:
             raise EngineError(f"cannot read {self.describe()}: {exc.strerror}") from None
-        return result_rows(self.path, done, lambda line: self._param(line)[0], self._name)
+        if done.lost:
+            stored = f"{self.path}.results"
+            what = (f"is missing: the results of {done.lost} done lines are lost"
+                    if done.missing else f"lacks the results of {done.lost} done lines (it "
+                    "was cut, replaced or damaged): they are lost")
+            raise EngineError(
+                f"{stored} {what}; run the minion on "
+                f"{self.path} again, which runs those lines again to compute them (or "
+                "restore the file from a backup)"
+            )
+        return result_rows(self.path, done.lines, lambda line: self._param(line)[0], self._name)
 
     # -- internals -------------------------------------------------------------------
     def _separator(self) -> bytes:

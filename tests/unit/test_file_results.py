@@ -16,7 +16,7 @@ import pytest
 from minionize import FuncCallback
 from minionize.config import Settings
 from minionize.engines.file import FileEngine
-from minionize.errors import ConfigError, UnsupportedOperation
+from minionize.errors import ConfigError, EngineError, UnsupportedOperation
 from minionize.minion import Minion
 from tests.services import wait_for
 
@@ -148,3 +148,41 @@ def test_a_run_that_returns_nothing_leaves_no_results_file(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="cannot be read"):  # no such file: nothing made
         run(path.with_name("q.txt"), lambda param: None)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.txt", "p.txt.done", "p.txt.failed"]
+
+
+def test_results_deleted_are_an_error_naming_the_file_and_a_rerun_computes_them_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text("a\nb\nc\n")
+    assert run(path, lambda p: f"{p}!") == 0
+    stored = tmp_path / "p.txt.results"
+    stored.unlink()
+    with pytest.raises(EngineError, match=r"p\.txt\.results is missing: the results of 3 done "
+                                          r"lines are lost.*run the minion .* again"):
+        results(path)
+    ran: list[str] = []
+    assert run(path, lambda p: ran.append(p) or f"{p}?") == 0
+    assert sorted(ran) == ["a", "b", "c"]  # recomputed, not skipped as done
+    assert [(row["param"], row["result"]) for row in results(path)] == [
+        ("a", "a?"), ("b", "b?"), ("c", "c?")]
+
+
+def test_results_cut_or_damaged_name_how_many_are_lost_and_only_those_run_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "p.txt"
+    path.write_text("a\nb\nc\nd\n")
+    assert run(path, lambda p: f"{p}!") == 0
+    stored = tmp_path / "p.txt.results"
+    records = stored.read_bytes().splitlines(keepends=True)
+    b = next(r for r in records if b'"param": "b"' in r)
+    c = next(r for r in records if b'"param": "c"' in r)
+    stored.write_bytes(b"".join(r for r in records if r is not b).replace(c, b"\xff" + c[1:]))
+    with pytest.raises(EngineError, match=r"p\.txt\.results lacks the results of 2 done lines"):
+        results(path)
+    ran: list[str] = []
+    assert run(path, lambda p: ran.append(p) or f"{p}?") == 0
+    assert sorted(ran) == ["b", "c"]
+    assert [(row["param"], row["result"]) for row in results(path)] == [
+        ("a", "a!"), ("b", "b?"), ("c", "c?"), ("d", "d!")]
