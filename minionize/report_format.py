@@ -184,9 +184,9 @@ class MinionState:
             minion = event.get("minion")
             if isinstance(minion, dict):
                 self.minion = minion
-            period = event.get("heartbeat")
-            if isinstance(period, (int, float)) and period >= 0:
-                self.heartbeat_period = float(period)
+            period = sane_number(event.get("heartbeat"))
+            if period is not None and period >= 0:
+                self.heartbeat_period = period
         elif kind == STOP:
             self.stopped = {"t": t, "exit_code": event.get("exit_code")}
             self.running.clear()
@@ -210,7 +210,8 @@ class MinionState:
         if self.running:
             self.running.pop(_running_key(record), None)
         busy = record.get("busy")
-        self.in_progress = busy if isinstance(busy, int) else len(self.running)
+        sane_busy = isinstance(busy, int) and not isinstance(busy, bool) and 0 <= busy <= MAX_NUMBER
+        self.in_progress = busy if sane_busy else len(self.running)
         if start and (self.first_start is None or start < self.first_start):
             self.first_start = start
         if self.last_end is None or end > self.last_end:
@@ -259,26 +260,30 @@ class MinionState:
 
     @classmethod
     def from_summary(cls, summary: dict[str, Any]) -> MinionState:
-        """Rebuild from a summary; raise ValueError/TypeError/KeyError on a bad one."""
+        """Rebuild from a summary; raise ValueError/TypeError/KeyError on a bad one (a
+        number out of :func:`sane_number`'s range is a ValueError)."""
         if summary.get("version") != FORMAT_VERSION:
-            raise ValueError(f"unknown summary version {summary.get('version')!r}")
+            raise ValueError(f"unknown summary version {safe_repr(summary.get('version'))[:40]}")
         state = cls(dict(summary["minion"]))
         period = summary.get("heartbeat")
-        state.heartbeat_period = float(DEFAULT_HEARTBEAT if period is None else period)
-        state.last_seen = float(summary.get("last_seen") or 0.0)
+        state.heartbeat_period = DEFAULT_HEARTBEAT if period is None else _checked(period, "heartbeat")
+        state.last_seen = _checked(summary.get("last_seen") or 0.0, "last_seen")
         stopped = summary.get("stopped")
         state.stopped = dict(stopped) if isinstance(stopped, dict) else None
         for outcome in OUTCOMES:
-            state.counts[outcome] = int(summary["counts"].get(outcome, 0))
-            state.busy[outcome] = float(summary["busy"].get(outcome, 0.0))
+            state.counts[outcome] = _count(summary["counts"].get(outcome, 0), outcome)
+            state.busy[outcome] = _checked(summary["busy"].get(outcome, 0.0), "busy")
         first, last = summary.get("first_start"), summary.get("last_end")
-        state.first_start = None if first is None else float(first)
-        state.last_end = None if last is None else float(last)
+        state.first_start = None if first is None else _checked(first, "first_start")
+        state.last_end = None if last is None else _checked(last, "last_end")
         state.running = {
             _running_key(r): r for r in summary.get("running", []) if isinstance(r, dict)
         }
-        state.in_progress = int(summary.get("in_progress") or len(state.running))
-        state.recent = {int(s): int(n) for s, n in summary.get("recent", {}).items()}
+        in_progress = summary.get("in_progress")
+        state.in_progress = _count(in_progress, "in_progress") if in_progress else len(state.running)
+        state.recent = {
+            _count(int(s), "recent"): _count(n, "recent") for s, n in summary.get("recent", {}).items()
+        }
         for record in summary.get("slowest", []):
             state._seq += 1
             state._slowest.append((_number(record.get("duration")), state._seq, record))
@@ -287,8 +292,39 @@ class MinionState:
         return state
 
 
+#: The largest magnitude a number of a report may have (times, durations, counts): what
+#: is beyond it, or not finite, is damage (a float could not even hold a 400-digit int).
+MAX_NUMBER = 2.0**53
+
+
+def sane_number(value: Any) -> Optional[float]:
+    """``value`` as a float if it is a number (not a bool), finite and at most
+    :data:`MAX_NUMBER` in magnitude, else None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:
+        return None
+    number = float(value)
+    return number if abs(number) <= MAX_NUMBER else None  # NaN fails the test too
+
+
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+    number = sane_number(value)
+    return 0.0 if number is None else number
+
+
+def _checked(value: Any, what: str) -> float:
+    number = sane_number(value)
+    if number is None:
+        raise ValueError(f"{what} is not a number a report may hold: {safe_repr(value)[:40]}")
+    return number
+
+
+def _count(value: Any, what: str) -> int:
+    number = _checked(value, what)
+    if number < 0 or number != int(number):
+        raise ValueError(f"{what} is not a count: {safe_repr(value)[:40]}")
+    return int(number)
 
 
 def _running_key(record: dict[str, Any]) -> str:
@@ -313,7 +349,7 @@ def is_report(data: bytes) -> bool:
 def _start_event(line: bytes) -> bool:
     try:
         event = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(event, dict) and event.get("ev") == START
 
@@ -333,7 +369,7 @@ def read_events(data: bytes) -> tuple[list[dict[str, Any]], int]:
             continue
         try:
             event = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             bad += 1
             continue
         if isinstance(event, dict):

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from ..report_format import sane_number
+
 #: Seconds added to three heartbeat periods before a silent minion counts as lost.
 LOST_MARGIN = 5.0
 #: The minion loop calls the reporter's heartbeat every 2 s: a shorter MINION_HEARTBEAT
@@ -167,7 +169,7 @@ def minion_order(minion: MinionStatus) -> tuple[int, str]:
 
 
 def number(value: Any, default: float = 0.0) -> float:
-    """``value`` as a float if it is a number (not a bool) in a report, else ``default``."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    return default
+    """``value`` as a float if it is a number (not a bool) in a report, finite and not
+    huge (:func:`~minionize.report_format.sane_number`), else ``default``."""
+    sane = sane_number(value)
+    return default if sane is None else sane

@@ -3,7 +3,10 @@
 Each minion's ``<name>.summary.json`` is read, then only the lines its ``<name>.jsonl``
 gained since that summary was written (see :mod:`minionize.report_format`), so reading
 is fast whatever the length of the run. Torn last lines, corrupt lines and unreadable
-summaries are skipped with a warning, never fatal. A ``.jsonl`` that is not a report
+summaries are skipped with a warning, never fatal; so is damage (a number no float can
+hold, nesting too deep): a record's values are shown only when they can be
+(:func:`clean_record`), and a report that cannot be read at all is skipped with one
+warning naming it. A ``.jsonl`` that is not a report
 (it does not begin with a minion's start record: notes, an empty file) is skipped, and
 said once on the ``minionize.status`` log (standard error), not counted as a lost minion.
 """
@@ -26,6 +29,7 @@ from ..report_format import (
     is_report,
     read_events,
     report_files,
+    sane_number,
 )
 from .model import (
     KEEP,
@@ -40,6 +44,58 @@ from .model import (
 )
 
 log = logging.getLogger("minionize.status")
+
+#: What damage to one report may raise while it is read: that report is skipped.
+DAMAGE = (ArithmeticError, ValueError, TypeError, KeyError, AttributeError, RecursionError)
+#: A value of a record is shown when it is nested at most this deep and holds at most
+#: this many values (it came from a file: it may be anything JSON can write).
+SHOWN_DEPTH = 50
+SHOWN_VALUES = 10_000
+#: The fields of a record that are times or durations, and those that are integers.
+_SECONDS = ("t", "start", "duration")
+_INTEGERS = ("attempt", "exit_code", "busy", "number", "pid")
+
+
+def shown(value: Any) -> bool:
+    """True when ``value`` (read from JSON) can be printed: nested at most
+    :data:`SHOWN_DEPTH` deep, at most :data:`SHOWN_VALUES` values."""
+    stack = [(value, 0)]
+    count = 0
+    while stack:
+        item, level = stack.pop()
+        count += 1
+        if count > SHOWN_VALUES or level > SHOWN_DEPTH:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return True
+
+
+def _integer(value: Any) -> Optional[int]:
+    number = sane_number(value)
+    return value if number is not None and isinstance(value, int) else None
+
+
+def clean_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a report's ``record`` that can be shown: its times and durations are
+    sane numbers or None, its integers too, and a value that cannot be printed is a text
+    saying so (a param, then with ``param_repr``)."""
+    clean: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in _SECONDS:
+            value = sane_number(value)
+        elif key in _INTEGERS:
+            value = _integer(value)
+        elif not shown(value):
+            value = "<damaged: nested too deep or too large>"
+            if key == "param":
+                clean["param_repr"] = True
+        clean[key] = value
+    if not isinstance(clean.get("id"), (str, int, type(None))):
+        clean["id"] = json.dumps(clean["id"])[:100]
+    return clean
 
 
 #: Files already said to be no report, so that ``--watch`` says it once.
@@ -66,8 +122,9 @@ def load_minion(directory: Path, name: str) -> tuple[Optional[MinionState], list
         offset = int(summary["offset"])
     except FileNotFoundError:
         pass
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-        warnings.append(f"{summary_path.name} unreadable ({error}): replayed the report")
+    except (OSError, *DAMAGE) as error:
+        why = str(error) if isinstance(error, (OSError, ValueError)) else type(error).__name__
+        warnings.append(f"{summary_path.name} unreadable ({why[:200]}): replayed the report")
         state = None
     events_path = directory / (name + EVENTS_SUFFIX)
     try:
@@ -108,7 +165,7 @@ def _job_label(identity: dict[str, Any]) -> str:
 def minion_status(
     name: str, state: MinionState, now: float, lost_after: Optional[float]
 ) -> MinionStatus:
-    identity = state.minion
+    identity = clean_record(state.minion)
     threshold = lost_after
     if threshold is None:
         threshold = 3 * max(state.heartbeat_period, LOOP_HEARTBEAT) + LOST_MARGIN
@@ -118,25 +175,24 @@ def minion_status(
         condition = "lost"
     else:
         condition = "alive"
-    exit_code = state.stopped.get("exit_code") if state.stopped else None
-    pid = identity.get("pid")
-    start = identity.get("start")
+    exit_code = _integer(state.stopped.get("exit_code")) if state.stopped else None
+    running = [clean_record(record) for record in state.running.values()]
     return MinionStatus(
         name=name,
         host=str(identity.get("host") or name),
-        pid=pid if isinstance(pid, int) else None,
+        pid=identity.get("pid"),
         job=_job_label(identity),
         pod=identity.get("pod") if isinstance(identity.get("pod"), str) else None,
         state=condition,
-        start=float(start) if isinstance(start, (int, float)) else None,
+        start=sane_number(identity.get("start")),
         last_seen=state.last_seen,
         heartbeat=state.heartbeat_period,
-        exit_code=exit_code if isinstance(exit_code, int) else None,
+        exit_code=exit_code,
         done=state.counts["done"],
         failed=state.counts["retry"] + state.counts["dead"],
         dead=state.counts["dead"],
         released=state.counts["released"],
-        running=sorted(state.running.values(), key=lambda r: number(r.get("start"))),
+        running=sorted(running, key=lambda r: number(r.get("start"))),
         in_progress=0 if state.stopped is not None else state.in_progress,
         busy=sum(state.busy.values()),
         identity=identity,
@@ -164,11 +220,19 @@ def read_status(
     slowest: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     for name in report_files(path):
-        state, warnings = load_minion(path, name)
-        status.warnings.extend(warnings)
-        if state is None:
+        try:
+            state, warnings = load_minion(path, name)
+            status.warnings.extend(warnings)
+            if state is None:
+                continue
+            minion = minion_status(name, state, now, lost_after)
+            recent = dict(state.recent)
+            slow = [dict(clean_record(r), minion=name) for r in state.slowest]
+            failures = [dict(clean_record(r), minion=name) for r in state.errors]
+        except DAMAGE as error:
+            why = f"{type(error).__name__}: {error}"
+            status.warnings.append(f"{name}{EVENTS_SUFFIX}: damaged report skipped ({why[:200]})")
             continue
-        minion = minion_status(name, state, now, lost_after)
         status.minions.append(minion)
         status.done += minion.done
         status.failed += minion.failed
@@ -186,10 +250,10 @@ def read_status(
             status.last_end is None or state.last_end > status.last_end
         ):
             status.last_end = state.last_end
-        for second, count in state.recent.items():
+        for second, count in recent.items():
             per_second[second] = per_second.get(second, 0) + count
-        slowest.extend(dict(record, minion=name) for record in state.slowest)
-        errors.extend(dict(record, minion=name) for record in state.errors)
+        slowest.extend(slow)
+        errors.extend(failures)
     status.slowest = sorted(slowest, key=lambda r: -number(r.get("duration")))[:KEEP]
     # The newest failure of each param: its attempt number tells how many came before.
     seen: set[Any] = set()

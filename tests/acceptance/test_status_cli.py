@@ -224,3 +224,37 @@ def test_mtop_in_a_terminal(user_env: dict[str, str], tmux: Any) -> None:
     finally:
         minion.terminate()
         minion.communicate(timeout=30)
+
+
+def test_damaged_reports_are_one_warning_each_never_a_traceback(user_env: dict[str, str]) -> None:
+    """Issue 20 item 15: a summary with a 400- or 5000-digit number or nested 100000 deep,
+    a report line nested that deep: minion-status, its --json and mtop say which file and
+    show the rest."""
+    assert run_minion(user_env, "ok1\nok2\nok3\n").returncode == 0
+    report = Path("minion-report")
+    good = next(report.glob("*.jsonl"))
+    for name, damage in (("huge", "9" * 400), ("long", "9" * 5000), ("deep", "[" * 100_000)):
+        shutil.copy(good, report / f"{name}_1.jsonl")
+        summary = json.loads((report / f"{good.stem}.summary.json").read_text())
+        summary["counts"]["done"] = "@"
+        (report / f"{name}_1.summary.json").write_text(json.dumps(summary).replace('"@"', damage))
+    with open(report / "deep_1.jsonl", "a") as handle:
+        handle.write('{"ev":"task","t":1,"param":' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    result = sh("minion-status --no-queue", user_env)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "done 12" in result.stdout  # each copy replayed from its report
+    for name in ("huge", "long", "deep"):
+        said = [line for line in result.stdout.splitlines() if f"{name}_1.summary.json" in line]
+        assert len(said) == 1 and "unreadable" in said[0], result.stdout
+    assert "deep_1.jsonl: skipped 1 unreadable line(s)" in result.stdout
+    out = status_json(user_env, "--no-queue")
+    assert out["done"] == 12 and len(out["minions"]) == 4
+
+    from rich.console import Console
+
+    from minionize.status.tui import watch
+
+    console = Console(record=True, width=130, height=40, file=io.StringIO(), force_terminal=False)
+    assert watch("minion-report", ask_queue=False, console=console, frames=1, interval=0.01) == 0
+    assert "done 12" in console.export_text()

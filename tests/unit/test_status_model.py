@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -311,3 +312,133 @@ def test_a_file_that_is_not_a_report_is_skipped_and_said_once(
     skipped = [r.getMessage() for r in caplog.records]
     assert len(skipped) == 2 and all("not a minion report" in m for m in skipped)
     assert any("notes.jsonl" in m for m in skipped) and any("empty.jsonl" in m for m in skipped)
+
+
+# Issue 20 item 15: a damaged report (a huge number, deep nesting) is one warning naming
+# its file, never a traceback, in minion-status's text, its --json and mtop.
+HUGE = "9" * 400  # a float cannot hold it: OverflowError
+TOO_LONG = "9" * 5000  # past Python's int conversion limit: ValueError
+DEEP = "[" * 100_000 + "]" * 100_000  # RecursionError
+NESTED = "[" * 900 + "]" * 900  # JSON reads it; printing it may not
+
+
+def fill(text: str) -> str:
+    """``text`` with <HUGE>, <TOO_LONG>, <DEEP> and <NESTED> replaced."""
+    for name, value in (("HUGE", HUGE), ("TOO_LONG", TOO_LONG), ("DEEP", DEEP), ("NESTED", NESTED)):
+        text = text.replace(f"<{name}>", value)
+    return text
+
+
+def _show(status: Any) -> None:
+    """What minion-status and mtop do with a Status: none of it may raise."""
+    from rich.console import Console
+
+    from minionize.status.text import format_status
+    from minionize.status.tui import render
+
+    format_status(status)
+    json.dumps(status.to_json(), default=repr)
+    Console(file=io.StringIO(), width=120).print(render(status, max_rows=20))
+
+
+SUMMARY_DAMAGE = [
+    fill('"counts": {"done": <HUGE>}'),
+    fill('"counts": {"done": <TOO_LONG>}'),
+    '"counts": {"done": 1e308}',
+    '"counts": {"done": Infinity}',
+    fill('"last_seen": <HUGE>'),
+    fill('"heartbeat": <HUGE>'),
+    '"heartbeat": Infinity',
+    fill('"first_start": <HUGE>'),
+    fill('"in_progress": <HUGE>'),
+    fill('"recent": {"<HUGE>": 1}'),
+    fill('"recent": {"1": <HUGE>}'),
+    fill('"minion": {"pid": <HUGE>, "start": <HUGE>}'),
+    fill('"minion": <DEEP>'),
+    fill('"slowest": [{"duration": <HUGE>, "t": <HUGE>, "start": <HUGE>, "param": <DEEP>}]'),
+    fill('"errors": [{"t": <HUGE>, "duration": "x", "param": 1}]'),
+    fill('"running": [{"id": "a", "start": <HUGE>, "param": 1}]'),
+    fill('"stopped": {"t": 1, "exit_code": <HUGE>}'),
+]
+
+
+@pytest.mark.parametrize("damage", SUMMARY_DAMAGE, ids=range(len(SUMMARY_DAMAGE)))
+def test_a_damaged_summary_is_a_warning_naming_it(tmp_path: Path, damage: str) -> None:
+    reporter = minion(tmp_path, 1, heartbeat=0.0)
+    for i in range(3):
+        finish(reporter, i)
+    reporter.heartbeat([])
+    assert reporter.summary_path is not None
+    summary = json.loads(reporter.summary_path.read_text())
+    key = damage.split('"')[1]
+    summary.pop(key, None)
+    text = json.dumps(summary)
+    reporter.summary_path.write_text(text[:-1] + ", " + damage + "}")
+    status = read_status(tmp_path)
+    _show(status)
+    # Either the summary is refused (and the report replayed), or what it holds is shown
+    # without the damage: never a traceback.
+    if status.warnings:
+        assert any(reporter.summary_path.name in w for w in status.warnings), status.warnings
+        assert status.done == 3
+
+
+EVENT_DAMAGE = [
+    fill('{"ev":"task","t":1,"id":"x","param":1,"outcome":"done","start":<HUGE>,"duration":1}'),
+    '{"ev":"task","t":1,"id":"x","param":1,"outcome":"done","start":1e308,"duration":1e308}',
+    '{"ev":"task","t":1,"id":"x","param":1,"outcome":"done","start":1,"duration":Infinity}',
+    fill('{"ev":"task","t":1,"id":"x","param":1,"outcome":"dead","start":1,"duration":1,'
+         '"busy":<HUGE>}'),
+    fill('{"ev":"task","t":1,"id":"x","param":<DEEP>,"outcome":"retry","start":1,"duration":1}'),
+    fill('{"ev":"task","t":<HUGE>,"id":"x","param":1,"outcome":"retry","start":1,"duration":1}'),
+    fill('{"ev":"task","t":1,"id":"x","param":<NESTED>,"outcome":"dead","start":1,'
+         '"duration":1}'),
+    fill('{"ev":"heartbeat","t":<HUGE>,"running":[{"id":"y","start":<HUGE>,"param":<HUGE>}]}'),
+    fill('{"ev":"start","t":1,"heartbeat":<HUGE>,"minion":{"host":"h","pid":<HUGE>}}'),
+    fill('{"ev":"stop","t":1,"exit_code":<HUGE>}'),
+    fill('{"ev":"task","t":1,"id":"x","param":1,"outcome":"done","start":1,'
+         '"duration":<TOO_LONG>}'),
+    DEEP,
+]
+
+
+@pytest.mark.parametrize("damage", EVENT_DAMAGE, ids=range(len(EVENT_DAMAGE)))
+def test_a_damaged_report_line_never_breaks_the_view(tmp_path: Path, damage: str) -> None:
+    reporter = minion(tmp_path, 1, heartbeat=3600)
+    finish(reporter, "a")
+    assert reporter.path is not None and reporter.summary_path is not None
+    with open(reporter.path, "a") as handle:
+        handle.write(damage + "\n")
+    finish(reporter, "b")
+    for summary in (True, False):  # replayed from the start, or after a summary
+        if not summary:
+            reporter.summary_path.unlink()
+        status = read_status(tmp_path)
+        _show(status)
+        assert status.done >= 2
+
+
+def test_a_report_damaged_beyond_reading_is_skipped_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever a report holds, reading it fails for that report only, said on one line."""
+    import minionize.status.read as read
+
+    good = minion(tmp_path, 1)
+    finish(good, "a")
+    bad = minion(tmp_path, 2)
+    finish(bad, "b")
+    assert bad.path is not None
+    real = read.minion_status
+
+    def broken(name: str, *args: Any) -> Any:
+        if name == bad.path.stem:  # type: ignore[union-attr]
+            raise OverflowError("int too large to convert to float")
+        return real(name, *args)
+
+    monkeypatch.setattr(read, "minion_status", broken)
+    status = read_status(tmp_path)
+    assert status.done == 1 and len(status.minions) == 1
+    assert [w for w in status.warnings if bad.path.stem in w] == [
+        f"{bad.path.name}: damaged report skipped (OverflowError: int too large to convert "
+        "to float)"]
