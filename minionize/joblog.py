@@ -16,7 +16,9 @@ many hosts may share one file:
   ``Send``/``Receive`` are 0 (nothing is transferred);
 * ``Seq`` is the command's ``{#}``: the line number with the file engine (what GNU
   parallel's ``--resume-failed`` expects on the same input), else a per-minion counter;
-* tabs and newlines of a command are written as ``\\t`` and ``\\n``.
+* tabs and newlines of a command are written as ``\\t`` and ``\\n``;
+* the file is never opened through a symbolic link, and must be a regular file (a
+  FIFO is refused at start, not waited on).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import socket
 import threading
 from typing import Callable, Optional
 
+from .callbacks._task_io import UnsafeFile, open_regular
 from .callbacks.command import shell_line
 from .errors import ConfigError
 from .reporters.base import MinionInfo, Reporter, TaskReport
@@ -72,9 +75,12 @@ class Joblog(Reporter):
         self.start_log()
 
     def start_log(self) -> None:
-        """Open the file for appending (ConfigError when it cannot be)."""
+        """Open the file for appending (ConfigError when it cannot be, or when it is a
+        symbolic link or not a regular file: a FIFO is refused, never waited on)."""
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._fd = open_regular(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        except UnsafeFile as exc:
+            raise ConfigError(f"MINION_JOBLOG={self.path!r}: {exc}") from None
         except OSError as exc:
             raise ConfigError(f"MINION_JOBLOG={self.path!r} cannot be opened: {exc.strerror}") from None
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
+import pytest
+
+from minionize.errors import ConfigError
 from minionize.joblog import HEADER, Joblog, joblog_line
 from minionize.reporters.base import TaskReport
 
@@ -52,3 +56,27 @@ def test_threads_and_two_writers_on_one_file_write_whole_lines_one_header(tmp_pa
     lines = Path(path).read_text().splitlines()
     assert lines[0] + "\n" == HEADER and lines.count(lines[0]) == 1
     assert len(lines) == 1 + 800 and all(len(line.split("\t")) == 9 for line in lines[1:])
+
+
+def test_a_fifo_with_a_reader_is_refused_too_and_nothing_is_written_to_it(tmp_path: Path) -> None:
+    fifo = tmp_path / "jl"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with pytest.raises(ConfigError, match="not a regular file"):
+            Joblog(str(fifo)).start_log()
+        assert os.read(reader, 100) == b""  # the writer is gone, having written nothing
+    finally:
+        os.close(reader)
+
+
+def test_an_existing_joblog_is_appended_to_and_stays_blocking(tmp_path: Path) -> None:
+    path = tmp_path / "jl"
+    path.write_text(HEADER)
+    joblog = Joblog(str(path), host="h")
+    joblog.start_log()
+    assert joblog._fd is not None and os.get_blocking(joblog._fd)
+    joblog.write(TaskReport(param_id="1", param=1, attempt=1, outcome="done", start=0.0,
+                            duration=1.0, exit_code=0), "1", ["echo", "1"])
+    joblog.stop(0)
+    assert path.read_text().splitlines()[1:] == ["1\th\t0.000\t     1.000\t0\t0\t0\t0\techo 1"]
