@@ -10,18 +10,22 @@ engine, see :mod:`minionize.take_order`): it orders one minion's output, not the
 of several minions. At a graceful stop, what is held is printed in order.
 
 The files are those of ``--results``, or ``--log-dir`` when given (kept), else private
-temporary files (removed once printed).
+temporary files (removed once printed), in a directory ``minionize-output-<owner>-*`` of
+``$TMPDIR`` removed at the end of the run (a graceful stop too). A run that was killed
+cannot remove it: the next run on the host that needs one removes those whose owner is
+gone (see :mod:`minionize._owner`).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
-import tempfile
 import threading
 from typing import BinaryIO, Optional
 
+from . import _owner
 from .callbacks._task_io import log_paths
 from .callbacks.command import param_text
 from .engines.base import Delivery
@@ -29,6 +33,8 @@ from .reporters.base import Reporter, TaskReport
 from .take_order import TakeOrder
 
 FINAL = ("done", "dead")
+#: The temporary directories' names: this, the owner (see :mod:`minionize._owner`), ``-*``.
+TEMP_PREFIX = "minionize-output-"
 
 
 class GroupedOutput(Reporter):
@@ -55,7 +61,8 @@ class GroupedOutput(Reporter):
             return out, err
         with self._lock:
             if self._temp is None:
-                self._temp = tempfile.mkdtemp(prefix="minionize-output-")
+                _owner.remove_stale(TEMP_PREFIX)  # what killed runs left
+                self._temp = _owner.make_owned_dir(TEMP_PREFIX)
         return log_paths(self._temp, str(delivery.id), delivery.attempt)
 
     # -- printing --------------------------------------------------------------------
@@ -96,11 +103,14 @@ class GroupedOutput(Reporter):
     def _read(path: Optional[str], tag: Optional[bytes]) -> bytes:
         if path is None:
             return b""
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
+        try:  # never through a symbolic link, nor from a FIFO (planted since it was written)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             return b""
+        with open(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return b""
+            data = handle.read()
         return tagged(data, tag) if tag is not None else data
 
     def _print(self, chunk: tuple[bytes, bytes]) -> None:

@@ -95,3 +95,17 @@ def test_remove_stale_removes_only_dirs_whose_owner_is_gone(tmp_path: Path) -> N
     assert _owner.remove_stale("minionize-x-", str(tmp_path)) == [str(stale)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [Path(mine).name, other_host.name, old_style.name])
+
+
+def test_grouped_output_never_reads_through_a_link_nor_waits_on_a_fifo(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("secret\n")
+    (tmp_path / "1.out").symlink_to(secret)
+    os.mkfifo(tmp_path / "1.err")
+    out, err = io.BytesIO(), io.BytesIO()
+    printer = GroupedOutput(stdout=out, stderr=err)
+    printer.task_finished(TaskReport(param="p", param_id="1", attempt=1, outcome="done",
+                                     start=0.0, duration=0.0, exit_code=0,
+                                     stdout_path=str(tmp_path / "1.out"),
+                                     stderr_path=str(tmp_path / "1.err")))
+    assert out.getvalue() == err.getvalue() == b""
