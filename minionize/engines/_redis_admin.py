@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..errors import UnsupportedOperation
+from ..errors import EngineError, UnsupportedOperation
 from ._kit import canonical_json
 from ._redis_client import RedisCalls
 from .base import Param
@@ -47,6 +47,7 @@ class RedisAdmin(RedisCalls):
     ids_key: str
     results_key: str
     order_key: str
+    results_count_key: str
 
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Add params; a param already added to this stream (todo, in flight, done or
@@ -151,7 +152,10 @@ class RedisAdmin(RedisCalls):
     def results(self) -> Iterator[dict[str, Any]]:
         """Done params whose task returned a value, in the order they were filled (their
         first entry's id), with their results, read a page at a time (``<stream>:results:order``, then
-        ``<stream>:results``)."""
+        ``<stream>:results``). A result stored and deleted since, or a record that is
+        not one, is an EngineError naming the key (and the entry), never a row that
+        vanishes nor a traceback."""
+        self._check_results_count()
         script = self._client.register_script(lua("results"))
         start = "-"
         while True:
@@ -163,12 +167,48 @@ class RedisAdmin(RedisCalls):
             )
             if not reply:
                 return
-            for record in reply[1::2]:
-                if record is not None:  # deleted meanwhile
-                    row = json.loads(record)
-                    yield {"id": row["id"], "param": self._param(row["param"]),
-                           "result": row["result"]}
+            for key, record in zip(reply[::2], reply[1::2]):
+                if record is None:
+                    raise self._lost(f"the entry {key!r} of {self.results_key!r}")
+                yield self._result_row(key, record)
             start = "(" + reply[-2]
+
+    def _check_results_count(self) -> None:
+        """Raise if fewer results are kept than acks stored (in one transaction)."""
+        def counts() -> Any:
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zcard(self.order_key).hlen(self.results_key).get(self.results_count_key)
+            return pipe.execute()
+
+        ordered, kept, stored = self._call("reading results", counts, ride_out=False)
+        stored = int(stored or 0)  # none: a queue filled before the count was kept
+        for key, have in ((self.results_key, int(kept)), (self.order_key, int(ordered))):
+            if have < stored:
+                raise self._lost(f"{stored - have} of the {stored} entries of {key!r}")
+
+    def _lost(self, what: str) -> EngineError:
+        return EngineError(
+            f"Redis lacks {what}: results stored by acks were deleted outside minionize "
+            "and are lost; restore those keys from a backup (or run those params again "
+            "on a new stream)"
+        )
+
+    def _result_row(self, key: str, record: str) -> dict[str, Any]:
+        """A record of the results hash as a row; EngineError naming it if damaged."""
+        try:
+            row = json.loads(record)
+            if not (isinstance(row, dict) and isinstance(row.get("id"), str)
+                    and isinstance(row.get("param"), str) and "result" in row):
+                raise ValueError("not an object with id, param and result")
+        except (ValueError, RecursionError) as exc:
+            why = "nested too deep to read" if isinstance(exc, RecursionError) else str(exc)
+            raise EngineError(
+                f"Redis hash {self.results_key!r} entry {key!r} is not a result record "
+                f"({why[:100]}): it was changed outside minionize; restore it from a "
+                f"backup, or drop it (HDEL {self.results_key} {key}, ZREM {self.order_key} "
+                f"{key}, DECR {self.results_count_key}) to list the others"
+            ) from None
+        return {"id": row["id"], "param": self._param(row["param"]), "result": row["result"]}
 
     def _param(self, text: str) -> Any:
         """A ``param`` field as the engine hands it out (its text if not JSON)."""

@@ -21,7 +21,9 @@ already counted before this entry existed).
   returned a result, the param's record (a JSON object: ``id``, ``param``, and
   ``result``, the JSON text of what its task returned) goes into the hash
   ``<stream>:results`` under its order key, which goes into the sorted set
-  ``<stream>:results:order``. The order key is the id of the param's first entry
+  ``<stream>:results:order``, and ``<stream>:results:count`` counts them: a record
+deleted outside minionize is an error naming the key that lacks it, never a row that
+vanishes. The order key is the id of the param's first entry
   (zero-padded): ``minion-queue results`` lists the done params that returned a result
   in the order they were filled, a page at a time. A param done without a result is
   counted only, as before (keeping it would cost Redis memory for every program task).
@@ -105,8 +107,9 @@ class RedisEngine(RedisAdmin, Engine):
         self.decoder, self.lease, self.max_attempts = decoder, lease, max_attempts
         #: Beside the stream: the dead letters, the count of done params, every param's id.
         self.dead_stream, self.done_key, self.ids_key = (f"{stream}:{key}" for key in ("dead", "done", "ids"))
-        #: Done params' records by order key, and those keys in queue order.
+        #: Done params' records by order key, those keys in queue order, and how many.
         self.results_key, self.order_key = f"{stream}:results", f"{stream}:results:order"
+        self.results_count_key = f"{stream}:results:count"
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._redis = optional_import("redis", "the redis engine", "redis")
         self._client: Any = self._connect()
@@ -214,7 +217,8 @@ class RedisEngine(RedisAdmin, Engine):
         record = "" if result is None else result_record(
             delivery.id, entry.fields.get("param", ""), result)
         # The record is written by the script that acks, or not at all.
-        keys = [self.stream, self.done_key, self.results_key, self.order_key]
+        keys = [self.stream, self.done_key, self.results_key, self.order_key,
+                self.results_count_key]
         if self._run_settle(delivery, "", "done", keys, [entry.order_key(), record]) == 0:
             log.warning("redis: %s was already settled elsewhere", delivery.id)
 

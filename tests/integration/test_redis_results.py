@@ -18,6 +18,7 @@ import pytest
 
 from minionize.engines import _redis_admin
 from minionize.engines.redis import RedisEngine
+from minionize.errors import EngineError
 from tests.conftest import Minion, user_environment
 from tests.services import script, wait_for
 
@@ -193,3 +194,61 @@ def test_results_come_back_a_page_at_a_time_whatever_their_size(
     assert [row["param"] for row in rows] == list(range(count))
     assert [row["result"] for row in rows] == [big if p in (3, 4) else p for p in range(count)]
     assert max(pages) <= _redis_admin.PAGE and pages[:3] == [4, 1, _redis_admin.PAGE]
+
+
+def done_with_results(queue: RedisEngine, params: list[Any]) -> None:
+    """Fill ``params`` and ack each with the result ``[param]``."""
+    queue.fill(params)
+    minion = RedisEngine(url=queue.url, stream=queue.stream)
+    minion.open()
+    try:
+        taken: list[Any] = []
+        while len(taken) < len(params):
+            taken += minion.take(len(params) - len(taken), 1)
+        for delivery in taken:
+            minion.ack(delivery, json.dumps([delivery.param]))
+    finally:
+        minion.close()
+
+
+def queue_results_error(queue: RedisEngine, *args: str) -> str:
+    """``minion-queue results ARGS`` must fail with exit 2 and one line: that line."""
+    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.url,
+               MINION_REDIS_STREAM=queue.stream)
+    done = subprocess.run([script("minion-queue"), "results", *args], env=env, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize("loss", ["one entry", "the hash", "the order"])
+def test_results_deleted_are_an_error_naming_what_is_missing(
+    redis_queue: RedisEngine, loss: str
+) -> None:
+    done_with_results(redis_queue, ["a", "b", "c"])
+    client, results_key = redis_queue._client, redis_queue.results_key
+    if loss == "one entry":
+        client.hdel(results_key, sorted(client.hkeys(results_key))[1])
+    elif loss == "the hash":
+        client.delete(results_key)
+    else:
+        client.delete(redis_queue.order_key)
+    missing = results_key if loss != "the order" else redis_queue.order_key
+    with pytest.raises(EngineError, match=f"{missing}.* lost"):
+        list(redis_queue.results())
+    assert missing in queue_results_error(redis_queue)
+
+
+def test_a_damaged_result_entry_is_one_error_naming_the_key_and_the_entry(
+    redis_queue: RedisEngine,
+) -> None:
+    done_with_results(redis_queue, ["a", "b", "c"])
+    client, results_key = redis_queue._client, redis_queue.results_key
+    entry = sorted(client.hkeys(results_key))[1]
+    for garbage in (b"\xff\xfe not json", b'{"id": 1}', b"[" * 5000 + b"]" * 5000):
+        client.hset(results_key, entry, garbage)
+        with pytest.raises(EngineError, match=f"{results_key}.*{entry}"):
+            list(redis_queue.results())
+        for args in ((), ("--json",)):
+            assert entry in queue_results_error(redis_queue, *args)

@@ -1,9 +1,10 @@
--- KEYS: stream, target (then, for done: results hash, results order). ARGV: group, entry
--- id, owner ('' = any), action, then: for done, the order key and the result record;
--- for add, field, value...
+-- KEYS: stream, target (then, for done: results hash, results order, results count).
+-- ARGV: group, entry id, owner ('' = any), action, then: for done, the order key and
+-- the result record; for add, field, value...
 -- action: done (INCR target; with a record (not ''), HSET it under the order key and
--- ZADD that key, so a param is never done without its result nor its result kept
--- without it being done),
+-- ZADD that key, counting a new key in results count, so a param is never done without
+-- its result nor its result kept without it being done, and a result deleted later is
+-- known as lost),
 -- add (XADD target the fields), drop (nothing more).
 -- Returns 1 when settled, 0 when the entry is no longer pending, -1 when another owns it.
 -- Only a settle that acks writes: a late ack (its entry settled meanwhile) writes nothing.
@@ -16,7 +17,9 @@ if ARGV[4] == 'done' then
   redis.call('INCR', KEYS[2])
   if ARGV[6] ~= '' then
     redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
-    redis.call('ZADD', KEYS[4], 0, ARGV[5])
+    if redis.call('ZADD', KEYS[4], 0, ARGV[5]) == 1 and KEYS[5] then
+      redis.call('INCR', KEYS[5])
+    end
   end
 elseif ARGV[4] == 'add' then
   redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5))
