@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import difflib
+import io
 import logging
 import os
 import socket
@@ -79,13 +80,53 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", ""})
 def load_dotenv_file(path: str | os.PathLike[str] = ".env") -> None:
     """Load ``path`` (default: ``.env`` in the working directory) into ``os.environ``.
 
-    Variables already in the environment are kept: the real environment wins.
+    Variables already in the environment are kept: the real environment wins. The file
+    must be read exactly, or not at all: a byte that is not UTF-8, a NUL byte or a
+    statement python-dotenv cannot parse (an unterminated quote) is a ConfigError naming
+    the file and the line, and nothing of the file is loaded.
     """
     if not Path(path).is_file():
         return
     from dotenv import load_dotenv
 
-    load_dotenv(path, override=False)
+    load_dotenv(stream=io.StringIO(read_dotenv_text(path)), override=False)
+
+
+def read_dotenv_text(path: str | os.PathLike[str]) -> str:
+    """The text of the ``.env`` file ``path``, checked: ConfigError naming the line of
+    a byte that is not UTF-8, of a NUL byte, or of a statement that does not parse."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from None
+    where = os.fspath(path)
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(
+            f"{where} line {_line_of(data, nul)}: a NUL byte: a .env file is text, remove it"
+        )
+    try:
+        text = data.decode("utf-8-sig")  # strict; a byte order mark at the start is fine
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{where} line {_line_of(data, exc.start)}: not UTF-8 (byte "
+            f"0x{data[exc.start]:02x}): save the file as UTF-8"
+        ) from None
+    from dotenv.parser import parse_stream
+
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            statement = binding.original.string.split("\n", 1)[0].strip()
+            raise ConfigError(
+                f"{where} line {binding.original.line}: cannot parse {statement[:60]!r}: "
+                "write NAME=value, a value with spaces or quotes in matching quotes"
+            )
+    return text
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    """The number of the line that holds the byte at ``offset`` (from 1)."""
+    return data.count(b"\n", 0, offset) + 1
 
 
 class Env:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from minionize.config import Settings, parse_concurrency
@@ -139,3 +142,77 @@ def test_outage_timeout_zero_is_refused_not_replaced_by_the_default(value: str) 
     with pytest.raises(ConfigError, match="MINION_OUTAGE_TIMEOUT"):
         Settings.from_env({"MINION_OUTAGE_TIMEOUT": value})
     assert Settings.from_env({"MINION_OUTAGE_TIMEOUT": "5"}).outage_timeout == 5.0
+
+
+# Issue 20 item 16: a .env that cannot be read exactly is a configuration error naming
+# the file and the line, and nothing of it is loaded.
+DOTENV_NAMES = ("MINION_CONCURRENCY", "MINION_TASK_TIMEOUT", "MINION_LOG_DIR")
+
+
+def _forget(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Unset ``names``, and have them unset again after the test (whatever it loads)."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
+ENV_DAMAGE = [
+    (b"MINION_CONCURRENCY=2\nMINION_TASK_TIMEOUT=5\nMINION_LOG_DIR=caf\xff\n", 3, "not UTF-8"),
+    (b"MINION_CONCURRENCY=2\nMINION_TASK_\x00TIMEOUT=5\n", 2, "NUL byte"),
+    (b"MINION_CONCURRENCY=2\nMINION_TASK_TIMEOUT=\"5\nMINION_LOG_DIR=logs\n", 2, "cannot parse"),
+    (b"# a comment\n\nMINION_CONCURRENCY=2\nnot a statement at all\n", 4, "cannot parse"),
+    (b"MINION_CONCURRENCY='2\n", 1, "cannot parse"),
+]
+
+
+@pytest.mark.parametrize(("data", "line", "why"), ENV_DAMAGE, ids=range(len(ENV_DAMAGE)))
+def test_a_dotenv_that_cannot_be_read_exactly_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    data: bytes, line: int, why: str,
+) -> None:
+    from minionize.config import load_dotenv_file
+
+    _forget(monkeypatch, *DOTENV_NAMES)
+    monkeypatch.chdir(tmp_path)
+    Path(".env").write_bytes(data)
+    with caplog.at_level("WARNING"), pytest.raises(ConfigError) as error:
+        load_dotenv_file()
+    message = str(error.value)
+    assert message.startswith(f".env line {line}: "), message
+    assert why in message and "\n" not in message
+    assert "MINION_CONCURRENCY" not in os.environ  # nothing consumed, not even line 1
+    assert caplog.records == []  # python-dotenv's own warning is not printed
+
+
+def test_a_good_dotenv_is_loaded_and_the_environment_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from minionize.config import load_dotenv_file
+
+    monkeypatch.chdir(tmp_path)
+    _forget(monkeypatch, *DOTENV_NAMES)
+    monkeypatch.setenv("MINION_CONCURRENCY", "4")
+    Path(".env").write_bytes(
+        b"\xef\xbb\xbf# caf\xc3\xa9\nMINION_CONCURRENCY=2\nexport MINION_TASK_TIMEOUT='5'\n"
+        b'MINION_LOG_DIR="logs\ncaf\xc3\xa9"\n\n')
+    with caplog.at_level("WARNING"):
+        load_dotenv_file()
+    assert os.environ["MINION_CONCURRENCY"] == "4"
+    assert os.environ["MINION_TASK_TIMEOUT"] == "5"
+    assert os.environ["MINION_LOG_DIR"] == "logs\ncafé"
+    assert caplog.records == []
+
+
+def test_a_dotenv_that_cannot_be_opened_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from minionize.config import load_dotenv_file
+
+    _forget(monkeypatch, *DOTENV_NAMES)
+    monkeypatch.chdir(tmp_path)
+    Path(".env").write_text("MINION_CONCURRENCY=2\n")
+    Path(".env").chmod(0)
+    if os.access(".env", os.R_OK):
+        pytest.skip("running as a user who reads any file")
+    with pytest.raises(ConfigError, match=r"^cannot read \.env: "):
+        load_dotenv_file()
