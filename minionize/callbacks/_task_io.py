@@ -181,10 +181,14 @@ class OutputSinks:
         self._files: list[IO[bytes]] = []
         self._out: Optional[IO[bytes]] = None
         self._err: Optional[IO[bytes]] = None
-        if out_path and err_path:
-            self._out = open(out_path, "wb")  # noqa: SIM115 (closed in __exit__)
+        if out_path and err_path:  # never through a planted link (UnsafeFile)
+            self._out = open(open_regular(out_path), "wb")  # noqa: SIM115 (closed in __exit__)
             self._files.append(self._out)
-            self._err = open(err_path, "wb")  # noqa: SIM115
+            try:
+                self._err = open(open_regular(err_path), "wb")  # noqa: SIM115
+            except BaseException:
+                self._out.close()
+                raise
             self._files.append(self._err)
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
