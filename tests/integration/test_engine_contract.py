@@ -12,6 +12,8 @@ an ``xfail(strict=True)`` naming the defect: it turns red the day the defect is 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -58,6 +60,9 @@ class Kit:
     counts_expiry: bool = True
     #: The text the engine stored for a delivery's param (None: not inspectable).
     stored: Callable[[Delivery], Optional[str]] = lambda d: None
+    #: Delete the results kept outside the process; the name of what is then missing
+    #: (None: results live in the process only).
+    lose_results: Optional[Callable[[], str]] = None
     opened: list[Engine] = field(default_factory=list)
 
     def take(self, engine: Engine, count: int = 1, timeout: float = 10.0) -> list[Delivery]:
@@ -104,8 +109,12 @@ def file_kit(tmp_path: Path) -> Kit:
             engines.append(engine)
         return engines[0]
 
+    def lose_results() -> str:
+        os.unlink(f"{path}.results")
+        return "params.jsonl.results"
+
     kit = Kit("file", minion=minion, fill=fill, admin=FileEngine(str(path), "json"),
-              dedupes=False)
+              dedupes=False, lose_results=lose_results)
     return kit
 
 
@@ -117,8 +126,13 @@ def sweep_kit(tmp_path: Path) -> Kit:
         lines = (tmp_path / "sweeps" / "params.jsonl").read_text().splitlines()
         return lines[delivery.handle[0]]
 
+    def lose_results() -> str:
+        os.unlink(tmp_path / "sweeps" / "results.jsonl")
+        return "results.jsonl"
+
     kit = Kit("sweep", minion=lambda lease: SweepEngine(directory, lease=lease),
-              fill=admin.fill, admin=admin, lease=1.0, stored=stored)
+              fill=admin.fill, admin=admin, lease=1.0, stored=stored,
+              lose_results=lose_results)
     return kit
 
 
@@ -134,8 +148,12 @@ def redis_kit(tmp_path: Path, url: str) -> Kit:
         engine.open()
         return engine
 
+    def lose_results() -> str:
+        admin._client.delete(admin.results_key)
+        return admin.results_key
+
     return Kit("redis", minion=minion, fill=admin.fill, admin=admin, lease=0.5,
-               stored=lambda d: d.handle.fields["param"])
+               stored=lambda d: d.handle.fields["param"], lose_results=lose_results)
 
 
 def pubsub_kit(tmp_path: Path) -> Kit:
@@ -468,6 +486,20 @@ def test_a_large_result_is_kept_exactly(kit: Kit) -> None:
     minion.ack(delivery, json.dumps(value, ensure_ascii=False))
     minion.flush()
     assert [r["result"] for r in results(kit)] == [value]
+
+
+def test_results_deleted_are_an_error_naming_what_is_missing(kit: Kit) -> None:
+    if kit.name not in KEEPS_RESULTS or kit.lose_results is None:
+        pytest.skip(f"the {kit.name} engine keeps no results outside its process")
+    kit.fill(["a", "b"])
+    minion = kit.minion(30)
+    for delivery in kit.take(minion, 2):
+        minion.ack(delivery, json.dumps([delivery.param]))
+    minion.flush()
+    assert [r["result"] for r in results(kit)] == [["a"], ["b"]]
+    missing = kit.lose_results()
+    with pytest.raises(EngineError, match=re.escape(missing) + ".*lost"):
+        results(kit)
 
 
 # -- outages ------------------------------------------------------------------------------------
