@@ -224,7 +224,7 @@ class DoneLines:
         self.lines: list[tuple[int, str]] = []
         #: Lines (not done) whose result was stored and is now lost.
         self.lost = 0
-        #: Whether ``.results`` is missing.
+        #: Whether ``.results`` is missing (or empty).
         self.missing = False
 
 
@@ -234,7 +234,11 @@ def done_lines(path: str, separator: bytes, null: bool) -> DoneLines:
     are not done only because their stored result is lost."""
     skip, lost = read_done(path)
     found = DoneLines()
-    found.missing = sum(lost.values()) > 0 and not os.path.exists(path + ".results")
+    if sum(lost.values()):
+        try:
+            found.missing = os.stat(path + ".results").st_size == 0  # made by an open()
+        except FileNotFoundError:
+            found.missing = True
     with open(path, "rb") as source:
         reader = LineReader(source.fileno(), separator=separator)
         number = 0
