@@ -16,6 +16,7 @@ Every reader is a generator, so a million params stream without being held in me
   (``NaN``, ``Infinity``), or that holds a number a JSON number cannot keep exactly
   (``1e400``, ``1e-400``, ``0.10000000000000000001``), is an error naming the line.
   Other numbers keep their value, as JSON says (``3.10`` is the number ``3.1``).
+* file names (``--from-files``): the ``{}`` part of each, as a string, always.
 * products: ``a=1,2,3 b=x,y`` gives every mapping ``{"a": 1, "b": "x"}``, ...,
   the first name varying slowest (as execo's ``sweep()``); values are read like a typed
   value, spaces included.
@@ -196,10 +197,13 @@ def params_from_items(items: Sequence[str], stdin: Optional[Iterable[str]] = Non
             yield parse_value(item)
 
 
-def params_from_files(pattern: str) -> list[Any]:
-    """The ``{}`` part of every file matching ``pattern`` (``in/inputfile_{}.txt``), read
-    like a typed value (``7`` is the number 7), numbers first in their order, then the
-    rest by name. ConfigError when ``{}`` is not there exactly once or nothing matches."""
+def params_from_files(pattern: str) -> list[str]:
+    """The ``{}`` part of every file matching ``pattern`` (``in/inputfile_{}.txt``), as
+    a string, always: ``{}`` replaced by it gives the file name back (``f_[1, 2].txt``
+    gives ``"[1, 2]"``, never the list that would fill ``{}`` as ``[1,2]``). Names that
+    are numbers as JSON writes them (``7``, ``-3``, ``0.5``) come first in their numeric
+    order, then the rest by name. ConfigError when ``{}`` is not there exactly once or
+    nothing matches."""
     import glob
     import os
 
@@ -214,14 +218,15 @@ def params_from_files(pattern: str) -> list[Any]:
     for path in glob.glob(glob.escape(before) + "*" + glob.escape(after)):
         match = matching.match(path)
         if match and os.sep not in match.group(1):
-            parts.append(match.group(1))
+            parts.append(require_utf8(match.group(1), f"the {{}} part of {path!r}"))
     if not parts:
         raise ConfigError(f"--from-files {pattern!r}: no file matches it")
-    values = [parse_value(require_utf8(part, f"the file name {before}{part}{after}"))
-              for part in parts]
-    numbers: list[Any] = []
-    others: list[Any] = []
-    for value in values:
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        (numbers if is_number else others).append(value)
-    return [*sorted(numbers), *sorted(others, key=canonical_json)]
+    numbers: list[tuple[Any, str]] = []
+    others: list[str] = []
+    for part in parts:
+        value = parse_value(part)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers.append((value, part))  # parse_value: a number only when exactly its text
+        else:
+            others.append(part)
+    return [*(part for _, part in sorted(numbers)), *sorted(others)]

@@ -30,7 +30,7 @@ examples:
   seq 100 | minion-queue fill -                      # one param per line
   minion-queue fill --file params.jsonl              # one JSON value per line
   minion-queue fill --product a=1,2,3 b=x,y          # 6 mappings {"a": 1, "b": "x"} ...
-  minion-queue fill --from-files 'in/data_{}.txt'    # 7 for in/data_7.txt, ...
+  minion-queue fill --from-files 'in/data_{}.txt'    # "7" for in/data_7.txt, ...
   minion-queue status --json
   minion-queue list dead                             # dead letters, with their reason
   minion-queue results --json                        # what each function task returned
@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     fill.add_argument(
         "--from-files", action="append", default=[], metavar="PATTERN",
         help="the {} part of every file matching PATTERN, e.g. 'in/inputfile_{}.txt' "
-        "(repeatable; read like ITEM values: inputfile_7.txt gives the number 7)",
+        "(repeatable; a string, always: inputfile_7.txt gives \"7\", so that {} gives the "
+        "file name back)",
     )
     fill.add_argument(
         "--product", "-p", nargs="+", metavar="NAME=V1,V2", action="append", default=[],

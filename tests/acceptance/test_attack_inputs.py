@@ -32,3 +32,33 @@ def test_a_damaged_dotenv_stops_the_minion_before_it_takes_anything(
         assert other.returncode == 2 and f".env line {line}: {why}" in other.stderr
     Path(".env").unlink()
     assert queue_status(user_env)["todo"] == 3  # nothing taken
+
+
+#: File names whose {} part reads as JSON: each is its own param, the string it is.
+NAMES = ["[1, 2]", "[1,2]", '{"a": 1}', "7", '"7"', "a b", "null"]
+
+
+def _input_files() -> None:
+    Path("in").mkdir()
+    for name in NAMES:
+        Path("in", f"f_{name}.txt").write_text(f"content of {name}\n")
+
+
+def test_fill_from_files_then_a_sandbox_run_finds_every_file(user_env: dict[str, str]) -> None:
+    _input_files()
+    fill = sh("minion-queue fill --from-files 'in/f_{}.txt'", user_env)
+    assert fill.stdout.strip() == f"sweep queue in sweeps: added {len(NAMES)} params", fill.stderr
+    run = sh("minionize --sandbox work --input 'in/f_{}.txt' cat 'f_{}.txt'", user_env)
+    assert run.returncode == 0, run.stderr
+    assert sorted(run.stdout.splitlines()) == sorted(f"content of {name}" for name in NAMES)
+    status = queue_status(user_env)
+    assert (status["done"], status["dead"]) == (len(NAMES), 0)
+
+
+def test_fill_from_files_then_a_template_finds_every_file(user_env: dict[str, str]) -> None:
+    _input_files()
+    assert sh("minion-queue fill --from-files 'in/f_{}.txt'", user_env).returncode == 0
+    run = sh("minionize cat 'in/f_{}.txt'", user_env)
+    assert run.returncode == 0, run.stderr
+    assert sorted(run.stdout.splitlines()) == sorted(f"content of {name}" for name in NAMES)
+    assert queue_status(user_env)["done"] == len(NAMES)

@@ -68,7 +68,7 @@ def dead_letters(env: dict[str, str]) -> dict[int, dict[str, object]]:
     out = sh("minion-queue list dead --json", env)
     assert out.returncode == 0, out.stderr
     rows = [json.loads(line) for line in out.stdout.splitlines()]
-    return {row["param"]: row for row in rows}
+    return {int(row["param"]): row for row in rows}  # --from-files: "7" for inputfile_7.txt
 
 
 def test_the_tutorial_run_and_its_rerun(user_env: dict[str, str]) -> None:
@@ -119,7 +119,7 @@ def test_the_tutorial_run_and_its_rerun(user_env: dict[str, str]) -> None:
     assert sorted(os.listdir(one)) == [
         "cat_output_3.txt", "inputfile_3.txt", "ls_output_3.txt", "scratch.tmp",
         "secondinputfile_3.txt", "sharedfile.txt"]
-    assert "dead letter: param 50 after attempt 1: input 'in/secondinputfile_50.txt'" in run.stderr
+    assert "dead letter: param \"50\" after attempt 1: input 'in/secondinputfile_50.txt'" in run.stderr
 
     # Fix the input and the task, requeue the dead letters, rerun: the job is finished
     # with nothing left to clean by hand.

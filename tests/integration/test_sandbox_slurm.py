@@ -114,7 +114,7 @@ def test_array_of_minions_with_node_local_sandboxes(
             f"secondinputfile_{i}.txt", "sharedfile.txt"]
     assert tasks == {"0", "1"}, "both minions of the array ran params"
     dead = {
-        row["param"]: row
+        int(row["param"]): row  # --from-files: "9" for inputfile_9.txt
         for row in map(json.loads, command(env, tmp_path, "minion-queue", "list", "dead",
                                            "--json").splitlines())
     }

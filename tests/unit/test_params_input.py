@@ -133,8 +133,25 @@ def test_from_files_gives_the_part_in_braces(tmp_path: Path, monkeypatch: pytest
         (tmp_path / "in" / f"inputfile_{part}.txt").write_text("")
     (tmp_path / "in" / "secondinputfile_4.txt").write_text("")
     (tmp_path / "in" / "inputfile_5.txt.bak").write_text("")
-    assert params_from_files("in/inputfile_{}.txt") == [2, 10, "01", "3.10", "a b", True]
+    assert params_from_files("in/inputfile_{}.txt") == ["2", "10", "01", "3.10", "a b", "true"]
     with pytest.raises(ConfigError, match="write {} once"):
         params_from_files("in/inputfile_.txt")
     with pytest.raises(ConfigError, match="no file matches it"):
         params_from_files("in/nothing_{}.txt")
+
+
+def test_from_files_gives_each_name_as_the_string_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 20 item 21: ``f_[1, 2].txt`` was the list [1, 2] (one param with
+    ``f_[1,2].txt``, and no file f_[1,2].txt for it to find): a file name is text."""
+    from minionize.params_input import params_from_files
+
+    monkeypatch.chdir(tmp_path)
+    parts = ["[1, 2]", "[1,2]", '{"a": 1}', '{"a":1}', "7", '"7"', "null", "-3", "0.5", "1e3"]
+    for part in parts:
+        Path(f"f_{part}.txt").write_text(part)
+    params = params_from_files("f_{}.txt")
+    assert params == ["-3", "0.5", "7", '"7"', "1e3", "[1, 2]", "[1,2]", "null", '{"a": 1}',
+                      '{"a":1}']
+    assert all(Path(f"f_{param}.txt").read_text() == param for param in params)
