@@ -210,8 +210,10 @@ class MinionState:
         if self.running:
             self.running.pop(_running_key(record), None)
         busy = record.get("busy")
-        sane_busy = isinstance(busy, int) and not isinstance(busy, bool) and 0 <= busy <= MAX_NUMBER
-        self.in_progress = busy if sane_busy else len(self.running)
+        if isinstance(busy, int) and not isinstance(busy, bool) and 0 <= busy <= MAX_NUMBER:
+            self.in_progress = busy
+        else:
+            self.in_progress = len(self.running)
         if start and (self.first_start is None or start < self.first_start):
             self.first_start = start
         if self.last_end is None or end > self.last_end:
