@@ -10,9 +10,10 @@ engine (``<run>`` is drawn for each run, so a rerun never overwrites an earlier 
 results), a hash of the param with the sweep queue, the message id with the others; an
 id that is not a safe file name is cleaned and given a hash, so two params never share a
 directory. No file or directory below ``DIR`` is written through a symbolic link (one
-planted by another user of ``DIR``: that attempt fails, saying so). A param has at most 1 + 3 x attempts files. Attempts never overwrite each
-other, except an attempt given back at a graceful stop: it is not counted, so the attempt
-that reruns it has the same N and replaces its files (its ``.exit`` says ``none``).
+planted by another user of ``DIR``: that attempt fails, saying so). A param has at most
+1 + 3 x attempts files. Attempts never overwrite each other, except an attempt given
+back at a graceful stop: it is not counted, so the attempt that reruns it has the same N
+and replaces its files (its ``.exit`` says ``none``).
 
 GNU parallel writes ``DIR/1/<value>/stdout``: a value is not a safe file name (a slash, a
 length limit, two equal lines), so minionize uses the id, and keeps the value in ``param``.

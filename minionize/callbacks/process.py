@@ -34,8 +34,18 @@ from ..engines.base import Delivery
 from ..errors import ConfigError
 from ._spawn import MAX_ARG_STRLEN as MAX_ARG_STRLEN
 from ._spawn import PARAM_ENV_BYTES as PARAM_ENV_BYTES
-from ._spawn import (Command, ParamFiles, cannot_start, ended, not_found, nul_in_command, redirect,
-                     signal_group, start, wait)
+from ._spawn import (
+    Command,
+    ParamFiles,
+    cannot_start,
+    ended,
+    not_found,
+    nul_in_command,
+    redirect,
+    signal_group,
+    start,
+    wait,
+)
 from ._task_io import UnsafeFile, log_paths, make_log_dir
 from .base import Callback, Outcome, Result, Task
 from .command import CommandBuilder, ParamError, shell_line
