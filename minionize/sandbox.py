@@ -1,7 +1,8 @@
 """Tasks with files: a sandbox per attempt, staged inputs, required outputs, collection.
 
 With ``--sandbox DIR`` each attempt of a process task runs in a fresh, empty directory
-``DIR/<param id>.<attempt>`` (named like its logs), its working directory and
+``DIR/<param id>.<attempt>.<random>`` (named like its logs, and unique to the attempt:
+runs of several queues can share ``DIR``), its working directory and
 ``$MINION_SANDBOX``. It holds exactly the staged files, by their base names:
 
 * ``--input PATTERN`` (per param; placeholders as in the command): a missing input
@@ -11,18 +12,23 @@ With ``--sandbox DIR`` each attempt of a process task runs in a fresh, empty dir
 Files are staged by symlink (absolute), copy, or hard link (``--stage``).
 
 **Success** is exit code 0 *and* every ``--output PATTERN`` (relative to the sandbox)
-present as a regular file. Then, before the param is acked, exactly the outputs are
-moved into ``--collect DIR`` (flat by name, or ``DIR/<param id>/``), all or nothing:
-each is first moved, or copied when ``DIR`` is on another filesystem, to a hidden
-temporary name in its final directory, and only when all are there renamed to their
-names; a failure puts back or removes what was moved, and the attempt fails. A file in
-``DIR`` is therefore never half written under its name.
+a regular file the task made: reached through directories of the sandbox (no symbolic
+link on its way), neither a staged input nor inside one. Then, before the param is
+acked, exactly the outputs are moved into ``--collect DIR`` (flat by base name, or
+``DIR/<param id>/``), all or nothing, never over a file another param collected (that
+param's attempt is rejected, naming both): see :mod:`._sandbox_collect`.
+
+A problem of one param (a missing input, two of its files with one base name, a
+directory input with ``--stage hardlink``, a collected name another param owns) is
+that param's dead letter, at once; what no param can fix (patterns that always clash,
+an output name no param fills) is a ConfigError at start.
 
 **Cleanup** (``--keep-sandbox``): ``failed`` (default) removes a successful attempt's
-sandbox; the sandbox of a failed attempt stays until the param's next attempt starts,
-so a dead-lettered param keeps its last one; a success removes every sandbox of its
-param. ``never`` removes every sandbox when its attempt ends, ``always`` none. A task
-minionize stopped (graceful stop) leaves nothing unless ``always``.
+sandbox; the sandbox of a failed attempt stays until the minion starts the param's next
+attempt, so a dead-lettered param keeps its last one; a success removes every sandbox
+the minion made for its param. ``never`` removes every sandbox when its attempt ends,
+``always`` none. A task minionize stopped (graceful stop) leaves nothing unless
+``always``. A minion removes only sandboxes it made.
 
 :class:`Sandboxes` is what the process callback calls (``prepare`` before the spawn,
 ``finish`` after); the file operations (naming, staging, checking, collecting) are
@@ -32,19 +38,20 @@ functions of :mod:`._sandbox_files`, one thing each, importable from here too.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional
 
-from ._sandbox_files import PART_SUFFIX as PART_SUFFIX
+from ._sandbox_collect import CollectClash, claim, collect, recover
 from ._sandbox_files import check_outputs as check_outputs
-from ._sandbox_files import check_relative, collect, duplicate_names, remove_sandboxes, sandbox_name, stage
-from ._sandbox_files import sandboxes_of as sandboxes_of
+from ._sandbox_files import check_relative, duplicate_names, last_component, make_sandbox, stage
 from .callbacks._task_io import read_tail, safe_name
 from .callbacks.base import Outcome, Result, StopReason
-from .callbacks.command import ParamError, Pattern
+from .callbacks.command import ParamError, Pattern, param_text, short
 from .errors import CommandLineError, ConfigError
 
 if TYPE_CHECKING:
@@ -135,14 +142,16 @@ class Attempt:
     attempt: int
     #: Each output as (path relative to the sandbox, name it is collected under).
     outputs: list[tuple[str, str]] = field(default_factory=list)
-    #: Sandboxes of the param's later attempts found at start (kept by a dead letter
-    #: whose attempts were counted again after ``requeue-dead``): gone on success.
-    later: list[str] = field(default_factory=list)
+    #: The names of the staged files (an output is none of them, nor inside one).
+    staged: list[str] = field(default_factory=list)
+    #: The param, short, for messages.
+    param: str = ""
 
 
 class Sandboxes:
     """The sandboxes of one minion (see the module). Built at start: a malformed pattern,
-    or a flat collection of an output that names no placeholder, is a ConfigError."""
+    patterns whose files always share a base name, or a flat collection of an output
+    whose name no param fills, is a ConfigError."""
 
     def __init__(self, spec: SandboxSpec) -> None:
         self.spec = spec
@@ -151,30 +160,52 @@ class Sandboxes:
         self.outputs = [Pattern(text, "--output/MINION_OUTPUT") for text in spec.outputs]
         for pattern in self.outputs:
             check_relative(pattern.text, pattern.source)
-        if spec.collect is not None and spec.layout == "flat":
+        self.shared = [os.path.abspath(path) for path in spec.shared]
+        self.collect = os.path.abspath(spec.collect) if spec.collect else None
+        self._check_names()
+        #: The sandboxes this minion made, by param id (a minion removes only those).
+        self._made: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+        self._linked_once = False
+
+    def _check_names(self) -> None:
+        """What no param can fix: two files every param names alike, an output name
+        collected flat that no param fills."""
+        if self.collect is not None and self.spec.layout == "flat":
             for pattern in self.outputs:
-                if not [f for f in pattern.fields() if f != "{%}"]:
+                name = Pattern(last_component(pattern.text), pattern.source)
+                if not [f for f in name.fields() if f not in ("{#}", "{%}")]:
                     raise ConfigError(
-                        f"{pattern.source} names no placeholder: collected flat into "
-                        f"{spec.collect}, every param's output would overwrite the last; "
-                        f"put the param in its name (e.g. out_{{}}.txt), or use "
+                        f"{pattern.source} {pattern.text!r}: no param fills its name "
+                        f"({last_component(pattern.text)!r}): collected flat into "
+                        f"{self.spec.collect}, every param's output would overwrite the "
+                        f"last; put the param in its name (e.g. out_{{}}.txt), or use "
                         f"--collect-layout per-param"
                     )
-        self.shared = [os.path.abspath(path) for path in spec.shared]
         names = [os.path.basename(path) for path in self.shared]
+        names += [last_component(pattern.text) for pattern in self.inputs]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
-            raise ConfigError(f"--shared/MINION_SHARED: two files named {twice[0]!r}: a "
-                              "sandbox holds files by their base names")
-        self.collect = os.path.abspath(spec.collect) if spec.collect else None
+            raise ConfigError(f"--input/--shared: two files named {twice[0]!r} for every "
+                              "param: a sandbox holds files by their base names")
+        if self.collect is not None:
+            names = [last_component(pattern.text) for pattern in self.outputs]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise ConfigError(f"--output: two outputs named {twice[0]!r} for every "
+                                  "param: they are collected by their base names")
 
     def setup(self) -> None:
         """At start, before anything is taken: the shared files exist, the directories
-        can be made (ConfigError otherwise)."""
+        can be made (ConfigError otherwise), a collection a killed minion left is
+        finished."""
         for given, path in zip(self.spec.shared, self.shared):
             if not os.path.exists(path):
                 raise ConfigError(f"--shared/MINION_SHARED {given!r}: no such file: nothing "
                                   "was consumed")
+            if self.spec.stage == "hardlink" and os.path.isdir(path):
+                raise ConfigError(f"--shared/MINION_SHARED {given!r} is a directory: "
+                                  "--stage hardlink links files: use --stage copy or symlink")
         for what, directory in (("MINION_SANDBOX", self.root), ("MINION_COLLECT", self.collect)):
             if directory is None:
                 continue
@@ -183,6 +214,8 @@ class Sandboxes:
             except OSError as exc:
                 raise ConfigError(f"{what}={directory!r} cannot be created: "
                                   f"{exc.strerror or exc}") from None
+        if self.collect is not None:
+            recover(self.collect)
 
     # -- before the spawn ----------------------------------------------------------------
     def prepare(self, delivery: Delivery, builder: CommandBuilder) -> Attempt:
@@ -197,38 +230,54 @@ class Sandboxes:
         for path in inputs:
             if not os.path.exists(path):
                 raise MissingInput(f"input {path!r} does not exist: the param was not run")
+            if self.spec.stage == "hardlink" and os.path.isdir(path):
+                raise ParamError(f"input {path!r} is a directory: --stage hardlink links "
+                                 "files: the param was not run (use --stage copy or symlink)")
         files = [*self.shared, *(os.path.abspath(path) for path in inputs)]
         twice = duplicate_names(files)
         if twice:
-            raise CommandLineError(f"--input/--shared: two files named {twice!r} for param "
-                                   f"{delivery.id}: a sandbox holds files by their base names")
+            raise ParamError(f"--input/--shared: two files named {twice!r} for this param: "
+                             "a sandbox holds files by their base names")
         twice = duplicate_names(outputs) if self.collect else None
         if twice:
-            raise CommandLineError(f"--output: two outputs named {twice!r} for param "
-                                   f"{delivery.id}: they are collected by their base names")
+            raise ParamError(f"--output: two outputs named {twice!r} for this param: they "
+                             "are collected by their base names")
         ident = str(delivery.id)
-        path = os.path.join(self.root, sandbox_name(ident, delivery.attempt))
-        later: list[str] = []
-        if self.spec.keep == "always":  # a leftover of a stopped attempt with this number
-            shutil.rmtree(path, ignore_errors=True)
-        else:  # the last attempt's sandbox is the one kept
-            later = remove_sandboxes(self.root, ident, up_to=delivery.attempt)
+        with self._lock:  # the last attempt's sandbox is the one kept
+            earlier = [] if self.spec.keep == "always" else self._made.pop(ident, [])
+        for old in earlier:
+            shutil.rmtree(old, ignore_errors=True)
         os.makedirs(self.root, exist_ok=True)
-        os.mkdir(path)
+        path = make_sandbox(self.root, ident, delivery.attempt)
+        with self._lock:
+            self._made.setdefault(ident, []).append(path)
+        text = json.dumps(param) if isinstance(param, str) else param_text(param)
         attempt = Attempt(path, ident, delivery.attempt,
-                          [(out, os.path.basename(out)) for out in outputs], later)
+                          [(out, os.path.basename(out)) for out in outputs],
+                          [os.path.basename(source) for source in files], short(text))
         try:
             for source in files:
                 stage(source, os.path.join(path, os.path.basename(source)), self.spec.stage)
         except OSError as exc:
-            shutil.rmtree(path, ignore_errors=True)
+            self._remove(attempt)
             if exc.errno == errno.EXDEV or self.spec.stage == "hardlink":
-                raise CommandLineError(
-                    f"--stage hardlink: cannot link {exc.filename!r} into {self.root}: "
-                    f"{exc.strerror or exc}: use --stage copy or symlink"
-                ) from None
+                message = (f"--stage hardlink: cannot link {exc.filename!r} into {self.root}: "
+                           f"{exc.strerror or exc}: use --stage copy or symlink")
+                if self._linked_once and exc.filename not in self.shared:
+                    raise ParamError(message) from None  # this param's file is elsewhere
+                raise CommandLineError(message) from None
             raise
+        self._linked_once = True
         return attempt
+
+    def _remove(self, attempt: Attempt) -> None:
+        shutil.rmtree(attempt.path, ignore_errors=True)
+        with self._lock:
+            made = self._made.get(attempt.param_id, [])
+            if attempt.path in made:
+                made.remove(attempt.path)
+            if not made:
+                self._made.pop(attempt.param_id, None)
 
     @staticmethod
     def wrap(argv: Sequence[str], attempt: Attempt) -> list[str]:
@@ -242,38 +291,46 @@ class Sandboxes:
         keep = self.spec.keep
         if stop_reason is not None:  # minionize stopped it: its exit code does not decide
             if stop_reason is StopReason.SHUTDOWN and keep != "always" or keep == "never":
-                shutil.rmtree(attempt.path, ignore_errors=True)
+                self._remove(attempt)
             return result
         if result.ok:
             result = self._judge(attempt, result)
         if result.ok:
             if keep != "always":
-                for path in (attempt.path, *attempt.later):
+                with self._lock:
+                    made = self._made.pop(attempt.param_id, [])
+                for path in made:
                     shutil.rmtree(path, ignore_errors=True)
         elif keep == "never":
-            shutil.rmtree(attempt.path, ignore_errors=True)
+            self._remove(attempt)
         return result
 
     def _judge(self, attempt: Attempt, result: Result) -> Result:
-        missing = check_outputs(attempt.path, [rel for rel, _ in attempt.outputs])
+        missing = check_outputs(attempt.path, [rel for rel, _ in attempt.outputs],
+                                attempt.staged)
         if missing:
             return _failed(result, f"exit code 0 but {missing}")
         if self.collect is None:
             return result
-        target = self.collect
+        root, prefix = self.collect, ""
         if self.spec.layout == "per-param":
-            target = os.path.join(target, safe_name(attempt.param_id))
-        files = [(os.path.join(attempt.path, rel), name) for rel, name in attempt.outputs]
+            prefix = safe_name(attempt.param_id) + "/"
+        names = [(rel, prefix + name) for rel, name in attempt.outputs]
         try:
-            collect(files, target)
+            for _, name in names:
+                claim(root, name, attempt.param_id, attempt.param)
+            collect(attempt.path, names, root)
+        except CollectClash as exc:
+            return _failed(result, f"exit code 0 but {exc}", Outcome.REJECTED)
         except OSError as exc:
             return _failed(result, f"exit code 0 but the outputs could not be collected into "
-                                   f"{target}: {exc.strerror or exc}")
+                                   f"{os.path.join(root, prefix)}: {exc.strerror or exc}")
         return result
 
 
-def _failed(result: Result, reason: str) -> Result:
-    """A success of the program that is a failed attempt, for ``reason``."""
+def _failed(result: Result, reason: str, outcome: Outcome = Outcome.FAILED) -> Result:
+    """A success of the program that is a failed attempt (or a rejected param), for
+    ``reason``."""
     tail = read_tail(result.stderr_path) if result.stderr_path else ""
-    return Result(Outcome.FAILED, reason=reason, exit_code=result.exit_code, stderr_tail=tail,
+    return Result(outcome, reason=reason, exit_code=result.exit_code, stderr_tail=tail,
                   stdout_path=result.stdout_path, stderr_path=result.stderr_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import sh, start_minion, user_environment
+from tests.services import wait_for
 
 #: A task writing the param it ran ($MINION_PARAM) into the file named by $1.
 WRITE_PARAM = """#!/bin/sh
@@ -77,19 +78,20 @@ def test_an_output_name_no_param_fills_is_refused_at_start(here: Path, output: s
     assert not listed(env, "done") and not listed(env, "dead")  # nothing consumed
 
 
-@pytest.mark.parametrize("fill, command, collected", [
-    ("--product n=1,2 m=a,b", "--template './task.sh out_{n}.txt'", ["out_1.txt", "out_2.txt"]),
-    ("a/x b/x", "./task.sh {}.res", ["x.res"]),
-    ("1 --file ones.jsonl", "./task.sh out_{}.txt", ["out_1.txt"]),
+@pytest.mark.parametrize("fill, output, command, collected", [
+    ("--product n=1,2 m=a,b", "out_{n}.txt", "--template './task.sh out_{n}.txt'",
+     ["out_1.txt", "out_2.txt"]),
+    ("a/x b/x", "{}.res", "./task.sh {}.res", ["x.res"]),
+    ("1 --file ones.jsonl", "out_{}.txt", "./task.sh out_{}.txt", ["out_1.txt"]),
 ])
 def test_a_name_two_params_fill_is_never_replaced(
-    here: Path, fill: str, command: str, collected: list[str]
+    here: Path, fill: str, output: str, command: str, collected: list[str]
 ) -> None:
     env = user_environment()
     script("task.sh", WRITE_PARAM)
     Path("ones.jsonl").write_text('"1"\n')
     assert sh(f"minion-queue fill {fill}", env).returncode == 0
-    run = sh(f"minionize -j 2 --sandbox work --output '{command.split()[-1]}' "
+    run = sh(f"minionize -j 2 --sandbox work --output '{output}' "
              f"--collect results {command}", env)
     assert run.returncode == 1, run.stderr
     assert visible("results") == collected
@@ -122,10 +124,11 @@ def test_a_staged_input_is_never_moved(here: Path) -> None:
     Path("in/set_1/data.txt").write_text("original\n")
     assert sh("minion-queue fill 1", env).returncode == 0
     run = sh("minionize --max-attempts 1 --sandbox work --input 'in/set_{}' "
-             "--output 'set_{}/data.txt' --collect results true", env)
+             "--output 'set_{}/data.txt' --collect results --collect-layout per-param true",
+             env)
     assert run.returncode == 1, run.stderr
     assert Path("in/set_1/data.txt").read_text() == "original\n"
-    assert visible("results") == []
+    assert list(Path("results").rglob("data.txt")) == []
     [row] = listed(env, "dead")
     assert "set_1" in str(row["reason"]), row
 
@@ -177,6 +180,8 @@ def test_a_kill_at_any_step_of_a_collection_leaves_all_or_nothing(here: Path, st
     names = visible("results")
     if step < 3:  # not committed: nothing under its name
         assert names == [], names
+    wait_for(lambda: ": 1 expired" in sh("minion-queue reset-expired", env).stdout, 30,
+             "the killed minion's lease to expire", every=0.2)
     rerun = sh(command, env)  # completes (or drops) what was left, then runs the param again
     assert rerun.returncode == 0, rerun.stderr
     assert visible("results") == ["a_7.txt", "b_7.txt"]
