@@ -62,6 +62,8 @@ if TYPE_CHECKING:
 STAGES = ("symlink", "copy", "hardlink")
 KEEPS = ("failed", "always", "never")
 LAYOUTS = ("flat", "per-param")
+#: Placeholders that are not the param: the same for different params.
+COUNTERS = ("{#}", "{%}")
 #: How a sandbox wrapper enters its directory: ``sh -c SCRIPT sh DIR PROGRAM ARGS...``
 #: (posix_spawn has no working directory; ``cd`` then ``exec`` keeps the process id).
 CD_SCRIPT = 'cd -- "$1" && shift && exec "$@"'
@@ -173,14 +175,14 @@ class Sandboxes:
         collected flat that no param fills."""
         if self.collect is not None and self.spec.layout == "flat":
             for pattern in self.outputs:
-                name = Pattern(last_component(pattern.text), pattern.source)
-                if not [f for f in name.fields() if f not in ("{#}", "{%}")]:
+                last = last_component(pattern.text)
+                if not [f for f in Pattern(last, pattern.source).fields() if f not in COUNTERS]:
+                    where = f" {last!r}" if last != pattern.text else ""
                     raise ConfigError(
-                        f"{pattern.source} {pattern.text!r}: no param fills its name "
-                        f"({last_component(pattern.text)!r}): collected flat into "
-                        f"{self.spec.collect}, every param's output would overwrite the "
-                        f"last; put the param in its name (e.g. out_{{}}.txt), or use "
-                        f"--collect-layout per-param"
+                        f"{pattern.source} names no placeholder of the param in its file "
+                        f"name{where}: collected flat into {self.spec.collect}, every "
+                        f"param's output would overwrite the last; put the param in its "
+                        f"name (e.g. out_{{}}.txt), or use --collect-layout per-param"
                     )
         names = [os.path.basename(path) for path in self.shared]
         names += [last_component(pattern.text) for pattern in self.inputs]
