@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from minionize._sandbox_collect import STATE_DIR, CollectClash, claim, recover
 from minionize.callbacks.base import Outcome, Result, StopReason
-from minionize.callbacks.command import CommandBuilder
+from minionize.callbacks.command import CommandBuilder, ParamError
 from minionize.config import Env
 from minionize.engines.base import Delivery
 from minionize.errors import CommandLineError, ConfigError
@@ -23,8 +24,6 @@ from minionize.sandbox import (
     collect,
     split_list,
 )
-from minionize._sandbox_collect import STATE_DIR, CollectClash, claim, recover
-from minionize.callbacks.command import ParamError
 
 
 @pytest.fixture
