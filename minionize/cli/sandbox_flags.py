@@ -14,8 +14,8 @@ from ._options import apply as apply_options
 #: The flags, each with the variable it sets (a repeatable one: one value per line).
 OPTIONS = table("""
 --sandbox DIR -> MINION_SANDBOX
-    run each attempt in a fresh directory DIR/<id>.<attempt> holding only its inputs and
-    the shared files; it is the task's working directory and $MINION_SANDBOX
+    run each attempt in a fresh directory DIR/<id>.<attempt>.<random> holding only its
+    inputs and the shared files; it is the task's working directory and $MINION_SANDBOX
     (MINION_SANDBOX)
 --input PATTERN list -> MINION_INPUT
     a file of each param, staged into its sandbox by base name; a missing one dead-letters
@@ -28,10 +28,11 @@ OPTIONS = table("""
 --stage {symlink,copy,hardlink} -> MINION_STAGE
     how inputs and shared files are staged (MINION_STAGE, default symlink)
 --collect DIR -> MINION_COLLECT
-    on success, before the ack, move exactly the outputs into DIR, all or nothing
-    (MINION_COLLECT)
+    on success, before the ack, move exactly the outputs into DIR, all or nothing, never
+    over a file another param collected (MINION_COLLECT)
 --collect-layout {flat,per-param} -> MINION_COLLECT_LAYOUT
-    flat: DIR/<name> (an output pattern needs a placeholder); per-param: DIR/<id>/<name>
+    flat: DIR/<name> (an output's file name needs a placeholder of the param);
+    per-param: DIR/<id>/<name>
     (MINION_COLLECT_LAYOUT, default flat)
 --keep-sandbox {failed,always,never} -> MINION_KEEP_SANDBOX
     failed: keep the last sandbox of a failed param, remove it once the param succeeds
