@@ -201,6 +201,6 @@ def test_bad_halt_rules_exit_2_with_one_line(user_env: dict[str, str]) -> None:
         result = sh(f"echo 1 | MINION_ENGINE=file minionize {rule} echo", user_env)
         assert result.returncode == 2
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and "MINION_HALT" in lines[0], result.stderr
+        assert len(lines) == 1 and "--halt" in lines[0], result.stderr  # names the flag given
     result = sh("echo 1 | MINION_HALT=x MINION_ENGINE=file minionize echo", user_env)
     assert result.returncode == 2 and "MINION_HALT='x'" in result.stderr
