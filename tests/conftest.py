@@ -54,17 +54,23 @@ def task_env(tmp_path: Path, **variables: str) -> dict[str, str]:
 
 
 def sh(command: str, env: dict[str, str], timeout: float = 60,
-       stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """``bash -c COMMAND``: what a user types, with its output captured."""
+       stdin: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+    """``bash -c COMMAND``: what a user types, with its output captured; its standard
+    input is ``stdin`` through a pipe, or, without it, /dev/null (as in a batch job: no
+    input, where a terminal's would not be one either)."""
+    if stdin is None:
+        return subprocess.run(["bash", "-c", command], env=env, text=True,
+                              capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
     return subprocess.run(["bash", "-c", command], env=env, text=True, capture_output=True,
                           timeout=timeout, input=stdin)
 
 
 def sh_bytes(command: str, env: dict[str, str],
              timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    """:func:`sh`, with the output as the very bytes written (not decoded)."""
+    """:func:`sh`, with the output as the very bytes written (not decoded); standard
+    input is /dev/null."""
     return subprocess.run(["bash", "-c", command], env=env, capture_output=True,
-                          timeout=timeout)
+                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def status_json(env: dict[str, str], *args: str, cwd: Optional[Path] = None) -> dict[str, Any]:
