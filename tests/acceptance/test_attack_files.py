@@ -147,3 +147,28 @@ def test_keep_order_leaves_no_temporary_output_after_sigterm_or_sigkill(tmp_path
     assert result.returncode == 0, result.stderr
     assert output_dirs(tmp) == [foreign]
     assert stat.S_ISDIR(foreign.stat().st_mode)
+
+
+def test_a_fifo_planted_as_the_next_log_file_is_refused_not_waited_on(tmp_path: Path) -> None:
+    env = task_env(tmp_path)
+    name = log_name(env, tmp_path, "hello")
+    (tmp_path / "logs").mkdir()
+    os.mkfifo(tmp_path / "logs" / f"{name}.1.out")
+    result = sh(f"cd {tmp_path} && minion-queue fill hello && minionize --log-dir logs -k echo",
+                env, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("hello\n")
+    assert "not a regular file" in result.stderr and f"{name}.1.out" in result.stderr
+
+
+def test_a_symlink_planted_as_an_exit_file_is_not_written_through(tmp_path: Path) -> None:
+    env = task_env(tmp_path)
+    target = victim(tmp_path)
+    name = log_name(env, tmp_path, "hello")
+    (tmp_path / "res" / name).mkdir(parents=True)
+    (tmp_path / "res" / name / "1.exit").symlink_to(target)
+    result = sh(f"cd {tmp_path} && minion-queue fill hello && minionize --results res echo", env)
+    assert result.returncode == 0, result.stderr
+    assert target.read_text() == VICTIM
+    assert (tmp_path / "res" / name / "1.out").read_text() == "hello\n"
+    assert "1.exit" in result.stderr and "symbolic link" in result.stderr
