@@ -36,7 +36,8 @@ units s, m, h, d as in GNU parallel (1.5s, 2m, 2h30m).
 EPILOG = """\
 examples:
   minion-queue fill 0..9 && minionize echo hello        # sweep queue in ./sweeps
-  seq 10 | MINION_ENGINE=file minionize -j 4 ./a.out     # params from stdin
+  seq 10 | minionize -j 4 ./a.out     # params from stdin (with no ./sweeps queue; -a - always)
+  find . -name '*.log' -print0 | minionize -0 gzip      # NUL-separated, like xargs -0
   # one JSON mapping per line of params.jsonl, e.g. {"x": 1, "y": "a b"}:
   FILE_DECODER=json minionize -e file --file params.jsonl --template 'a.out --x {x} --y {y}'
   minionize --docker my-image --timeout 600             # one container per param
@@ -169,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
     from . import parallel_flags
 
     parallel_flags.apply(args, values)
+    ignored = choose_input(args, values)
+    if ignored:
+        sys.stderr.write(f"minionize: warning: {ignored}\n")
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -224,6 +228,42 @@ def run(args: argparse.Namespace) -> int:
 
     engine, reporter = Habits.from_settings(settings).wire(callback, settings)
     return Minion(callback, engine=engine, reporter=reporter, settings=settings).run()
+
+
+def choose_input(args: argparse.Namespace, values: dict[str, str]) -> Optional[str]:
+    """Where params come from when no engine is chosen (no ``MINION_ENGINE``, no
+    ``--engine``, ``--file`` or ``-a``), as xargs takes them: standard input, when it is a
+    pipe or a file and no sweep queue is there, or when ``-0`` is given (``values`` then
+    name the file engine on standard input). Returns the warning to show when standard
+    input is a pipe or a file but the sweep queue there is used instead (None: none)."""
+    if values.get("MINION_ENGINE"):
+        return None
+    if args.null:  # NUL-separated records: only standard input can be meant
+        values.update(MINION_ENGINE="file", FILE_PATH="-")
+        return None
+    if not stdin_is_input():
+        return None
+    from ..engines.sweep import DEFAULT_DIRECTORY
+
+    directory = values.get("EXECO_PERSISTENCE_DIR") or DEFAULT_DIRECTORY
+    if not os.path.isdir(directory):
+        values.update(MINION_ENGINE="file", FILE_PATH="-")
+        return None
+    return (f"standard input is ignored: params come from the sweep queue in {directory!r} "
+            "(to read them from standard input, give -a -)")
+
+
+def stdin_is_input() -> bool:
+    """Whether standard input is a pipe or a regular file: what a user pipes or
+    redirects in. A terminal, a batch job's /dev/null (a character device), a socket or
+    a closed descriptor are not input."""
+    import stat
+
+    try:
+        mode = os.fstat(0).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)
 
 
 if __name__ == "__main__":  # pragma: no cover
