@@ -40,8 +40,10 @@ Standard input is read without blocking past ``take``'s timeout, so
 ``MINION_IDLE_TIMEOUT`` ends a minion whose producer is alive but silent.
 
 A file has nobody else to hand a failed param to, so a failed attempt is retried by this
-same minion. Several minions on one file would each run every line: run one minion with
-``MINION_CONCURRENCY`` instead, or use the sweep queue.
+same minion. One minion reads a file at a time: it holds ``<FILE_PATH>.lock`` for its
+run (see :mod:`._file_lock`), and a second one stops at start (exit 2) naming it, where
+it would run every line again. Run one minion with ``MINION_CONCURRENCY`` instead, or
+use the sweep queue, which minions share.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ from ._file_journal import (
     read_done,
     result_rows,
 )
+from ._file_lock import ReaderLock
 from .base import Delivery, Engine, Param, decode_param
 
 if TYPE_CHECKING:
@@ -89,6 +92,8 @@ class FileEngine(Engine):
         self.keeps_results = path is not None
         self._lock = threading.Lock()
         self._journals = Journals()
+        #: ``<FILE_PATH>.lock``, held while this minion reads a real file.
+        self._file_lock: Optional[ReaderLock] = None
         self._retries: collections.deque[Delivery] = collections.deque()
         self._source: Optional[IO[bytes]] = None
         self._reader: Optional[LineReader] = None
@@ -175,12 +180,18 @@ class FileEngine(Engine):
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
         self._reader = LineReader(self._source.fileno(), separator=self._separator())
+        if not self.dry:  # a dry run writes nothing, and takes no line from anyone
+            self._file_lock = ReaderLock(self.path)
+            self._file_lock.acquire()  # before .done is read: a holder may still write it
         self._skip = read_done(self.path)[0]
-        if not self.dry:  # a dry run writes nothing
+        if not self.dry:
             self._journals.open(self.path)
 
     def close(self) -> None:
         self._journals.close()
+        if self._file_lock is not None:
+            self._file_lock.release()
+            self._file_lock = None
         if self._source is not None:
             self._source.close()
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 from tests.conftest import sh_bytes as sh
-from tests.services import script
+from tests.conftest import start_minion, task_env
+from tests.services import script, wait_for
 
 
 def test_the_file_flag_wins_over_the_default_sweep_queue(user_env: dict[str, str]) -> None:
@@ -68,3 +70,49 @@ def test_a_dry_run_writes_nothing(user_env: dict[str, str]) -> None:
     out = sh("minionize -n --file p.txt echo hi", user_env)
     assert out.returncode == 0 and out.stdout.splitlines() == [b"echo hi 1", b"echo hi 2"]
     assert sorted(p.name for p in Path().iterdir()) == ["p.txt"]
+
+
+#: A task that records its param in $OUT, then waits until the file ``go`` exists.
+RECORD_AND_WAIT = 'echo "$1" >> "$OUT"; while [ ! -e go ]; do sleep 0.05; done'
+
+
+def test_two_minions_on_one_file_never_run_a_line_twice(tmp_path: Path) -> None:
+    """Issue 22 item 10: the second minion on a file that another one reads says so and
+    stops (exit 2), naming the file and the other minion; the lines run once each."""
+    (tmp_path / "p.txt").write_text("".join(f"{i}\n" for i in range(1, 7)))
+    env = task_env(tmp_path)
+    minions = [start_minion(env, tmp_path, "--file", "p.txt", "sh", "-c", RECORD_AND_WAIT,
+                            "task") for _ in range(2)]
+    try:
+        wait_for(lambda: any(m.process.poll() is not None for m in minions), 30,
+                 "one of the two minions to stop")
+        [loser] = [m for m in minions if m.process.poll() is not None]
+        [winner] = [m for m in minions if m is not loser]
+        code, err = loser.finish()
+        assert code == 2, err
+        [line] = err.splitlines()
+        assert "p.txt" in line and f"pid {winner.pid}" in line and socket.gethostname() in line
+        (tmp_path / "go").touch()
+        code, err = winner.finish()
+        assert code == 0, err
+    finally:
+        (tmp_path / "go").touch()
+        for minion in minions:
+            minion.kill_group()
+    runs = (tmp_path / "out").read_text().splitlines()
+    assert sorted(runs, key=int) == [str(i) for i in range(1, 7)]  # 6 runs, never 12
+    assert not (tmp_path / "p.txt.lock").exists()  # nothing left once the run ends
+
+
+def test_a_killed_minion_leaves_its_file_to_the_next_one(tmp_path: Path,
+                                                        user_env: dict[str, str]) -> None:
+    (tmp_path / "p.txt").write_text("1\n2\n")
+    first = start_minion(task_env(tmp_path), tmp_path, "--file", "p.txt", "sh", "-c",
+                         RECORD_AND_WAIT, "task")
+    try:
+        wait_for(lambda: (tmp_path / "out").exists(), 30, "the first task to start")
+    finally:
+        first.kill_group()
+    out = sh("minionize --file p.txt echo", user_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"1\n2\n"  # the killed run's line was not done: it runs again
