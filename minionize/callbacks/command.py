@@ -152,6 +152,9 @@ class CommandBuilder:
         #: True once a param has filled the command: from then on a param that cannot
         #: fill it is the param's fault, not the command line's.
         self.filled_once = False
+        #: How to get mappings, said when a string param meets {name}: the command line
+        #: sets the one of the engine in use (its decoder variable and flag).
+        self.decoder_hint = DECODER_HINT
         #: Per worker thread: its slot ({%}), the sequence number of the delivery it is
         #: about to run ({#}), and the last argv it built (for the joblog).
         self._local = threading.local()
@@ -313,8 +316,9 @@ class CommandBuilder:
             return [modify(param_text(param), field.modifier)]
         if not isinstance(param, Mapping):
             if isinstance(param, str):
-                raise _Unfilled(f"the param is a string, not a mapping with key "
-                                f"{field.name!r}: {DECODER_HINT}")
+                json_text = " (JSON text, read as text)" if param.lstrip()[:1] == "{" else ""
+                raise _Unfilled(f"the param is a string{json_text}, not a mapping with key "
+                                f"{field.name!r}: {self.decoder_hint}")
             raise _Unfilled(f"the param is not a mapping with key {field.name!r}")
         if field.name not in param:
             raise _Unfilled(f"the param has no key {field.name!r}")
