@@ -39,7 +39,7 @@ examples:
   seq 10 | minionize -j 4 ./a.out     # params from stdin (with no ./sweeps queue; -a - always)
   find . -name '*.log' -print0 | minionize -0 gzip      # NUL-separated, like xargs -0
   # one JSON mapping per line of params.jsonl, e.g. {"x": 1, "y": "a b"}:
-  FILE_DECODER=json minionize -e file --file params.jsonl --template 'a.out --x {x} --y {y}'
+  minionize --file params.jsonl --decoder json --template 'a.out --x {x} --y {y}'
   minionize --docker my-image --timeout 600             # one container per param
 
 exit codes: 0 every param taken succeeded (or was given back on a stop),
@@ -55,8 +55,12 @@ QUEUE_OPTIONS = table("""
 --queue-dir DIR -> EXECO_PERSISTENCE_DIR
     the sweep queue's directory (EXECO_PERSISTENCE_DIR, default: sweeps)
 --file PATH -> FILE_PATH
-    the file engine's input, one param per line; - for stdin; implies --engine file unless
-    --engine is given (FILE_PATH)
+    the file engine's input, one param per line, as text (--decoder json: a JSON value per
+    line); - for stdin; implies --engine file unless --engine is given (FILE_PATH)
+--decoder {json,text}
+    how the engine in use reads a param: text (the default: the line or message as it
+    is) or json (a JSON value, e.g. a mapping for --template); sets that engine's
+    variable: FILE_DECODER, GOOGLE_DECODER, PULSAR_DECODER, MINION_REDIS_DECODER
 --wait switch -> MINION_WAIT
     on a drained sweep queue, stay until params held by other minions are done or come
     back (MINION_WAIT=1)
@@ -144,7 +148,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return run(args)
     except MinionizeError as exc:
-        message = name_flags(str(exc), given_flags(args, all_options()))
+        given = given_flags(args, all_options())
+        if getattr(args, "decoder_variable", None):
+            given[args.decoder_variable] = "--decoder"
+        message = name_flags(str(exc), given)
         sys.stderr.write(f"minionize: error: {message}\n")  # one line, one write
         sys.stderr.flush()
         return exc.exit_code
@@ -173,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
     ignored = choose_input(args, values)
     if ignored:
         sys.stderr.write(f"minionize: warning: {ignored}\n")
+    decoder_variable = engine_decoder(args, values)
     command = list(args.command)
     if command[:1] == ["--"]:
         command = command[1:]
@@ -212,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ConfigError(f"MINION_TEMPLATE: {exc}") from None
         callback.param_stdin = settings.env.bool("MINION_PARAM_STDIN")
+        callback.builder.decoder_hint = decoder_hint(settings.engine, decoder_variable)
         if settings.template and not callback.param_stdin and not callback.builder.has_placeholder():
             raise ConfigError(
                 f"{callback.builder.source} has no placeholder, so every task would run "
@@ -228,6 +237,51 @@ def run(args: argparse.Namespace) -> int:
 
     engine, reporter = Habits.from_settings(settings).wire(callback, settings)
     return Minion(callback, engine=engine, reporter=reporter, settings=settings).run()
+
+
+#: The variable of each engine that ``--decoder`` sets (a plugin engine has none).
+DECODER_VARIABLES = {"file": "FILE_DECODER", "pubsub": "GOOGLE_DECODER",
+                     "google": "GOOGLE_DECODER", "pulsar": "PULSAR_DECODER",
+                     "redis": "MINION_REDIS_DECODER"}
+#: The engines whose params are JSON values already: no decoder.
+JSON_ENGINES = ("sweep", "execo")
+
+
+def engine_name(values: dict[str, str]) -> str:
+    return (values.get("MINION_ENGINE") or "sweep").strip().lower()
+
+
+def engine_decoder(args: argparse.Namespace, values: dict[str, str]) -> Optional[str]:
+    """Set the decoder variable of the engine in use from ``--decoder`` (json, or text:
+    ``identity``); that variable (None: the engine has none)."""
+    from ..errors import ConfigError
+
+    engine = engine_name(values)
+    variable = DECODER_VARIABLES.get(engine)
+    args.decoder_variable = variable
+    if args.decoder is None:
+        return variable
+    if variable is None:
+        what = ("keeps each param as the JSON value it was filled with"
+                if engine in JSON_ENGINES else "has no decoder that --decoder could set")
+        raise ConfigError(
+            f"--decoder {args.decoder}: the {engine} engine {what}; --decoder is for the "
+            f"engines that read text: {', '.join(sorted(set(DECODER_VARIABLES) - {'google'}))}"
+        )
+    values[variable] = "json" if args.decoder == "json" else "identity"
+    return variable
+
+
+def decoder_hint(engine: str, variable: Optional[str]) -> str:
+    """What to do when a string param meets ``{name}``, for the engine in use."""
+    from ..callbacks.command import DECODER_HINT
+
+    if variable is not None:
+        return f"to read each param as JSON, add --decoder json ({variable}=json)"
+    if engine.strip().lower() in JSON_ENGINES:
+        return ("the queue holds it as a string: fill it with mappings "
+                "(minion-queue fill '{\"x\": 1}', or --product x=1,2)")
+    return DECODER_HINT
 
 
 def choose_input(args: argparse.Namespace, values: dict[str, str]) -> Optional[str]:

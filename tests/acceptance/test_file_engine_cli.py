@@ -116,3 +116,57 @@ def test_a_killed_minion_leaves_its_file_to_the_next_one(tmp_path: Path,
     out = sh("minionize --file p.txt echo", user_env)
     assert out.returncode == 0, out.stderr
     assert out.stdout == b"1\n2\n"  # the killed run's line was not done: it runs again
+
+
+OTHER_DECODERS = ("GOOGLE_DECODER", "PULSAR_DECODER", "MINION_REDIS_DECODER")
+
+
+def test_json_lines_read_as_text_say_add_decoder_json(user_env: dict[str, str]) -> None:
+    """Issue 22 item 11: ``minionize --file`` reads text lines; a JSON mapping read as
+    text says which flag reads it, and names only the file engine's variable."""
+    Path("params.jsonl").write_text('{"x": 1}\n{"x": 2}\n')
+    out = sh("minionize --file params.jsonl --template 'echo {x}'", user_env)
+    assert out.returncode == 2 and out.stdout == b""
+    [line] = out.stderr.decode().splitlines()
+    assert "add --decoder json" in line and "FILE_DECODER=json" in line
+    assert not any(name in line for name in OTHER_DECODERS), line
+    done = Path("params.jsonl.done")
+    assert not done.exists() or done.read_bytes() == b""  # nothing consumed
+
+
+def test_decoder_json_reads_json_lines(user_env: dict[str, str]) -> None:
+    Path("params.jsonl").write_text('{"x": 1}\n{"x": "a b"}\n')
+    out = sh("minionize --file params.jsonl --decoder json --template 'echo {x}'", user_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"1\na b\n"
+
+
+def test_decoder_text_wins_over_the_variable(user_env: dict[str, str]) -> None:
+    Path("p.txt").write_text('"quoted"\n')
+    out = sh("FILE_DECODER=json minionize -a p.txt --decoder text echo", user_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b'"quoted"\n'  # the line as typed, not the JSON string
+
+
+def test_decoder_of_stdin_params(user_env: dict[str, str]) -> None:
+    out = sh("""printf '{"n": 3}\\n' | minionize --decoder json --template 'echo n={n}'""",
+             user_env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == b"n=3\n"
+
+
+def test_a_text_param_that_is_not_json_names_the_flag_too(user_env: dict[str, str]) -> None:
+    Path("p.txt").write_text("plain\n")
+    out = sh("minionize -a p.txt --template 'echo {x}'", user_env)
+    assert out.returncode == 2
+    [line] = out.stderr.decode().splitlines()
+    assert "--decoder json" in line and not any(name in line for name in OTHER_DECODERS)
+
+
+def test_decoder_with_the_sweep_queue_is_refused(user_env: dict[str, str]) -> None:
+    assert sh("minion-queue fill 1", user_env).returncode == 0
+    out = sh("minionize --decoder json echo", user_env)
+    assert out.returncode == 2 and out.stdout == b""
+    [line] = out.stderr.decode().splitlines()
+    assert "--decoder" in line and "sweep" in line
+    assert sh("minionize echo", user_env).stdout == b"1\n"  # nothing was consumed

@@ -157,3 +157,39 @@ def test_every_engine_refuses_a_message_that_standard_json_cannot_hold(text: str
     param, error = decode_param(text.encode(), "json", "GOOGLE_DECODER")
     assert param == text and error is not None
     assert decode_param(b'{"x": 3.10}', "json", "GOOGLE_DECODER") == ({"x": 3.1}, None)
+
+
+@pytest.mark.parametrize("engine, variable", [("file", "FILE_DECODER"),
+                                              ("pubsub", "GOOGLE_DECODER"),
+                                              ("pulsar", "PULSAR_DECODER"),
+                                              ("redis", "MINION_REDIS_DECODER")])
+def test_decoder_flag_and_hint_name_only_the_engine_in_use(engine: str, variable: str) -> None:
+    """Issue 22 item 11: --decoder sets the decoder variable of the engine in use, and
+    the hint of a string param meeting {x} names that variable alone."""
+    from minionize.cli.minion import build_parser, decoder_hint, engine_decoder
+
+    args = build_parser().parse_args(["--decoder", "text", "echo"])
+    values = {"MINION_ENGINE": engine}
+    assert engine_decoder(args, values) == variable
+    assert values[variable] == "identity"
+    hint = decoder_hint(engine, variable)
+    assert f"--decoder json ({variable}=json)" in hint
+    others = {"FILE_DECODER", "GOOGLE_DECODER", "PULSAR_DECODER", "MINION_REDIS_DECODER"}
+    assert not any(name in hint for name in others - {variable})
+
+
+def test_one_reader_per_file_and_the_lock_goes_with_it(tmp_path: Path) -> None:
+    from minionize.errors import ConfigError
+
+    params = tmp_path / "p.txt"
+    params.write_text("a\n")
+    first = open_engine(params)
+    holder = rf"p.txt is being read by another minion \(pid {os.getpid()} on host "
+    with pytest.raises(ConfigError, match=holder):
+        open_engine(params)
+    assert not (tmp_path / "p.txt.done").read_bytes()  # the second one wrote nothing
+    first.close()
+    assert not (tmp_path / "p.txt.lock").exists()
+    again = open_engine(params)  # once it ended, the file is free
+    assert [d.param for d in again.take(5, 0)] == ["a"]
+    again.close()
