@@ -55,7 +55,7 @@ class TakeOrder(Engine):
     def exhausted(self) -> bool:
         return self.inner.exhausted()
 
-    def peek(self, limit: int) -> list[Param]:
+    def peek(self, limit: int) -> Iterable[Param]:
         return self.inner.peek(limit)
 
     # -- settling --------------------------------------------------------------------

@@ -28,7 +28,9 @@ import json
 import os
 import socket
 from array import array
-from itertools import accumulate
+from collections.abc import Iterable, Iterator
+from io import FileIO
+from itertools import accumulate, islice
 from json.encoder import encode_basestring
 from typing import Any, Callable, Optional
 
@@ -227,6 +229,19 @@ class ParamsFile:
         start, end = self.offsets[index], self.offsets[index + 1] - 1
         return pread_all(self._fd, end - start, start)
 
+    def texts(self, indices: Iterable[int]) -> Iterator[bytes]:
+        """The texts of params ``indices``, read lazily, a run of consecutive params per
+        read. The file is opened and the offsets copied now (lock held); the lines are
+        read as they are asked for, after the lock is let go if need be: a line the
+        journal records never changes (the file is append-only, never cut)."""
+        if not self.count:
+            return iter(())
+        try:
+            file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed by the reader)
+        except FileNotFoundError:
+            raise Damaged(f"{self.path} is missing although the journal records params") from None
+        return _read_texts(file, self.path, array("q", self.offsets), iter(indices))
+
     def append(self, lines: list[bytes], fence: Callable[[], None]) -> int:
         """Write ``lines`` after the params indexed, durably; the new size. ``fence``
         raises if this process's lock was broken."""
@@ -297,6 +312,42 @@ class ParamsFile:
             fd, self._fd = self._fd, None
             os.close(fd)
 
+
+#: Params asked for at once by :meth:`ParamsFile.texts`, and the most bytes one read
+#: takes (a longer param is read alone).
+READ_CHUNK = 1024
+READ_BYTES = 1 << 20
+
+
+def _read_texts(file: FileIO, path: str, offsets: array[int], indices: Iterator[int]
+                ) -> Iterator[bytes]:
+    fd = file.fileno()
+    try:
+        while True:
+            chunk = list(islice(indices, READ_CHUNK))
+            if not chunk:
+                return
+            first = 0
+            while first < len(chunk):
+                # A run: consecutive params, at most READ_BYTES (one param at least).
+                last = first + 1
+                start = offsets[chunk[first]]
+                while (last < len(chunk) and chunk[last] == chunk[last - 1] + 1
+                       and offsets[chunk[last] + 1] - start <= READ_BYTES):
+                    last += 1
+                end = offsets[chunk[last - 1] + 1]
+                data = pread_all(fd, end - start, start)
+                lines = data.split(b"\n")
+                tail = lines.pop()
+                if len(data) != end - start or tail or len(lines) != last - first:
+                    raise Damaged(
+                        f"{path} does not hold params {chunk[first]}..{chunk[last - 1]} "
+                        f"where the journal records them (bytes {start}..{end})"
+                    )
+                yield from lines
+                first = last
+    finally:
+        file.close()
 
 
 def snapshot_path(directory: str) -> str:

@@ -15,6 +15,8 @@ reasons live in dicts holding only the params that have one.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
+from itertools import islice
 from typing import Any, Callable, Optional
 
 from ._sweep_leases import Lease, Leases
@@ -75,22 +77,12 @@ class Statuses:
 
     def peek(self, limit: int) -> list[int]:
         """Todo params that :meth:`pick` would return, without moving anything."""
-        picks: list[int] = []
-        start = self.cursor
-        while len(picks) < limit:
-            index = self.status.find(TODO, start)
-            if index < 0:
-                break
-            picks.append(index)
-            start = index + 1
-        seen = set(picks)
-        for index in self.returned:
-            if len(picks) >= limit:
-                break
-            if self.status[index] == TODO and index not in seen:
-                seen.add(index)
-                picks.append(index)
-        return picks
+        return list(islice(self.todo_order(), limit))
+
+    def todo_order(self) -> Iterator[int]:
+        """Every todo param in the order :meth:`pick` would return them, found lazily in
+        a copy of the statuses made now (later records change nothing of it)."""
+        return _todo_order(bytes(self.status), self.cursor, list(self.returned))
 
     def indices(self, status: int) -> list[int]:
         """Every param with ``status``, in queue order."""
@@ -102,6 +94,23 @@ class Statuses:
                 return found
             found.append(index)
             start = index + 1
+
+
+def _todo_order(status: bytes, cursor: int, returned: list[int]) -> Iterator[int]:
+    """The todo params at or after ``cursor``, then those put back before it."""
+    start = cursor
+    while True:
+        index = status.find(TODO, start)
+        if index < 0:
+            break
+        yield index
+        start = index + 1
+    seen: set[int] = set()
+    for index in returned:
+        # One at or after the cursor (a rescan moved it back) was found above.
+        if index < cursor and status[index] == TODO and index not in seen:
+            seen.add(index)
+            yield index
 
 
 class QueueState(Statuses):

@@ -188,8 +188,10 @@ class Engine(abc.ABC):
         """
         return 0.0
 
-    def peek(self, limit: int) -> list[Param]:
-        """Up to ``limit`` params that would be taken next, without taking them (``DRY``)."""
+    def peek(self, limit: int) -> Iterable[Param]:
+        """Up to ``limit`` params that would be taken next, without taking them (``DRY``):
+        a list, or an iterator that reads them as they are asked for (the sweep engine's:
+        ``DRY=1`` asks for every param and shows each as it comes)."""
         raise UnsupportedOperation(f"the {self.name} engine cannot show params without taking them")
 
     # -- settling --------------------------------------------------------------------

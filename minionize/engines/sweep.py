@@ -73,10 +73,12 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from itertools import islice
 from typing import TYPE_CHECKING, Optional
 
 from ..identity import MinionInfo
 from ._sweep_admin import SweepAdmin, os_error
+from ._sweep_files import Damaged
 from ._sweep_files import param_id as param_id  # tests and callers import it from here
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from ._sweep_outbox import Outbox
@@ -91,6 +93,14 @@ if TYPE_CHECKING:
 DEFAULT_DIRECTORY = "sweeps"
 #: How often an empty ``take`` looks again while params are in flight.
 POLL_INTERVAL = 0.05
+
+
+def _decoded(texts: Iterator[bytes], path: str) -> Iterator[Param]:
+    for text in texts:
+        try:
+            yield json.loads(text)
+        except ValueError as exc:
+            raise Damaged(f"{path} holds a todo param that is not JSON ({exc})") from None
 
 
 class SweepEngine(SweepAdmin):
@@ -207,10 +217,13 @@ class SweepEngine(SweepAdmin):
         except LockLost:
             return False  # stopped in the session: look again
 
-    def peek(self, limit: int) -> list[Param]:
+    def peek(self, limit: int) -> Iterator[Param]:
+        """The todo params in the order :meth:`take` would hand them out, as of now,
+        decoded as they are asked for: a million of them start at once (``DRY=1``)."""
         with self._locked() as store:
-            texts = [store.param_text(index) for index in store.state.peek(limit)]
-        return [json.loads(text) for text in texts]
+            path = store.params.path
+            texts = store.params.texts(islice(store.state.todo_order(), limit))
+        return _decoded(texts, path)
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:

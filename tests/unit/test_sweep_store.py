@@ -116,8 +116,8 @@ def test_processes_see_each_others_claims_and_acks(tmp_path: Path) -> None:
     assert (da.param, db.param) == (0, 1)
     b.ack(db)
     # A settle is written at its process's next lock session (normally the next take).
-    assert b.peek(10) == [2, 3]
-    assert b.peek(10) == [2, 3]  # peek consumes nothing
+    assert list(b.peek(10)) == [2, 3]
+    assert list(b.peek(10)) == [2, 3]  # peek consumes nothing
     assert a.status()["done"] == 1 and a.status()["in_flight"] == 1
 
 
