@@ -18,7 +18,7 @@ from minionize.callbacks.base import Task
 from minionize.engines.base import Delivery
 from minionize.reporters.base import MinionInfo, TaskReport
 from minionize.reporters.json import JsonReporter
-from tests.conftest import sh, status_json
+from tests.conftest import queue_status, sh, start_minion, status_json
 from tests.services import script, wait_for
 
 FAILING_TASK = 'case "$1" in bad*) echo "traceback of $1" >&2; echo "no luck with $1" >&2; exit 3;; esac\n'
@@ -258,3 +258,36 @@ def test_damaged_reports_are_one_warning_each_never_a_traceback(user_env: dict[s
     console = Console(record=True, width=130, height=40, file=io.StringIO(), force_terminal=False)
     assert watch("minion-report", ask_queue=False, console=console, frames=1, interval=0.01) == 0
     assert "done 12" in console.export_text()
+
+
+def test_held_by_lost_minions_is_what_the_queue_still_has_in_flight(
+    user_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Issue 22 item 4: a minion SIGKILLed with 2 params running; another minion reruns
+    them once their leases end; minion-status then says nothing is held."""
+    assert sh("minion-queue fill 1..4", user_env).returncode == 0
+    env = dict(user_env, MINION_REPORTER="json", MINION_HEARTBEAT="0.2", MINION_LEASE="3",
+               MINION_GRACE_PERIOD="1")
+    first = start_minion(dict(env, NAP="60"), tmp_path, "-j", "2", "sh", "-c", 'sleep "$NAP"',
+                         "task")
+    try:
+        wait_for(lambda: status_json(env, "--no-queue")["running"] == 2, 30,
+                 "the first minion to report its 2 running params")
+    finally:
+        first.kill_group()
+    wait_for(lambda: status_json(env, "--no-queue", "--lost-after", "0.5")["lost"] == 1, 10,
+             "the killed minion to count as lost")
+    # Its report says it ran 2 params: without the queue, that is all there is to say.
+    assert status_json(env, "--no-queue", "--lost-after", "0.5")["stranded"] == 2
+
+    rerun = sh("NAP=0 minionize --wait sh -c 'sleep \"$NAP\"' task", env)
+    assert rerun.returncode == 0, rerun.stderr
+    assert queue_status(env)["done"] == 4
+
+    result = sh("minion-status --lost-after 0.5", env)
+    assert result.returncode == 0, result.stderr
+    assert "1 lost" in result.stdout and "held by lost minions" not in result.stdout, result.stdout
+    out = status_json(env, "--lost-after", "0.5")
+    assert out["stranded"] == 0, out
+    [dead] = [m for m in out["minions"] if m["state"] == "lost"]
+    assert dead["running"] == [] and dead["in_progress"] == 0, dead
