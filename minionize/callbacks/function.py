@@ -23,17 +23,23 @@ be stopped), for functions that must see the minion's objects.
 from __future__ import annotations
 
 import functools
+import itertools
+import logging
 import os
 import signal
+import socket
 import threading
-import time
 import traceback
-from multiprocessing.connection import Connection, Pipe
 from typing import Any, Callable, Generic, Optional, TypeVar
 
 from ..task_result import UnstorableResult, encode_result
+from . import _func_wire as wire
+from ._func_wire import Worker
 from ._task_io import describe_exit
 from .base import Callback, Outcome, Result, Task
+from .reaper import TOKEN_VARIABLE, Reaper
+
+log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 #: Lines of a function's traceback kept in the report.
@@ -53,20 +59,7 @@ def failure_of(exc: BaseException) -> tuple[str, str]:
     return f"{type(exc).__name__}: {exc}", "".join(lines[-TRACEBACK_LINES:]).rstrip()
 
 
-def _watch_parent(parent: int) -> None:
-    """In the worker: exit when the minion is gone (a minion killed with SIGKILL must not
-    leave its function running for hours)."""
-
-    def watch() -> None:
-        while True:
-            time.sleep(PARENT_CHECK_SECONDS)
-            if os.getppid() != parent:
-                os._exit(70)
-
-    threading.Thread(target=watch, name="minion-parent-watch", daemon=True).start()
-
-
-def _outcome(func: Callable[[Any], Any], param: Any, keep_value: bool,
+def _outcome(func: Callable[[Any], Any], param: Any, *, keep_value: bool,
              result_max: Optional[int]) -> tuple[bool, Any, str, str]:
     """``(ok, value, reason, tail)`` of one call: ``value`` is the return value itself
     (``keep_value``), its JSON text for the queue (``result_max``), or None."""
@@ -83,68 +76,6 @@ def _outcome(func: Callable[[Any], Any], param: Any, keep_value: bool,
         return True, encode_result(value, result_max), "", ""
     except UnstorableResult as exc:
         return False, None, str(exc), ""
-
-
-def _serve(func: Callable[[Any], Any], conn: Connection, keep_value: bool,
-           result_max: Optional[int]) -> None:
-    """The worker's loop (in the child): a param in, ``(ok, value, reason, tail)`` out."""
-    while True:
-        try:
-            param = conn.recv()
-        except (EOFError, OSError):
-            return
-        outcome = _outcome(func, param, keep_value, result_max)
-        try:
-            conn.send(outcome)
-        except Exception as exc:  # an unpicklable return value
-            conn.send((False, None, f"the return value cannot be sent back: {exc}", ""))
-
-
-class _Worker:
-    """One forked worker process and the parent's end of its pipe."""
-
-    def __init__(self, pid: int, conn: Connection) -> None:
-        self.pid = pid
-        self.conn = conn
-        self.tasks = 0
-        self.status: Optional[int] = None
-
-    def running(self) -> bool:
-        """False once the worker has exited (it is then reaped)."""
-        if self.status is not None:
-            return False
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            self.status = 0
-            return False
-        if pid:
-            self.status = status
-            return False
-        return True
-
-    def reap(self) -> int:
-        """Wait for the (dying) worker; its wait status."""
-        if self.status is None:
-            try:
-                _, self.status = os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                self.status = 0
-        return self.status
-
-    def stop(self) -> None:
-        """Close the pipe (the worker exits at EOF) and reap it; kill it if it lingers."""
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid == 0:
-                os.killpg(self.pid, signal.SIGKILL)
-        except (ChildProcessError, ProcessLookupError, PermissionError):
-            return
-        self.reap()
 
 
 class FuncCallback(Callback):
@@ -175,10 +106,13 @@ class FuncCallback(Callback):
         self.keep_value = False
         #: Set by :meth:`keep_results`: the return value's JSON goes to the queue.
         self.result_max: Optional[int] = None
-        self._idle: list[_Worker] = []
-        self._all: set[_Worker] = set()
+        self._idle: list[Worker] = []
+        self._all: set[Worker] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._seq = itertools.count(1)
+        #: Kills what the workers started if the minion dies (:mod:`.reaper`).
+        self._reaper: Optional[Reaper] = None
 
     def keep_results(self, max_bytes: int) -> None:
         self.result_max = max_bytes
@@ -194,8 +128,8 @@ class FuncCallback(Callback):
         ``keep_value`` is set and it succeeded, the return value itself."""
         exit_code: Optional[int] = None
         if self.mode == "thread":
-            ok, value, reason, tail = _outcome(self.func, task.param, self.keep_value,
-                                               self.result_max)
+            ok, value, reason, tail = _outcome(self.func, task.param, keep_value=self.keep_value,
+                                               result_max=self.result_max)
         else:
             ok, value, reason, tail, exit_code = self._call_worker(task)
         if not ok:
@@ -213,25 +147,57 @@ class FuncCallback(Callback):
                 return False, None, "stopped before it started", "", None
             worker = self._take_worker()
             task.handle = worker
+        seq = next(self._seq)
         try:
-            worker.conn.send(task.param)
-            ok, value, reason, tail = worker.conn.recv()
-        except (EOFError, OSError):
-            # The worker died: a crash, or our own SIGTERM/SIGKILL (timeout, stop).
+            try:
+                data = wire.frame(("call", seq, task.param))
+            except Exception as exc:  # the param cannot be pickled: nothing was sent
+                self._give_back(worker, ran=False)
+                return False, None, f"cannot send the param: {exc}", "", None
+            try:
+                wire.write_all(worker.fd, data)
+                outcome = self._reply(worker, seq)
+            except (wire.WorkerGone, OSError):
+                # The worker died: a crash, or our own SIGTERM/SIGKILL (timeout, stop).
+                self._discard(worker)
+                status = worker.reap()
+                return (False, None, describe_status(status), "",
+                        os.waitstatus_to_exitcode(status))
+            except wire.WireError as exc:
+                self._discard(worker, kill=True)
+                return False, None, str(exc), "", None
+        finally:
             with task.lock:
                 task.handle = None
-            self._discard(worker)
-            status = worker.reap()
-            return False, None, describe_status(status), "", os.waitstatus_to_exitcode(status)
-        except Exception as exc:  # the param cannot be pickled: nothing was sent
-            with task.lock:
-                task.handle = None
-            self._give_back(worker)
-            return False, None, f"cannot send the param: {exc}", "", None
-        with task.lock:
-            task.handle = None
         self._give_back(worker)
+        ok, value, reason, tail = outcome
         return ok, value, reason, tail, None
+
+    @staticmethod
+    def _reply(worker: Worker, seq: int) -> tuple[bool, Any, str, str]:
+        """The worker's outcome for request ``seq``. A message from another process (one
+        the function forked) fails the attempt when it answers this request, and spoils
+        the worker (it is replaced) whatever request it names."""
+        while True:
+            message = worker.receiver.receive(worker.running)
+            try:
+                kind, number, pid, outcome = message
+            except (TypeError, ValueError):
+                raise wire.WireError(f"the worker sent something that is not a reply "
+                                     f"({type(message).__name__})") from None
+            if kind == "forked" or pid != worker.pid:
+                worker.spoiled = True
+                if number == seq:
+                    return False, None, wire.SECOND_WRITER.format(pid=pid), ""
+                log.warning("a process forked by the function (pid %s) answered an earlier "
+                            "request; its worker is replaced", pid)
+                continue
+            if number != seq or kind != "reply":
+                raise wire.WireError(f"the worker answered request {number!r}, not {seq}")
+            ok, value, reason, tail = outcome
+            if not ok and reason.startswith("the function forked"):
+                worker.spoiled = True
+            return bool(ok), value, str(reason), str(tail)
 
     def terminate(self, task: Task) -> None:
         self._signal(task, signal.SIGTERM)
@@ -243,7 +209,7 @@ class FuncCallback(Callback):
     def _signal(task: Task, signum: int) -> None:
         with task.lock:
             worker = task.handle
-            if not isinstance(worker, _Worker):
+            if not isinstance(worker, Worker):
                 return
             try:
                 os.killpg(worker.pid, signum)
@@ -255,7 +221,19 @@ class FuncCallback(Callback):
         return f"{name}({param!r})"
 
     # -- the workers ----------------------------------------------------------------------
-    def _take_worker(self) -> _Worker:
+    def setup(self) -> None:
+        if self.mode == "process":
+            self._new_reaper()
+
+    def _new_reaper(self) -> Reaper:
+        with self._lock:
+            if self._reaper is None:
+                self._reaper = Reaper()
+            reaper = self._reaper
+        reaper.start()
+        return reaper
+
+    def _take_worker(self) -> Worker:
         with self._lock:
             while self._idle:
                 worker = self._idle.pop()
@@ -264,65 +242,75 @@ class FuncCallback(Callback):
                 # Died while idle (the OOM killer, a kill from outside): this param never
                 # ran on it, so it costs no attempt; a fresh worker takes it.
                 self._all.discard(worker)
-                worker.conn.close()
-            others = [w.conn for w in self._all]
-        worker = self._fork(others)
+                worker.close()
+            inherited = [fd for w in self._all for fd in (w.fd, w.receiver.exited_fd)
+                         if fd is not None]
+        worker = self._fork(inherited, self._reaper or self._new_reaper())
         with self._lock:
             self._all.add(worker)
         return worker
 
-    def _fork(self, others: list[Connection]) -> _Worker:
-        parent_end, child_end = Pipe()
+    def _fork(self, inherited: list[int], reaper: Reaper) -> Worker:
+        """Fork a worker. ``inherited``: the minion's descriptors of the other workers,
+        closed in the new one."""
+        ours, theirs = (s.detach() for s in socket.socketpair())
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker: never returns
             code = 0
             try:
                 os.setpgid(0, 0)
-                _watch_parent(parent)
+                wire.watch_parent(parent, PARENT_CHECK_SECONDS)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 # Ctrl-C reaches the minion, which stops its tasks itself.
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                parent_end.close()
-                for conn in others:
-                    conn.close()
-                _serve(self.func, child_end, self.keep_value, self.result_max)
+                reaper.forget_after_fork()  # only the minion keeps the reaper awake
+                # What the function starts carries the token, for the reaper to find it.
+                os.environ[TOKEN_VARIABLE] = reaper.token
+                for fd in (ours, *inherited):
+                    os.close(fd)
+                wire.serve(theirs, functools.partial(_outcome, self.func, keep_value=self.keep_value,
+                                                     result_max=self.result_max))
             except BaseException:
                 code = 70
             finally:
                 os._exit(code)
-        child_end.close()
+        os.close(theirs)
         try:
             os.setpgid(pid, pid)  # also from here: no race with a signal sent at once
         except OSError:
             pass
-        return _Worker(pid, parent_end)
+        return Worker(pid, ours)
 
-    def _give_back(self, worker: _Worker) -> None:
-        worker.tasks += 1
+    def _give_back(self, worker: Worker, ran: bool = True) -> None:
+        worker.tasks += ran
         recycle = self.max_tasks_per_worker is not None and worker.tasks >= self.max_tasks_per_worker
         with self._lock:
-            if not recycle and not self._closed:
+            if not recycle and not worker.spoiled and not self._closed:
                 self._idle.append(worker)
                 return
             self._all.discard(worker)
-        worker.stop()
+        worker.stop(kill=worker.spoiled)
 
-    def _discard(self, worker: _Worker) -> None:
+    def _discard(self, worker: Worker, kill: bool = False) -> None:
+        """Forget a worker that died (or must: ``kill``, with what it forked)."""
         with self._lock:
             self._all.discard(worker)
-        try:
-            worker.conn.close()
-        except OSError:
-            pass
+        if kill:
+            worker.stop(kill=True)
+        else:
+            worker.close()
 
     def teardown(self) -> None:
         with self._lock:
             self._closed = True
             workers, self._idle = list(self._all), []
             self._all.clear()
+            reaper, self._reaper = self._reaper, None
         for worker in workers:
             worker.stop()
+        if reaper is not None:
+            reaper.stop()  # kills what the functions left running (setsid children)
 
     def worker_pids(self) -> list[int]:
         """The process ids of the live workers (for tests and reports)."""

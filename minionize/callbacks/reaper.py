@@ -162,6 +162,17 @@ class Reaper:
                     log.warning("the reaper cannot be told (%s): tasks may outlive a "
                                 "minion killed with SIGKILL", exc)
 
+    def forget_after_fork(self) -> None:
+        """In a process forked from the minion (a function's worker): close its copy of
+        the pipe, so that the reaper wakes when the minion dies, whatever the fork and
+        its own forks live on. No lock: another thread may have held it at the fork."""
+        fd, self._fd, self._pid = self._fd, None, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
     def stop(self) -> None:
         """Close the pipe: the reaper kills what is still registered, and exits."""
         with self._lock:
