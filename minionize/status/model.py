@@ -96,12 +96,67 @@ class Status:
     queue: Optional[dict[str, Any]] = None
     queue_note: str = ""
     remaining: Optional[int] = None
-    eta: Optional[float] = None
+    #: The remaining params at the rate observed (set by the reader); :attr:`eta` is
+    #: this, but never less than what the running attempts still need.
+    rate_eta: Optional[float] = None
     slowest: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     #: Params finished per THROUGHPUT_BUCKET seconds, oldest first, ending now.
     throughput: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def eta(self) -> Optional[float]:
+        """Seconds until the queue is drained (None: unknown): the remaining params at
+        the rate observed, and never less than the longest :meth:`running_need`, so a
+        burst of short params does not promise the end of a long one still running."""
+        if self.rate_eta is None or not self.remaining:
+            return self.rate_eta
+        return max(self.rate_eta, self.running_need())
+
+    @eta.setter
+    def eta(self, value: Optional[float]) -> None:
+        self.rate_eta = value
+
+    @property
+    def mean_attempt(self) -> Optional[float]:
+        """The mean time of the attempts finished (None before any)."""
+        attempts = sum(m.done + m.failed + m.released for m in self.minions)
+        if not attempts:
+            return None
+        return sum(m.busy for m in self.minions) / attempts
+
+    def running_need(self) -> float:
+        """What the attempts running on alive minions still need at the mean attempt
+        time: the most of ``mean - elapsed`` among them (0 when none is below the mean)."""
+        mean = self.mean_attempt
+        if mean is None:
+            return 0.0
+        need = 0.0
+        for m in self.minions:
+            if m.state != "alive":
+                continue
+            for attempt in m.running:
+                elapsed = self.now - number(attempt.get("start"), self.now)
+                need = max(need, mean - elapsed)
+        return need
+
+    @property
+    def done_params(self) -> int:
+        """Params done: the queue's count when it tells (a report directory may hold
+        earlier runs, or attempts of a param run twice), else the reports' done attempts."""
+        done = self.queue.get("done") if self.queue else None
+        if isinstance(done, int) and not isinstance(done, bool):
+            return done
+        return self.done
+
+    @property
+    def dead_params(self) -> int:
+        """Params dead-lettered: the queue's count when it tells, else the reports'."""
+        dead = self.queue.get("dead") if self.queue else None
+        if isinstance(dead, int) and not isinstance(dead, bool):
+            return dead
+        return self.dead
 
     @property
     def empty(self) -> bool:

@@ -28,6 +28,23 @@ def duration(seconds: Optional[float]) -> str:
     return f"{hours // 24} d {hours % 24:02d} h"
 
 
+def count_text(n: int, word: str) -> str:
+    """``1 param``, ``0 params``, ``2 params``: a count and its noun, in the right number."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def totals_words(status: Status) -> list[tuple[str, str]]:
+    """The run's totals as (text, kind) pairs: ``done`` and ``dead-lettered`` count params
+    (the queue's counts when it tells, as the progress does), failed attempts and running
+    count attempts; the reports' done attempts are added when they differ."""
+    words = [(f"done {status.done_params}", "done")]
+    if status.done != status.done_params:
+        words.append((f"({count_text(status.done, 'done attempt')} in the reports)", "note"))
+    words.append((f"failed attempts {status.failed}", "failed"))
+    words.append((f"dead-lettered {status.dead_params}", "dead"))
+    return words
+
+
 def rate(value: Optional[float]) -> str:
     if value is None:
         return "-"
@@ -60,9 +77,8 @@ def clock(t: Any) -> str:
 
 
 def minions_line(status: Status) -> str:
-    n = len(status.minions)
     return (
-        f"{n} minion{'s' if n != 1 else ''}: {status.count('alive')} alive, "
+        f"{count_text(len(status.minions), 'minion')}: {status.count('alive')} alive, "
         f"{status.count('finished')} finished, {status.count('lost')} lost"
     )
 
@@ -91,9 +107,9 @@ def eta_text(status: Status) -> str:
     if status.remaining == 0:
         return "the queue is empty"
     if status.eta is None:
-        return f"{status.remaining} params left, no minion is making progress"
+        return f"{count_text(status.remaining, 'param')} left, no minion is making progress"
     at = time.strftime("%H:%M:%S", time.localtime(status.now + status.eta))
-    return f"{duration(status.eta)} (at {at}), {status.remaining} params left"
+    return f"{duration(status.eta)} (at {at}), {count_text(status.remaining, 'param')} left"
 
 
 def failure_reason(record: dict[str, Any]) -> str:
@@ -137,8 +153,8 @@ def format_status(status: Status) -> str:
     elapsed = status.elapsed
     out.append(f"{status.directory}: {minions_line(status)}")
     out.append(
-        f"  done {status.done}   failed attempts {status.failed}   dead-lettered {status.dead}"
-        f"   running now {status.running}"
+        "  " + "   ".join(text for text, _ in totals_words(status))
+        + f"   running now {status.running}"
         + (f"   held by lost minions {status.stranded}" if status.stranded else "")
         + (f"   released {status.released}" if status.released else "")
     )

@@ -442,3 +442,55 @@ def test_a_report_damaged_beyond_reading_is_skipped_naming_it(
     assert [w for w in status.warnings if bad.path.stem in w] == [
         f"{bad.path.name}: damaged report skipped (OverflowError: int too large to convert "
         "to float)"]
+
+
+def test_the_eta_is_never_less_than_the_running_attempts_still_need(tmp_path: Path) -> None:
+    # Params of 100 s each: four done (the last one a few seconds ago: a high recent
+    # rate), one running for 14 s, nothing else to do. Rate alone gave 837 ms.
+    reporter = minion(tmp_path, 1, heartbeat=0.0)
+    now = time.time()
+    for i in range(4):
+        finish(reporter, i, start=now - 102 + i * 0.5, duration=100.0)
+    reporter.heartbeat([Task(Delivery(9, "9"), wall_start=now - 14)])
+    status = read_status(tmp_path, now=now, queue={"todo": 0, "in_flight": 1, "done": 4,
+                                                   "dead": 0, "total": 5})
+    assert status.remaining == 1
+    assert status.eta is not None and status.eta >= 86.0 - 1
+    assert status.to_json()["eta"] == status.eta
+    reporter.stop(0)
+
+
+def test_done_params_and_done_attempts_are_one_count_when_the_queue_tells(tmp_path: Path) -> None:
+    from minionize.status.text import format_status
+
+    # The report directory also holds an earlier run: 8 done attempts, 4 done params.
+    reporter = minion(tmp_path, 1)
+    for i in range(8):
+        finish(reporter, i % 4)
+    status = read_status(tmp_path, queue={"todo": 20, "in_flight": 0, "done": 4, "dead": 0,
+                                          "total": 24})
+    assert status.progress == (4, 24)
+    text = format_status(status)
+    assert "done 4 " in text and "done 8" not in text
+    assert "8 done attempts in the reports" in text
+    reporter.stop(0)
+
+
+def test_counts_are_singular_or_plural() -> None:
+    from minionize.status.text import count_text
+
+    assert count_text(1, "param") == "1 param"
+    assert count_text(0, "param") == "0 params"
+    assert count_text(2, "minion") == "2 minions"
+
+
+def test_one_param_left_is_said_in_the_singular(tmp_path: Path) -> None:
+    from minionize.status.text import eta_text
+
+    reporter = minion(tmp_path, 1)
+    finish(reporter, 0)
+    status = read_status(tmp_path, queue={"todo": 1, "in_flight": 0, "done": 1})
+    assert eta_text(status).endswith(", 1 param left")
+    reporter.stop(0)
+    stopped = read_status(tmp_path, queue={"todo": 1, "in_flight": 0, "done": 1})
+    assert eta_text(stopped) == "1 param left, no minion is making progress"
