@@ -252,6 +252,10 @@ def _status(engine: Any, args: argparse.Namespace) -> int:
     width = max((len(labels.get(key, key)) for key in keys), default=0)
     for key in keys:
         print(f"  {labels.get(key, key):<{width}}  {counters[key]}")
+    holders = getattr(engine, "holders", None)
+    if holders is not None and (counters.get("in_flight") or counters.get("expired")):
+        for line in holders():  # who holds them, and when they come back at the latest
+            print(f"  {line}")
     return 0
 
 

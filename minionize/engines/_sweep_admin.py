@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import EngineError
 from ._sweep_files import canonical, param_id
+from ._sweep_leases import holder_line
 from ._sweep_results import LostResults, lost
 from ._sweep_state import DEAD, DONE, TODO
 from ._sweep_store import SweepStore
@@ -81,6 +82,7 @@ class SweepAdmin(Engine):
     def status(self) -> dict[str, Any]:
         self._require_directory()
         with self._locked() as store:
+            store.expire(0.0, self.max_attempts, gone=True)  # ended holders: not in flight
             in_flight, expired = store.state.leases.counts(time.time())
             return {
                 "todo": store.state.count[TODO],
@@ -99,7 +101,16 @@ class SweepAdmin(Engine):
     def reset_expired(self) -> int:
         self._require_directory()
         with self._locked() as store:
-            return store.expire(time.time(), self.max_attempts)
+            return store.expire(time.time(), self.max_attempts, gone=True)
+
+    def holders(self) -> list[str]:
+        """Who holds the params in flight, a line each: how many, and when they come
+        back at the latest (the end of the holder's last lease)."""
+        self._require_directory()
+        with self._locked() as store:
+            rows = store.state.leases.holders()
+        now = time.time()
+        return [holder_line(row, now) for row in rows]
 
     def repair(self) -> list[str]:
         """Rebuild a damaged queue from what is left; lines saying what was done."""

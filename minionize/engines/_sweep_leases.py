@@ -5,9 +5,12 @@ lock holder finds the leases that ended without a scan (:mod:`._sweep_state`).""
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
+
+from .._owner import host_hash, is_gone
 
 
 @dataclass(frozen=True)
@@ -18,16 +21,19 @@ class Owner:
     host: str
     pid: int
     job: str = ""
+    #: The process's start time (clock ticks since boot, 0 when unknown): with the pid,
+    #: it tells a holder of this host that ended from a later process given its pid.
+    start: int = 0
 
 
 class Lease:
     """A claim on one param, valid until ``expiry`` (wall clock, seconds)."""
 
-    __slots__ = ("minion", "seq", "expiry", "host", "pid", "job", "started")
+    __slots__ = ("minion", "seq", "expiry", "host", "pid", "job", "started", "start")
 
     def __init__(
         self, minion: str, seq: int, expiry: float, host: str, pid: int, job: str,
-        started: bool = True,
+        started: bool = True, start: int = 0,
     ) -> None:
         #: The claim (minion, seq) that holds the lease, and until when.
         self.minion, self.seq, self.expiry = minion, seq, expiry
@@ -36,6 +42,8 @@ class Lease:
         #: False for a param claimed ahead and not handed to a task yet: its expiry
         #: puts it back without counting an attempt (it never ran).
         self.started = started
+        #: The holder's process start time (see :class:`Owner`; 0: unknown).
+        self.start = start
 
     def describe(self) -> str:
         job = f", job {self.job}" if self.job else ""
@@ -110,3 +118,44 @@ class Leases:
         """(unexpired, expired) leases."""
         expired = sum(1 for lease in self.by_index.values() if lease.expiry <= now)
         return len(self.by_index) - expired, expired
+
+    def held_by_gone(self) -> list[tuple[int, Lease]]:
+        """The leases whose holder is a process of this host that ended (its pid is
+        gone, or was given to a process started after the claim): it cannot come back,
+        so waiting for its leases to expire is waiting for nothing. A holder of another
+        host, or whose start time is unknown and whose pid is alive, is not gone."""
+        verdicts: dict[tuple[str, int, int], bool] = {}
+        found = []
+        for index, lease in self.by_index.items():
+            key = (lease.host, lease.pid, lease.start)
+            gone = verdicts.get(key)
+            if gone is None:
+                gone = verdicts[key] = is_gone(f"{host_hash(lease.host)}.{lease.pid}.{lease.start}")
+            if gone:
+                found.append((index, lease))
+        return found
+
+    def holders(self) -> list[dict[str, Any]]:
+        """Who holds the params in flight: a row per holder (minion, host, pid, job),
+        with how many it holds and when the last of its leases ends (``lease_end``, wall
+        clock: it comes back by then unless it renews them), most params first."""
+        rows: dict[str, dict[str, Any]] = {}
+        for lease in self.by_index.values():
+            row = rows.get(lease.minion)
+            if row is None:
+                row = rows[lease.minion] = {
+                    "minion": lease.minion, "host": lease.host, "pid": lease.pid,
+                    "job": lease.job, "params": 0, "lease_end": lease.expiry,
+                }
+            row["params"] += 1
+            row["lease_end"] = max(row["lease_end"], lease.expiry)
+        return sorted(rows.values(), key=lambda row: (-row["params"], row["minion"]))
+
+
+def holder_line(row: dict[str, Any], now: float) -> str:
+    """``2 held by minion m on host (pid 12, job 34), lease ends in 4m59s (at 12:03:04)``."""
+    job = f", job {row['job']}" if row["job"] else ""
+    left = max(0, int(row["lease_end"] - now + 0.999))
+    at = time.strftime("%H:%M:%S", time.localtime(row["lease_end"]))
+    return (f"{row['params']} held by minion {row['minion']} on {row['host']} (pid "
+            f"{row['pid']}{job}), lease ends in {left // 60}m{left % 60:02d}s (at {at})")

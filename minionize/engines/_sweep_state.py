@@ -173,6 +173,7 @@ class QueueState(Statuses):
     def _claim(self, record: dict[str, Any]) -> None:
         minion, expiry = str(record["w"]), float(record["e"])
         host, pid, job = str(record.get("h", "")), int(record.get("p", 0)), str(record.get("j", ""))
+        start = int(record.get("t", 0))  # absent from the claims of an older minionize
         status = self.status
         for entry in record["l"]:
             index, seq = entry[0], entry[1]
@@ -181,7 +182,7 @@ class QueueState(Statuses):
             self.move(index, FLIGHT)
             # [index, seq] is a claim for a task; [index, seq, 0] a claim ahead.
             started = len(entry) < 3 or bool(entry[2])
-            self.leases.put(index, Lease(minion, seq, expiry, host, pid, job, started))
+            self.leases.put(index, Lease(minion, seq, expiry, host, pid, job, started, start))
 
     def _ack(self, record: dict[str, Any]) -> None:
         # A success is a success, even from a minion whose lease expired meanwhile.
@@ -233,6 +234,8 @@ class QueueState(Statuses):
                 lease.started = True
 
     def _expire(self, record: dict[str, Any]) -> None:
+        # "g": the holders ended (processes of the writer's host that are gone).
+        ended = "lease ended (its minion ended)" if record.get("g") else "lease expired"
         for index, minion, seq, dead in record["l"]:
             lease = self.leases.take(index, minion, seq)
             if lease is None:
@@ -245,7 +248,7 @@ class QueueState(Statuses):
             if dead:
                 self.move(index, DEAD)
                 self.reasons[index] = (
-                    f"lease expired {attempts} time(s); last held by {lease.describe()}"
+                    f"{ended} {attempts} time(s); last held by {lease.describe()}"
                 )
             else:
                 self._put_back(index)
@@ -278,6 +281,7 @@ def claim_record(
         "h": owner.host,
         "p": owner.pid,
         "j": owner.job,
+        "t": owner.start,
         "e": expiry,
         "l": [
             [index, first_seq + k] if k < tasks else [index, first_seq + k, 0]
@@ -289,8 +293,22 @@ def claim_record(
 def expire_record(state: QueueState, now: float, max_attempts: int) -> Optional[dict[str, Any]]:
     """The record putting back (or dead-lettering, at ``max_attempts``) every param whose
     lease ended at or before ``now``; None if there is none."""
+    return _ending(state, state.leases.ended(now), max_attempts)
+
+
+def gone_record(state: QueueState, now: float, max_attempts: int) -> Optional[dict[str, Any]]:
+    """:func:`expire_record` for the leases whose holder is a process of this host that
+    ended (:meth:`Leases.held_by_gone`): they end now, as if expired."""
+    record = _ending(state, state.leases.held_by_gone(), max_attempts)
+    if record is not None:
+        record["g"] = 1
+    return record
+
+
+def _ending(state: QueueState, leases: list[tuple[int, Lease]], max_attempts: int
+            ) -> Optional[dict[str, Any]]:
     entries = []
-    for index, lease in state.leases.ended(now):
+    for index, lease in leases:
         dead = lease.started and state.attempts.get(index, 0) + 1 >= max_attempts
         entries.append([index, lease.minion, lease.seq, 1 if dead else 0])
     return {"o": "expire", "l": entries} if entries else None
@@ -308,7 +326,7 @@ def to_snapshot(state: QueueState) -> dict[str, Any]:
         "dead": sorted(state.reasons.items()),
         "results": state.results.to_text(),
         "leases": [
-            [i, le.minion, le.seq, le.expiry, le.host, le.pid, le.job, int(le.started)]
+            [i, le.minion, le.seq, le.expiry, le.host, le.pid, le.job, int(le.started), le.start]
             for i, le in state.leases.items()
         ],
     }
@@ -329,9 +347,10 @@ def from_snapshot(doc: dict[str, Any]) -> QueueState:
         state.attempts = {int(i): int(a) for i, a in doc["attempts"]}
         state.reasons = {int(i): str(r) for i, r in doc["dead"]}
         state.results = ResultBits.from_text(str(doc.get("results", "")))
-        state.leases = Leases({
-            index: Lease(minion, seq, expiry, host, pid, job, bool(started[0]) if started else True)
-            for index, minion, seq, expiry, host, pid, job, *started in doc["leases"]
+        state.leases = Leases({  # older snapshots lack the last fields: started, start
+            index: Lease(minion, seq, expiry, host, pid, job,
+                         bool(rest[0]) if rest else True, int(rest[1]) if len(rest) > 1 else 0)
+            for index, minion, seq, expiry, host, pid, job, *rest in doc["leases"]
         })
         state.imported_from = doc.get("imported_from")
         state.lock_epoch = int(doc.get("lock_epoch", 0))

@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from ._sweep_repair import recover_tail, repair
 from ._sweep_session import Session
-from ._sweep_state import DEAD, DONE, Owner, claim_record, expire_record
+from ._sweep_state import DEAD, DONE, Owner, claim_record, expire_record, gone_record
 
 #: Params encoded and deduplicated per lock holding while filling.
 FILL_CHUNK = 50_000
@@ -144,13 +144,19 @@ class SweepStore(Session):
         if mine:
             self._write({"o": "extend", "w": minion, "e": expiry, "l": mine})
 
-    def expire(self, now: float, max_attempts: int) -> int:
-        """Put back (or dead-letter) every param whose lease ended before ``now``."""
-        record = expire_record(self.state, now, max_attempts)
-        if record is None:
-            return 0
-        self._write(record)
-        return len(record["l"])
+    def expire(self, now: float, max_attempts: int, gone: bool = False) -> int:
+        """Put back (or dead-letter) every param whose lease ended before ``now``;
+        ``gone``: and those held by processes of this host that ended (a scan of the
+        leases: not at every claim). How many."""
+        count = 0
+        for ending in (expire_record, gone_record):
+            if ending is gone_record and not gone:
+                break
+            record = ending(self.state, now, max_attempts)
+            if record is not None:
+                self._write(record)
+                count += len(record["l"])
+        return count
 
     def records(self, status: int) -> Iterator[tuple[int, int, str]]:
         """(index, attempts, reason) of every param with ``status``."""

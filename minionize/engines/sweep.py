@@ -70,16 +70,19 @@ Why each step is safe on NFS
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Optional
 
+from .._owner import process_start
 from ..identity import MinionInfo
 from ._sweep_admin import SweepAdmin, os_error
 from ._sweep_files import Damaged
 from ._sweep_files import param_id as param_id  # tests and callers import it from here
+from ._sweep_leases import holder_line
 from ._sweep_lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from ._sweep_outbox import Outbox
 from ._sweep_results import result_line
@@ -93,6 +96,13 @@ if TYPE_CHECKING:
 DEFAULT_DIRECTORY = "sweeps"
 #: How often an empty ``take`` looks again while params are in flight.
 POLL_INTERVAL = 0.05
+#: How often a minion looks for leases held by processes of this host that ended (a
+#: scan of the leases; at open and at the first claim too).
+GONE_CHECK_EVERY = 2.0
+#: How often a minion waiting for others' params (``--wait``) says what it waits for.
+WAIT_SAY_EVERY = 60.0
+
+log = logging.getLogger("minionize.sweep")
 
 
 def _decoded(texts: Iterator[bytes], path: str) -> Iterator[Param]:
@@ -134,7 +144,8 @@ class SweepEngine(SweepAdmin):
         self.max_attempts = max_attempts
         self.wait = wait
         info = minion or MinionInfo.current()
-        self.owner = Owner(info.minion_id, info.host, info.pid, info.job_label)
+        self.owner = Owner(info.minion_id, info.host, info.pid, info.job_label,
+                           process_start(info.pid))
         identity = {"minion": info.minion_id, "host": info.host, "pid": info.pid, "job": info.job_label}
         self.store = SweepStore(
             directory, durable_settles=durable_settles, lock_lease=max(MIN_LEASE, lock_lease),
@@ -146,6 +157,10 @@ class SweepEngine(SweepAdmin):
         #: already, like a pool's chunks, turns it off: one minion would hold them all).
         self.claim_ahead = True
         self._opened = False
+        #: When leases of ended holders of this host were last looked for, and when a
+        #: waiting minion last said what it waits for (monotonic; None: never).
+        self._gone_checked: Optional[float] = None
+        self._said_waiting: Optional[float] = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SweepEngine:
@@ -188,7 +203,9 @@ class SweepEngine(SweepAdmin):
             try:
                 with self._locked() as store:
                     now = time.time()
-                    store.expire(now, self.max_attempts)
+                    # A holder of this host that ended (a killed run) cannot come back:
+                    # its params are todo again at once (looked for at the first claim).
+                    store.expire(now, self.max_attempts, self._gone_due())
                     claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
                     others_in_flight = store.state.count[FLIGHT] > 0
             except LockLost:
@@ -210,12 +227,38 @@ class SweepEngine(SweepAdmin):
             return False
         try:
             with self._locked() as store:
-                store.expire(time.time(), self.max_attempts)
+                store.expire(time.time(), self.max_attempts, self._gone_due())
                 if store.state.count[TODO]:
                     return False
-                return not (self.wait and store.state.count[FLIGHT])
+                if not (self.wait and store.state.count[FLIGHT]):
+                    return True
+                self._say_waiting(store)
+                return False
         except LockLost:
             return False  # stopped in the session: look again
+
+    def _gone_due(self) -> bool:
+        """Whether to look for leases of ended holders now (every GONE_CHECK_EVERY s)."""
+        now = time.monotonic()
+        if self._gone_checked is not None and now - self._gone_checked < GONE_CHECK_EVERY:
+            return False
+        self._gone_checked = now
+        return True
+
+    def _say_waiting(self, store: SweepStore) -> None:
+        """With ``wait``: say which params this minion waits for, and whose (lock held)."""
+        now = time.monotonic()
+        if self._said_waiting is not None and now - self._said_waiting < WAIT_SAY_EVERY:
+            return
+        self._said_waiting = now
+        mine = self.owner.minion
+        rows = [row for row in store.state.leases.holders() if row["minion"] != mine]
+        if rows:
+            log.warning(
+                "%s: waiting for %d params in flight (--wait): %s", self.directory,
+                sum(row["params"] for row in rows),
+                "; ".join(holder_line(row, time.time()) for row in rows),
+            )
 
     def peek(self, limit: int) -> Iterator[Param]:
         """The todo params in the order :meth:`take` would hand them out, as of now,
