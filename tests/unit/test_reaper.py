@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -43,5 +45,33 @@ def test_closing_the_pipe_kills_the_tasks_even_a_setsid_grandchild(tmp_path: obj
     finally:
         other.kill()
         other.wait()
+        if task.poll() is None:
+            task.kill()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc")
+def test_a_fork_of_the_minion_that_forgot_the_reaper_does_not_keep_it_asleep() -> None:
+    """A function's worker is a fork of the minion: it must not hold the reaper's pipe
+    open, or the reaper would sleep on after the minion died."""
+    reaper = Reaper()
+    reaper.start()
+    fork = os.fork()
+    if fork == 0:  # a worker, alive longer than the minion
+        try:
+            reaper.forget_after_fork()
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    task = subprocess.Popen(["sleep", "60"], env={**os.environ, TOKEN_VARIABLE: reaper.token},
+                            start_new_session=True)
+    try:
+        closer = threading.Thread(target=reaper.stop, daemon=True)
+        closer.start()  # what the kernel does when the minion dies
+        wait_for(lambda: task.poll() is not None, 10, "the task to be killed")
+        closer.join(10)
+        assert not closer.is_alive()
+    finally:
+        os.kill(fork, signal.SIGKILL)
+        os.waitpid(fork, 0)
         if task.poll() is None:
             task.kill()
