@@ -174,16 +174,21 @@ def test_poison_message_reaches_the_dead_letter_topic(queue: Queue, tmp_path: Pa
 def test_a_broker_restart_mid_run_loses_nothing(queue: Queue, tmp_path: Path) -> None:
     count = 60
     queue.fill(list(range(count)))
-    env = minion_env(queue, tmp_path)
+    # The restart (stop, then a JVM start) may take long on a loaded machine: the
+    # minions ride it out however long it takes, and do not end idle meanwhile (an
+    # outage is never an empty queue; tests/integration/test_engine_outage.py).
+    env = minion_env(queue, tmp_path, MINION_OUTAGE_TIMEOUT="600")
     minions = [start_minion(env, tmp_path, f"{RECORD}; sleep 0.1", "-j", "2") for _ in range(2)]
     try:
         wait_for(lambda: len(records(tmp_path)) >= 10, 60, "ten tasks to run")
         queue.broker.stop()  # a restart in the middle of the run (SIGTERM)
         queue.broker.start()  # same ports, same data
         for minion in minions:
-            code, err = minion.finish(timeout=120)
+            code, err = minion.finish(timeout=300)
             assert code == 0, err
     finally:
+        if queue.broker.proc is None:
+            queue.broker.start()  # the session's broker, for the tests after this one
         for minion in minions:
             if minion.process.poll() is None:
                 minion.process.kill()

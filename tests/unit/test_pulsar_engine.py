@@ -117,6 +117,9 @@ class FakePulsar:
     def __init__(self) -> None:
         self.broker = Broker()
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        #: What ``Consumer.is_connected`` says (False: the broker is away, the client
+        #: reconnects in the background and ``receive`` only times out).
+        self.connected = True
         fake = self
 
         class ConsumerDeadLetterPolicy:
@@ -200,6 +203,10 @@ class FakePulsar:
                         if now >= deadline:
                             raise Timeout("Pulsar error: TimeOut")
                         broker.lock.wait(min(deadline - now, 0.01))
+
+            def is_connected(self) -> bool:
+                self.fake.calls.append(("Consumer.is_connected", (), {}))
+                return self.fake.connected
 
             def acknowledge(self, message: FakeMessage) -> None:
                 self.fake.calls.append(("Consumer.acknowledge", (message,), {}))
@@ -399,6 +406,31 @@ def test_an_outage_longer_than_the_timeout_is_an_error(fake: FakePulsar) -> None
     assert 0.4 < time.monotonic() - started < 5
 
 
+def test_a_consumer_that_lost_its_broker_is_an_outage_never_an_empty_topic(
+        fake: FakePulsar) -> None:
+    minion = engine(fake, outage_timeout=30)
+    minion.open()
+    assert minion.reachable_since() is not None
+    fake.connected = False  # the broker restarts: receive only times out meanwhile
+    came_back: list[float] = []
+    seen_down: list[Optional[float]] = []
+
+    def broker_back() -> None:
+        seen_down.append(minion.reachable_since())  # the take below rides it out now
+        came_back.append(time.monotonic())
+        fake.connected = True
+
+    timer = threading.Timer(0.8, broker_back)
+    timer.start()
+    try:
+        assert minion.take(1, 0.05) == []  # only once the consumer is connected again
+    finally:
+        timer.join()
+    assert seen_down == [None]  # an outage while it lasted, never "empty"
+    since = minion.reachable_since()
+    assert since is not None and since >= came_back[0]  # idle time counts from here
+
+
 def test_a_dead_minion_messages_come_back(fake: FakePulsar) -> None:
     engine(fake).fill(["held"])
     first = engine(fake)
@@ -488,6 +520,7 @@ def exercise_everything(fake: FakePulsar) -> None:
     minion.take(1, 0.5)
     d = minion.take(1, 0.5)[0]
     minion.dead_letter(d, "dead")
+    assert minion.take(1, 0.05) == []  # an empty topic: is the consumer connected?
     minion.requeue_dead()
     minion.close()
 
@@ -504,6 +537,7 @@ def test_every_call_exists_in_the_real_client(fake: FakePulsar) -> None:
         "Consumer.receive": pulsar.Consumer.receive,
         "Consumer.acknowledge": pulsar.Consumer.acknowledge,
         "Consumer.negative_acknowledge": pulsar.Consumer.negative_acknowledge,
+        "Consumer.is_connected": pulsar.Consumer.is_connected,
         "Consumer.close": pulsar.Consumer.close,
         "Producer.send": pulsar.Producer.send,
         "Producer.flush": pulsar.Producer.flush,
