@@ -25,7 +25,9 @@ Every minion is a consumer of one Shared subscription (``PULSAR_SUBSCRIPTION``) 
 Outages: a call that fails because the broker cannot be reached (connect, lookup,
 timeout errors) is retried for ``MINION_OUTAGE_TIMEOUT`` seconds (:class:`._kit.Outage`),
 then is an EngineError; meanwhile the client reconnects by itself and the broker keeps
-the messages of the subscription.
+the messages of the subscription. ``receive`` times out both on an empty topic and while
+the client reconnects: a timeout while the consumer is not connected
+(``Consumer.is_connected()``) is an outage, so the idle timeout never counts it.
 
 Administration (``_pulsar_admin.py``): ``fill`` creates the subscription first (Pulsar
 keeps a topic's messages only for its subscriptions), then publishes; ``requeue_dead``
