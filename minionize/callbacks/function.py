@@ -9,7 +9,13 @@ params one at a time over a pipe. So:
   gets SIGTERM, then SIGKILL, and a fresh worker takes the next param;
 * a crash (segfault, ``os._exit``, the OOM killer) is a failed attempt whose reason
   names the signal or the exit code, never a dead minion;
-* ``max_tasks_per_worker`` recycles a worker after that many params (memory leaks).
+* ``max_tasks_per_worker`` recycles a worker after that many params (memory leaks);
+* every reply is matched to its request and to the worker's pid (:mod:`._func_wire`):
+  a process the function forked that answers, or still holds the pipe when the function
+  returns, fails that attempt and its worker is replaced; a worker that dies or writes
+  garbage is a failed attempt, never a wait without end;
+* what the function starts carries the reaper's token (:mod:`.reaper`): it does not
+  outlive the minion, even a ``setsid`` child, even after a SIGKILL of the minion.
 
 An exception raised by the function is a failed attempt (retried, then dead-lettered),
 its traceback kept in the report. What the function returns is its task's result: on an

@@ -17,6 +17,12 @@ process group when it leads one), again until none is left, removes the minion's
 files and exits. When the minion ends normally, it closes the pipe the same way, and
 whatever task it had to abandon goes with it.
 
+A function's worker process (:mod:`.function`) is a fork of the minion: it closes its
+copy of the pipe (:meth:`Reaper.forget_after_fork`, or a worker, or a process it forked,
+would keep the reaper asleep), and puts the token in its own ``os.environ``, so that
+what the function starts carries it; what the function forks without ``exec`` stays in
+the worker's process group, which the worker kills when its minion is gone.
+
 The cost per task is one more environment variable: the reaper never wakes while the
 minion lives (writing each task's process group to the reaper instead would wake it
 twice per task, a process competing with the tasks for the CPU).
