@@ -1,7 +1,15 @@
 """``--progress``, ``--eta``, ``--bar``: one line on stderr, redrawn, from the queue's own
 counters (``engine.status()``: every minion's work, not only this one's).
 
-Drawn only when stderr is a terminal (a log file gets nothing). The counters are read by
+Drawn only when stderr is a terminal (a log file gets nothing). Tasks write to the same
+terminal (they inherit it) whenever they like, so the line is kept where they never
+write: the terminal's last row, out of a scrolling region made of the rows above it
+(what ``apt`` does). Each draw saves the cursor, writes the last row, and puts the cursor
+back where the task left it, in one write; task lines scroll above it, never mixed with
+it, and keep their terminal (not a pipe: no change of buffering, colours or prompts). A
+terminal too small for that, or whose size is unknown, gets the line redrawn in place.
+At the end the region is undone and the last line stays, below the tasks' output. The
+counters are read by
 an engine of its own, about once a second (less often when reading them is slow), so
 that the minion's engine is never shared with the drawing thread. An engine that cannot
 count (the file engine) shows this minion's own counts, without a total. The rate, and
@@ -12,6 +20,7 @@ whose pace changes (more minions joining, slower params).
 from __future__ import annotations
 
 import collections
+import os
 import sys
 import threading
 import time
@@ -83,6 +92,42 @@ def render(mode: str, counts: dict[str, Any], rate: Optional[float]) -> str:
     return line
 
 
+class BottomLine:
+    """The escapes that keep one line on the terminal's last row, out of the scrolling
+    region above it (see the module), or redrawn in place where that cannot be done."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.rows = 0  # the terminal's height the region was made for (0: none made)
+
+    def _height(self) -> int:
+        try:
+            return os.get_terminal_size(self.stream.fileno()).lines
+        except (AttributeError, ValueError, OSError):
+            return 0
+
+    def draw(self, line: str) -> str:
+        """What to write to show ``line``: one write, so that no task's bytes fall
+        inside it, and the cursor is left where the tasks' output is."""
+        rows = self._height()
+        if rows < 3:
+            return self.release() + f"\r{line}\x1b[K"
+        setup = ""
+        if rows != self.rows:
+            # A new line for the region's last row (scrolling up if the cursor is on the
+            # terminal's last), the region above the bar, the cursor back on that row.
+            setup = f"\n\x1b7\x1b[1;{rows - 1}r\x1b8\x1b[1A"
+            self.rows = rows
+        return f"{setup}\x1b7\x1b[{rows};1H{line}\x1b[K\x1b8"
+
+    def release(self) -> str:
+        """What undoes the region and clears the bar's row (nothing if none was made)."""
+        if not self.rows:
+            return ""
+        rows, self.rows = self.rows, 0
+        return f"\x1b7\x1b[r\x1b[{rows};1H\x1b[2K\x1b8"
+
+
 class Progress(Reporter):
     """Draws the line of ``mode`` on ``stream`` while the minion runs (see the module).
 
@@ -102,6 +147,7 @@ class Progress(Reporter):
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._engine: Optional[Engine] = None
+        self._screen = BottomLine(self.stream)
 
     def start(self, minion: MinionInfo) -> None:
         try:
@@ -122,9 +168,8 @@ class Progress(Reporter):
             return
         self._stop.set()
         self._thread.join(5)
-        self._draw()
-        self.stream.write("\n")
-        self.stream.flush()
+        line = self._line()
+        self._write(self._screen.release() + f"\r{line}\x1b[K\n")
         if self._engine is not None:
             try:
                 self._engine.close()
@@ -155,12 +200,18 @@ class Progress(Reporter):
                 pass
         return dict(self._own)
 
-    def _draw(self) -> None:
+    def _line(self) -> str:
         counts = self.counts()
         finished = int(counts.get("done") or 0) + int(counts.get("dead") or 0)
         rate = self._rate.add(time.monotonic(), finished)
+        return render(self.mode, counts, rate)
+
+    def _draw(self) -> None:
+        self._write(self._screen.draw(self._line()))
+
+    def _write(self, text: str) -> None:
         try:
-            self.stream.write(f"\r{render(self.mode, counts, rate)}\x1b[K")
+            self.stream.write(text)
             self.stream.flush()
         except (OSError, ValueError):
             pass
