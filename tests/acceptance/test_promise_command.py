@@ -120,7 +120,7 @@ def test_the_help_example_for_json_mappings_is_true(user_env: dict[str, str]) ->
     lines = help_text.splitlines()
     at = next(i for i, line in enumerate(lines) if "JSON mapping" in line)
     command = lines[at + 1].strip().replace("a.out", "echo")
-    assert command.startswith("FILE_DECODER=json minionize ")
+    assert command.startswith("minionize --file params.jsonl --decoder json ")
     Path("params.jsonl").write_text('{"x": 1, "y": "a b"}\n{"x": 2, "y": "c"}\n')
     result = sh(command, user_env)
     assert result.returncode == 0, (command, result.stderr)
