@@ -149,7 +149,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run(args)
     except MinionizeError as exc:
         given = given_flags(args, all_options())
-        if getattr(args, "decoder_variable", None):
+        if args.decoder and getattr(args, "decoder_variable", None):
             given[args.decoder_variable] = "--decoder"
         message = name_flags(str(exc), given)
         sys.stderr.write(f"minionize: error: {message}\n")  # one line, one write
