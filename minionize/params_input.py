@@ -3,7 +3,8 @@
 Shared by ``minion-queue fill`` and anything else that reads params from a person.
 Every reader is a generator, so a million params stream without being held in memory.
 
-* ``0..9``: the integers 0 to 9, both included (``-5..5`` and ``10..0`` work too).
+* ``0..9``: the integers 0 to 9, both included (``-5..5`` and ``10..0`` work too);
+  only ``START..END`` with no space is a range: ``0 ..9`` is a value, as typed.
 * a value (typed): exactly the text typed, as a string, except where JSON says the same
   thing exactly: a number, ``true``, ``false`` or ``null`` whose JSON is the text itself
   (``5``, ``-3``, ``0.5``), and a list or mapping (``[1, 2]``, ``{"x": 1}``), whose
@@ -19,7 +20,7 @@ Every reader is a generator, so a million params stream without being held in me
 * file names (``--from-files``): the ``{}`` part of each, as a string, always.
 * products: ``a=1,2,3 b=x,y`` gives every mapping ``{"a": 1, "b": "x"}``, ...,
   the first name varying slowest (as execo's ``sweep()``); values are read like a typed
-  value, spaces included.
+  value, spaces included, and a range among them like a range item (``n=0..3``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from typing import IO, Any, Optional
 from .engines._kit import canonical_json
 from .errors import ConfigError
 
-_RANGE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
+#: ``START..END`` exactly: with a space anywhere (``0 ..9``) it is a value, as typed.
+_RANGE = re.compile(r"(-?\d+)\.\.(-?\d+)\Z")
 
 
 def parse_range(text: str) -> Optional[range]:
@@ -169,8 +171,19 @@ def parse_product(specs: Sequence[str]) -> list[tuple[str, list[Any]]]:
         if any(name == other for other, _ in factors):
             raise ConfigError(f"--product names {name!r} twice: give each name once")
         require_utf8(spec, f"--product {name}")
-        factors.append((name, [parse_value(value) for value in values.split(",")]))
+        factors.append((name, [*_product_values(values)]))
     return factors
+
+
+def _product_values(values: str) -> Iterator[Any]:
+    """The values of ``V1,V2,...``: a range (``0..3``) as its integers, as a positional
+    item, the others as typed values."""
+    for value in values.split(","):
+        numbers = parse_range(value)
+        if numbers is not None:
+            yield from numbers
+        else:
+            yield parse_value(value)
 
 
 def product(specs: Sequence[str]) -> Iterator[dict[str, Any]]:

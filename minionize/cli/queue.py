@@ -33,8 +33,11 @@ examples:
   minion-queue fill --from-files 'in/data_{}.txt'    # "7" for in/data_7.txt, ...
   minion-queue status --json
   minion-queue list dead                             # dead letters, with their reason
+  minion-queue list in-flight                        # who holds what, until when
   minion-queue results --json                        # what each function task returned
   minion-queue requeue-dead                          # give them another try
+  minion-queue requeue-dead 3f2a9c01d4e5             # only this one (ids: list dead)
+  minion-queue reset --yes                           # every param todo again
   minion-queue repair                                # rebuild a damaged sweep queue
 
 exit codes: 0 done, 2 usage, configuration or queue error.
@@ -107,10 +110,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
 
-    commands.add_parser(
+    requeue = commands.add_parser(
         "requeue-dead", parents=[common], help="make dead-lettered params todo again",
-        description="Make every dead-lettered param todo again, with fresh attempts.",
+        description="Make every dead-lettered param todo again (or those of the ids "
+        "given, as `list dead` shows them), with fresh attempts.",
     )
+    requeue.add_argument("ids", nargs="*", metavar="ID", help="only these dead letters")
+    reset = commands.add_parser(
+        "reset", parents=[common], help="make every param todo again (asks for --yes)",
+        description="Make every param todo again, done, dead-lettered and in flight alike, "
+        "with fresh attempts (a task still running may still finish its param). The "
+        "params stay; only --yes does it.",
+    )
+    reset.add_argument("--yes", action="store_true", help="do it (nothing is asked)")
     commands.add_parser(
         "reset-expired", parents=[common],
         help="put params whose lease expired back now",
@@ -123,10 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         "is kept; done or dead only where a record proves it, the rest todo. Says what it did.",
     )
     listing = commands.add_parser(
-        "list", parents=[common], help="list done or dead-lettered params",
-        description="List done or dead-lettered params (dead letters with their reason).",
+        "list", parents=[common], help="list todo, in-flight, done or dead-lettered params",
+        description="List the params todo, in flight (with who holds each and until when), "
+        "done, or dead-lettered (with their reason), in queue order.",
     )
-    listing.add_argument("kind", choices=("done", "dead"), help="which params to list")
+    listing.add_argument("kind", choices=("todo", "in-flight", "done", "dead"),
+                         help="which params to list")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.add_argument("--limit", type=int, metavar="N", help="at most N params")
     results = commands.add_parser(
@@ -178,8 +192,11 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env(values)
     engine = load_engine(settings)
     if args.command == "fill":
+        # What to fill is read, or refused, before a queue is made for it.
+        args.params = _params(args)
         engine.create()
-    if args.command != "repair":  # opening a damaged queue fails
+    # A damaged queue fails to open; the file engine's journals are read, not opened.
+    if args.command != "repair" and getattr(engine, "admin_opens", True):
         engine.open()
     try:
         return COMMANDS[args.command](engine, args)
@@ -188,17 +205,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fill(engine: Any, args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-
-    if not (args.items or args.file or args.product or args.from_files):
-        raise ConfigError(
-            "nothing to fill: give a range (0..9), values, - for stdin, --file PATH, "
-            "--from-files PATTERN or --product NAME=V1,V2 ..."
-        )
     from ..errors import EngineError
 
     try:
-        added, skipped = engine.fill(_params(args))
+        added, skipped = engine.fill(args.params)
     except OSError as exc:  # a full disk (ENOSPC), a read-only or vanished directory
         raise EngineError(
             f"{engine.describe()}: cannot write: {exc.strerror or exc}; fix that and fill "
@@ -210,8 +220,31 @@ def _fill(engine: Any, args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> Iterator[Any]:
+    """The params to fill; what can be refused before any is read is refused now
+    (nothing to fill, a --product or --from-files that gives none), its first param
+    read too (a bad first item): a fill refused leaves no queue behind."""
     from ..errors import ConfigError
-    from ..params_input import params_from_files, params_from_items, product, read_json_lines
+    from ..params_input import params_from_files, parse_product
+
+    if not (args.items or args.file or args.product or args.from_files):
+        raise ConfigError(
+            "nothing to fill: give a range (0..9), values, - for stdin, --file PATH, "
+            "--from-files PATTERN or --product NAME=V1,V2 ..."
+        )
+    for specs in args.product:
+        parse_product(specs)
+    names = [params_from_files(pattern) for pattern in args.from_files]
+    params = _read_params(args, names)
+    try:
+        first = next(params)
+    except StopIteration:
+        return iter(())
+    return itertools.chain([first], params)
+
+
+def _read_params(args: argparse.Namespace, names: list[list[str]]) -> Iterator[Any]:
+    from ..errors import ConfigError
+    from ..params_input import params_from_items, product, read_json_lines
 
     yield from params_from_items(args.items, _stdin())
     for path in args.file:
@@ -224,8 +257,8 @@ def _params(args: argparse.Namespace) -> Iterator[Any]:
             raise ConfigError(f"cannot read --file {path}: {exc.strerror}") from None
     for specs in args.product:
         yield from product(specs)
-    for pattern in args.from_files:
-        yield from params_from_files(pattern)
+    for found in names:
+        yield from found
 
 
 def _stdin() -> Optional[Iterator[str]]:
@@ -260,8 +293,35 @@ def _status(engine: Any, args: argparse.Namespace) -> int:
 
 
 def _requeue_dead(engine: Any, args: argparse.Namespace) -> int:
-    count = engine.requeue_dead()
+    from ..errors import UnsupportedOperation
+
+    if args.ids:
+        if not hasattr(engine, "requeue_dead_ids"):
+            raise UnsupportedOperation(
+                f"the {engine.name} engine cannot requeue chosen dead letters: "
+                "`minion-queue requeue-dead` with no id requeues them all"
+            )
+        count = engine.requeue_dead_ids(args.ids)
+    else:
+        count = engine.requeue_dead()
     print(f"{engine.describe()}: {count} dead letters made todo again")
+    return 0
+
+
+def _reset(engine: Any, args: argparse.Namespace) -> int:
+    from ..errors import ConfigError, UnsupportedOperation
+
+    if not hasattr(engine, "reset"):
+        raise UnsupportedOperation(f"the {engine.name} engine cannot be reset")
+    if not args.yes:  # never a question: a script or a batch job has nobody to answer
+        counts = engine.status()
+        raise ConfigError(
+            f"reset makes every param of the {engine.describe()} todo again "
+            f"({counts.get('done', 0)} done, {counts.get('dead', 0)} dead letters, "
+            f"{counts.get('in_flight', 0)} in flight): give --yes to do it"
+        )
+    count = engine.reset()
+    print(f"{engine.describe()}: {count} params made todo again")
     return 0
 
 
@@ -295,6 +355,8 @@ def _list(engine: Any, args: argparse.Namespace) -> int:
             line += f"  attempts={record['attempts']}"
         if args.kind == "dead":
             line += f"  {record.get('reason', '')}"
+        if args.kind == "in-flight" and "lease_end" in record:
+            line += f"  {engine.held_text(record)}"
         print(line)
     return 0
 
@@ -326,6 +388,7 @@ COMMANDS = {
     "fill": _fill,
     "status": _status,
     "requeue-dead": _requeue_dead,
+    "reset": _reset,
     "reset-expired": _reset_expired,
     "list": _list,
     "results": _results,

@@ -18,9 +18,9 @@ from typing import Any
 
 from ..errors import EngineError
 from ._sweep_files import canonical, param_id
-from ._sweep_leases import holder_line
+from ._sweep_leases import held_text, holder_line
 from ._sweep_results import LostResults, lost
-from ._sweep_state import DEAD, DONE, TODO
+from ._sweep_state import DEAD, DONE, FLIGHT, TODO
 from ._sweep_store import SweepStore
 from .base import Engine, Param
 
@@ -121,23 +121,58 @@ class SweepAdmin(Engine):
             raise os_error(self.directory, exc) from exc
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        """``done`` or ``dead`` params, in queue order: id, param, attempts (the number
-        of attempts that ran, as in the log names ``<id>.<attempt>.*``) and, for dead
-        letters, the reason."""
-        statuses = {"done": DONE, "dead": DEAD}
+        """``todo``, ``in-flight``, ``done`` or ``dead`` params, in queue order: id, param,
+        attempts (the number of attempts that ran, as in the log names
+        ``<id>.<attempt>.*``; in flight: the one running); for dead letters the reason;
+        in flight, the holder (minion, host, pid, job) and ``lease_end`` (wall clock)."""
+        statuses = {"todo": TODO, "in-flight": FLIGHT, "done": DONE, "dead": DEAD}
         self._require_directory()
         if kind not in statuses:
-            raise EngineError(f"cannot list {kind!r}: use done or dead")
+            raise EngineError(f"cannot list {kind!r}: use todo, in-flight, done or dead")
         with self._locked() as store:
             rows = [*store.records(statuses[kind])]
-        ran = 1 if kind == "done" else 0  # the success is an attempt too
+            leases = {i: store.state.leases.get(i) for i, _, _ in rows} if kind == "in-flight" else {}
+        ran = 0 if kind in ("todo", "dead") else 1  # the success (the running one) too
         for index, attempts, reason in rows:
             text = self.store.read_param(index)
             record: dict[str, Any] = {"id": param_id(text), "param": _param(text),
                                       "attempts": attempts + ran}
             if kind == "dead":
                 record["reason"] = reason
+            lease = leases.get(index)
+            if lease is not None:
+                record.update(minion=lease.minion, host=lease.host, pid=lease.pid,
+                              job=lease.job, lease_end=lease.expiry)
             yield record
+
+    def held_text(self, record: dict[str, Any]) -> str:
+        """Who holds a param of ``list("in-flight")``, and until when, as text."""
+        return held_text(record, time.time())
+
+    def requeue_dead_ids(self, ids: Iterable[str]) -> int:
+        """Make the dead letters of these ids todo again; EngineError naming the ids
+        that are no dead letter (nothing is requeued then)."""
+        wanted = set(ids)
+        self._require_directory()
+        with self._locked() as store:
+            found = {}
+            for index in store.state.indices(DEAD):
+                key = param_id(store.param_text(index))
+                if key in wanted:
+                    found[key] = index
+            unknown = sorted(wanted - set(found))
+            if unknown:
+                raise EngineError(
+                    f"{self.describe()}: no dead letter has the id {', '.join(unknown)}: "
+                    "`minion-queue list dead` lists them with their ids"
+                )
+            return store.requeue_some(list(found.values()))
+
+    def reset(self) -> int:
+        """Make every param todo again, with fresh attempts; how many."""
+        self._require_directory()
+        with self._locked() as store:
+            return store.reset()
 
     def results(self) -> Iterator[dict[str, Any]]:
         """Done params in queue order, with what their task returned (None: nothing).

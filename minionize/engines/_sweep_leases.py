@@ -154,8 +154,14 @@ class Leases:
 
 def holder_line(row: dict[str, Any], now: float) -> str:
     """``2 held by minion m on host (pid 12, job 34), lease ends in 4m59s (at 12:03:04)``."""
+    return f"{row['params']} {held_text(row, now)}"
+
+
+def held_text(row: dict[str, Any], now: float) -> str:
+    """``held by minion m on host (pid 12, job 34), lease ends in 4m59s (at 12:03:04)``
+    (``row``: minion, host, pid, job, lease_end)."""
     job = f", job {row['job']}" if row["job"] else ""
     left = max(0, int(row["lease_end"] - now + 0.999))
     at = time.strftime("%H:%M:%S", time.localtime(row["lease_end"]))
-    return (f"{row['params']} held by minion {row['minion']} on {row['host']} (pid "
-            f"{row['pid']}{job}), lease ends in {left // 60}m{left % 60:02d}s (at {at})")
+    return (f"held by minion {row['minion']} on {row['host']} (pid {row['pid']}{job}), "
+            f"lease ends in {left // 60}m{left % 60:02d}s (at {at})")

@@ -131,7 +131,7 @@ class QueueState(Statuses):
             "release": self._release, "dead": self._dead, "extend": self._extend,
             "start": self._start, "expire": self._expire, "requeue": self._requeue,
             "adopt": self._adopt, "head": self._head, "break": self._break,
-            "void": self._void,
+            "void": self._void, "reset": self._reset, "requeue_some": self._requeue_some,
         }
 
     # -- applying records (identical in every process: no clock, no settings) ---------
@@ -258,6 +258,28 @@ class QueueState(Statuses):
             self.attempts.pop(index, None)
             self.reasons.pop(index, None)
             self._put_back(index)
+
+    def _requeue_some(self, record: dict[str, Any]) -> None:
+        # Chosen dead letters (a kind of its own: an older minionize skips it, where it
+        # would take a "requeue" for every dead letter).
+        for index in record["l"]:
+            if self.status[index] == DEAD:
+                self.attempts.pop(index, None)
+                self.reasons.pop(index, None)
+                self._put_back(index)
+
+    def _reset(self, record: dict[str, Any]) -> None:
+        # Every param todo, with fresh attempts; a late ack of a param in flight still
+        # counts (as after an expiry).
+        n = self.n
+        self.status = bytearray(TODO_BYTE * n)
+        self.count = {TODO: n, FLIGHT: 0, DONE: 0, DEAD: 0}
+        self.cursor = 0
+        self.returned.clear()
+        self.leases = Leases()
+        self.attempts.clear()
+        self.reasons.clear()
+        self.results = ResultBits()
 
     def _adopt(self, record: dict[str, Any]) -> None:
         self.imported_from = str(record.get("from", "execo"))

@@ -208,6 +208,19 @@ class SweepStore(Session):
             self._write({"o": "requeue"}, durable=True)
         return count
 
+    def requeue_some(self, indices: list[int]) -> int:
+        """Make the dead letters ``indices`` todo again, with fresh attempts (lock held)."""
+        chosen = sorted({i for i in indices if self.state.status[i] == DEAD})
+        if chosen:
+            self._write({"o": "requeue_some", "l": chosen}, durable=True)
+        return len(chosen)
+
+    def reset(self) -> int:
+        """Make every param todo again, with fresh attempts (lock held); how many."""
+        if self.state.n:
+            self._write({"o": "reset"}, durable=True)
+        return self.state.n
+
     def adopt(self, texts: list[bytes], done: list[bytes], source: str) -> None:
         """Import params from another tool's queue (lock held, queue empty)."""
         self._add_chunk(texts + done)
