@@ -67,6 +67,7 @@ from ._file_journal import (
     read_done,
     result_rows,
 )
+from . import _file_admin
 from ._file_lock import ReaderLock
 from .base import Delivery, Engine, Param, decode_param
 
@@ -81,6 +82,9 @@ class FileEngine(Engine):
     instance: standard input has nowhere to keep them)."""
 
     name = "file"
+    #: ``minion-queue`` reads the journals beside the file without opening it as a
+    #: minion does (no lock taken, nothing created): a minion may be reading it.
+    admin_opens = False
 
     def __init__(self, path: Optional[str] = None, decoder: str = "identity",
                  dry: bool = False, separator: str = "newline") -> None:
@@ -224,7 +228,30 @@ class FileEngine(Engine):
             )
         return result_rows(self.path, done.lines, lambda line: self._param(line)[0], self._name)
 
+    def status(self) -> dict[str, Any]:
+        """Lines todo, done (``.done``), dead (``.failed``, not done since) and in all."""
+        return _file_admin.status(self._admin_path("report a status"), self._separator(), self.null)
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        path = self._admin_path(f"list {kind} params")
+        return _file_admin.rows(path, self._separator(), self.null, kind, self._name,
+                                lambda line: self._param(line)[0])
+
+    def requeue_dead(self) -> int:
+        return _file_admin.requeue(self._admin_path("requeue dead letters"), None)
+
+    def requeue_dead_ids(self, ids: list[str]) -> int:
+        return _file_admin.requeue(self._admin_path("requeue dead letters"), ids)
+
     # -- internals -------------------------------------------------------------------
+    def _admin_path(self, what: str) -> str:
+        if self.path is None:
+            raise UnsupportedOperation(
+                f"the file engine cannot {what} of standard input: it keeps no journal "
+                "there (give the params in a file: FILE_PATH)"
+            )
+        return self.path
+
     def _separator(self) -> bytes:
         return b"\0" if self.null else b"\n"
 
