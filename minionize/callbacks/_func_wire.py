@@ -20,15 +20,19 @@ worker's own. So every reply is matched to its request and to its writer:
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import select
 import signal
+import socket
 import struct
 import sys
 import threading
 import time
 from typing import Any, Callable, Optional
+
+from .reaper import TOKEN_VARIABLE, Reaper
 
 MAGIC = b"MNW1"
 HEADER = struct.Struct("!4sQ")
@@ -43,6 +47,8 @@ SECOND_WRITER = ("the function forked: a second process (pid {pid}) answered on 
 HELD_PIPE = ("the function forked: a second process (pid {pid}) still holds the worker's "
              "pipe as the function returns; wait for the processes it forks, or end them "
              "with os._exit()")
+
+log = logging.getLogger(__name__)
 
 #: The worker's end of its socket (in a worker process only; for tests).
 worker_fd: Optional[int] = None
@@ -298,3 +304,65 @@ class Worker:
             except (ChildProcessError, ProcessLookupError, PermissionError):
                 pass
         self.reap()
+
+    def reply(self, seq: int) -> tuple[bool, Any, str, str]:
+        """The worker's outcome ``(ok, value, reason, tail)`` for request ``seq``. A
+        message from another process (one the function forked) fails the attempt when it
+        answers this request, and spoils the worker (it is replaced) whatever request it
+        names."""
+        while True:
+            message = self.receiver.receive(self.running)
+            try:
+                kind, number, pid, outcome = message
+            except (TypeError, ValueError):
+                raise WireError(f"the worker sent something that is not a reply "
+                                f"({type(message).__name__})") from None
+            if kind == "forked" or pid != self.pid:
+                self.spoiled = True
+                if number == seq:
+                    return False, None, SECOND_WRITER.format(pid=pid), ""
+                log.warning("a process forked by the function (pid %s) answered an earlier "
+                            "request; its worker is replaced", pid)
+                continue
+            if number != seq or kind != "reply":
+                raise WireError(f"the worker answered request {number!r}, not {seq}")
+            try:
+                ok, value, reason, tail = outcome
+            except (TypeError, ValueError):
+                raise WireError("the worker sent a reply that is not an outcome") from None
+            if not ok and str(reason).startswith("the function forked"):
+                self.spoiled = True
+            return bool(ok), value, str(reason), str(tail)
+
+
+def fork_worker(run: Callable[[Any], tuple[bool, Any, str, str]], inherited: list[int],
+                reaper: Reaper, check_every: float) -> Worker:
+    """Fork a worker that serves ``run(param)``. ``inherited``: the minion's descriptors
+    of the other workers, closed in the new one."""
+    ours, theirs = (s.detach() for s in socket.socketpair())
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns
+        code = 0
+        try:
+            os.setpgid(0, 0)
+            watch_parent(parent, check_every)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            # Ctrl-C reaches the minion, which stops its tasks itself.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            reaper.forget_after_fork()  # only the minion keeps the reaper awake
+            # What the function starts carries the token, for the reaper to find it.
+            os.environ[TOKEN_VARIABLE] = reaper.token
+            for fd in (ours, *inherited):
+                os.close(fd)
+            serve(theirs, run)
+        except BaseException:
+            code = 70
+        finally:
+            os._exit(code)
+    os.close(theirs)
+    try:
+        os.setpgid(pid, pid)  # also from here: no race with a signal sent at once
+    except OSError:
+        pass
+    return Worker(pid, ours)

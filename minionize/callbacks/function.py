@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import os
 import signal
-import socket
 import threading
 import traceback
 from typing import Any, Callable, Generic, Optional, TypeVar
@@ -43,9 +41,7 @@ from . import _func_wire as wire
 from ._func_wire import Worker
 from ._task_io import describe_exit
 from .base import Callback, Outcome, Result, Task
-from .reaper import TOKEN_VARIABLE, Reaper
-
-log = logging.getLogger(__name__)
+from .reaper import Reaper
 
 R = TypeVar("R")
 #: Lines of a function's traceback kept in the report.
@@ -162,7 +158,7 @@ class FuncCallback(Callback):
                 return False, None, f"cannot send the param: {exc}", "", None
             try:
                 wire.write_all(worker.fd, data)
-                outcome = self._reply(worker, seq)
+                outcome = worker.reply(seq)
             except (wire.WorkerGone, OSError):
                 # The worker died: a crash, or our own SIGTERM/SIGKILL (timeout, stop).
                 self._discard(worker)
@@ -178,32 +174,6 @@ class FuncCallback(Callback):
         self._give_back(worker)
         ok, value, reason, tail = outcome
         return ok, value, reason, tail, None
-
-    @staticmethod
-    def _reply(worker: Worker, seq: int) -> tuple[bool, Any, str, str]:
-        """The worker's outcome for request ``seq``. A message from another process (one
-        the function forked) fails the attempt when it answers this request, and spoils
-        the worker (it is replaced) whatever request it names."""
-        while True:
-            message = worker.receiver.receive(worker.running)
-            try:
-                kind, number, pid, outcome = message
-            except (TypeError, ValueError):
-                raise wire.WireError(f"the worker sent something that is not a reply "
-                                     f"({type(message).__name__})") from None
-            if kind == "forked" or pid != worker.pid:
-                worker.spoiled = True
-                if number == seq:
-                    return False, None, wire.SECOND_WRITER.format(pid=pid), ""
-                log.warning("a process forked by the function (pid %s) answered an earlier "
-                            "request; its worker is replaced", pid)
-                continue
-            if number != seq or kind != "reply":
-                raise wire.WireError(f"the worker answered request {number!r}, not {seq}")
-            ok, value, reason, tail = outcome
-            if not ok and reason.startswith("the function forked"):
-                worker.spoiled = True
-            return bool(ok), value, str(reason), str(tail)
 
     def terminate(self, task: Task) -> None:
         self._signal(task, signal.SIGTERM)
@@ -251,42 +221,13 @@ class FuncCallback(Callback):
                 worker.close()
             inherited = [fd for w in self._all for fd in (w.fd, w.receiver.exited_fd)
                          if fd is not None]
-        worker = self._fork(inherited, self._reaper or self._new_reaper())
+        run = functools.partial(_outcome, self.func, keep_value=self.keep_value,
+                                result_max=self.result_max)
+        worker = wire.fork_worker(run, inherited, self._reaper or self._new_reaper(),
+                                  PARENT_CHECK_SECONDS)
         with self._lock:
             self._all.add(worker)
         return worker
-
-    def _fork(self, inherited: list[int], reaper: Reaper) -> Worker:
-        """Fork a worker. ``inherited``: the minion's descriptors of the other workers,
-        closed in the new one."""
-        ours, theirs = (s.detach() for s in socket.socketpair())
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the worker: never returns
-            code = 0
-            try:
-                os.setpgid(0, 0)
-                wire.watch_parent(parent, PARENT_CHECK_SECONDS)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                # Ctrl-C reaches the minion, which stops its tasks itself.
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                reaper.forget_after_fork()  # only the minion keeps the reaper awake
-                # What the function starts carries the token, for the reaper to find it.
-                os.environ[TOKEN_VARIABLE] = reaper.token
-                for fd in (ours, *inherited):
-                    os.close(fd)
-                wire.serve(theirs, functools.partial(_outcome, self.func, keep_value=self.keep_value,
-                                                     result_max=self.result_max))
-            except BaseException:
-                code = 70
-            finally:
-                os._exit(code)
-        os.close(theirs)
-        try:
-            os.setpgid(pid, pid)  # also from here: no race with a signal sent at once
-        except OSError:
-            pass
-        return Worker(pid, ours)
 
     def _give_back(self, worker: Worker, ran: bool = True) -> None:
         worker.tasks += ran
