@@ -23,7 +23,9 @@ from minionize.params_input import (
 
 def test_ranges_are_inclusive() -> None:
     assert list(parse_range("0..9") or []) == list(range(10))
-    assert list(parse_range(" -2 .. 2 ") or []) == [-2, -1, 0, 1, 2]
+    assert list(parse_range("-2..2") or []) == [-2, -1, 0, 1, 2]
+    # A range is START..END exactly: with a space it is a value, kept as typed.
+    assert parse_range(" -2 .. 2 ") is None and parse_range("0 ..9") is None
     assert list(parse_range("3..1") or []) == [3, 2, 1]
     assert list(parse_range("5..5") or []) == [5]
     assert parse_range("0..x") is None and parse_range("1.5..3") is None and parse_range("7") is None
