@@ -55,10 +55,11 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError, EngineError, UnsupportedOperation
+from . import _file_admin
 from ._file_journal import (
     Journals,
     LineReader,
@@ -67,7 +68,6 @@ from ._file_journal import (
     read_done,
     result_rows,
 )
-from . import _file_admin
 from ._file_lock import ReaderLock
 from .base import Delivery, Engine, Param, decode_param
 
@@ -240,7 +240,7 @@ class FileEngine(Engine):
     def requeue_dead(self) -> int:
         return _file_admin.requeue(self._admin_path("requeue dead letters"), None)
 
-    def requeue_dead_ids(self, ids: list[str]) -> int:
+    def requeue_dead_ids(self, ids: Sequence[str]) -> int:
         return _file_admin.requeue(self._admin_path("requeue dead letters"), ids)
 
     # -- internals -------------------------------------------------------------------
