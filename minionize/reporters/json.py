@@ -8,6 +8,10 @@ Lines are written unbuffered, one ``write`` per task: a SIGKILLed minion loses n
 settled task, and the cost (a few microseconds) stays far below a process start. The
 summary is replaced atomically (temporary file and rename) at start, on heartbeats, at
 stop, and every :data:`SUMMARY_EVERY` task lines.
+
+The start record's identity names the queue the minion serves (``queue``, see
+:mod:`._queue_ref`), so that ``minion-status`` finds it from anywhere; log paths are
+written absolute.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -37,6 +41,7 @@ from ..report_format import (
     report_name,
     tail,
 )
+from ._queue_ref import engine_kind, queue_ref
 from .base import MinionInfo, Reporter, TaskReport
 
 if TYPE_CHECKING:
@@ -57,8 +62,11 @@ class JsonReporter(Reporter):
         self,
         directory: str | os.PathLike[str] = DEFAULT_DIRECTORY,
         heartbeat: float = DEFAULT_HEARTBEAT,
+        queue: Optional[tuple[str, Mapping[str, str]]] = None,
     ) -> None:
         self.directory = Path(directory)
+        #: The engine named by the settings and the settings (see :mod:`._queue_ref`).
+        self.queue = queue
         #: Seconds between two heartbeats written (the monitor may call more often).
         self.heartbeat_period = heartbeat
         self.path: Optional[Path] = None
@@ -77,7 +85,8 @@ class JsonReporter(Reporter):
         directory = (
             settings.env.str("REPORTER_JSON_DIRECTORY", DEFAULT_DIRECTORY) or DEFAULT_DIRECTORY
         )
-        return cls(directory, settings.env.positive_seconds("MINION_HEARTBEAT", DEFAULT_HEARTBEAT))
+        heartbeat = settings.env.positive_seconds("MINION_HEARTBEAT", DEFAULT_HEARTBEAT)
+        return cls(directory, heartbeat, queue=(settings.engine, settings.env.values))
 
     # -- the Reporter protocol -------------------------------------------------------
     def start(self, minion: MinionInfo) -> None:
@@ -109,7 +118,7 @@ class JsonReporter(Reporter):
             record = {
                 "ev": START,
                 "t": now,
-                "minion": minion.to_dict(),
+                "minion": self._identity(minion),
                 "heartbeat": self.heartbeat_period,
             }
             self._state.apply(record)
@@ -139,10 +148,11 @@ class JsonReporter(Reporter):
             record["reason"] = tail(report.reason)
         if report.stderr_tail:
             record["stderr_tail"] = tail(report.stderr_tail)
+        # Absolute: the report is read from anywhere (minion-status DIR).
         if report.stdout_path:
-            record["stdout_path"] = report.stdout_path
+            record["stdout_path"] = os.path.abspath(report.stdout_path)
         if report.stderr_path:
-            record["stderr_path"] = report.stderr_path
+            record["stderr_path"] = os.path.abspath(report.stderr_path)
         with self._lock:
             self._started.discard((report.param_id, report.attempt))
             record["busy"] = len(self._started)
@@ -189,6 +199,17 @@ class JsonReporter(Reporter):
             except OSError:
                 pass
             self._fd = None
+
+    def _identity(self, minion: MinionInfo) -> dict[str, Any]:
+        """The start record's ``minion``: who it is, and which queue it serves when the
+        settings name the engine it runs (an engine object given from Python may be
+        another: no queue is recorded then)."""
+        identity = minion.to_dict()
+        if self.queue is not None:
+            engine, values = self.queue
+            if engine_kind(engine) == engine_kind(minion.engine):
+                identity["queue"] = queue_ref(engine, values)
+        return identity
 
     # -- files -----------------------------------------------------------------------
     def _write(self, line: bytes) -> None:

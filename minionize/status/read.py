@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -31,6 +32,7 @@ from ..report_format import (
     report_files,
     sane_number,
 )
+from .held import held
 from .model import (
     KEEP,
     LOOP_HEARTBEAT,
@@ -199,39 +201,91 @@ def minion_status(
     )
 
 
+@dataclass
+class Report:
+    """One minion's report, read: its name, its folded state, what is shown of it."""
+
+    name: str
+    state: MinionState
+    minion: MinionStatus
+
+    @property
+    def queue(self) -> Any:
+        """The queue it serves, as its start record names it (None in older reports)."""
+        return self.minion.identity.get("queue")
+
+
+def read_reports(
+    directory: str | os.PathLike[str], now: float, lost_after: Optional[float] = None
+) -> tuple[list[Report], list[str]]:
+    """Every report in ``directory``, and the warnings its damage gave."""
+    path = Path(directory)
+    reports: list[Report] = []
+    warnings: list[str] = []
+    for name in report_files(path):
+        try:
+            state, said = load_minion(path, name)
+            warnings.extend(said)
+            if state is None:
+                continue
+            reports.append(Report(name, state, minion_status(name, state, now, lost_after)))
+        except DAMAGE as error:
+            why = f"{type(error).__name__}: {error}"
+            warnings.append(f"{name}{EVENTS_SUFFIX}: damaged report skipped ({why[:200]})")
+    return reports, warnings
+
+
 def read_status(
     directory: str | os.PathLike[str],
     now: Optional[float] = None,
     lost_after: Optional[float] = None,
     queue: Optional[dict[str, Any]] = None,
     queue_note: str = "",
+    in_flight: Optional[list[dict[str, Any]]] = None,
 ) -> Status:
     """Read every report in ``directory`` into one :class:`Status`.
 
-    ``queue``: the engine's counters, if known (see :func:`query_queue`), for the ETA.
+    ``queue``: the engine's counters, if known (see :func:`query_queue`), for the ETA
+    and for what lost minions still hold; ``in_flight``: the params it has in flight
+    (``id``, and who holds each), when it can list them.
     ``lost_after``: seconds of silence after which a minion is lost (default: three of
     its heartbeat periods plus :data:`LOST_MARGIN`).
     """
-    path = Path(directory)
     now = time.time() if now is None else now
-    status = Status(directory=str(directory), exists=path.is_dir(), now=now)
+    reports, warnings = read_reports(directory, now, lost_after)
+    return summarize(directory, reports, now, queue, queue_note, in_flight, warnings)
+
+
+def summarize(
+    directory: str | os.PathLike[str],
+    reports: list[Report],
+    now: float,
+    queue: Optional[dict[str, Any]] = None,
+    queue_note: str = "",
+    in_flight: Optional[list[dict[str, Any]]] = None,
+    warnings: Optional[list[str]] = None,
+) -> Status:
+    """``reports`` (of one queue, or all of a directory) summed into a :class:`Status`.
+
+    What lost minions hold is what the queue still has in flight (:func:`held`), when
+    ``queue`` is known: their reports say what they ran when they were last heard of.
+    """
+    status = Status(directory=str(directory), exists=Path(directory).is_dir(), now=now)
     status.queue, status.queue_note = queue, queue_note
+    status.warnings.extend(warnings or [])
     per_second: dict[int, int] = {}
     slowest: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    for name in report_files(path):
+    for report in reports:
         try:
-            state, warnings = load_minion(path, name)
-            status.warnings.extend(warnings)
-            if state is None:
-                continue
-            minion = minion_status(name, state, now, lost_after)
+            state, minion = report.state, report.minion
             recent = dict(state.recent)
-            slow = [dict(clean_record(r), minion=name) for r in state.slowest]
-            failures = [dict(clean_record(r), minion=name) for r in state.errors]
+            slow = [dict(clean_record(r), minion=report.name) for r in state.slowest]
+            failures = [dict(clean_record(r), minion=report.name) for r in state.errors]
         except DAMAGE as error:
             why = f"{type(error).__name__}: {error}"
-            status.warnings.append(f"{name}{EVENTS_SUFFIX}: damaged report skipped ({why[:200]})")
+            status.warnings.append(
+                f"{report.name}{EVENTS_SUFFIX}: damaged report skipped ({why[:200]})")
             continue
         status.minions.append(minion)
         status.done += minion.done
@@ -240,8 +294,6 @@ def read_status(
         status.released += minion.released
         if minion.state == "alive":
             status.running += minion.in_progress
-        elif minion.state == "lost":
-            status.stranded += minion.in_progress
         if state.first_start is not None and (
             status.first_start is None or state.first_start < status.first_start
         ):
@@ -254,6 +306,8 @@ def read_status(
             per_second[second] = per_second.get(second, 0) + count
         slowest.extend(slow)
         errors.extend(failures)
+    held(status, in_flight)
+    status.stranded = sum(m.in_progress for m in status.minions if m.state == "lost")
     status.slowest = sorted(slowest, key=lambda r: -number(r.get("duration")))[:KEEP]
     # The newest failure of each param: its attempt number tells how many came before.
     seen: set[Any] = set()

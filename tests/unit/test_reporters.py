@@ -87,7 +87,9 @@ def test_identity_tasks_and_stop_are_recorded(tmp_path: Path) -> None:
     assert done["duration"] == pytest.approx(0.5) and done["exit_code"] == 0
     assert failed["outcome"] == "retry" and failed["exit_code"] == 3
     assert failed["stderr_tail"] == "line 1\nboom\n"
-    assert failed["stderr_path"] == "logs/b.1.err" and failed["stdout_path"] == "logs/b.1.out"
+    # Absolute, so that the report is read from anywhere.
+    assert failed["stderr_path"] == os.path.abspath("logs/b.1.err")
+    assert failed["stdout_path"] == os.path.abspath("logs/b.1.out")
     assert stop == {"ev": "stop", "t": stop["t"], "exit_code": 1}
 
 
