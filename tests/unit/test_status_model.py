@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ def test_errors_and_slowest(tmp_path: Path) -> None:
     assert [(e["param"], e["attempt"]) for e in status.errors] == [("worse", 1), ("bad", 3)]
     bad = status.errors[1]
     assert bad["stderr_tail"].endswith("attempt 3 failed\n")
-    assert bad["stderr_path"] == "logs/bad.3.err" and bad["minion"] == "node_1"
+    assert bad["stderr_path"] == os.path.abspath("logs/bad.3.err") and bad["minion"] == "node_1"
     assert [s["param"] for s in status.slowest[:2]] == ["t1", "t2"]
 
 
