@@ -104,7 +104,7 @@ def test_errors_are_one_line_and_exit_2(user_env: dict[str, str]) -> None:
         ("minion-queue --engine nope status", "not a known engine"),
         ("minion-queue fill --product a", "NAME=V1,V2"),
         ("minion-queue fill --file missing.jsonl", "cannot read --file missing.jsonl"),
-        ("minion-queue --engine file status", "cannot report its status"),
+        ("minion-queue --engine file status", "cannot report a status of standard input"),
     ]:
         out = sh(line, user_env)
         assert out.returncode == 2, line

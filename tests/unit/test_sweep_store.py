@@ -104,8 +104,9 @@ def test_dead_letters_are_listed_with_reason_and_can_be_requeued(tmp_path: Path)
     assert d.param == "a" and d.attempt == 1
     e.ack(d)
     assert e.status() == {"todo": 0, "in_flight": 0, "expired": 0, "done": 2, "dead": 0, "total": 2}
+    assert list(e.list("todo")) == []
     with pytest.raises(EngineError):
-        list(e.list("todo"))
+        list(e.list("expired"))
 
 
 def test_processes_see_each_others_claims_and_acks(tmp_path: Path) -> None:
