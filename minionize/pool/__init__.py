@@ -11,7 +11,7 @@ Needs ``pip install 'minionize[pool]'`` (cloudpickle). See ``docs/pool.md``.
 from __future__ import annotations
 
 from .backends import PoolWorker
-from .errors import PoolError, RemoteError, TaskLost
+from .errors import PoolError, PoolPicklingError, PoolTypeError, RemoteError, TaskLost
 from .pool import Pool
 
-__all__ = ["Pool", "PoolError", "PoolWorker", "RemoteError", "TaskLost"]
+__all__ = ["Pool", "PoolError", "PoolPicklingError", "PoolTypeError", "PoolWorker", "RemoteError", "TaskLost"]

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import pickle
+
 from ..errors import MinionizeError
 
 
 class PoolError(MinionizeError):
     """The pool could not run the call: workers could not start, or were lost too often.
     The message names the run directory, kept for a look."""
+
+
+class PoolTypeError(PoolError, TypeError):
+    """The function or an item cannot be pickled, and pickle said so with a TypeError
+    (``cannot pickle '_thread.lock' object``): a TypeError too, as with multiprocessing,
+    the pickling error as its ``__cause__``."""
+
+
+class PoolPicklingError(PoolError, pickle.PicklingError):
+    """The function or an item cannot be pickled (``pickle.PicklingError``): a
+    PicklingError too, as with multiprocessing, the pickling error as its ``__cause__``."""
 
 
 class RemoteError(PoolError):

@@ -11,12 +11,13 @@ import os
 import pickle
 import threading
 from collections.abc import Iterator
-from typing import Any
 
+from .pickling import Outcome
 from .rundir import RecordReader, check_private
 
-#: A chunk's outcomes: per item ``(ok, value or exception, remote traceback text)``.
-Outcomes = list[tuple[bool, Any, str]]
+#: A chunk as it came back: the index of its first item, and per item its outcome,
+#: still pickled (unpickled by the call that owns it: see ``pickling.decode_outcome``).
+Chunk = tuple[int, list[Outcome]]
 
 
 class Inbox:
@@ -26,7 +27,7 @@ class Inbox:
         self.rundir = rundir
         self._readers: dict[str, RecordReader] = {}
         #: Chunks read for the calls being collected, by call.
-        self._chunks: dict[int, dict[int, Outcomes]] = {}
+        self._chunks: dict[int, dict[int, Chunk]] = {}
         self._calls = 0
         self._lock = threading.Lock()
 
@@ -38,7 +39,7 @@ class Inbox:
             self._chunks[call] = {}
             return call
 
-    def read(self, call: int) -> list[tuple[int, Outcomes]]:
+    def read(self, call: int) -> list[tuple[int, Chunk]]:
         """The chunks of ``call`` read since the last time: ``(chunk, outcomes)``."""
         results = os.path.join(self.rundir, "results")
         with self._lock:
@@ -49,9 +50,9 @@ class Inbox:
                 if reader is None:
                     reader = self._readers[name] = RecordReader(os.path.join(results, name))
                 for data in reader.read():
-                    k, chunk, outcomes = pickle.loads(data)
+                    k, chunk, start, outcomes = pickle.loads(data)  # bytes and numbers
                     if k in self._chunks:  # else: a call over, a late duplicate
-                        self._chunks[k].setdefault(chunk, outcomes)
+                        self._chunks[k].setdefault(chunk, (start, outcomes))
             mine = self._chunks.get(call, {})
             self._chunks[call] = {}
             return list(mine.items())
@@ -70,25 +71,25 @@ class Arrivals:
     def __init__(self, ordered: bool) -> None:
         self.ordered = ordered
         #: Chunks arrived and not handed on yet.
-        self._got: dict[int, Outcomes] = {}
+        self._got: dict[int, Chunk] = {}
         #: Every chunk arrived; items done and failed; chunks handed on.
         self.seen: set[int] = set()
         self.done = self.failed = 0
         self.handed = 0
 
-    def add(self, chunks: list[tuple[int, Outcomes]]) -> bool:
-        """Keep the chunks not seen yet; whether there was one."""
-        arrived = False
-        for chunk, outcomes in chunks:
+    def add(self, chunks: list[tuple[int, Chunk]]) -> list[int]:
+        """Keep the chunks not seen yet; return their numbers."""
+        arrived = []
+        for chunk, (start, outcomes) in chunks:
             if chunk not in self.seen:
                 self.seen.add(chunk)
-                self._got[chunk] = outcomes
-                arrived = True
+                self._got[chunk] = (start, outcomes)
+                arrived.append(chunk)
                 self.done += len(outcomes)
-                self.failed += sum(1 for ok, _, _ in outcomes if not ok)
+                self.failed += sum(1 for outcome in outcomes if not outcome[0])
         return arrived
 
-    def ready(self) -> Iterator[Outcomes]:
+    def ready(self) -> Iterator[Chunk]:
         """The outcomes of the chunks whose turn came."""
         if self.ordered:
             while self.handed in self._got:

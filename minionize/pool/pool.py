@@ -12,25 +12,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import tempfile
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional
 
 from ..engines._kit import optional_import
 from ..engines.sweep import SweepEngine
+from . import cleanup
 from .backends import Backend, LocalBackend, PoolWorker
-from .calls import chunk_size, dump, remove_call, write_call
-from .errors import PoolError, RemoteTraceback
-from .inbox import Arrivals, Inbox
-from .progress import Progress
+from .calls import Feeder, chunk_size, write_function
+from .collect import Call
+from .errors import PoolError
+from .inbox import Inbox
+from .pickling import dump_function
 from .rundir import make_rundir, write_private
 from .supervisor import Supervisor
 
-#: How often the caller looks at the queue and the workers (results are read more often).
-CHECK_SECONDS = 0.2
-#: Longest sleep between two reads of the results files.
-MAX_TICK = 0.005
+#: ``imap``'s read-ahead: chunks out (written, not handed on yet) per worker, at most.
+AHEAD_PER_WORKER = 4
 
 
 class Pool:
@@ -66,7 +66,7 @@ class Pool:
         start: str = "fork",
         progress: bool = False,
     ) -> None:
-        self._cloudpickle = optional_import("cloudpickle", "minionize.pool", "pool")
+        optional_import("cloudpickle", "minionize.pool", "pool")
         self.processes = processes or os.cpu_count() or 1
         if self.processes < 1:
             raise ValueError("processes must be at least 1")
@@ -76,7 +76,10 @@ class Pool:
         #: [keep the run directory]: set by keep_workdir, or by an error.
         self._keep = [keep_workdir]
         tick = 0.002 if backend == "local" else 0.05
-        self.rundir = make_rundir(workdir, {"lease": lease, "max_attempts": max_attempts, "tick": tick,
+        # Absolute: the caller may chdir. Leftovers of killed callers there are removed.
+        parent = os.path.abspath(workdir if workdir is not None else tempfile.gettempdir())
+        cleanup.remove_stale(parent)
+        self.rundir = make_rundir(parent, {"lease": lease, "max_attempts": max_attempts, "tick": tick,
                                             "max_tasks_per_worker": max_tasks_per_worker})
         self._queue = SweepEngine(os.path.join(self.rundir, "queue"), lease=lease,
                                   max_attempts=max_attempts)
@@ -99,7 +102,11 @@ class Pool:
         )
         # Stops the workers and removes the run directory once: at terminate or join, or
         # when a pool never closed is collected, or at the end of the program.
-        self._finalizer = weakref.finalize(self, _finish, self._backend, self.rundir, self._keep)
+        # SIGTERM ends the caller after the same.
+        holder: list[Callable[[], Any]] = []
+        self._finalizer = weakref.finalize(self, _finish, self._backend, self.rundir, self._keep, holder)
+        holder.append(self._finalizer)
+        cleanup.guard(self._finalizer)
         try:
             self._backend.start(self.processes)
         except BaseException:
@@ -110,12 +117,12 @@ class Pool:
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
             chunksize: Optional[int] = None) -> list[Any]:
         """``[func(x) for x in iterable]``, computed by the workers."""
-        return list(self._run(func, iterable, chunksize, star=False, ordered=True))
+        return list(self._run(func, iterable, chunksize, star=False, ordered=True, eager=True))
 
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
                 chunksize: Optional[int] = None) -> list[Any]:
         """``[func(*args) for args in iterable]``, computed by the workers."""
-        return list(self._run(func, iterable, chunksize, star=True, ordered=True))
+        return list(self._run(func, iterable, chunksize, star=True, ordered=True, eager=True))
 
     def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
              chunksize: Optional[int] = 1) -> Iterator[Any]:
@@ -145,103 +152,82 @@ class Pool:
 
     def join(self, timeout: float = 60.0) -> None:
         """Wait for the workers of a closed pool to exit, then remove the run directory
-        (unless ``keep_workdir``, or an error kept it)."""
+        (unless ``keep_workdir``)."""
         if self._state == "open":
             raise ValueError("join() needs close() or terminate() first")
         if self._state == "closed":
             self._backend.wait(timeout)
-        self._state = "joined"
-        self._finalizer()
+        self._end(False)
 
     def terminate(self) -> None:
-        """Stop every worker now, and remove the run directory (unless kept)."""
-        if self._state == "joined":
-            return
-        self._state = "joined"
-        self._finalizer()
+        """Stop every worker now, and remove the run directory (unless ``keep_workdir``)."""
+        self._end(False)
 
     def __enter__(self) -> Pool:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.terminate()
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        # The run directory is kept for a look when the pool's own error ends the block.
+        self._end(isinstance(error, PoolError))
+
+    def _end(self, error_keeps: bool) -> None:
+        if self._state == "joined":
+            return
+        self._state = "joined"
+        if not error_keeps:
+            self._keep[0] = self.keep_workdir  # an error caught and the pool ended well
+        self._finalizer()
 
     # -- one call -----------------------------------------------------------------------
     def _run(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Optional[int],
-             star: bool, ordered: bool) -> Iterator[Any]:
+             star: bool, ordered: bool, eager: bool = False) -> Iterator[Any]:
+        """map (``eager``: every item listed and written at once, as multiprocessing
+        lists them) or imap (items read as the results come back)."""
         if self._state != "open":
             raise ValueError("Pool not running")
-        call, starts, total = self._submit(func, iterable, chunksize, star)
-        return self._collect(call, starts, total, ordered)
-
-    def _submit(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Optional[int],
-                star: bool) -> tuple[int, list[int], int]:
-        """Write the call's function and items, fill the queue: (call, first item of each
-        chunk, number of items)."""
-        dumps = self._cloudpickle.dumps
-        func_data = dump(dumps, func, getattr(func, "__qualname__", repr(func)))
-        items = list(iterable)
-        call = self._inbox.open_call()
-        size = chunk_size(len(items), self.processes, chunksize)
-        params = write_call(self.rundir, call, func_data, items, size, star, dumps)
-        if params:
-            self._queue.fill(params)
-            write_private(os.path.join(self.rundir, "bell"), str(call).encode())
-        return call, [p["start"] for p in params], len(items)
-
-    def _collect(self, call: int, starts: list[int], total: int, ordered: bool) -> Iterator[Any]:
-        arrivals = Arrivals(ordered)
-        display = Progress(total) if self.progress else None
-        tick = 0.0005
-        next_check = time.monotonic() + CHECK_SECONDS
-        finished = False
+        func_data = dump_function(func)
+        total: Optional[int] = None
+        ahead: Optional[int] = AHEAD_PER_WORKER * self.processes
+        if eager:  # map and starmap
+            iterable = list(iterable)
+            total, ahead = len(iterable), None
+        elif hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        size = chunk_size(total or 0, self.processes, chunksize)
+        call_number = self._inbox.open_call()
+        write_function(self.rundir, call_number, func_data)
+        call = Call(rundir=self.rundir, feeder=Feeder(self.rundir, call_number, iterable, size, star),
+                    inbox=self._inbox, queue=self._queue, supervisor=self._supervisor,
+                    ordered=ordered, ahead=ahead, progress=self.progress, total=total)
         try:
-            while arrivals.handed < len(starts):
-                arrived = arrivals.add(self._inbox.read(call))
-                for outcomes in arrivals.ready():
-                    yield from _values(outcomes)
-                if arrivals.handed >= len(starts):
-                    break
-                now = time.monotonic()
-                if now >= next_check:
-                    next_check = now + CHECK_SECONDS
-                    self._supervisor.check(call, starts, arrivals.seen)
-                    if display is not None:
-                        display.update(arrivals.done, *self._supervisor.worker_counts(), arrivals.failed)
-                tick = 0.0005 if arrived else min(MAX_TICK, tick * 2)
-                time.sleep(tick)
-            finished = True
-            if display is not None:
-                display.end(arrivals.done, *self._supervisor.worker_counts(), arrivals.failed)
+            call.feed()  # at once: the workers start before the first next()
+            if ahead is None and call.feeder.error is not None:
+                raise call.feeder.error  # map: an item that cannot be sent, before anything runs
+        except BaseException:
+            call.abandon()
+            raise
+        return self._guarded(call.results())
+
+    def _guarded(self, results: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from results
         except KeyboardInterrupt:
             self.terminate()
             raise
         except PoolError:
             self._keep[0] = True
             raise
-        finally:
-            self._forget(call, finished)
-
-    def _forget(self, call: int, finished: bool) -> None:
-        """The call is over: remove its pickles (workers skip its leftover chunks)."""
-        self._inbox.forget(call)
-        remove_call(self.rundir, call)
 
 
-def _finish(backend: Backend, rundir: str, keep: list[bool]) -> None:
-    """Stop the workers (those still there), then remove the run directory unless kept."""
+def _finish(backend: Backend, rundir: str, keep: list[bool], holder: list[Callable[[], Any]]) -> None:
+    """Stop the workers (those still there), then remove the run directory unless kept
+    (then it is disowned: never removed as a leftover)."""
     try:
         backend.stop()
     finally:
-        if not keep[0]:
-            shutil.rmtree(rundir, ignore_errors=True)
-
-
-def _values(outcomes: list[tuple[bool, Any, str]]) -> Iterator[Any]:
-    for ok, value, text in outcomes:
-        if ok:
-            yield value
+        if keep[0]:
+            cleanup.disown(rundir)
         else:
-            if text:
-                value.__cause__ = RemoteTraceback(text)
-            raise value
+            shutil.rmtree(rundir, ignore_errors=True)
+        if holder:
+            cleanup.release(holder[0])

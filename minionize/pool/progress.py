@@ -10,18 +10,25 @@ from typing import Optional, TextIO
 REDRAW_SECONDS = 0.5
 
 
-def format_line(done: int, total: int, alive: int, lost: int, failed: int, elapsed: float) -> str:
-    """``done/total items, workers, failures, rate, ETA`` in one line."""
+def format_line(done: int, total: Optional[int], alive: int, lost: int, failed: int,
+                elapsed: float) -> str:
+    """``done/total items, workers, failures, rate, ETA`` in one line (``total`` None:
+    an input whose length is not known, shown ``?``)."""
     rate = done / elapsed if elapsed > 0 else 0.0
-    eta = f"{(total - done) / rate:.0f}s" if rate > 0 and done < total else ("0s" if done >= total else "?")
-    return (f"pool: {done}/{total} items, {alive} worker(s) alive, {lost} lost, "
+    if total is not None and done >= total:
+        eta = "0s"
+    elif total is not None and rate > 0:
+        eta = f"{(total - done) / rate:.0f}s"
+    else:
+        eta = "?"
+    return (f"pool: {done}/{'?' if total is None else total} items, {alive} worker(s) alive, {lost} lost, "
             f"{failed} failed, {rate:.1f} items/s, ETA {eta}")
 
 
 class Progress:
     """Redraws one line on ``stream`` (standard error by default) at most twice a second."""
 
-    def __init__(self, total: int, stream: Optional[TextIO] = None) -> None:
+    def __init__(self, total: Optional[int], stream: Optional[TextIO] = None) -> None:
         self.total = total
         self.stream = stream if stream is not None else sys.stderr
         self.started = time.monotonic()

@@ -2,10 +2,13 @@
 
 A run directory holds a bounded number of files whatever the number of items::
 
+    owner.json           host, pid and start time of the pool's caller (a new pool
+                         removes a run directory whose owner is gone)
     config.json          the workers' settings (JSON)
     queue/               the sweep queue of chunks (JSON params: never a pickle)
     calls/<k>.func       the function of call k (cloudpickle), removed after the call
-    calls/<k>.items      its items, one pickle per chunk, removed after the call
+    calls/<k>.items.<b>  its items, a batch of chunks at a time (one pickle per chunk),
+                         removed once the batch came back
     results/<worker>     each worker's results, appended (length-prefixed pickles)
     workers/<worker>.json  each worker's pid, host and state
     report/              the workers' JSON reports (``minion-status RUNDIR/report``)
@@ -26,6 +29,7 @@ import tempfile
 import threading
 from typing import Any, Optional
 
+from .cleanup import OWNER, owner_record
 from .errors import PoolError
 
 HEADER = struct.Struct(">Q")
@@ -38,6 +42,8 @@ def make_rundir(workdir: Optional[str], config: dict[str, Any]) -> str:
         os.makedirs(workdir, exist_ok=True)
     # mkdtemp: a fresh name (two pools in the same second never collide), mode 0700.
     rundir = tempfile.mkdtemp(prefix="minionize-pool-", dir=workdir)
+    # Who owns it, first: a new pool removes a run directory whose owner is gone.
+    write_private(os.path.join(rundir, OWNER), json.dumps(owner_record()).encode())
     for sub in ("calls", "results", "workers", "report"):
         os.mkdir(os.path.join(rundir, sub), 0o700)
     write_private(os.path.join(rundir, "config.json"), json.dumps(config).encode())

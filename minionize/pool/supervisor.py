@@ -39,7 +39,7 @@ class Supervisor:
                     index = param["start"]
                     raise TaskLost(
                         f"item {index} (a chunk of {_chunk_len(starts, param['chunk'])}) was lost "
-                        f"{row['attempts']} time(s): {row['reason']}; run directory kept: {self.rundir}",
+                        f"{row['attempts']} time(s): {row['reason']}{kept_note(self.rundir)}",
                         index=index, attempts=row["attempts"], reason=row["reason"],
                     )
             self._dead_seen = status["dead"]
@@ -58,7 +58,7 @@ class Supervisor:
             self.backend.start(allowed)
         elif not any(w.state in ("alive", "starting") for w in self.backend.workers):
             raise PoolError(f"every worker was lost and {self.replaced} replacement(s) were "
-                            f"used (max_replacements); run directory kept: {self.rundir}")
+                            f"used (max_replacements){kept_note(self.rundir)}")
 
     def worker_counts(self) -> tuple[int, int]:
         """(alive, lost) workers, for the progress display."""
@@ -81,6 +81,12 @@ class Supervisor:
                     continue
                 last = store.state.attempts.get(index, 0) + 1 >= self.max_attempts
                 store.settle("dead" if last else "retry", index, minion, lease.seq, reason)
+
+
+def kept_note(rundir: str) -> str:
+    """The end of a pool error's message: the run directory, kept for a look when the
+    error ends the pool (an error caught, and the pool ended as usual: removed)."""
+    return f"; run directory (kept if this error ends the pool): {rundir}"
 
 
 def _chunk_len(starts: list[int], chunk: int) -> str:

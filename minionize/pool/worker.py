@@ -28,7 +28,8 @@ from ..callbacks.function import FuncCallback
 from ..config import Settings
 from ..engines.base import Delivery
 from ..engines.sweep import SweepEngine
-from .errors import RemoteError
+from .errors import PoolError
+from .pickling import Outcome, encode_outcome, load_function
 from .rundir import append_record, check_private, read_private, write_private
 
 #: How often an idle worker takes from the queue even when the bell did not ring
@@ -84,53 +85,32 @@ def run_chunk(rundir: str, param: dict[str, Any]) -> Optional[bytes]:
     its call is over: its files are gone)."""
     call = param["call"]
     func_name = os.path.join("calls", f"{call}.func")
+    items_name = os.path.join("calls", f"{call}.items.{param['batch']}")
     if not os.path.exists(os.path.join(rundir, func_name)):
         return None
     if _loaded.get("call") != call:
         _loaded.clear()
-        _loaded["func"] = pickle.loads(read_private(rundir, func_name))
+        _loaded["func"] = load_function(read_private(rundir, func_name))
         _loaded["call"] = call
     func = _loaded["func"]
-    data = read_private(rundir, os.path.join("calls", f"{call}.items"), param["offset"], param["size"])
+    try:
+        data = read_private(rundir, items_name, param["offset"], param["size"])
+    except PoolError:
+        if not os.path.exists(os.path.join(rundir, items_name)):
+            return None  # the call is over (its batch came back, run twice)
+        raise
     items = pickle.loads(data)
     star = bool(param.get("star"))
-    outcomes: list[tuple[bool, Any, str]] = []
-    for item in items:
+    outcomes: list[Outcome] = []
+    for j, item in enumerate(items):
         try:
             value = func(*item) if star else func(item)
         except Exception as exc:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            outcomes.append((False, exc, text))
+            outcomes.append(encode_outcome(param["start"] + j, False, exc, text))
         else:
-            outcomes.append((True, value, ""))
-    return encode_record(call, param["chunk"], param["start"], outcomes)
-
-
-def encode_record(call: int, chunk: int, start: int, outcomes: list[tuple[bool, Any, str]]) -> bytes:
-    """The record of a chunk: ``(call, chunk, outcomes)`` pickled. An exception that
-    would not survive the trip becomes a RemoteError naming its type; so does a return
-    value that cannot be pickled."""
-    import cloudpickle
-
-    for j, (ok, value, text) in enumerate(outcomes):
-        if not ok:
-            try:
-                pickle.loads(cloudpickle.dumps(value))
-            except Exception:
-                name = f"{type(value).__module__}.{type(value).__qualname__}"
-                outcomes[j] = (False, RemoteError(f"{name}: {value}", text), text)
-    try:
-        return bytes(cloudpickle.dumps((call, chunk, outcomes)))
-    except Exception:
-        pass
-    for j, (ok, value, text) in enumerate(outcomes):
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:
-            what = "result" if ok else "exception"
-            message = f"the {what} of item {start + j} ({type(value).__qualname__}) cannot be pickled: {exc}"
-            outcomes[j] = (False, RemoteError(message), text)
-    return bytes(cloudpickle.dumps((call, chunk, outcomes)))
+            outcomes.append(encode_outcome(param["start"] + j, True, value, ""))
+    return pickle.dumps((call, param["chunk"], param["start"], outcomes))
 
 
 class ChunkCallback(FuncCallback):

@@ -161,7 +161,21 @@ def test_pypoolparty_a_crashing_chunk_runs_again_then_task_lost(tmp_path: Path) 
         assert pool.rundir in str(error) and os.path.isdir(pool.rundir)
         assert tries.read_text().split() == ["try", "try"]
         rundir = pool.rundir
-    assert os.path.isdir(rundir)  # kept after the error, for a look
+    assert not os.path.exists(rundir)  # the error was caught, the pool ended as usual
+
+
+def test_a_pool_error_that_ends_the_pool_keeps_the_run_directory(tmp_path: Path) -> None:
+    def crash(x: int) -> int:
+        os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    kept = r"run directory \(kept if this error ends the pool\): "
+    with pytest.raises(TaskLost, match=kept), Pool(1, workdir=str(tmp_path), max_attempts=1) as pool:
+        pool.map(crash, [1])
+    assert os.path.isdir(os.path.join(pool.rundir, "queue"))  # kept, for a look
+    with Pool(1, workdir=str(tmp_path)) as other:
+        assert other.map(abs, [-1]) == [1]
+    assert os.path.isdir(os.path.join(pool.rundir, "queue"))  # never taken for a leftover
 
 
 def test_pypoolparty_a_killed_worker_is_replaced_and_map_returns_every_result(tmp_path: Path) -> None:
@@ -337,7 +351,8 @@ def test_never_hang_when_every_worker_is_lost_and_none_may_replace_them(tmp_path
 
     with Pool(1, workdir=str(tmp_path), max_replacements=0, lease=1.0) as pool:
         started = time.monotonic()
-        with pytest.raises(PoolError, match="every worker was lost .* run directory kept: ") as info:
+        lost = r"every worker was lost .* run directory \(kept if this error ends the pool\): "
+        with pytest.raises(PoolError, match=lost) as info:
             pool.map(die, [1])
         assert time.monotonic() - started < 20
         assert pool.rundir in str(info.value)
