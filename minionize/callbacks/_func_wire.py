@@ -103,6 +103,7 @@ class Receiver:
         self.fd = fd
         self.buffer = bytearray()
         self.exited_fd: Optional[int] = None
+        self._poller: Optional[Any] = None
         pidfd_open = getattr(os, "pidfd_open", None)
         if pidfd_open is not None:
             try:
@@ -131,10 +132,12 @@ class Receiver:
     def receive(self, alive: Callable[[], bool]) -> Any:
         """The next message. WorkerGone once ``alive()`` is false (or the socket ended)
         and nothing whole is left; WireError for garbage."""
-        poller = select.poll()
-        poller.register(self.fd, select.POLLIN)
-        if self.exited_fd is not None:
-            poller.register(self.exited_fd, select.POLLIN)
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+            if self.exited_fd is not None:
+                poller.register(self.exited_fd, select.POLLIN)
         stalled_since: Optional[float] = None
         while True:
             whole, message = self._parse()
@@ -161,6 +164,7 @@ class Receiver:
                     raise WireError("the worker's reply stopped in its middle")
 
     def close(self) -> None:
+        self._poller = None
         if self.exited_fd is not None:
             try:
                 os.close(self.exited_fd)
