@@ -82,7 +82,8 @@ def test_the_file_engine_status_dead_letters_and_requeue(tmp_path: Path,
     env = {**user_env, "MINION_ENGINE": "file", "FILE_PATH": "params.txt"}
     out = sh("minion-queue status --json", env)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout) == {"todo": 0, "done": 3, "dead": 1, "total": 4}
+    assert json.loads(out.stdout) == {"todo": 0, "in_flight": None, "expired": None,
+                                      "done": 3, "dead": 1, "total": 4}
     out = sh("minion-queue list dead", env)
     assert out.returncode == 0, out.stderr
     [line] = out.stdout.splitlines()
@@ -94,7 +95,7 @@ def test_the_file_engine_status_dead_letters_and_requeue(tmp_path: Path,
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "file params.txt: 1 dead letters made todo again"
     assert json.loads(sh("minion-queue status --json", env).stdout) == {
-        "todo": 1, "done": 3, "dead": 0, "total": 4}
+        "todo": 1, "in_flight": None, "expired": None, "done": 3, "dead": 0, "total": 4}
     out = sh("minionize --file params.txt echo rerun", user_env)
     assert out.stdout.splitlines() == ["rerun b"]
 
