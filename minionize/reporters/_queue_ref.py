@@ -112,8 +112,8 @@ def queue_variables(ref: Any, environment: Mapping[str, str]) -> dict[str, str]:
         if name in redacted:
             mine = environment.get(name, "")
             if redact(mine) != value:
-                raise ValueError(f"{name} holds a credential the report does not keep: set it "
-                                 f"to that of {value}")
+                raise ValueError(f"{name} holds a credential the report does not keep: set "
+                                 f"{name} to {value}, with its credential")
             value = mine
         values[name] = value
     return values

@@ -313,3 +313,77 @@ def test_a_large_param_is_cut_in_every_record_not_copied_whole(tmp_path: Path) -
         assert record["param"].startswith('{"data":"xxx') and record["param"].endswith("...")
         assert record["param_repr"] is True and record["param_cut"] is True
         assert record["id"] == "big-1"
+
+
+def started_identity(tmp_path: Path, values: dict[str, str], engine: str) -> dict[str, Any]:
+    """The ``minion`` of the start record a reporter from ``values`` writes for a minion
+    whose engine is named ``engine``."""
+    reporter = load_reporter(Settings.from_env(dict(values, MINION_REPORTER="json",
+                                                    REPORTER_JSON_DIRECTORY=str(tmp_path))))
+    minion = info()
+    minion.engine = engine
+    reporter.start(minion)
+    assert isinstance(reporter, JsonReporter) and reporter.path is not None
+    identity: dict[str, Any] = strict_lines(reporter.path)[0]["minion"]
+    reporter.stop(0)
+    return identity
+
+
+def test_the_start_record_names_the_queue_served(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from minionize.reporters._queue_ref import queue_variables
+
+    monkeypatch.chdir(tmp_path)
+    sweep = started_identity(tmp_path / "a", {"EXECO_PERSISTENCE_DIR": "q"}, "sweep")["queue"]
+    assert sweep["engine"] == "sweep" and sweep["location"] == str(tmp_path / "q")
+    assert queue_variables(sweep, {"EXECO_PERSISTENCE_DIR": "elsewhere"})[
+        "EXECO_PERSISTENCE_DIR"] == str(tmp_path / "q")
+    execo = started_identity(tmp_path / "b", {"MINION_ENGINE": "execo"}, "sweep")["queue"]
+    assert execo["location"] == str(tmp_path / "sweeps")
+    stdin = started_identity(tmp_path / "c", {"MINION_ENGINE": "file", "FILE_PATH": "-"}, "file")
+    assert stdin["queue"]["location"] == "-"
+    with pytest.raises(ValueError, match="standard input"):
+        queue_variables(stdin["queue"], {})
+    # An engine object given from Python, not the one the settings name: no queue said.
+    assert "queue" not in started_identity(tmp_path / "d", {}, "memory")
+
+
+def test_a_credential_of_the_queue_is_not_written_in_the_report(tmp_path: Path) -> None:
+    from minionize.reporters._queue_ref import queue_variables
+
+    url = "redis://user:s3cret@db:6379/0"
+    identity = started_identity(tmp_path, {"MINION_ENGINE": "redis", "MINION_REDIS_URL": url,
+                                           "MINION_REDIS_STREAM": "jobs"}, "redis")
+    ref = identity["queue"]
+    assert "s3cret" not in json.dumps(identity)
+    assert ref["location"] == ("MINION_REDIS_URL=redis://***@db:6379/0 MINION_REDIS_STREAM=jobs")
+    # The reader's own URL is used when it is that one, else it is said to be missing.
+    assert queue_variables(ref, {"MINION_REDIS_URL": url})["MINION_REDIS_URL"] == url
+    with pytest.raises(ValueError, match="MINION_REDIS_URL holds a credential"):
+        queue_variables(ref, {})
+    # A default the minion used is recorded too: the reader's own setting does not win.
+    mine = {"MINION_REDIS_URL": url, "MINION_REDIS_GROUP": "mine"}
+    assert queue_variables(ref, mine)["MINION_REDIS_GROUP"] == ""
+
+
+def test_lost_minions_hold_what_the_queue_has_in_flight(tmp_path: Path) -> None:
+    from minionize.status import read_status
+
+    lost = JsonReporter(tmp_path, heartbeat=0.0)
+    lost.start(MinionInfo("m1", "node-1", 11, time.time() - 100))
+    lost.heartbeat([Task(Delivery("a", "ida")), Task(Delivery("b", "idb"))])
+    later = time.time() + 60  # silent for a minute: lost
+    said = read_status(tmp_path, now=later)
+    assert said.stranded == 2  # without the queue, what the report says
+    # The queue lists what it has in flight: "b" is held by another minion now.
+    listed = [{"id": "ida", "host": "node-1", "pid": 11}, {"id": "idb", "host": "node-2", "pid": 5}]
+    status = read_status(tmp_path, now=later, queue={"in_flight": 2}, in_flight=listed)
+    [minion] = status.minions
+    assert status.stranded == 1 and [r["param"] for r in minion.running] == ["a"]
+    # A list without holders: the ids still in flight.
+    status = read_status(tmp_path, now=later, queue={"in_flight": 1}, in_flight=[{"id": "idb"}])
+    assert status.stranded == 1 and [r["param"] for r in status.minions[0].running] == ["b"]
+    # Counters only: at most what is in flight.
+    assert read_status(tmp_path, now=later, queue={"in_flight": 1}).stranded == 1
+    nothing = read_status(tmp_path, now=later, queue={"in_flight": 0, "todo": 0})
+    assert nothing.stranded == 0 and nothing.minions[0].running == []
