@@ -109,9 +109,13 @@ class Status:
     def eta(self) -> Optional[float]:
         """Seconds until the queue is drained (None: unknown): the remaining params at
         the rate observed, and never less than the longest :meth:`running_need`, so a
-        burst of short params does not promise the end of a long one still running."""
+        burst of short params does not promise the end of a long one still running.
+        Unknown when every param left is running and one has already run longer than
+        the mean attempt (:attr:`overdue`): nothing observed says when it ends."""
         if self.rate_eta is None or not self.remaining:
             return self.rate_eta
+        if self.overdue is not None:
+            return None
         return max(self.rate_eta, self.running_need())
 
     @eta.setter
@@ -140,6 +144,19 @@ class Status:
                 elapsed = self.now - number(attempt.get("start"), self.now)
                 need = max(need, mean - elapsed)
         return need
+
+    @property
+    def overdue(self) -> Optional[float]:
+        """When nothing is left to do but params running (the queue says none is todo)
+        and one of them has run longer than the mean attempt: the longest run so far."""
+        queue = self.queue or {}
+        mean = self.mean_attempt
+        if queue.get("todo") != 0 or queue.get("expired") or mean is None:
+            return None
+        longest = max((self.now - number(attempt.get("start"), self.now)
+                       for m in self.minions if m.state == "alive" for attempt in m.running),
+                      default=0.0)
+        return longest if longest > mean else None
 
     @property
     def done_params(self) -> int:

@@ -106,6 +106,11 @@ def eta_text(status: Status) -> str:
         return "unknown (the queue's size is unknown)"
     if status.remaining == 0:
         return "the queue is empty"
+    left = count_text(status.remaining, "param")
+    overdue = status.overdue
+    if status.eta is None and overdue is not None:
+        return (f"unknown: {left} left, all running, one for {duration(overdue)} (longer than "
+                f"the mean attempt, {duration(status.mean_attempt)})")
     if status.eta is None:
         return f"{count_text(status.remaining, 'param')} left, no minion is making progress"
     at = time.strftime("%H:%M:%S", time.localtime(status.now + status.eta))

@@ -20,7 +20,16 @@ from ..errors import MissingExtraError
 from .model import THROUGHPUT_BUCKET, Status, minion_order
 from .queue import query_queue
 from .read import read_status
-from .text import duration, eta_text, failure_reason, param_text, queue_line, rate
+from .text import (
+    count_text,
+    duration,
+    eta_text,
+    failure_reason,
+    param_text,
+    queue_line,
+    rate,
+    totals_words,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -56,16 +65,15 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
     from rich.text import Text
 
     parts: list[Any] = []
-    head = Text()
+    # One row each, cut to the terminal's width (never wrapped).
+    head = Text(no_wrap=True, overflow="ellipsis")
     head.append("mtop ", style="bold")
-    head.append(f"{status.directory}  ")
     head.append(time.strftime("%H:%M:%S", time.localtime(status.now)))
-    n = len(status.minions)
-    head.append(f"   {n} minion{'s' if n != 1 else ''}: ")
+    head.append(f"   {count_text(len(status.minions), 'minion')}: ")
     head.append(f"{status.count('alive')} alive", style="green")
     head.append(", ")
     head.append(f"{status.count('lost')} lost", style="bold red" if status.count("lost") else "")
-    head.append(f", {status.count('finished')} finished   (q quits)")
+    head.append(f", {status.count('finished')} finished   (q quits)  {status.directory}")
     parts.append(head)
     if status.empty:
         missing = "" if status.exists else " (the directory does not exist yet)"
@@ -85,16 +93,20 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
         percent = 100.0 * finished / total if total else 100.0
         bar.add_row(
             ProgressBar(total=max(total, 1), completed=finished, width=40),
-            f"{finished}/{total} ({percent:.1f} %)  ETA {eta_text(status)}",
+            Text(f"{finished}/{total} params finished ({percent:.1f} %)", no_wrap=True,
+                 overflow="ellipsis"),
         )
         parts.append(bar)
+        parts.append(Text(f"ETA {eta_text(status)}", no_wrap=True, overflow="ellipsis"))
     else:
-        parts.append(Text(f"queue: {queue_line(status)}", style="dim"))
+        parts.append(Text(f"queue: {queue_line(status)}", style="dim", no_wrap=True,
+                          overflow="ellipsis"))
 
     totals = Text()
-    totals.append(f"done {status.done}", style="green")
-    totals.append(f"   failed attempts {status.failed}", style="yellow" if status.failed else "")
-    totals.append(f"   dead-lettered {status.dead}", style="red" if status.dead else "")
+    styles = {"done": "green", "note": "dim", "failed": "yellow" if status.failed else "",
+              "dead": "red" if status.dead_params else ""}
+    for k, (words, kind) in enumerate(totals_words(status)):
+        totals.append(("   " if k else "") + words, style=styles[kind])
     totals.append(f"   running {status.running}")
     if status.stranded:
         totals.append(f"   held by lost minions {status.stranded}", style="red")

@@ -495,3 +495,25 @@ def test_one_param_left_is_said_in_the_singular(tmp_path: Path) -> None:
     reporter.stop(0)
     stopped = read_status(tmp_path, queue={"todo": 1, "in_flight": 0, "done": 1})
     assert eta_text(stopped) == "1 param left, no minion is making progress"
+
+
+def test_the_eta_is_unknown_when_only_params_longer_than_the_mean_are_left(
+        tmp_path: Path) -> None:
+    from minionize.status.text import eta_text
+
+    # Short params done at a high rate, then the last one has run 14 s: the rate alone
+    # promised its end in under a second.
+    reporter = minion(tmp_path, 1, heartbeat=0.0)
+    now = time.time()
+    for i in range(20):
+        finish(reporter, i, start=now - 20 + i * 0.01, duration=0.3)
+    reporter.heartbeat([Task(Delivery(99, "99"), wall_start=now - 14)])
+    status = read_status(tmp_path, now=now, queue={"todo": 0, "in_flight": 1, "done": 20,
+                                                   "dead": 0, "total": 21})
+    assert status.eta is None and status.overdue == pytest.approx(14.0, abs=0.5)
+    assert eta_text(status).startswith("unknown: 1 param left, all running, one for 14 s")
+    # With params still to do, the rate tells.
+    busy = read_status(tmp_path, now=now, queue={"todo": 5, "in_flight": 1, "done": 20,
+                                                 "dead": 0, "total": 26})
+    assert busy.overdue is None and busy.eta is not None
+    reporter.stop(0)
