@@ -52,16 +52,15 @@ def build_parser(prog: str, watch: bool) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--queue-dir",
-        "--dir",
         dest="queue_dir",
-        metavar="QDIR",
-        help="ask the sweep queue in QDIR for its counters (default: the queue the reports "
-        "name, else EXECO_PERSISTENCE_DIR)",
+        metavar="QUEUE_DIR",
+        help="ask the sweep queue in QUEUE_DIR for its counters (default: the queue each "
+        "report names, else the configured one: EXECO_PERSISTENCE_DIR ...)",
     )
     parser.add_argument(
         "--no-queue",
         action="store_true",
-        help="do not ask the configured engine for its counters",
+        help="do not ask the queue for its counters",
     )
     # Seconds between two refreshes of the live view (tests shorten it).
     parser.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)

@@ -48,7 +48,7 @@ def test_queue_dir_is_accepted_and_overrides(user_env: dict[str, str]) -> None:
     other = Path("other").absolute()
     assert f"queue: 5 to do, 0 in flight, 0 expired, 0 done, 0 dead (sweep queue in {other})" \
         in result.stdout, result.stdout
-    assert status_json(user_env, "--dir", "other", "project/minion-report")["queue"]["todo"] == 5
+    assert status_json(user_env, "--queue-dir", "other", "project/minion-report")["queue"]["todo"] == 5
 
 
 def test_two_queues_in_one_report_directory_are_shown_per_queue(
