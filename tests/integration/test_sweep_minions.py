@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -97,40 +98,64 @@ def test_repeated_sigkill_loses_nothing_and_only_in_flight_params_rerun(
     assert sorted(done_params(env)) == list(range(1, total + 1))
 
 
-def test_wait_finishes_a_crashed_peers_param(tmp_path: Path, env: dict[str, str]) -> None:
+def hung(minion: Any) -> None:
+    """Stop ``minion`` and its tasks (SIGSTOP): alive, but renewing no lease, as on a
+    node that hangs (a holder that ended on this host would lose its leases at once)."""
+    os.killpg(minion.pid, signal.SIGSTOP)
+
+
+def test_wait_finishes_a_hung_peers_param(tmp_path: Path, env: dict[str, str]) -> None:
     queue("fill", "slow", "a", "b", env=env)
-    env = {**env, "MINION_LEASE": "1.5"}
+    env = {**env, "MINION_LEASE": "1.5", "MINION_SWEEP_LOCK_LEASE": "2"}
+    peer = start_minion(env, tmp_path, "sh", "-c", 'echo "$1" >> "$RUNS"; sleep 60', "sh")
+    try:
+        wait_for(lambda: runs(tmp_path)["slow"] == 1, 20, "the first minion to start 'slow'")
+        hung(peer)
+        # Without --wait, a minion leaves the hung peer's param (its lease still runs).
+        plain = start_minion(env, tmp_path, *RECORDER)
+        assert plain.finish(60)[0] == 0
+        assert runs(tmp_path) == {"slow": 1, "a": 1, "b": 1}
+        assert queue_status(env)["done"] == 2
+        # With --wait it stays until the lease expires, then runs it (attempt 2).
+        started = time.monotonic()
+        waiting = start_minion(env, tmp_path, "--wait", *RECORDER)
+        assert waiting.finish(60)[0] == 0
+        assert runs(tmp_path)["slow"] == 2
+        status = queue_status(env)
+        assert (status["done"], status["in_flight"], status["expired"]) == (3, 0, 0)
+        assert time.monotonic() - started < 30
+    finally:
+        peer.kill_group()
+
+
+def test_a_killed_peers_param_is_run_by_the_next_minion_of_its_host_at_once(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    queue("fill", "slow", "a", env=env)
     crashed = start_minion(env, tmp_path, "sh", "-c", 'echo "$1" >> "$RUNS"; sleep 60', "sh")
     wait_for(lambda: runs(tmp_path)["slow"] == 1, 20, "the first minion to start 'slow'")
     crashed.kill_group()
-    # Without --wait, a minion leaves the crashed peer's param (its lease still runs).
-    plain = start_minion(env, tmp_path, *RECORDER)
+    plain = start_minion(env, tmp_path, *RECORDER)  # the lease (300 s) is not waited for
     assert plain.finish(60)[0] == 0
-    assert runs(tmp_path) == {"slow": 1, "a": 1, "b": 1}
-    assert queue_status(env)["done"] == 2
-    # With --wait it stays until the lease expires, then runs it (attempt 2).
-    started = time.monotonic()
-    waiting = start_minion(env, tmp_path, "--wait", *RECORDER)
-    assert waiting.finish(60)[0] == 0
-    assert runs(tmp_path)["slow"] == 2
-    status = queue_status(env)
-    assert (status["done"], status["in_flight"], status["expired"]) == (3, 0, 0)
-    assert time.monotonic() - started < 30
+    assert runs(tmp_path) == {"slow": 2, "a": 1}
 
 
 def test_an_expired_lease_returns_its_param_to_the_next_minion(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     queue("fill", "only", env=env)
-    env = {**env, "MINION_LEASE": "1"}
-    crashed = start_minion(env, tmp_path, "sh", "-c", "sleep 60", "sh")
-    wait_for(lambda: queue_status(env)["in_flight"] == 1, 20, "a claim")
-    crashed.kill_group()
-    wait_for(lambda: queue_status(env)["expired"] == 1, 20, "the lease to expire")
-    out = subprocess.run([script("minionize"), "echo", "again"], env=env, capture_output=True,
-                         text=True, timeout=60)
-    assert out.returncode == 0 and out.stdout.split() == ["again", "only"]
-    assert queue_status(env)["done"] == 1
+    env = {**env, "MINION_LEASE": "1", "MINION_SWEEP_LOCK_LEASE": "2"}
+    peer = start_minion(env, tmp_path, "sh", "-c", "sleep 60", "sh")
+    try:
+        wait_for(lambda: queue_status(env)["in_flight"] == 1, 20, "a claim")
+        hung(peer)
+        wait_for(lambda: queue_status(env)["expired"] == 1, 20, "the lease to expire")
+        out = subprocess.run([script("minionize"), "echo", "again"], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.split() == ["again", "only"]
+        assert queue_status(env)["done"] == 1
+    finally:
+        peer.kill_group()
 
 
 def test_a_truncated_state_file_opens_and_keeps_acked_params(
