@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
 SPARKS = "▁▂▃▄▅▆▇█"
-#: Seconds between two questions to the queue (it may be a remote service).
-QUEUE_EVERY = 2.0
+#: Seconds between two questions to the queue (it may be a remote service; asked in a
+#: thread): once a frame, so that its counts trail the reports' by a second at most.
+QUEUE_EVERY = 1.0
 STATE_STYLE = {"alive": "green", "finished": "dim", "lost": "bold red"}
 
 
@@ -110,9 +111,11 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
     totals.append(f"   running {status.running}")
     if status.stranded:
         totals.append(f"   held by lost minions {status.stranded}", style="red")
-    recent = "-" if status.rate_recent is None else rate(status.rate_recent)
-    totals.append(f"   rate {recent} now, {rate(status.rate_overall)} overall")
+    totals.no_wrap, totals.overflow = True, "ellipsis"
     parts.append(totals)
+    recent = "-" if status.rate_recent is None else rate(status.rate_recent)
+    parts.append(Text(f"rate {recent} now, {rate(status.rate_overall)} overall", no_wrap=True,
+                      overflow="ellipsis"))
 
     if status.minions:
         table = Table(expand=True, pad_edge=False, box=None, header_style="bold reverse")
@@ -280,7 +283,7 @@ def watch(
     def frame() -> RenderableType:
         counters, note = queue.poll()
         status = read_status(directory, lost_after=lost_after, queue=counters, queue_note=note)
-        return render(status, max_rows=max(3, console.size.height - 14))
+        return render(status, max_rows=max(3, console.size.height - 16))
 
     shown = 0
     try:
