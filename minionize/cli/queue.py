@@ -206,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _fill(engine: Any, args: argparse.Namespace) -> int:
     from ..errors import EngineError
+    from ..status.text import count_text
 
     try:
         added, skipped = engine.fill(args.params)
@@ -215,7 +216,7 @@ def _fill(engine: Any, args: argparse.Namespace) -> int:
             "again (params already in the queue are not added twice)"
         ) from None
     note = f" ({skipped} already present)" if skipped else ""
-    print(f"{engine.describe()}: added {added} params{note}")
+    print(f"{engine.describe()}: added {count_text(added, 'param')}{note}")
     return 0
 
 

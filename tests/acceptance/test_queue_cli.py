@@ -47,7 +47,7 @@ def test_fill_from_stdin_a_file_and_a_product(tmp_path: Path, user_env: dict[str
     assert out.stdout.strip() == "sweep queue in sweeps: added 3 params"
     (tmp_path / "params.jsonl").write_text('"a b"\n[1, 2]\n')
     out = sh("minion-queue fill --file params.jsonl", user_env)
-    assert out.stdout.strip() == "sweep queue in sweeps: added 1 params (1 already present)"
+    assert out.stdout.strip() == "sweep queue in sweeps: added 1 param (1 already present)"
     assert queue_status(user_env)["todo"] == 10
     out = sh("minionize --template 'echo {a}{b}' --max-attempts 1 2>/dev/null; "
              "minion-queue list done --json", user_env)
