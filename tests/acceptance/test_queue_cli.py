@@ -84,7 +84,7 @@ def test_reset_expired_and_the_queue_directory_option(user_env: dict[str, str]) 
     out = sh("minion-queue --dir elsewhere fill 7 && minion-queue reset-expired --dir elsewhere",
              user_env)
     assert out.stdout.splitlines() == [
-        "sweep queue in elsewhere: added 1 params",
+        "sweep queue in elsewhere: added 1 param",
         "sweep queue in elsewhere: 0 expired leases put back",
     ]
     assert queue_status(user_env, "--queue-dir", "elsewhere")["todo"] == 1
