@@ -127,7 +127,12 @@ def encode_outcome(index: int, ok: bool, value: Any, text: str) -> Outcome:
     saying so (with the worker's traceback)."""
     name = type(value).__qualname__
     try:
-        blob = dumps(value)
+        try:
+            # Plain pickle first (fast): it pickles by name only what it checked is that
+            # very object under that name; the rest (a class made by value) by cloudpickle.
+            blob = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            blob = dumps(value)
         if not ok:
             pickle.loads(blob)
     except Exception as exc:

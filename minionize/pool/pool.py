@@ -30,7 +30,7 @@ from .rundir import make_rundir, write_private
 from .supervisor import Supervisor
 
 #: ``imap``'s read-ahead: chunks out (written, not handed on yet) per worker, at most.
-AHEAD_PER_WORKER = 4
+AHEAD_PER_WORKER = 16
 
 
 class Pool:
