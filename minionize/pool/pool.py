@@ -19,9 +19,9 @@ from typing import Any, Callable, Optional
 
 from ..engines._kit import optional_import
 from ..engines.sweep import SweepEngine
-from . import cleanup
 from .backends import Backend, LocalBackend, PoolWorker
 from .calls import Feeder, chunk_size, write_function
+from .cleanup import disown, guard, release, remove_stale
 from .collect import Call
 from .errors import PoolError
 from .inbox import Inbox
@@ -78,7 +78,7 @@ class Pool:
         tick = 0.002 if backend == "local" else 0.05
         # Absolute: the caller may chdir. Leftovers of killed callers there are removed.
         parent = os.path.abspath(workdir if workdir is not None else tempfile.gettempdir())
-        cleanup.remove_stale(parent)
+        remove_stale(parent)
         self.rundir = make_rundir(parent, {"lease": lease, "max_attempts": max_attempts, "tick": tick,
                                             "max_tasks_per_worker": max_tasks_per_worker})
         self._queue = SweepEngine(os.path.join(self.rundir, "queue"), lease=lease,
@@ -106,7 +106,7 @@ class Pool:
         holder: list[Callable[[], Any]] = []
         self._finalizer = weakref.finalize(self, _finish, self._backend, self.rundir, self._keep, holder)
         holder.append(self._finalizer)
-        cleanup.guard(self._finalizer)
+        guard(self._finalizer)
         try:
             self._backend.start(self.processes)
         except BaseException:
@@ -226,8 +226,8 @@ def _finish(backend: Backend, rundir: str, keep: list[bool], holder: list[Callab
         backend.stop()
     finally:
         if keep[0]:
-            cleanup.disown(rundir)
+            disown(rundir)
         else:
             shutil.rmtree(rundir, ignore_errors=True)
         if holder:
-            cleanup.release(holder[0])
+            release(holder[0])
