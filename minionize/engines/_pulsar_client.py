@@ -8,6 +8,7 @@ import contextlib
 import os
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, Optional
 
@@ -64,6 +65,10 @@ class PulsarCalls(ClientCalls):
     _dead_producer: Any
     _release_producer: Any
     _lock: threading.Lock
+    #: The consumer was seen disconnected and has not answered since.
+    _reconnecting = False
+    #: After a reconnection: idle time counts from then at the earliest (monotonic).
+    _settled_after = 0.0
 
     def _decode(self, message: Any) -> Delivery:
         properties = message.properties() or {}
@@ -86,15 +91,29 @@ class PulsarCalls(ClientCalls):
 
     def _receive(self, consumer: Any, wait_ms: int) -> Any:
         try:
-            return consumer.receive(timeout_millis=wait_ms)
+            message = consumer.receive(timeout_millis=wait_ms)
         except self._pulsar.Timeout:
             # While the broker is down, receive just times out (the client reconnects
             # in the background): that is an outage, not an empty topic, so that a
             # minion does not end idle while its broker restarts.
             connected = getattr(consumer, "is_connected", None)
             if connected is not None and not connected():
+                self._reconnecting = True
                 raise self._pulsar.ConnectError("the consumer is not connected to the broker") from None
+            if self._reconnecting:
+                # Connected again: a broker that just restarted redelivers in its own
+                # time, so nothing within its operation timeout is not "empty" yet.
+                self._reconnecting = False
+                self._settled_after = time.monotonic() + self.operation_timeout
             return None
+        self._reconnecting, self._settled_after = False, 0.0  # it dispatches again
+        return message
+
+    def reachable_since(self) -> Optional[float]:
+        """The outage policy's answer, and not before a reconnected consumer got a
+        message or its broker had ``operation_timeout`` seconds to send one."""
+        since = super().reachable_since()
+        return None if since is None else max(since, self._settled_after)
 
     def _producer_for_releases(self) -> Any:
         with self._lock:

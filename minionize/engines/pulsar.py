@@ -27,7 +27,9 @@ timeout errors) is retried for ``MINION_OUTAGE_TIMEOUT`` seconds (:class:`._kit.
 then is an EngineError; meanwhile the client reconnects by itself and the broker keeps
 the messages of the subscription. ``receive`` times out both on an empty topic and while
 the client reconnects: a timeout while the consumer is not connected
-(``Consumer.is_connected()``) is an outage, so the idle timeout never counts it.
+(``Consumer.is_connected()``) is an outage, so the idle timeout never counts it; once
+connected again, it counts only after a message came or the broker had its operation
+timeout to redeliver (a broker that just restarted dispatches in its own time).
 
 Administration (``_pulsar_admin.py``): ``fill`` creates the subscription first (Pulsar
 keeps a topic's messages only for its subscriptions), then publishes; ``requeue_dead``
