@@ -58,6 +58,7 @@ def _holder_is(record: dict[str, Any], minion: MinionStatus) -> bool:
     holder = _holder(record)
     if holder is None:
         return False
-    if holder.get("minion") and minion.identity.get("minion_id"):
-        return str(holder["minion"]) == str(minion.identity["minion_id"])
-    return str(holder.get("host")) == minion.host and str(holder.get("pid")) == str(minion.pid)
+    # Host and pid first: the engine may name the minion by an id of its own.
+    if holder.get("host") and holder.get("pid") is not None:
+        return str(holder["host"]) == minion.host and str(holder["pid"]) == str(minion.pid)
+    return str(holder.get("minion")) == str(minion.identity.get("minion_id"))

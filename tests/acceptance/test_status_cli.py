@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -293,3 +294,25 @@ def test_held_by_lost_minions_is_what_the_queue_still_has_in_flight(
     assert out["stranded"] == 0, out
     [dead] = [m for m in out["minions"] if m["state"] == "lost"]
     assert dead["running"] == [] and dead["in_progress"] == 0, dead
+
+
+def test_a_silent_minion_still_holding_its_params_is_said_to_hold_them(
+    user_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The other side of item 4: a stopped minion (SIGSTOP: silent, lost, its process
+    there) keeps its leases; the queue lists it as their holder, so they are held."""
+    assert sh("minion-queue fill 1..2", user_env).returncode == 0
+    env = dict(user_env, MINION_REPORTER="json", MINION_HEARTBEAT="0.2")
+    stopped = start_minion(env, tmp_path, "-j", "2", "sleep", "60")
+    try:
+        wait_for(lambda: status_json(env, "--no-queue")["running"] == 2, 30,
+                 "the minion to report its 2 running params")
+        os.killpg(stopped.pid, signal.SIGSTOP)
+        wait_for(lambda: status_json(env, "--lost-after", "0.5")["lost"] == 1, 10,
+                 "the stopped minion to count as lost")
+        out = status_json(env, "--lost-after", "0.5")
+        assert out["queue"]["in_flight"] == 2 and out["stranded"] == 2, out
+        assert sorted(r["param"] for r in out["minions"][0]["running"]) == [1, 2]
+        assert "held by lost minions 2" in sh("minion-status --lost-after 0.5", env).stdout
+    finally:
+        stopped.kill_group()
