@@ -59,7 +59,13 @@ def is_gone(tag: str) -> bool:
     found = _TAG.match(tag + "-")  # a bare tag, or a name's rest: "<tag>-<random>"
     if found is None or found.group(1) != host_hash():
         return False
-    pid, start = int(found.group(2)), int(found.group(3))
+    return process_gone(int(found.group(2)), int(found.group(3)))
+
+
+def process_gone(pid: int, start: int = 0) -> bool:
+    """Whether process ``pid`` of this host, started at ``start`` (clock ticks since
+    boot, 0 when unknown), has ended: no such process, a zombie, or a later process that
+    was given the same pid. False for a pid that is not a process id."""
     if pid <= 0:
         return False
     try:
@@ -68,9 +74,19 @@ def is_gone(tag: str) -> bool:
         return True
     except PermissionError:
         pass  # alive, another user's
+    if _zombie(pid):
+        return True
     # Alive: the same process unless its start time says it is a later one.
     now = process_start(pid)
     return start != 0 and now != 0 and now != start
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def make_owned_dir(prefix: str, parent: Optional[str] = None) -> str:

@@ -7,7 +7,7 @@ Everything minionize keeps in a collect directory ``DIR`` is under ``DIR/.minion
   made once with ``link`` (atomic, also over NFS): a second param collecting that name
   sees it, on any minion or host, and its attempt fails (:class:`CollectClash`).
 * ``p<random>/``: a collection being prepared: its outputs under short names (``0``,
-  ``1``, ...: any output name fits), ``owner`` (host and pid) and ``manifest`` (the
+  ``1``, ...: any output name fits), ``owner`` (its owner tag: host, pid and start) and ``manifest`` (the
   names, in order). A killed minion's is removed by the next collection on its host.
 * ``c<random>/``: the same once committed: **the rename of ``p...`` to ``c...`` is the
   commit**. Its files are then renamed to their names; what a killed minion left is
@@ -24,10 +24,11 @@ import json
 import os
 import shutil
 import signal
-import socket
 import stat
 import tempfile
 from collections.abc import Sequence
+
+from ._owner import is_gone, owner_tag
 
 #: The directory of minionize's records in a collect directory.
 STATE_DIR = ".minionize"
@@ -83,18 +84,10 @@ def recover(root: str) -> None:
 def _owner_gone(path: str) -> bool:
     try:
         with open(os.path.join(path, "owner")) as handle:
-            host, pid = handle.read().split()
-    except (OSError, ValueError):
+            tag = handle.read().strip()
+    except OSError:
         return False  # being made right now, or not ours to judge
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, ValueError):
-        return False
-    return False
+    return is_gone(tag)
 
 
 def claim(root: str, name: str, owner_id: str, owner_text: str) -> None:
@@ -157,7 +150,7 @@ def collect(sandbox: str, outputs: Sequence[tuple[str, str]], root: str) -> None
     moved: list[tuple[str, str]] = []  # (staged, source): put back on failure
     try:
         with open(os.path.join(work, "owner"), "w") as handle:
-            handle.write(f"{socket.gethostname()} {os.getpid()}\n")
+            handle.write(f"{owner_tag()}\n")
         for index, (rel, _) in enumerate(outputs):
             staged = os.path.join(work, str(index))
             _stage_output(sandbox, rel, staged, moved)

@@ -24,21 +24,12 @@ import stat
 import threading
 from typing import Any, Callable, Optional
 
+from .._owner import process_gone, process_start
+
 OWNER = "owner.json"
 PREFIX = "minionize-pool-"
 #: An owner file larger than this is not ours.
 MAX_OWNER_BYTES = 4096
-
-
-def process_start(pid: int) -> Optional[str]:
-    """The start time of a process (clock ticks since boot, from ``/proc``), or None
-    where it cannot be known."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return fields[19] if len(fields) > 19 else None
 
 
 def owner_record() -> dict[str, Any]:
@@ -51,29 +42,14 @@ def owner_gone(owner: dict[str, Any]) -> bool:
     or when it cannot be known: another host)."""
     if owner.get("host") != socket.gethostname():
         return False
-    pid = owner.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    pid, start = owner.get("pid"), owner.get("start")
+    if not isinstance(pid, int):
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        pass  # someone else's process: alive, and not the owner if its start differs
-    start = process_start(pid)
-    if start is None:
+        start_ticks = int(start) if start is not None else 0
+    except (TypeError, ValueError):
         return False
-    if _zombie(pid):
-        return True
-    return owner.get("start") is not None and start != owner.get("start")
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+    return process_gone(pid, start_ticks)
 
 
 def read_owner(rundir: str) -> Optional[dict[str, Any]]:

@@ -29,7 +29,7 @@ def _ended_pid() -> int:
 def test_an_owner_is_gone_when_its_process_ended_or_its_pid_was_used_again() -> None:
     me = owner_record()
     assert me["host"] == socket.gethostname() and me["pid"] == os.getpid()
-    assert me["start"] == process_start(os.getpid()) and me["start"] is not None
+    assert me["start"] == process_start(os.getpid()) and me["start"] > 0
     assert not owner_gone(me)
     assert owner_gone({**me, "pid": _ended_pid()})
     assert owner_gone({**me, "start": str(int(me["start"]) + 1)})  # the pid, another process

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from minionize import _owner
 from minionize._sandbox_collect import STATE_DIR, CollectClash, claim, recover
 from minionize.callbacks.base import Outcome, Result, StopReason
 from minionize.callbacks.command import CommandBuilder, ParamError
@@ -342,8 +343,8 @@ def test_a_killed_collection_is_finished_or_dropped(tmp_path: Path) -> None:
     (committed / "0").write_text("a")
     (committed / "manifest").write_text('["a", "x"]')  # x was renamed already
     (tmp_path / "x").write_text("x")
-    (dropped / "owner").write_text(f"{os.uname().nodename} 999999999\n")
-    (running / "owner").write_text(f"{os.uname().nodename} {os.getpid()}\n")
+    (dropped / "owner").write_text(f"{_owner.host_hash()}.999999999.0\n")
+    (running / "owner").write_text(f"{_owner.owner_tag()}\n")
     recover(str(tmp_path))
     assert (tmp_path / "a").read_text() == "a" and (tmp_path / "x").read_text() == "x"
     assert sorted(os.listdir(state)) == ["p3"]
