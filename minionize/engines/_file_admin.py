@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional
 
 from ..errors import EngineError
-from ._file_journal import LineReader, line_text, read_done
+from ._file_journal import numbered_lines, read_done
 from ._file_lock import ReaderLock
 from .base import Param
 
@@ -49,20 +49,7 @@ def classify(path: str, separator: bytes, null: bool
     skip = read_done(path)[0]
     failed = read_failed(path)
     try:
-        source = open(path, "rb")  # noqa: SIM115 (closed below)
-    except OSError as exc:
-        raise EngineError(f"cannot read {path}: {exc.strerror}") from None
-    with source:
-        reader = LineReader(source.fileno(), separator=separator)
-        number = 0
-        while True:
-            raw = reader.next_line(None)
-            if raw is None:
-                return
-            number += 1
-            line = line_text(raw, null)
-            if line is None:
-                continue
+        for number, line in numbered_lines(path, separator, null):
             if skip[line] > 0:
                 skip[line] -= 1
                 yield "done", number, line, None
@@ -70,6 +57,8 @@ def classify(path: str, separator: bytes, null: bool
                 yield "dead", number, line, failed[line]
             else:
                 yield "todo", number, line, None
+    except OSError as exc:
+        raise EngineError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def status(path: str, separator: bytes, null: bool) -> dict[str, Optional[int]]:

@@ -216,6 +216,19 @@ def line_text(raw: bytes, null: bool) -> Optional[str]:
     return line
 
 
+def numbered_lines(path: str, separator: bytes, null: bool) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every param line of ``path``, as a minion reads them (a
+    line that is no param, such as an empty one, keeps its number but is not given)."""
+    with open(path, "rb") as source:
+        reader = LineReader(source.fileno(), separator=separator)
+        number = 0
+        while (raw := reader.next_line(None)) is not None:
+            number += 1
+            line = line_text(raw, null)
+            if line is not None:
+                yield number, line
+
+
 class DoneLines:
     """The lines of a file that a rerun skips as done, and the results lost."""
 
@@ -239,20 +252,13 @@ def done_lines(path: str, separator: bytes, null: bool) -> DoneLines:
             found.missing = os.stat(path + ".results").st_size == 0  # made by an open()
         except FileNotFoundError:
             found.missing = True
-    with open(path, "rb") as source:
-        reader = LineReader(source.fileno(), separator=separator)
-        number = 0
-        while (raw := reader.next_line(None)) is not None:
-            number += 1
-            line = line_text(raw, null)
-            if line is None:
-                continue
-            if skip[line] > 0:
-                skip[line] -= 1
-                found.lines.append((number, line))
-            elif lost[line] > 0:
-                lost[line] -= 1
-                found.lost += 1
+    for number, line in numbered_lines(path, separator, null):
+        if skip[line] > 0:
+            skip[line] -= 1
+            found.lines.append((number, line))
+        elif lost[line] > 0:
+            lost[line] -= 1
+            found.lost += 1
     return found
 
 
