@@ -152,6 +152,9 @@ _VARYING = [
     # timestamps, then durations and rates, then ids and pids
     (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?"), "<TIME>"),
     (re.compile(r"\b\d\d:\d\d:\d\d\b"), "<TIME>"),
+    (re.compile(r"\b1\d{9}\.\d+\b"), "<TIME>"),  # seconds since 1970
+    (re.compile(r"\t *\d+\.\d{3}\t"), "\t<DURATION>\t"),  # a joblog's JobRuntime
+    (re.compile(r"(\.\w+-)[0-9a-f]{8}(-\d+)"), r"\1<ID>\2"),  # a file engine's param id
     (re.compile(r"\b\d+(\.\d+)?(/s|/min| ?tasks/s| ?items/s)"), "<RATE>"),
     (re.compile(r"\b\d+(\.\d+)?\s?(ms|us|µs|s|sec|seconds?|min|m|h)\b"), "<DURATION>"),
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b"), "<ID>"),
