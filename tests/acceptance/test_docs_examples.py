@@ -196,8 +196,8 @@ def matches(shown: list[str], real: list[str], any_order: bool = False,
         for line in shown:
             if line.strip() == "...":
                 continue
-            pattern = _line_pattern(line)
-            found = next((k for k, r in enumerate(rest) if pattern.match(r)), None)
+            wanted = _line_pattern(line)
+            found = next((k for k, r in enumerate(rest) if wanted.match(r)), None)
             if found is None:
                 return False
             del rest[found]
