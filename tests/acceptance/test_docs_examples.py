@@ -149,6 +149,8 @@ def _commands(body: list[str], first_line: int) -> list[Command]:
 
 _HOST = socket.gethostname()
 _VARYING = [
+    # a temporary directory's random part (minionize-pool-_hdv73f9, minionize-output-OWNER-*)
+    (re.compile(r"\b(minionize-[a-z]+-(?:[\w.-]*-)?)[a-z0-9_]{8}(?![\w-])"), r"\1<RANDOM>"),
     # timestamps, then durations and rates, then ids and pids
     (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)?"), "<TIME>"),
     (re.compile(r"\b\d\d:\d\d:\d\d\b"), "<TIME>"),
@@ -175,6 +177,8 @@ def normalise(line: str, directory: Optional[str] = None) -> str:
     if directory:
         line = line.replace(directory, SHOWN_DIRECTORY)
     if _HOST:
+        # a minion's name: host:pid, host_pid
+        line = re.sub(rf"\b{re.escape(_HOST)}([:_])\d+\b", r"<HOST>\1<N>", line)
         line = re.sub(rf"\b{re.escape(_HOST)}\b", "<HOST>", line)
     for pattern, placeholder in _VARYING:
         line = pattern.sub(placeholder, line)
@@ -324,6 +328,10 @@ def test_the_comparison_sets_aside_only_what_varies() -> None:
     assert not matches(["a"], ["a", "b"])
     assert matches(["02123056929e  3"], ["59cc9f7d4dc7  3"])
     assert matches(["14f46e58e89b.3.k2v9x0qe"], ["14f46e58e89b.3.ab_12cde"])
+    assert matches(["runs/minionize-pool-_hdv73f9/report"], ["runs/minionize-pool-3k1b0c2a/report"])
+    assert not matches(["runs/minionize-pool-_hdv73f9"], ["runs/minionize-pool-other"])
+    assert matches([f"minion {_HOST}:3430 starts, {_HOST}_3430"],
+                   [f"minion {_HOST}:6922 starts, {_HOST}_6922"])
     assert matches(["queue in /home/me/sim/sweeps"], ["queue in /tmp/x/sweeps"],
                    directory="/tmp/x")
 
