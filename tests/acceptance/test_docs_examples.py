@@ -234,7 +234,9 @@ def run_page(blocks: list[Block], directory: Path) -> list[str]:
             script.append(f"cat > {name} <<'DOCS_TEST_EOF'\n{content}DOCS_TEST_EOF")
             continue
         for command in block.commands:
-            script.append(f"printf '\\n{_SEPARATOR.format(number)}\\n'")
+            # the separator keeps the last command's $? for an `echo $?` shown next
+            script.append(f"DOCS_TEST_STATUS=$?; printf '\\n{_SEPARATOR.format(number)}\\n';"
+                          " (exit $DOCS_TEST_STATUS)")
             script.append(command.text)
             number += 1
     script.append(f"printf '\\n{_SEPARATOR.format(number)}\\n'")
@@ -377,3 +379,9 @@ def test_the_parser_reads_commands_outputs_files_and_markers(tmp_path: Path) -> 
     assert blocks[3].commands[0].expected == ["indented"]
     outputs = run_page(blocks, tmp_path)
     assert [_lines(o) for o in outputs] == [["hi"], ["a b"], [], ["from t.sh"], ["indented"]]
+
+
+def test_an_echo_of_the_status_shows_the_command_before(tmp_path: Path) -> None:
+    outputs = run_page([Block(line=1, commands=[Command("false", [], 1),
+                                                Command("echo $?", [], 2)])], tmp_path)
+    assert [_lines(o) for o in outputs] == [[], ["1"]]
