@@ -159,6 +159,8 @@ _VARYING = [
     (re.compile(r"(\.\w+-)[0-9a-f]{8}(-\d+)"), r"\1<ID>\2"),  # a file engine's param id
     (re.compile(r"\b\d+(\.\d+)?(/s|/min| ?tasks/s| ?items/s)"), "<RATE>"),
     (re.compile(r"\b\d+(\.\d+)?\s?(ms|us|µs|s|sec|seconds?|min|m|h)\b"), "<DURATION>"),
+    # a minion id (12 random hex digits: all of them digits now and then)
+    (re.compile(r"\bminion [0-9a-f]{12}\b"), "minion <ID>"),
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b"), "<ID>"),
     # a sandbox: <id>.<attempt>.<random part>
     (re.compile(r"(<ID>\.\d+\.)\w{8}\b"), r"\1<RANDOM>"),
@@ -329,6 +331,7 @@ def test_the_comparison_sets_aside_only_what_varies() -> None:
     assert not matches(["a", "b"], ["a"])
     assert not matches(["a"], ["a", "b"])
     assert matches(["02123056929e  3"], ["59cc9f7d4dc7  3"])
+    assert matches(["held by minion 34b430909a46 on"], ["held by minion 349430909126 on"])
     assert matches(["14f46e58e89b.3.k2v9x0qe"], ["14f46e58e89b.3.ab_12cde"])
     assert matches(["runs/minionize-pool-_hdv73f9/report"], ["runs/minionize-pool-3k1b0c2a/report"])
     assert not matches(["runs/minionize-pool-_hdv73f9"], ["runs/minionize-pool-other"])
