@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional
 
 from ..errors import EngineError
-from ._file_journal import numbered_lines, read_done
+from ._file_journal import done_attempts, numbered_lines, read_done
 from ._file_lock import ReaderLock
 from .base import Param
 
@@ -78,6 +78,7 @@ def rows(path: str, separator: bytes, null: bool, kind: str, name: str,
     if kind not in KINDS:
         raise EngineError(f"cannot list {kind!r} params of a file: use todo, done or dead")
     seen: set[str] = set()
+    attempts = done_attempts(path) if kind == "done" else {}
     for found, number, line, record in classify(path, separator, null):
         if found != kind:
             continue
@@ -88,8 +89,9 @@ def rows(path: str, separator: bytes, null: bool, kind: str, name: str,
             yield {"id": str(record.get("id", "")), "param": record.get("param", line),
                    "attempts": record.get("attempts", 1), "reason": record.get("reason", "")}
             continue
+        tried = attempts.get(line)
         yield {"id": f"{name}-{number}", "param": param_of(line),
-               "attempts": 1 if kind == "done" else 0}
+               "attempts": (tried.pop(0) if tried else 1) if kind == "done" else 0}
 
 
 def requeue(path: str, ids: Optional[Iterable[str]]) -> int:

@@ -146,8 +146,15 @@ class Journals:
             if self._done_fd is not None:
                 # With a result, the record names it (its id): a result lost later is
                 # known as lost, and its line runs again.
+                # A line done at its first attempt stays a bare string (the common case).
                 stored = self._results_fd is not None and result is not None
-                record = {"line": delivery.handle, "id": delivery.id} if stored else delivery.handle
+                record: Any = delivery.handle
+                if stored or delivery.attempt > 1:
+                    record = {"line": delivery.handle}
+                    if stored:
+                        record["id"] = delivery.id
+                    if delivery.attempt > 1:
+                        record["attempts"] = delivery.attempt
                 write_all(self._done_fd, record_bytes(record))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
@@ -279,9 +286,11 @@ def read_done(path: str) -> tuple[collections.Counter[str], collections.Counter[
                     continue  # a torn last record: that param simply runs again
                 if isinstance(line, str):
                     done[line] += 1
-                elif (isinstance(line, dict) and isinstance(line.get("line"), str)
-                      and isinstance(line.get("id"), str)):
-                    stored.append((line["line"], line["id"]))
+                elif isinstance(line, dict) and isinstance(line.get("line"), str):
+                    if isinstance(line.get("id"), str):
+                        stored.append((line["line"], line["id"]))
+                    elif "id" not in line:
+                        done[line["line"]] += 1
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -292,6 +301,27 @@ def read_done(path: str) -> tuple[collections.Counter[str], collections.Counter[
         for key in stored:
             (done if key in kept else lost)[key[0]] += 1
     return done, lost
+
+
+def done_attempts(path: str) -> dict[str, list[int]]:
+    """The attempts of each done record of ``.done`` beside ``path``, by line text, in
+    the journal's order (1 where a record does not say: done at the first attempt)."""
+    found: dict[str, list[int]] = collections.defaultdict(list)
+    try:
+        with open(path + ".done", encoding="utf-8", errors="surrogateescape") as records:
+            for record in records:
+                try:
+                    line = json.loads(record)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(line, str):
+                    found[line].append(1)
+                elif isinstance(line, dict) and isinstance(line.get("line"), str):
+                    attempts = line.get("attempts", 1)
+                    found[line["line"]].append(attempts if isinstance(attempts, int) else 1)
+    except OSError:
+        pass
+    return found
 
 
 def read_results(path: str, kept: Optional[set[tuple[str, str]]] = None
