@@ -427,6 +427,9 @@ def test_a_killed_workers_chunk_runs_again_at_once_not_after_its_lease(tmp_path:
         assert time.monotonic() - started < 15  # not the 60 s lease, twice
         assert info.value.index == 3 and info.value.attempts == 2
         reason = info.value.reason
-        assert reason.startswith("worker w") and reason.endswith(" lost: killed by SIGKILL")
+        # Whichever sees the death first says so: the pool's supervisor (its worker was
+        # killed) or the queue (the lease's holder on this host is gone).
+        assert (reason.startswith("worker w") and reason.endswith(" lost: killed by SIGKILL")
+                or reason.startswith("lease ended (its minion ended) 2 time(s)")), reason
         assert tries.read_text().split() == ["try", "try"]
         assert pool.map(abs, [-1, -2]) == [1, 2]  # with the replacements

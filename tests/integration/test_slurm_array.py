@@ -252,11 +252,14 @@ def test_sigterm_to_one_array_task_requeues_its_params_at_once(
     assert minion["released"] >= len(held), minion
 
 
-def test_hard_kill_of_one_array_task_recovered_after_the_lease(sweep: Sweep) -> None:
-    """``scancel --batch --signal=KILL``: the minion dies at once (as on the OOM killer
-    or a lost node) and nobody gives its params back; their lease does."""
+def test_hard_kill_of_one_array_task_recovered_at_once_on_its_node(sweep: Sweep) -> None:
+    """``scancel --batch --signal=KILL``: the minion dies at once (as on the OOM killer)
+    and nobody gives its params back. Its claims name its host and process, so on its
+    node (this one-node cluster) the next claim sees the holder gone and ends its leases
+    at once, long before they expire; on another node the lease does it (that path:
+    tests/integration/test_sweep_minions.py, a holder stopped by SIGSTOP)."""
     sweep.fill(24)
-    lease = 3.0
+    lease = 60.0
     job = sweep.submit(
         "--array=0-3", TASK_SECONDS="1", MINION_LEASE=str(lease), MINION_WAIT="1"
     )
@@ -271,8 +274,8 @@ def test_hard_kill_of_one_array_task_recovered_after_the_lease(sweep: Sweep) -> 
         rerun = [e for e in events if e.param == param and e.kind == "start" and e.time > killed]
         assert rerun, f"param {param} held by the killed task never ran again"
         assert rerun[0].array_task != "2"
-        assert rerun[0].attempt == 2, "an expired lease counts an attempt"
-        assert rerun[0].time - killed >= lease - 1.0, (rerun[0].time - killed, lease)
+        assert rerun[0].attempt == 2, "a lease ended by its holder's death counts an attempt"
+        assert rerun[0].time - killed < lease / 2, (rerun[0].time - killed, lease)
     minion = minions_by_label(sweep.status())[f"{job}_2"]
     assert minion["exit_code"] is None, "a SIGKILLed minion writes no stop record"
 
