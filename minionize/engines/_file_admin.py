@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Callable, Optional
 
 from ..errors import EngineError
-from ._file_journal import done_attempts, numbered_lines, read_done
+from ._file_journal import done_attempts, journal_records, numbered_lines, read_done
 from ._file_lock import ReaderLock
 from .base import Param
 
@@ -27,19 +27,9 @@ def read_failed(path: str) -> dict[str, dict[str, Any]]:
     """The last dead-letter record of each line text in ``<path>.failed`` (a torn or
     unreadable record is skipped)."""
     found: dict[str, dict[str, Any]] = {}
-    try:
-        with open(path + ".failed", encoding="utf-8", errors="surrogateescape") as records:
-            for raw in records:
-                try:
-                    record = json.loads(raw)
-                except (ValueError, RecursionError):
-                    continue
-                if isinstance(record, dict) and isinstance(record.get("line"), str):
-                    found[record["line"]] = record
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise EngineError(f"cannot read {path}.failed: {exc.strerror}") from None
+    for record in journal_records(path + ".failed"):
+        if isinstance(record, dict) and isinstance(record.get("line"), str):
+            found[record["line"]] = record
     return found
 
 

@@ -269,6 +269,22 @@ def done_lines(path: str, separator: bytes, null: bool) -> DoneLines:
     return found
 
 
+def journal_records(journal: str) -> Iterator[Any]:
+    """The records of the journal file ``journal`` (``.done``, ``.failed``), decoded; a
+    torn record (a kill mid-write) is skipped, a missing journal has none."""
+    try:
+        with open(journal, encoding="utf-8", errors="surrogateescape") as records:
+            for raw in records:
+                try:
+                    yield json.loads(raw)
+                except (ValueError, RecursionError):
+                    continue  # a torn last record: that param simply runs again
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise EngineError(f"cannot read the journal {journal!r}: {exc.strerror}") from None
+
+
 def read_done(path: str) -> tuple[collections.Counter[str], collections.Counter[str]]:
     """``.done`` beside ``path`` as (the count of each line text done, the count of each
     line text whose record says a result was stored that ``.results`` lacks: those
@@ -276,25 +292,14 @@ def read_done(path: str) -> tuple[collections.Counter[str], collections.Counter[
     done: collections.Counter[str] = collections.Counter()
     lost: collections.Counter[str] = collections.Counter()
     stored: list[tuple[str, str]] = []
-    journal = path + ".done"
-    try:
-        with open(journal, encoding="utf-8", errors="surrogateescape") as records:
-            for record in records:
-                try:
-                    line = json.loads(record)
-                except (ValueError, RecursionError):
-                    continue  # a torn last record: that param simply runs again
-                if isinstance(line, str):
-                    done[line] += 1
-                elif isinstance(line, dict) and isinstance(line.get("line"), str):
-                    if isinstance(line.get("id"), str):
-                        stored.append((line["line"], line["id"]))
-                    elif "id" not in line:
-                        done[line["line"]] += 1
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise EngineError(f"cannot read the journal {journal!r}: {exc.strerror}") from None
+    for line in journal_records(path + ".done"):
+        if isinstance(line, str):
+            done[line] += 1
+        elif isinstance(line, dict) and isinstance(line.get("line"), str):
+            if isinstance(line.get("id"), str):
+                stored.append((line["line"], line["id"]))
+            elif "id" not in line:
+                done[line["line"]] += 1
     if stored:
         kept: set[tuple[str, str]] = set()
         read_results(path + ".results", kept)
@@ -307,20 +312,12 @@ def done_attempts(path: str) -> dict[str, list[int]]:
     """The attempts of each done record of ``.done`` beside ``path``, by line text, in
     the journal's order (1 where a record does not say: done at the first attempt)."""
     found: dict[str, list[int]] = collections.defaultdict(list)
-    try:
-        with open(path + ".done", encoding="utf-8", errors="surrogateescape") as records:
-            for record in records:
-                try:
-                    line = json.loads(record)
-                except (ValueError, RecursionError):
-                    continue
-                if isinstance(line, str):
-                    found[line].append(1)
-                elif isinstance(line, dict) and isinstance(line.get("line"), str):
-                    attempts = line.get("attempts", 1)
-                    found[line["line"]].append(attempts if isinstance(attempts, int) else 1)
-    except OSError:
-        pass
+    for line in journal_records(path + ".done"):
+        if isinstance(line, str):
+            found[line].append(1)
+        elif isinstance(line, dict) and isinstance(line.get("line"), str):
+            attempts = line.get("attempts", 1)
+            found[line["line"]].append(attempts if isinstance(attempts, int) else 1)
     return found
 
 
