@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import queue_status, sh
-from tests.services import script, wait_for
+from tests.services import alive, script, wait_for
 
 TRAP_EXIT_0 = "sh -c 'trap \"exit 0\" TERM; echo started > started; sleep 30 & wait'"
 
@@ -48,15 +48,6 @@ def test_a_task_stopped_by_sigterm_that_exits_0_is_given_back(user_env: dict[str
 
 
 # -- 4. a task never outlives its minion --------------------------------------------------
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting for its new parent counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc")

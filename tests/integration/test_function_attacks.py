@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import sh, user_environment
-from tests.services import wait_for
+from tests.services import alive, wait_for
 
 #: A function minion over the sweep queue: returns param * param; for param 3 it forks
 #: first, the child doing what $FORK says.
@@ -118,14 +118,6 @@ sys.exit(leave.run())
 """
 
 
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc")
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "drained"])
 def test_a_functions_setsid_child_does_not_outlive_its_minion(
@@ -148,10 +140,10 @@ def test_a_functions_setsid_child_does_not_outlive_its_minion(
         else:
             minion.send_signal(getattr(signal, how))
             minion.wait(30)
-        wait_for(lambda: gone(sleeper), 10, "the function's setsid child to be killed")
+        wait_for(lambda: not alive(sleeper), 10, "the function's setsid child to be killed")
     finally:
         if minion.poll() is None:
             os.killpg(minion.pid, signal.SIGKILL)
             minion.wait()
-        if sleeper and not gone(sleeper):
+        if sleeper and alive(sleeper):
             os.kill(sleeper, signal.SIGKILL)

@@ -23,20 +23,12 @@ from typing import Any, Callable
 import pytest
 
 from minionize.pool import Pool, PoolError, RemoteError
-from tests.services import wait_for
+from tests.services import alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The environment of a script run by a test: this tree importable, the rest as ours.
 ENV = {**os.environ,
        "PYTHONPATH": os.pathsep.join([str(ROOT), *os.environ.get("PYTHONPATH", "").split(os.pathsep)])}
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _fail_on_load(text: str) -> None:

@@ -18,17 +18,9 @@ import pytest
 
 from minionize.pool import Pool, PoolError, RemoteError, TaskLost
 from minionize.pool.rundir import check_private
-from tests.services import wait_for
+from tests.services import alive, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def all_files(directory: Path) -> list[Path]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from minionize.pool import Pool, PoolError, TaskLost
-from tests.services import script, wait_for
+from tests.services import alive, script, wait_for
 from tests.services.slurm import SlurmCluster
 
 pytestmark = pytest.mark.service("slurm")
@@ -34,14 +34,6 @@ def env(slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
     # Leave no job behind for the next test.
     for job in slurm.jobs():
         slurm.scancel(job)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_map_runs_on_one_array_job_with_a_task_per_worker(

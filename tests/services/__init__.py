@@ -51,3 +51,14 @@ def script(name: str) -> str:
     if not found:
         pytest.fail(f"{name} is not installed: run pip install -e .")
     return found
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True

@@ -16,24 +16,11 @@ from minionize import FuncCallback
 from minionize.config import Settings
 from minionize.minion import Minion
 from minionize.testing import MemoryEngine
-from tests.services import wait_for
+from tests.services import alive, wait_for
 
 
 def settings(**overrides: object) -> Settings:
     return Settings.from_env({}, **overrides)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is gone for our purpose.
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def state(pid: int) -> str:

@@ -12,15 +12,7 @@ import time
 import pytest
 
 from minionize.callbacks.reaper import TOKEN_VARIABLE, Reaper
-from tests.services import wait_for
-
-
-def gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+from tests.services import alive, wait_for
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the reaper reads /proc")
@@ -40,7 +32,7 @@ def test_closing_the_pipe_kills_the_tasks_even_a_setsid_grandchild(tmp_path: obj
         reaper.stop()  # what the kernel does when the minion dies
         task.wait(10)
         assert task.returncode == -signal.SIGKILL
-        wait_for(lambda: gone(grandchild), 10, "the setsid grandchild to be killed")
+        wait_for(lambda: not alive(grandchild), 10, "the setsid grandchild to be killed")
         assert other.poll() is None
     finally:
         other.kill()
