@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
 
 
 def best(repeat: int, measure: Callable[[], float]) -> float:

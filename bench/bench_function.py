@@ -69,13 +69,13 @@ def minion(n: int, concurrency: int, engine_name: str) -> float:
     from minionize import FuncCallback
     from minionize.config import Settings
     from minionize.engines.base import Engine
-    from minionize.minion import Minion
+    from minionize.minion.run import Minion
     from minionize.testing import MemoryEngine
 
     with tempfile.TemporaryDirectory() as tmp:
         engine: Engine
         if engine_name == "sweep":
-            from minionize.engines.sweep import SweepEngine
+            from minionize.engines.sweep.engine import SweepEngine
 
             engine = SweepEngine(os.path.join(tmp, "sweeps"))
             engine.fill(range(n))

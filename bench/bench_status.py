@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from minionize.report_format import MinionState, read_events
 from minionize.reporters.base import MinionInfo, TaskReport
+from minionize.reporters.format import MinionState, read_events
 from minionize.reporters.json import SUMMARY_EVERY, JsonReporter
 
 

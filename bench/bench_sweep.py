@@ -23,7 +23,7 @@ import tempfile
 import time
 from typing import Any, Callable, Optional
 
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
 
 
 def seconds(action: Callable[[], Any]) -> float:

@@ -15,11 +15,11 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .callbacks.base import Callback, Outcome, Result, Task
-    from .callbacks.docker import DockerCallback
-    from .callbacks.function import FuncCallback, task
-    from .callbacks.process import ProcessCallback
+    from .callbacks.docker.callback import DockerCallback
+    from .callbacks.function.callback import FuncCallback, task
+    from .callbacks.process.callback import ProcessCallback
     from .config import Settings
-    from .engines.base import Delivery, Engine, Param
+    from .engines.base import Delivery, Engine
     from .errors import (
         CallbackError,
         ConfigError,
@@ -28,24 +28,25 @@ if TYPE_CHECKING:
         MissingExtraError,
         UnsupportedOperation,
     )
-    from .minion import Minion, minionizer
+    from .minion.run import Minion, minionizer
+    from .params import Param
     from .reporters.base import Reporter
     from .task_result import results
 
 _EXPORTS = {
-    "minionizer": "minionize.minion",
-    "Minion": "minionize.minion",
-    "ProcessCallback": "minionize.callbacks.process",
-    "FuncCallback": "minionize.callbacks.function",
-    "task": "minionize.callbacks.function",
-    "DockerCallback": "minionize.callbacks.docker",
+    "minionizer": "minionize.minion.run",
+    "Minion": "minionize.minion.run",
+    "ProcessCallback": "minionize.callbacks.process.callback",
+    "FuncCallback": "minionize.callbacks.function.callback",
+    "task": "minionize.callbacks.function.callback",
+    "DockerCallback": "minionize.callbacks.docker.callback",
     "Callback": "minionize.callbacks.base",
     "Outcome": "minionize.callbacks.base",
     "Result": "minionize.callbacks.base",
     "Task": "minionize.callbacks.base",
     "Delivery": "minionize.engines.base",
     "Engine": "minionize.engines.base",
-    "Param": "minionize.engines.base",
+    "Param": "minionize.params",
     "Reporter": "minionize.reporters.base",
     "Settings": "minionize.config",
     "results": "minionize.task_result",

@@ -11,6 +11,7 @@ import builtins
 import difflib
 import io
 import logging
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -18,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, TypeVar
 
+from .durations import DURATION_HINT, parse_duration
 from .errors import ConfigError
-from .timeouts import DURATION_HINT, parse_duration, task_timeout
 
 _Number = TypeVar("_Number", int, float)
 
@@ -162,7 +163,7 @@ class Env:
 
     def seconds(self, name: builtins.str, default: float | None, allow_zero: bool = False) -> float | None:
         """A duration in seconds (``30``, ``1.5s``, ``2h30m``: see
-        :func:`minionize.timeouts.parse_duration`); ``none``/``0`` (unless
+        :func:`minionize.durations.parse_duration`); ``none``/``0`` (unless
         ``allow_zero``) means no limit."""
         value = self.raw(name)
         if value is None or value.lower() in ("none", "inf", "never"):
@@ -280,6 +281,24 @@ def parse_concurrency(value: str | None, env: Mapping[str, str] | None = None) -
     return number
 
 
+def read_task_timeout(env: Env) -> tuple[Optional[float], Optional[float]]:
+    """``MINION_TASK_TIMEOUT``: (seconds, None), or (None, percent) for ``X%``."""
+    name = "MINION_TASK_TIMEOUT"
+    value = env.raw(name)
+    if value is None or not value.endswith("%"):
+        return env.seconds(name, None), None
+    try:
+        percent = float(value[:-1])
+    except ValueError:
+        percent = math.nan
+    if not 0 < percent < math.inf:
+        raise ConfigError(
+            f"{name}={value!r} is not a percentage: set it to e.g. 200% (of the median run "
+            "time of the tasks done so far) or to a duration (30, 2m)"
+        )
+    return None, percent
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the minion loop needs, validated. Engine-specific variables stay in ``env``."""
@@ -319,7 +338,7 @@ class Settings:
                 None if concurrency_raw is None else str(concurrency_raw), env.values
             ),
             max_attempts=env.int("MINION_MAX_ATTEMPTS", 3, minimum=1) or 3,
-            task_timeout=task_timeout(env)[0],  # X%: see minionize.timeouts
+            task_timeout=read_task_timeout(env)[0],  # X%: see minionize.minion.timeouts
             grace_period=_not_none(env.seconds("MINION_GRACE_PERIOD", 10.0, allow_zero=True), 10.0),
             idle_timeout=env.seconds("MINION_IDLE_TIMEOUT", None),
             lease=env.positive_seconds("MINION_LEASE", 300.0),

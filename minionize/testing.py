@@ -13,8 +13,8 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
-from .engines._kit import canonical_json
-from .engines.base import Delivery, Engine, Param
+from .engines.base import Delivery, Engine
+from .params import Param, canonical_json
 from .task_result import decode_result
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from typing import Any, Optional
 import pytest
 
 from minionize.engines.base import Delivery, Engine
-from minionize.engines.redis import RedisEngine
+from minionize.engines.redis.engine import RedisEngine
 from tests.services import free_port, script, unavailable, wait_for
 from tests.services.slurm import slurm  # noqa: F401 - the SLURM fixture, for every module
 

@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..engines.base import Delivery, Param
+from ..engines.base import Delivery
+from ..params import Param
 
 
 class Outcome(enum.Enum):

@@ -188,7 +188,7 @@ def name_flags(message: str, given: Mapping[str, str]) -> str:
 
 def duration(text: str) -> float:
     """An argparse ``type``: a duration as GNU parallel writes it (30, 1.5s, 2h30m)."""
-    from ..timeouts import DURATION_HINT, parse_duration
+    from ..durations import DURATION_HINT, parse_duration
 
     try:
         seconds = parse_duration(text)

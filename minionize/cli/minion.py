@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
     callback: Callback
     if settings.callback == "docker":
-        from ..callbacks.docker import DockerCallback
+        from ..callbacks.docker.callback import DockerCallback
 
         image = settings.env.str("MINION_DOCKER_IMAGE")
         callback = DockerCallback.from_settings(settings, image, command)
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
                 "give the program either on the command line or in --template/MINION_TEMPLATE, "
                 "not both"
             )
-        from ..callbacks.process import ProcessCallback
+        from ..callbacks.process.callback import ProcessCallback
 
         try:
             callback = ProcessCallback(
@@ -229,8 +229,8 @@ def run(args: argparse.Namespace) -> int:
                 "appended"
             )
 
-    from ..habits import Habits
-    from ..minion import Minion
+    from ..minion.run import Minion
+    from ..parallel.habits import Habits
     from . import sandbox_flags
 
     sandbox_flags.apply(args, values, callback)
@@ -274,7 +274,7 @@ def engine_decoder(args: argparse.Namespace, values: dict[str, str]) -> Optional
 
 def decoder_hint(engine: str, variable: Optional[str]) -> str:
     """What to do when a string param meets ``{name}``, for the engine in use."""
-    from ..callbacks.command import DECODER_HINT
+    from ..callbacks.command.builder import DECODER_HINT
 
     if variable is not None:
         return f"to read each param as JSON, add --decoder json ({variable}=json)"
@@ -297,7 +297,7 @@ def choose_input(args: argparse.Namespace, values: dict[str, str]) -> Optional[s
         return None
     if not stdin_is_input():
         return None
-    from ..engines.sweep import DEFAULT_DIRECTORY
+    from ..engines.sweep.engine import DEFAULT_DIRECTORY
 
     directory = values.get("EXECO_PERSISTENCE_DIR") or DEFAULT_DIRECTORY
     if not os.path.isdir(directory):

@@ -225,7 +225,7 @@ def _params(args: argparse.Namespace) -> Iterator[Any]:
     (nothing to fill, a --product or --from-files that gives none), its first param
     read too (a bad first item): a fill refused leaves no queue behind."""
     from ..errors import ConfigError
-    from ..params_input import params_from_files, parse_product
+    from .params_input import params_from_files, parse_product
 
     if not (args.items or args.file or args.product or args.from_files):
         raise ConfigError(
@@ -245,7 +245,7 @@ def _params(args: argparse.Namespace) -> Iterator[Any]:
 
 def _read_params(args: argparse.Namespace, names: list[list[str]]) -> Iterator[Any]:
     from ..errors import ConfigError
-    from ..params_input import params_from_items, product, read_json_lines
+    from .params_input import params_from_items, product, read_json_lines
 
     yield from params_from_items(args.items, _stdin())
     for path in args.file:

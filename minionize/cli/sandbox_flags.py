@@ -1,5 +1,5 @@
 """The flags of tasks with files (``--sandbox``, ``--input``, ``--shared``, ``--output``,
-``--collect``, ...; see :mod:`minionize.sandbox` and docs/sandbox.md): each sets a
+``--collect``, ...; see :mod:`minionize.callbacks.process.sandbox` and docs/sandbox.md): each sets a
 variable, as every flag does; a repeated flag gives one value per line."""
 
 from __future__ import annotations
@@ -51,15 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def apply(args: argparse.Namespace, values: MutableMapping[str, str], callback: Callback) -> None:
     """Set the variables of the flags given, and give ``callback`` its sandboxes when
     ``MINION_SANDBOX`` is set (ConfigError on a mistake: nothing is consumed)."""
+    from ..callbacks.process.sandbox import Sandboxes, SandboxSpec
     from ..config import Env
     from ..errors import ConfigError
-    from ..sandbox import Sandboxes, SandboxSpec
 
     apply_options(args, values, OPTIONS)
     spec = SandboxSpec.from_env(Env(values))
     if spec is None:
         return
-    from ..callbacks.process import ProcessCallback
+    from ..callbacks.process.callback import ProcessCallback
 
     if not isinstance(callback, ProcessCallback):
         raise ConfigError(

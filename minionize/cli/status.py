@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from ..config import Env, load_dotenv_file
 from ..errors import MinionizeError
-from ..report_format import DEFAULT_DIRECTORY
+from ..reporters.format import DEFAULT_DIRECTORY
 from ..status.queue import QueueGroup, reported_queue, status_by_queue
 from ..status.text import format_status
 from ._logging import show_library_warnings

@@ -10,7 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import Delivery, Engine, Param
+from ..params import Param
+from .base import Delivery, Engine
 
 if TYPE_CHECKING:
     from ..config import Settings

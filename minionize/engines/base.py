@@ -68,12 +68,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from ..errors import UnsupportedOperation
+from ..params import Param
 
 if TYPE_CHECKING:
     from ..config import Settings
-
-Param = Any
-"""A param: any JSON value (string, number, list, mapping, ...)."""
 
 #: The keys of :meth:`Engine.status`, the same for every engine.
 STATUS_KEYS = ("todo", "in_flight", "expired", "done", "dead", "total")
@@ -98,32 +96,6 @@ class Delivery:
     handle: Any = None
     error: Optional[str] = None
     number: Optional[int] = None
-
-
-def decode_param(data: bytes | str, decoder: str, variable: str) -> tuple[Param, Optional[str]]:
-    """A message as a param: ``(param, None)``, or ``(its text, reason)`` when it cannot
-    be decoded, for :attr:`Delivery.error` (the loop then dead-letters it).
-
-    ``decoder`` is ``identity`` (the text is the param) or ``json``; ``variable`` names
-    the setting that chose it, for the reason.
-    """
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return repr(data[:200]), f"the message is not UTF-8 text: {exc}"
-    else:
-        text = data
-    if decoder != "json":
-        return text, None
-    from ..params_input import InexactJSON, strict_json
-
-    try:
-        return strict_json(text), None
-    except InexactJSON as exc:  # NaN, 1e400: what a queue must never hold or pass on
-        return text, str(exc)
-    except ValueError as exc:
-        return text, f"the message is not JSON ({variable}=json): {exc}"
 
 
 def _renewal_by_old_name(self: Engine) -> Optional[float]:

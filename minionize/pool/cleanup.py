@@ -24,7 +24,7 @@ import stat
 import threading
 from typing import Any, Callable, Optional
 
-from .._owner import process_gone, process_start
+from ..owners import process_gone, process_start
 
 OWNER = "owner.json"
 PREFIX = "minionize-pool-"

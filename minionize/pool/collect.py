@@ -21,7 +21,7 @@ from .rundir import write_private
 from .supervisor import Supervisor
 
 if TYPE_CHECKING:
-    from ..engines.sweep import SweepEngine
+    from ..engines.sweep.engine import SweepEngine
 
 #: How often the caller looks at the queue and the workers (results are read more often).
 CHECK_SECONDS = 0.2

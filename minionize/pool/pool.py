@@ -17,8 +17,8 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional
 
-from ..engines._kit import optional_import
-from ..engines.sweep import SweepEngine
+from ..engines.kit import optional_import
+from ..engines.sweep.engine import SweepEngine
 from .backends import Backend, LocalBackend, PoolWorker
 from .calls import Feeder, chunk_size, write_function
 from .cleanup import disown, guard, release, remove_stale

@@ -10,7 +10,7 @@ from .backends import Backend, PoolWorker, read_state
 from .errors import PoolError, TaskLost
 
 if TYPE_CHECKING:
-    from ..engines.sweep import SweepEngine
+    from ..engines.sweep.engine import SweepEngine
 
 
 class Supervisor:

@@ -2,7 +2,7 @@
 
 ``python -m minionize.pool.worker RUNDIR --name NAME [--parent PID]`` is what the local
 backend starts and what each SLURM array task runs. Its callback is a
-:class:`~minionize.callbacks.function.FuncCallback` whose function runs one chunk: it
+:class:`~minionize.callbacks.function.callback.FuncCallback` whose function runs one chunk: it
 loads the call's function and the chunk's items (pickles, read only from a private run
 directory), calls the function on each item, and sends the outcomes back as one record
 that the minion appends to its own results file before it acks the chunk. So leases,
@@ -24,10 +24,10 @@ import traceback
 from typing import Any, Callable, Optional
 
 from ..callbacks.base import Result, Task
-from ..callbacks.function import FuncCallback
+from ..callbacks.function.callback import FuncCallback
 from ..config import Settings
 from ..engines.base import Delivery
-from ..engines.sweep import SweepEngine
+from ..engines.sweep.engine import SweepEngine
 from .errors import PoolError
 from .pickling import Outcome, encode_outcome, load_function
 from .rundir import append_record, check_private, read_private, write_private
@@ -147,7 +147,7 @@ def _watch_parent(parent: int, stop: Any) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    from ..minion import Minion
+    from ..minion.run import Minion
     from ..reporters.json import JsonReporter
 
     parser = argparse.ArgumentParser(prog="python -m minionize.pool.worker",

@@ -2,7 +2,7 @@
 
 Files in ``REPORTER_JSON_DIRECTORY`` (default ``minion-report``): ``<name>.jsonl``, one
 record per line, and ``<name>.summary.json``, the records folded into counters; their
-format, and how readers read and fold them, are :mod:`minionize.report_format`.
+format, and how readers read and fold them, are :mod:`minionize.reporters.format`.
 
 Lines are written unbuffered, one ``write`` per task: a SIGKILLed minion loses no
 settled task, and the cost (a few microseconds) stays far below a process start. The
@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import ConfigError
-from ..report_format import (
+from .base import MinionInfo, Reporter, TaskReport
+from .format import (
     DEFAULT_DIRECTORY,
     DEFAULT_HEARTBEAT,
     EVENTS_SUFFIX,
@@ -41,8 +42,7 @@ from ..report_format import (
     report_name,
     tail,
 )
-from ._queue_ref import engine_kind, queue_ref
-from .base import MinionInfo, Reporter, TaskReport
+from .queue_ref import engine_kind, queue_ref
 
 if TYPE_CHECKING:
     from ..callbacks.base import Task

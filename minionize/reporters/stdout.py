@@ -12,8 +12,8 @@ import sys
 import threading
 from typing import IO, TYPE_CHECKING, Optional
 
-from ..report_format import json_param
 from .base import MinionInfo, Reporter, TaskReport
+from .format import json_param
 
 if TYPE_CHECKING:
     from ..config import Settings

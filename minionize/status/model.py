@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..report_format import sane_number
+from ..reporters.format import sane_number
 
 #: Seconds added to three heartbeat periods before a silent minion counts as lost.
 LOST_MARGIN = 5.0
@@ -242,6 +242,6 @@ def minion_order(minion: MinionStatus) -> tuple[int, str]:
 
 def number(value: Any, default: float = 0.0) -> float:
     """``value`` as a float if it is a number (not a bool) in a report, finite and not
-    huge (:func:`~minionize.report_format.sane_number`), else ``default``."""
+    huge (:func:`~minionize.reporters.format.sane_number`), else ``default``."""
     sane = sane_number(value)
     return default if sane is None else sane

@@ -2,7 +2,7 @@
 
 Which queue: the one named by ``--queue-dir`` (it overrides), else the ones the reports
 name (each minion's start record says which queue it serves, see
-:mod:`minionize.reporters._queue_ref`), else the configured one (``MINION_ENGINE`` ...,
+:mod:`minionize.reporters.queue_ref`), else the configured one (``MINION_ENGINE`` ...,
 for reports written before they named it). A directory of reports of several queues is
 shown per queue (:func:`status_by_queue`).
 """
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..reporters._queue_ref import queue_variables, ref_key, ref_label
+from ..reporters.queue_ref import queue_variables, ref_key, ref_label
 from .model import Status
 from .read import Report, read_reports, summarize
 

@@ -1,7 +1,7 @@
 """A report directory, read and summed into a :class:`~.model.Status`.
 
 Each minion's ``<name>.summary.json`` is read, then only the lines its ``<name>.jsonl``
-gained since that summary was written (see :mod:`minionize.report_format`), so reading
+gained since that summary was written (see :mod:`minionize.reporters.format`), so reading
 is fast whatever the length of the run. Torn last lines, corrupt lines and unreadable
 summaries are skipped with a warning, never fatal; so is damage (a number no float can
 hold, nesting too deep): a record's values are shown only when they can be
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..identity import job_label
-from ..report_format import (
+from ..reporters.format import (
     EVENTS_SUFFIX,
     SUMMARY_SUFFIX,
     MinionState,

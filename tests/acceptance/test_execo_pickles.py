@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from minionize.engines._execo_import import read_execo_directory
+from minionize.engines.sweep.execo_import import read_execo_directory
 from minionize.errors import EngineError
 from tests.services import script
 

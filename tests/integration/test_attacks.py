@@ -31,7 +31,7 @@ from typing import Any, Callable
 import pytest
 
 from minionize.engines.base import Engine
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
 from tests.conftest import Minion, start_minion
 from tests.services import wait_for
 
@@ -86,7 +86,7 @@ def queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Queue]:
         admin = fresh()
         yield Queue("sweep", env, admin, tmp_path / "runs.txt", fresh)
         return
-    from minionize.engines.redis import RedisEngine
+    from minionize.engines.redis.engine import RedisEngine
 
     url = request.getfixturevalue("redis_url")
     stream = f"attack-{uuid.uuid4().hex[:8]}"

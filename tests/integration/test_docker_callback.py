@@ -322,7 +322,7 @@ def test_missing_image_is_a_clear_error(engine: DockerEngine, tmp_path: Path) ->
 
 # -- through the Python API ------------------------------------------------------------
 def _callback(engine: DockerEngine, cls: type[Any] | None = None, **kwargs: Any) -> Any:
-    from minionize.callbacks.docker import DockerCallback
+    from minionize.callbacks.docker.callback import DockerCallback
 
     callback = (cls or DockerCallback)(IMAGE, docker_env={"DOCKER_HOST": engine.host}, **kwargs)
     callback.setup()
@@ -330,7 +330,7 @@ def _callback(engine: DockerEngine, cls: type[Any] | None = None, **kwargs: Any)
 
 
 def test_original_api_to_kwargs_override(engine: DockerEngine, capfd: pytest.CaptureFixture[str]) -> None:
-    from minionize.callbacks.docker import DockerCallback
+    from minionize.callbacks.docker.callback import DockerCallback
 
     class Mine(DockerCallback):
         def to_kwargs(self, param: Any) -> dict[str, Any]:
@@ -410,7 +410,7 @@ def test_kill_from_another_thread_and_after_the_end(engine: DockerEngine,
 
 def test_setup_on_an_unreachable_engine_names_docker_host(tmp_path: Path) -> None:
     pytest.importorskip("docker")
-    from minionize.callbacks.docker import DockerCallback
+    from minionize.callbacks.docker.callback import DockerCallback
 
     host = f"unix://{tmp_path}/none.sock"
     callback = DockerCallback(IMAGE, docker_env={"DOCKER_HOST": host})

@@ -25,8 +25,8 @@ import pytest
 
 from minionize.engines.base import STATUS_KEYS as BASE_STATUS_KEYS
 from minionize.engines.base import Delivery, Engine
-from minionize.engines.file import FileEngine
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.file.engine import FileEngine
+from minionize.engines.sweep.engine import SweepEngine
 from minionize.errors import EngineError, UnsupportedOperation
 from minionize.testing import MemoryEngine
 from tests.conftest import PUBSUB_PROJECT
@@ -137,7 +137,7 @@ def sweep_kit(tmp_path: Path) -> Kit:
 
 
 def redis_kit(tmp_path: Path, url: str) -> Kit:
-    from minionize.engines.redis import RedisEngine
+    from minionize.engines.redis.engine import RedisEngine
 
     stream = f"contract-{uuid.uuid4().hex[:8]}"
     admin = RedisEngine(url=url, stream=stream)
@@ -157,7 +157,7 @@ def redis_kit(tmp_path: Path, url: str) -> Kit:
 
 
 def pubsub_kit(tmp_path: Path) -> Kit:
-    from minionize.engines.pubsub import MIN_LEASE, PubSubEngine
+    from minionize.engines.pubsub.engine import MIN_LEASE, PubSubEngine
 
     tag = uuid.uuid4().hex[:10]
 
@@ -178,7 +178,7 @@ def pubsub_kit(tmp_path: Path) -> Kit:
 
 
 def pulsar_kit(tmp_path: Path, broker: PulsarBroker) -> Kit:
-    from minionize.engines.pulsar import PulsarEngine
+    from minionize.engines.pulsar.engine import PulsarEngine
 
     topic = f"persistent://public/default/contract-{uuid.uuid4().hex[:8]}"
 

@@ -121,7 +121,7 @@ class Server:
 
 
 def redis_server(tmp_path: Path) -> Iterator[Server]:
-    from minionize.engines.redis import RedisEngine
+    from minionize.engines.redis.engine import RedisEngine
 
     server = RedisServer(free_port(), tmp_path / "redis", aof=True)
     stream = f"outage-{uuid.uuid4().hex[:8]}"
@@ -143,7 +143,7 @@ def redis_server(tmp_path: Path) -> Iterator[Server]:
 
 
 def pubsub_server(host: str) -> Iterator[Server]:
-    from minionize.engines.pubsub import PubSubEngine
+    from minionize.engines.pubsub.engine import PubSubEngine
 
     name, port = host.rsplit(":", 1)
     relay = Relay((name, int(port)))
@@ -170,7 +170,7 @@ def pubsub_server(host: str) -> Iterator[Server]:
 
 
 def pulsar_queue(broker: PulsarBroker) -> Iterator[Server]:
-    from minionize.engines.pulsar import PulsarEngine
+    from minionize.engines.pulsar.engine import PulsarEngine
 
     topic = f"persistent://public/default/outage-{uuid.uuid4().hex[:8]}"
 

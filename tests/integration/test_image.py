@@ -205,7 +205,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 def test_a_container_drains_a_redis_stream_on_the_host(engine: DockerEngine, image: str,
                                                        redis_url: str) -> None:
-    from minionize.engines.redis import RedisEngine
+    from minionize.engines.redis.engine import RedisEngine
 
     stream = f"image-{uuid.uuid4().hex[:8]}"
     filler = RedisEngine(url=redis_url, stream=stream)

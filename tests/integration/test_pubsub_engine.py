@@ -22,7 +22,7 @@ import pytest
 
 from minionize.config import Settings
 from minionize.engines import engine_class
-from minionize.engines.pubsub import PubSubEngine
+from minionize.engines.pubsub.engine import PubSubEngine
 from minionize.errors import ConfigError, MissingExtraError
 from tests.conftest import PUBSUB_PROJECT
 from tests.services import wait_for

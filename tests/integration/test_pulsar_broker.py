@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from minionize.engines.pulsar import PulsarEngine
+from minionize.engines.pulsar.engine import PulsarEngine
 from tests.conftest import RECORD, kill_leftovers, records, task_env
 from tests.conftest import start_task as start_minion
 from tests.services import script, wait_for

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from minionize.engines.redis import RedisEngine
+from minionize.engines.redis.engine import RedisEngine
 from tests.conftest import RECORD, RedisServer, kill_leftovers, records, task_env
 from tests.conftest import start_task as start_minion
 from tests.services import free_port, wait_for

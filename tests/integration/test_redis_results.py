@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from minionize.engines import _redis_admin
-from minionize.engines.redis import RedisEngine
+from minionize.engines.redis import admin as _redis_admin
+from minionize.engines.redis.engine import RedisEngine
 from minionize.errors import EngineError
 from tests.conftest import Minion, user_environment
 from tests.services import script, wait_for

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
 from tests.conftest import Minion, start_minion, status_json
 from tests.services import script, wait_for
 

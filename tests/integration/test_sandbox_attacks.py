@@ -161,7 +161,7 @@ def test_a_directory_symlink_the_task_made_pulls_nothing_in(here: Path) -> None:
 
 
 # -- 5: a kill at each step of a collection ----------------------------------------------
-#: The private test hook of minionize._sandbox_files: the collecting minion SIGKILLs
+#: The private test hook of minionize.callbacks.process.sandbox_files: the collecting minion SIGKILLs
 #: itself right after step N of a collection (1: first output staged, 2: all staged and
 #: the manifest written, 3: committed, 4: first output renamed, 5: all renamed).
 KILL_AT = "_MINIONIZE_COLLECT_KILL_AT"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
 from minionize.errors import EngineError
 from tests.conftest import resize_disk, sh, small_disk, stopped_holder, user_environment
 from tests.services import wait_for
@@ -180,7 +180,7 @@ def test_a_late_ack_after_its_lease_was_lost_never_replaces_the_result_that_coun
 def test_a_full_disk_when_writing_results_leaves_the_param_not_done_and_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from minionize.engines import _sweep_results
+    from minionize.engines.sweep import results as _sweep_results
 
     q = tmp_path / "q"
     e = engine(q, lease=0.5)
@@ -216,7 +216,7 @@ def test_a_full_disk_when_writing_results_leaves_the_param_not_done_and_loses_no
 def test_a_full_disk_that_frees_up_lets_the_owed_ack_store_its_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from minionize.engines import _sweep_results
+    from minionize.engines.sweep import results as _sweep_results
 
     q = tmp_path / "q"
     e = engine(q)
@@ -263,8 +263,8 @@ def test_a_minion_on_a_full_disk_stops_and_its_param_comes_back(
 
 STALE_WRITER = """
 import os, sys
-from minionize.engines._sweep_results import result_line
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.results import result_line
+from minionize.engines.sweep.engine import SweepEngine
 e = SweepEngine(sys.argv[1])
 e.open()
 with e._locked() as store:

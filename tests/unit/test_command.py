@@ -4,8 +4,8 @@ import subprocess
 
 import pytest
 
-from minionize.callbacks.command import ParamError
-from minionize.callbacks.process import ProcessCallback
+from minionize.callbacks.command.builder import ParamError
+from minionize.callbacks.process.callback import ProcessCallback
 from minionize.errors import CommandLineError, ConfigError
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from minionize.callbacks.base import Task
-from minionize.callbacks.docker_options import (
+from minionize.callbacks.docker.options import (
     parse_cpus,
     parse_memory,
     parse_volumes,
@@ -20,7 +20,7 @@ from minionize.errors import ConfigError, MissingExtraError
 
 pytest.importorskip("docker")
 
-from minionize.callbacks.docker import DockerCallback, describe_container_exit  # noqa: E402
+from minionize.callbacks.docker.callback import DockerCallback, describe_container_exit  # noqa: E402
 
 
 def callback(command: Any = ("echo",), **env: str) -> DockerCallback:
@@ -62,7 +62,7 @@ def test_environment_labels_and_defaults() -> None:
 
 
 def test_mapping_param_without_template_is_rejected() -> None:
-    from minionize.callbacks.command import ParamError
+    from minionize.callbacks.command.builder import ParamError
     from minionize.errors import CommandLineError
 
     cb = callback(["echo"])

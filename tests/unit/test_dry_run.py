@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from minionize import ProcessCallback
-from minionize.dry_run import show_dry_run
 from minionize.engines.base import Engine
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
+from minionize.minion.dry_run import show_dry_run
 from minionize.testing import MemoryEngine
 
 

@@ -7,9 +7,10 @@ import pytest
 
 from minionize.callbacks.base import StopReason, Task
 from minionize.config import Settings
+from minionize.durations import parse_duration
 from minionize.engines.base import Delivery
 from minionize.errors import ConfigError
-from minionize.timeouts import MedianTimeout, parse_duration
+from minionize.minion.timeouts import MedianTimeout
 
 
 @pytest.mark.parametrize("text, seconds", [

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from minionize.engines._kit import Outage, canonical_json, redact
+from minionize.engines.kit import Outage, redact
 from minionize.errors import EngineError
+from minionize.params import canonical_json
 
 
 class Clock:

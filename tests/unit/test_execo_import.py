@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from minionize.engines._execo_import import PlainDataUnpickler, read_execo_directory
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
+from minionize.engines.sweep.execo_import import PlainDataUnpickler, read_execo_directory
 from minionize.errors import EngineError
 from tests.conftest import drain
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from minionize.callbacks._task_io import safe_name
+from minionize.callbacks.task_io import safe_name
 from minionize.config import Settings
-from minionize.engines.file import FileEngine
+from minionize.engines.file.engine import FileEngine
 from tests.conftest import drain
 
 
@@ -152,7 +152,7 @@ def test_a_dry_run_writes_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "1e400", '{"x": -Infinity}'])
 def test_every_engine_refuses_a_message_that_standard_json_cannot_hold(text: str) -> None:
-    from minionize.engines.base import decode_param
+    from minionize.params import decode_param
 
     param, error = decode_param(text.encode(), "json", "GOOGLE_DECODER")
     assert param == text and error is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from minionize.config import Settings
-from minionize.engines.file import FileEngine, LineReader
+from minionize.engines.file.engine import FileEngine, LineReader
 from minionize.errors import ConfigError
 
 

@@ -15,9 +15,9 @@ import pytest
 
 from minionize import FuncCallback
 from minionize.config import Settings
-from minionize.engines.file import FileEngine
+from minionize.engines.file.engine import FileEngine
 from minionize.errors import ConfigError, EngineError, UnsupportedOperation
-from minionize.minion import Minion
+from minionize.minion.run import Minion
 from tests.services import wait_for
 
 

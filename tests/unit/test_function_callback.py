@@ -14,7 +14,7 @@ import pytest
 import minionize
 from minionize import FuncCallback
 from minionize.config import Settings
-from minionize.minion import Minion
+from minionize.minion.run import Minion
 from minionize.testing import MemoryEngine
 from tests.services import alive, wait_for
 
@@ -215,9 +215,9 @@ def test_a_forked_worker_does_not_share_the_minions_queue_lock(tmp_path: Path) -
     """The sweep queue's lock is an flock on a descriptor kept open per process: a forked
     worker must take its own, or it would 'hold' the lock its minion holds."""
     from minionize.callbacks.base import Task
-    from minionize.engines._sweep_lock import queue_lock
     from minionize.engines.base import Delivery
-    from minionize.engines.sweep import SweepEngine
+    from minionize.engines.sweep.engine import SweepEngine
+    from minionize.engines.sweep.lock import queue_lock
 
     queue = str(tmp_path / "queue")
     SweepEngine(queue).fill([1])

@@ -11,7 +11,7 @@ from typing import Any
 
 from minionize import FuncCallback
 from minionize.config import Settings
-from minionize.minion import Minion
+from minionize.minion.run import Minion
 from minionize.testing import MemoryEngine
 
 

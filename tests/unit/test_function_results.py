@@ -15,7 +15,7 @@ from minionize import FuncCallback
 from minionize.callbacks.base import Outcome, Task
 from minionize.config import Settings
 from minionize.engines.base import Delivery, Engine
-from minionize.minion import Minion
+from minionize.minion.run import Minion
 from minionize.task_result import UnstorableResult, decode_result, encode_result
 from minionize.testing import MemoryEngine
 
@@ -109,7 +109,7 @@ def test_an_engine_that_keeps_no_results_runs_functions_as_before() -> None:
 
 
 def test_a_command_stores_no_result() -> None:
-    from minionize.callbacks.process import ProcessCallback
+    from minionize.callbacks.process.callback import ProcessCallback
 
     engine = MemoryEngine(["a"])
     Minion(ProcessCallback(["true"]), engine=engine, settings=Settings.from_env({})).run()

@@ -80,7 +80,10 @@ def imports(name: str, at_load_only: bool = False) -> Iterator[str]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            targets = [module] + [f"{module}.{alias.name}" for alias in node.names]
+            submodules = [f"{module}.{alias.name}" for alias in node.names]
+            # ``from . import wire`` names a module, not the package it sits in
+            named_only = all(is_module(target) for target in submodules)
+            targets = submodules if named_only else [module, *submodules]
         for target in targets:
             if target.split(".")[0] == "minionize" and is_module(target):
                 yield target
@@ -153,5 +156,7 @@ def test_circles_are_found() -> None:
 
 
 def test_no_import_circle() -> None:
-    graph = {name: set(imports(name, at_load_only=True)) - {name} for name in ALL_MODULES}
+    """Counting every import: those run at load, in functions and for type hints alone
+    (a circle that only type hints close is still two modules that need each other)."""
+    graph = {name: set(imports(name)) - {name} for name in ALL_MODULES}
     assert circles(graph) == []

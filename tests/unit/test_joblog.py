@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from minionize.errors import ConfigError
-from minionize.joblog import HEADER, Joblog, joblog_line
+from minionize.parallel.joblog import HEADER, Joblog, joblog_line
 from minionize.reporters.base import TaskReport
 
 

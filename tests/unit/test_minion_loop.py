@@ -14,9 +14,9 @@ import pytest
 from minionize import FuncCallback, ProcessCallback, minionizer
 from minionize.callbacks.base import Callback, Outcome, Result, Task
 from minionize.config import Settings
-from minionize.engines._kit import ClientCalls, Outage, Unreachable
 from minionize.engines.base import Delivery
-from minionize.minion import Minion
+from minionize.engines.kit import ClientCalls, Outage, Unreachable
+from minionize.minion.run import Minion
 from minionize.reporters.base import Reporter, TaskReport
 from minionize.testing import MemoryEngine
 from tests.services import wait_for

@@ -7,11 +7,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from minionize import _owner
-from minionize.grouped_output import GroupedOutput, tag_of, tagged
-from minionize.progress import Rate, duration_text, render
+from minionize import owners as _owner
+from minionize.parallel.grouped_output import GroupedOutput, tag_of, tagged
+from minionize.parallel.progress import Rate, duration_text, render
+from minionize.parallel.results_dir import entry_name
 from minionize.reporters.base import TaskReport
-from minionize.results_dir import entry_name
 
 
 def test_duration_text() -> None:

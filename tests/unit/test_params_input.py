@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from minionize.errors import ConfigError
-from minionize.params_input import (
+from minionize.cli.params_input import (
     params_from_items,
     parse_range,
     parse_value,
@@ -19,6 +18,7 @@ from minionize.params_input import (
     read_json_lines,
     read_lines,
 )
+from minionize.errors import ConfigError
 
 
 def test_ranges_are_inclusive() -> None:
@@ -100,7 +100,7 @@ def test_numbers_inside_lists_and_mappings_follow_the_same_rule() -> None:
 
 
 def test_different_texts_are_different_params_on_every_typed_path() -> None:
-    from minionize.engines._kit import canonical_json
+    from minionize.params import canonical_json
 
     texts = ["3.9", "3.10", "3.1", "1e3", "1000.0", " 5", "5 ", "5", "NaN", "Infinity", "1e400"]
     stdin = io.StringIO("".join(t + "\n" for t in texts))
@@ -127,7 +127,7 @@ def test_json_lines_keep_numbers_that_keep_their_value() -> None:
 
 
 def test_from_files_gives_the_part_in_braces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from minionize.params_input import params_from_files
+    from minionize.cli.params_input import params_from_files
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in").mkdir()
@@ -147,7 +147,7 @@ def test_from_files_gives_each_name_as_the_string_it_is(
 ) -> None:
     """Issue 20 item 21: ``f_[1, 2].txt`` was the list [1, 2] (one param with
     ``f_[1,2].txt``, and no file f_[1,2].txt for it to find): a file name is text."""
-    from minionize.params_input import params_from_files
+    from minionize.cli.params_input import params_from_files
 
     monkeypatch.chdir(tmp_path)
     parts = ["[1, 2]", "[1,2]", '{"a": 1}', '{"a":1}', "7", '"7"', "null", "-3", "0.5", "1e3"]

@@ -24,12 +24,12 @@ from typing import Any, Optional
 
 import pytest
 
-from minionize.callbacks.function import FuncCallback
+from minionize.callbacks.function.callback import FuncCallback
 from minionize.config import Settings
 from minionize.engines import engine_class
-from minionize.engines.pulsar import PulsarEngine
+from minionize.engines.pulsar.engine import PulsarEngine
 from minionize.errors import ConfigError, EngineError, MissingExtraError
-from minionize.minion import Minion
+from minionize.minion.run import Minion
 from tests.services import free_port
 
 # -- the stand-in ------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from minionize.callbacks.reaper import TOKEN_VARIABLE, Reaper
+from minionize.callbacks.process.reaper import TOKEN_VARIABLE, Reaper
 from tests.services import alive, wait_for
 
 

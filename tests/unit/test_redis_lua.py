@@ -5,14 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from minionize.engines.redis_lua import lua
+from minionize.engines.redis.lua import lua
 
-ENGINE_DIR = Path(__file__).resolve().parents[2] / "minionize" / "engines"
+ENGINE_DIR = Path(__file__).resolve().parents[2] / "minionize" / "engines" / "redis"
 
 
 def test_every_script_the_engine_names_is_a_file_with_its_contract_on_top() -> None:
     named = set()
-    for module in ENGINE_DIR.glob("*redis*.py"):
+    for module in ENGINE_DIR.glob("*.py"):
         named |= set(re.findall(r"\blua\(\"(\w+)\"\)", module.read_text()))
     assert named >= {"settle", "fill", "claim", "extend", "requeue_dead", "reset_expired", "forget",
                      "results"}

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from minionize.callbacks.command import CommandBuilder
-from minionize.callbacks.replacements import basename, dirname, modify, no_extension, split_name
+from minionize.callbacks.command.builder import CommandBuilder
+from minionize.callbacks.command.replacements import basename, dirname, modify, no_extension, split_name
 from minionize.engines.base import Delivery
 from minionize.errors import ConfigError
 
@@ -119,7 +119,7 @@ def test_shell_dollar_hash_is_left_to_the_shell() -> None:
 
 
 def test_a_param_that_cannot_fill_the_command_leaves_no_stale_command() -> None:
-    from minionize.callbacks.command import ParamError
+    from minionize.callbacks.command.builder import ParamError
 
     builder = build(template="echo {x}")
     builder.begin(Delivery({"x": 1}, "1", 1))

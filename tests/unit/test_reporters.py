@@ -18,10 +18,10 @@ from minionize.callbacks.base import Task
 from minionize.config import Settings
 from minionize.engines.base import Delivery
 from minionize.errors import ConfigError
-from minionize.minion import Minion
-from minionize.report_format import report_name
+from minionize.minion.run import Minion
 from minionize.reporters import load_reporter
 from minionize.reporters.base import MinionInfo, TaskReport
+from minionize.reporters.format import report_name
 from minionize.reporters.json import JsonReporter
 from minionize.reporters.stdout import StdoutReporter, format_task
 from minionize.testing import MemoryEngine
@@ -278,7 +278,7 @@ def test_summary_is_refreshed_every_few_hundred_lines(tmp_path: Path) -> None:
 
 def test_the_fold_of_the_lines_is_the_summary_the_writer_saved(tmp_path: Path) -> None:
     # The writer folds as it goes; a reader folds the file: both must agree, line by line.
-    from minionize.report_format import MinionState, read_events
+    from minionize.reporters.format import MinionState, read_events
 
     reporter = JsonReporter(tmp_path, heartbeat=0.0)
     reporter.start(info(SLURM_JOB_ID="5"))
@@ -331,7 +331,7 @@ def started_identity(tmp_path: Path, values: dict[str, str], engine: str) -> dic
 
 def test_the_start_record_names_the_queue_served(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from minionize.reporters._queue_ref import queue_variables
+    from minionize.reporters.queue_ref import queue_variables
 
     monkeypatch.chdir(tmp_path)
     sweep = started_identity(tmp_path / "a", {"EXECO_PERSISTENCE_DIR": "q"}, "sweep")["queue"]
@@ -349,7 +349,7 @@ def test_the_start_record_names_the_queue_served(
 
 
 def test_a_credential_of_the_queue_is_not_written_in_the_report(tmp_path: Path) -> None:
-    from minionize.reporters._queue_ref import queue_variables
+    from minionize.reporters.queue_ref import queue_variables
 
     url = "redis://user:s3cret@db:6379/0"
     identity = started_identity(tmp_path, {"MINION_ENGINE": "redis", "MINION_REDIS_URL": url,

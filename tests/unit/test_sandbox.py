@@ -10,14 +10,11 @@ from typing import Any
 
 import pytest
 
-from minionize import _owner
-from minionize._sandbox_collect import STATE_DIR, CollectClash, claim, recover
+from minionize import owners as _owner
 from minionize.callbacks.base import Outcome, Result, StopReason
-from minionize.callbacks.command import CommandBuilder, ParamError
-from minionize.config import Env
-from minionize.engines.base import Delivery
-from minionize.errors import CommandLineError, ConfigError
-from minionize.sandbox import (
+from minionize.callbacks.command.builder import CommandBuilder, ParamError
+from minionize.callbacks.process.collect import STATE_DIR, CollectClash, claim, recover
+from minionize.callbacks.process.sandbox import (
     MissingInput,
     Sandboxes,
     SandboxSpec,
@@ -25,6 +22,9 @@ from minionize.sandbox import (
     collect,
     split_list,
 )
+from minionize.config import Env
+from minionize.engines.base import Delivery
+from minionize.errors import CommandLineError, ConfigError
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The quoting-state scanner behind --shell (minionize.callbacks.shell)."""
+"""The quoting-state scanner behind --shell (minionize.callbacks.command.shell)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from minionize.callbacks.shell import ALL, ShellTemplateError, compile_script
+from minionize.callbacks.command.shell import ALL, ShellTemplateError, compile_script
 
 
 @pytest.mark.parametrize(("pieces", "script"), [

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
 from minionize.errors import EngineError
 from tests.conftest import drain, stopped_holder
 
@@ -166,7 +166,7 @@ def test_repair_of_a_sound_queue_changes_nothing(tmp_path: Path) -> None:
 
 HOLDER = """
 import sys, time
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
 e = SweepEngine(sys.argv[1])
 e.open()
 with e._locked() as store:
@@ -229,7 +229,7 @@ def test_the_lock_lease_is_a_setting(tmp_path: Path) -> None:
 
 STALE_FILLER = """
 import sys
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
 e = SweepEngine(sys.argv[1])
 e.open()
 with e._locked() as store:
@@ -255,7 +255,7 @@ def test_a_fill_stopped_by_a_full_disk_leaves_the_queue_as_it_was(
 ) -> None:
     import errno
 
-    from minionize.engines import _sweep_files
+    from minionize.engines.sweep import files as _sweep_files
 
     q = tmp_path / "q"
     e = engine(q)

@@ -6,8 +6,7 @@ import os
 import socket
 import subprocess
 
-from minionize._owner import process_start
-from minionize.engines._sweep_state import (
+from minionize.engines.sweep.state import (
     FLIGHT,
     TODO,
     Owner,
@@ -17,6 +16,7 @@ from minionize.engines._sweep_state import (
     gone_record,
     to_snapshot,
 )
+from minionize.owners import process_start
 
 HERE = socket.gethostname()
 

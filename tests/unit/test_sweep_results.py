@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from minionize.engines._sweep_results import ResultBits, ResultsFile, result_line
-from minionize.engines._sweep_state import DONE, QueueState, from_snapshot, to_snapshot
-from minionize.engines.sweep import SweepEngine
+from minionize.engines.sweep.engine import SweepEngine
+from minionize.engines.sweep.results import ResultBits, ResultsFile, result_line
+from minionize.engines.sweep.state import DONE, QueueState, from_snapshot, to_snapshot
 from minionize.task_result import decode_result
 
 
@@ -79,7 +79,7 @@ def test_a_writer_that_meets_an_error_takes_back_what_it_wrote(
 ) -> None:
     import errno
 
-    from minionize.engines import _sweep_results
+    from minionize.engines.sweep import results as _sweep_results
 
     path = tmp_path / "results.jsonl"
     path.write_bytes(result_line(0, "1"))

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from minionize.engines._sweep_state import (
+from minionize.engines.sweep.state import (
     DEAD,
     DONE,
     FLIGHT,

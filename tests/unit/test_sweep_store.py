@@ -12,8 +12,8 @@ import pytest
 
 from minionize.config import Settings
 from minionize.engines import load_engine
-from minionize.engines._sweep_store import SweepStore
-from minionize.engines.sweep import SweepEngine, param_id
+from minionize.engines.sweep.engine import SweepEngine, param_id
+from minionize.engines.sweep.store import SweepStore
 from minionize.errors import EngineError
 from tests.conftest import drain
 from tests.services import wait_for

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from minionize.callbacks._task_io import (
+from minionize.callbacks.base import Outcome, Task
+from minionize.callbacks.process.callback import ProcessCallback
+from minionize.callbacks.task_io import (
     STDERR_TAIL_BYTES,
     OutputSinks,
     UnsafeFile,
@@ -19,8 +21,6 @@ from minionize.callbacks._task_io import (
     read_tail,
     safe_name,
 )
-from minionize.callbacks.base import Outcome, Task
-from minionize.callbacks.process import ProcessCallback
 from minionize.engines.base import Delivery
 from minionize.errors import ConfigError
 

@@ -1,0 +1,132 @@
+"""One container's life for the docker callback (:mod:`.docker`): created, attached,
+started, its output streamed, waited for and removed whatever happens; and stopped, as
+``docker stop`` does in two steps, from the monitor's thread.
+
+``task.handle`` says where the container is: None before it exists,
+:data:`_STOP_BEFORE_START` when a stop came first (it is never started), a
+:class:`_Running` while it runs, :data:`_GONE` once removed.
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..base import Outcome, Result, Task
+from ..task_io import OutputSinks
+from .daemon import short_error
+
+if TYPE_CHECKING:
+    from .daemon import DockerEngine
+
+
+@dataclass(frozen=True)
+class _Running:
+    """``task.handle`` while the container exists (it has been started)."""
+
+    container_id: str
+    stop_signal: str
+
+
+#: ``task.handle`` when a stop was asked before the container started: never start it.
+_STOP_BEFORE_START = "stop-before-start"
+#: ``task.handle`` once the container is gone.
+_GONE = "gone"
+
+
+def run_container(
+    engine: DockerEngine, image: str, kwargs: dict[str, Any], task: Task,
+    out_path: Optional[str], err_path: Optional[str],
+) -> Result:
+    """Run a container of ``image`` made with ``kwargs`` for ``task``, its output to the
+    log files (or the minion's own), and say how it ended."""
+    if _stop_asked(task):
+        return Result(Outcome.FAILED, reason="stopped before it started")
+    client = engine.connect()
+    errors = engine.errors
+    container_id: Optional[str] = None
+    try:
+        try:
+            container = client.containers.create(image, **kwargs)
+        except errors.ImageNotFound:
+            return Result(
+                Outcome.FAILED,
+                reason=f"the image {image!r} is not on the Docker engine at {engine.host()}",
+            )
+        except errors.APIError as exc:
+            reason = f"cannot create the container: {short_error(exc)}"
+            return Result(Outcome.FAILED, reason=reason)
+        container_id = container.id
+        stop_signal = container.attrs.get("Config", {}).get("StopSignal") or "SIGTERM"
+        with task.lock:
+            # Under the lock: a stop asked from now on finds the container running.
+            if _stop_asked(task):
+                return Result(Outcome.FAILED, reason="stopped before it started")
+            # Attached before the start, so the live stream has every byte; with
+            # logs=True the engine also replays its log buffer, and output written
+            # while it does arrives twice (seen as a duplicated line under load).
+            stream = engine.streams.api.attach(
+                container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
+            )
+            try:
+                container.start()
+            except errors.APIError as exc:
+                stream.close()
+                return Result(
+                    Outcome.FAILED,
+                    reason=f"the container could not start: {short_error(exc)}",
+                    exit_code=127 if "not found" in str(exc) else 126,
+                )
+            task.handle = _Running(container_id, stop_signal)
+        try:
+            with OutputSinks(out_path, err_path) as sinks:
+                for out, err in stream:
+                    sinks.write(out, err)
+                tail = sinks.tail()
+        finally:
+            stream.close()
+        status = engine.streams.api.wait(container_id)
+    finally:
+        with task.lock:
+            task.handle = _GONE
+        if container_id is not None:
+            engine.remove(container_id)
+    code = int(status.get("StatusCode", -1))
+    if code == 0:
+        return Result(Outcome.OK, exit_code=0, stdout_path=out_path, stderr_path=err_path)
+    error = (status.get("Error") or {}).get("Message")
+    return Result(
+        Outcome.FAILED,
+        reason=describe_container_exit(code) + (f" ({error})" if error else ""),
+        exit_code=code,
+        stderr_tail=tail,
+        stdout_path=out_path,
+        stderr_path=err_path,
+    )
+
+
+def signal_container(engine: DockerEngine, task: Task, signal_name: Optional[str]) -> None:
+    """Send ``signal_name`` (None: the image's stop signal) to the task's container; a
+    container not started yet never will be."""
+    with task.lock:
+        handle = task.handle
+        if handle is None:
+            task.handle = _STOP_BEFORE_START
+            return
+    if isinstance(handle, _Running):
+        engine.signal(handle.container_id, signal_name or handle.stop_signal)
+
+
+def _stop_asked(task: Task) -> bool:
+    return task.stop_reason is not None or task.handle == _STOP_BEFORE_START
+
+
+def describe_container_exit(code: int) -> str:
+    """``exit code 3``, or ``killed by SIGKILL`` for the 128+N codes of a signal."""
+    if code > 128:
+        try:
+            return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"exit code {code}"
