@@ -166,7 +166,7 @@ def test_a_full_disk_is_one_line_and_the_queue_keeps_what_it_had(
     tmp_path: Path, user_env: dict[str, str]
 ) -> None:
     # Issue 11 item 7: fill on a full disk printed an OSError traceback. Without root,
-    # tests/unit/test_queue_errors.py covers the same message with a failing write.
+    # tests/unit/cli/test_queue_errors.py covers the same message with a failing write.
     with small_disk(tmp_path / "small-disk", "64k") as disk:
         env = {**user_env, "EXECO_PERSISTENCE_DIR": str(disk / "sweeps")}
         assert sh("minion-queue fill 0..9", env).returncode == 0

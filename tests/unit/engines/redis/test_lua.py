@@ -7,7 +7,7 @@ from pathlib import Path
 
 from minionize.engines.redis.lua import lua
 
-ENGINE_DIR = Path(__file__).resolve().parents[2] / "minionize" / "engines" / "redis"
+ENGINE_DIR = Path(__file__).resolve().parents[4] / "minionize" / "engines" / "redis"
 
 
 def test_every_script_the_engine_names_is_a_file_with_its_contract_on_top() -> None:
