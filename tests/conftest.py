@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -319,6 +320,17 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+
+@pytest.fixture(autouse=True)
+def _no_command_line_log_handler() -> Iterator[None]:
+    """A test that runs a command's ``main`` in this process leaves its stderr handler on
+    the ``minionize`` logger (a command adds it once per process); it would write to a
+    captured stream that is closed by the next test. Each test starts without it."""
+    logger = logging.getLogger("minionize")
+    before = list(logger.handlers)
+    yield
+    logger.handlers[:] = before
 
 
 @pytest.fixture(scope="session")
