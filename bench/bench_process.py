@@ -147,6 +147,8 @@ def main() -> int:
     target = "0.85" if args.joblog else "0.80"
     print(f"  minionize / bare loop (same argv) = {mine / bare:.2f}  (target >= {target})")
     print(f"  minionize / xargs                 = {mine / xargs:.2f}")
+    print(f"  CPU per task, minionize + true    = {CPU_PER_TASK[''] * 1e6:.0f} us "
+          "(the fastest run's; less noisy than rates on a busy machine)")
     if args.joblog:
         plain = results[label.replace(", --joblog", "")]
         print(f"  without --joblog / bare loop      = {plain / bare:.2f}  "
