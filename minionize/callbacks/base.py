@@ -21,6 +21,10 @@ from ..params import Param
 
 
 class Outcome(enum.Enum):
+    """How a task ended, as its callback says: ok, failed or rejected. Not the
+    :class:`~minionize.engines.base.Settle` (done, retry, dead, released: what the
+    engine does with the delivery), which the loop chooses from it."""
+
     OK = "ok"
     #: The attempt failed; another attempt may succeed.
     FAILED = "failed"

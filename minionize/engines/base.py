@@ -62,6 +62,7 @@ the smallest, to write a new one):
 from __future__ import annotations
 
 import abc
+import enum
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,22 @@ if TYPE_CHECKING:
 
 #: The keys of :meth:`Engine.status`, the same for every engine.
 STATUS_KEYS = ("todo", "in_flight", "expired", "done", "dead", "total")
+
+
+class Settle(enum.Enum):
+    """How a delivery is settled, the loop's choice (:mod:`minionize.minion.settle`):
+    :meth:`Engine.ack`, :meth:`Engine.retry`, :meth:`Engine.dead_letter` or
+    :meth:`Engine.release`. Not the callback's :class:`~minionize.callbacks.base.Outcome`
+    (ok, failed, rejected: how the task ended), which the loop turns into a settle.
+
+    The values are the words of reports and counts (a task record's ``outcome``), in
+    the order of a report's counts.
+    """
+
+    DONE = "done"
+    RETRY = "retry"
+    DEAD = "dead"
+    RELEASED = "released"
 
 
 @dataclass

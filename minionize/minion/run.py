@@ -34,14 +34,14 @@ from typing import Any, Optional
 from ..callbacks.base import Callback, Outcome, Result, StopReason, Task
 from ..callbacks.task_io import param_json
 from ..config import Settings, load_dotenv_file
-from ..engines.base import Engine
+from ..engines.base import Engine, Settle
 from ..errors import EXIT_DEAD_LETTERS, EXIT_HALTED, EXIT_OK, EXIT_USAGE, EngineError, MinionizeError
 from ..reporters.base import MinionInfo, NullReporter, Reporter, TaskReport
 from ..task_result import DEFAULT_MAX_BYTES
 from .dry_run import show_dry_run
 from .halt import HaltCounter, parse_halt
 from .monitor import Monitor
-from .settle import Settle, abbreviate, decide
+from .settle import abbreviate, decide
 from .slots import Workers
 from .stopping import GracefulStop
 from .timeouts import MedianTimeout

@@ -18,24 +18,15 @@ acts on its answer.
 
 from __future__ import annotations
 
-import enum
 from typing import Optional
 
 from ..callbacks.base import Outcome, Result, StopReason
+from ..engines.base import Settle
 
 #: Longest text of a param shown in a message (the queue always keeps it whole).
 PARAM_SHOWN_CHARS = 200
 #: Longest reason kept with a dead letter or a retry (a reason may quote a huge param).
 REASON_CHARS = 500
-
-
-class Settle(enum.Enum):
-    """What the loop does with a delivery. The values are the words of reports and counts."""
-
-    DONE = "done"
-    RETRY = "retry"
-    RELEASED = "released"
-    DEAD = "dead"
 
 
 def decide(

@@ -29,8 +29,10 @@ class TaskReport:
     param: Any
     param_id: str
     attempt: int
+    #: How the attempt was settled: the value of a :class:`~minionize.engines.base.Settle`,
     #: ``done`` (acked), ``retry`` (failed, requeued), ``dead`` (dead-lettered),
-    #: ``released`` (given back on shutdown, attempt not counted).
+    #: ``released`` (given back on shutdown, attempt not counted). Not the callback's
+    #: :class:`~minionize.callbacks.base.Outcome` (ok, failed, rejected).
     outcome: str
     start: float
     duration: float

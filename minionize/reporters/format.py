@@ -33,10 +33,10 @@ import re
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-if TYPE_CHECKING:
-    from ..identity import MinionInfo
+from ..engines.base import Settle
+from ..identity import MinionInfo
 
 FORMAT_VERSION = 1
 EVENTS_SUFFIX = ".jsonl"
@@ -53,9 +53,11 @@ TAIL_CHARS = 2000
 PARAM_CHARS = 1000
 #: The kinds of record (their ``ev``).
 START, TASK, HEARTBEAT, STOP = "start", "task", "heartbeat", "stop"
-#: How an attempt ended, in a task record: ``done`` (acked), ``retry`` (failed,
-#: requeued), ``dead`` (dead-lettered), ``released`` (given back on shutdown).
-OUTCOMES = ("done", "retry", "dead", "released")
+#: A task record's ``outcome``: how its attempt was settled, a :class:`~minionize.engines.base.Settle`.
+OUTCOMES = tuple(settle.value for settle in Settle)
+#: The outcomes after which the param leaves the queue, and those of a failed attempt.
+FINAL = frozenset((Settle.DONE.value, Settle.DEAD.value))
+FAILED = frozenset((Settle.RETRY.value, Settle.DEAD.value))
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Built once: json.dumps with options builds a new encoder per call (a few us per line).
@@ -218,19 +220,19 @@ class MinionState:
             self.first_start = start
         if self.last_end is None or end > self.last_end:
             self.last_end = end
-        if outcome in ("done", "dead"):
+        if outcome in FINAL:
             second = int(end)
             self.recent[second] = self.recent.get(second, 0) + 1
             if len(self.recent) > 2 * RECENT_SECONDS:  # prune in bulk: O(1) per task
                 horizon = max(self.recent) - RECENT_SECONDS
                 self.recent = {s: n for s, n in self.recent.items() if s > horizon}
-        if outcome != "released":
+        if outcome != Settle.RELEASED.value:
             self._seq += 1
             if len(self._slowest) < KEEP_SLOWEST:
                 heapq.heappush(self._slowest, (duration, self._seq, record))
             elif duration > self._slowest[0][0]:
                 heapq.heapreplace(self._slowest, (duration, self._seq, record))
-        if outcome in ("retry", "dead"):
+        if outcome in FAILED:
             self.errors.append(record)
 
     @property

@@ -12,8 +12,9 @@ import sys
 import threading
 from typing import IO, TYPE_CHECKING, Optional
 
+from ..engines.base import Settle
 from .base import MinionInfo, Reporter, TaskReport
-from .format import json_param
+from .format import FAILED, OUTCOMES, json_param
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -39,13 +40,13 @@ def format_task(report: TaskReport) -> str:
     )
     why = []
     reason = report.reason.strip().splitlines()[-1][:200] if report.reason.strip() else ""
-    if report.outcome != "done":
+    if report.outcome != Settle.DONE.value:
         code = report.exit_code
         if code is not None and f"exit code {code}" not in reason:
             why.append(f"exit {code}")
         if reason:
             why.append(reason)
-    if report.stderr_path and report.outcome in ("retry", "dead"):
+    if report.stderr_path and report.outcome in FAILED:
         why.append(f"stderr in {report.stderr_path}")
     why = [w for w in why if w]
     return line + (f"  ({'; '.join(why)})" if why else "")
@@ -59,7 +60,7 @@ class StdoutReporter(Reporter):
     def __init__(self, stream: Optional[IO[str]] = None) -> None:
         self._stream = stream
         self._lock = threading.Lock()
-        self._counts = {"done": 0, "retry": 0, "dead": 0, "released": 0}
+        self._counts = dict.fromkeys(OUTCOMES, 0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> StdoutReporter:
@@ -76,11 +77,12 @@ class StdoutReporter(Reporter):
         self._emit(format_task(report))
 
     def stop(self, exit_code: int) -> None:
-        c = self._counts
+        done, retry, dead, released = (self._counts[settle.value] for settle in
+                                       (Settle.DONE, Settle.RETRY, Settle.DEAD, Settle.RELEASED))
         self._emit(
-            f"minionize: minion stops (exit {exit_code}): {c['done']} done, "
-            f"{c['retry'] + c['dead']} failed attempts, {c['dead']} dead-lettered"
-            + (f", {c['released']} released" if c["released"] else "")
+            f"minionize: minion stops (exit {exit_code}): {done} done, "
+            f"{retry + dead} failed attempts, {dead} dead-lettered"
+            + (f", {released} released" if released else "")
         )
 
     def _emit(self, line: str) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from ..engines.base import Settle
 from ..identity import job_label
 from ..reporters.format import (
     EVENTS_SUFFIX,
@@ -190,10 +191,10 @@ def minion_status(
         last_seen=state.last_seen,
         heartbeat=state.heartbeat_period,
         exit_code=exit_code,
-        done=state.counts["done"],
-        failed=state.counts["retry"] + state.counts["dead"],
-        dead=state.counts["dead"],
-        released=state.counts["released"],
+        done=state.counts[Settle.DONE.value],
+        failed=state.counts[Settle.RETRY.value] + state.counts[Settle.DEAD.value],
+        dead=state.counts[Settle.DEAD.value],
+        released=state.counts[Settle.RELEASED.value],
         running=sorted(running, key=lambda r: number(r.get("start"))),
         in_progress=0 if state.stopped is not None else state.in_progress,
         busy=sum(state.busy.values()),

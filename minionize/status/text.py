@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any, Optional
 
+from ..engines.base import Settle
 from .model import Status, minion_order
 
 
@@ -131,7 +132,7 @@ def error_lines(record: dict[str, Any], indent: str = "    ") -> list[str]:
     head = (
         f"{clock(record.get('t'))}  {record.get('minion', '')}  {param_text(record)}  "
         f"attempt {record.get('attempt')}  "
-        f"{'dead-lettered' if record.get('outcome') == 'dead' else 'will be retried'}"
+        f"{'dead-lettered' if record.get('outcome') == Settle.DEAD.value else 'will be retried'}"
     )
     lines = ["  " + head]
     why = failure_reason(record)

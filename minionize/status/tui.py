@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ..engines.base import Settle
 from ..errors import MissingExtraError
 from .model import THROUGHPUT_BUCKET, Status, minion_order
 from .queue import query_queue
@@ -174,7 +175,7 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
                 f"  {record.get('minion', '')}  {param_text(record, 50)}  "
                 f"attempt {record.get('attempt')}  "
             )
-            dead = record.get("outcome") == "dead"
+            dead = record.get("outcome") == Settle.DEAD.value
             line.append("dead-lettered" if dead else "retried", style="red" if dead else "yellow")
             reason = failure_reason(record)
             if reason:

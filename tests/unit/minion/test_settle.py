@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from minionize.callbacks.base import Outcome, Result, StopReason
-from minionize.minion.settle import Settle, abbreviate, decide
+from minionize.engines.base import Settle
+from minionize.minion.settle import abbreviate, decide
 
 OK = Result(Outcome.OK, exit_code=0)
 FAILED = Result(Outcome.FAILED, reason="exit code 1", exit_code=1)

@@ -387,3 +387,12 @@ def test_lost_minions_hold_what_the_queue_has_in_flight(tmp_path: Path) -> None:
     assert read_status(tmp_path, now=later, queue={"in_flight": 1}).stranded == 1
     nothing = read_status(tmp_path, now=later, queue={"in_flight": 0, "todo": 0})
     assert nothing.stranded == 0 and nothing.minions[0].running == []
+
+
+def test_the_outcomes_of_a_report_are_the_settles_in_the_summary_s_order() -> None:
+    from minionize.engines.base import Settle
+    from minionize.reporters.format import OUTCOMES, MinionState
+
+    assert OUTCOMES == ("done", "retry", "dead", "released")
+    assert {settle.value for settle in Settle} == set(OUTCOMES)
+    assert list(MinionState().to_summary(0, 0.0)["counts"]) == list(OUTCOMES)
