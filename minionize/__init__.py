@@ -16,7 +16,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .callbacks.base import Callback, Outcome, Result, Task
     from .callbacks.docker.callback import DockerCallback
-    from .callbacks.function.callback import FuncCallback, task
+    from .callbacks.function.callback import FuncCallback
     from .callbacks.process.callback import ProcessCallback
     from .config import Settings
     from .engines.base import Delivery, Engine
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         UnsupportedOperation,
     )
     from .minion.run import Minion, minionizer
+    from .minion.task import task
     from .params import Param
     from .reporters.base import Reporter
     from .task_result import results
@@ -38,7 +39,7 @@ _EXPORTS = {
     "Minion": "minionize.minion.run",
     "ProcessCallback": "minionize.callbacks.process.callback",
     "FuncCallback": "minionize.callbacks.function.callback",
-    "task": "minionize.callbacks.function.callback",
+    "task": "minionize.minion.task",
     "DockerCallback": "minionize.callbacks.docker.callback",
     "Callback": "minionize.callbacks.base",
     "Outcome": "minionize.callbacks.base",

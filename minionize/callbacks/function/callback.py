@@ -1,18 +1,19 @@
-"""The function callback: run a Python callable per param, in a worker process.
+"""The function callback: run a Python callable per param, in a process of its own.
 
-Each concurrency slot of the minion gets a worker process, forked from the minion with
+Each concurrency slot of the minion gets a function process, forked from the minion with
 the function already in it (nothing is pickled but the param and the reply), that runs
 params one at a time over a pipe. So:
 
 * CPU-bound functions run in parallel (no GIL shared between slots);
-* a timeout or a graceful stop really stops the function: its worker's process group
-  gets SIGTERM, then SIGKILL, and a fresh worker takes the next param;
+* a timeout or a graceful stop really stops the function: its process group gets
+  SIGTERM, then SIGKILL, and a fresh function process takes the next param;
 * a crash (segfault, ``os._exit``, the OOM killer) is a failed attempt whose reason
   names the signal or the exit code, never a dead minion;
-* ``max_tasks_per_worker`` recycles a worker after that many params (memory leaks);
-* every reply is matched to its request and to the worker's pid (:mod:`.wire`):
+* ``max_tasks_per_worker`` recycles a function process after that many params (memory
+  leaks);
+* every reply is matched to its request and to the process's pid (:mod:`.wire`):
   a process the function forked that answers, or still holds the pipe when the function
-  returns, fails that attempt and its worker is replaced; a worker that dies or writes
+  returns, fails that attempt and its process is replaced; a process that dies or writes
   garbage is a failed attempt, never a wait without end;
 * what the function starts carries the reaper's token (:mod:`.reaper`): it does not
   outlive the minion, even a ``setsid`` child, even after a SIGKILL of the minion.
@@ -34,24 +35,23 @@ import os
 import signal
 import threading
 import traceback
-from typing import Any, Callable, Generic, Optional, TypeVar
+from typing import Any, Callable, Optional
 
 from ...task_result import UnstorableResult, encode_result
 from ..base import Callback, Outcome, Result, Task
 from ..process.reaper import Reaper
 from ..task_io import describe_exit
 from . import wire
-from .wire import Worker
+from .wire import FunctionProcess
 
-R = TypeVar("R")
 #: Lines of a function's traceback kept in the report.
 TRACEBACK_LINES = 6
-#: How often a worker checks that its minion is still there.
+#: How often a function process checks that its minion is still there.
 PARENT_CHECK_SECONDS = 1.0
 
 
 def describe_status(status: int) -> str:
-    """A worker's wait status in words: ``killed by SIGSEGV``, ``exit code 3``."""
+    """A function process's wait status in words: ``killed by SIGSEGV``, ``exit code 3``."""
     return describe_exit(os.waitstatus_to_exitcode(status))
 
 
@@ -81,10 +81,11 @@ def _outcome(func: Callable[[Any], Any], param: Any, *, keep_value: bool,
 
 
 class FuncCallback(Callback):
-    """``FuncCallback(f)`` calls ``f(param)`` for each param, in a worker process.
+    """``FuncCallback(f)`` calls ``f(param)`` for each param, in a function process.
 
-    ``max_tasks_per_worker``: replace a worker after that many params (None: never).
-    ``mode="thread"``: run ``f`` in the minion's worker thread instead (the old way).
+    ``max_tasks_per_worker``: replace a function process after that many params (None:
+    never).
+    ``mode="thread"``: run ``f`` in the minion's slot thread instead (the old way).
     """
 
     def __init__(
@@ -101,19 +102,19 @@ class FuncCallback(Callback):
         self.func = func
         self.max_tasks_per_worker = max_tasks_per_worker
         self.mode = mode
-        # A worker process can be stopped (and its success then ignored); a function
+        # A function process can be stopped (and its success then ignored); a function
         # running in the minion's own thread cannot, so what it returns still counts.
         self.can_stop = mode == "process"
-        #: Whether the worker sends the function's return value back (see :meth:`call`).
+        #: Whether the process sends the function's return value back (see :meth:`call`).
         self.keep_value = False
         #: Set by :meth:`keep_results`: the return value's JSON goes to the queue.
         self.result_max: Optional[int] = None
-        self._idle: list[Worker] = []
-        self._all: set[Worker] = set()
+        self._idle: list[FunctionProcess] = []
+        self._all: set[FunctionProcess] = set()
         self._lock = threading.Lock()
         self._closed = False
         self._seq = itertools.count(1)
-        #: Kills what the workers started if the minion dies (:mod:`.reaper`).
+        #: Kills what the function processes started if the minion dies (:mod:`.reaper`).
         self._reaper: Optional[Reaper] = None
 
     def keep_results(self, max_bytes: int) -> None:
@@ -133,7 +134,7 @@ class FuncCallback(Callback):
             ok, value, reason, tail = _outcome(self.func, task.param, keep_value=self.keep_value,
                                                result_max=self.result_max)
         else:
-            ok, value, reason, tail, exit_code = self._call_worker(task)
+            ok, value, reason, tail, exit_code = self._call_in_process(task)
         if not ok:
             return Result(Outcome.FAILED, reason=reason, stderr_tail=tail,
                           exit_code=exit_code), None
@@ -141,37 +142,37 @@ class FuncCallback(Callback):
             return Result(Outcome.OK), value
         return Result(Outcome.OK, result=value), None
 
-    def _call_worker(self, task: Task) -> tuple[bool, Any, str, str, Optional[int]]:
-        """The call in a worker process: ``(ok, value, reason, tail, exit code)``; a
+    def _call_in_process(self, task: Task) -> tuple[bool, Any, str, str, Optional[int]]:
+        """The call in a function process: ``(ok, value, reason, tail, exit code)``; a
         crash or a stop is a failure whose reason names the signal or the exit code."""
         with task.lock:
             if task.stop_reason is not None:
                 return False, None, "stopped before it started", "", None
-            worker = self._take_worker()
-            task.handle = worker
+            process = self._take_process()
+            task.handle = process
         seq = next(self._seq)
         try:
             try:
                 data = wire.frame(("call", seq, task.param))
             except Exception as exc:  # the param cannot be pickled: nothing was sent
-                self._give_back(worker, ran=False)
+                self._give_back(process, ran=False)
                 return False, None, f"cannot send the param: {exc}", "", None
             try:
-                wire.write_all(worker.fd, data)
-                outcome = worker.reply(seq)
-            except (wire.WorkerGone, OSError):
-                # The worker died: a crash, or our own SIGTERM/SIGKILL (timeout, stop).
-                self._discard(worker)
-                status = worker.reap()
+                wire.write_all(process.fd, data)
+                outcome = process.reply(seq)
+            except (wire.ProcessGone, OSError):
+                # The process died: a crash, or our own SIGTERM/SIGKILL (timeout, stop).
+                self._discard(process)
+                status = process.reap()
                 return (False, None, describe_status(status), "",
                         os.waitstatus_to_exitcode(status))
             except wire.WireError as exc:
-                self._discard(worker, kill=True)
+                self._discard(process, kill=True)
                 return False, None, str(exc), "", None
         finally:
             with task.lock:
                 task.handle = None
-        self._give_back(worker)
+        self._give_back(process)
         ok, value, reason, tail = outcome
         return ok, value, reason, tail, None
 
@@ -184,11 +185,11 @@ class FuncCallback(Callback):
     @staticmethod
     def _signal(task: Task, signum: int) -> None:
         with task.lock:
-            worker = task.handle
-            if not isinstance(worker, Worker):
+            process = task.handle
+            if not isinstance(process, FunctionProcess):
                 return
             try:
-                os.killpg(worker.pid, signum)
+                os.killpg(process.pid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
 
@@ -196,7 +197,7 @@ class FuncCallback(Callback):
         name = getattr(self.func, "__qualname__", repr(self.func))
         return f"{name}({param!r})"
 
-    # -- the workers ----------------------------------------------------------------------
+    # -- the function processes --------------------------------------------------------
     def setup(self) -> None:
         if self.mode == "process":
             self._new_reaper()
@@ -209,100 +210,58 @@ class FuncCallback(Callback):
         reaper.start()
         return reaper
 
-    def _take_worker(self) -> Worker:
+    def _take_process(self) -> FunctionProcess:
         with self._lock:
             while self._idle:
-                worker = self._idle.pop()
-                if worker.running():
-                    return worker
+                process = self._idle.pop()
+                if process.running():
+                    return process
                 # Died while idle (the OOM killer, a kill from outside): this param never
-                # ran on it, so it costs no attempt; a fresh worker takes it.
-                self._all.discard(worker)
-                worker.close()
+                # ran on it, so it costs no attempt; a fresh process takes it.
+                self._all.discard(process)
+                process.close()
             inherited = [fd for w in self._all for fd in (w.fd, w.receiver.exited_fd)
                          if fd is not None]
         run = functools.partial(_outcome, self.func, keep_value=self.keep_value,
                                 result_max=self.result_max)
-        worker = wire.fork_worker(run, inherited, self._reaper or self._new_reaper(),
-                                  PARENT_CHECK_SECONDS)
+        process = wire.fork_process(run, inherited, self._reaper or self._new_reaper(),
+                                    PARENT_CHECK_SECONDS)
         with self._lock:
-            self._all.add(worker)
-        return worker
+            self._all.add(process)
+        return process
 
-    def _give_back(self, worker: Worker, ran: bool = True) -> None:
-        worker.tasks += ran
-        recycle = self.max_tasks_per_worker is not None and worker.tasks >= self.max_tasks_per_worker
+    def _give_back(self, process: FunctionProcess, ran: bool = True) -> None:
+        process.tasks += ran
+        recycle = self.max_tasks_per_worker is not None and process.tasks >= self.max_tasks_per_worker
         with self._lock:
-            if not recycle and not worker.spoiled and not self._closed:
-                self._idle.append(worker)
+            if not recycle and not process.spoiled and not self._closed:
+                self._idle.append(process)
                 return
-            self._all.discard(worker)
-        worker.stop(kill=worker.spoiled)
+            self._all.discard(process)
+        process.stop(kill=process.spoiled)
 
-    def _discard(self, worker: Worker, kill: bool = False) -> None:
-        """Forget a worker that died (or must: ``kill``, with what it forked)."""
+    def _discard(self, process: FunctionProcess, kill: bool = False) -> None:
+        """Forget a process that died (or must: ``kill``, with what it forked)."""
         with self._lock:
-            self._all.discard(worker)
+            self._all.discard(process)
         if kill:
-            worker.stop(kill=True)
+            process.stop(kill=True)
         else:
-            worker.close()
+            process.close()
 
     def teardown(self) -> None:
         with self._lock:
             self._closed = True
-            workers, self._idle = list(self._all), []
+            processes, self._idle = list(self._all), []
             self._all.clear()
             reaper, self._reaper = self._reaper, None
-        for worker in workers:
-            worker.stop()
+        for process in processes:
+            process.stop()
         if reaper is not None:
             reaper.stop()  # kills what the functions left running (setsid children)
 
     def worker_pids(self) -> list[int]:
-        """The process ids of the live workers (for tests and reports)."""
+        """The ids of the live function processes (for tests and reports)."""
         with self._lock:
             return sorted(w.pid for w in self._all)
 
-
-class MinionTask(Generic[R]):
-    """A function made into a minion by :func:`task`: still callable as before, plus
-    :meth:`run` to serve params from the configured queue."""
-
-    def __init__(self, func: Callable[[Any], R], **overrides: Any) -> None:
-        functools.update_wrapper(self, func)
-        self.func = func
-        self.max_tasks_per_worker: Optional[int] = overrides.pop("max_tasks_per_worker", None)
-        self.overrides = overrides
-
-    def __call__(self, param: Any) -> R:
-        return self.func(param)
-
-    def callback(self) -> FuncCallback:
-        return FuncCallback(self.func, max_tasks_per_worker=self.max_tasks_per_worker)
-
-    def run(self, **overrides: Any) -> int:
-        """Run a minion that calls this function for each param; returns the exit code.
-
-        Settings come from the environment and ``.env``; keyword arguments
-        (``concurrency=4``, ``max_attempts=5``, ...) override them.
-        """
-        from ...minion.run import minionizer
-
-        return minionizer(self.callback(), **{**self.overrides, **overrides}).run()
-
-
-def task(
-    func: Optional[Callable[[Any], R]] = None, **overrides: Any
-) -> Any:
-    """Decorator: ``@minionize.task`` or ``@minionize.task(max_attempts=5)``.
-
-    ``max_tasks_per_worker=N`` recycles the function's worker process every N params.
-
-    >>> @task
-    ... def simulate(param): ...
-    >>> simulate.run()            # doctest: +SKIP
-    """
-    if func is None:
-        return lambda f: MinionTask(f, **overrides)
-    return MinionTask(func, **overrides)

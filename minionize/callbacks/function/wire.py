@@ -1,18 +1,18 @@
-"""The wire between the minion and a function's worker process (see :mod:`.function`).
+"""The wire between the minion and a function's process (see :mod:`.callback`).
 
-One socket pair per worker. Each message is a frame: ``MAGIC``, the payload's length
-(8 bytes), then a pickle. The minion sends ``("call", seq, param)``; the worker answers
-``("reply", seq, pid, outcome)``, ``seq`` being the request's number and ``pid`` the
-worker's own. So every reply is matched to its request and to its writer:
+One socket pair per function process. Each message is a frame: ``MAGIC``, the payload's
+length (8 bytes), then a pickle. The minion sends ``("call", seq, param)``; the function
+process answers ``("reply", seq, pid, outcome)``, ``seq`` being the request's number and
+``pid`` its own. So every reply is matched to its request and to its writer:
 
-* a process the function forked that comes back into the worker's loop (its function
-  returned, or raised, in the child too) never reads a param: it answers
+* a process the function forked that comes back into the function process's loop (its
+  function returned, or raised, in the child too) never reads a param: it answers
   ``("forked", seq, its pid, None)`` and exits, and the minion fails that attempt;
-* a worker whose function forked checks, before it replies, that none of its children
-  still holds the pipe (``/proc``): one that does could answer later, so the attempt
-  fails and the worker is replaced;
-* the minion never waits forever: it watches the worker's process (a pidfd, or a poll)
-  while it reads, so a worker that died is a lost attempt even when a forked child keeps
+* a function process whose function forked checks, before it replies, that none of its
+  children still holds the pipe (``/proc``): one that does could answer later, so the
+  attempt fails and the function process is replaced;
+* the minion never waits forever: it watches the function process (a pidfd, or a poll)
+  while it reads, so one that died is a lost attempt even when a forked child keeps
   its end of the pipe open; a frame that does not begin with ``MAGIC``, cannot be
   unpickled, or stops in its middle for ``STALL_SECONDS`` is garbage
   (:class:`WireError`).
@@ -36,12 +36,12 @@ from ..process.reaper import TOKEN_VARIABLE, Reaper
 
 MAGIC = b"MNW1"
 HEADER = struct.Struct("!4sQ")
-#: A frame begun but not finished after this long (the worker alive) is garbage.
+#: A frame begun but not finished after this long (the process alive) is garbage.
 STALL_SECONDS = 30.0
-#: How often the minion looks at the worker while waiting (without a pidfd, or for
+#: How often the minion looks at the process while waiting (without a pidfd, or for
 #: a stalled frame).
 POLL_SECONDS = 0.2
-#: What a worker's reply says of a forked child that answered.
+#: What a function process's reply says of a forked child that answered.
 SECOND_WRITER = ("the function forked: a second process (pid {pid}) answered on the worker's "
                  "pipe; a forked child must end with os._exit(), never return or raise")
 HELD_PIPE = ("the function forked: a second process (pid {pid}) still holds the worker's "
@@ -50,16 +50,17 @@ HELD_PIPE = ("the function forked: a second process (pid {pid}) still holds the 
 
 log = logging.getLogger(__name__)
 
-#: The worker's end of its socket (in a worker process only; for tests).
-worker_fd: Optional[int] = None
+#: The function process's end of its socket (in that process only; for tests).
+process_fd: Optional[int] = None
 
 
 class WireError(Exception):
-    """The worker sent something that is not a frame of the wire."""
+    """The function process sent something that is not a frame of the wire."""
 
 
-class WorkerGone(Exception):
-    """The worker exited (or closed its end) and no whole message is left to read."""
+class ProcessGone(Exception):
+    """The function process exited (or closed its end) and no whole message is left to
+    read."""
 
 
 def frame(message: Any) -> bytes:
@@ -88,7 +89,8 @@ def read_exactly(fd: int, size: int) -> bytes:
 
 
 def read_frame(fd: int) -> Any:
-    """The next message on ``fd`` (the worker's side: its requests come from the minion)."""
+    """The next message on ``fd`` (the function process's side: its requests come from
+    the minion)."""
     magic, size = HEADER.unpack(read_exactly(fd, HEADER.size))
     if magic != MAGIC:
         raise WireError("not a frame")
@@ -96,8 +98,8 @@ def read_frame(fd: int) -> Any:
 
 
 class Receiver:
-    """The minion's side of one worker's socket: whole messages, never a wait that the
-    worker's death cannot end."""
+    """The minion's side of one function process's socket: whole messages, never a wait
+    that the process's death cannot end."""
 
     def __init__(self, fd: int, pid: int) -> None:
         self.fd = fd
@@ -130,7 +132,7 @@ class Receiver:
                             f"{type(exc).__name__}: {exc}") from None
 
     def receive(self, alive: Callable[[], bool]) -> Any:
-        """The next message. WorkerGone once ``alive()`` is false (or the socket ended)
+        """The next message. ProcessGone once ``alive()`` is false (or the socket ended)
         and nothing whole is left; WireError for garbage."""
         poller = self._poller
         if poller is None:
@@ -151,12 +153,12 @@ class Receiver:
                 except OSError:
                     data = b""
                 if not data:
-                    raise WorkerGone
+                    raise ProcessGone
                 self.buffer += data
                 stalled_since = None
                 continue
             if not alive():
-                raise WorkerGone
+                raise ProcessGone
             if self.buffer:
                 now = time.monotonic()
                 stalled_since = stalled_since or now
@@ -206,10 +208,10 @@ def pipe_holders(fd: int) -> list[int]:
 
 
 def serve(fd: int, run: Callable[[Any], tuple[bool, Any, str, str]]) -> None:
-    """The worker's loop (in the worker process): a request in, its reply out, until the
+    """The function process's loop: a request in, its reply out, until the
     minion closes its end. ``run(param)`` is ``(ok, value, reason, tail)``."""
-    global worker_fd
-    worker_fd = fd
+    global process_fd
+    process_fd = fd
     me = os.getpid()
     forks = [0]
     os.register_at_fork(before=lambda: forks.__setitem__(0, forks[0] + 1))
@@ -238,14 +240,14 @@ def serve(fd: int, run: Callable[[Any], tuple[bool, Any, str, str]]) -> None:
 
 
 def watch_parent(parent: int, every: float) -> None:
-    """In the worker: exit when the minion is gone (a minion killed with SIGKILL must not
-    leave its function running for hours)."""
+    """In the function process: exit when the minion is gone (a minion killed with
+    SIGKILL must not leave its function running for hours)."""
 
     def watch() -> None:
         while True:
             time.sleep(every)
             if os.getppid() != parent:
-                # With what the function started in the worker's process group (its
+                # With what the function started in its process group (its
                 # own setsid children carry the reaper's token).
                 try:
                     os.killpg(0, signal.SIGKILL)
@@ -255,8 +257,8 @@ def watch_parent(parent: int, every: float) -> None:
     threading.Thread(target=watch, name="minion-parent-watch", daemon=True).start()
 
 
-class Worker:
-    """One forked worker process and the minion's end of its socket."""
+class FunctionProcess:
+    """One forked function process and the minion's end of its socket."""
 
     def __init__(self, pid: int, fd: int) -> None:
         self.pid = pid
@@ -268,7 +270,7 @@ class Worker:
         self.spoiled = False
 
     def running(self) -> bool:
-        """False once the worker has exited (it is then reaped)."""
+        """False once the function process has exited (it is then reaped)."""
         if self.status is not None:
             return False
         try:
@@ -282,7 +284,7 @@ class Worker:
         return True
 
     def reap(self) -> int:
-        """Wait for the (dying) worker; its wait status."""
+        """Wait for the (dying) function process; its wait status."""
         if self.status is None:
             try:
                 _, self.status = os.waitpid(self.pid, 0)
@@ -298,7 +300,7 @@ class Worker:
             pass
 
     def stop(self, kill: bool = False) -> None:
-        """Close the socket (the worker exits at EOF) and reap it; kill its process
+        """Close the socket (the process exits at EOF) and reap it; kill its process
         group if it lingers (or at once with ``kill``: what it forked goes too)."""
         self.close()
         if self.status is None:
@@ -310,9 +312,9 @@ class Worker:
         self.reap()
 
     def reply(self, seq: int) -> tuple[bool, Any, str, str]:
-        """The worker's outcome ``(ok, value, reason, tail)`` for request ``seq``. A
+        """The process's outcome ``(ok, value, reason, tail)`` for request ``seq``. A
         message from another process (one the function forked) fails the attempt when it
-        answers this request, and spoils the worker (it is replaced) whatever request it
+        answers this request, and spoils this process (it is replaced) whatever request it
         names."""
         while True:
             message = self.receiver.receive(self.running)
@@ -339,14 +341,14 @@ class Worker:
             return bool(ok), value, str(reason), str(tail)
 
 
-def fork_worker(run: Callable[[Any], tuple[bool, Any, str, str]], inherited: list[int],
-                reaper: Reaper, check_every: float) -> Worker:
-    """Fork a worker that serves ``run(param)``. ``inherited``: the minion's descriptors
-    of the other workers, closed in the new one."""
+def fork_process(run: Callable[[Any], tuple[bool, Any, str, str]], inherited: list[int],
+                 reaper: Reaper, check_every: float) -> FunctionProcess:
+    """Fork a function process that serves ``run(param)``. ``inherited``: the minion's
+    descriptors of the other function processes, closed in the new one."""
     ours, theirs = (s.detach() for s in socket.socketpair())
     parent = os.getpid()
     pid = os.fork()
-    if pid == 0:  # the worker: never returns
+    if pid == 0:  # the function process: never returns
         code = 0
         try:
             os.setpgid(0, 0)
@@ -369,4 +371,4 @@ def fork_worker(run: Callable[[Any], tuple[bool, Any, str, str]], inherited: lis
         os.setpgid(pid, pid)  # also from here: no race with a signal sent at once
     except OSError:
         pass
-    return Worker(pid, ours)
+    return FunctionProcess(pid, ours)
