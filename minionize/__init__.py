@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .callbacks.function.callback import FuncCallback
     from .callbacks.process.callback import ProcessCallback
     from .config import Settings
+    from .engines import results
     from .engines.base import Delivery, Engine
     from .errors import (
         CallbackError,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from .minion.task import task
     from .params import Param
     from .reporters.base import Reporter
-    from .task_result import results
 
 _EXPORTS = {
     "minionizer": "minionize.minion.run",
@@ -50,7 +50,7 @@ _EXPORTS = {
     "Param": "minionize.params",
     "Reporter": "minionize.reporters.base",
     "Settings": "minionize.config",
-    "results": "minionize.task_result",
+    "results": "minionize.engines",
     "MinionizeError": "minionize.errors",
     "ConfigError": "minionize.errors",
     "EngineError": "minionize.errors",

@@ -7,14 +7,13 @@ than :data:`MAX_DEPTH` (a reader could not read it back), or whose text is large
 ``MINION_RESULT_MAX_BYTES``, is not stored: the attempt fails with a reason that says
 why (:class:`UnstorableResult`), never a crash and never a result silently changed.
 The one conversion: a tuple is stored as a list (JSON has no tuples), and reads back
-as a list. A function that returns None stores nothing.
+as a list. A function that returns None stores nothing. A queue's results are read back by
+:func:`minionize.engines.results`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from typing import Any, Optional
 
 #: The largest result text stored by default (MINION_RESULT_MAX_BYTES).
@@ -123,23 +122,3 @@ def decode_result(text: Optional[str]) -> Any:
     """A stored result as a value (None for none)."""
     return None if text is None else json.loads(text)
 
-
-def results(**variables: str) -> Iterator[dict[str, Any]]:
-    """The results of the queue the settings name, in queue order: what
-    ``minion-queue results --json`` prints, as dicts with ``id``, ``param`` and
-    ``result`` (the value the task returned; None when it returned nothing).
-
-    Settings come from the environment and ``.env``, as for a minion; keyword arguments
-    set variables over them: ``results(EXECO_PERSISTENCE_DIR="runs/q1")``. Raises
-    :class:`~minionize.errors.UnsupportedOperation` for an engine that keeps no results.
-    """
-    from .config import Settings, load_dotenv_file
-    from .engines import load_engine
-
-    load_dotenv_file()
-    engine = load_engine(Settings.from_env({**os.environ, **variables}))
-    engine.open()
-    try:
-        yield from engine.results()
-    finally:
-        engine.close()

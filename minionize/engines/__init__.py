@@ -1,4 +1,6 @@
-"""Engines, found by name through the entry-point group ``minionize.engines``.
+"""Engines, found by name through the entry-point group ``minionize.engines``, and
+loaded from settings: :func:`load_engine` for a minion, :func:`results` for a program
+that reads a queue's results.
 
 The built-in engines are registered in that group too (see pyproject.toml); they are
 also listed here so that starting a minion does not scan every installed distribution.
@@ -7,6 +9,8 @@ also listed here so that starting a minion does not scan every installed distrib
 from __future__ import annotations
 
 import importlib
+import os
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -16,7 +20,8 @@ from .base import Delivery, Engine
 if TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["Delivery", "Engine", "Param", "BUILTIN_ENGINES", "engine_class", "load_engine"]
+__all__ = ["Delivery", "Engine", "Param", "BUILTIN_ENGINES", "engine_class", "load_engine",
+           "results"]
 
 BUILTIN_ENGINES = {
     "sweep": "minionize.engines.sweep:SweepEngine",
@@ -70,3 +75,23 @@ def engine_class(name: str) -> type[Engine]:
 def load_engine(settings: Settings) -> Engine:
     """Build the engine that ``settings.engine`` names."""
     return engine_class(settings.engine).from_settings(settings)
+
+
+def results(**variables: str) -> Iterator[dict[str, Any]]:
+    """The results of the queue the settings name, in queue order: what
+    ``minion-queue results --json`` prints, as dicts with ``id``, ``param`` and
+    ``result`` (the value the task returned; None when it returned nothing).
+
+    Settings come from the environment and ``.env``, as for a minion; keyword arguments
+    set variables over them: ``results(EXECO_PERSISTENCE_DIR="runs/q1")``. Raises
+    :class:`~minionize.errors.UnsupportedOperation` for an engine that keeps no results.
+    """
+    from ..config import Settings, load_dotenv_file
+
+    load_dotenv_file()
+    engine = load_engine(Settings.from_env({**os.environ, **variables}))
+    engine.open()
+    try:
+        yield from engine.results()
+    finally:
+        engine.close()
