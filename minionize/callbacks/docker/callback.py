@@ -18,10 +18,10 @@ the image's stop signal (SIGTERM by default) and the minion's monitor calls
 process (``docker run --init``) by default, so that a program that does not handle
 SIGTERM itself dies on it as it would outside a container (PID 1 ignores it).
 
-The ``MINION_DOCKER_*`` options are parsed in :mod:`.docker_options`; the connection to
-the Docker engine is :mod:`._docker_engine`; a container's life (created, streamed,
-waited for, removed; stopped) is :mod:`._docker_run`; output and log files are handled
-as for a process, by :mod:`._task_io`.
+The ``MINION_DOCKER_*`` options are parsed in :mod:`.options`; the connection to the
+Docker daemon is :class:`.daemon.DockerDaemon`; a container's life (created, streamed,
+waited for, removed; stopped) is :mod:`.run`; output and log files are handled as for a
+process, by :mod:`minionize.callbacks.task_io`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ...errors import ConfigError
 from ..base import Callback, Outcome, Result, Task
 from ..command.builder import CommandBuilder, ParamError
 from ..task_io import log_paths, make_log_dir, param_json
-from .daemon import DockerEngine
+from .daemon import DockerDaemon
 from .options import PULL_POLICIES, container_kwargs, options_from_env, run_line
 from .run import describe_container_exit as describe_container_exit
 from .run import run_container, signal_container
@@ -70,12 +70,12 @@ class DockerCallback(Callback):
         concurrency: int = 1,
         **options: Any,
     ) -> None:
-        self.engine = DockerEngine(
+        self.daemon = DockerDaemon(
             os.environ if docker_env is None else docker_env,
             pool_size=max(10, 2 * concurrency + 2),
         )
         #: The docker package.
-        self.docker = self.engine.docker
+        self.docker = self.daemon.docker
         if not image:
             raise ConfigError("the docker callback needs an image: --docker IMAGE")
         if pull not in PULL_POLICIES:
@@ -161,17 +161,17 @@ class DockerCallback(Callback):
 
     # -- lifecycle ---------------------------------------------------------------------
     def docker_host(self) -> str:
-        """The Docker engine this callback talks to, as ``DOCKER_HOST`` says."""
-        return self.engine.host()
+        """The Docker daemon this callback talks to, as ``DOCKER_HOST`` says."""
+        return self.daemon.host()
 
     def setup(self) -> None:
-        """Reach the Docker engine and make sure the image is there."""
-        self.engine.connect()
+        """Reach the Docker daemon and make sure the image is there."""
+        self.daemon.connect()
         make_log_dir(self.log_dir)
-        self.engine.ensure_image(self.image, self.pull)
+        self.daemon.ensure_image(self.image, self.pull)
 
     def teardown(self) -> None:
-        self.engine.close()
+        self.daemon.close()
 
     # -- running -----------------------------------------------------------------------
     def run(self, task: Task) -> Result:
@@ -183,13 +183,13 @@ class DockerCallback(Callback):
         out_path = err_path = None
         if self.log_dir:
             out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
-        return run_container(self.engine, self.image, kwargs, task, out_path, err_path)
+        return run_container(self.daemon, self.image, kwargs, task, out_path, err_path)
 
     def terminate(self, task: Task) -> None:
         """Send the image's stop signal (SIGTERM by default), as ``docker stop`` does
         first; the minion calls :meth:`kill` after the grace period."""
-        signal_container(self.engine, task, None)
+        signal_container(self.daemon, task, None)
 
     def kill(self, task: Task) -> None:
         """SIGKILL the container."""
-        signal_container(self.engine, task, "SIGKILL")
+        signal_container(self.daemon, task, "SIGKILL")

@@ -1,9 +1,9 @@
-"""The docker callback's connection to the Docker engine (``DOCKER_HOST``).
+"""The docker callback's connection to the Docker daemon (``DOCKER_HOST``).
 
-Two docker-py clients on the same engine: one for requests, which time out after
-:data:`REQUEST_TIMEOUT`, and one for the containers' output streams and waits, which must
-never time out (a task may be silent for hours). Errors become
-:class:`~minionize.errors.CallbackError` messages that name the engine and the fix.
+:class:`DockerDaemon` holds two docker-py clients on the same daemon: one for requests,
+which time out after :data:`REQUEST_TIMEOUT`, and one for the containers' output
+streams and waits, which must never time out (a task may be silent for hours). Errors
+become :class:`~minionize.errors.CallbackError` messages that name the daemon and the fix.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from ...errors import CallbackError, MissingExtraError
 log = logging.getLogger("minionize.docker")
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-#: Seconds for one request to the Docker engine (the output stream has no limit).
+#: Seconds for one request to the Docker daemon (the output stream has no limit).
 REQUEST_TIMEOUT = 60.0
-#: Seconds a container's removal is tried again while the engine says it is busy.
+#: Seconds a container's removal is tried again while the daemon says it is busy.
 REMOVE_PATIENCE = 10.0
 
 
@@ -36,17 +36,19 @@ def import_docker() -> Any:
 
 
 def short_error(exc: BaseException) -> str:
-    """The first line of what the Docker engine said (at most 300 characters)."""
+    """The first line of what the Docker daemon said (at most 300 characters)."""
     explanation = getattr(exc, "explanation", None)
     text = str(explanation or exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
 
 
-class DockerEngine:
-    """The clients of one Docker engine, opened on first use, closed by :meth:`close`."""
+class DockerDaemon:
+    """The clients of one Docker daemon, opened on first use, closed by :meth:`close`.
+    (A daemon, not an :class:`~minionize.engines.base.Engine`: Docker calls it the
+    Docker Engine, and its messages say so.)"""
 
     def __init__(self, docker_env: Mapping[str, str], pool_size: int) -> None:
-        #: The docker package (its ``errors`` module names what the engine answers).
+        #: The docker package (its ``errors`` module names what the daemon answers).
         self.docker = import_docker()
         self.errors = self.docker.errors
         self._env = dict(docker_env)
@@ -56,12 +58,12 @@ class DockerEngine:
         self._lock = threading.Lock()
 
     def host(self) -> str:
-        """The Docker engine this talks to, as ``DOCKER_HOST`` says."""
+        """The Docker daemon this talks to, as ``DOCKER_HOST`` says."""
         host = self._env.get("DOCKER_HOST")
         return host or f"{DEFAULT_DOCKER_HOST} (DOCKER_HOST is not set)"
 
     def connect(self) -> Any:
-        """The request client, connected and pinged (CallbackError if the engine cannot be
+        """The request client, connected and pinged (CallbackError if the daemon cannot be
         reached); the stream client is ready too (:attr:`streams`)."""
         with self._lock:
             if self._client is not None:
@@ -105,7 +107,7 @@ class DockerEngine:
             self._client = self._stream_client = None
 
     def ensure_image(self, image: str, pull: str) -> None:
-        """Make sure ``image`` is on the engine, pulling it as ``pull`` (a policy of
+        """Make sure ``image`` is on the daemon, pulling it as ``pull`` (a policy of
         ``MINION_DOCKER_PULL``) allows; CallbackError saying how to get it otherwise."""
         client = self.connect()
         errors = self.errors
@@ -136,7 +138,7 @@ class DockerEngine:
 
     def signal(self, container_id: str, signal_name: str) -> None:
         """Send ``signal_name`` to a container; nothing if it is gone or not running, or
-        if the engine was never reached."""
+        if the daemon was never reached."""
         client = self._client
         if client is None:
             return
@@ -149,7 +151,7 @@ class DockerEngine:
                 raise
 
     def remove(self, container_id: str) -> None:
-        """Remove a container and its anonymous volumes, trying again while the engine is
+        """Remove a container and its anonymous volumes, trying again while the daemon is
         busy; a failure is logged, never raised."""
         errors = self.errors
         deadline = time.monotonic() + REMOVE_PATIENCE
@@ -160,7 +162,7 @@ class DockerEngine:
             except errors.NotFound:
                 return
             except (errors.DockerException, OSError) as exc:
-                # 409: a removal is already in progress, or the engine is busy: try again.
+                # 409: a removal is already in progress, or the daemon is busy: try again.
                 if time.monotonic() >= deadline:
                     log.warning("could not remove container %s: %s", container_id[:12], exc)
                     print(

@@ -4,7 +4,7 @@
 ``containers.create`` (errors name the variable and say what to write);
 :func:`container_kwargs` lays a param's own arguments over them and adds what the minion
 always sets; :func:`run_line` says it all as the ``docker run`` a user would type
-(``DRY=1``). Nothing here needs the ``docker`` package or a Docker engine.
+(``DRY=1``). Nothing here needs the ``docker`` package or a Docker daemon.
 """
 
 from __future__ import annotations

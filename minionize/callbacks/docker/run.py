@@ -18,7 +18,7 @@ from ..task_io import OutputSinks
 from .daemon import short_error
 
 if TYPE_CHECKING:
-    from .daemon import DockerEngine
+    from .daemon import DockerDaemon
 
 
 @dataclass(frozen=True)
@@ -36,15 +36,15 @@ _GONE = "gone"
 
 
 def run_container(
-    engine: DockerEngine, image: str, kwargs: dict[str, Any], task: Task,
+    daemon: DockerDaemon, image: str, kwargs: dict[str, Any], task: Task,
     out_path: Optional[str], err_path: Optional[str],
 ) -> Result:
     """Run a container of ``image`` made with ``kwargs`` for ``task``, its output to the
     log files (or the minion's own), and say how it ended."""
     if _stop_asked(task):
         return Result(Outcome.FAILED, reason="stopped before it started")
-    client = engine.connect()
-    errors = engine.errors
+    client = daemon.connect()
+    errors = daemon.errors
     container_id: Optional[str] = None
     try:
         try:
@@ -52,7 +52,7 @@ def run_container(
         except errors.ImageNotFound:
             return Result(
                 Outcome.FAILED,
-                reason=f"the image {image!r} is not on the Docker engine at {engine.host()}",
+                reason=f"the image {image!r} is not on the Docker engine at {daemon.host()}",
             )
         except errors.APIError as exc:
             reason = f"cannot create the container: {short_error(exc)}"
@@ -64,9 +64,9 @@ def run_container(
             if _stop_asked(task):
                 return Result(Outcome.FAILED, reason="stopped before it started")
             # Attached before the start, so the live stream has every byte; with
-            # logs=True the engine also replays its log buffer, and output written
+            # logs=True the daemon also replays its log buffer, and output written
             # while it does arrives twice (seen as a duplicated line under load).
-            stream = engine.streams.api.attach(
+            stream = daemon.streams.api.attach(
                 container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
             )
             try:
@@ -86,12 +86,12 @@ def run_container(
                 tail = sinks.tail()
         finally:
             stream.close()
-        status = engine.streams.api.wait(container_id)
+        status = daemon.streams.api.wait(container_id)
     finally:
         with task.lock:
             task.handle = _GONE
         if container_id is not None:
-            engine.remove(container_id)
+            daemon.remove(container_id)
     code = int(status.get("StatusCode", -1))
     if code == 0:
         return Result(Outcome.OK, exit_code=0, stdout_path=out_path, stderr_path=err_path)
@@ -106,7 +106,7 @@ def run_container(
     )
 
 
-def signal_container(engine: DockerEngine, task: Task, signal_name: Optional[str]) -> None:
+def signal_container(daemon: DockerDaemon, task: Task, signal_name: Optional[str]) -> None:
     """Send ``signal_name`` (None: the image's stop signal) to the task's container; a
     container not started yet never will be."""
     with task.lock:
@@ -115,7 +115,7 @@ def signal_container(engine: DockerEngine, task: Task, signal_name: Optional[str
             task.handle = _STOP_BEFORE_START
             return
     if isinstance(handle, _Running):
-        engine.signal(handle.container_id, signal_name or handle.stop_signal)
+        daemon.signal(handle.container_id, signal_name or handle.stop_signal)
 
 
 def _stop_asked(task: Task) -> bool:
