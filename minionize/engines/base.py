@@ -25,7 +25,7 @@ The contract every engine keeps, checked for each of them by one parametrized su
   expired lease does (the run started) where the engine can know it.
 * A lease (:meth:`lease_renewal_interval`, :meth:`extend`) keeps a running param from every
   other minion; once it expires, the param goes to another minion.
-* Params are stored as canonical JSON (``_kit.canonical_json``): equal params are one
+* Params are stored as canonical JSON (``kit.canonical_json``): equal params are one
   param, and NaN or infinities are refused (ValueError), never written.
 * :meth:`fill` skips a param already in the queue, done or not, where the engine keeps a
   record of what it holds (sweep, redis, memory; Pub/Sub and Pulsar cannot).
@@ -34,29 +34,29 @@ The contract every engine keeps, checked for each of them by one parametrized su
   attempts that ran: a param done on its first run says 1) and, for dead letters,
   ``reason``.
 * An unreachable server is ridden out for ``MINION_OUTAGE_TIMEOUT`` seconds under the
-  one outage policy (``_kit.Outage``), then :class:`~minionize.errors.EngineError`.
+  one outage policy (``kit.Outage``), then :class:`~minionize.errors.EngineError`.
   Meanwhile it is an outage, never an empty queue: :meth:`take` does not return nothing
   for a server it could not ask, and :meth:`reachable_since` says when the outage ended
   (the idle timeout counts from then; ``tests/integration/test_engine_outage.py``).
-* Messages never carry a credential (``_kit.redact``).
+* Messages never carry a credential (``kit.redact``).
 * An engine with ``keeps_results = True`` stores the result given to
   ``ack(delivery, result)`` (the JSON text of what the task returned) with the param, and
   :meth:`results` reads them back in queue order: ``minion-queue results``. The loop
   passes a result only to such an engine.
 
 How an engine on a queue service is laid out (redis, pubsub, pulsar; copy ``pulsar``,
-the smallest, to write a new one):
+the smallest, to write a new one), one package per engine:
 
-* ``<name>.py``: the engine class, keyword-only constructor and ``from_settings``, then
-  the worker's verbs in this order: taking, settling, leases, lifecycle.
-* ``_<name>_client.py``: what the worker and the administration share: the client
-  (imported with ``_kit.optional_import``), decoding a message, and ``_errors(what)``,
-  the one place where the client's exceptions become ours (``_kit.Unreachable``,
-  ConfigError, EngineError); every call goes through ``_call(what, fn)``
-  (``_kit.ClientCalls``), which rides out an outage for the worker's verbs.
-* ``_<name>_admin.py``: ``minion-queue``'s verbs (fill, list, requeue_dead,
-  reset_expired, status), a mixin the engine class inherits first:
-  ``class PulsarEngine(PulsarAdmin, Engine)``.
+* ``engine.py``: the engine class, keyword-only constructor and ``from_settings``, then
+  the minion's verbs in this order: taking, settling, leases, lifecycle. It holds its
+  client and its admin, never inherits them.
+* ``client.py``: what the minion's verbs and the administration share: the client
+  (imported with ``kit.optional_import``), decoding a message, and ``errors(what)``,
+  the one place where the client's exceptions become ours (``kit.Unreachable``,
+  ConfigError, EngineError); every call goes through ``calls(what, fn)``
+  (``kit.Calls``), which rides out an outage for the minion's verbs.
+* ``admin.py``: ``minion-queue``'s verbs (fill, list, requeue_dead, reset_expired,
+  status), an object over the same client, to which the engine hands them.
 """
 
 from __future__ import annotations
@@ -169,11 +169,11 @@ class Engine(abc.ABC):
 
         An empty :meth:`take` means "asked, and nothing now" only for an engine that
         could ask: ``MINION_IDLE_TIMEOUT`` counts from this time on, never during an
-        outage. Engines built on ``_kit.ClientCalls`` get it from the outage policy
-        (every worker's call goes through it); the default, 0.0, is an engine without a
-        server (file, sweep, memory), always reachable. An engine whose client hides an
-        outage (it only times out) must raise ``_kit.Unreachable`` in :meth:`take`
-        rather than return nothing.
+        outage. Engines built on ``kit.Calls`` get it from the outage policy (every
+        call of the minion's verbs goes through it); the default, 0.0, is an engine
+        without a server (file, sweep, memory), always reachable. An engine whose
+        client hides an outage (it only times out) must raise ``kit.Unreachable`` in
+        :meth:`take` rather than return nothing.
         """
         return 0.0
 
@@ -209,8 +209,10 @@ class Engine(abc.ABC):
         return None
 
     def heartbeat_interval(self) -> Optional[float]:
-        """Deprecated name of :meth:`lease_renewal_interval`, kept for engines written
-        before it: override the new name (the loop calls only the new one)."""
+        """The old name of :meth:`lease_renewal_interval`, kept because third-party
+        engines may still override it (with a DeprecationWarning): override the new
+        name; the loop calls only the new one. A heartbeat is a report's sign of life
+        (:meth:`minionize.reporters.base.Reporter.heartbeat`), never a lease renewal."""
         if type(self).lease_renewal_interval is _renewal_by_old_name:
             return None  # an old engine's super().heartbeat_interval(), as it always was
         return self.lease_renewal_interval()

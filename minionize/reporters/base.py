@@ -1,6 +1,6 @@
 """The Reporter protocol: what a minion tells the world about itself and its tasks.
 
-Reporters are called from several threads (worker threads report their tasks, the
+Reporters are called from several threads (slot threads report their tasks, the
 monitor sends heartbeats): implementations guard their state with a lock. A reporter
 must never raise into the loop for a param it cannot encode: it reports its ``repr``.
 """
@@ -63,7 +63,8 @@ class Reporter(abc.ABC):
         """A task's attempt ended and was settled."""
 
     def heartbeat(self, running: Sequence[Task]) -> None:
-        """Called every few seconds by the monitor with the tasks running now."""
+        """Called every few seconds by the monitor with the tasks running now: the
+        report's sign of life (leases are renewed by the engine's ``extend``, apart)."""
 
     def stop(self, exit_code: int) -> None:
         """The minion ends: flush."""

@@ -156,7 +156,7 @@ class CommandBuilder:
         #: How to get mappings, said when a string param meets {name}: the command line
         #: sets the one of the engine in use (its decoder variable and flag).
         self.decoder_hint = DECODER_HINT
-        #: Per worker thread: its slot ({%}), the sequence number of the delivery it is
+        #: Per slot thread: its slot ({%}), the sequence number of the delivery it is
         #: about to run ({#}), and the last argv it built (for the joblog).
         self._local = threading.local()
         self._slots = itertools.count(1)
@@ -220,7 +220,7 @@ class CommandBuilder:
 
     # -- per param -----------------------------------------------------------------------
     def begin(self, delivery: Delivery) -> None:
-        """The calling worker thread is about to build the command of ``delivery``: its
+        """The calling slot thread is about to build the command of ``delivery``: its
         ``{#}`` is the delivery's position in its input when the engine knows it (the file
         engine's line number, as GNU parallel counts), else its id when that is a number,
         else the next number of this minion's counter."""
@@ -242,7 +242,7 @@ class CommandBuilder:
         return seq if seq is not None else str(next(self._sequence))
 
     def slot(self) -> str:
-        """``{%}``: this worker thread's slot, 1..concurrency, given on its first use."""
+        """``{%}``: the calling thread's slot, 1..concurrency, given on its first use."""
         slot: Optional[str] = getattr(self._local, "slot", None)
         if slot is None:
             slot = self._local.slot = str(next(self._slots))
