@@ -2,6 +2,8 @@
 
 The same configuration as ``minionize`` (environment, ``.env``, ``--engine``), then one
 of the engine's administration calls. An engine that cannot do one says so (exit 2).
+Here: the command line, filling and the commands that change the queue; what the
+commands that read it print is :mod:`.queue_views`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import json
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ from typing import Any, Optional
 
 from ._logging import show_library_warnings
 from ._options import new_parser
+from .queue_views import show_list, show_results, show_status
 
 DESCRIPTION = """\
 Fill and inspect the queue that minions read: the engine and its settings come from
@@ -43,14 +45,6 @@ examples:
 exit codes: 0 done, 2 usage, configuration or queue error.
 """
 
-STATUS_LABELS = (
-    ("todo", "todo"),
-    ("in_flight", "in flight"),
-    ("expired", "expired leases"),
-    ("done", "done"),
-    ("dead", "dead letters"),
-    ("total", "total"),
-)
 
 
 def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -274,25 +268,6 @@ def _stdin() -> Optional[Iterator[str]]:
                                  newline="\n"))
 
 
-def _status(engine: Any, args: argparse.Namespace) -> int:
-    counters = dict(engine.status())
-    if args.json:
-        print(json.dumps(counters, sort_keys=True))
-        return 0
-    print(engine.describe())
-    labels = dict(STATUS_LABELS)
-    keys = [key for key, _ in STATUS_LABELS if key in counters]
-    keys += sorted(key for key in counters if key not in labels)
-    width = max((len(labels.get(key, key)) for key in keys), default=0)
-    for key in keys:
-        print(f"  {labels.get(key, key):<{width}}  {counters[key]}")
-    holders = getattr(engine, "holders", None)
-    if holders is not None and (counters.get("in_flight") or counters.get("expired")):
-        for line in holders():  # who holds them, and when they come back at the latest
-            print(f"  {line}")
-    return 0
-
-
 def _requeue_dead(engine: Any, args: argparse.Namespace) -> int:
     from ..errors import UnsupportedOperation
 
@@ -342,57 +317,14 @@ def _repair(engine: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _list(engine: Any, args: argparse.Namespace) -> int:
-    records = engine.list(args.kind)
-    if args.limit is not None:
-        records = itertools.islice(records, max(0, args.limit))
-    for record in records:
-        if args.json:
-            print(json.dumps(record, sort_keys=True))
-            continue
-        param = json.dumps(record.get("param"), ensure_ascii=False)
-        line = f"{record.get('id', '')}  {param}"
-        if record.get("attempts"):
-            line += f"  attempts={record['attempts']}"
-        if args.kind == "dead":
-            line += f"  {record.get('reason', '')}"
-        if args.kind == "in-flight" and "lease_end" in record:
-            line += f"  {engine.held_text(record)}"
-        print(line)
-    return 0
-
-
-def _results(engine: Any, args: argparse.Namespace) -> int:
-    rows = engine.results()
-    if args.limit is not None:
-        rows = itertools.islice(rows, max(0, args.limit))
-    for row in rows:
-        if args.json:
-            print(json.dumps(row, sort_keys=True))
-        else:
-            print(f"{_shown(row['param'])}\t{_shown(row['result'])}")
-    return 0
-
-
-def _shown(value: Any) -> str:
-    """A value as JSON text for the listing: non-ASCII characters as they are, but a
-    lone surrogate (not Unicode text: no terminal can print it) escaped."""
-    text = json.dumps(value, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value)
-    return text
-
-
 COMMANDS = {
     "fill": _fill,
-    "status": _status,
+    "status": show_status,
     "requeue-dead": _requeue_dead,
     "reset": _reset,
     "reset-expired": _reset_expired,
-    "list": _list,
-    "results": _results,
+    "list": show_list,
+    "results": show_results,
     "repair": _repair,
 }
 
