@@ -218,12 +218,12 @@ def _convert(name: str, value: str, convert: Callable[[str], _Number], hint: str
 def available_cpus(env: Mapping[str, str] | None = None) -> int:
     """The CPUs this process may use, as the batch scheduler or the kernel says.
 
-    Order: ``SLURM_CPUS_PER_TASK``, ``SLURM_CPUS_ON_NODE``, the lines naming this host in
-    ``OAR_NODEFILE``, then the CPU affinity mask, capped by the cgroup's CPU quota (a
-    Kubernetes pod's CPU limit, a container's ``--cpus``).
+    Order: ``SLURM_CPUS_PER_TASK``, ``SLURM_CPUS_ON_NODE``, Grid Engine's ``NSLOTS``, the
+    lines naming this host in ``OAR_NODEFILE``, then the CPU affinity mask, capped by the
+    cgroup's CPU quota (a Kubernetes pod's CPU limit, a container's ``--cpus``).
     """
     env = os.environ if env is None else env
-    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "NSLOTS"):
         value = env.get(name, "").strip()
         if value.isdecimal() and int(value) > 0:
             return int(value)

@@ -21,7 +21,12 @@ JOB_VARIABLES = (
     "OAR_JOB_ID",
     "OAR_ARRAY_ID",
     "OAR_ARRAY_INDEX",
+    "JOB_ID",
+    "SGE_TASK_ID",
 )
+#: Grid Engine's job id has a name other programs use too: read only in a Grid Engine job
+#: (which always sets ``SGE_TASK_ID``, to ``undefined`` outside an array).
+SGE_ONLY = ("JOB_ID", "SGE_TASK_ID")
 
 
 @dataclass
@@ -47,7 +52,7 @@ class MinionInfo:
             host=socket.gethostname(),
             pid=os.getpid(),
             start=time.time(),
-            jobs={name: env[name] for name in JOB_VARIABLES if env.get(name)},
+            jobs=scheduler_jobs(env),
             pod=pod,
         )
 
@@ -61,13 +66,26 @@ class MinionInfo:
         return asdict(self)
 
 
+def scheduler_jobs(env: Mapping[str, str]) -> dict[str, str]:
+    """The scheduler's variables (:data:`JOB_VARIABLES`) set in ``env``."""
+    sge = "SGE_TASK_ID" in env
+    return {
+        name: env[name]
+        for name in JOB_VARIABLES
+        if env.get(name) and env[name] != "undefined" and (sge or name not in SGE_ONLY)
+    }
+
+
 def job_label(jobs: Mapping[str, str]) -> str:
-    """``1234_5`` for an array task, ``1234`` for a job, ``""`` outside a scheduler, from
-    the scheduler's variables (:data:`JOB_VARIABLES`) a minion found."""
+    """``1234_5`` for an array task (``1234.5`` on Grid Engine, as qstat and qdel name
+    it), ``1234`` for a job, ``""`` outside a scheduler, from the scheduler's variables
+    (:data:`JOB_VARIABLES`) a minion found."""
     if "SLURM_ARRAY_JOB_ID" in jobs and "SLURM_ARRAY_TASK_ID" in jobs:
         return f"{jobs['SLURM_ARRAY_JOB_ID']}_{jobs['SLURM_ARRAY_TASK_ID']}"
     if "SLURM_JOB_ID" in jobs:
         return jobs["SLURM_JOB_ID"]
     if "OAR_JOB_ID" in jobs:
         return jobs["OAR_JOB_ID"]
-    return ""
+    if "JOB_ID" in jobs and "SGE_TASK_ID" in jobs:
+        return f"{jobs['JOB_ID']}.{jobs['SGE_TASK_ID']}"
+    return jobs.get("JOB_ID", "")

@@ -103,3 +103,9 @@ def test_concurrency_numbers_and_errors() -> None:
         parse_concurrency("0")
     with pytest.raises(ConfigError, match="MINION_CONCURRENCY"):
         parse_concurrency("many")
+
+
+def test_grid_engine_slots() -> None:
+    # qsub -pe smp 3: Grid Engine sets NSLOTS to the slots granted (1 without -pe).
+    assert available_cpus({"NSLOTS": "3", "JOB_ID": "7", "SGE_TASK_ID": "undefined"}) == 3
+    assert available_cpus({"NSLOTS": "0"}) == AFFINITY

@@ -97,3 +97,22 @@ def test_current_reads_the_process_environment_by_default(monkeypatch: pytest.Mo
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "9")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
     assert MinionInfo.current().job_label == "9_0"
+
+
+def test_grid_engine_array_task() -> None:
+    info = MinionInfo.current({"JOB_ID": "812", "SGE_TASK_ID": "3", "NSLOTS": "2"})
+    assert info.jobs == {"JOB_ID": "812", "SGE_TASK_ID": "3"}
+    # qstat lists it as job 812 task 3; qdel 812.3 deletes it.
+    assert info.job_label == "812.3"
+
+
+def test_grid_engine_job_without_array() -> None:
+    info = MinionInfo.current({"JOB_ID": "813", "SGE_TASK_ID": "undefined"})
+    assert info.jobs == {"JOB_ID": "813"}
+    assert info.job_label == "813"
+
+
+def test_a_job_id_outside_grid_engine_is_not_a_job() -> None:
+    info = MinionInfo.current({"JOB_ID": "build-42", "HOME": "/root"})
+    assert info.jobs == {}
+    assert info.job_label == ""
