@@ -31,16 +31,19 @@ class Feeder:
     """One call's items, read from its iterable and written a batch of chunks at a time.
 
     An exception of the iterable, or an item that cannot be pickled, ends the feed: it is
-    kept in ``error``, to be raised after the results of the items before it.
+    kept in ``error``, to be raised after the results of the chunks before it (the items
+    of the chunk it cut are dropped, as multiprocessing drops them).
     """
 
     def __init__(self, rundir: str, call: int, iterable: Iterable[Any], chunksize: int,
-                 star: bool) -> None:
+                 star: bool, apply: bool = False) -> None:
         self.rundir = rundir
         self.call = call
         self._items = iter(iterable)
         self.chunksize = chunksize
         self.star = star
+        #: Each item is ``(args, kwargs)`` (``apply``).
+        self.apply = apply
         #: The first item of each chunk written so far.
         self.starts: list[int] = []
         self.exhausted = False
@@ -76,6 +79,8 @@ class Feeder:
             self._next += len(items)
             params.append({"call": self.call, "chunk": chunk, "start": start, "batch": batch,
                            "offset": offset, "size": len(blob), "star": self.star})
+            if self.apply:
+                params[-1]["apply"] = True
             self._batch_of[chunk] = batch
             blobs.append(blob)
             offset += len(blob)
@@ -90,9 +95,9 @@ class Feeder:
         try:
             for item in itertools.islice(self._items, self.chunksize):
                 items.append(item)
-        except Exception as exc:
+        except Exception as exc:  # the chunk it cut is dropped, as multiprocessing does
             self.exhausted, self.error = True, exc
-            return items
+            return []
         if len(items) < self.chunksize:
             self.exhausted = True
         return items

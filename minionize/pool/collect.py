@@ -3,19 +3,21 @@
 The call's items are read as its results come back: at most ``ahead`` chunks are out
 (written and not handed on yet), so ``imap`` on an endless iterable yields results, and
 an exception of the iterable comes out after the results of the items before it.
+A call is driven by looking at it (:meth:`Call.poll`) until it is :attr:`Call.done`:
+by the caller (``map``, ``imap``'s ``next()``) or by the pool's result thread (the
+``*_async`` methods).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
 from .calls import Feeder, remove_call
 from .errors import RemoteTraceback
 from .inbox import Arrivals, Chunk, Inbox
-from .pickling import decode_outcome
+from .pickling import Outcome, decode_outcome
 from .progress import Progress
 from .rundir import write_private
 from .supervisor import Supervisor
@@ -25,12 +27,13 @@ if TYPE_CHECKING:
 
 #: How often the caller looks at the queue and the workers (results are read more often).
 CHECK_SECONDS = 0.2
-#: Longest sleep between two reads of the results files.
+#: Shortest and longest sleep between two reads of the results files.
+MIN_TICK = 0.0005
 MAX_TICK = 0.005
 
 
 class Call:
-    """A call's feed (:class:`Feeder`), its arrivals, and the generator of its results.
+    """A call's feed (:class:`Feeder`), its arrivals, and its chunks as their turn comes.
 
     ``ahead``: the chunks out at most (None: every chunk at once, as ``map`` does);
     ``total``: the number of items, when known (for the progress line)."""
@@ -45,7 +48,11 @@ class Call:
         self.supervisor = supervisor
         self.arrivals = Arrivals(ordered)
         self.ahead = ahead
+        self.total = total
         self.display = Progress(total) if progress else None
+        #: The next sleep between two looks (short while chunks arrive).
+        self.tick = MIN_TICK
+        self._next_check = time.monotonic() + CHECK_SECONDS
 
     def feed(self) -> None:
         """Write more chunks while fewer than half of ``ahead`` are out."""
@@ -60,33 +67,30 @@ class Call:
             self.queue.fill(params)
             write_private(os.path.join(self.rundir, "bell"), str(feeder.call).encode())
 
-    def results(self) -> Iterator[Any]:
-        """The call's results (``map``'s order, or as they come), then its input's error."""
-        arrivals, feeder = self.arrivals, self.feeder
-        tick = 0.0005
-        next_check = time.monotonic() + CHECK_SECONDS
-        try:
-            while True:
-                self.feed()
-                arrived = arrivals.add(self.inbox.read(feeder.call))
-                for number in arrived:
-                    feeder.arrived(number)
-                for chunk in arrivals.ready():
-                    yield from _values(chunk)
-                if feeder.exhausted and arrivals.handed >= len(feeder.starts):
-                    break
-                now = time.monotonic()
-                if now >= next_check:
-                    next_check = now + CHECK_SECONDS
-                    self.supervisor.check(feeder.call, feeder.starts, arrivals.seen)
-                    self._show(end=False)
-                tick = 0.0005 if arrived else min(MAX_TICK, tick * 2)
-                time.sleep(tick)
-            self._show(end=True)
-            if feeder.error is not None:
-                raise feeder.error
-        finally:
-            self.abandon()
+    @property
+    def done(self) -> bool:
+        """Every chunk written and handed on (then ``feeder.error``, if any, is next)."""
+        return self.feeder.exhausted and self.arrivals.handed >= len(self.feeder.starts)
+
+    def poll(self) -> list[Chunk]:
+        """One look: more chunks written, the chunks whose turn came (raises the pool's
+        errors: a chunk lost for good, workers that cannot start)."""
+        feeder, arrivals = self.feeder, self.arrivals
+        self.feed()
+        arrived = arrivals.add(self.inbox.read(feeder.call))
+        for number in arrived:
+            feeder.arrived(number)
+        ready = list(arrivals.ready())
+        now = time.monotonic()
+        if now >= self._next_check and not self.done:
+            self._next_check = now + CHECK_SECONDS
+            self.supervisor.check(feeder.call, feeder.starts, arrivals.seen)
+            self.show(end=False)
+        self.tick = MIN_TICK if arrived else min(MAX_TICK, self.tick * 2)
+        return ready
+
+    def sleep(self) -> None:
+        time.sleep(self.tick)
 
     def abandon(self) -> None:
         """The call is over: its late chunks are dropped, its pickles removed (workers
@@ -94,7 +98,7 @@ class Call:
         self.inbox.forget(self.feeder.call)
         remove_call(self.rundir, self.feeder.call)
 
-    def _show(self, end: bool) -> None:
+    def show(self, end: bool) -> None:
         if self.display is not None:
             counts = (self.arrivals.done, *self.supervisor.worker_counts(), self.arrivals.failed)
             if end:
@@ -103,13 +107,10 @@ class Call:
                 self.display.update(*counts)
 
 
-def _values(chunk: Chunk) -> Iterator[Any]:
-    start, outcomes = chunk
-    for j, outcome in enumerate(outcomes):
-        ok, value, text = decode_outcome(start + j, outcome)
-        if ok:
-            yield value
-        else:
-            if text:
-                value.__cause__ = RemoteTraceback(text)
-            raise value
+def outcome_value(index: int, outcome: Outcome) -> tuple[bool, Any]:
+    """``(ok, value)`` of an item; an exception carries the worker's traceback in its
+    ``__cause__`` (a ``multiprocessing.pool.RemoteTraceback``, as multiprocessing does)."""
+    ok, value, text = decode_outcome(index, outcome)
+    if not ok and text:
+        value.__cause__ = RemoteTraceback(text)
+    return ok, value

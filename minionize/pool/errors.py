@@ -3,8 +3,25 @@
 from __future__ import annotations
 
 import pickle
+from typing import TYPE_CHECKING
 
 from ..errors import MinionizeError
+
+if TYPE_CHECKING:  # typeshed does not list them
+
+    class MaybeEncodingError(Exception):
+        exc: str
+        value: str
+
+    class RemoteTraceback(Exception):
+        """The ``__cause__`` of an exception re-raised in the caller: the worker's traceback."""
+
+        tb: str
+
+        def __init__(self, tb: str) -> None: ...
+else:
+    from multiprocessing.pool import MaybeEncodingError
+    from multiprocessing.pool import RemoteTraceback as RemoteTraceback
 
 
 class PoolError(MinionizeError):
@@ -31,8 +48,29 @@ class RemoteError(PoolError):
         super().__init__(message)
         self.traceback = traceback
 
-    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str]]:
-        return (RemoteError, (str(self), self.traceback))
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.traceback))
+
+
+class PoolEncodingError(RemoteError, MaybeEncodingError):
+    """A result (or an exception) that could not be pickled back from the worker:
+    ``multiprocessing.pool.MaybeEncodingError`` too, with its ``exc`` (the pickling
+    error's repr) and ``value`` (the value's repr)."""
+
+    def __init__(self, message: str, traceback: str = "", exc: str = "", value: str = "") -> None:
+        Exception.__init__(self, message)  # not MaybeEncodingError's (exc, value)
+        self.traceback = traceback
+        self.exc = exc
+        self.value = value
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.args[0]!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.traceback, self.exc, self.value))
 
 
 class TaskLost(PoolError):
@@ -51,14 +89,3 @@ class TaskLost(PoolError):
 
 def _task_lost(message: str, index: int, attempts: int, reason: str) -> TaskLost:
     return TaskLost(message, index=index, attempts=attempts, reason=reason)
-
-
-class RemoteTraceback(Exception):
-    """The ``__cause__`` of an exception re-raised in the caller: the worker's traceback."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-    def __str__(self) -> str:
-        return self.text

@@ -21,7 +21,7 @@ import pickle
 import types
 from typing import Any, Callable, Optional
 
-from .errors import PoolPicklingError, PoolTypeError, RemoteError
+from .errors import PoolEncodingError, PoolPicklingError, PoolTypeError, RemoteError
 
 #: Source lines carried with a function, at most (characters, all files together).
 MAX_SOURCE_CHARS = 4 * 1024 * 1024
@@ -123,8 +123,8 @@ Outcome = tuple[bool, bytes, str, str]
 
 def encode_outcome(index: int, ok: bool, value: Any, text: str) -> Outcome:
     """In a worker: an item's value (or exception) pickled. A result that cannot be
-    pickled, or an exception that would not survive the trip, becomes a RemoteError
-    saying so (with the worker's traceback)."""
+    pickled, or an exception that would not survive the trip, becomes a
+    :class:`PoolEncodingError` (a ``MaybeEncodingError``) saying so (with the worker's traceback)."""
     name = type(value).__qualname__
     try:
         try:
@@ -140,8 +140,16 @@ def encode_outcome(index: int, ok: bool, value: Any, text: str) -> Outcome:
             message = f"the result of item {index} ({name}) cannot be pickled: {exc}"
         else:
             message = f"{type(value).__module__}.{name}: {_text(value)}"
-        return (False, pickle.dumps(RemoteError(message, text)), text, "RemoteError")
+        error = PoolEncodingError(message, text, _repr(exc), _repr(value))
+        return (False, pickle.dumps(error), text, "PoolEncodingError")
     return (ok, blob, text, name)
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)[:1000]
+    except Exception:
+        return f"<{type(value).__qualname__} (its repr cannot be shown)>"
 
 
 def _text(value: Any) -> str:

@@ -1,59 +1,56 @@
-"""``Pool``: ``multiprocessing.Pool``'s map, on worker minions (local, or a SLURM array).
+"""``Pool``: ``multiprocessing.Pool``, on worker minions (local, or a SLURM array).
 
-The caller pickles the function (by value: lambdas, closures and ``__main__`` functions
-travel) and the items, chunk by chunk, into the run directory, fills the run's sweep
-queue with one JSON param per chunk, and reads the workers' results files as they grow.
-Everything a worker minion can lose (a crash, a SIGKILL, a lost node) comes back
-through the queue: the chunk's lease expires, another worker runs it, and after
-``max_attempts`` losses it is a dead letter, which the caller raises as :class:`TaskLost`.
+Every method, argument and behaviour of ``multiprocessing.Pool``, and minionize's own:
+functions sent by value, :class:`TaskLost`, lost workers replaced, ``backend="slurm"``.
+What a call writes and how its chunks come back: :mod:`.run`, :mod:`.collect`.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Callable, Optional
+from collections.abc import Iterable, Mapping, Sequence
+from multiprocessing.pool import CLOSE, RUN, TERMINATE
+from typing import Any, Callable, Optional, TypeVar
 
 from ..engines.kit import optional_import
-from ..engines.sweep.engine import SweepEngine
-from .backends import Backend, LocalBackend, PoolWorker
-from .calls import Feeder, chunk_size, write_function
-from .cleanup import disown, guard, release, remove_stale
+from .backends import PoolWorker
 from .collect import Call
 from .errors import PoolError
-from .inbox import Inbox
-from .pickling import dump_function
-from .rundir import make_rundir, write_private
-from .supervisor import Supervisor
+from .results import ApplyResult, Callback, IMapIterator, MapResult, drive
+from .run import Run
 
-#: ``imap``'s read-ahead: chunks out (written, not handed on yet) per worker, at most.
-AHEAD_PER_WORKER = 16
+R = TypeVar("R", bound=ApplyResult)
+
+
+def _start_method(start: Optional[str], context: Any) -> str:
+    """``start``, or what ``context`` says: ``fork`` forks, ``spawn`` and ``forkserver``
+    start a fresh interpreter (``exec``)."""
+    if start is not None:
+        return start
+    if context is None:
+        return "fork"
+    return "fork" if context.get_start_method() == "fork" else "exec"
 
 
 class Pool:
     """A pool of worker minions: ``with Pool(4) as pool: pool.map(f, items)``.
 
-    ``processes``: how many workers (default: the CPUs here). ``backend``: ``"local"``
-    (child processes) or ``"slurm"`` (one ``sbatch --array`` job; ``sbatch_args`` are
-    added to its command line). ``workdir``: where the run directory is made (default:
-    a temporary directory; on SLURM, give a directory every node sees). ``lease``:
-    seconds after which the chunk of a silent worker runs again; ``max_attempts``: the
-    losses of a chunk before :class:`TaskLost`; ``max_tasks_per_worker``: recycle a
-    worker's function process after that many chunks; ``max_replacements``: workers
-    started to replace lost ones (default: ``2 * processes``). ``start``: how local
-    workers start: ``"fork"`` (the default: forked from the caller, like
-    multiprocessing, ready in milliseconds) or ``"exec"`` (a fresh ``python -m
-    minionize.pool.worker``, which shares nothing with the caller). ``progress``: show
-    a one-line display of each call on standard error (done / total, workers, failures,
-    rate, ETA).
+    ``processes``, ``initializer``, ``initargs``, ``maxtasksperchild`` (also
+    ``max_tasks_per_worker``) and ``context`` are multiprocessing's; ``backend``
+    (``"local"`` or ``"slurm"``, with ``sbatch_args``), ``workdir``, ``keep_workdir``,
+    ``lease``, ``max_attempts``, ``max_replacements``, ``start`` (``"fork"`` or
+    ``"exec"``) and ``progress`` are minionize's: see ``docs/pool.md``.
     """
 
     def __init__(
         self,
         processes: Optional[int] = None,
+        initializer: Optional[Callable[..., Any]] = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: Optional[int] = None,
+        context: Any = None,
         *,
         backend: str = "local",
         workdir: Optional[str] = None,
@@ -63,171 +60,210 @@ class Pool:
         max_tasks_per_worker: Optional[int] = None,
         max_replacements: Optional[int] = None,
         sbatch_args: Sequence[str] = (),
-        start: str = "fork",
+        start: Optional[str] = None,
         progress: bool = False,
     ) -> None:
+        self._state = TERMINATE  # until the workers are started (for __del__)
         optional_import("cloudpickle", "minionize.pool", "pool")
-        self.processes = processes or os.cpu_count() or 1
-        if self.processes < 1:
-            raise ValueError("processes must be at least 1")
-        self.keep_workdir = keep_workdir
-        self.progress = progress
-        self._state = "open"
-        #: [keep the run directory]: set by keep_workdir, or by an error.
-        self._keep = [keep_workdir]
-        tick = 0.002 if backend == "local" else 0.05
-        # Absolute: the caller may chdir. Leftovers of killed callers there are removed.
-        parent = os.path.abspath(workdir if workdir is not None else tempfile.gettempdir())
-        remove_stale(parent)
-        self.rundir = make_rundir(parent, {"lease": lease, "max_attempts": max_attempts, "tick": tick,
-                                            "max_tasks_per_worker": max_tasks_per_worker})
-        self._queue = SweepEngine(os.path.join(self.rundir, "queue"), lease=lease,
-                                  max_attempts=max_attempts)
-        self._queue.create()
-        self._queue.open()
-        self._inbox = Inbox(self.rundir)
-        self._backend: Backend
-        if backend == "local":
-            self._backend = LocalBackend(self.rundir, start)
-        elif backend == "slurm":
-            from .slurm import SlurmBackend
-
-            self._backend = SlurmBackend(self.rundir, sbatch_args)
-        else:
-            raise ValueError(f"backend must be 'local' or 'slurm', not {backend!r}")
-        self._supervisor = Supervisor(
-            rundir=self.rundir, queue=self._queue, backend=self._backend,
-            max_attempts=max_attempts,
-            max_replacements=2 * self.processes if max_replacements is None else max_replacements,
-        )
-        # Stops the workers and removes the run directory once: at terminate or join, or
-        # when a pool never closed is collected, or at the end of the program.
-        # SIGTERM ends the caller after the same.
-        holder: list[Callable[[], Any]] = []
-        self._finalizer = weakref.finalize(self, _finish, self._backend, self.rundir, self._keep, holder)
-        holder.append(self._finalizer)
-        guard(self._finalizer)
+        self.processes = (os.cpu_count() or 1) if processes is None else processes
+        tasks = _max_tasks(maxtasksperchild, max_tasks_per_worker)
+        method = _start_method(start, context)
+        _check(self.processes, initializer, backend, method)
+        init = None if initializer is None else _Initializer(initializer, tuple(initargs))
+        self.keep_workdir, self.progress = keep_workdir, progress
+        self._run = Run(self.processes, backend=backend, workdir=workdir, keep_workdir=keep_workdir,
+                        max_attempts=max_attempts, lease=lease, max_tasks_per_worker=tasks,
+                        max_replacements=max_replacements, sbatch_args=sbatch_args, start=method,
+                        progress=progress, initializer=init)
+        self.rundir = self._run.rundir
+        # Ends the run once: at terminate or join, when a pool never closed is collected,
+        # at the end of the program, or on SIGTERM (then the caller ends as it would have).
+        self._finalizer = weakref.finalize(self, self._run.finish)
         try:
-            self._backend.start(self.processes)
+            self._run.start(self._finalizer)
         except BaseException:
             self._finalizer()
             raise
+        self._state = RUN
 
     # -- the multiprocessing.Pool API -------------------------------------------------
+    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (),
+              kwds: Optional[Mapping[str, Any]] = None) -> Any:
+        """``func(*args, **kwds)``, computed by a worker."""
+        return self._drive(self._call(func, [(tuple(args), dict(kwds or {}))], 1, apply=True),
+                           ApplyResult(1, True))
+
+    def apply_async(self, func: Callable[..., Any], args: Iterable[Any] = (),
+                    kwds: Optional[Mapping[str, Any]] = None, callback: Callback = None,
+                    error_callback: Callback = None) -> ApplyResult:
+        """``apply``, its result to come (an ``AsyncResult``)."""
+        call = self._call(func, [(tuple(args), dict(kwds or {}))], 1, apply=True)
+        return self._later(call, ApplyResult(1, True, callback, error_callback))
+
     def map(self, func: Callable[[Any], Any], iterable: Iterable[Any],
             chunksize: Optional[int] = None) -> list[Any]:
-        """``[func(x) for x in iterable]``, computed by the workers."""
-        return list(self._run(func, iterable, chunksize, star=False, ordered=True, eager=True))
+        """``[func(x) for x in iterable]``, computed by the workers; the first item that
+        raised raises, once every item has run."""
+        call = self._call(func, iterable, chunksize)
+        return self._drive(call, MapResult(call.total or 0))  # type: ignore[no-any-return]
 
     def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
                 chunksize: Optional[int] = None) -> list[Any]:
         """``[func(*args) for args in iterable]``, computed by the workers."""
-        return list(self._run(func, iterable, chunksize, star=True, ordered=True, eager=True))
+        call = self._call(func, iterable, chunksize, star=True)
+        return self._drive(call, MapResult(call.total or 0))  # type: ignore[no-any-return]
+
+    def map_async(self, func: Callable[[Any], Any], iterable: Iterable[Any],
+                  chunksize: Optional[int] = None, callback: Callback = None,
+                  error_callback: Callback = None) -> MapResult:
+        """``map``, its result to come (a ``MapResult``)."""
+        call = self._call(func, iterable, chunksize)
+        return self._later(call, MapResult(call.total or 0, callback, error_callback))
+
+    def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
+                      chunksize: Optional[int] = None, callback: Callback = None,
+                      error_callback: Callback = None) -> MapResult:
+        """``starmap``, its result to come (a ``MapResult``)."""
+        call = self._call(func, iterable, chunksize, star=True)
+        return self._later(call, MapResult(call.total or 0, callback, error_callback))
 
     def imap(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-             chunksize: Optional[int] = 1) -> Iterator[Any]:
+             chunksize: int = 1) -> IMapIterator:
         """The results of ``map``, in order, as they arrive."""
-        return self._run(func, iterable, chunksize, star=False, ordered=True)
+        return self._imap(func, iterable, chunksize, ordered=True)
 
     def imap_unordered(self, func: Callable[[Any], Any], iterable: Iterable[Any],
-                       chunksize: Optional[int] = 1) -> Iterator[Any]:
+                       chunksize: int = 1) -> IMapIterator:
         """The results of ``map``, in the order they arrive."""
-        return self._run(func, iterable, chunksize, star=False, ordered=False)
-
-    @property
-    def max_replacements(self) -> int:
-        """Workers started to replace lost ones, at most."""
-        return self._supervisor.max_replacements
-
-    @property
-    def workers(self) -> list[PoolWorker]:
-        """One object per worker minion (``.pid``, ``.host``, ``.state``)."""
-        return list(self._backend.poll())
+        return self._imap(func, iterable, chunksize, ordered=False)
 
     def close(self) -> None:
         """No more calls: the workers exit once the queue is drained (see :meth:`join`)."""
-        if self._state == "open":
-            self._state = "closed"
-            write_private(os.path.join(self.rundir, "closed"), b"")
+        if self._state == RUN:
+            self._state = CLOSE
+            self._run.close()
 
-    def join(self, timeout: float = 60.0) -> None:
-        """Wait for the workers of a closed pool to exit, then remove the run directory
-        (unless ``keep_workdir``)."""
-        if self._state == "open":
-            raise ValueError("join() needs close() or terminate() first")
-        if self._state == "closed":
-            self._backend.wait(timeout)
+    def join(self, timeout: Optional[float] = None) -> None:
+        """Wait for the workers of a closed pool to finish every call and exit, then
+        remove the run directory (unless ``keep_workdir``); ``timeout``: give up after
+        that many seconds and stop them."""
+        if self._state == RUN:
+            raise ValueError("Pool is still running")
+        if self._state == CLOSE and self._finalizer.alive:
+            self._run.wait(timeout)
         self._end(False)
 
     def terminate(self) -> None:
         """Stop every worker now, and remove the run directory (unless ``keep_workdir``)."""
+        self._state = TERMINATE
         self._end(False)
 
     def __enter__(self) -> Pool:
-        return self
+        return self._check_running()
 
     def __exit__(self, kind: object, error: object, trace: object) -> None:
-        # The run directory is kept for a look when the pool's own error ends the block.
+        self._state = TERMINATE  # the run directory kept when the pool's error ends the block
         self._end(isinstance(error, PoolError))
 
-    def _end(self, error_keeps: bool) -> None:
-        if self._state == "joined":
-            return
-        self._state = "joined"
-        if not error_keeps:
-            self._keep[0] = self.keep_workdir  # an error caught and the pool ended well
-        self._finalizer()
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.Pool state={self._state} pool_size={self.processes}>"
+
+    # -- minionize's own ----------------------------------------------------------------
+    @property
+    def max_replacements(self) -> int:
+        """Workers started to replace lost ones, at most."""
+        return self._run.supervisor.max_replacements
+
+    @property
+    def workers(self) -> list[PoolWorker]:
+        """One object per worker minion (``.pid``, ``.host``, ``.state``)."""
+        return list(self._run.backend.poll())
+
+    @property
+    def _pool(self) -> list[PoolWorker]:
+        """multiprocessing's list of the worker processes: the worker minions not ended."""
+        return [w for w in self.workers if w.state in ("starting", "alive")]
 
     # -- one call -----------------------------------------------------------------------
-    def _run(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Optional[int],
-             star: bool, ordered: bool, eager: bool = False) -> Iterator[Any]:
-        """map (``eager``: every item listed and written at once, as multiprocessing
-        lists them) or imap (items read as the results come back)."""
-        if self._state != "open":
+    def _check_running(self) -> Pool:
+        if self._state != RUN:
             raise ValueError("Pool not running")
-        func_data = dump_function(func)
-        total: Optional[int] = None
-        ahead: Optional[int] = AHEAD_PER_WORKER * self.processes
-        if eager:  # map and starmap
-            iterable = list(iterable)
-            total, ahead = len(iterable), None
-        elif hasattr(iterable, "__len__"):
-            total = len(iterable)  # type: ignore[arg-type]
-        size = chunk_size(total or 0, self.processes, chunksize)
-        call_number = self._inbox.open_call()
-        write_function(self.rundir, call_number, func_data)
-        call = Call(rundir=self.rundir, feeder=Feeder(self.rundir, call_number, iterable, size, star),
-                    inbox=self._inbox, queue=self._queue, supervisor=self._supervisor,
-                    ordered=ordered, ahead=ahead, progress=self.progress, total=total)
-        try:
-            call.feed()  # at once: the workers start before the first next()
-            if ahead is None and call.feeder.error is not None:
-                raise call.feeder.error  # map: an item that cannot be sent, before anything runs
-        except BaseException:
-            call.abandon()
-            raise
-        return self._guarded(call.results())
+        return self
 
-    def _guarded(self, results: Iterator[Any]) -> Iterator[Any]:
+    def _call(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Optional[int],
+              **how: bool) -> Call:
+        self._check_running()
+        return self._run.call(func, iterable, chunksize, **how)
+
+    def _drive(self, call: Call, result: ApplyResult) -> Any:
         try:
-            yield from results
-        except KeyboardInterrupt:
+            drive(call, result)
+        except BaseException as exc:
+            self._failed(exc)
+            raise
+        try:
+            return result.get()
+        except PoolError as exc:
+            self._failed(exc)
+            raise
+
+    def _later(self, call: Call, result: R) -> R:
+        self._run.results.add(call, result)
+        return result
+
+    def _imap(self, func: Callable[[Any], Any], iterable: Iterable[Any], chunksize: int,
+              ordered: bool) -> IMapIterator:
+        if chunksize < 1:
+            raise ValueError(f"Chunksize must be 1+, not {chunksize:n}")
+        call = self._call(func, iterable, chunksize, ordered=ordered, eager=False)
+        return IMapIterator(call, self._failed)
+
+    def _failed(self, error: BaseException) -> None:
+        """A call ended in ``error``: Ctrl-C ends the pool; the pool's own error keeps
+        the run directory for a look, should it end the pool."""
+        if isinstance(error, KeyboardInterrupt):
             self.terminate()
-            raise
-        except PoolError:
-            self._keep[0] = True
-            raise
+        elif isinstance(error, PoolError):
+            self._run.keep = True
+
+    def _end(self, error_keeps: bool) -> None:
+        if not error_keeps:
+            self._run.keep = self.keep_workdir  # an error caught and the pool ended well
+        self._finalizer()
 
 
-def _finish(backend: Backend, rundir: str, keep: list[bool], holder: list[Callable[[], Any]]) -> None:
-    """Stop the workers (those still there), then remove the run directory unless kept
-    (then it is disowned: never removed as a leftover)."""
-    try:
-        backend.stop()
-    finally:
-        if keep[0]:
-            disown(rundir)
-        else:
-            shutil.rmtree(rundir, ignore_errors=True)
-        if holder:
-            release(holder[0])
+def _check(processes: int, initializer: Any, backend: str, start: str) -> None:
+    """The errors multiprocessing raises for its arguments, and ours."""
+    if processes < 1:
+        raise ValueError("Number of processes must be at least 1")
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    if backend not in ("local", "slurm"):
+        raise ValueError(f"backend must be 'local' or 'slurm', not {backend!r}")
+    if start not in ("fork", "exec"):
+        raise ValueError(f"start must be 'fork' or 'exec', not {start!r}")
+
+
+class _Initializer:
+    """``initializer(*initargs)``, sent to the workers as one callable."""
+
+    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.func = func
+        self.args = args
+
+    def __call__(self) -> None:
+        self.func(*self.args)
+
+
+def _max_tasks(maxtasksperchild: Any, max_tasks_per_worker: Optional[int]) -> Optional[int]:
+    """``maxtasksperchild`` and ``max_tasks_per_worker``: one setting under two names."""
+    for value in (maxtasksperchild, max_tasks_per_worker):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+    if None not in (maxtasksperchild, max_tasks_per_worker) and maxtasksperchild != max_tasks_per_worker:
+        raise ValueError("maxtasksperchild and max_tasks_per_worker are one setting: give one")
+    return maxtasksperchild if maxtasksperchild is not None else max_tasks_per_worker

@@ -1,10 +1,12 @@
 """What the caller of a pool watches while it collects a call: the chunks the queue
-dead-lettered (:class:`TaskLost`), and the workers, lost ones replaced up to
+dead-lettered (:class:`TaskLost`), workers whose initializer raised (:class:`PoolError`:
+they cannot start), and the workers, lost ones replaced up to
 ``max_replacements``, their chunks put back at once."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import threading
+from typing import TYPE_CHECKING, Any
 
 from .backends import Backend, PoolWorker, read_state
 from .errors import PoolError, TaskLost
@@ -27,13 +29,19 @@ class Supervisor:
         self.max_replacements = max_replacements
         self.replaced = 0
         self._reclaimed: set[str] = set()
-        self._dead_seen = 0
+        #: The queue's dead letters seen so far (each call looks for its own).
+        self._dead: list[dict[str, Any]] = []
+        #: Why workers cannot start (their initializer raised), once one said so.
+        self._failure = ""
+        self._lock = threading.Lock()
 
     def check(self, call: int, starts: list[int], seen: set[int]) -> None:
-        """Dead chunks of this call raise TaskLost; ended workers are replaced."""
-        status = self.queue.status()
-        if status["dead"] > self._dead_seen:
-            for row in self.queue.list("dead"):
+        """Dead chunks of this call raise TaskLost; workers that cannot start raise
+        PoolError; ended workers are replaced."""
+        with self._lock:
+            if self.queue.status()["dead"] > len(self._dead):
+                self._dead = list(self.queue.list("dead"))
+            for row in self._dead:
                 param = row["param"]
                 if param["call"] == call and param["chunk"] not in seen:
                     index = param["start"]
@@ -42,12 +50,20 @@ class Supervisor:
                         f"{row['attempts']} time(s): {row['reason']}{kept_note(self.rundir)}",
                         index=index, attempts=row["attempts"], reason=row["reason"],
                     )
-            self._dead_seen = status["dead"]
+            self._watch_workers()
+
+    def _watch_workers(self) -> None:
         workers = self.backend.poll()
         for worker in workers:
             if worker.state == "lost" and worker.name not in self._reclaimed:
                 self._reclaimed.add(worker.name)
+                info = read_state(self.rundir, worker.name)
+                if info.get("state") == "failed" and not self._failure:
+                    self._failure = (f"worker {worker.name} cannot start: the pool's initializer "
+                                     f"raised:\n{info.get('error', '')}")
                 self._reclaim(worker)
+        if self._failure:
+            raise PoolError(f"{self._failure}{kept_note(self.rundir)}")
         ended = [w for w in workers if w.state in ("lost", "finished")]
         missing = len(ended) - self.replaced
         if missing <= 0:

@@ -35,6 +35,8 @@ from .rundir import append_record, check_private, read_private, write_private
 #: How often an idle worker takes from the queue even when the bell did not ring
 #: (params that come back after a failure or an expired lease).
 FULL_LOOK_SECONDS = 0.25
+#: The exit code of a worker whose initializer raised.
+EXIT_INITIALIZER = 3
 
 
 class PoolEngine(SweepEngine):
@@ -100,11 +102,11 @@ def run_chunk(rundir: str, param: dict[str, Any]) -> Optional[bytes]:
             return None  # the call is over (its batch came back, run twice)
         raise
     items = pickle.loads(data)
-    star = bool(param.get("star"))
+    star, apply = bool(param.get("star")), bool(param.get("apply"))
     outcomes: list[Outcome] = []
     for j, item in enumerate(items):
         try:
-            value = func(*item) if star else func(item)
+            value = func(*item[0], **item[1]) if apply else func(*item) if star else func(item)
         except Exception as exc:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             outcomes.append(encode_outcome(param["start"] + j, False, exc, text))
@@ -129,12 +131,32 @@ class ChunkCallback(FuncCallback):
         return result
 
 
-def write_state(rundir: str, name: str, state: str, minion: str = "") -> None:
+def write_state(rundir: str, name: str, state: str, minion: str = "", error: str = "") -> None:
     """The worker's ``workers/<name>.json``: pid, host, state, and the name its leases
-    carry in the queue (so the pool can put back at once what a lost worker held)."""
+    carry in the queue (so the pool can put back at once what a lost worker held);
+    ``error``: why it could not start (state ``failed``)."""
     info = {"name": name, "pid": os.getpid(), "host": socket.gethostname(), "state": state,
             "minion": minion, "time": time.time()}
+    if error:
+        info["error"] = error
     write_private(os.path.join(rundir, "workers", f"{name}.json"), json.dumps(info).encode())
+
+
+def initialize(rundir: str, name: str) -> bool:
+    """Run the pool's initializer (``calls/init``), if any, in this worker minion before
+    its first chunk: the function processes it forks have what it set up. False (its
+    state ``failed``, with the traceback) when it raised."""
+    init = os.path.join("calls", "init")
+    if not os.path.exists(os.path.join(rundir, init)):
+        return True
+    try:
+        load_function(read_private(rundir, init))()
+    except BaseException as exc:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        sys.stderr.write(text)
+        write_state(rundir, name, "failed", error=text)
+        return False
+    return True
 
 
 def _watch_parent(parent: int, stop: Any) -> None:
@@ -162,6 +184,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         config = json.load(handle)
     engine = PoolEngine(rundir, lease=config["lease"], max_attempts=config["max_attempts"],
                         tick=config["tick"])
+    if not initialize(rundir, args.name):
+        return EXIT_INITIALIZER
     write_state(rundir, args.name, "alive", engine.owner.minion)
     callback = ChunkCallback(rundir, args.name, config.get("max_tasks_per_worker"))
     # The job's labels (SLURM_JOB_ID, ...) but none of the user's MINION_* settings.

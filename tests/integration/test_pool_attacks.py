@@ -126,8 +126,8 @@ def broken_input(count: int) -> Iterator[int]:
 def test_an_exception_of_the_input_comes_after_the_results_before_it(tmp_path: Path, method: str) -> None:
     with Pool(2, workdir=str(tmp_path)) as pool:
         results = getattr(pool, method)(abs, broken_input(7), chunksize=2)
-        got = [next(results) for _ in range(7)]
-        assert sorted(got) == list(range(7))
+        got = [next(results) for _ in range(6)]  # item 6's chunk, cut by the error, is dropped
+        assert sorted(got) == list(range(6))  # as multiprocessing drops it
         with pytest.raises(KeyError, match="the input broke"):
             next(results)
         assert pool.map(abs, [-3]) == [3]

@@ -1,0 +1,138 @@
+"""One pool's run: its run directory, queue, workers (a backend), supervisor and result
+thread, and how a call of the pool is written into them.
+
+The caller pickles the function (by value: lambdas, closures and ``__main__`` functions
+travel) and the items, chunk by chunk, into the run directory, fills the run's sweep
+queue with one JSON param per chunk, and reads the workers' results files as they grow.
+Everything a worker minion can lose (a crash, a SIGKILL, a lost node) comes back
+through the queue: the chunk's lease expires, another worker runs it, and after
+``max_attempts`` losses it is a dead letter, which the caller raises as :class:`TaskLost`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, Optional
+
+from ..engines.sweep.engine import SweepEngine
+from .backends import Backend, LocalBackend
+from .calls import Feeder, chunk_size, write_function
+from .cleanup import disown, guard, release, remove_stale
+from .collect import Call
+from .inbox import Inbox
+from .pickling import dump_function
+from .resultthread import ResultThread
+from .rundir import make_rundir, write_private
+from .supervisor import Supervisor
+
+#: ``imap``'s read-ahead: chunks out (written, not handed on yet) per worker, at most.
+AHEAD_PER_WORKER = 16
+
+
+class Run:
+    """The parts of a pool that outlive none of its calls, and the end of them all
+    (:meth:`finish`, once: the pool's finalizer)."""
+
+    def __init__(self, processes: int, *, backend: str, workdir: Optional[str], keep_workdir: bool,
+                 max_attempts: int, lease: float, max_tasks_per_worker: Optional[int],
+                 max_replacements: Optional[int], sbatch_args: Sequence[str], start: str,
+                 progress: bool, initializer: Optional[Callable[[], Any]]) -> None:
+        self.processes = processes
+        self.progress = progress
+        #: Keep the run directory at the end: set by keep_workdir, or by an error.
+        self.keep = keep_workdir
+        tick = 0.002 if backend == "local" else 0.05
+        # Absolute: the caller may chdir. Leftovers of killed callers there are removed.
+        parent = os.path.abspath(workdir if workdir is not None else tempfile.gettempdir())
+        remove_stale(parent)
+        init_data = dump_function(initializer) if initializer is not None else None
+        self.rundir = make_rundir(parent, {"lease": lease, "max_attempts": max_attempts, "tick": tick,
+                                           "max_tasks_per_worker": max_tasks_per_worker})
+        if init_data is not None:
+            write_private(os.path.join(self.rundir, "calls", "init"), init_data)
+        self.queue = SweepEngine(os.path.join(self.rundir, "queue"), lease=lease,
+                                 max_attempts=max_attempts)
+        self.queue.create()
+        self.queue.open()
+        self.inbox = Inbox(self.rundir)
+        self.backend: Backend
+        if backend == "local":
+            self.backend = LocalBackend(self.rundir, start)
+        else:
+            from .slurm import SlurmBackend
+
+            self.backend = SlurmBackend(self.rundir, sbatch_args)
+        self.supervisor = Supervisor(
+            rundir=self.rundir, queue=self.queue, backend=self.backend, max_attempts=max_attempts,
+            max_replacements=2 * processes if max_replacements is None else max_replacements,
+        )
+        self.results = ResultThread()
+        self._finished = False
+
+    def start(self, finish: Callable[[], Any]) -> None:
+        """Start the workers; ``finish`` (the pool's finalizer) runs on SIGTERM too."""
+        guard(finish)
+        self._finalizer = finish
+        self.backend.start(self.processes)
+
+    def call(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: Optional[int], *,
+             star: bool = False, apply: bool = False, ordered: bool = True,
+             eager: bool = True) -> Call:
+        """A call written: ``eager`` (``map``): every item listed and written at once,
+        as multiprocessing lists them (an item that cannot be sent raises here, before
+        anything runs); else (``imap``) items read as the results come back."""
+        func_data = dump_function(func)
+        total: Optional[int] = None
+        ahead: Optional[int] = AHEAD_PER_WORKER * self.processes
+        if eager:
+            iterable = list(iterable)
+            total, ahead = len(iterable), None
+        elif hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        size = chunk_size(total or 0, self.processes, chunksize)
+        call_number = self.inbox.open_call()
+        write_function(self.rundir, call_number, func_data)
+        feeder = Feeder(self.rundir, call_number, iterable, size, star, apply)
+        call = Call(rundir=self.rundir, feeder=feeder, inbox=self.inbox, queue=self.queue,
+                    supervisor=self.supervisor, ordered=ordered, ahead=ahead,
+                    progress=self.progress, total=total)
+        try:
+            call.feed()  # at once: the workers start before the first look
+            if ahead is None and feeder.error is not None:
+                raise feeder.error
+        except BaseException:
+            call.abandon()
+            raise
+        return call
+
+    def close(self) -> None:
+        """No more calls: the workers exit once the queue is drained."""
+        write_private(os.path.join(self.rundir, "closed"), b"")
+
+    def wait(self, timeout: Optional[float]) -> None:
+        """Wait for the workers to exit (after :meth:`close`), then for the result thread
+        to hand on the results of the async calls (``timeout``: at most, in all)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.backend.wait(float("inf") if timeout is None else timeout)
+        self.results.drain(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def finish(self) -> None:
+        """Fail the async calls still running, stop the workers (those still there),
+        then remove the run directory unless kept (then it is disowned: never removed
+        as a leftover)."""
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            self.results.stop("the pool was terminated before this result came back")
+            self.backend.stop()
+        finally:
+            if self.keep:
+                disown(self.rundir)
+            else:
+                shutil.rmtree(self.rundir, ignore_errors=True)
+            release(self._finalizer)
