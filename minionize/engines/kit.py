@@ -2,8 +2,6 @@
 
 * :func:`optional_import`: an engine's client library, imported lazily, with the
   ``pip install 'minionize[extra]'`` hint when it is missing.
-* :func:`canonical_json`: the one text of a param (sorted keys, no spaces, standard JSON
-  only), used to store it and to derive its id, so that equal params are one param.
 * :func:`redact`: a URL or message without its credentials, for every message and report.
 * :class:`Outage`: the one outage policy. An engine call that fails because the server
   cannot be reached is retried with a growing pause (0.1 s, doubling, at most 5 s) for
@@ -13,11 +11,11 @@
   when those expire. It also tells since when the server has been reachable
   (``Outage.up_since``, an engine's ``reachable_since``): the minion's idle time counts
   only from then, so an outage never looks like an empty queue.
-* :class:`ClientCalls`: the one shape of an engine's calls to its client library. The
-  engine writes ``_errors(what)``, which turns its client's exceptions into ours
-  (:class:`Unreachable` while the server cannot be reached, ConfigError for a wrong
-  setting, EngineError naming ``what`` for the rest); ``_call(what, fn)`` runs a call
-  through it and, for the worker's verbs, through the outage policy.
+* :class:`Calls`: the one shape of a client's calls to its library, held by each
+  engine's client: ``calls(what, fn)`` runs ``fn()`` inside the client's ``errors(what)``
+  (which turns its library's exceptions into ours: :class:`Unreachable` while the server
+  cannot be reached, ConfigError for a wrong setting, EngineError naming ``what`` for the
+  rest) and, for the worker's verbs, under its :class:`Outage`.
 """
 
 from __future__ import annotations
@@ -135,18 +133,18 @@ class Outage:
             return result
 
 
-class ClientCalls:
-    """Mixed into an engine: every call to its client library goes through :meth:`_call`,
-    so that each engine translates errors in one place, the same way."""
+class Calls:
+    """How one client calls its library. ``errors(what)`` is the client's context that
+    turns its library's exceptions into :class:`Unreachable`,
+    :class:`~minionize.errors.ConfigError` or :class:`EngineError` naming ``what``;
+    ``outage`` is the client's outage policy (one per engine instance)."""
 
-    _outage: Outage
+    def __init__(self, errors: Callable[[str], AbstractContextManager[None]],
+                 outage: Outage) -> None:
+        self._errors = errors
+        self.outage = outage
 
-    def _errors(self, what: str) -> AbstractContextManager[None]:
-        """A context that turns the client's exceptions into :class:`Unreachable`,
-        :class:`~minionize.errors.ConfigError` or :class:`EngineError` naming ``what``."""
-        raise NotImplementedError
-
-    def _call(self, what: str, fn: Callable[[], T], *, ride_out: bool = True) -> T:
+    def __call__(self, what: str, fn: Callable[[], T], *, ride_out: bool = True) -> T:
         """``fn()`` with its errors translated; retried while the server is unreachable
         when ``ride_out`` (the worker's verbs), else failing at once (a command)."""
 
@@ -154,9 +152,9 @@ class ClientCalls:
             with self._errors(what):
                 return fn()
 
-        return self._outage.call(once) if ride_out else once()
+        return self.outage.call(once) if ride_out else once()
 
     def reachable_since(self) -> float | None:
         """:meth:`Engine.reachable_since <minionize.engines.base.Engine.reachable_since>`
         from the outage policy: every worker's call goes through it."""
-        return self._outage.up_since
+        return self.outage.up_since

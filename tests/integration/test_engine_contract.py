@@ -149,8 +149,8 @@ def redis_kit(tmp_path: Path, url: str) -> Kit:
         return engine
 
     def lose_results() -> str:
-        admin._client.delete(admin.results_key)
-        return admin.results_key
+        admin.client.redis.delete(admin.client.results_key)
+        return admin.client.results_key
 
     return Kit("redis", minion=minion, fill=admin.fill, admin=admin, lease=0.5,
                stored=lambda d: d.handle.fields["param"], lose_results=lose_results)

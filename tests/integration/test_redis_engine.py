@@ -34,8 +34,8 @@ def queue(redis_queue: RedisEngine) -> RedisEngine:
 def minion_env(queue: RedisEngine, tmp_path: Path, **extra: str) -> dict[str, str]:
     variables = {
         "MINION_ENGINE": "redis",
-        "MINION_REDIS_URL": queue.url,
-        "MINION_REDIS_STREAM": queue.stream,
+        "MINION_REDIS_URL": queue.client.url,
+        "MINION_REDIS_STREAM": queue.client.stream,
         "MINION_IDLE_TIMEOUT": "1",
     }
     return task_env(tmp_path, **{**variables, **extra})
@@ -71,7 +71,7 @@ def test_failing_param_is_retried_then_dead_lettered(queue: RedisEngine, tmp_pat
     assert len(dead) == 1
     assert dead[0]["param"] == "bad" and dead[0]["attempts"] == 3
     assert "exit" in dead[0]["reason"].lower() and "1" in dead[0]["reason"]
-    assert queue._client.xlen(f"{queue.stream}:dead") == 1
+    assert queue.client.redis.xlen(f"{queue.client.stream}:dead") == 1
     status = queue.status()
     assert (status["todo"], status["in_flight"], status["done"], status["dead"]) == (0, 0, 2, 1)
 
@@ -139,8 +139,8 @@ def test_sigterm_gives_the_param_back_at_once(queue: RedisEngine, tmp_path: Path
 
 
 def test_undecodable_entry_is_dead_lettered_not_run(queue: RedisEngine, tmp_path: Path) -> None:
-    queue._client.xadd(queue.stream, {"param": "{not json"})
-    queue._client.xadd(queue.stream, {"other": "x"})
+    queue.client.redis.xadd(queue.client.stream, {"param": "{not json"})
+    queue.client.redis.xadd(queue.client.stream, {"other": "x"})
     queue.fill(["fine"])
     code, err = start_minion(minion_env(queue, tmp_path), tmp_path, RECORD).finish()
 
@@ -163,7 +163,7 @@ def test_unreachable_server_names_the_variable(tmp_path: Path) -> None:
 def test_peek_and_reset_expired(queue: RedisEngine) -> None:
     queue.fill([{"x": 1}, [2, 3]])
     assert queue.peek(5) == [{"x": 1}, [2, 3]]
-    short: Any = RedisEngine(url=queue.url, stream=queue.stream, lease=0.2)
+    short: Any = RedisEngine(url=queue.client.url, stream=queue.client.stream, lease=0.2)
     taken = short.take(1, 0.5)
     assert [d.param for d in taken] == [{"x": 1}]
     assert queue.peek(5) == [[2, 3]]  # what is in flight is not shown

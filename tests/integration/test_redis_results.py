@@ -54,8 +54,8 @@ def start_function_minion(queue: RedisEngine, tmp_path: Path, **extra: str) -> M
     """``python work.py`` (the function minion above) in a new session."""
     program = tmp_path / "work.py"
     program.write_text(WORK)
-    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.url,
-               MINION_REDIS_STREAM=queue.stream, OUT=str(tmp_path / "out"), **extra)
+    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.client.url,
+               MINION_REDIS_STREAM=queue.client.stream, OUT=str(tmp_path / "out"), **extra)
     err = tmp_path / f"minion-{uuid.uuid4().hex[:8]}.err"
     with open(err, "wb") as stderr:
         process = subprocess.Popen([sys.executable, str(program)], env=env, cwd=tmp_path,
@@ -72,8 +72,8 @@ def started(tmp_path: Path) -> list[int]:
 
 def queue_results(queue: RedisEngine) -> list[dict[str, Any]]:
     """``minion-queue results --json`` on the queue, parsed."""
-    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.url,
-               MINION_REDIS_STREAM=queue.stream)
+    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.client.url,
+               MINION_REDIS_STREAM=queue.client.stream)
     done = subprocess.run([script("minion-queue"), "results", "--json"], env=env, text=True,
                           capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -112,8 +112,8 @@ def test_a_late_ack_after_a_lost_lease_does_not_replace_the_owners_result(
     redis_queue: RedisEngine,
 ) -> None:
     redis_queue.fill(["p"])
-    slow = RedisEngine(url=redis_queue.url, stream=redis_queue.stream, lease=0.5)
-    owner = RedisEngine(url=redis_queue.url, stream=redis_queue.stream, lease=0.5)
+    slow = RedisEngine(url=redis_queue.client.url, stream=redis_queue.client.stream, lease=0.5)
+    owner = RedisEngine(url=redis_queue.client.url, stream=redis_queue.client.stream, lease=0.5)
     for engine in (slow, owner):
         engine.open()
     try:
@@ -136,9 +136,9 @@ def test_results_keep_the_fill_order_through_retries_dead_letters_and_expired_le
     redis_queue: RedisEngine,
 ) -> None:
     redis_queue.fill(["dead", "expired", "released"])
-    redis_queue._client.xadd(redis_queue.stream, {"param": '"added by XADD"'})  # another producer
+    redis_queue.client.redis.xadd(redis_queue.client.stream, {"param": '"added by XADD"'})  # another producer
     redis_queue.fill(["plain"])
-    minion = RedisEngine(url=redis_queue.url, stream=redis_queue.stream, lease=0.5)
+    minion = RedisEngine(url=redis_queue.client.url, stream=redis_queue.client.stream, lease=0.5)
     minion.open()
     try:
         taken = {d.param: d for d in minion.take(5, 1)}
@@ -164,7 +164,7 @@ def test_results_come_back_a_page_at_a_time_whatever_their_size(
 ) -> None:
     count = _redis_admin.PAGE + 7
     redis_queue.fill(range(count))
-    minion = RedisEngine(url=redis_queue.url, stream=redis_queue.stream)
+    minion = RedisEngine(url=redis_queue.client.url, stream=redis_queue.client.stream)
     minion.open()
     big = "x" * (5 << 20)
     try:
@@ -177,7 +177,7 @@ def test_results_come_back_a_page_at_a_time_whatever_their_size(
     finally:
         minion.close()
     pages = []
-    script_of = redis_queue._client.register_script
+    script_of = redis_queue.client.redis.register_script
 
     def counting(text: str) -> Any:
         script = script_of(text)
@@ -189,7 +189,7 @@ def test_results_come_back_a_page_at_a_time_whatever_their_size(
 
         return call
 
-    monkeypatch.setattr(redis_queue._client, "register_script", counting)
+    monkeypatch.setattr(redis_queue.client.redis, "register_script", counting)
     rows = list(redis_queue.results())
     assert [row["param"] for row in rows] == list(range(count))
     assert [row["result"] for row in rows] == [big if p in (3, 4) else p for p in range(count)]
@@ -199,7 +199,7 @@ def test_results_come_back_a_page_at_a_time_whatever_their_size(
 def done_with_results(queue: RedisEngine, params: list[Any]) -> None:
     """Fill ``params`` and ack each with the result ``[param]``."""
     queue.fill(params)
-    minion = RedisEngine(url=queue.url, stream=queue.stream)
+    minion = RedisEngine(url=queue.client.url, stream=queue.client.stream)
     minion.open()
     try:
         taken: list[Any] = []
@@ -213,8 +213,8 @@ def done_with_results(queue: RedisEngine, params: list[Any]) -> None:
 
 def queue_results_error(queue: RedisEngine, *args: str) -> str:
     """``minion-queue results ARGS`` must fail with exit 2 and one line: that line."""
-    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.url,
-               MINION_REDIS_STREAM=queue.stream)
+    env = dict(user_environment(), MINION_ENGINE="redis", MINION_REDIS_URL=queue.client.url,
+               MINION_REDIS_STREAM=queue.client.stream)
     done = subprocess.run([script("minion-queue"), "results", *args], env=env, text=True,
                           capture_output=True, timeout=60)
     assert done.returncode == 2, (done.stdout, done.stderr)
@@ -227,14 +227,14 @@ def test_results_deleted_are_an_error_naming_what_is_missing(
     redis_queue: RedisEngine, loss: str
 ) -> None:
     done_with_results(redis_queue, ["a", "b", "c"])
-    client, results_key = redis_queue._client, redis_queue.results_key
+    client, results_key = redis_queue.client.redis, redis_queue.client.results_key
     if loss == "one entry":
         client.hdel(results_key, sorted(client.hkeys(results_key))[1])
     elif loss == "the hash":
         client.delete(results_key)
     else:
-        client.delete(redis_queue.order_key)
-    missing = results_key if loss != "the order" else redis_queue.order_key
+        client.delete(redis_queue.client.order_key)
+    missing = results_key if loss != "the order" else redis_queue.client.order_key
     with pytest.raises(EngineError, match=f"{missing}.* lost"):
         list(redis_queue.results())
     assert missing in queue_results_error(redis_queue)
@@ -244,7 +244,7 @@ def test_a_damaged_result_entry_is_one_error_naming_the_key_and_the_entry(
     redis_queue: RedisEngine,
 ) -> None:
     done_with_results(redis_queue, ["a", "b", "c"])
-    client, results_key = redis_queue._client, redis_queue.results_key
+    client, results_key = redis_queue.client.redis, redis_queue.client.results_key
     entry = sorted(client.hkeys(results_key))[1]
     for garbage in (b"\xff\xfe not json", b'{"id": 1}', b"[" * 5000 + b"]" * 5000):
         client.hset(results_key, entry, garbage)

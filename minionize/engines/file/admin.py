@@ -4,23 +4,96 @@ the journals beside the file say of its lines.
 A line is *done* when ``.done`` makes a rerun skip it; *dead* when it is not done and
 ``.failed`` holds a dead letter of its text (a rerun retries it); *todo* otherwise.
 Requeueing a dead letter takes its records out of ``.failed`` (a rewrite, by rename,
-under the file's lock: never while a minion reads the file).
+under the file's lock: never while a minion reads the file). :class:`FileAdmin` holds
+these verbs for :class:`~minionize.engines.file.engine.FileEngine`, which hands them over.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Callable, Optional
 
-from ...errors import EngineError
+from ...errors import EngineError, UnsupportedOperation
 from ...params import Param
-from .journal import done_attempts, journal_records, numbered_lines, read_done
+from .journal import (
+    done_attempts,
+    done_lines,
+    journal_records,
+    line_param,
+    numbered_lines,
+    read_done,
+    result_rows,
+    separator,
+)
 from .lock import ReaderLock
 
 #: The kinds of params ``minion-queue list`` shows.
 KINDS = ("todo", "done", "dead")
+
+
+class FileAdmin:
+    """The administration of the file ``path`` (None: standard input, which has no
+    journals), its params read with ``decoder``, its records ending with NUL when
+    ``null``; ``name`` begins the ids of its lines. Needs no open engine: a minion may
+    be reading the file."""
+
+    def __init__(self, path: Optional[str], *, decoder: str, null: bool, name: str) -> None:
+        self.path = path
+        self.decoder = decoder
+        self.null = null
+        self.name = name
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        """The lines ``.done`` makes a rerun skip, in line order, with their results
+        (``.results``; see the engine module's docstring). Raises UnsupportedOperation
+        at once for standard input."""
+        if self.path is None:
+            raise UnsupportedOperation(
+                "the file engine keeps no results when it reads standard input: give the "
+                "params in a file (FILE_PATH, --file), beside which <FILE_PATH>.results keeps them"
+            )
+        try:
+            done = done_lines(self.path, separator(self.null), self.null)
+        except OSError as exc:
+            raise EngineError(f"cannot read file {self.path}: {exc.strerror}") from None
+        if done.lost:
+            stored = f"{self.path}.results"
+            what = (f"is missing: the results of {done.lost} done lines are lost"
+                    if done.missing else f"lacks the results of {done.lost} done lines (it "
+                    "was cut, replaced or damaged): they are lost")
+            raise EngineError(
+                f"{stored} {what}; run the minion on "
+                f"{self.path} again, which runs those lines again to compute them (or "
+                "restore the file from a backup)"
+            )
+        return result_rows(self.path, done.lines, self._param, self.name)
+
+    def status(self) -> dict[str, Any]:
+        """Lines todo, done (``.done``), dead (``.failed``, not done since) and in all."""
+        return status(self._path("report a status"), separator(self.null), self.null)
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        path = self._path(f"list {kind} params")
+        return rows(path, separator(self.null), self.null, kind, self.name, self._param)
+
+    def requeue_dead(self) -> int:
+        return requeue(self._path("requeue dead letters"), None)
+
+    def requeue_dead_ids(self, ids: Sequence[str]) -> int:
+        return requeue(self._path("requeue dead letters"), ids)
+
+    def _path(self, what: str) -> str:
+        if self.path is None:
+            raise UnsupportedOperation(
+                f"the file engine cannot {what} of standard input: it keeps no journal "
+                "there (give the params in a file: FILE_PATH)"
+            )
+        return self.path
+
+    def _param(self, line: str) -> Param:
+        return line_param(line, self.decoder)[0]
 
 
 def read_failed(path: str) -> dict[str, dict[str, Any]]:

@@ -41,7 +41,7 @@ Standard input is read without blocking past ``take``'s timeout, so
 
 A file has nobody else to hand a failed param to, so a failed attempt is retried by this
 same minion. One minion reads a file at a time: it holds ``<FILE_PATH>.lock`` for its
-run (see :mod:`._file_lock`), and a second one stops at start (exit 2) naming it, where
+run (see :mod:`.lock`), and a second one stops at start (exit 2) naming it, where
 it would run every line again. Run one minion with ``MINION_CONCURRENCY`` instead, or
 use the sweep queue, which minions share.
 """
@@ -58,18 +58,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, Optional
 
-from ...errors import ConfigError, EngineError, UnsupportedOperation
-from ...params import Param, decode_param
+from ...errors import ConfigError, EngineError
+from ...params import Param
 from ..base import Delivery, Engine
-from . import admin as _file_admin
-from .journal import (
-    Journals,
-    LineReader,
-    done_lines,
-    line_text,
-    read_done,
-    result_rows,
-)
+from .admin import FileAdmin
+from .journal import Journals, LineReader, line_param, line_text, read_done, separator
 from .lock import ReaderLock
 
 if TYPE_CHECKING:
@@ -110,6 +103,8 @@ class FileEngine(Engine):
         # Ids feed log names (<id>.<attempt>.out): the run part keeps two inputs, or two
         # runs of one input, from overwriting each other's logs.
         self._id_prefix = f"{self._name}-{secrets.token_hex(4)}-"
+        #: minion-queue's verbs on the journals beside the file.
+        self.admin = FileAdmin(path, decoder=decoder, null=self.null, name=self._name)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FileEngine:
@@ -177,14 +172,14 @@ class FileEngine(Engine):
             except (AttributeError, ValueError, OSError):  # a stream with no descriptor
                 fd = None
             self._reader = LineReader(fd, None if fd is not None else sys.stdin,
-                                      separator=self._separator())
+                                      separator=separator(self.null))
             return
         try:
             # Kept open across takes; closed in close().
             self._source = open(self.path, "rb")  # noqa: SIM115
         except OSError as exc:
             raise ConfigError(f"FILE_PATH={self.path!r} cannot be read: {exc.strerror}") from None
-        self._reader = LineReader(self._source.fileno(), separator=self._separator())
+        self._reader = LineReader(self._source.fileno(), separator=separator(self.null))
         if not self.dry:  # a dry run writes nothing, and takes no line from anyone
             self._file_lock = ReaderLock(self.path)
             self._file_lock.acquire()  # before .done is read: a holder may still write it
@@ -203,59 +198,26 @@ class FileEngine(Engine):
     def describe(self) -> str:
         return f"file {self.path}" if self.path else "standard input"
 
-    # -- administration (minion-queue) -----------------------------------------------
+    # -- administration (minion-queue): FileAdmin, in admin.py ----------------------
     def results(self) -> Iterator[dict[str, Any]]:
         """The lines ``.done`` makes a rerun skip, in line order, with their results
         (``.results``; see the module's docstring). Needs no :meth:`open`; raises
         UnsupportedOperation at once for standard input."""
-        if self.path is None:
-            raise UnsupportedOperation(
-                "the file engine keeps no results when it reads standard input: give the "
-                "params in a file (FILE_PATH, --file), beside which <FILE_PATH>.results keeps them"
-            )
-        try:
-            done = done_lines(self.path, self._separator(), self.null)
-        except OSError as exc:
-            raise EngineError(f"cannot read {self.describe()}: {exc.strerror}") from None
-        if done.lost:
-            stored = f"{self.path}.results"
-            what = (f"is missing: the results of {done.lost} done lines are lost"
-                    if done.missing else f"lacks the results of {done.lost} done lines (it "
-                    "was cut, replaced or damaged): they are lost")
-            raise EngineError(
-                f"{stored} {what}; run the minion on "
-                f"{self.path} again, which runs those lines again to compute them (or "
-                "restore the file from a backup)"
-            )
-        return result_rows(self.path, done.lines, lambda line: self._param(line)[0], self._name)
+        return self.admin.results()
 
     def status(self) -> dict[str, Any]:
-        """Lines todo, done (``.done``), dead (``.failed``, not done since) and in all."""
-        return _file_admin.status(self._admin_path("report a status"), self._separator(), self.null)
+        return self.admin.status()
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        path = self._admin_path(f"list {kind} params")
-        return _file_admin.rows(path, self._separator(), self.null, kind, self._name,
-                                lambda line: self._param(line)[0])
+        return self.admin.list(kind)
 
     def requeue_dead(self) -> int:
-        return _file_admin.requeue(self._admin_path("requeue dead letters"), None)
+        return self.admin.requeue_dead()
 
     def requeue_dead_ids(self, ids: Sequence[str]) -> int:
-        return _file_admin.requeue(self._admin_path("requeue dead letters"), ids)
+        return self.admin.requeue_dead_ids(ids)
 
     # -- internals -------------------------------------------------------------------
-    def _admin_path(self, what: str) -> str:
-        if self.path is None:
-            raise UnsupportedOperation(
-                f"the file engine cannot {what} of standard input: it keeps no journal "
-                "there (give the params in a file: FILE_PATH)"
-            )
-        return self.path
-
-    def _separator(self) -> bytes:
-        return b"\0" if self.null else b"\n"
-
     def _next_line(self, deadline: Optional[float]) -> Optional[str]:
         """The next line to run (without its line end), or None at the end or when
         nothing came before ``deadline``. Bytes that are not UTF-8 become lone
@@ -282,21 +244,11 @@ class FileEngine(Engine):
     def _text(self, raw: bytes) -> Optional[str]:
         return line_text(raw, self.null)
 
-    def _param(self, line: str) -> tuple[Param, Optional[str]]:
-        """The param of a line, and why it cannot be run (None: it can)."""
-        if self.decoder == "json":
-            return _decode_json(line)
-        return line, None
-
     def _delivery(self, line: str) -> Delivery:
-        param, error = self._param(line)
+        param, error = line_param(line, self.decoder)
         if error is not None:
             error = f"line {self._lineno}: {error}"
         return Delivery(param=param, id=f"{self._id_prefix}{self._lineno}", attempt=1,
                         number=self._lineno,
                         handle=line, error=error)
 
-
-def _decode_json(line: str) -> tuple[Param, Optional[str]]:
-    """``FILE_DECODER=json``: (value, None), or (the line, why it cannot be run)."""
-    return decode_param(line, "json", "FILE_DECODER")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import IO, Any, Callable, Optional
 
 from ...errors import EngineError
-from ...params import Param
+from ...params import Param, decode_param
 from ..base import Delivery
 
 _CHUNK = 1 << 16
@@ -209,6 +209,19 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def separator(null: bool) -> bytes:
+    """What ends a record: a NUL byte (``FILE_SEPARATOR=nul``) or a newline."""
+    return b"\0" if null else b"\n"
+
+
+def line_param(line: str, decoder: str) -> tuple[Param, Optional[str]]:
+    """The param of a line, and why it cannot be run (None: it can): the line itself
+    (``FILE_DECODER=identity``), or its JSON value (``json``)."""
+    if decoder == "json":
+        return decode_param(line, "json", "FILE_DECODER")
+    return line, None
 
 
 def line_text(raw: bytes, null: bool) -> Optional[str]:

@@ -1,6 +1,8 @@
 """``minion-queue``'s verbs on a Pub/Sub subscription (fill, list, requeue_dead,
-status), mixed into :class:`~minionize.engines.pubsub.engine.PubSubEngine`; the worker's verbs
-stay in ``pubsub.py``. A command fails at once when the service cannot be reached."""
+status): :class:`PubSubAdmin`, over the engine's :class:`~.client.PubSubClient` and its
+:class:`~.dead_letters.DeadLetters`, to which
+:class:`~minionize.engines.pubsub.engine.PubSubEngine` hands them; the worker's verbs
+stay in ``engine.py``. A command fails at once when the service cannot be reached."""
 
 from __future__ import annotations
 
@@ -17,26 +19,33 @@ from .client import (
     ID_ATTRIBUTE,
     PUBLISH_TIMEOUT,
     REASON_ATTRIBUTE,
-    PubSubCalls,
+    PubSubClient,
     api_errors,
     as_int,
 )
+from .dead_letters import DeadLetters
 
 #: Dead letters read per pull.
 PAGE = 100
 
 
-class PubSubAdmin(PubSubCalls):
-    """The administration of a subscription; the engine provides what is declared here."""
+class PubSubAdmin:
+    """The administration of the subscription of ``client``, whose dead letters are
+    where ``dead`` says, and whose params are ``decoder`` text (``identity`` or ``json``)."""
+
+    def __init__(self, client: PubSubClient, dead: DeadLetters, *, decoder: str) -> None:
+        self.client = client
+        self.dead = dead
+        self.decoder = decoder
 
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Publish every param (JSON text; a string as it is with the identity decoder),
         after creating the topic and the subscription: Pub/Sub drops what is published
         to a topic that has no subscription yet."""
         payloads = [self._encode(param) for param in params]  # refuse NaN before any publish
-        self._ensure_subscription(self.subscription)
-        publisher = self._client("publisher")
-        futures = [publisher.publish(self.topic, payload) for payload in payloads]
+        self.client.ensure_subscription(self.client.subscription)
+        publisher = self.client.publisher()
+        futures = [publisher.publish(self.client.topic, payload) for payload in payloads]
         failed = 0
         first_error: Optional[BaseException] = None
         for future in futures:
@@ -47,7 +56,7 @@ class PubSubAdmin(PubSubCalls):
                 first_error = first_error or exc
         if first_error is not None:
             raise EngineError(
-                f"{failed} of {len(futures)} params could not be published to {self.topic}: "
+                f"{failed} of {len(futures)} params could not be published to {self.client.topic}: "
                 f"{redact(str(first_error))}"
             )
         return len(futures), 0
@@ -69,12 +78,12 @@ class PubSubAdmin(PubSubCalls):
 
         def exists() -> bool:
             try:
-                self._client().get_subscription(request={"subscription": self.subscription})
+                self.client.subscriber().get_subscription(request={"subscription": self.client.subscription})
             except errors.NotFound:
                 return False  # minion-queue fill creates it
             return True
 
-        found = self._call(f"read {self.subscription}", exists, ride_out=False)
+        found = self.client.calls(f"read {self.client.subscription}", exists, ride_out=False)
         return dict.fromkeys(STATUS_KEYS, None if found else 0)
 
     def requeue_dead(self) -> int:
@@ -89,10 +98,11 @@ class PubSubAdmin(PubSubCalls):
             identifier = received.message.attributes.get(ID_ATTRIBUTE)
             if identifier:
                 attributes[ID_ATTRIBUTE] = identifier
-            self._publish(self.topic, bytes(received.message.data), attributes)
+            self.client.publish(self.client.topic, bytes(received.message.data), attributes)
             request = {"subscription": self._dead_subscription(), "ack_ids": [received.ack_id]}
-            self._call("ack a dead letter", lambda: self._client().acknowledge(request=request),  # noqa: B023
-                       ride_out=False)
+            self.client.calls("ack a dead letter",
+                              lambda: self.client.subscriber().acknowledge(request=request),  # noqa: B023
+                              ride_out=False)
             count += 1
         return count
 
@@ -117,10 +127,10 @@ class PubSubAdmin(PubSubCalls):
 
     def _dead_subscription(self) -> str:
         """The subscription named like the dead-letter topic, which open() creates."""
-        topic = self.dead_topic()
+        topic = self.dead.dead_topic()
         if topic is None:
             raise UnsupportedOperation(
-                f"{self.subscription} has no dead-letter policy and MINION_DEAD_LETTER_TOPIC"
+                f"{self.client.subscription} has no dead-letter policy and MINION_DEAD_LETTER_TOPIC"
                 " is not set: failed params stay on the subscription"
             )
         return topic.replace("/topics/", "/subscriptions/")
@@ -132,7 +142,7 @@ class PubSubAdmin(PubSubCalls):
         held: builtins.list[str] = []
         try:
             while True:
-                received = self._call(f"read the dead letters of {path}",
+                received = self.client.calls(f"read the dead letters of {path}",
                                       lambda: self._pull_dead(path), ride_out=False)
                 if not received:
                     return
@@ -142,14 +152,14 @@ class PubSubAdmin(PubSubCalls):
                     yield message
         finally:
             if held:
-                self._client().modify_ack_deadline(
+                self.client.subscriber().modify_ack_deadline(
                     request={"subscription": path, "ack_ids": held, "ack_deadline_seconds": 0}
                 )
 
     def _pull_dead(self, path: str) -> builtins.list[Any]:
         errors = api_errors()
         try:
-            response = self._client().pull(
+            response = self.client.subscriber().pull(
                 request={"subscription": path, "max_messages": PAGE}, timeout=1.0, retry=None
             )
         except errors.DeadlineExceeded:
@@ -157,6 +167,6 @@ class PubSubAdmin(PubSubCalls):
         except errors.NotFound:
             raise UnsupportedOperation(
                 f"no subscription {path} to read the dead letters from: create it on"
-                f" {self.dead_topic()}"
+                f" {self.dead.dead_topic()}"
             ) from None
         return builtins.list(response.received_messages)

@@ -27,40 +27,44 @@ the topic and the subscription are created when missing (``PUBSUB_EMULATOR_HOST`
   message stays on the subscription, hidden for a minute, and a warning says so every time.
 * outages: a call that fails because the service cannot be reached (unavailable,
   internal error, aborted) is retried under the one outage policy
-  (``MINION_OUTAGE_TIMEOUT``, see ``_kit.Outage``), then the minion stops (exit 2).
+  (``MINION_OUTAGE_TIMEOUT``, see ``kit.Outage``), then the minion stops (exit 2).
 * what it cannot do: ``fill`` cannot skip params already published (Pub/Sub keeps no
   record of them); ``status`` has the shared keys but all None (the API does not tell
   the backlog); without a dead-letter policy an expired lease (a minion killed while
   running the param) does not count an attempt (the server gives no delivery count).
 
-The client calls it shares with ``minion-queue``'s verbs are in ``_pubsub_client.py``,
-with the copy that a retry or a release publishes; those verbs (fill, list,
-requeue_dead, status) are in ``_pubsub_admin.py``.
+The engine holds a :class:`~.client.PubSubClient` (``client.py``: the clients, the
+calls, the translation of errors) and the subscription's :class:`~.policy.DeadLetters`
+(``policy.py``), and hands ``minion-queue``'s verbs (fill, list, requeue_dead, status)
+to a :class:`~.admin.PubSubAdmin` over both (``admin.py``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import ConfigError, EngineError
+from ...params import Param, decode_param
 from ..base import Delivery, Engine
-from ..kit import DEFAULT_OUTAGE_SECONDS, Outage, redact
+from ..kit import DEFAULT_OUTAGE_SECONDS
 from .admin import PubSubAdmin
 from .client import (
     ATTEMPT_ATTRIBUTE,
-    CREATED_ACK_DEADLINE,
     ID_ATTRIBUTE,
     REASON_ATTRIBUTE,
     SUBSCRIPTION_ATTRIBUTE,
     TRIES_ATTRIBUTE,
     Handle,
-    api_errors,
+    PubSubClient,
+    as_int,
     path,
+    quietly,
     short,
     warn,
 )
+from .dead_letters import DeadLetters
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -68,16 +72,19 @@ if TYPE_CHECKING:
 DECODERS = ("identity", "json")
 #: Lease bounds of the service (seconds).
 MIN_LEASE, MAX_LEASE = 10, 600
-#: How long a failed message with nowhere to go stays hidden before it comes back.
-KEEP_SECONDS = 60
 #: Wait between two pulls that came back empty at once.
 POLL_SECONDS = 0.25
 
 
-class PubSubEngine(PubSubAdmin, Engine):
+class PubSubEngine(Engine):
     """A Pub/Sub subscription as a queue of params (see the module docstring)."""
 
     name = "pubsub"
+    #: The subscription's connection and names, where its failed params go, and the
+    #: administration of the subscription over both.
+    client: PubSubClient
+    dead: DeadLetters
+    admin: PubSubAdmin
 
     def __init__(
         self,
@@ -94,23 +101,20 @@ class PubSubEngine(PubSubAdmin, Engine):
         if decoder not in DECODERS:
             raise ConfigError(f"GOOGLE_DECODER={decoder!r} is not one of {', '.join(DECODERS)}")
         self.project = project
-        self.topic = path("topics", project, topic, "GOOGLE_TOPIC_ID")
-        self.subscription = path("subscriptions", project, subscription, "GOOGLE_SUBSCRIPTION")
+        self.client = PubSubClient(
+            topic=path("topics", project, topic, "GOOGLE_TOPIC_ID"),
+            subscription=path("subscriptions", project, subscription, "GOOGLE_SUBSCRIPTION"),
+            outage_timeout=outage_timeout,
+        )
+        self.dead = DeadLetters(self.client, path(
+            "topics", project, dead_letter_topic, "MINION_DEAD_LETTER_TOPIC"
+        ) if dead_letter_topic else None)
+        self.admin = PubSubAdmin(self.client, self.dead, decoder=decoder)
         self.decoder = decoder
         self.max_attempts = max_attempts
         self.lease_setting = lease
-        self.dead_letter_topic = (
-            path("topics", project, dead_letter_topic, "MINION_DEAD_LETTER_TOPIC")
-            if dead_letter_topic
-            else None
-        )
-        #: Set by open() from the subscription: its dead-letter policy, if any.
-        self.policy_topic: Optional[str] = None
-        self.policy_max_deliveries: Optional[int] = None
-        self.ack_deadline: int = CREATED_ACK_DEADLINE
-        self.lease: int = CREATED_ACK_DEADLINE
-        self._start_clients()
-        self._outage = Outage(f"pubsub subscription {self.subscription}", outage_timeout)
+        #: Set by open(): MINION_LEASE, else the subscription's ack deadline.
+        self.lease: int = self.dead.ack_deadline
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PubSubEngine:
@@ -140,102 +144,76 @@ class PubSubEngine(PubSubAdmin, Engine):
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
         """Pull at most ``max_count`` messages, polling until one comes or ``timeout``."""
-        errors = api_errors()
         deadline = time.monotonic() + timeout
-        request = {"subscription": self.subscription, "max_messages": max(1, max_count)}
-
-        def pull() -> list[Any]:
-            try:
-                response = self._client().pull(
-                    request=request, timeout=max(deadline - time.monotonic(), 1.0), retry=None
-                )
-            except errors.DeadlineExceeded:
-                return []
-            except errors.NotFound:
-                raise EngineError(f"the subscription {self.subscription} no longer exists") from None
-            return list(response.received_messages)
-
         while True:
-            received = self._call(f"pull from {self.subscription}", pull)
+            received = self.client.pull(max_count, deadline)
             remaining = deadline - time.monotonic()
             if received or remaining <= 0:
                 break
             time.sleep(min(POLL_SECONDS, remaining))
         if not received:
             return []
-        if self.lease != self.ack_deadline:
+        if self.lease != self.dead.ack_deadline:
             try:
-                self._modify([r.ack_id for r in received], self.lease, "lease")
+                self.client.modify([r.ack_id for r in received], self.lease, "lease")
             except EngineError as exc:  # the next heartbeat tries again
                 warn(str(exc))
         return [d for d in (self._decode(r) for r in received) if d is not None]
 
+    def _decode(self, received: Any) -> Optional[Delivery]:
+        message = received.message
+        attributes = dict(message.attributes)
+        handle = Handle(received.ack_id, bytes(message.data), attributes)
+        target = attributes.get(SUBSCRIPTION_ATTRIBUTE)
+        if target is not None and target != self.client.subscription:
+            # A retry copy meant for another subscription of the same topic.
+            quietly(self.client.acknowledge, handle)
+            return None
+        if self.dead.policy_topic is not None:
+            # The server counts the deliveries of this copy; a release's copy carries
+            # the attempts counted before it.
+            attempt = as_int(attributes.get(TRIES_ATTRIBUTE)) + max(1, int(received.delivery_attempt or 1))
+        else:
+            attempt = max(1, as_int(attributes.get(ATTEMPT_ATTRIBUTE, "1")))
+        param_id = attributes.get(ID_ATTRIBUTE) or str(message.message_id)
+        if self.dead.policy_topic is not None and attempt > self.max_attempts:
+            # Failed MINION_MAX_ATTEMPTS times already: the server moves it to the
+            # dead-letter topic after its max_delivery_attempts; do not run it again.
+            quietly(self.client.modify, [handle.ack_id], 0, "nack")
+            return None
+        delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=handle)
+        delivery.param, delivery.error = decode_param(handle.data, self.decoder, "GOOGLE_DECODER")
+        return delivery
+
+    def reachable_since(self) -> Optional[float]:
+        return self.client.calls.reachable_since()
+
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        self._acknowledge(delivery.handle)
+        self.client.acknowledge(delivery.handle)
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         handle: Handle = delivery.handle
-        if self.policy_topic is not None:
-            self._modify([handle.ack_id], 0, "nack")  # the server counts the delivery
+        if self.dead.policy_topic is not None:
+            self.client.modify([handle.ack_id], 0, "nack")  # the server counts the delivery
             return
         extra = {ATTEMPT_ATTRIBUTE: str(delivery.attempt + 1), REASON_ATTRIBUTE: short(reason)}
-        self._requeue_copy(delivery, extra, "retry", "nack", "this attempt will not be counted")
+        self.client.requeue_copy(delivery, extra, "retry", "nack", "this attempt will not be counted")
 
     def release(self, delivery: Delivery) -> None:
         """A nack, which counts nothing without a dead-letter policy. With one, the
         server would count the delivery: publish a copy that carries the attempts
         counted so far instead, then ack the original."""
         handle: Handle = delivery.handle
-        if self.policy_topic is None:
-            self._modify([handle.ack_id], 0, "release")
+        if self.dead.policy_topic is None:
+            self.client.modify([handle.ack_id], 0, "release")
             return
         extra = {TRIES_ATTRIBUTE: str(delivery.attempt - 1)}
-        self._requeue_copy(delivery, extra, "release", "release",
-                           "the dead-letter policy counts this delivery")
+        self.client.requeue_copy(delivery, extra, "release", "release",
+                                 "the dead-letter policy counts this delivery")
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        handle: Handle = delivery.handle
-        if self.policy_topic is not None:
-            self._modify([handle.ack_id], 0, "nack")
-            warn(
-                f"param {delivery.id} failed attempt {delivery.attempt} ({reason}): the"
-                f" subscription's dead-letter policy moves it to {self.policy_topic} after"
-                f" {self.policy_max_deliveries} deliveries"
-            )
-            return
-        if self.dead_letter_topic is not None:
-            attributes = dict(handle.attributes)
-            attributes.pop(SUBSCRIPTION_ATTRIBUTE, None)
-            attributes.update(
-                {
-                    REASON_ATTRIBUTE: short(reason),
-                    ATTEMPT_ATTRIBUTE: str(delivery.attempt),
-                    ID_ATTRIBUTE: delivery.id,
-                    "minion_source_subscription": self.subscription,
-                }
-            )
-            try:
-                self._publish(self.dead_letter_topic, handle.data, attributes)
-            except EngineError as exc:
-                self._keep(delivery, reason,
-                           f"publishing it to {self.dead_letter_topic} failed: {redact(str(exc))}")
-                return
-            self._acknowledge(handle)
-            return
-        self._keep(
-            delivery,
-            reason,
-            "neither the subscription has a dead-letter policy nor MINION_DEAD_LETTER_TOPIC is set",
-        )
-
-    def _keep(self, delivery: Delivery, reason: str, why: str) -> None:
-        """Never ack a failure: leave it on the subscription, hidden for a while."""
-        self._modify([delivery.handle.ack_id], KEEP_SECONDS, "keep")
-        warn(
-            f"PARAM {delivery.id} FAILED {delivery.attempt} ATTEMPTS ({reason}) AND STAYS ON"
-            f" {self.subscription}: {why}; it comes back in {KEEP_SECONDS}s"
-        )
+        self.dead.settle(delivery, reason)
 
     # -- leases ----------------------------------------------------------------------
     def lease_renewal_interval(self) -> Optional[float]:
@@ -244,23 +222,32 @@ class PubSubEngine(PubSubAdmin, Engine):
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         ack_ids = [d.handle.ack_id for d in deliveries if d.handle is not None]
         if ack_ids:
-            self._modify(ack_ids, self.lease, "extend the leases of")
+            self.client.modify(ack_ids, self.lease, "extend the leases of")
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
         """Connect; create the topic and the subscription when missing; read the
         subscription's ack deadline and dead-letter policy."""
-        self._read_policy(self._ensure_subscription(self.subscription))
-        lease = self.lease_setting if self.lease_setting is not None else self.ack_deadline
+        self.dead.read(self.client.ensure_subscription(self.client.subscription), self.max_attempts)
+        lease = self.lease_setting if self.lease_setting is not None else self.dead.ack_deadline
         self.lease = int(min(max(lease, MIN_LEASE), MAX_LEASE))
-        dead_topic = self.dead_topic()
-        if dead_topic is not None:
-            self._ensure_reader(dead_topic)
+        self.dead.ensure_reader()
 
     def close(self) -> None:
-        self._close_clients()
+        self.client.close()
 
     def describe(self) -> str:
-        return f"pubsub subscription {self.subscription} (topic {self.topic})"
+        return f"pubsub subscription {self.client.subscription} (topic {self.client.topic})"
 
-    # -- administration (minion-queue): PubSubAdmin, in _pubsub_admin.py -----------
+    # -- administration (minion-queue): PubSubAdmin, in admin.py ---------------------
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        return self.admin.fill(params)
+
+    def status(self) -> dict[str, Any]:
+        return self.admin.status()
+
+    def requeue_dead(self) -> int:
+        return self.admin.requeue_dead()
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        return self.admin.list(kind)

@@ -1,6 +1,7 @@
-"""``minion-queue``'s verbs on a Pulsar topic (fill, list, requeue_dead, status), mixed
-into :class:`~minionize.engines.pulsar.engine.PulsarEngine`; the worker's verbs stay in
-``pulsar.py``. The client library has no admin API: ``status`` reads the broker's REST
+"""``minion-queue``'s verbs on a Pulsar topic (fill, list, requeue_dead, status):
+:class:`PulsarAdmin`, over the engine's :class:`~.client.PulsarClient`, to which
+:class:`~minionize.engines.pulsar.engine.PulsarEngine` hands them; the worker's verbs
+stay in ``engine.py``. The client library has no admin API: ``status`` reads the broker's REST
 admin API (``PULSAR_ADMIN_URL``)."""
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Optional
 from ...errors import EngineError, UnsupportedOperation
 from ...params import Param, canonical_json, decode_param
 from ..kit import Unreachable, redact
-from .client import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarCalls
+from .client import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarClient
 
 DEAD_PROPERTIES = (REASON, ATTEMPT, ORIGIN, PARAM_ID, COUNTED)
 
@@ -27,21 +28,26 @@ def encode_param(param: Param, decoder: str) -> bytes:
     return canonical_json(param).encode("utf-8")
 
 
-class PulsarAdmin(PulsarCalls):
-    """The administration of a topic; the engine sets what is declared here."""
+class PulsarAdmin:
+    """The administration of the topic of ``client``, whose params are ``decoder``
+    text (``identity`` or ``json``); ``admin_url`` is the broker's REST admin API
+    (None: the web port of the first host of the connection)."""
 
-    admin_url: Optional[str]
-    _handed_out: int
+    def __init__(self, client: PulsarClient, *, decoder: str, admin_url: Optional[str]) -> None:
+        self.client = client
+        self.decoder = decoder
+        self.admin_url = admin_url
 
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Publish every param, after subscribing: messages sent to a topic nobody
         subscribes to are dropped. Cannot skip params already sent."""
-        self._connect()
-        self._subscribe(self.topic, dead_letter_policy=True).close()
+        client = self.client
+        client.connect()
+        client.subscribe(client.topic, dead_letter_policy=True).close()
 
         def send() -> int:
             sent = 0
-            producer = self._client.create_producer(self.topic)
+            producer = client.pulsar.create_producer(client.topic)
             try:
                 for param in params:
                     producer.send(encode_param(param, self.decoder))
@@ -51,22 +57,23 @@ class PulsarAdmin(PulsarCalls):
                 producer.close()
             return sent
 
-        return self._call("send", send, ride_out=False), 0
+        return client.calls("send", send, ride_out=False), 0
 
     def requeue_dead(self) -> int:
         """Move every dead letter back to the topic, its attempts counted afresh."""
-        self._connect()
-        self._subscribe(self.topic, dead_letter_policy=True).close()
-        dead = self._subscribe(self.dead_letter_topic, dead_letter_policy=False)
+        client = self.client
+        client.connect()
+        client.subscribe(client.topic, dead_letter_policy=True).close()
+        dead = client.subscribe(client.dead_letter_topic, dead_letter_policy=False)
 
         def move() -> int:
             moved = 0
-            producer = self._client.create_producer(self.topic)
+            producer = client.pulsar.create_producer(client.topic)
             try:
                 while True:
                     try:
                         message = dead.receive(timeout_millis=1000)
-                    except self._pulsar.Timeout:
+                    except client.module.Timeout:
                         return moved
                     properties = {
                         k: v for k, v in (message.properties() or {}).items()
@@ -79,17 +86,17 @@ class PulsarAdmin(PulsarCalls):
                 producer.close()
                 dead.close()
 
-        return self._call("requeue", move, ride_out=False)
+        return client.calls("requeue", move, ride_out=False)
 
     def status(self) -> dict[str, Any]:
         """From the broker's admin API (``PULSAR_ADMIN_URL``): ``todo`` and ``in_flight``
         (delivered to a minion, not yet acknowledged) of the subscription, ``dead`` the
         backlog of the dead-letter topic. ``expired``, ``done`` and ``total`` are None:
         Pulsar has no leases and keeps no count of acknowledged messages."""
-        self._drop_idle_consumer()  # else the message it prefetched would count as in flight
-        backlog, unacked = self._backlog(self.topic)
+        self.client.drop_idle_consumer()  # else the message it prefetched would count as in flight
+        backlog, unacked = self._backlog(self.client.topic)
         in_flight = min(unacked, backlog)
-        dead, _ = self._backlog(self.dead_letter_topic)
+        dead, _ = self._backlog(self.client.dead_letter_topic)
         return {"todo": backlog - in_flight, "in_flight": in_flight, "expired": None,
                 "done": None, "dead": dead, "total": None}
 
@@ -101,12 +108,13 @@ class PulsarAdmin(PulsarCalls):
                 f"the pulsar engine cannot list {kind} params: Pulsar keeps no record of "
                 "acknowledged messages"
             )
-        self._connect()
-        dead = self._subscribe(self.dead_letter_topic, dead_letter_policy=False)
+        client = self.client
+        client.connect()
+        dead = client.subscribe(client.dead_letter_topic, dead_letter_policy=False)
         rows = []
         try:
             while True:
-                message = self._call("receive", lambda: self._receive(dead, 1000))
+                message = client.calls("receive", lambda: client.receive(dead, 1000))
                 if message is None:
                     break
                 rows.append(self._dead_row(message))
@@ -128,31 +136,20 @@ class PulsarAdmin(PulsarCalls):
             "reason": properties.get(REASON, "delivered too often (the client's dead-letter policy)"),
         }
 
-    def _drop_idle_consumer(self) -> None:
-        """Close our consumer if it never handed out a message (``minion-queue`` opens
-        the engine): the broker then puts back what it had prefetched. take() opens a
-        new one if needed."""
-        with self._lock:
-            consumer, handed = self._consumer, self._handed_out
-            if consumer is None or handed:
-                return
-            self._consumer = None
-        self._call("close", consumer.close)
-
     def _backlog(self, topic: str) -> tuple[int, int]:
         """(msgBacklog, unackedMessages) of our subscription on ``topic``; (0, 0) when the
         topic or the subscription does not exist."""
-        stats = self._call("stats", lambda: self._admin_get(self._admin_path(topic) + "/stats"))
-        subscription = (stats or {}).get("subscriptions", {}).get(self.subscription) or {}
+        stats = self.client.calls("stats", lambda: self._admin_get(self._admin_path(topic) + "/stats"))
+        subscription = (stats or {}).get("subscriptions", {}).get(self.client.subscription) or {}
         return int(subscription.get("msgBacklog", 0)), int(subscription.get("unackedMessages", 0))
 
     def _admin_base(self) -> str:
         if self.admin_url:
             return self.admin_url.rstrip("/")
         # pulsar://host:6650[,host2:6650] -> http://host:8080 (Pulsar's default web port)
-        first = self.connection.split("://", 1)[-1].split(",", 1)[0].split("/", 1)[0]
+        first = self.client.connection.split("://", 1)[-1].split(",", 1)[0].split("/", 1)[0]
         host = first.rsplit(":", 1)[0] if ":" in first else first
-        scheme = "https" if self.connection.startswith("pulsar+ssl") else "http"
+        scheme = "https" if self.client.connection.startswith("pulsar+ssl") else "http"
         return f"{scheme}://{host or 'localhost'}:8080"
 
     @staticmethod

@@ -1,10 +1,12 @@
-"""The Pulsar calls that the pulsar engine and its administration share: the client,
-subscribing, the producers, receiving, and the one translation of the library's errors
-(``_errors``)."""
+"""The connection of the pulsar engine to one topic, which the engine and its
+administration share (:class:`PulsarClient`): the client library's client, the names
+of the topic, its subscription and dead-letter topic, subscribing, the consumer, the
+producers, receiving, and the one translation of the library's errors (``errors``)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 import threading
@@ -13,9 +15,9 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 from ...errors import ConfigError, EngineError
-from ...params import decode_param
-from ..base import Delivery
-from ..kit import ClientCalls, Unreachable, redact
+from ..kit import Calls, Outage, Unreachable, redact
+
+log = logging.getLogger("minionize.engines.pulsar")
 
 #: Properties the engine adds to a dead letter (removed when it is requeued).
 REASON = "minion-reason"
@@ -47,60 +49,51 @@ def keep_sockets_from_tasks() -> None:
             continue
 
 
-class PulsarCalls(ClientCalls):
-    """The client and the calls; the engine sets the names and the outage policy."""
+class PulsarClient:
+    """The client of one topic and subscription, made on :meth:`connect`; every call
+    goes through :attr:`calls` (errors translated, the worker's verbs ridden out under
+    the outage policy). ``module`` is the pulsar module, or a stand-in with the same
+    calls (tests)."""
 
-    topic: str
-    connection: str
-    subscription: str
-    decoder: str
-    max_attempts: int
-    dead_letter_topic: str
-    nack_delay: float
-    operation_timeout: int
-    client_log: Optional[str]
-    _pulsar: Any
-    _transient: tuple[type[BaseException], ...]
-    _client: Any
-    _consumer: Any
-    _dead_producer: Any
-    _release_producer: Any
-    _lock: threading.Lock
-    #: The consumer was seen disconnected and has not answered since.
-    _reconnecting = False
-    #: After a reconnection: idle time counts from then at the earliest (monotonic).
-    _settled_after = 0.0
+    def __init__(self, *, module: Any, topic: str, connection: str, subscription: str,
+                 max_attempts: int, dead_letter_topic: str, nack_delay: float,
+                 operation_timeout: int, client_log: Optional[str],
+                 outage_timeout: float) -> None:
+        self.module = module
+        self.topic, self.connection, self.subscription = topic, connection, subscription
+        self.max_attempts, self.dead_letter_topic = max_attempts, dead_letter_topic
+        self.nack_delay, self.operation_timeout = nack_delay, operation_timeout
+        self.client_log = client_log
+        #: The library's client (None until connect), the consumer of the subscription,
+        #: and the producers of releases and of dead letters, made on first use.
+        self.pulsar: Any = None
+        self.consumer: Any = None
+        self._dead_producer: Any = None
+        self._release_producer: Any = None
+        #: Messages handed out by the current consumer (see drop_idle_consumer).
+        self._handed_out = 0
+        self._lock = threading.Lock()
+        self._transient = tuple(getattr(module, name) for name in TRANSIENT
+                                if isinstance(getattr(module, name, None), type))
+        #: The consumer was seen disconnected and has not answered since.
+        self._reconnecting = False
+        #: After a reconnection: idle time counts from then at the earliest (monotonic).
+        self._settled_after = 0.0
+        self.calls = Calls(self.errors, Outage(f"pulsar topic {topic!r} at {redact(connection)}",
+                                               outage_timeout))
 
-    def _decode(self, message: Any) -> Delivery:
-        properties = message.properties() or {}
-        try:
-            counted = max(0, int(properties.get(COUNTED, 0)))
-        except ValueError:
-            counted = 0
-        attempt = counted + int(message.redelivery_count()) + 1
-        param_id = properties.get(PARAM_ID) or str(message.message_id())
-        delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=message)
-        delivery.param, delivery.error = decode_param(
-            bytes(message.data()), self.decoder, "PULSAR_DECODER"
-        )
-        if delivery.error is None and attempt > self.max_attempts:
-            delivery.error = (
-                f"attempt {attempt} > MINION_MAX_ATTEMPTS={self.max_attempts}: delivered too "
-                "often (minions released it, or died running it)"
-            )
-        return delivery
-
-    def _receive(self, consumer: Any, wait_ms: int) -> Any:
+    def receive(self, consumer: Any, wait_ms: int) -> Any:
+        """A message of ``consumer`` within ``wait_ms``, or None: nothing now."""
         try:
             message = consumer.receive(timeout_millis=wait_ms)
-        except self._pulsar.Timeout:
+        except self.module.Timeout:
             # While the broker is down, receive just times out (the client reconnects
             # in the background): that is an outage, not an empty topic, so that a
             # minion does not end idle while its broker restarts.
             connected = getattr(consumer, "is_connected", None)
             if connected is not None and not connected():
                 self._reconnecting = True
-                raise self._pulsar.ConnectError("the consumer is not connected to the broker") from None
+                raise self.module.ConnectError("the consumer is not connected to the broker") from None
             if self._reconnecting:
                 # Connected again: a broker that just restarted redelivers in its own
                 # time, so nothing within its operation timeout is not "empty" yet.
@@ -110,33 +103,40 @@ class PulsarCalls(ClientCalls):
         self._reconnecting, self._settled_after = False, 0.0  # it dispatches again
         return message
 
+    def next_message(self, consumer: Any, wait_ms: int) -> Any:
+        """:meth:`receive` for the worker: ridden out, and counted as handed out."""
+        message = self.calls("receive", lambda: self.receive(consumer, wait_ms))
+        if message is not None:
+            self._handed_out += 1
+        return message
+
     def reachable_since(self) -> Optional[float]:
         """The outage policy's answer, and not before a reconnected consumer got a
         message or its broker had ``operation_timeout`` seconds to send one."""
-        since = super().reachable_since()
+        since = self.calls.reachable_since()
         return None if since is None else max(since, self._settled_after)
 
-    def _producer_for_releases(self) -> Any:
+    def producer_for_releases(self) -> Any:
         with self._lock:
             if self._release_producer is None:
-                self._release_producer = self._call(
-                    "create_producer", lambda: self._client.create_producer(self.topic))
+                self._release_producer = self.calls(
+                    "create_producer", lambda: self.pulsar.create_producer(self.topic))
             return self._release_producer
 
-    def _dead_letter_producer(self) -> Any:
+    def dead_letter_producer(self) -> Any:
         with self._lock:
             if self._dead_producer is None:
                 # A subscription on the dead-letter topic keeps what is sent there.
-                self._subscribe(self.dead_letter_topic, dead_letter_policy=False).close()
-                self._dead_producer = self._call(
-                    "create_producer", lambda: self._client.create_producer(self.dead_letter_topic))
+                self.subscribe(self.dead_letter_topic, dead_letter_policy=False).close()
+                self._dead_producer = self.calls(
+                    "create_producer", lambda: self.pulsar.create_producer(self.dead_letter_topic))
             return self._dead_producer
 
-    def _connect(self) -> None:
-        if self._client is not None:
+    def connect(self) -> None:
+        if self.pulsar is not None:
             return
         try:
-            self._client = self._pulsar.Client(
+            self.pulsar = self.module.Client(
                 self.connection,
                 operation_timeout_seconds=self.operation_timeout,
                 connection_timeout_ms=5000,
@@ -154,7 +154,7 @@ class PulsarCalls(ClientCalls):
         console logger writes to stdout, where task output goes, and it logs every
         reconnection attempt: so its log goes to ``PULSAR_CLIENT_LOG`` if set, else
         nowhere (failures reach the minion as exceptions, and outages are logged)."""
-        pulsar = self._pulsar
+        pulsar = self.module
         file_logger = getattr(pulsar, "FileLogger", None)
         if file_logger is None:  # a stand-in without loggers
             return None
@@ -162,8 +162,8 @@ class PulsarCalls(ClientCalls):
             return file_logger(pulsar.LoggerLevel.Info, self.client_log)
         return file_logger(pulsar.LoggerLevel.Error, os.devnull)
 
-    def _subscribe(self, topic: str, dead_letter_policy: bool) -> Any:
-        pulsar = self._pulsar
+    def subscribe(self, topic: str, dead_letter_policy: bool) -> Any:
+        pulsar = self.module
         policy = None
         if dead_letter_policy:
             policy = pulsar.ConsumerDeadLetterPolicy(
@@ -171,8 +171,8 @@ class PulsarCalls(ClientCalls):
                 dead_letter_topic=self.dead_letter_topic,
                 initial_subscription_name=self.subscription,
             )
-        client = self._client
-        return self._call(f"subscribe to {topic!r}", lambda: client.subscribe(
+        client = self.pulsar
+        return self.calls(f"subscribe to {topic!r}", lambda: client.subscribe(
             topic,
             self.subscription,
             consumer_type=pulsar.ConsumerType.Shared,
@@ -182,13 +182,45 @@ class PulsarCalls(ClientCalls):
             dead_letter_policy=policy,
         ))
 
-    def _require_consumer(self) -> Any:
-        if self._consumer is None:
+    def open_consumer(self) -> None:
+        """Connect and subscribe: the consumer of the worker's verbs."""
+        self.connect()
+        self.consumer = self.subscribe(self.topic, dead_letter_policy=True)
+
+    def consumer_for_take(self) -> Any:
+        """The consumer, subscribed again if :meth:`drop_idle_consumer` closed it."""
+        if self.consumer is None and self.pulsar is not None:
+            self.consumer = self.subscribe(self.topic, dead_letter_policy=True)
+        return self.require_consumer()
+
+    def require_consumer(self) -> Any:
+        if self.consumer is None:
             raise EngineError("the pulsar engine is not open")
-        return self._consumer
+        return self.consumer
+
+    def drop_idle_consumer(self) -> None:
+        """Close our consumer if it never handed out a message (``minion-queue`` opens
+        the engine): the broker then puts back what it had prefetched. A take opens a
+        new one if needed."""
+        with self._lock:
+            consumer, handed = self.consumer, self._handed_out
+            if consumer is None or handed:
+                return
+            self.consumer = None
+        self.calls("close", consumer.close)
+
+    def close(self) -> None:
+        """Close the producers, the consumer and the client; a failure is logged."""
+        for thing in (self._release_producer, self._dead_producer, self.consumer, self.pulsar):
+            if thing is not None:
+                try:
+                    thing.close()
+                except Exception as exc:  # closing must not hide the run's outcome
+                    log.warning("pulsar: closing: %s", redact(str(exc)))
+        self._release_producer = self._dead_producer = self.consumer = self.pulsar = None
 
     @contextlib.contextmanager
-    def _errors(self, what: str) -> Iterator[None]:
+    def errors(self, what: str) -> Iterator[None]:
         """Client errors become ours: Unreachable while the broker cannot be reached
         (the outage policy rides it out), else EngineError."""
         try:
@@ -199,7 +231,7 @@ class PulsarCalls(ClientCalls):
                 f"({type(exc).__name__}: {redact(str(exc))}): check PULSAR_CONNECTION and that "
                 "the broker runs"
             ) from None
-        except self._pulsar.PulsarException as exc:
+        except self.module.PulsarException as exc:
             raise EngineError(
                 f"Pulsar {what} on {self.topic!r} failed ({type(exc).__name__}: "
                 f"{redact(str(exc))}): check PULSAR_CONNECTION and PULSAR_TOPIC"

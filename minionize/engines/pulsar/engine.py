@@ -23,7 +23,7 @@ Every minion is a consumer of one Shared subscription (``PULSAR_SUBSCRIPTION``) 
   however long the task.
 
 Outages: a call that fails because the broker cannot be reached (connect, lookup,
-timeout errors) is retried for ``MINION_OUTAGE_TIMEOUT`` seconds (:class:`._kit.Outage`),
+timeout errors) is retried for ``MINION_OUTAGE_TIMEOUT`` seconds (:class:`.kit.Outage`),
 then is an EngineError; meanwhile the client reconnects by itself and the broker keeps
 the messages of the subscription. ``receive`` times out both on an empty topic and while
 the client reconnects: a timeout while the consumer is not connected
@@ -31,9 +31,12 @@ the client reconnects: a timeout while the consumer is not connected
 connected again, it counts only after a message came or the broker had its operation
 timeout to redeliver (a broker that just restarted dispatches in its own time).
 
-Administration (``_pulsar_admin.py``): ``fill`` creates the subscription first (Pulsar
-keeps a topic's messages only for its subscriptions), then publishes; ``requeue_dead``
-moves the dead letters back; ``status`` reads the broker's REST admin API.
+The engine holds a :class:`~.client.PulsarClient` (``client.py``: the client library's
+client, the consumer and producers, the translation of errors) and hands the
+administration to a :class:`~.admin.PulsarAdmin` over it (``admin.py``): ``fill``
+creates the subscription first (Pulsar keeps a topic's messages only for its
+subscriptions), then publishes; ``requeue_dead`` moves the dead letters back; ``status``
+reads the broker's REST admin API.
 
 Tested against an in-memory stand-in of the client (tests/unit) and against a real
 Apache Pulsar standalone broker (tests/integration/test_pulsar_broker.py).
@@ -41,28 +44,29 @@ Apache Pulsar standalone broker (tests/integration/test_pulsar_broker.py).
 
 from __future__ import annotations
 
-import logging
-import threading
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
+from ...params import Param, decode_param
 from ..base import Delivery, Engine
-from ..kit import DEFAULT_OUTAGE_SECONDS, Outage, optional_import, redact
+from ..kit import DEFAULT_OUTAGE_SECONDS, optional_import, redact
 from .admin import PulsarAdmin
-from .client import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, TRANSIENT, keep_sockets_from_tasks
+from .client import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarClient, keep_sockets_from_tasks
 
 if TYPE_CHECKING:
     from ...config import Settings
-
-log = logging.getLogger("minionize.engines.pulsar")
 
 DEFAULT_CONNECTION = "pulsar://localhost:6650"
 DEFAULT_SUBSCRIPTION = "minionize"
 
 
-class PulsarEngine(PulsarAdmin, Engine):
+class PulsarEngine(Engine):
     """Params from a Pulsar topic through a Shared subscription."""
 
     name = "pulsar"
+    #: The topic's connection and names; the administration of the topic over it.
+    client: PulsarClient
+    admin: PulsarAdmin
 
     def __init__(
         self,
@@ -80,27 +84,18 @@ class PulsarEngine(PulsarAdmin, Engine):
         admin_url: Optional[str] = None,
         module: Any = None,
     ) -> None:
-        self.topic, self.connection, self.subscription = topic, connection, subscription
-        self.decoder, self.max_attempts, self.nack_delay = decoder, max_attempts, nack_delay
-        self.dead_letter_topic = dead_letter_topic or f"{topic}-{subscription}-DLQ"
-        # A client call must give up within the outage limit, or the limit means nothing.
-        self.operation_timeout = max(1, min(operation_timeout, int(outage_timeout)))
-        self.client_log, self.admin_url = client_log, admin_url
-        #: The pulsar module, or a stand-in with the same calls (tests).
-        self._pulsar = (
-            module if module is not None else optional_import("pulsar", "the pulsar engine", "pulsar")
+        self.decoder, self.max_attempts = decoder, max_attempts
+        self.client = PulsarClient(
+            module=module if module is not None else optional_import("pulsar", "the pulsar engine", "pulsar"),
+            topic=topic, connection=connection, subscription=subscription,
+            max_attempts=max_attempts,
+            dead_letter_topic=dead_letter_topic or f"{topic}-{subscription}-DLQ",
+            nack_delay=nack_delay,
+            # A client call must give up within the outage limit, or the limit means nothing.
+            operation_timeout=max(1, min(operation_timeout, int(outage_timeout))),
+            client_log=client_log, outage_timeout=outage_timeout,
         )
-        self._client: Any = None
-        self._consumer: Any = None
-        self._dead_producer: Any = None
-        self._release_producer: Any = None
-        #: Deliveries handed out by the current consumer (see _drop_idle_consumer).
-        self._handed_out = 0
-        self._lock = threading.Lock()
-        pulsar = self._pulsar
-        self._transient = tuple(getattr(pulsar, name) for name in TRANSIENT
-                                if isinstance(getattr(pulsar, name, None), type))
-        self._outage = Outage(f"pulsar topic {topic!r} at {redact(connection)}", outage_timeout)
+        self.admin = PulsarAdmin(self.client, decoder=decoder, admin_url=admin_url)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PulsarEngine:
@@ -124,75 +119,100 @@ class PulsarEngine(PulsarAdmin, Engine):
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
-        if self._consumer is None and self._client is not None:  # see _drop_idle_consumer
-            self._consumer = self._subscribe(self.topic, dead_letter_policy=True)
-        consumer = self._require_consumer()
+        client = self.client
+        consumer = client.consumer_for_take()
         keep_sockets_from_tasks()  # the client may have reconnected: new sockets
         deliveries: list[Delivery] = []
         wait_ms = max(1, int(timeout * 1000))
         while len(deliveries) < max_count:
-            wait = wait_ms
-            message = self._call("receive", lambda: self._receive(consumer, wait))  # noqa: B023
+            message = client.next_message(consumer, wait_ms)
             if message is None:
                 break  # nothing now: an empty topic is waiting, not an error
             deliveries.append(self._decode(message))
-            self._handed_out += 1
             wait_ms = 1  # more only if already here
         return deliveries
 
+    def _decode(self, message: Any) -> Delivery:
+        properties = message.properties() or {}
+        try:
+            counted = max(0, int(properties.get(COUNTED, 0)))
+        except ValueError:
+            counted = 0
+        attempt = counted + int(message.redelivery_count()) + 1
+        param_id = properties.get(PARAM_ID) or str(message.message_id())
+        delivery = Delivery(param=None, id=param_id, attempt=attempt, handle=message)
+        delivery.param, delivery.error = decode_param(
+            bytes(message.data()), self.decoder, "PULSAR_DECODER"
+        )
+        if delivery.error is None and attempt > self.max_attempts:
+            delivery.error = (
+                f"attempt {attempt} > MINION_MAX_ATTEMPTS={self.max_attempts}: delivered too "
+                "often (minions released it, or died running it)"
+            )
+        return delivery
+
+    def reachable_since(self) -> Optional[float]:
+        return self.client.reachable_since()
+
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        consumer = self._require_consumer()
-        self._call("acknowledge", lambda: consumer.acknowledge(delivery.handle))
+        consumer = self.client.require_consumer()
+        self.client.calls("acknowledge", lambda: consumer.acknowledge(delivery.handle))
 
     def retry(self, delivery: Delivery, reason: str) -> None:
-        consumer = self._require_consumer()
-        self._call("negative_acknowledge", lambda: consumer.negative_acknowledge(delivery.handle))
+        consumer = self.client.require_consumer()
+        self.client.calls("negative_acknowledge",
+                          lambda: consumer.negative_acknowledge(delivery.handle))
 
     def release(self, delivery: Delivery) -> None:
         # A nack would count an attempt (see the module docstring): send a copy that
         # says how many attempts ran before this one, then drop the original.
-        message = delivery.handle
+        client, message = self.client, delivery.handle
         properties = {k: v for k, v in (message.properties() or {}).items()
                       if k not in (PARAM_ID, COUNTED)}
         properties.update({PARAM_ID: delivery.id, COUNTED: str(max(0, delivery.attempt - 1))})
-        producer = self._producer_for_releases()
-        self._call("release (send)",
-                   lambda: producer.send(bytes(message.data()), properties=properties))
-        consumer = self._require_consumer()
-        self._call("acknowledge", lambda: consumer.acknowledge(message))
+        producer = client.producer_for_releases()
+        client.calls("release (send)",
+                     lambda: producer.send(bytes(message.data()), properties=properties))
+        consumer = client.require_consumer()
+        client.calls("acknowledge", lambda: consumer.acknowledge(message))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        message = delivery.handle
+        client, message = self.client, delivery.handle
         properties = dict(message.properties() or {})
         properties.update(
             {REASON: reason, ATTEMPT: str(delivery.attempt), ORIGIN: delivery.id}
         )
-        producer = self._dead_letter_producer()
-        self._call(f"send to the dead-letter topic {self.dead_letter_topic!r}",
-                   lambda: producer.send(bytes(message.data()), properties=properties))
-        consumer = self._require_consumer()
-        self._call("acknowledge", lambda: consumer.acknowledge(message))
+        producer = client.dead_letter_producer()
+        client.calls(f"send to the dead-letter topic {client.dead_letter_topic!r}",
+                     lambda: producer.send(bytes(message.data()), properties=properties))
+        consumer = client.require_consumer()
+        client.calls("acknowledge", lambda: consumer.acknowledge(message))
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
-        self._connect()
-        self._consumer = self._subscribe(self.topic, dead_letter_policy=True)
+        self.client.open_consumer()
         keep_sockets_from_tasks()
 
     def close(self) -> None:
-        for thing in (self._release_producer, self._dead_producer, self._consumer, self._client):
-            if thing is not None:
-                try:
-                    thing.close()
-                except Exception as exc:  # closing must not hide the run's outcome
-                    log.warning("pulsar: closing: %s", redact(str(exc)))
-        self._release_producer = self._dead_producer = self._consumer = self._client = None
+        self.client.close()
 
     def describe(self) -> str:
+        client = self.client
         return (
-            f"pulsar topic {self.topic!r} (subscription {self.subscription!r}) "
-            f"at {redact(self.connection)}"
+            f"pulsar topic {client.topic!r} (subscription {client.subscription!r}) "
+            f"at {redact(client.connection)}"
         )
 
-    # -- administration (minion-queue): PulsarAdmin, in _pulsar_admin.py -------------
+    # -- administration (minion-queue): PulsarAdmin, in admin.py ---------------------
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        return self.admin.fill(params)
+
+    def status(self) -> dict[str, Any]:
+        return self.admin.status()
+
+    def requeue_dead(self) -> int:
+        return self.admin.requeue_dead()
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        return self.admin.list(kind)

@@ -1,7 +1,7 @@
 """``minion-queue``'s verbs on a Redis stream (fill, list, requeue_dead, reset_expired,
-status, results), mixed into :class:`~minionize.engines.redis.engine.RedisEngine`; the
-worker's verbs stay in ``redis.py``. A command fails at once when the server cannot be
-reached."""
+status, results): :class:`RedisAdmin`, over the engine's :class:`~.client.RedisClient`,
+to which :class:`~minionize.engines.redis.engine.RedisEngine` hands them; the worker's
+verbs stay in ``engine.py``. A command fails at once when the server cannot be reached."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from typing import Any
 
 from ...errors import EngineError, UnsupportedOperation
 from ...params import Param, canonical_json
-from .client import RedisCalls
-from .lua import lua
+from .client import RedisClient
 
 #: Params added per fill script.
 FILL_BATCH = 1000
@@ -33,39 +32,43 @@ def encode_param(param: Param, decoder: str) -> str:
     return canonical_json(param)
 
 
-def param_id(param: Param) -> str:
-    """A param's stable id: a hash of its canonical JSON (equal params, one id)."""
+def stream_param_id(param: Param) -> str:
+    """The id under which a stream keeps a param in ``<stream>:ids`` (what makes fill
+    skip a param already added): sha256 of its canonical JSON, 16 hex digits; equal
+    params, one id. The sweep queue names its params with another hash, its own: each
+    id is stored by its engine, and queues already filled depend on it, so neither
+    changes (a param filled again after a change would be added twice)."""
     return hashlib.sha256(canonical_json(param).encode("utf-8")).hexdigest()[:16]
 
 
-class RedisAdmin(RedisCalls):
-    """The administration of a Redis stream; the engine sets the names declared here."""
+class RedisAdmin:
+    """The administration of the stream of ``client``, whose params are ``decoder``
+    text (``json`` or ``identity``) and whose leases last ``lease`` seconds."""
 
-    dead_stream: str
-    done_key: str
-    ids_key: str
-    results_key: str
-    order_key: str
-    results_count_key: str
+    def __init__(self, client: RedisClient, *, decoder: str, lease: float) -> None:
+        self.client = client
+        self.decoder = decoder
+        self.lease = lease
 
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Add params; a param already added to this stream (todo, in flight, done or
         dead) is skipped. Raises ValueError for NaN or infinities (not standard JSON)."""
-        self._create_group()  # first, so that no reader can miss what is added
-        script = self._client.register_script(lua("fill"))
+        client = self.client
+        client.create_group()  # first, so that no reader can miss what is added
+        script = client.script("fill")
+        keys = [client.stream, client.ids_key]
         added = skipped = 0
         batch: list[str] = []
 
         def flush() -> None:
             nonlocal added, skipped
-            n = int(self._call("XADD", lambda: script(keys=[self.stream, self.ids_key], args=batch),
-                               ride_out=False))
+            n = int(client.calls("XADD", lambda: script(keys=keys, args=batch), ride_out=False))
             added += n
             skipped += len(batch) // 2 - n
             batch.clear()
 
         for param in params:
-            batch += [param_id(param), encode_param(param, self.decoder)]
+            batch += [stream_param_id(param), encode_param(param, self.decoder)]
             if len(batch) >= 2 * FILL_BATCH:
                 flush()
         if batch:
@@ -74,7 +77,7 @@ class RedisAdmin(RedisCalls):
 
     def status(self) -> dict[str, Any]:
         """Counters: ``todo`` = length - pending (settled entries are deleted)."""
-        length, pending, expired, dead, done = self._call("status", self._counters, ride_out=False)
+        length, pending, expired, dead, done = self.client.calls("status", self._counters, ride_out=False)
         todo = max(0, length - pending)
         return {
             "todo": todo,
@@ -86,47 +89,49 @@ class RedisAdmin(RedisCalls):
         }
 
     def _counters(self) -> tuple[int, int, int, int, int]:
-        client = self._client
-        length = int(client.xlen(self.stream))
+        client, redis = self.client, self.client.redis
+        length = int(redis.xlen(client.stream))
         pending = expired = 0
         if length:
-            with contextlib.suppress(self._redis.exceptions.ResponseError):
-                pending = int(client.xpending(self.stream, self.group)["pending"])
+            with contextlib.suppress(client.module.exceptions.ResponseError):
+                pending = int(redis.xpending(client.stream, client.group)["pending"])
         if pending:
             idle = int(self.lease * 1000)
-            expired = len(client.xpending_range(self.stream, self.group, "-", "+", pending, idle=idle))
-        dead, done = int(client.xlen(self.dead_stream)), int(client.get(self.done_key) or 0)
+            expired = len(redis.xpending_range(client.stream, client.group, "-", "+", pending, idle=idle))
+        dead, done = int(redis.xlen(client.dead_stream)), int(redis.get(client.done_key) or 0)
         return length, pending, expired, dead, done
 
     def requeue_dead(self) -> int:
         """Move every dead letter back to the stream, its attempts counted afresh."""
-        self._create_group()
-        script = self._client.register_script(lua("requeue_dead"))
+        client = self.client
+        client.create_group()
+        script = client.script("requeue_dead")
+        keys = [client.dead_stream, client.stream]
         moved = 0
         while True:
-            n = int(self._call("requeueing dead letters",
-                               lambda: script(keys=[self.dead_stream, self.stream], args=[PAGE]),
-                               ride_out=False))
+            n = int(client.calls("requeueing dead letters",
+                                 lambda: script(keys=keys, args=[PAGE]), ride_out=False))
             if n == 0:
                 return moved
             moved += n
 
     def reset_expired(self) -> int:
         """Put the entries whose lease expired back at the end of the stream now."""
-        script = self._client.register_script(lua("reset_expired"))
+        client = self.client
+        script = client.script("reset_expired")
         idle = int(self.lease * 1000)
 
         def reset() -> int:
             cursor, total = "0-0", 0
-            if not self._client.exists(self.stream):
+            if not client.redis.exists(client.stream):
                 return 0
             while True:
-                cursor, n = script(keys=[self.stream], args=[self.group, idle, cursor, PAGE])
+                cursor, n = script(keys=[client.stream], args=[client.group, idle, cursor, PAGE])
                 total += int(n)
                 if cursor == "0-0":
                     return total
 
-        return self._call("resetting expired leases", reset, ride_out=False)
+        return client.calls("resetting expired leases", reset, ride_out=False)
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
         """Dead letters, with their reason (done params are counted, not kept; those
@@ -136,10 +141,11 @@ class RedisAdmin(RedisCalls):
                 f"the redis engine cannot list {kind} params: it counts them and keeps only "
                 "those whose task returned a value (`minion-queue results` lists them)"
             )
+        client = self.client
         start = "-"
         while True:
-            entries = self._call(
-                "XRANGE", lambda: self._client.xrange(self.dead_stream, min=start, count=PAGE),  # noqa: B023
+            entries = client.calls(
+                "XRANGE", lambda: client.redis.xrange(client.dead_stream, min=start, count=PAGE),  # noqa: B023
                 ride_out=False,
             )
             for entry_id, fields in entries:
@@ -155,33 +161,35 @@ class RedisAdmin(RedisCalls):
         not one, is an EngineError naming the key (and the entry), never a row that
         vanishes nor a traceback."""
         self._check_results_count()
-        script = self._client.register_script(lua("results"))
+        client = self.client
+        script = client.script("results")
+        keys = [client.order_key, client.results_key]
         start = "-"
         while True:
             args = [start, PAGE, RESULTS_PAGE_BYTES]
-            reply = self._call(
-                "reading results",
-                lambda: script(keys=[self.order_key, self.results_key], args=args),  # noqa: B023
-                ride_out=False,
+            reply = client.calls(
+                "reading results", lambda: script(keys=keys, args=args), ride_out=False,  # noqa: B023
             )
             if not reply:
                 return
             for key, record in zip(reply[::2], reply[1::2]):
                 if record is None:
-                    raise self._lost(f"the entry {key!r} of {self.results_key!r}")
+                    raise self._lost(f"the entry {key!r} of {client.results_key!r}")
                 yield self._result_row(key, record)
             start = "(" + reply[-2]
 
     def _check_results_count(self) -> None:
         """Raise if fewer results are kept than acks stored (in one transaction)."""
+        client = self.client
+
         def counts() -> Any:
-            pipe = self._client.pipeline(transaction=True)
-            pipe.zcard(self.order_key).hlen(self.results_key).get(self.results_count_key)
+            pipe = client.redis.pipeline(transaction=True)
+            pipe.zcard(client.order_key).hlen(client.results_key).get(client.results_count_key)
             return pipe.execute()
 
-        ordered, kept, stored = self._call("reading results", counts, ride_out=False)
+        ordered, kept, stored = client.calls("reading results", counts, ride_out=False)
         stored = int(stored or 0)  # none: a queue filled before the count was kept
-        for key, have in ((self.results_key, int(kept)), (self.order_key, int(ordered))):
+        for key, have in ((client.results_key, int(kept)), (client.order_key, int(ordered))):
             if have < stored:
                 raise self._lost(f"{stored - have} of the {stored} entries of {key!r}")
 
@@ -201,11 +209,12 @@ class RedisAdmin(RedisCalls):
                 raise ValueError("not an object with id, param and result")
         except (ValueError, RecursionError) as exc:
             why = "nested too deep to read" if isinstance(exc, RecursionError) else str(exc)
+            client = self.client
             raise EngineError(
-                f"Redis hash {self.results_key!r} entry {key!r} is not a result record "
+                f"Redis hash {client.results_key!r} entry {key!r} is not a result record "
                 f"({why[:100]}): it was changed outside minionize; restore it from a "
-                f"backup, or drop it (HDEL {self.results_key} {key}, ZREM {self.order_key} "
-                f"{key}, DECR {self.results_count_key}) to list the others"
+                f"backup, or drop it (HDEL {client.results_key} {key}, ZREM {client.order_key} "
+                f"{key}, DECR {client.results_count_key}) to list the others"
             ) from None
         return {"id": row["id"], "param": self._param(row["param"]), "result": row["result"]}
 

@@ -40,17 +40,18 @@ runs). An ack from such a minion still counts if it comes first (the work is don
 its result with it; one that comes after the entry was settled writes nothing, so it
 never replaces the result that settled it. A settle or a lease renewal that cannot
 reach the server is retried under the outage policy (``MINION_OUTAGE_TIMEOUT``, see
-``_kit.Outage``) until it lands: the
+``kit.Outage``) until it lands: the
 scripts check the entry is still pending, so a settle that landed before its reply was
 lost is not applied twice. A success is therefore never turned into a dead letter by
 a server restart. Settled entries are deleted: the stream holds only what is to do or in flight,
 which keeps it small and makes ``todo`` = length - pending. So the stream belongs to one
 consumer group. Needs Redis 6.2 or newer (XAUTOCLAIM).
 
-This module holds the worker's verbs. The Lua scripts are files in ``redis_lua/``; the
-client, the consumer group and the translation of errors are in ``_redis_client.py``;
-``minion-queue``'s verbs (fill, list, requeue_dead, reset_expired, status, results) are in
-``_redis_admin.py``.
+This module holds the worker's verbs. The engine holds a :class:`~.client.RedisClient`
+(``client.py``: the connection, the names of the stream and its keys, the consumer
+group, the translation of errors; the Lua scripts are files in ``lua/``) and hands
+``minion-queue``'s verbs (fill, list, requeue_dead, reset_expired, status, results) to a
+:class:`~.admin.RedisAdmin` over that client (``admin.py``).
 """
 
 from __future__ import annotations
@@ -60,16 +61,15 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import EngineError
 from ...params import Param
 from ..base import Delivery, Engine
-from ..kit import DEFAULT_OUTAGE_SECONDS, Outage, Unreachable, optional_import, redact
+from ..kit import DEFAULT_OUTAGE_SECONDS, Unreachable, redact
 from .admin import RedisAdmin
-from .client import BOOK_FIELDS, HeldEntries, result_record
-from .lua import lua
+from .client import BOOK_FIELDS, HeldEntries, RedisClient, entry_delivery, entry_of, result_record
 
 if TYPE_CHECKING:
     from ...config import Settings
@@ -83,14 +83,16 @@ DEFAULT_STREAM = "minionize"
 DEFAULT_GROUP = "minionize"
 #: Longest BLOCK of one XREADGROUP (the socket timeout must exceed it).
 MAX_BLOCK = 10.0
-SOCKET_TIMEOUT = 30.0
 
 
-class RedisEngine(RedisAdmin, Engine):
+class RedisEngine(Engine):
     """Params in a Redis Stream, consumed through a consumer group."""
 
     name = "redis"
     keeps_results = True
+    #: The stream's connection and names; the administration of the stream over it.
+    client: RedisClient
+    admin: RedisAdmin
 
     def __init__(
         self,
@@ -104,24 +106,15 @@ class RedisEngine(RedisAdmin, Engine):
         consumer: Optional[str] = None,
         outage_timeout: float = DEFAULT_OUTAGE_SECONDS,
     ) -> None:
-        self.url, self.stream, self.group = url, stream, group
         self.decoder, self.lease, self.max_attempts = decoder, lease, max_attempts
-        #: Beside the stream: the dead letters, the count of done params, every param's id.
-        self.dead_stream, self.done_key, self.ids_key = (f"{stream}:{key}" for key in ("dead", "done", "ids"))
-        #: Done params' records by order key, those keys in queue order, and how many.
-        self.results_key, self.order_key = f"{stream}:results", f"{stream}:results:order"
-        self.results_count_key = f"{stream}:results:count"
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        self._redis = optional_import("redis", "the redis engine", "redis")
-        self._client: Any = self._connect()
-        self._settle = self._client.register_script(lua("settle"))
-        self._claim = self._client.register_script(lua("claim"))
-        self._extend = self._client.register_script(lua("extend"))
+        consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.client = RedisClient(url=url, stream=stream, group=group, consumer=consumer,
+                                  outage_timeout=outage_timeout)
+        self.admin = RedisAdmin(self.client, decoder=decoder, lease=lease)
         #: Entry ids delivered by this minion and not settled yet.
         self._running = HeldEntries()
         self._cursor = "-"
         self._next_claim = 0.0
-        self._outage = Outage(f"redis stream {stream!r} at {redact(url)}", outage_timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisEngine:
@@ -142,51 +135,29 @@ class RedisEngine(RedisAdmin, Engine):
             return []
         # Ride out a restart of the server (a pod rescheduled, a failover): nothing is
         # lost meanwhile, pending entries stay pending. Give up after the outage timeout.
-        return self._outage.call(lambda: self._take(max_count, timeout))
+        return self.client.outage.call(lambda: self._take(max_count, timeout))
 
     def _take(self, max_count: int, timeout: float) -> list[Delivery]:
         deliveries = self._take_expired(max_count)
         free = max_count - len(deliveries)
         if free > 0:
             block = None if deliveries else int(min(timeout, MAX_BLOCK) * 1000)
-            with self._errors("XREADGROUP"):
-                try:
-                    reply = self._read(free, block)
-                except self._redis.exceptions.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
-                        raise
-                    self._create_group()  # the stream was deleted, or the server restarted
-                    reply = self._read(free, block)
-            for _stream, entries in reply or []:
+            for _stream, entries in self.client.read_new(free, block) or []:
                 for entry_id, fields in entries:
                     if fields is not None:
                         deliveries.append(self._decode(entry_id, fields, 1))
-        self._running.add(self._entry(d).entry_id for d in deliveries)
+        self._running.add(entry_of(d).entry_id for d in deliveries)
         return deliveries
-
-    def _read(self, count: int, block: Optional[int]) -> Any:
-        return self._client.xreadgroup(
-            self.group, self.consumer, {self.stream: ">"}, count=count, block=block or None
-        )
 
     def _take_expired(self, max_count: int) -> list[Delivery]:
         """Entries whose owner let the lease expire (it died or hung): take them over."""
         now = time.monotonic()
         if now < self._next_claim:
             return []
-        running = self._running.sorted()
-        with self._errors("XCLAIM"):
-            try:
-                reply = self._claim(
-                    keys=[self.stream],
-                    args=[self.group, self.consumer, int(self.lease * 1000), self._cursor,
-                          max_count, *running],
-                )
-            except self._redis.exceptions.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                self._create_group()  # the stream was deleted, or the server restarted
-                return []
+        reply = self.client.claim_expired(int(self.lease * 1000), self._cursor, max_count,
+                                          self._running.sorted())
+        if reply is None:
+            return []
         self._cursor = reply[0] or "-"
         claimed = reply[1:]
         if not reply[0] and len(claimed) < max_count:
@@ -198,28 +169,25 @@ class RedisEngine(RedisAdmin, Engine):
             deliveries.append(self._decode(entry_id, fields, int(count)))
         return deliveries
 
-    def peek(self, limit: int) -> list[Param]:
-        def entries() -> Any:
-            start = "-"
-            if self._client.exists(self.stream):
-                for info in self._client.xinfo_groups(self.stream):
-                    if info["name"] == self.group:
-                        start = "(" + info["last-delivered-id"]
-            return self._client.xrange(self.stream, min=start, count=limit)
+    def _decode(self, entry_id: str, fields: dict[str, str], count: int) -> Delivery:
+        return entry_delivery(entry_id, fields, count, stream=self.client.stream,
+                              decoder=self.decoder, max_attempts=self.max_attempts)
 
-        found = self._call("XINFO GROUPS", entries, ride_out=False)
-        return [self._decode(entry_id, fields, 1).param for entry_id, fields in found]
+    def peek(self, limit: int) -> list[Param]:
+        return [self._decode(entry_id, fields, 1).param
+                for entry_id, fields in self.client.undelivered(limit)]
 
     # -- settling --------------------------------------------------------------------
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        entry = self._entry(delivery)
+        entry = entry_of(delivery)
         # Without a result nothing is kept but the count (as before results): a done
         # param's record would cost Redis memory for every program task.
         record = "" if result is None else result_record(
             delivery.id, entry.fields.get("param", ""), result)
         # The record is written by the script that acks, or not at all.
-        keys = [self.stream, self.done_key, self.results_key, self.order_key,
-                self.results_count_key]
+        client = self.client
+        keys = [client.stream, client.done_key, client.results_key, client.order_key,
+                client.results_count_key]
         if self._run_settle(delivery, "", "done", keys, [entry.order_key(), record]) == 0:
             log.warning("redis: %s was already settled elsewhere", delivery.id)
 
@@ -230,27 +198,25 @@ class RedisEngine(RedisAdmin, Engine):
         self._requeue(delivery, counted=delivery.attempt - 1, reason="released")
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        entry = self._entry(delivery)
+        entry, client = entry_of(delivery), self.client
         fields = entry.copy(delivery.id, reason=reason, attempt=str(delivery.attempt),
-                            entry=entry.entry_id, consumer=self.consumer,
+                            entry=entry.entry_id, consumer=client.consumer,
                             time=f"{time.time():.3f}")
-        self._run_settle(delivery, self.consumer, "add", [self.stream, self.dead_stream], fields)
+        self._run_settle(delivery, client.consumer, "add", [client.stream, client.dead_stream], fields)
 
     def _requeue(self, delivery: Delivery, counted: int, reason: str) -> None:
-        fields = self._entry(delivery).copy(delivery.id, tries=str(max(0, counted)), reason=reason)
-        self._run_settle(delivery, self.consumer, "add", [self.stream, self.stream], fields)
+        fields = entry_of(delivery).copy(delivery.id, tries=str(max(0, counted)), reason=reason)
+        client = self.client
+        self._run_settle(delivery, client.consumer, "add", [client.stream, client.stream], fields)
 
     def _run_settle(
         self, delivery: Delivery, owner: str, action: str, keys: list[str], tail: list[str]
     ) -> int:
         """Run settle.lua on the delivery's entry (``tail``: the ARGV after the action)."""
-        entry = self._entry(delivery)
-        args = [self.group, entry.entry_id, owner, action, *tail]
+        entry = entry_of(delivery)
+        args = [self.client.group, entry.entry_id, owner, action, *tail]
         try:
-            # Retried until it lands: the script acts only while the entry is pending
-            # (and, but for an ack, ours), so a retry after a lost reply is harmless.
-            done = int(self._call(f"settling {entry.entry_id}",
-                                  lambda: self._settle(keys=keys, args=args)))
+            done = self.client.settle(entry.entry_id, keys, args)
         finally:
             self._running.discard(entry.entry_id)
         if done < 0:
@@ -265,28 +231,45 @@ class RedisEngine(RedisAdmin, Engine):
         return self.lease / 3
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
-        ids = [self._entry(d).entry_id for d in deliveries]
+        ids = [entry_of(d).entry_id for d in deliveries]
         if not ids:
             return
-        kept = int(self._call(
-            "XCLAIM", lambda: self._extend(keys=[self.stream], args=[self.group, self.consumer, *ids])
-        ))
+        kept = self.client.extend(ids)
         if kept < len(ids):
             log.warning("redis: %d running entries were taken over by others", len(ids) - kept)
 
+    def reachable_since(self) -> Optional[float]:
+        return self.client.calls.reachable_since()
+
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
-        self._create_group()
+        self.client.create_group()
 
     def close(self) -> None:
         try:
-            self._call("closing", self._forget_consumers, ride_out=False)
+            self.client.close(int(self.lease * 1000))
         except EngineError as exc:
             log.warning("redis: %s", redact(str(exc)))
-        finally:
-            self._client.close()
 
     def describe(self) -> str:
-        return f"redis stream {self.stream!r} (group {self.group!r}) at {redact(self.url)}"
+        client = self.client
+        return f"redis stream {client.stream!r} (group {client.group!r}) at {redact(client.url)}"
 
-    # -- administration (minion-queue): RedisAdmin, in _redis_admin.py ---------------
+    # -- administration (minion-queue): RedisAdmin, in admin.py ----------------------
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        return self.admin.fill(params)
+
+    def status(self) -> dict[str, Any]:
+        return self.admin.status()
+
+    def requeue_dead(self) -> int:
+        return self.admin.requeue_dead()
+
+    def reset_expired(self) -> int:
+        return self.admin.reset_expired()
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        return self.admin.list(kind)
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        return self.admin.results()

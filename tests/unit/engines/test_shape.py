@@ -1,19 +1,23 @@
 """The queue-service engines read alike: keyword-only constructors, the kit's optional
-import (with its ``pip install 'minionize[x]'`` hint), and administration apart from the
-worker's verbs."""
+import (with its ``pip install 'minionize[x]'`` hint), and each engine holding its
+client and an administration over it, never inheriting them."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from pathlib import Path
 
 import pytest
 
 from minionize.engines import Engine, engine_class
-from minionize.engines.kit import ClientCalls
+from minionize.engines.file.admin import FileAdmin
+from minionize.engines.file.engine import FileEngine
 
 SERVICES = ("redis", "pubsub", "pulsar")
+ADMIN_VERBS = ("fill", "list", "requeue_dead", "status")
+WORKER_VERBS = ("take", "ack", "retry", "release", "dead_letter")
 
 
 @pytest.mark.parametrize("name", SERVICES)
@@ -24,20 +28,45 @@ def test_constructors_are_keyword_only(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", SERVICES)
-def test_administration_lives_apart_from_the_worker_verbs(name: str) -> None:
+def test_the_engine_holds_its_client_and_its_administration(name: str) -> None:
     cls = engine_class(name)
-    admin = importlib.import_module(f"minionize.engines.{name}.admin")
-    for verb in ("fill", "list", "requeue_dead", "status"):
-        assert getattr(cls, verb).__module__ == admin.__name__, verb
-    for verb in ("take", "ack", "retry", "release", "dead_letter"):
+    held = typing.get_type_hints(cls)
+    client, admin = held["client"], held["admin"]
+    assert client.__module__ == f"minionize.engines.{name}.client"
+    assert admin.__module__ == f"minionize.engines.{name}.admin"
+    # Composition: the engine inherits the Engine protocol only; client and admin
+    # inherit nothing; the admin works over the same client.
+    assert [c for c in cls.__mro__ if c.__module__.startswith("minionize.")] == [cls, Engine]
+    assert client.__bases__ == (object,) and admin.__bases__ == (object,)
+    assert typing.get_type_hints(admin.__init__)["client"] is client
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_administration_lives_in_the_admin_and_the_engine_hands_it_over(name: str) -> None:
+    cls = engine_class(name)
+    admin = typing.get_type_hints(cls)["admin"]
+    for verb in ADMIN_VERBS:
+        assert getattr(admin, verb).__module__ == f"minionize.engines.{name}.admin", verb
+        assert verb in vars(cls), verb  # a delegation, not an inherited method
+    for verb in WORKER_VERBS:
         assert getattr(cls, verb).__module__ == cls.__module__, verb
+        assert not hasattr(admin, verb), verb
+
+
+def test_the_file_engine_hands_its_administration_to_its_admin() -> None:
+    assert [c for c in FileEngine.__mro__ if c.__module__.startswith("minionize.")] == [
+        FileEngine, Engine]
+    for verb in ("list", "requeue_dead", "status", "results"):
+        assert getattr(FileAdmin, verb).__module__ == FileAdmin.__module__, verb
+        assert verb in vars(FileEngine), verb
 
 
 @pytest.mark.parametrize("name", SERVICES)
 def test_every_engine_uses_the_kit(name: str) -> None:
     cls = engine_class(name)
-    assert issubclass(cls, ClientCalls) and issubclass(cls, Engine)
     folder = Path(inspect.getfile(cls)).parent
     family = "".join(p.read_text() for p in sorted(folder.glob("*.py")))
     assert "optional_import(" in family  # the pip install 'minionize[x]' hint
     assert f"import {name}\n" not in family and f"from {name} import" not in family
+    client = importlib.import_module(f"minionize.engines.{name}.client")
+    assert "Calls(self.errors" in inspect.getsource(client)  # one translation, one outage policy

@@ -15,7 +15,7 @@ from minionize import FuncCallback, ProcessCallback, minionizer
 from minionize.callbacks.base import Callback, Outcome, Result, Task
 from minionize.config import Settings
 from minionize.engines.base import Delivery
-from minionize.engines.kit import ClientCalls, Outage, Unreachable
+from minionize.engines.kit import Calls, Outage, Unreachable
 from minionize.minion.run import Minion
 from minionize.reporters.base import Reporter, TaskReport
 from minionize.testing import MemoryEngine
@@ -208,26 +208,26 @@ def test_idle_timeout_ends_a_minion_on_an_endless_queue() -> None:
     assert 0.3 <= time.monotonic() - started < 5
 
 
-class Restarting(ClientCalls, MemoryEngine):
+class Restarting(MemoryEngine):
     """An endless queue on a server that is down for ``down`` seconds after the first
     param was taken, then needs one more empty answer before its params come again
     (a broker that restarts, then redelivers): through the kit's outage policy."""
 
     def __init__(self, params: list[object], down: float) -> None:
         super().__init__(params)
-        self._outage = Outage("restarting queue", limit=60)
+        self._calls = Calls(lambda what: contextlib.nullcontext(), Outage("restarting queue", limit=60))
         self.down = down
         self.down_until: Optional[float] = None
         self.answered_empty = False
 
-    def _errors(self, what: str) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
-
     def exhausted(self) -> bool:
         return False
 
+    def reachable_since(self) -> Optional[float]:
+        return self._calls.reachable_since()
+
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
-        return self._call("take", lambda: self._take_once(max_count, timeout))
+        return self._calls("take", lambda: self._take_once(max_count, timeout))
 
     def _take_once(self, max_count: int, timeout: float) -> list[Delivery]:
         if self.down_until is None and self.done:

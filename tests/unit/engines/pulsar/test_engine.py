@@ -430,7 +430,7 @@ def test_a_consumer_that_lost_its_broker_is_an_outage_never_an_empty_topic(
     # A broker that just restarted redelivers in its own time: idle time counts only
     # once it had its operation timeout to do so (or a message came).
     since = minion.reachable_since()
-    assert since is not None and since >= came_back[0] + minion.operation_timeout
+    assert since is not None and since >= came_back[0] + minion.client.operation_timeout
     engine(fake).fill(["x"])
     assert [d.param for d in minion.take(1, 1)] == ["x"]
     since = minion.reachable_since()
@@ -498,10 +498,10 @@ def test_settings(fake: FakePulsar) -> None:
         Settings.from_env({"PULSAR_TOPIC": "t", "PULSAR_SUBSCRIPTION": "s",
                            "MINION_MAX_ATTEMPTS": "5", "PULSAR_DECODER": "json"})
     )
-    assert (built.topic, built.subscription, built.decoder, built.max_attempts) == (
+    assert (built.client.topic, built.client.subscription, built.decoder, built.max_attempts) == (
         "t", "s", "json", 5)
-    assert built.connection == "pulsar://localhost:6650"
-    assert built.dead_letter_topic == "t-s-DLQ"
+    assert built.client.connection == "pulsar://localhost:6650"
+    assert built.client.dead_letter_topic == "t-s-DLQ"
     assert engine_class("pulsar") is PulsarEngine
 
 

@@ -13,7 +13,7 @@ ENGINE_DIR = Path(__file__).resolve().parents[4] / "minionize" / "engines" / "re
 def test_every_script_the_engine_names_is_a_file_with_its_contract_on_top() -> None:
     named = set()
     for module in ENGINE_DIR.glob("*.py"):
-        named |= set(re.findall(r"\blua\(\"(\w+)\"\)", module.read_text()))
+        named |= set(re.findall(r"\b(?:lua|script)\(\"(\w+)\"\)", module.read_text()))
     assert named >= {"settle", "fill", "claim", "extend", "requeue_dead", "reset_expired", "forget",
                      "results"}
     for name in named:
