@@ -3,7 +3,7 @@
 #   bash tests/run.sh            # all tests
 #   bash tests/run.sh -k redis   # extra arguments go to pytest
 # As root on Debian/Ubuntu it installs the services the integration tests start
-# (Redis, Docker engine, SLURM, munge, tmux, GNU parallel), Java and Maven (the Pulsar
+# (Redis, Docker engine, SLURM, munge, Grid Engine, tmux, GNU parallel), Java and Maven (the Pulsar
 # tests resolve Apache Pulsar's broker from Maven Central into ~/.m2) and debootstrap
 # (the image tests make their Debian base image, kept in ~/.cache/minionize-tests).
 # Elsewhere those tests skip with their reason, except under CI=true, where a skipped
@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 APT_PACKAGES=(redis-server docker.io busybox-static slurmctld slurmd slurm-client munge tmux parallel jq
-              openjdk-17-jre-headless maven debootstrap)
+              openjdk-17-jre-headless maven debootstrap
+              # Son of Grid Engine 8.1.9 (tests/services/sge.py: sge_qmaster, sge_execd, qsub...)
+              gridengine-master gridengine-exec gridengine-client)
 
 install_system_packages() {
     command -v dpkg-query >/dev/null 2>&1 || { echo "tests/run.sh: not a Debian system: service tests may skip"; return 0; }

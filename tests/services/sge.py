@@ -41,7 +41,7 @@ CLIENTS = ("qsub", "qstat", "qdel", "qmod", "qconf", "spoolinit", "spooldefaults
 HOST = "localhost"
 #: Slots of the queue: more than the machine has is fine (nothing is bound).
 SLOTS = 6
-NOTIFY_SECONDS = 5
+NOTIFY_SECONDS = 3
 START_TIMEOUT = 30.0
 
 BOOTSTRAP = """\
