@@ -1,6 +1,6 @@
 """The Callback protocol: what runs one param, and how it is stopped.
 
-:meth:`Callback.run` is called in a worker thread of the minion loop and blocks until
+:meth:`Callback.run` is called in a slot thread of the minion loop and blocks until
 the param is done, returning a :class:`Result`. Another thread (the loop's monitor) may
 call :meth:`Callback.terminate` and then :meth:`Callback.kill` on the same
 :class:`Task` when its timeout passes or the minion is asked to stop. A callback knows
@@ -14,7 +14,7 @@ import enum
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..engines.base import Delivery
 from ..params import Param
@@ -59,23 +59,29 @@ class StopReason(enum.Enum):
 
 @dataclass(eq=False)
 class Task:
-    """One delivery being run: shared between the worker thread and the monitor."""
+    """One delivery being run: shared between the slot thread that runs it and the
+    monitor that stops it. What runs it (a process, a container, a function's process)
+    is attached and detached by the callback through the task's methods, and stops go
+    through them too: under the task's own lock, a stop never meets a half-started or
+    already reaped process."""
 
     delivery: Delivery
     #: Monotonic start time, and deadline (None: no timeout).
     started: float = field(default_factory=time.monotonic)
     wall_start: float = field(default_factory=time.time)
     deadline: Optional[float] = None
-    #: Set once, by the monitor, when the task must stop.
+    #: Set by :meth:`mark_stopping` when minionize stops the task.
     stop_reason: Optional[StopReason] = None
     #: When the polite stop was sent (the kill follows after the grace period).
     terminated_at: Optional[float] = None
     killed: bool = False
     #: Set once the loop settled the delivery (acked, retried, released, dead-lettered).
     settled: bool = False
-    #: Private to the callback: a process id, a container id, ...
+    #: Private to the callback: a process id, a container, ... (see :meth:`attach`).
     handle: Any = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    #: A stop came before anything was attached: :meth:`attach` starts nothing.
+    _stopped_early: bool = field(default=False, init=False, repr=False)
 
     @property
     def param(self) -> Param:
@@ -87,6 +93,60 @@ class Task:
 
     def running_for(self) -> float:
         return time.monotonic() - self.started
+
+    # -- what runs the task (the callback's side) -------------------------------------
+    @property
+    def stop_asked(self) -> bool:
+        """Minionize stops the task, or a stop came before anything was attached."""
+        return self.stop_reason is not None or self._stopped_early
+
+    def attach(self, start: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Start what runs the task, unless a stop was asked: ``start(*args, **kwargs)``
+        runs under the task's lock and what it returns becomes :attr:`handle`, returned;
+        None when a stop came first (``start`` is not called)."""
+        with self._lock:
+            if self.stop_asked:
+                return None
+            self.handle = start(*args, **kwargs)
+            return self.handle
+
+    def detach(self) -> None:
+        """What ran the task is gone (reap it after this): stops no longer reach it."""
+        with self._lock:
+            self.handle = None
+
+    def signal(self, send: Callable[..., None], *args: Any) -> None:
+        """``send(handle, *args)`` under the task's lock while something is attached, so
+        that it never reaches a process reaped meanwhile; before anything is attached,
+        remember that a stop came first."""
+        with self._lock:
+            if self.handle is None:
+                self._stopped_early = True
+                return
+            send(self.handle, *args)
+
+    def stop_target(self) -> Any:
+        """The handle to stop (to signal outside the lock, when that may block); None
+        before anything is attached, and then the stop is remembered as in :meth:`signal`."""
+        with self._lock:
+            if self.handle is None:
+                self._stopped_early = True
+            return self.handle
+
+    # -- the loop's side ---------------------------------------------------------------
+    def mark_stopping(self, reason: StopReason) -> None:
+        """Minionize stops the task for ``reason``: a shutdown wins over a timeout."""
+        with self._lock:
+            if self.stop_reason is None or reason is StopReason.SHUTDOWN:
+                self.stop_reason = reason
+
+    def settle_once(self) -> bool:
+        """Mark the task settled; False when it was already (released at shutdown)."""
+        with self._lock:
+            if self.settled:
+                return False
+            self.settled = True
+            return True
 
 
 class Callback(abc.ABC):

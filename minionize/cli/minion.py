@@ -6,10 +6,15 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ._logging import show_library_warnings
 from ._options import Option, add_group, apply, given_flags, name_flags, new_parser, table
+
+if TYPE_CHECKING:
+    from ..callbacks.process.callback import ProcessCallback
+    from ..config import Settings
+    from ..parallel.habits import OutputFiles
 
 DESCRIPTION = """\
 Run PROGRAM once per param taken from a queue, acknowledging each success back to
@@ -186,6 +191,11 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     settings = Settings.from_env(values)
 
+    from ..parallel.habits import Habits
+    from . import sandbox_flags
+
+    habits = Habits.from_settings(settings)
+    files = habits.output_files()
     callback: Callback
     if settings.callback == "docker":
         from ..callbacks.docker.callback import DockerCallback
@@ -197,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
                 "MINION_PARAM_STDIN=1 (--param-stdin) works with the process callback, not "
                 "with --docker: read the param from MINION_PARAM in the container"
             )
+        sandbox_flags.apply(args, values, processes=False)
     else:
         if not command and not settings.template:
             raise ConfigError(
@@ -208,35 +219,48 @@ def run(args: argparse.Namespace) -> int:
                 "give the program either on the command line or in --template/MINION_TEMPLATE, "
                 "not both"
             )
-        from ..callbacks.process.callback import ProcessCallback
-
-        try:
-            callback = ProcessCallback(
-                command,
-                template=settings.template,
-                shell=settings.shell,
-                log_dir=settings.log_dir,
-            )
-        except ValueError as exc:
-            raise ConfigError(f"MINION_TEMPLATE: {exc}") from None
-        callback.param_stdin = settings.env.bool("MINION_PARAM_STDIN")
-        callback.builder.decoder_hint = decoder_hint(settings.engine, decoder_variable)
-        if settings.template and not callback.param_stdin and not callback.builder.has_placeholder():
-            raise ConfigError(
-                f"{callback.builder.source} has no placeholder, so every task would run "
-                "without its param: put {} where the param goes ({name} for a key of a "
-                "mapping param), or give the command without --template to have the param "
-                "appended"
-            )
+        callback = process_callback(args, values, settings, command, decoder_variable, files)
 
     from ..minion.run import Minion
-    from ..parallel.habits import Habits
+
+    engine, reporter, hooks = habits.wire(callback, settings, files)
+    return Minion(callback, engine=engine, reporter=reporter, settings=settings, hooks=hooks,
+                  start_interval=habits.start_interval).run()
+
+
+def process_callback(args: argparse.Namespace, values: dict[str, str], settings: Settings,
+                     command: list[str], decoder_variable: Optional[str],
+                     files: Optional[OutputFiles]) -> ProcessCallback:
+    """The process callback of the command line, with its sandboxes (``--sandbox``) and
+    its output files (``--results``, ``--tag``, ``--keep-order``)."""
+    from ..callbacks.process.callback import ProcessCallback
+    from ..errors import ConfigError
     from . import sandbox_flags
 
-    sandbox_flags.apply(args, values, callback)
-
-    engine, reporter = Habits.from_settings(settings).wire(callback, settings)
-    return Minion(callback, engine=engine, reporter=reporter, settings=settings).run()
+    param_stdin = settings.env.bool("MINION_PARAM_STDIN")
+    sandboxes = sandbox_flags.apply(args, values)
+    try:
+        callback = ProcessCallback(
+            command,
+            template=settings.template,
+            shell=settings.shell,
+            log_dir=settings.log_dir,
+            param_stdin=param_stdin,
+            sandboxes=sandboxes,
+            output_paths=files.paths if files is not None else None,
+            output_root=files.root if files is not None else None,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"MINION_TEMPLATE: {exc}") from None
+    callback.builder.decoder_hint = decoder_hint(settings.engine, decoder_variable)
+    if settings.template and not param_stdin and not callback.builder.has_placeholder():
+        raise ConfigError(
+            f"{callback.builder.source} has no placeholder, so every task would run "
+            "without its param: put {} where the param goes ({name} for a key of a "
+            "mapping param), or give the command without --template to have the param "
+            "appended"
+        )
+    return callback
 
 
 #: The variable of each engine that ``--decoder`` sets (a plugin engine has none).

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Optional
 
-from ..callbacks.base import Callback
 from ._options import add_group, table
 from ._options import apply as apply_options
+
+if TYPE_CHECKING:
+    from ..callbacks.process.sandbox import Sandboxes
 
 #: The flags, each with the variable it sets (a repeatable one: one value per line).
 OPTIONS = table("""
@@ -48,9 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def apply(args: argparse.Namespace, values: MutableMapping[str, str], callback: Callback) -> None:
-    """Set the variables of the flags given, and give ``callback`` its sandboxes when
-    ``MINION_SANDBOX`` is set (ConfigError on a mistake: nothing is consumed)."""
+def apply(args: argparse.Namespace, values: MutableMapping[str, str],
+          processes: bool = True) -> Optional[Sandboxes]:
+    """Set the variables of the flags given; the sandboxes of the run when
+    ``MINION_SANDBOX`` is set (None otherwise). ``processes`` says whether the tasks are
+    processes (not --docker); ConfigError on a mistake: nothing is consumed."""
     from ..callbacks.process.sandbox import Sandboxes, SandboxSpec
     from ..config import Env
     from ..errors import ConfigError
@@ -58,12 +63,10 @@ def apply(args: argparse.Namespace, values: MutableMapping[str, str], callback: 
     apply_options(args, values, OPTIONS)
     spec = SandboxSpec.from_env(Env(values))
     if spec is None:
-        return
-    from ..callbacks.process.callback import ProcessCallback
-
-    if not isinstance(callback, ProcessCallback):
+        return None
+    if not processes:
         raise ConfigError(
             "--sandbox (MINION_SANDBOX) runs processes in a directory: it cannot be used with "
             "--docker; mount the files with MINION_DOCKER_VOLUMES instead"
         )
-    callback.sandboxes = Sandboxes(spec)
+    return Sandboxes(spec)

@@ -11,8 +11,8 @@ Every tick (0.1 s) it
   seconds (``engine.extend``), so that no other minion takes them;
 * gives the reporter a heartbeat every 2 s.
 
-It never settles a param: :meth:`minionize.minion.run.Minion._settle` does, when the task
-ends. A task is stopped from a thread of its own (a ``docker stop`` may block).
+It never settles a param: the :class:`~minionize.minion.settle.Settler` does, when the
+task ends. A task is stopped from a thread of its own (a ``docker stop`` may block).
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import time
 from typing import TYPE_CHECKING, Callable, Optional
 
 from ..callbacks.base import StopReason
-from .parts import MinionPart
 
 if TYPE_CHECKING:
     from ..callbacks.base import Callback, Task
     from ..engines.base import Engine
     from ..reporters.base import Reporter
+    from .slots import Slots
     from .stopping import GracefulStop
+    from .timeouts import MedianTimeout
 
 log = logging.getLogger("minionize.minion")
 
@@ -40,11 +41,13 @@ TICK_SECONDS = 0.1
 REPORT_HEARTBEAT_SECONDS = 2.0
 
 
-class Monitor(MinionPart):
+class Monitor:
     """Timeouts, the grace period, lease renewal, engine flushes and report heartbeats.
 
-    ``running()`` returns the tasks running now; ``reporter`` is None when nobody
-    listens. :meth:`start` starts the thread, :meth:`finish` ends it.
+    It watches the tasks of ``slots``, gives them the deadlines of ``deadlines``
+    (``--timeout X%``, None: fixed ones) and stops them through ``callback``;
+    ``reporter`` is None when nobody listens. :meth:`start` starts the thread,
+    :meth:`finish` ends it.
     """
 
     def __init__(
@@ -54,12 +57,16 @@ class Monitor(MinionPart):
         callback: Callback,
         reporter: Optional[Reporter],
         stop: GracefulStop,
-        running: Callable[[], list[Task]],
+        slots: Slots,
+        deadlines: Optional[MedianTimeout],
         grace_period: float,
     ) -> None:
-        super().__init__(engine=engine, callback=callback, reporter=reporter)
+        self.engine = engine
+        self.callback = callback
+        self.reporter = reporter
         self.stop = stop
-        self.running = running
+        self.slots = slots
+        self.deadlines = deadlines
         self.grace_period = grace_period
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="minion-monitor", daemon=True)
@@ -78,7 +85,9 @@ class Monitor(MinionPart):
         announced = False
         while not self._done.wait(TICK_SECONDS):
             now = time.monotonic()
-            tasks = self.running()
+            tasks = self.slots.running()
+            if self.deadlines is not None:
+                self.deadlines.apply(tasks)
             stopping = self.stop.asked.is_set()
             hurried = self.stop.hurried
             if stopping and not announced and self.stop.signal is not None:
@@ -119,9 +128,7 @@ class Monitor(MinionPart):
             elif task.deadline is not None and now >= task.deadline:
                 reason = StopReason.TIMEOUT
             if reason is not None:
-                with task.lock:
-                    if task.stop_reason is None or reason is StopReason.SHUTDOWN:
-                        task.stop_reason = reason
+                task.mark_stopping(reason)
                 task.terminated_at = now
                 self._in_background(self.callback.terminate, task)
         overdue = task.terminated_at is not None and (

@@ -1,11 +1,13 @@
-"""The workers of a minion: ``concurrency`` threads that each loop take -> run -> settle.
+"""The slots of a minion: ``concurrency`` threads that each loop take -> run -> settle.
 
-Only one worker is in ``engine.take`` at a time, and it asks for as many params as there
-are free workers; the extras of a batch wait in a stash. The run ends when the queue is
+Only one slot is in ``engine.take`` at a time, and it asks for as many params as there
+are free slots; the extras of a batch wait in a stash. The run ends when the queue is
 drained (``engine.exhausted()``) or idle for ``MINION_IDLE_TIMEOUT`` while nothing runs
 and the engine reaches its server (``engine.reachable_since()``: an outage is never idle).
-A worker never settles a param itself: it hands the result to ``settle``
-(:meth:`minionize.minion.run.Minion._settle`, the one place that acts on the decision).
+A slot never settles a param itself: it hands the result to the
+:class:`~minionize.minion.settle.Settler` (the one place that acts on the decision).
+With a start interval (``--delay``), two task starts of the minion are at least that far
+apart.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ import collections
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..callbacks.base import Outcome, Result, StopReason, Task
 from ..errors import CommandLineError
-from .parts import MinionPart
 
 if TYPE_CHECKING:
     from ..callbacks.base import Callback
     from ..config import Settings
     from ..engines.base import Delivery, Engine
     from ..reporters.base import Reporter
+    from .hooks import Hooks
+    from .settle import Settler
+    from .stopping import GracefulStop
 
 #: Longest wait in ``engine.take`` (and between polls of a queue that answers at once).
 POLL_SECONDS = 0.5
@@ -37,13 +41,14 @@ STOP_SIGNAL_EXITS = frozenset(
 SIGNAL_SETTLE_SECONDS = 0.5
 
 
-class Workers(MinionPart):
-    """The worker threads, the running tasks and the stash of taken params.
+class Slots:
+    """The slot threads, the running tasks and the stash of taken params.
 
-    ``changed`` is the minion's condition (notified on a settle, a stop, a halt);
-    ``stop`` is set once a stop was asked and ``halted()`` says whether ``--halt``
-    stopped the taking; ``fail(exc)`` stops the minion because the queue or the command
-    line failed; ``settle(task, result)`` settles.
+    ``stop`` says whether a stop was asked (it wakes a slot waiting for work) and takes
+    the failure of the queue or of the command line; ``settler`` settles, and says
+    whether ``--halt`` stopped the taking; ``reporter`` (None: nobody listens) and
+    ``hooks`` are told of each task; ``start_interval`` is the least time between two
+    task starts (None: none).
     """
 
     def __init__(
@@ -51,34 +56,45 @@ class Workers(MinionPart):
         *,
         engine: Engine,
         callback: Callback,
+        settler: Settler,
+        stop: GracefulStop,
         reporter: Optional[Reporter],
+        hooks: Hooks,
         settings: Settings,
-        changed: threading.Condition,
-        stop: threading.Event,
-        halted: Callable[[], bool],
-        fail: Callable[[BaseException], None],
-        settle: Callable[[Task, Result], None],
+        start_interval: Optional[float] = None,
     ) -> None:
-        super().__init__(engine=engine, callback=callback, reporter=reporter)
-        self.settings = settings
-        self._changed = changed
+        self.engine = engine
+        self.callback = callback
+        self._settler = settler
         self._stop = stop
-        self._halted = halted
-        self._fail = fail
-        self._settle = settle
+        self._reporter = reporter
+        self._hooks = hooks if hooks else None
+        self._concurrency = settings.concurrency
+        self._task_timeout = settings.task_timeout
+        self._idle_timeout = settings.idle_timeout
+        self._start_interval = start_interval or None
+        self._last_start: Optional[float] = None
+        self._start_lock = threading.Lock()
+        self._changed = threading.Condition()
         self._take_lock = threading.Lock()
         self._stash: collections.deque[Delivery] = collections.deque()
         self._running: set[Task] = set()
         self._ended = False
         self._idle_since = time.monotonic()
         self.threads = [
-            threading.Thread(target=self._work, name=f"minion-worker-{i}", daemon=True)
+            threading.Thread(target=self._work, name=f"minion-slot-{i}", daemon=True)
             for i in range(settings.concurrency)
         ]
+        stop.when_asked(self.wake)
 
     def start(self) -> None:
         for thread in self.threads:
             thread.start()
+
+    def wake(self) -> None:
+        """Wake the slots waiting for work (a stop was asked)."""
+        with self._changed:
+            self._changed.notify_all()
 
     def running(self) -> list[Task]:
         """The tasks running now."""
@@ -93,7 +109,7 @@ class Workers(MinionPart):
 
     def _stopped(self) -> bool:
         """Take nothing new: a stop was asked, or ``--halt`` halted the minion."""
-        return self._stop.is_set() or self._halted()
+        return self._stop.asked.is_set() or self._settler.halted
 
     # -- take -> run -> settle -------------------------------------------------------
     def _work(self) -> None:
@@ -102,15 +118,15 @@ class Workers(MinionPart):
                 delivery = self._next_delivery()
             except Exception as exc:
                 # The queue itself failed: stop gracefully, then report it (exit 2).
-                self._fail(exc)
+                self._stop.fail(exc)
                 return
             if delivery is None:
                 if self._ended:
                     return
                 continue
             if self._stopped():
-                self._settle(Task(delivery, stop_reason=StopReason.SHUTDOWN),
-                             Result(Outcome.FAILED, reason="minion stopping"))
+                self._settler.settle(Task(delivery, stop_reason=StopReason.SHUTDOWN),
+                                     Result(Outcome.FAILED, reason="minion stopping"))
                 return
             self._run_one(delivery)
 
@@ -120,9 +136,13 @@ class Workers(MinionPart):
                 return None
             if self._stash:
                 return self._stash.popleft()
-            free = max(1, self.settings.concurrency - len(self._running))
+            free = max(1, self._concurrency - len(self._running))
             asked = time.monotonic()
+            if self._hooks is not None:
+                self._hooks.before_take()
             batch = self.engine.take(free, POLL_SECONDS)
+            if self._hooks is not None:
+                self._hooks.after_take(batch)
             if batch:
                 self._idle_since = time.monotonic()
                 self._stash.extend(batch[1:])
@@ -134,7 +154,7 @@ class Workers(MinionPart):
             remaining = POLL_SECONDS - (time.monotonic() - asked)
             if remaining > 0:
                 with self._changed:
-                    if not self._stop.is_set():
+                    if not self._stop.asked.is_set():
                         self._changed.wait(remaining)
         return None
 
@@ -154,7 +174,7 @@ class Workers(MinionPart):
                 return
             self._idle_since = max(self._idle_since, reachable)
             idle_for = now - self._idle_since
-        timeout = self.settings.idle_timeout
+        timeout = self._idle_timeout
         if self.engine.exhausted() or (timeout is not None and idle_for >= timeout):
             with self._changed:
                 self._ended = True
@@ -162,37 +182,50 @@ class Workers(MinionPart):
 
     def _run_one(self, delivery: Delivery) -> None:
         task = Task(delivery)
-        if self.settings.task_timeout is not None:
-            task.deadline = task.started + self.settings.task_timeout
+        if self._task_timeout is not None:
+            task.deadline = task.started + self._task_timeout
         with self._changed:
             self._running.add(task)
         try:
             if delivery.error is not None:
                 result = Result(Outcome.REJECTED, reason=delivery.error)
             else:
-                if self.reporter is not None:
-                    self.reporter.task_started(task)
+                if self._start_interval is not None:
+                    self._space_start(self._start_interval)
+                if self._reporter is not None:
+                    self._reporter.task_started(task)
+                if self._hooks is not None:
+                    self._hooks.task_starting(task)
                 result = self._call(task)
+                if self._hooks is not None:
+                    self._hooks.task_finished(task, result)
                 killed = not result.ok and result.exit_code in STOP_SIGNAL_EXITS
                 if killed and task.stop_reason is None:
                     # Not stopped by us: a scheduler stopping the job signals the tasks
                     # and the minion at the same time; let our own handler run first.
-                    self._stop.wait(SIGNAL_SETTLE_SECONDS)
-            self._settle(task, result)
+                    self._stop.asked.wait(SIGNAL_SETTLE_SECONDS)
+            self._settler.settle(task, result)
         finally:
             with self._changed:
                 self._running.discard(task)
                 self._idle_since = time.monotonic()
                 self._changed.notify_all()
 
+    def _space_start(self, interval: float) -> None:
+        """``--delay``: wait until ``interval`` seconds passed since the last start."""
+        with self._start_lock:
+            now = time.monotonic()
+            if self._last_start is not None and now < self._last_start + interval:
+                time.sleep(self._last_start + interval - now)
+            self._last_start = time.monotonic()
+
     def _call(self, task: Task) -> Result:
         try:
             return self.callback.run(task)
         except CommandLineError as exc:
             # Not this param's fault: give it back, stop, exit 2 with this line.
-            with task.lock:
-                task.stop_reason = StopReason.SHUTDOWN
-            self._fail(exc)
+            task.mark_stopping(StopReason.SHUTDOWN)
+            self._stop.fail(exc)
             return Result(Outcome.FAILED, reason=str(exc))
         except Exception as exc:  # a callback bug or a raising function: a failed attempt
             tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])

@@ -5,7 +5,7 @@ command-line error do) asks the minion to stop: it takes nothing new, its monito
 (:mod:`minionize.minion.monitor`) SIGTERMs the running tasks and SIGKILLs them after the grace
 period. A second signal hurries it: the tasks are killed at once and the minion exits
 128 + the signal number. The signal handlers only set flags; the monitor and the
-workers do the work.
+slots do the work.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("minionize.minion")
 
-#: How often the main thread looks at the workers while it waits for them.
+#: How often the main thread looks at the slots' threads while it waits for them.
 JOIN_SECONDS = 0.1
 #: After the kill that ends the grace period, how long to wait for tasks to go before
 #: their params are released anyway (a task stuck in the kernel, or a Python function).
@@ -30,12 +30,14 @@ ABANDON_AFTER_KILL_SECONDS = 2.0
 
 
 class GracefulStop:
-    """The stop flags of one minion. ``changed`` is notified when a stop is asked, so
-    that a worker waiting for work wakes up."""
+    """The stop flags of one minion, and the failure that stopped it, if one did.
+    What :meth:`when_asked` was given is called when a stop is asked (a slot waiting
+    for work wakes up)."""
 
-    def __init__(self, changed: threading.Condition) -> None:
-        self._changed = changed
-        #: Set once a stop was asked (read by the workers and the monitor).
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+        #: Set once a stop was asked (read by the slots and the monitor).
         self.asked = threading.Event()
         self.asked_at: Optional[float] = None
         #: A second signal came: kill the running tasks at once.
@@ -43,14 +45,29 @@ class GracefulStop:
         self.hurried_at: Optional[float] = None
         #: The stop signal received, if a signal stopped the minion.
         self.signal: Optional[int] = None
+        #: The queue failed, or the command line cannot run (the run raises it).
+        self.failure: Optional[BaseException] = None
+
+    def when_asked(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` each time a stop is asked (from the asking thread)."""
+        self._listeners.append(listener)
 
     def request(self) -> None:
         """Ask for a graceful stop (what the first SIGTERM does)."""
-        with self._changed:
+        with self._lock:
             if self.asked_at is None:
                 self.asked_at = time.monotonic()
             self.asked.set()
-            self._changed.notify_all()
+        for listener in self._listeners:
+            listener()
+
+    def fail(self, exc: BaseException) -> None:
+        """The queue failed, or the command line cannot run: stop gracefully; the first
+        failure is the one the run raises (exit 2)."""
+        with self._lock:
+            if self.failure is None:
+                self.failure = exc
+        self.request()
 
     def on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         """The handler of SIGTERM and SIGINT: only set flags."""
@@ -78,13 +95,13 @@ class GracefulStop:
 
         return restore
 
-    def join(self, workers: Sequence[threading.Thread], grace_period: float) -> None:
-        """Wait for the workers; once a stop was asked, no longer than the grace period
+    def join(self, threads: Sequence[threading.Thread], grace_period: float) -> None:
+        """Wait for the slots' threads; once a stop was asked, no longer than the grace period
         and the kill allow (the params of tasks that did not stop are given back)."""
         while True:
-            for worker in workers:
-                worker.join(JOIN_SECONDS)
-            if not any(worker.is_alive() for worker in workers):
+            for thread in threads:
+                thread.join(JOIN_SECONDS)
+            if not any(thread.is_alive() for thread in threads):
                 return
             if self.asked_at is not None:
                 limit = self.asked_at + grace_period + ABANDON_AFTER_KILL_SECONDS

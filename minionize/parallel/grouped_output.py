@@ -29,7 +29,8 @@ from .. import owners as _owner
 from ..callbacks.command.builder import param_text
 from ..callbacks.task_io import log_paths
 from ..engines.base import Delivery
-from ..reporters.base import Reporter, TaskReport
+from ..minion.hooks import Hook
+from ..reporters.base import TaskReport
 from .take_order import TakeOrder
 
 FINAL = ("done", "dead")
@@ -37,7 +38,7 @@ FINAL = ("done", "dead")
 TEMP_PREFIX = "minionize-output-"
 
 
-class GroupedOutput(Reporter):
+class GroupedOutput(Hook):
     """Prints each final attempt's output whole, tagged and ordered if asked."""
 
     name = "grouped-output"
@@ -66,7 +67,7 @@ class GroupedOutput(Reporter):
         return log_paths(self._temp, str(delivery.id), delivery.attempt)
 
     # -- printing --------------------------------------------------------------------
-    def task_finished(self, report: TaskReport) -> None:
+    def task_settled(self, report: TaskReport) -> None:
         out, err = report.stdout_path, report.stderr_path
         chunk: Optional[tuple[bytes, bytes]] = None
         if report.outcome in FINAL:
@@ -92,7 +93,7 @@ class GroupedOutput(Reporter):
                 self._print(self._held.pop(self._next))
                 self._next += 1
 
-    def stop(self, exit_code: int) -> None:
+    def after_run(self, exit_code: int) -> None:
         with self._lock:
             for number in sorted(self._held):
                 self._print(self._held.pop(number))

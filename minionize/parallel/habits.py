@@ -1,8 +1,10 @@
 """What GNU parallel users expect of a run, wired around the minion loop without
-touching it: ``--joblog``, ``--results``, ``--tag``, ``--keep-order``, ``--delay`` and
-``--progress/--eta/--bar`` are reporters composed with the configured one (the loop calls
-``task_started`` in the worker thread just before a task runs, and ``task_finished``
-once its attempt is settled), plus a hook that chooses the files a process writes to.
+touching it: ``--joblog``, ``--results``, ``--tag``, ``--keep-order`` and
+``--progress/--eta/--bar`` are hooks of the minion (:mod:`minionize.minion.hooks`: the
+loop calls ``task_starting`` in the slot thread just before a task runs, and
+``task_settled`` once its attempt is settled), ``--delay`` is the start interval of its
+slots, and :class:`OutputFiles` chooses the files a process writes to (the
+``output_paths`` of :class:`~minionize.callbacks.process.callback.ProcessCallback`).
 
 Variables (each also a flag of ``minionize``): ``MINION_JOBLOG``, ``MINION_RESULTS``,
 ``MINION_TAG``, ``MINION_KEEP_ORDER``, ``MINION_DELAY``, ``MINION_PROGRESS``.
@@ -10,39 +12,55 @@ Variables (each also a flag of ``minionize``): ``MINION_JOBLOG``, ``MINION_RESUL
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 from ..errors import ConfigError
-from ..reporters.base import NullReporter, Reporter, TaskReport
+from .grouped_output import GroupedOutput
+from .results_dir import ResultsDir
+from .take_order import TakeOrder
 
 if TYPE_CHECKING:
-    from ..callbacks.base import Callback, Task
+    from ..callbacks.base import Callback
     from ..config import Settings
     from ..engines.base import Delivery, Engine
+    from ..minion.hooks import Hook
+    from ..reporters.base import Reporter
 
 
-class Pacer(Reporter):
-    """``--delay``: at least ``delay`` seconds between two task starts of this minion."""
+class OutputFiles:
+    """Where a process's output goes with ``--results`` (``results``) and ``--tag`` or
+    ``--keep-order`` (``printer``, which prints it from there)."""
 
-    name = "delay"
+    def __init__(self, results: Optional[ResultsDir], printer: Optional[GroupedOutput]) -> None:
+        self.results = results
+        self.printer = printer
 
-    def __init__(self, delay: float) -> None:
-        self.delay = delay
-        self._lock = threading.Lock()
-        self._last: Optional[float] = None
+    @property
+    def root(self) -> Optional[str]:
+        """The directory below which no directory may be a symbolic link (None: the log
+        directory's rule)."""
+        return self.results.root if self.results is not None else None
 
-    def task_started(self, task: Task) -> None:
-        with self._lock:
-            now = time.monotonic()
-            if self._last is not None and now < self._last + self.delay:
-                time.sleep(self._last + self.delay - now)
-            self._last = time.monotonic()
+    def paths(self, delivery: Delivery, out: Optional[str], err: Optional[str]) -> tuple[str, str]:
+        """The files of this attempt, from its --log-dir files (None without)."""
+        if self.results is not None:
+            out, err = self.results.paths(delivery)
+        if self.printer is not None:
+            return self.printer.paths(delivery, out, err)
+        assert out is not None and err is not None
+        return out, err
 
-    def task_finished(self, report: TaskReport) -> None:
-        pass
+    def hooks(self) -> list[Hook]:
+        """What acts on the run for these files: the ``.exit`` files, the printing."""
+        hooks: list[Hook] = []
+        if self.results is not None:
+            hooks.append(self.results)
+        if self.printer is not None:
+            if self.printer.order is not None:
+                hooks.append(self.printer.order)
+            hooks.append(self.printer)
+        return hooks
 
 
 @dataclass(frozen=True)
@@ -77,9 +95,25 @@ class Habits:
         """The task's output goes to files (and is printed, or kept, from there)."""
         return bool(self.results or self.tag or self.keep_order)
 
-    def wire(self, callback: Callback, settings: Settings) -> tuple[Engine, Reporter]:
-        """The engine and the reporter of a run of ``callback`` (the configured ones,
-        wrapped as the habits need)."""
+    def output_files(self) -> Optional[OutputFiles]:
+        """Where a process's output goes (None: where --log-dir says); nothing is made
+        yet (:meth:`wire` makes the results directory)."""
+        if not self.needs_files:
+            return None
+        results = ResultsDir(self.results) if self.results else None
+        order = TakeOrder() if self.keep_order else None
+        printer = GroupedOutput(tag=self.tag, order=order) if (self.tag or self.keep_order) else None
+        return OutputFiles(results, printer)
+
+    @property
+    def start_interval(self) -> Optional[float]:
+        """``--delay``: the least time between two task starts of the minion."""
+        return self.delay or None
+
+    def wire(self, callback: Callback, settings: Settings,
+             files: Optional[OutputFiles]) -> tuple[Engine, Reporter, list[Hook]]:
+        """The engine, the reporter and the hooks of a run of ``callback`` whose process
+        writes to ``files`` (what :meth:`output_files` gave)."""
         from ..engines import load_engine
         from ..engines.base import Engine as BaseEngine
         from ..reporters import load_reporter
@@ -88,61 +122,28 @@ class Habits:
         reporter = load_reporter(settings)
         counting = type(engine).status is not BaseEngine.status
         if settings.dry:
-            return engine, reporter  # -n prints commands: nothing to log, keep or draw
-        extras: list[Reporter] = []
-        if self.delay:
-            extras.append(Pacer(self.delay))
+            return engine, reporter, []  # -n prints commands: nothing to log, keep or draw
+        hooks: list[Hook] = []
         if self.joblog:
             from .joblog import Joblog
 
             builder = getattr(callback, "builder", None)
-            extras.append(Joblog(self.joblog,
-                                 command_of=builder.last_command if builder else None))
-        if self.needs_files:
-            engine = self._wire_files(callback, engine, extras)
+            hooks.append(Joblog(self.joblog,
+                                command_of=builder.last_command if builder else None))
+        if files is not None:
+            from ..callbacks.process.callback import ProcessCallback
+
+            if not isinstance(callback, ProcessCallback):
+                raise ConfigError(
+                    "--results, --tag and --keep-order (MINION_RESULTS, MINION_TAG, "
+                    "MINION_KEEP_ORDER) need the process callback, not --docker"
+                )
+            if files.results is not None:
+                files.results.setup()
+            hooks.extend(files.hooks())
         if self.progress:
             from .progress import Progress
 
-            extras.append(Progress(self.progress,
-                                   (lambda: load_engine(settings)) if counting else None))
-        if not extras:
-            return engine, reporter
-        from ..reporters.tee import Tee
-
-        others = [] if isinstance(reporter, NullReporter) else [reporter]
-        reporters = [*others, *extras]
-        return engine, reporters[0] if len(reporters) == 1 else Tee(reporters)
-
-    def _wire_files(self, callback: Callback, engine: Engine, extras: list[Reporter]) -> Engine:
-        from ..callbacks.process.callback import ProcessCallback
-        from .grouped_output import GroupedOutput
-        from .results_dir import ResultsDir
-        from .take_order import TakeOrder, numbered
-
-        if not isinstance(callback, ProcessCallback):
-            raise ConfigError(
-                "--results, --tag and --keep-order (MINION_RESULTS, MINION_TAG, "
-                "MINION_KEEP_ORDER) need the process callback, not --docker"
-            )
-        results = ResultsDir(self.results) if self.results else None
-        if results is not None:
-            results.setup()
-            extras.append(results)
-        order: Optional[TakeOrder] = None
-        if self.keep_order:
-            engine = order = numbered(engine)
-        printer = GroupedOutput(tag=self.tag, order=order) if (self.tag or self.keep_order) else None
-        if printer is not None:
-            extras.append(printer)
-
-        def paths(delivery: Delivery, out: Optional[str], err: Optional[str]) -> tuple[str, str]:
-            if results is not None:
-                out, err = results.paths(delivery)
-            if printer is not None:
-                return printer.paths(delivery, out, err)
-            assert out is not None and err is not None
-            return out, err
-
-        callback.output_paths = paths
-        callback.output_root = results.root if results is not None else None
-        return engine
+            hooks.append(Progress(self.progress,
+                                  (lambda: load_engine(settings)) if counting else None))
+        return engine, reporter, hooks

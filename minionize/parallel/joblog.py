@@ -33,7 +33,8 @@ from typing import Callable, Optional
 from ..callbacks.command.builder import shell_line
 from ..callbacks.task_io import UnsafeFile, open_regular
 from ..errors import ConfigError
-from ..reporters.base import MinionInfo, Reporter, TaskReport
+from ..minion.hooks import Hook
+from ..reporters.base import MinionInfo, TaskReport
 
 log = logging.getLogger("minionize")
 
@@ -56,7 +57,7 @@ def joblog_line(seq: str, host: str, start: float, runtime: float,
     return f"{seq}\t{host}\t{start:.3f}\t{runtime:10.3f}\t0\t0\t{exitval}\t{signal}\t{command}\n"
 
 
-class Joblog(Reporter):
+class Joblog(Hook):
     """Appends a line per attempt that ran (see the module)."""
 
     name = "joblog"
@@ -71,7 +72,7 @@ class Joblog(Reporter):
         self._header_seen = False
         self._started = threading.local()
 
-    def start(self, minion: MinionInfo) -> None:
+    def before_run(self, minion: MinionInfo) -> None:
         self.start_log()
 
     def start_log(self) -> None:
@@ -84,12 +85,12 @@ class Joblog(Reporter):
         except OSError as exc:
             raise ConfigError(f"MINION_JOBLOG={self.path!r} cannot be opened: {exc.strerror}") from None
 
-    def task_started(self, task: object) -> None:
-        # Called in the worker thread that runs the task, as task_finished is: an attempt
+    def task_starting(self, task: object) -> None:
+        # Called in the slot thread that runs the task, as task_settled is: an attempt
         # settled without running (a param that could not be decoded) is not a job.
         self._started.flag = True
 
-    def task_finished(self, report: TaskReport) -> None:
+    def task_settled(self, report: TaskReport) -> None:
         if not getattr(self._started, "flag", False):
             return
         self._started.flag = False
@@ -121,7 +122,7 @@ class Joblog(Reporter):
                 log.warning("could not write the joblog %s: %s",
                                                        self.path, exc)
 
-    def stop(self, exit_code: int) -> None:
+    def after_run(self, exit_code: int) -> None:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None

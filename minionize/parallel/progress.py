@@ -27,7 +27,8 @@ import time
 from typing import IO, Any, Callable, Optional
 
 from ..engines.base import Engine
-from ..reporters.base import MinionInfo, Reporter, TaskReport
+from ..minion.hooks import Hook
+from ..reporters.base import MinionInfo, TaskReport
 
 MODES = ("progress", "eta", "bar")
 #: Seconds of history the rate is computed over.
@@ -128,7 +129,7 @@ class BottomLine:
         return f"\x1b7\x1b[r\x1b[{rows};1H\x1b[2K\x1b8"
 
 
-class Progress(Reporter):
+class Progress(Hook):
     """Draws the line of ``mode`` on ``stream`` while the minion runs (see the module).
 
     ``open_engine`` makes the engine whose ``status()`` is read (None: this minion's
@@ -149,7 +150,7 @@ class Progress(Reporter):
         self._engine: Optional[Engine] = None
         self._screen = BottomLine(self.stream)
 
-    def start(self, minion: MinionInfo) -> None:
+    def before_run(self, minion: MinionInfo) -> None:
         try:
             drawn = self.stream.isatty()
         except (AttributeError, ValueError):
@@ -159,11 +160,11 @@ class Progress(Reporter):
                                             daemon=True)
             self._thread.start()
 
-    def task_finished(self, report: TaskReport) -> None:
+    def task_settled(self, report: TaskReport) -> None:
         if report.outcome in self._own:
             self._own[report.outcome] += 1
 
-    def stop(self, exit_code: int) -> None:
+    def after_run(self, exit_code: int) -> None:
         if self._thread is None:
             return
         self._stop.set()

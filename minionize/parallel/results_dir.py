@@ -33,7 +33,8 @@ from typing import Optional
 from ..callbacks.task_io import UnsafeFile, open_regular
 from ..engines.base import Delivery
 from ..errors import ConfigError
-from ..reporters.base import Reporter, TaskReport
+from ..minion.hooks import Hook
+from ..reporters.base import TaskReport
 
 log = logging.getLogger("minionize")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -49,7 +50,7 @@ def entry_name(param_id: str) -> str:
     return f"{cleaned}-{digest.hexdigest()}"
 
 
-class ResultsDir(Reporter):
+class ResultsDir(Hook):
     """Chooses the output files of each attempt and writes their ``.exit`` files."""
 
     name = "results"
@@ -95,7 +96,7 @@ class ResultsDir(Reporter):
         self._open.add((str(delivery.id), delivery.attempt))
         return base + ".out", base + ".err"
 
-    def task_finished(self, report: TaskReport) -> None:
+    def task_settled(self, report: TaskReport) -> None:
         try:
             self._open.remove((str(report.param_id), report.attempt))
         except KeyError:

@@ -2,9 +2,9 @@
 started, its output streamed, waited for and removed whatever happens; and stopped, as
 ``docker stop`` does in two steps, from the monitor's thread.
 
-``task.handle`` says where the container is: None before it exists,
-:data:`_STOP_BEFORE_START` when a stop came first (it is never started), a
-:class:`_Running` while it runs, :data:`_GONE` once removed.
+``task.handle`` says where the container is: a :class:`_Running` while it runs, None
+before it started (a stop that comes first is remembered by the task: it is never
+started) and once it is gone.
 """
 
 from __future__ import annotations
@@ -29,19 +29,13 @@ class _Running:
     stop_signal: str
 
 
-#: ``task.handle`` when a stop was asked before the container started: never start it.
-_STOP_BEFORE_START = "stop-before-start"
-#: ``task.handle`` once the container is gone.
-_GONE = "gone"
-
-
 def run_container(
     daemon: DockerDaemon, image: str, kwargs: dict[str, Any], task: Task,
     out_path: Optional[str], err_path: Optional[str],
 ) -> Result:
     """Run a container of ``image`` made with ``kwargs`` for ``task``, its output to the
     log files (or the minion's own), and say how it ended."""
-    if _stop_asked(task):
+    if task.stop_asked:
         return Result(Outcome.FAILED, reason="stopped before it started")
     client = daemon.connect()
     errors = daemon.errors
@@ -59,26 +53,25 @@ def run_container(
             return Result(Outcome.FAILED, reason=reason)
         container_id = container.id
         stop_signal = container.attrs.get("Config", {}).get("StopSignal") or "SIGTERM"
-        with task.lock:
-            # Under the lock: a stop asked from now on finds the container running.
-            if _stop_asked(task):
-                return Result(Outcome.FAILED, reason="stopped before it started")
-            # Attached before the start, so the live stream has every byte; with
-            # logs=True the daemon also replays its log buffer, and output written
-            # while it does arrives twice (seen as a duplicated line under load).
-            stream = daemon.streams.api.attach(
-                container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
+        # Attached before the start, so the live stream has every byte; with
+        # logs=True the daemon also replays its log buffer, and output written
+        # while it does arrives twice (seen as a duplicated line under load).
+        stream = daemon.streams.api.attach(
+            container_id, stdout=True, stderr=True, stream=True, logs=False, demux=True
+        )
+        try:
+            # Under the task's lock: a stop asked from now on finds the container running.
+            running = task.attach(_start, container, container_id, stop_signal)
+        except errors.APIError as exc:
+            stream.close()
+            return Result(
+                Outcome.FAILED,
+                reason=f"the container could not start: {short_error(exc)}",
+                exit_code=127 if "not found" in str(exc) else 126,
             )
-            try:
-                container.start()
-            except errors.APIError as exc:
-                stream.close()
-                return Result(
-                    Outcome.FAILED,
-                    reason=f"the container could not start: {short_error(exc)}",
-                    exit_code=127 if "not found" in str(exc) else 126,
-                )
-            task.handle = _Running(container_id, stop_signal)
+        if running is None:
+            stream.close()
+            return Result(Outcome.FAILED, reason="stopped before it started")
         try:
             with OutputSinks(out_path, err_path) as sinks:
                 for out, err in stream:
@@ -88,8 +81,7 @@ def run_container(
             stream.close()
         status = daemon.streams.api.wait(container_id)
     finally:
-        with task.lock:
-            task.handle = _GONE
+        task.detach()
         if container_id is not None:
             daemon.remove(container_id)
     code = int(status.get("StatusCode", -1))
@@ -109,17 +101,14 @@ def run_container(
 def signal_container(daemon: DockerDaemon, task: Task, signal_name: Optional[str]) -> None:
     """Send ``signal_name`` (None: the image's stop signal) to the task's container; a
     container not started yet never will be."""
-    with task.lock:
-        handle = task.handle
-        if handle is None:
-            task.handle = _STOP_BEFORE_START
-            return
+    handle = task.stop_target()
     if isinstance(handle, _Running):
         daemon.signal(handle.container_id, signal_name or handle.stop_signal)
 
 
-def _stop_asked(task: Task) -> bool:
-    return task.stop_reason is not None or task.handle == _STOP_BEFORE_START
+def _start(container: Any, container_id: str, stop_signal: str) -> _Running:
+    container.start()
+    return _Running(container_id, stop_signal)
 
 
 def describe_container_exit(code: int) -> str:

@@ -80,6 +80,16 @@ def _outcome(func: Callable[[Any], Any], param: Any, *, keep_value: bool,
         return False, None, str(exc), ""
 
 
+def _signal_process(process: Any, signum: int) -> None:
+    """Signal the group of a task's function process (under the task's lock)."""
+    if not isinstance(process, FunctionProcess):
+        return
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class FuncCallback(Callback):
     """``FuncCallback(f)`` calls ``f(param)`` for each param, in a function process.
 
@@ -145,11 +155,9 @@ class FuncCallback(Callback):
     def _call_in_process(self, task: Task) -> tuple[bool, Any, str, str, Optional[int]]:
         """The call in a function process: ``(ok, value, reason, tail, exit code)``; a
         crash or a stop is a failure whose reason names the signal or the exit code."""
-        with task.lock:
-            if task.stop_reason is not None:
-                return False, None, "stopped before it started", "", None
-            process = self._take_process()
-            task.handle = process
+        process = task.attach(self._take_process)
+        if process is None:
+            return False, None, "stopped before it started", "", None
         seq = next(self._seq)
         try:
             try:
@@ -170,8 +178,7 @@ class FuncCallback(Callback):
                 self._discard(process, kill=True)
                 return False, None, str(exc), "", None
         finally:
-            with task.lock:
-                task.handle = None
+            task.detach()
         self._give_back(process)
         ok, value, reason, tail = outcome
         return ok, value, reason, tail, None
@@ -184,14 +191,7 @@ class FuncCallback(Callback):
 
     @staticmethod
     def _signal(task: Task, signum: int) -> None:
-        with task.lock:
-            process = task.handle
-            if not isinstance(process, FunctionProcess):
-                return
-            try:
-                os.killpg(process.pid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
+        task.signal(_signal_process, signum)
 
     def describe(self, param: Any) -> str:
         name = getattr(self.func, "__qualname__", repr(self.func))

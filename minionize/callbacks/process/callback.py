@@ -2,7 +2,7 @@
 
 The child runs in its own process group (so a timeout or a shutdown stops the whole
 tree), with standard input from /dev/null (it must not eat the minion's params), or the
-param's text with :attr:`ProcessCallback.param_stdin`, and ``MINION_PARAM`` (JSON; above
+param's text with ``param_stdin``, and ``MINION_PARAM`` (JSON; above
 :data:`PARAM_ENV_BYTES`, the file ``MINION_PARAM_FILE`` holds it instead),
 ``MINION_PARAM_ID`` and ``MINION_ATTEMPT`` in its environment. No shell is involved
 unless one is asked for (``--shell``, or a ``to_cmd`` that returns a string), so a param
@@ -28,24 +28,24 @@ import shutil
 import signal
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-from ...engines.base import Delivery
 from ...errors import ConfigError
 from ..base import Callback, Outcome, Result, Task
 from ..command.builder import CommandBuilder, ParamError, shell_line
-from ..task_io import UnsafeFile, log_paths, make_log_dir
+from ..task_io import UnsafeFile, make_log_dir
 from .reaper import TOKEN_VARIABLE, Reaper
 from .spawn import MAX_ARG_STRLEN as MAX_ARG_STRLEN
 from .spawn import PARAM_ENV_BYTES as PARAM_ENV_BYTES
 from .spawn import (
     Command,
+    OutputPaths,
     ParamFiles,
     cannot_start,
     ended,
     not_found,
     nul_in_command,
-    redirect,
+    open_outputs,
     signal_group,
     start,
     wait,
@@ -65,13 +65,6 @@ class ProcessCallback(Callback):
     yourself: return a list to run it as argv, a string to run it with ``/bin/sh -c``.
     """
 
-    #: Chooses the files a task's stdout and stderr go to, from the delivery and the
-    #: --log-dir files (or None): set for --results, --tag, --keep-order (habits.py).
-    output_paths: Optional[Callable[[Delivery, Optional[str], Optional[str]], tuple[str, str]]] = None
-    #: The directory the files of ``output_paths`` are below, none of whose directories
-    #: below it may be a symbolic link (``--results DIR``); else the log directory.
-    output_root: Optional[str] = None
-
     def __init__(
         self,
         command: Optional[Command] = None,
@@ -80,7 +73,17 @@ class ProcessCallback(Callback):
         shell: bool = False,
         log_dir: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None,
+        param_stdin: bool = False,
+        sandboxes: Optional[Sandboxes] = None,
+        output_paths: Optional[OutputPaths] = None,
+        output_root: Optional[str] = None,
     ) -> None:
+        """``param_stdin``: the param on the task's standard input (its text and a
+        newline), not as arguments: a command without ``{}`` or a template runs as
+        given. ``sandboxes``: each attempt in a fresh directory (:mod:`.sandbox`).
+        ``output_paths`` chooses a task's output files (--results, --tag, --keep-order),
+        below ``output_root``, where no directory may be a symbolic link (None: the log
+        directory)."""
         if isinstance(command, str):
             command = [command] if shell else shlex.split(command)
         self.command: list[str] = list(command or [])
@@ -89,11 +92,18 @@ class ProcessCallback(Callback):
         #: Parsed and checked now: a malformed placeholder is a ConfigError at start.
         self.builder = CommandBuilder(self.command, template, shell)
         self.log_dir = log_dir
+        self.param_stdin = param_stdin
+        self.sandboxes = sandboxes
+        self.output_paths = output_paths
+        self.output_root = output_root
         self._extra_env = dict(env or {})
         self._base_env: dict[str, str] = {}
         self._devnull_action = (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0)
         #: Where large params and stdin params are written.
         self._param_files = ParamFiles()
+        #: Kills the tasks if the minion dies (see :mod:`.reaper`).
+        self._reaper: Optional[Reaper] = None
+        self._sandbox_program: Optional[str] = None
 
     # -- what to run -------------------------------------------------------------------
     def to_cmd(self, param: Any) -> Command:
@@ -117,17 +127,6 @@ class ProcessCallback(Callback):
         return self.builder.program()
 
     # -- lifecycle ---------------------------------------------------------------------
-    #: Give the param on the task's standard input (its text and a newline) instead of
-    #: as arguments (``--param-stdin``, ``MINION_PARAM_STDIN=1``): a command without
-    #: ``{}`` or a template then runs as given. Set it before the minion runs.
-    param_stdin: bool = False
-    #: Kills the tasks if the minion dies (see :mod:`minionize.callbacks.process.reaper`).
-    _reaper: Optional[Reaper] = None
-    #: ``--sandbox``: each attempt runs in a fresh directory with its files (set before
-    #: the minion runs; see :mod:`minionize.callbacks.process.sandbox`).
-    sandboxes: Optional[Sandboxes] = None
-    _sandbox_program: Optional[str] = None
-
     def setup(self) -> None:
         program = self.program()
         if program is not None and shutil.which(program) is None:
@@ -206,7 +205,9 @@ class ProcessCallback(Callback):
                 fds.append(self._param_files.stdin_fd(delivery, self._new_reaper))
                 actions = [(os.POSIX_SPAWN_DUP2, fds[-1], 0)]
             try:
-                out_path, err_path = self._redirect(delivery, actions, fds)
+                out_path, err_path = open_outputs(
+                    delivery, actions, fds, self.log_dir, self.output_paths, self.output_root
+                )
             except UnsafeFile as exc:  # a planted symbolic link, a FIFO
                 # Said now, even if a next attempt (other file names) succeeds.
                 log.warning("param %s, attempt %d not run: %s", delivery.id,
@@ -230,21 +231,6 @@ class ProcessCallback(Callback):
             if param_file is not None:
                 _remove(param_file)
         return ended(status, out_path, err_path)
-
-    def _redirect(self, delivery: Delivery, actions: list[tuple[Any, ...]],
-                  fds: list[int]) -> tuple[Optional[str], Optional[str]]:
-        """Open the task's output files (--log-dir, --results, --tag, --keep-order) and
-        add their spawn actions; their paths (None: the minion's own streams)."""
-        out_path = err_path = None
-        if self.log_dir:
-            out_path, err_path = log_paths(self.log_dir, str(delivery.id), delivery.attempt)
-            if self.output_paths is None:
-                redirect(actions, fds, out_path, err_path, self.log_dir)
-        if self.output_paths is not None:  # --results, --tag, --keep-order
-            out_path, err_path = self.output_paths(delivery, out_path, err_path)
-            redirect(actions, fds, out_path, err_path, self.log_dir,
-                     self.output_root or self.log_dir)
-        return out_path, err_path
 
     def terminate(self, task: Task) -> None:
         signal_group(task, signal.SIGTERM)

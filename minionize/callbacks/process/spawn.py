@@ -19,13 +19,24 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 from ...errors import CommandLineError
 from ..base import Outcome, Result, Task
 from ..command.builder import param_text
-from ..task_io import UnsafeFile, describe_exit, open_regular, param_json, read_tail, safe_name
+from ..task_io import (
+    UnsafeFile,
+    describe_exit,
+    log_paths,
+    open_regular,
+    param_json,
+    read_tail,
+    safe_name,
+)
 
 if TYPE_CHECKING:
     from ...engines.base import Delivery
     from .reaper import Reaper
 
 Command = Union[str, Sequence[str]]
+#: Chooses the files of an attempt's stdout and stderr from its delivery and its
+#: --log-dir files (None without --log-dir).
+OutputPaths = Callable[["Delivery", Optional[str], Optional[str]], "tuple[str, str]"]
 
 #: Signals the child must see with their default action, whatever the minion did with
 #: them (Python ignores SIGPIPE; the minion handles SIGINT and SIGTERM itself).
@@ -97,31 +108,28 @@ def _fits_in_env(text: str) -> bool:
 
 
 def start(task: Task, argv: list[str], env: dict[str, str], actions: list[tuple[Any, ...]]) -> Optional[int]:
-    """Spawn ``argv`` for ``task`` (its pid becomes ``task.handle``); None when a stop
+    """Spawn ``argv`` for ``task`` (its pid is attached to the task); None when a stop
     came first. Raises OSError when it cannot start."""
-    with task.lock:
-        if task.stop_reason is not None:
-            return None
-        pid = os.posix_spawnp(
-            argv[0], argv, env, file_actions=actions, setpgroup=0, setsigdef=_DEFAULT_SIGNALS,
-        )
-        task.handle = pid
+    pid: Optional[int] = task.attach(
+        os.posix_spawnp, argv[0], argv, env, file_actions=actions, setpgroup=0,
+        setsigdef=_DEFAULT_SIGNALS,
+    )
     return pid
 
 
 def wait(task: Task, pid: int) -> int:
     """Wait for the task's process to end; its wait status."""
-    # Wait without reaping, so that the monitor never signals a reused process id.
+    # Wait without reaping, and detach before reaping, so that a stop never signals a
+    # reused process id.
     os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-    with task.lock:
-        _, status = os.waitpid(pid, 0)
-        task.handle = None
-        if task.stop_reason is not None:
-            # The leader is gone; leave no straggler of its group behind.
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    task.detach()
+    _, status = os.waitpid(pid, 0)
+    if task.stop_reason is not None:
+        # The leader is gone; leave no straggler of its group behind.
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     return status
 
 
@@ -142,14 +150,14 @@ def ended(status: int, out_path: Optional[str], err_path: Optional[str]) -> Resu
 
 def signal_group(task: Task, signum: int) -> None:
     """Send ``signum`` to the process group of the task, if it runs."""
-    with task.lock:
-        pid = task.handle
-        if pid is None:
-            return
-        try:
-            os.killpg(pid, signum)
-        except ProcessLookupError:
-            pass
+    task.signal(_killpg, signum)
+
+
+def _killpg(pid: int, signum: int) -> None:
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def open_log(path: str, log_dir: Optional[str], root: Optional[str] = None) -> int:
@@ -190,6 +198,24 @@ def redirect(
     for path, target in ((out_path, 1), (err_path, 2)):
         fds.append(open_log(path, log_dir, root))
         actions.append((os.POSIX_SPAWN_DUP2, fds[-1], target))
+
+
+def open_outputs(
+    delivery: Delivery, actions: list[tuple[Any, ...]], fds: list[int], log_dir: Optional[str],
+    output_paths: Optional[OutputPaths], output_root: Optional[str],
+) -> tuple[Optional[str], Optional[str]]:
+    """Open the task's output files (--log-dir, and the files ``output_paths`` chooses:
+    --results, --tag, --keep-order) and add their spawn actions; their paths (None: the
+    minion's own streams)."""
+    out_path = err_path = None
+    if log_dir:
+        out_path, err_path = log_paths(log_dir, str(delivery.id), delivery.attempt)
+        if output_paths is None:
+            redirect(actions, fds, out_path, err_path, log_dir)
+    if output_paths is not None:
+        out_path, err_path = output_paths(delivery, out_path, err_path)
+        redirect(actions, fds, out_path, err_path, log_dir, output_root or log_dir)
+    return out_path, err_path
 
 
 def cannot_start(cmd: Command, argv: Sequence[str], exc: OSError, every_param: Optional[str]) -> Result:

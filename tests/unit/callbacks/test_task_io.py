@@ -140,8 +140,7 @@ def test_a_nul_byte_in_the_command_is_rejected_at_once_saying_where(
 
 def test_a_param_holding_a_nul_byte_runs_with_param_stdin(tmp_path: Path) -> None:
     callback = ProcessCallback(["sh", "-c", 'od -An -c > "$0"; echo "$MINION_PARAM" >> "$0"',
-                                str(tmp_path / "got")])
-    callback.param_stdin = True
+                                str(tmp_path / "got")], param_stdin=True)
     callback.setup()
     try:
         result = callback.run(Task(Delivery("a\0b", "p1")))

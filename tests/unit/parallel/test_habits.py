@@ -62,7 +62,7 @@ def test_only_final_attempts_are_printed(tmp_path) -> None:  # type: ignore[no-u
     (tmp_path / "o").write_bytes(b"attempt\n")
     (tmp_path / "e").write_bytes(b"")
     for outcome in ("retry", "done"):
-        printer.task_finished(TaskReport(param="p", param_id="1", attempt=1, outcome=outcome,
+        printer.task_settled(TaskReport(param="p", param_id="1", attempt=1, outcome=outcome,
                                          start=0, duration=0, exit_code=0,
                                          stdout_path=str(tmp_path / "o"),
                                          stderr_path=str(tmp_path / "e")))
@@ -104,7 +104,7 @@ def test_grouped_output_never_reads_through_a_link_nor_waits_on_a_fifo(tmp_path:
     os.mkfifo(tmp_path / "1.err")
     out, err = io.BytesIO(), io.BytesIO()
     printer = GroupedOutput(stdout=out, stderr=err)
-    printer.task_finished(TaskReport(param="p", param_id="1", attempt=1, outcome="done",
+    printer.task_settled(TaskReport(param="p", param_id="1", attempt=1, outcome="done",
                                      start=0.0, duration=0.0, exit_code=0,
                                      stdout_path=str(tmp_path / "1.out"),
                                      stderr_path=str(tmp_path / "1.err")))

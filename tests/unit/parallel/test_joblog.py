@@ -52,7 +52,7 @@ def test_threads_and_two_writers_on_one_file_write_whole_lines_one_header(tmp_pa
     for thread in threads:
         thread.join()
     for writer in writers:
-        writer.stop(0)
+        writer.after_run(0)
     lines = Path(path).read_text().splitlines()
     assert lines[0] + "\n" == HEADER and lines.count(lines[0]) == 1
     assert len(lines) == 1 + 800 and all(len(line.split("\t")) == 9 for line in lines[1:])
@@ -78,5 +78,5 @@ def test_an_existing_joblog_is_appended_to_and_stays_blocking(tmp_path: Path) ->
     assert joblog._fd is not None and os.get_blocking(joblog._fd)
     joblog.write(TaskReport(param_id="1", param=1, attempt=1, outcome="done", start=0.0,
                             duration=1.0, exit_code=0), "1", ["echo", "1"])
-    joblog.stop(0)
+    joblog.after_run(0)
     assert path.read_text().splitlines()[1:] == ["1\th\t0.000\t     1.000\t0\t0\t0\t0\techo 1"]
