@@ -15,12 +15,17 @@ reason, and skipped.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
 import sys
+import tempfile
 import unittest
 from typing import Any
+from unittest import mock
 
 import pytest
 
+import minionize
 from minionize.pool import Pool
 
 cpython = pytest.importorskip("test._test_multiprocessing",
@@ -82,3 +87,42 @@ class TestCPythonPoolInitializer(_Swapped, cpython.TestInitializers):  # type: i
     """The pool initializer test (the manager's is not a pool's)."""
 
     test_manager_initializer = None
+
+
+# -- test_multiprocessing_main_handling: scripts run by `python`, whose `from
+# multiprocessing import Pool` gets minionize's (a sitecustomize on PYTHONPATH swaps it).
+main_handling = pytest.importorskip("test.test_multiprocessing_main_handling")
+script_helper = pytest.importorskip("test.support.script_helper")
+
+SWAP = "import multiprocessing\nfrom minionize.pool import Pool\nmultiprocessing.Pool = Pool\n"
+
+
+class _SwappedInScripts:
+    """The scripts' interpreter imports a ``sitecustomize`` that swaps ``Pool``."""
+
+    def setUp(self) -> None:
+        super().setUp()  # type: ignore[misc]
+        here = tempfile.mkdtemp(prefix="swap-pool-")
+        self.addCleanup(shutil.rmtree, here)  # type: ignore[attr-defined]
+        with open(os.path.join(here, "sitecustomize.py"), "w") as handle:
+            handle.write(SWAP)
+        package = os.path.dirname(os.path.dirname(os.path.abspath(minionize.__file__)))
+        path = os.pathsep.join(p for p in (here, package, os.environ.get("PYTHONPATH")) if p)
+        # script_helper runs `python -E` (no PYTHONPATH) unless the interpreter needs its
+        # environment: it does here, for the swap.
+        for patcher in (mock.patch.dict(os.environ, {"PYTHONPATH": path}),
+                        mock.patch.object(script_helper, "interpreter_requires_environment", lambda: True)):
+            patcher.start()
+            self.addCleanup(patcher.stop)  # type: ignore[attr-defined]
+
+
+def _script_case(name: str, base: type) -> type:
+    case = type(name, (_SwappedInScripts, base), {"__module__": __name__})
+    case.__qualname__ = name
+    return case
+
+
+TestCPythonMainHandlingFork = _script_case("TestCPythonMainHandlingFork", main_handling.ForkCmdLineTest)
+TestCPythonMainHandlingSpawn = _script_case("TestCPythonMainHandlingSpawn", main_handling.SpawnCmdLineTest)
+TestCPythonMainHandlingForkServer = _script_case("TestCPythonMainHandlingForkServer",
+                                                 main_handling.ForkServerCmdLineTest)
