@@ -1,5 +1,5 @@
-"""Several reporters as one: the configured reporter plus the command line's extras
-(``--joblog``, ``--results``, ``--tag``, ``--keep-order``, ``--delay``, ``--bar``)."""
+"""Several reporters as one (the command line's GNU parallel habits are hooks of the
+minion instead: :mod:`minionize.minion.hooks`)."""
 
 from __future__ import annotations
 
