@@ -1,5 +1,5 @@
-"""Several reporters as one (the command line's GNU parallel habits are hooks of the
-minion instead: :mod:`minionize.minion.hooks`)."""
+"""Several reporters as one, each told every event in turn (what acts on a run, such
+as GNU parallel's habits, is a hook: :mod:`minionize.minion.hooks`)."""
 
 from __future__ import annotations
 
