@@ -10,8 +10,6 @@ array task finished by the others without an attempt counted.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -21,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_slurm_array import Event, done_params, max_overlap
+from tests.integration import test_slurm_array as slurm_array
+from tests.integration.test_slurm_array import (
+    assert_all_done,
+    done_params,
+    max_overlap,
+    wait_running,
+)
 from tests.services import wait_for
 from tests.services.sge import SgeCluster, SgeError, sge  # noqa: F401 - the fixture
 
@@ -31,115 +35,27 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "sge" / "minions.sge"
 BIN = Path(sys.executable).parent
 
-TASK = """\
-#!/bin/sh
-# One param: log its start and end, with the array task and the attempt.
-log() { echo "$1 $PARAM ${SGE_TASK_ID:-x} ${MINION_ATTEMPT:-0} $(date +%s.%N)" >> "$TASK_LOG"; }
-PARAM=$1
-log start
-if [ -n "${TASK_SECONDS:-}" ]; then sleep "$TASK_SECONDS"; fi
-log end
-"""
+TASK = slurm_array.TASK.replace("SLURM_ARRAY_TASK_ID", "SGE_TASK_ID")
 
 
-class Sweep:
-    """A working directory as a user has it: a sweep queue, reports, the task."""
+class Sweep(slurm_array.Sweep):
+    """The SLURM tests' working directory (a sweep queue, reports, the task), with jobs
+    submitted by qsub to ``cluster``: its ``env`` and ``wait_finished`` are the ones the
+    directory uses."""
 
     def __init__(self, cluster: SgeCluster, directory: Path) -> None:
+        super().__init__(cluster, directory)  # type: ignore[arg-type]
         self.cluster = cluster
-        self.dir = directory
-        self.task = directory / "task.sh"
         self.task.write_text(TASK)
-        self.task.chmod(0o755)
-        self.log = directory / "tasks.log"
-        self.log.touch()
-        self.env = {
-            "EXECO_PERSISTENCE_DIR": str(directory / "sweeps"),
-            "REPORTER_JSON_DIRECTORY": str(directory / "minion-report"),
-            "MINION_REPORTER": "json",
-            "TASK_LOG": str(self.log),
-        }
-
-    def command(self, *argv: str, timeout: float = 60) -> str:
-        result = subprocess.run(
-            [str(BIN / argv[0]), *argv[1:]],
-            cwd=self.dir,
-            env={**self.cluster.env, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert result.returncode == 0, f"{argv} exited {result.returncode}: {result.stderr}"
-        return result.stdout
-
-    def fill(self, count: int) -> None:
-        self.command("minion-queue", "fill", f"0..{count - 1}")
 
     def submit(self, *options: str, **env: str) -> str:
         return self.cluster.qsub(
             SCRIPT, args=[str(self.task)], options=options, cwd=self.dir, env={**self.env, **env}
         )
 
-    def events(self) -> list[Event]:
-        events = []
-        for line in self.log.read_text().splitlines():
-            parts = line.split()
-            if len(parts) == 5:
-                kind, param, task, attempt, stamp = parts
-                events.append(Event(kind, param, task, int(attempt), float(stamp)))
-        return events
-
-    def running_on(self, array_task: str) -> set[str]:
-        """Params array task ``array_task`` started and has not ended."""
-        started: Counter[str] = Counter()
-        for e in self.events():
-            if e.array_task == array_task:
-                started[e.param] += 1 if e.kind == "start" else -1
-        return {p for p, n in started.items() if n > 0}
-
-    def wait_running(self, array_task: str, timeout: float = 30) -> set[str]:
-        held: set[str] = set()
-
-        def running() -> bool:
-            held.clear()
-            held.update(self.running_on(array_task))
-            return bool(held)
-
-        try:
-            wait_for(running, timeout, f"array task {array_task} to run a param", every=0.05)
-        except AssertionError:
-            raise AssertionError(self.outputs()) from None
-        return set(held)
-
-    def status(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(self.command("minion-status", "--json"))
-        return data
-
     def minions(self) -> dict[str, dict[str, Any]]:
         """minion-status rows by job label (``1234.5``, as qstat and qdel name it)."""
         return {m["job"]: m for m in self.status()["minions"]}
-
-    def outputs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
-            for p in sorted(self.dir.glob("minion-*.out"))
-        )
-
-    def wait_finished(self, job: str, timeout: float) -> None:
-        try:
-            self.cluster.wait_finished(job, timeout)
-        except AssertionError:
-            raise AssertionError(f"job {job} did not finish\n{self.outputs()}") from None
-
-    def assert_all_done(self, count: int) -> dict[str, Any]:
-        """Every param ended once at least, and the queue agrees: all done, none dead."""
-        done = done_params(self.events())
-        assert set(done) == {str(i) for i in range(count)}, self.outputs()
-        status = self.status()
-        queue = status.get("queue") or {}
-        assert queue.get("done") == count, status
-        assert queue.get("dead", 0) == 0 and queue.get("todo", 0) == 0, status
-        return status
 
 
 @pytest.fixture
@@ -163,7 +79,7 @@ def test_array_of_four_minions_drains_300_params_exactly_once(sweep: Sweep) -> N
 
     done = done_params(sweep.events())
     assert len(done) == 300 and set(done.values()) == {1}, "a param ran twice or never"
-    status = sweep.assert_all_done(300)
+    status = assert_all_done(sweep, 300)
     assert status["done"] == 300
 
     # minion-status shows one row per array task, named as qstat and qdel name it.
@@ -184,12 +100,12 @@ def test_qdel_of_an_array_task_gives_its_params_back_without_an_attempt(sweep: S
     the queue's notify time."""
     sweep.fill(24)
     job = sweep.submit("-t", "1-4", TASK_SECONDS="1.5", MINION_GRACE_PERIOD="1")
-    held = sweep.wait_running("2")
+    held = wait_running(sweep, "2")
     deleted = time.time()
     sweep.cluster.run(["qdel", job, "-t", "2"])
     sweep.wait_finished(job, 90)
 
-    sweep.assert_all_done(24)
+    assert_all_done(sweep, 24)
     events = sweep.events()
     for param in held:
         rerun = [e for e in events if e.param == param and e.kind == "start" and e.time > deleted]
@@ -208,7 +124,7 @@ def test_concurrency_auto_uses_the_slots_granted(sweep: Sweep) -> None:
     sweep.fill(8)
     job = sweep.submit("-t", "1", "-pe", "smp", "2", TASK_SECONDS="0.6")
     sweep.wait_finished(job, 60)
-    sweep.assert_all_done(8)
+    assert_all_done(sweep, 8)
 
     peak = max_overlap(sweep.events())
     assert peak == 2, f"{peak} tasks ran at once with -pe smp 2 (NSLOTS=2)"

@@ -16,6 +16,7 @@ from typing import Optional
 import pytest
 
 from tests.integration.test_sge_array import Sweep, sweep  # noqa: F401 - fixtures
+from tests.integration.test_slurm_array import assert_all_done, wait_running
 from tests.integration.test_sweep_attacks import holds_flock
 from tests.services import wait_for
 from tests.services.sge import NOTIFY_SECONDS, SgeCluster, sge  # noqa: F401 - the fixture
@@ -70,6 +71,7 @@ def test_what_grid_engine_sends(sge: SgeCluster, tmp_path: Path) -> None:  # noq
     cases = {
         "qdel": [],
         "qdel -notify": ["-notify"],
+        "qmod -sj": [],
         "qmod -sj -notify": ["-notify"],
         "h_rt": ["-l", "h_rt=0:0:3"],
         "h_rt -notify": ["-notify", "-l", "h_rt=0:0:3"],
@@ -85,7 +87,7 @@ def test_what_grid_engine_sends(sge: SgeCluster, tmp_path: Path) -> None:  # noq
     wait_for(started, 30, "the recorder jobs to start")
     begun = time.time()
     sge.run(["qdel", jobs["qdel"].job, jobs["qdel -notify"].job])
-    sge.run(["qmod", "-sj", jobs["qmod -sj -notify"].job])
+    sge.run(["qmod", "-sj", jobs["qmod -sj"].job, jobs["qmod -sj -notify"].job])
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         now = time.time()
@@ -113,6 +115,9 @@ def test_what_grid_engine_sends(sge: SgeCluster, tmp_path: Path) -> None:  # noq
     assert [n for n, _ in notified.caught] == ["USR2"], notified
     assert notified.caught[0][1] - begun < 3
     assert notified.gone is not None and notified.gone - begun > NOTIFY_SECONDS - 1
+    # qmod -sj: SIGSTOP at once.
+    stopped = jobs["qmod -sj"]
+    assert stopped.caught == [] and stopped.stopped is not None and stopped.stopped - begun < 3
     # qmod -sj of a -notify job: SIGUSR1 at once, SIGSTOP the notify time later.
     suspended = jobs["qmod -sj -notify"]
     assert [n for n, _ in suspended.caught] == ["USR1"], suspended
@@ -147,7 +152,7 @@ def test_a_suspended_minion_job_does_not_stop_the_queue(sweep: Sweep) -> None:  
     # The first job holds the queue lock 0.2 s in every session (a test setting), so
     # that a suspension catches it holding the lock.
     first = sweep.submit("-t", "1", **settings, MINION_SWEEP_TEST_HOLD_LOCK="0.2")
-    sweep.wait_running("1")
+    wait_running(sweep, "1")
     pid = minion_pid(first)
     lock = sweep.dir / "sweeps" / "queue.lock"
     tries, caught = 0, False
@@ -169,4 +174,4 @@ def test_a_suspended_minion_job_does_not_stop_the_queue(sweep: Sweep) -> None:  
     assert state(pid) == "T"
     sweep.cluster.run(["qmod", "-usj", first])
     sweep.wait_finished(first, 60)
-    sweep.assert_all_done(count)
+    assert_all_done(sweep, count)
