@@ -269,7 +269,7 @@ e = SweepEngine(sys.argv[1])
 e.open()
 with e._locked() as store:
     # Where ResultsFile.append is after its fence check: the file open, its end known.
-    fd = os.open(store.results_file.path, os.O_RDWR | os.O_CREAT)
+    fd = os.open(store.replica.results_file.path, os.O_RDWR | os.O_CREAT)
     end = os.fstat(fd).st_size
     print("held", flush=True)
     sys.stdin.readline()

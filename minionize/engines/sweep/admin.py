@@ -1,56 +1,58 @@
 """The sweep queue's administration: what ``minion-queue`` does with it.
 
-Filling, counting, listing, reading results, requeueing dead letters, putting back
-expired leases and repairing: :class:`SweepAdmin` is the half of
-:class:`~.sweep.SweepEngine` that a minion does not use while it works (the other half
-takes, settles and renews leases).
+Opening, filling, counting, listing, reading results, requeueing dead letters, putting
+back expired leases and repairing: :class:`SweepAdmin` works on the same store, through
+the same lock sessions (:class:`~.access.QueueAccess`), as the
+:class:`~.engine.SweepEngine` that holds it and hands it these verbs; the engine itself
+takes, settles and renews leases.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager
 from typing import Any
 
 from ...errors import EngineError
 from ...params import Param
-from ..base import Engine
+from .access import QueueAccess, os_error
 from .files import canonical, param_id
 from .leases import held_text, holder_line
 from .results import LostResults, lost
 from .state import DEAD, DONE, FLIGHT, TODO
 from .store import SweepStore
 
-#: Errors that say the queue's filesystem takes no more writes.
-_CANNOT_WRITE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
+class SweepAdmin:
+    """Administration of the sweep queue in ``directory`` through ``access`` (its store,
+    and the lock sessions of the engine that holds this); ``max_attempts``: the
+    engine's."""
 
-def os_error(directory: str, exc: OSError) -> EngineError:
-    """The one-line error for an I/O error on the queue in ``directory``."""
-    if exc.errno in _CANNOT_WRITE:
-        return EngineError(
-            f"sweep queue in {directory}: cannot write: {exc.strerror}; fix that and try "
-            "again (what the queue holds is kept)"
-        )
-    return EngineError(f"sweep queue in {directory}: {exc}")
+    def __init__(self, directory: str, access: QueueAccess, max_attempts: int) -> None:
+        self.directory = directory
+        self.access = access
+        self.store = access.store
+        self.max_attempts = max_attempts
+        self._opened = False
 
+    # -- opening -----------------------------------------------------------------------
+    def open(self) -> None:
+        """Read the queue, and adopt an execo queue found there on first use.
 
-class SweepAdmin(Engine):
-    """Administration of the sweep queue in ``directory`` through ``store``."""
+        A minion never creates the directory: a mistyped ``EXECO_PERSISTENCE_DIR`` is an
+        error (exit 2), not an empty queue that ends the run at once. ``create`` (called
+        by ``minion-queue fill``) does.
+        """
+        if self._opened:
+            return
+        self._require_directory()
+        with self.access.locked() as store:
+            if store.state.n == 0 and store.replica.journal.generation == 0:
+                self._adopt_execo(store)
+        self._opened = True
 
-    directory: str
-    store: SweepStore
-    max_attempts: int
-
-    def _locked(self) -> AbstractContextManager[SweepStore]:
-        """The store, locked and up to date (see :meth:`.sweep.SweepEngine._locked`)."""
-        raise NotImplementedError
-
-    # -- administration --------------------------------------------------------------
     def _adopt_execo(self, store: SweepStore) -> None:
         from .execo_import import is_execo_directory, read_execo_directory
 
@@ -82,7 +84,7 @@ class SweepAdmin(Engine):
 
     def status(self) -> dict[str, Any]:
         self._require_directory()
-        with self._locked() as store:
+        with self.access.locked() as store:
             store.expire(0.0, self.max_attempts, gone=True)  # ended holders: not in flight
             in_flight, expired = store.state.leases.counts(time.time())
             return {
@@ -96,19 +98,19 @@ class SweepAdmin(Engine):
 
     def requeue_dead(self) -> int:
         self._require_directory()
-        with self._locked() as store:
+        with self.access.locked() as store:
             return store.requeue_dead()
 
     def reset_expired(self) -> int:
         self._require_directory()
-        with self._locked() as store:
+        with self.access.locked() as store:
             return store.expire(time.time(), self.max_attempts, gone=True)
 
     def holders(self) -> list[str]:
         """Who holds the params in flight, a line each: how many, and when they come
         back at the latest (the end of the holder's last lease)."""
         self._require_directory()
-        with self._locked() as store:
+        with self.access.locked() as store:
             rows = store.state.leases.holders()
         now = time.time()
         return [holder_line(row, now) for row in rows]
@@ -130,7 +132,7 @@ class SweepAdmin(Engine):
         self._require_directory()
         if kind not in statuses:
             raise EngineError(f"cannot list {kind!r}: use todo, in-flight, done or dead")
-        with self._locked() as store:
+        with self.access.locked() as store:
             rows = [*store.records(statuses[kind])]
             leases = {i: store.state.leases.get(i) for i, _, _ in rows} if kind == "in-flight" else {}
         ran = 0 if kind in ("todo", "dead") else 1  # the success (the running one) too
@@ -155,7 +157,7 @@ class SweepAdmin(Engine):
         that are no dead letter (nothing is requeued then)."""
         wanted = set(ids)
         self._require_directory()
-        with self._locked() as store:
+        with self.access.locked() as store:
             found = {}
             for index in store.state.indices(DEAD):
                 key = param_id(store.param_text(index))
@@ -164,7 +166,7 @@ class SweepAdmin(Engine):
             unknown = sorted(wanted - set(found))
             if unknown:
                 raise EngineError(
-                    f"{self.describe()}: no dead letter has the id {', '.join(unknown)}: "
+                    f"sweep queue in {self.directory}: no dead letter has the id {', '.join(unknown)}: "
                     "`minion-queue list dead` lists them with their ids"
                 )
             return store.requeue_some(list(found.values()))
@@ -172,7 +174,7 @@ class SweepAdmin(Engine):
     def reset(self) -> int:
         """Make every param todo again, with fresh attempts; how many."""
         self._require_directory()
-        with self._locked() as store:
+        with self.access.locked() as store:
             return store.reset()
 
     def results(self) -> Iterator[dict[str, Any]]:
@@ -182,14 +184,14 @@ class SweepAdmin(Engine):
         ``results.jsonl`` opened. Then, lock let go (a consumer may print slowly): where
         each param's last line is, and the lines read one at a time. Complete lines never
         change, so offsets found after the lock stay valid. A result the journal says
-        was stored and the file lacks is :class:`~._sweep_results.LostResults`, raised
+        was stored and the file lacks is :class:`~.results.LostResults`, raised
         before any row.
         """
         self._require_directory()
-        with self._locked() as store:
+        with self.access.locked() as store:
             status = bytes(store.state.status)
             stored = store.state.results.copy()
-            lines = store.results_file.open()
+            lines = store.replica.results_file.open()
         try:
             starts, lengths = lines.index(len(status))
             missing = lost(stored, status, DONE, starts)

@@ -5,6 +5,12 @@ directory is ``EXECO_PERSISTENCE_DIR`` (default ``sweeps``), on local disk or on
 shared filesystem (NFS, Lustre, GPFS). There is no server: minions coordinate through
 the files alone. See ``docs/sweep-queue.md`` for the user's view.
 
+The engine holds its parts: a :class:`~.store.SweepStore` (the queue's files and this
+process's copy of them), an :class:`~.outbox.Outbox` (what this minion owes the queue
+between two lock sessions), the :class:`~.access.QueueAccess` through which every lock
+session goes (what is owed written first), and a :class:`~.admin.SweepAdmin` over the
+same store and sessions, which it hands ``minion-queue``'s verbs.
+
 How it works
 ------------
 ``params.jsonl`` holds every param once, as canonical JSON (one per line, never a
@@ -21,7 +27,7 @@ one line per result, appended in one write per lock session before the ack recor
 by the ack that makes its param done only. The ack record says ``"r": 1`` and the state
 (snapshot included) keeps a bit per param that has a result, so that a lost or cut file
 is an error, never "no results"; the values stay out of the journal and the snapshot,
-which every minion reads at open. See :mod:`._sweep_results`.
+which every minion reads at open. See :mod:`.results`.
 
 Why each step is safe on NFS
 ----------------------------
@@ -31,7 +37,7 @@ Why each step is safe on NFS
   at a time, on every host. The lock has a lease against stopped or hung holders, and
   a fence so that what they write after a break is ignored: see
   :mod:`minionize.engines.sweep.lock`.
-* **Files that disagree are an error** (:class:`~._sweep_files.Damaged`), never an
+* **Files that disagree are an error** (:class:`~.files.Damaged`), never an
   empty queue: every journal starts with a ``head`` record checked against the
   snapshot; a snapshot counts only if committed; ``params.jsonl`` is never cut.
 * **Then open, then read** (close-to-open consistency). NFS clients cache file data;
@@ -70,40 +76,31 @@ Why each step is safe on NFS
 from __future__ import annotations
 
 import json
-import logging
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from itertools import islice
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ...identity import MinionInfo
 from ...owners import process_start
 from ...params import Param
-from ..base import Delivery
-from .admin import SweepAdmin, os_error
+from ..base import Delivery, Engine
+from .access import QueueAccess
+from .admin import SweepAdmin
 from .files import Damaged
 from .files import param_id as param_id  # tests and callers import it from here
-from .leases import holder_line
 from .lock import DEFAULT_LEASE, MIN_LEASE, LockLost
 from .outbox import Outbox
 from .results import result_line
-from .state import FLIGHT, TODO, Owner
+from .state import Owner
 from .store import SweepStore
+from .taker import Taker
 
 if TYPE_CHECKING:
     from ...config import Settings
 
 DEFAULT_DIRECTORY = "sweeps"
-#: How often an empty ``take`` looks again while params are in flight.
-POLL_INTERVAL = 0.05
-#: How often a minion looks for leases held by processes of this host that ended (a
-#: scan of the leases; at open and at the first claim too).
-GONE_CHECK_EVERY = 2.0
-#: How often a minion waiting for others' params (``--wait``) says what it waits for.
-WAIT_SAY_EVERY = 60.0
-
-log = logging.getLogger("minionize.sweep")
 
 
 def _decoded(texts: Iterator[bytes], path: str) -> Iterator[Param]:
@@ -114,7 +111,7 @@ def _decoded(texts: Iterator[bytes], path: str) -> Iterator[Param]:
             raise Damaged(f"{path} holds a todo param that is not JSON ({exc})") from None
 
 
-class SweepEngine(SweepAdmin):
+class SweepEngine(Engine):
     """A finite queue of params in a shared directory, with leases.
 
     ``directory``: the queue (made by :meth:`create`, which ``minion-queue fill``
@@ -124,6 +121,7 @@ class SweepEngine(SweepAdmin):
     (``MINION_WAIT``). ``durable_settles``: fsync every ack and dead letter
     (``MINION_SWEEP_FSYNC``). ``lock_lease``: seconds without any change after which a
     waiter breaks the queue lock of a stopped or hung holder (``MINION_SWEEP_LOCK_LEASE``).
+    ``hold_lock``: seconds to hold the lock in every session (tests only).
     """
 
     name = "sweep"
@@ -139,6 +137,7 @@ class SweepEngine(SweepAdmin):
         durable_settles: bool = False,
         minion: Optional[MinionInfo] = None,
         lock_lease: float = DEFAULT_LEASE,
+        hold_lock: float = 0.0,
     ) -> None:
         self.directory = directory
         self.lease = lease
@@ -150,23 +149,22 @@ class SweepEngine(SweepAdmin):
         identity = {"minion": info.minion_id, "host": info.host, "pid": info.pid, "job": info.job_label}
         self.store = SweepStore(
             directory, durable_settles=durable_settles, lock_lease=max(MIN_LEASE, lock_lease),
-            identity=identity,
+            identity=identity, hold_lock=hold_lock,
         )
         #: Settles not written yet, params claimed ahead, deliveries handed out.
-        self._outbox = Outbox()
+        self._outbox = Outbox(self.owner.minion)
+        self._access = QueueAccess(self.store, self._outbox)
+        self._taker = Taker(self._access, self._outbox, self.owner, lease=lease,
+                            max_attempts=max_attempts, wait=wait)
+        self._admin = SweepAdmin(directory, self._access, max_attempts)
         #: Claim params ahead while tasks are short (a queue whose params are batches
         #: already, like a pool's chunks, turns it off: one minion would hold them all).
         self.claim_ahead = True
-        self._opened = False
-        #: When leases of ended holders of this host were last looked for, and when a
-        #: waiting minion last said what it waits for (monotonic; None: never).
-        self._gone_checked: Optional[float] = None
-        self._said_waiting: Optional[float] = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SweepEngine:
         env = settings.env
-        engine = cls(
+        return cls(
             env.str("EXECO_PERSISTENCE_DIR", DEFAULT_DIRECTORY) or DEFAULT_DIRECTORY,
             lease=settings.lease,
             max_attempts=settings.max_attempts,
@@ -174,119 +172,40 @@ class SweepEngine(SweepAdmin):
             durable_settles=env.bool("MINION_SWEEP_FSYNC"),
             # none: never break the lock of a stopped holder (wait for it, as before).
             lock_lease=env.seconds("MINION_SWEEP_LOCK_LEASE", DEFAULT_LEASE) or float("inf"),
+            # For tests only: hold the lock this long in every session, so that a test
+            # can catch a minion holding it (SLURM suspends a whole job, not one instant).
+            hold_lock=env.seconds("MINION_SWEEP_TEST_HOLD_LOCK", 0.0) or 0.0,
         )
-        # For tests only: hold the lock this long in every session, so that a test can
-        # catch a minion holding it (SLURM suspends a whole job, not one instant).
-        engine.store.hold_lock = env.seconds("MINION_SWEEP_TEST_HOLD_LOCK", 0.0) or 0.0
-        return engine
 
     # -- taking ----------------------------------------------------------------------
     def take(self, max_count: int, timeout: float) -> list[Delivery]:
-        """Claim up to ``max_count`` params. When none is todo but some are in flight
-        (they may come back), look again every 50 ms until ``timeout``.
-
-        Short tasks (under ``_sweep_outbox.AHEAD_TASK_SECONDS`` on average) make a claim take
-        up to ``AHEAD_CLAIMS`` more, marked as not started: the next takes hand them out
-        with a ``start`` record that rides on the next lock session. Claimed-ahead
-        params are extended with the running ones and released at close; if this
-        process dies, their leases expire without counting an attempt (they never ran).
-        """
-        outbox = self._outbox
-        if outbox.ahead:
-            out = outbox.take_ahead(max_count)
-            if out:
-                return out
-        ahead = outbox.ahead_wanted() if self.claim_ahead else 0
-        deadline = time.monotonic() + max(0.0, timeout)
-        while True:
-            outbox.settled.clear()
-            claimed = []
-            try:
-                with self._locked() as store:
-                    now = time.time()
-                    # A holder of this host that ended (a killed run) cannot come back:
-                    # its params are todo again at once (looked for at the first claim).
-                    store.expire(now, self.max_attempts, self._gone_due())
-                    claimed = store.claim(max_count, self.owner, now + self.lease, ahead)
-                    others_in_flight = store.state.count[FLIGHT] > 0
-            except LockLost:
-                # Stopped while holding the lock, and fenced out: these claims may not
-                # be recorded, so they are not run (and given back if they were).
-                outbox.release([(c.index, c.seq) for c in claimed])
-                continue
-            if claimed:
-                return outbox.deliver(claimed)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not (outbox.out or (self.wait and others_in_flight)):
-                return []
-            outbox.settled.wait(min(POLL_INTERVAL, remaining))
+        return self._taker.take(max_count, timeout, self.claim_ahead)
 
     def exhausted(self) -> bool:
-        """Nothing todo; with ``wait``, nothing in flight either (expired leases are
-        put back first, so a crashed peer's params are taken, not waited for)."""
-        if self._outbox.ahead:
-            return False
-        try:
-            with self._locked() as store:
-                store.expire(time.time(), self.max_attempts, self._gone_due())
-                if store.state.count[TODO]:
-                    return False
-                if not (self.wait and store.state.count[FLIGHT]):
-                    return True
-                self._say_waiting(store)
-                return False
-        except LockLost:
-            return False  # stopped in the session: look again
-
-    def _gone_due(self) -> bool:
-        """Whether to look for leases of ended holders now (every GONE_CHECK_EVERY s)."""
-        now = time.monotonic()
-        if self._gone_checked is not None and now - self._gone_checked < GONE_CHECK_EVERY:
-            return False
-        self._gone_checked = now
-        return True
-
-    def _say_waiting(self, store: SweepStore) -> None:
-        """With ``wait``: say which params this minion waits for, and whose (lock held)."""
-        now = time.monotonic()
-        if self._said_waiting is not None and now - self._said_waiting < WAIT_SAY_EVERY:
-            return
-        self._said_waiting = now
-        mine = self.owner.minion
-        rows = [row for row in store.state.leases.holders() if row["minion"] != mine]
-        if rows:
-            log.warning(
-                "%s: waiting for %d params in flight (--wait): %s", self.directory,
-                sum(row["params"] for row in rows),
-                "; ".join(holder_line(row, time.time()) for row in rows),
-            )
+        return self._taker.exhausted()
 
     def peek(self, limit: int) -> Iterator[Param]:
         """The todo params in the order :meth:`take` would hand them out, as of now,
         decoded as they are asked for: a million of them start at once (``DRY=1``)."""
         with self._locked() as store:
-            path = store.params.path
-            texts = store.params.texts(islice(store.state.todo_order(), limit))
-        return _decoded(texts, path)
+            params = store.replica.params
+            texts = params.texts(islice(store.state.todo_order(), limit))
+        return _decoded(texts, params.path)
 
-    # -- settling --------------------------------------------------------------------
+    # -- settling: owed, and written by the next lock session (see :mod:`.access`) ----
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
         # The line is made here, in the task's thread, not under the lock.
         line = None if result is None else result_line(int(delivery.handle[0]), result)
         self._outbox.settle("ack", delivery, result=line)
 
     def retry(self, delivery: Delivery, reason: str) -> None:
-        self._settle("retry", delivery, reason)
+        self._outbox.settle("retry", delivery, reason)
 
     def release(self, delivery: Delivery) -> None:
-        self._settle("release", delivery)
+        self._outbox.settle("release", delivery)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        self._settle("dead", delivery, reason or "failed")
-
-    def _settle(self, op: str, delivery: Delivery, reason: str = "") -> None:
-        """Record the settle at this process's next lock session (see :mod:`._sweep_outbox`)."""
-        self._outbox.settle(op, delivery, reason)
+        self._outbox.settle("dead", delivery, reason or "failed")
 
     # -- leases ----------------------------------------------------------------------
     def lease_renewal_interval(self) -> Optional[float]:
@@ -306,7 +225,7 @@ class SweepEngine(SweepAdmin):
                 continue
 
     def flush(self) -> None:
-        if self._outbox.pending:
+        if self._outbox.owes():
             try:
                 with self._locked():
                     pass  # the session writes the pending settles
@@ -315,19 +234,7 @@ class SweepEngine(SweepAdmin):
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
-        """Read the queue, and adopt an execo queue found there on first use.
-
-        A minion never creates the directory: a mistyped ``EXECO_PERSISTENCE_DIR`` is an
-        error (exit 2), not an empty queue that ends the run at once. ``create`` (called
-        by ``minion-queue fill``) does.
-        """
-        if self._opened:
-            return
-        self._require_directory()
-        with self._locked() as store:
-            if store.state.n == 0 and store.journal.generation == 0:
-                self._adopt_execo(store)
-        self._opened = True
+        self._admin.open()
 
     def close(self) -> None:
         self._outbox.release_ahead()
@@ -339,12 +246,43 @@ class SweepEngine(SweepAdmin):
     def describe(self) -> str:
         return f"sweep queue in {self.directory}"
 
-    @contextmanager
-    def _locked(self) -> Iterator[SweepStore]:
-        """The store, locked and up to date, the settles owed written first (see
-        :meth:`Outbox.session`); I/O errors become EngineError."""
-        try:
-            with self._outbox.session(self.store, self.owner.minion) as store:
-                yield store
-        except OSError as exc:
-            raise os_error(self.directory, exc) from exc
+    def _locked(self) -> AbstractContextManager[SweepStore]:
+        """The store, locked and up to date, what is owed written first."""
+        return self._access.locked()
+
+    # -- administration: the admin's ------------------------------------------------
+    def create(self) -> None:
+        self._admin.create()
+
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        return self._admin.fill(params)
+
+    def status(self) -> dict[str, Any]:
+        return self._admin.status()
+
+    def requeue_dead(self) -> int:
+        return self._admin.requeue_dead()
+
+    def reset_expired(self) -> int:
+        return self._admin.reset_expired()
+
+    def results(self) -> Iterator[dict[str, Any]]:
+        return self._admin.results()
+
+    def holders(self) -> list[str]:
+        return self._admin.holders()
+
+    def held_text(self, record: dict[str, Any]) -> str:
+        return self._admin.held_text(record)
+
+    def requeue_dead_ids(self, ids: Iterable[str]) -> int:
+        return self._admin.requeue_dead_ids(ids)
+
+    def reset(self) -> int:
+        return self._admin.reset()
+
+    def repair(self) -> list[str]:
+        return self._admin.repair()
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        return self._admin.list(kind)

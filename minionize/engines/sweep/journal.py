@@ -3,8 +3,8 @@
 Every journal starts with a ``head`` record that says which state it continues (checked
 against the snapshot when it is read); then come the events, appended at a known offset
 under the lock. A torn last record (its writer died) is dropped; anything else that
-does not read is :class:`~._sweep_files.Damaged`. A ``next`` record ends a journal: it
-commits the snapshot of the next generation (see :meth:`._sweep_store.SweepStore.compact`).
+does not read is :class:`~.files.Damaged`. A ``next`` record ends a journal: it
+commits the snapshot of the next generation (see :meth:`.compaction.Compaction.run`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from .files import (
     SNAPSHOT_TMP_PREFIX,
     TMP_PREFIX,
     Damaged,
-    ParamsFile,
     pread_all,
     record_line,
     replace,
@@ -27,6 +26,7 @@ from .files import (
     write_all,
     write_new,
 )
+from .params_file import ParamsFile
 
 log = logging.getLogger("minionize.sweep")
 

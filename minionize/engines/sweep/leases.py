@@ -1,6 +1,6 @@
 """Who holds the params in flight of a sweep queue: a lease per param claimed, with the
 claim (minion, seq) that holds it and until when, and a heap of their ends so that the
-lock holder finds the leases that ended without a scan (:mod:`._sweep_state`)."""
+lock holder finds the leases that ended without a scan (:mod:`.state`)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ which exactly one waiter can do, and every process moves to that file.
 
 Breaking is only half of it: the stopped holder may resume in the middle of a write.
 The process that first holds the new epoch *fences* the queue (see
-:meth:`._sweep_session.Session._complete_break`): it replaces the journal and ``params.jsonl`` by
+:meth:`.session.LockSession._complete_break`): it replaces the journal and ``params.jsonl`` by
 copies (rename), so that descriptors opened by the old holder point at files nobody
 reads any more, and appends a ``break`` record carrying the new epoch. A process reads
 that record the next time it syncs and knows its epoch is over. The argument, NFS

@@ -8,8 +8,9 @@ loop flushes every 0.1 s. Params claimed *ahead* wait here as well (while tasks 
 short, a claim takes a few more, handed to the next tasks without the lock), with the
 ``start`` records that say they were handed out. If the process dies, what waits here
 is lost, never a param: its lease expires and it runs again (claimed ahead and not
-started: without counting an attempt). A lock session (:meth:`Outbox.session`) writes
-what is owed as it begins, and the deliveries of a claim are made here
+started: without counting an attempt). What is owed is an :class:`OwedSettle` each
+(and the starts), written by :meth:`Outbox.write_pending` as a lock session begins
+(:meth:`.access.QueueAccess.locked`); the deliveries of a claim are made here
 (:meth:`Outbox.deliver`).
 """
 
@@ -19,35 +20,47 @@ import collections
 import json
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Optional
+from typing import NamedTuple, Optional
 
 from ..base import Delivery
 from .files import param_id
-from .lock import LockLost
-
-if TYPE_CHECKING:
-    from .store import Claimed, SweepStore
+from .store import Claimed, SettleOp, SweepStore
 
 #: While this minion's tasks average less than this many seconds, a claim takes up to
 #: AHEAD_CLAIMS more params, handed to the next tasks without a lock session each.
 AHEAD_TASK_SECONDS = 0.02
 AHEAD_CLAIMS = 7
 
-#: (op, index, seq, reason, result): a settle (ack, retry, release, dead) or a start;
-#: an ack's result is its line of results.jsonl (:func:`._sweep_results.result_line`).
-Entry = tuple[str, int, int, str, Optional[bytes]]
+class OwedSettle(NamedTuple):
+    """A settle not written yet: ``op`` for claim ``seq`` of param ``param_index``;
+    ``result``: an ack's line of results.jsonl (:func:`.results.result_line`)."""
+
+    op: SettleOp
+    param_index: int
+    seq: int
+    reason: str = ""
+    result: Optional[bytes] = None
+
+
+class Owed(NamedTuple):
+    """What one :meth:`Outbox.write_pending` took: the starts (claims ahead handed out),
+    and the settles in their order."""
+
+    starts: list[tuple[int, int]]
+    settles: list[OwedSettle]
 
 
 class Outbox:
     """Settles and starts not written yet, params claimed ahead, and the deliveries
-    handed out (their number, and how long tasks take). Thread-safe."""
+    handed out (their number, and how long tasks take), of minion ``minion``.
+    Thread-safe."""
 
-    def __init__(self) -> None:
-        #: Guards ``pending`` and ``ahead``.
+    def __init__(self, minion: str) -> None:
+        self.minion = minion
+        #: Guards ``starts``, ``settles`` and ``ahead``.
         self._lock = threading.Lock()
-        self.pending: list[Entry] = []
+        self.starts: list[tuple[int, int]] = []
+        self.settles: list[OwedSettle] = []
         self.ahead: collections.deque[Delivery] = collections.deque()
         self._out_lock = threading.Lock()
         #: Deliveries handed out and not settled yet; when each left.
@@ -63,7 +76,7 @@ class Outbox:
         """Up to ``max_count`` params claimed ahead, now handed out (a ``start`` each)."""
         with self._lock:
             out = [self.ahead.popleft() for _ in range(min(max_count, len(self.ahead)))]
-            self.pending.extend(("start", *d.handle, "", None) for d in out)
+            self.starts.extend(d.handle for d in out)
         return self.hand_out(out)
 
     def ahead_wanted(self) -> int:
@@ -103,13 +116,17 @@ class Outbox:
         return deliveries
 
     # -- owing -------------------------------------------------------------------------
-    def settle(self, op: str, delivery: Delivery, reason: str = "",
+    def owes(self) -> bool:
+        """Whether anything waits to be written."""
+        return bool(self.settles or self.starts)
+
+    def settle(self, op: SettleOp, delivery: Delivery, reason: str = "",
                result: Optional[bytes] = None) -> None:
-        """Owe ``op`` for ``delivery`` (written at the next lock session); ``result``: an
-        ack's line of results.jsonl."""
+        """Owe ``op`` for ``delivery``, written by the next :meth:`write_pending`;
+        ``result``: an ack's line of results.jsonl."""
         index, seq = delivery.handle
         with self._lock:
-            self.pending.append((op, index, seq, reason, result))
+            self.settles.append(OwedSettle(op, index, seq, reason, result))
         with self._out_lock:
             self.out = max(0, self.out - 1)
             out_at = self._out_at.pop((index, seq), None)
@@ -119,57 +136,52 @@ class Outbox:
                 self._task_seconds = took if average is None else 0.8 * average + 0.2 * took
         self.settled.set()
 
-    def give_back(self, entries: list[Entry]) -> None:
-        """Owe ``entries`` again, first (they may not have been recorded)."""
+    def give_back(self, owed: Owed) -> None:
+        """Owe ``owed`` again, first (it may not have been recorded)."""
         with self._lock:
-            self.pending[:0] = entries
+            self.starts[:0] = owed.starts
+            self.settles[:0] = owed.settles
 
     def release(self, claims: list[tuple[int, int]]) -> None:
         """Owe a ``release`` of these claims (made but not to be run)."""
         with self._lock:
-            self.pending.extend(("release", index, seq, "", None) for index, seq in claims)
+            self.settles.extend(OwedSettle("release", index, seq) for index, seq in claims)
 
     def release_ahead(self) -> None:
         """Give back the params claimed ahead and never handed out (no attempt counts)."""
         with self._lock:
-            self.pending.extend(("release", *d.handle, "", None) for d in self.ahead)
+            self.settles.extend(OwedSettle("release", *d.handle) for d in self.ahead)
             self.ahead.clear()
 
-    @contextmanager
-    def session(self, store: SweepStore, minion: str) -> Iterator[SweepStore]:
-        """``store``, locked and up to date, what is owed written first. If the lock was
-        broken while this process was stopped in the session, what it wrote may be lost:
-        it is owed again (settling twice is harmless)."""
-        written: list[Entry] = []
-        try:
-            with store.locked() as locked:
-                if self.pending:
-                    written = self.write(locked, minion)
-                yield locked
-        except LockLost:
-            self.give_back(written)
-            raise
-
-    def write(self, store: SweepStore, minion: str) -> list[Entry]:
+    # -- writing -----------------------------------------------------------------------
+    def write_pending(self, store: SweepStore) -> Owed:
         """Write what is owed, starts first, then the acks' results, then the settles in
         order (lock held); what was owed. What could not be written stays owed for the
         next session."""
+        if not (self.settles or self.starts):
+            return NOTHING
         with self._lock:
-            pending, self.pending = self.pending, []
-        starts = [(index, seq) for op, index, seq, _, _ in pending if op == "start"]
-        settles = [item for item in pending if item[0] != "start"]
+            owed = Owed(self.starts, self.settles)
+            self.starts, self.settles = [], []
+        starts, settles = owed
+        minion = self.minion
         written = 0
         try:
             if starts:
                 store.start(starts, minion)
                 starts = []
             stored: set[int] = set()
-            if any(result is not None for *_, result in settles):
-                stored = store.store_results([(e[1], e[4]) for e in settles if e[0] == "ack"])
+            if any(s.result is not None for s in settles):
+                stored = store.store_results([(s.param_index, s.result) for s in settles
+                                              if s.op == "ack"])
             for op, index, seq, reason, _ in settles:
                 store.settle(op, index, minion, seq, reason, op == "ack" and index in stored)
                 written += 1
         except BaseException:
-            self.give_back([("start", i, q, "", None) for i, q in starts] + settles[written:])
+            self.give_back(Owed(starts, settles[written:]))
             raise
-        return pending
+        return owed
+
+
+#: What :meth:`Outbox.write_pending` took when nothing was owed.
+NOTHING = Owed([], [])

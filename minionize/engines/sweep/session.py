@@ -1,11 +1,9 @@
 """A lock session on a sweep queue: take the lock, catch up, fence, compact, let go.
 
-:class:`Replica` is this process's copy of the queue (the state of :mod:`._sweep_state`
-and the files of :mod:`._sweep_files` and :mod:`._sweep_journal`), caught up by
-applying the records other processes appended since its last visit. :class:`Session`
-adds the lock (:mod:`._sweep_lock`) around it: every session takes the lock, catches
-up, follows or completes a lock break (the fence), lets the caller append its records,
-compacts the journal when it has grown, and lets go. Why each step is safe on a network
+:class:`LockSession` holds this process's :class:`~.replica.Replica` and the lock of
+:mod:`.lock`: every session takes the lock, has the replica catch up, follows or
+completes a lock break (the fence), lets the caller append its records, has the replica
+compact the journal when it has grown, and lets go. Why each step is safe on a network
 filesystem is in the docstring of :mod:`minionize.engines.sweep.engine`.
 """
 
@@ -16,202 +14,63 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Optional
 
-from .files import (
-    Damaged,
-    ParamsFile,
-    check_committed,
-    fsync_directory,
-    read_snapshot,
-    snapshot_bytes,
-    snapshot_path,
-    snapshot_tmp_path,
-    write_new,
-)
-from .journal import Journal, head_line
 from .lock import LONG_SESSION, LockLost, QueueLock, describe_record, queue_lock
-from .repair import recover_tail
-from .results import ResultsFile
-from .state import BadRecord, QueueState, from_snapshot, to_snapshot
+from .replica import Replica
 
 log = logging.getLogger("minionize.sweep")
 
-#: Compact when the journal outgrows this, or the last snapshot if that is larger: the
-#: replay at open then stays within about twice the cost of reading a snapshot.
-COMPACT_MIN_BYTES = 1 << 20
 
-
-class Replica:
-    """This process's copy of a queue: the state, and where it is in the files."""
-
-    def __init__(self, directory: str, compact_min_bytes: int = COMPACT_MIN_BYTES) -> None:
-        self.directory = directory
-        self.state = QueueState()
-        self.params = ParamsFile(directory)
-        self.journal = Journal(directory)
-        self.results_file = ResultsFile(directory)
-        self.compact_min_bytes = self.compact_at = compact_min_bytes
-        #: Set when a torn record was dropped or the queue was loaded: params.jsonl may
-        #: hold params of an interrupted fill beyond what the journal records.
-        self._check_tail = False
-        self._loaded = False
-
-    def _load(self, doc: Optional[dict[str, Any]]) -> None:
-        """Start from snapshot ``doc`` (None: from an empty queue)."""
-        self._loaded = False
-        keep_dedupe = self.params.dedupe is not None
-        self.compact_at = self.compact_min_bytes
-        if doc is None:
-            self.state = QueueState()
-            self.params.reset()
-            self.journal.at(0, heads=False)
-        else:
-            try:
-                self.state = from_snapshot(doc)
-            except BadRecord as exc:
-                raise Damaged(f"{snapshot_path(self.directory)}: {exc}") from None
-            self.params.reset(keep_dedupe)
-            self.params.load(self.state.n, int(doc["params_size"]))
-            generation = int(doc["generation"])
-            self.journal.at(generation, heads=bool(doc.get("heads", False)))
-            self.compact_at = max(self.compact_min_bytes, int(doc.get("size", 0)))
-            check_committed(self.journal.path(generation - 1), self.directory, generation)
-        self._loaded = True
-        self._check_tail = True
-
-    def _sync(self) -> None:
-        """Apply every record appended since this process's last visit (lock held)."""
-        if not self._loaded:
-            self._load(read_snapshot(self.directory))
-        journal = self.journal
-        while True:
-            fd = self._open_journal()
-            if journal.offset and os.fstat(fd).st_size == journal.offset:
-                journal.fd = fd  # nothing new: the common case
-                return
-            try:
-                moved_to = self._read_journal(fd)
-            except BaseException:
-                os.close(fd)
-                raise
-            if moved_to is None:
-                journal.fd = fd
-                return
-            os.close(fd)
-            journal.generation, journal.offset = moved_to, 0
-
-    def _open_journal(self) -> int:
-        journal = self.journal
-        fd = journal.open()
-        if fd is not None:
-            return fd
-        doc = read_snapshot(self.directory)
-        if doc is not None and int(doc["generation"]) > journal.generation:
-            # Compacted twice since this process last looked: start from the snapshot.
-            self._load(doc)
-            return self._open_journal()
-        fresh = not self.params.file_size() and not journal.generations()
-        if doc is None and journal.generation == 0 and self.state.n == 0 and fresh:
-            journal.heads = True
-            journal.create(0, self._head(0))
-            return os.open(journal.path(), os.O_RDWR)
-        raise journal.missing(doc, self.params)
-
-    def _read_journal(self, fd: int) -> Optional[int]:
-        """Apply the records of journal ``fd`` from where this process stopped; the
-        generation a ``next`` record moves to, if one is found."""
-        journal, state = self.journal, self.state
-        try:
-            records = journal.records(fd)
-            if records is None:
-                if journal.offset == 0:  # an empty journal
-                    journal.check_head(None, fd, state.n, self.params, state.lock_epoch)
-                    journal.offset = os.fstat(fd).st_size
-                return None
-            for position, record in records:
-                if position == 0:
-                    journal.check_head(record, fd, state.n, self.params, state.lock_epoch)
-                if record.get("o") == "next":
-                    return int(record["g"])
-                self._apply(record)
-            return None
-        except Damaged:
-            self._loaded = False  # what was applied so far is not a state to keep
-            raise
-        finally:
-            if journal.dropped_torn:
-                journal.dropped_torn = False
-                self._check_tail = True
-
-    def _apply(self, record: dict[str, Any], lines: Optional[list[bytes]] = None) -> None:
-        """Apply ``record`` (``lines``: an ``add`` record's params, if known)."""
-        try:
-            if record.get("o") == "add":
-                self.params.grow(int(record["n"]), int(record["s"]), lines)
-            known = self.state.apply(record)
-        except (KeyError, TypeError, ValueError) as exc:
-            why = exc if isinstance(exc, BadRecord) else (
-                f"a malformed record {record!r:.200} ({type(exc).__name__}: {exc})"
-            )
-            raise Damaged(f"{self.journal.path()}: {why}") from None
-        if not known:
-            log.warning("%s: skipping an unknown journal record %.200r", self.directory, record)
-
-    def _write(self, record: dict[str, Any], durable: bool = False) -> None:
-        """Append ``record`` and apply it here, exactly as other processes will."""
-        self.journal.append(record, durable)
-        self._apply(record)
-
-    def _head(self, generation: int) -> bytes:
-        return head_line(generation, self.state.n, self.params.size, self.state.lock_epoch)
-
-
-
-class Session(Replica):
-    """One process's lock sessions on a queue directory. Thread-safe: sessions
-    serialise on an internal lock, then on the directory's file lock."""
+class LockSession:
+    """One process's lock sessions on the queue of ``replica``. Thread-safe: sessions
+    serialise on an internal lock, then on the directory's file lock. ``hold_lock``:
+    seconds to hold the lock in every session (tests only: MINION_SWEEP_TEST_HOLD_LOCK)."""
 
     def __init__(
         self,
-        directory: str,
+        replica: Replica,
         *,
-        compact_min_bytes: int = COMPACT_MIN_BYTES,
         lock_lease: Optional[float] = None,
         identity: Optional[dict[str, Any]] = None,
+        hold_lock: float = 0.0,
     ) -> None:
-        super().__init__(directory, compact_min_bytes)
+        self.replica = replica
+        self.directory = replica.directory
         self.lock_lease = lock_lease
         self.identity = identity or {"host": socket.gethostname(), "pid": os.getpid()}
-        #: Seconds to hold the lock in every session (tests only: MINION_SWEEP_TEST_HOLD_LOCK).
-        self.hold_lock = 0.0
-        self._thread_lock = threading.RLock()
+        self.hold_lock = hold_lock
+        #: Held by every session, and by what reads the files without the file lock.
+        self.thread_lock = threading.RLock()
         self._file_lock: Optional[QueueLock] = None
         self._depth = 0
 
     # -- the session -------------------------------------------------------------------
-    def _lock(self) -> None:
-        self._thread_lock.acquire()
+    def begin(self) -> None:
+        """Take the lock and catch up (a nested session only counts)."""
+        self.thread_lock.acquire()
         self._depth += 1
         if self._depth > 1:
             return
+        replica = self.replica
         try:
             lock = self._acquire()
             try:
-                self._sync()
-                if self.state.lock_epoch != lock.epoch:
+                replica.sync()
+                if replica.state.lock_epoch != lock.epoch:
                     self._check_epoch()
-                if self._check_tail:
-                    recover_tail(self)
+                replica.check_tail(self.fence_check)
                 if self.hold_lock:
                     time.sleep(self.hold_lock)
             except BaseException:
-                self.journal.close()
+                replica.journal.close()
                 lock.release()
                 raise
         except BaseException:
             self._depth -= 1
-            self._thread_lock.release()
+            self.thread_lock.release()
             raise
 
     def _acquire(self) -> QueueLock:
@@ -223,19 +82,22 @@ class Session(Replica):
         if lock.identity is not self.identity:
             lock.set_identity(self.identity)
         lock.acquire()
-        self.journal.wrote = False
+        self.replica.journal.wrote = False
         return lock
 
-    def _unlock(self) -> None:
+    def end(self) -> None:
+        """Compact if the journal has grown, and let the lock go; LockLost if the lock
+        was broken during a long session that wrote."""
         lost = False
         try:
             if self._depth == 1:
                 lock = self._file_lock
                 assert lock is not None
-                journal = self.journal
+                replica = self.replica
+                journal = replica.journal
                 try:
-                    if journal.fd is not None and journal.offset > self.compact_at:
-                        self.compact()
+                    if replica.compaction.due():
+                        replica.compact(self.fence_check)
                 finally:
                     # close() flushes our appends to the server before others may read.
                     journal.close()
@@ -247,13 +109,34 @@ class Session(Replica):
                     lock.release()
         finally:
             self._depth -= 1
-            self._thread_lock.release()
+            self.thread_lock.release()
         if lost:
-            self._loaded = False
+            self.replica.forget()
             raise LockLost(
                 f"{self.directory}: this process was stopped while it held the queue lock, "
                 "and the lock was broken meanwhile: its last writes were not recorded"
             )
+
+    # -- a repair's session ------------------------------------------------------------
+    @contextmanager
+    def held(self) -> Iterator[QueueLock]:
+        """The lock, held without catching up (a repair reads the files its own way)."""
+        with self.thread_lock:
+            lock = self._acquire()
+            try:
+                yield lock
+            finally:
+                self.replica.journal.wrote = False
+                lock.release()
+
+    def reload(self) -> list[str]:
+        """Read the queue again from its files, follow or complete a lock break, and add
+        the params an interrupted fill left (lock :meth:`held`); what was added."""
+        replica = self.replica
+        replica.forget()
+        replica.sync()
+        self._check_epoch()
+        return replica.check_tail(self.fence_check)
 
     # -- a broken lock -----------------------------------------------------------------
     def _check_epoch(self) -> None:
@@ -261,12 +144,13 @@ class Session(Replica):
         break this process is the first to hold the new epoch of."""
         lock = self._file_lock
         assert lock is not None and lock.epoch is not None
-        while self.state.lock_epoch != lock.epoch:
-            if self.state.lock_epoch > lock.epoch:
-                self.journal.close()
-                lock.follow(self.state.lock_epoch)
-                self._loaded = False  # this process's view may hold fenced writes
-                self._sync()
+        replica = self.replica
+        while replica.state.lock_epoch != lock.epoch:
+            if replica.state.lock_epoch > lock.epoch:
+                replica.journal.close()
+                lock.follow(replica.state.lock_epoch)
+                replica.forget()  # this process's view may hold fenced writes
+                replica.sync()
             else:
                 self._complete_break(lock.epoch)
 
@@ -276,23 +160,24 @@ class Session(Replica):
         journal's copy ending with a ``break`` record that raises the epoch."""
         lock = self._file_lock
         assert lock is not None
+        replica = self.replica
         try:
-            with open(lock.path(self.state.lock_epoch), "rb") as f:
+            with open(lock.path(replica.state.lock_epoch), "rb") as f:
                 was = describe_record(f.read(400))
         except OSError:
             was = "an unknown holder"
         record = {"o": "break", "e": epoch, "was": was}
-        self.journal.append_break(record)
-        self._apply(record)
-        self.params.copy_over(self.directory)
-        self.results_file.copy_over(self.directory)
+        replica.journal.append_break(record)
+        replica.apply(record)
+        replica.params.copy_over(self.directory)
+        replica.results_file.copy_over(self.directory)
         lock.remove_old_epochs(epoch)
         log.warning(
             "%s: took over the queue lock from %s (lock epoch %d); its late writes go to "
             "files that are no longer read", self.directory, was, epoch,
         )
 
-    def _fence_check(self) -> None:
+    def fence_check(self) -> None:
         """Raise LockLost if this process's lock was broken (before a rename or a write
         through a path, which the breaker's copies cannot fence)."""
         lock = self._file_lock
@@ -301,45 +186,3 @@ class Session(Replica):
                 f"{self.directory}: this process's queue lock was broken while it was "
                 "stopped; its last operation was not recorded"
             )
-
-    # -- compaction --------------------------------------------------------------------
-    def compact(self) -> None:
-        """Write the state as snapshot <g+1>, then move every process to journal <g+1>.
-
-        The commit point is the ``next`` record appended to journal <g>: whoever reads
-        it knows its state equals snapshot <g+1> and continues in journal <g+1>, whether
-        or not the rename below happened before a crash.
-        """
-        journal = self.journal
-        assert journal.fd is not None
-        new = journal.generation + 1
-        data = snapshot_bytes(to_snapshot(self.state), new, self.params.size)
-        tmp = snapshot_tmp_path(self.directory)
-        try:
-            write_new(tmp, data)
-            journal.create(new, self._head(new))
-            self._fence_check()
-            journal.append({"o": "next", "g": new}, durable=True)
-        except OSError as exc:
-            log.warning("%s: could not compact the journal (%s); will retry later", self.directory, exc)
-            self.compact_at = journal.offset * 2
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            return
-        # Committed: from here on every reader follows the ``next`` record.
-        journal.close()
-        journal.at(new, heads=True)
-        self.compact_at = max(self.compact_min_bytes, len(data))
-        try:
-            self._fence_check()
-            os.replace(tmp, snapshot_path(self.directory))
-            fsync_directory(self.directory)
-            journal.remove_old()
-        except OSError as exc:
-            log.warning("%s: compaction left old files behind (%s)", self.directory, exc)
-        journal.fd = os.open(journal.path(), os.O_RDWR)
-        journal.offset = os.fstat(journal.fd).st_size  # its head record
-
-

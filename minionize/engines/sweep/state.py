@@ -4,7 +4,7 @@ Every process replays the same records in the same order and reaches the same st
 so applying a record uses no clock and no setting, only the record. Decisions that do
 depend on the clock or the settings (which leases ended, which param a claim takes) are
 made by the lock holder and written as records (:func:`claim_record`,
-:func:`expire_record`); the files are :mod:`._sweep_files`'s business.
+:func:`expire_record`); the files are :mod:`.files`'s business.
 
 ``status`` is a bytearray with one byte per param (``t`` todo, ``f`` in flight, ``d``
 done, ``x`` dead), so the next todo param is found with ``bytearray.find`` from a

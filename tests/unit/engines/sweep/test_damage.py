@@ -24,7 +24,7 @@ def engine(path: Path, **options: object) -> SweepEngine:
 
 def compacted(q: Path, size: int = 300) -> SweepEngine:
     e = engine(q)
-    e.store.compact_min_bytes = e.store.compact_at = 2000
+    e.store.replica.compaction.threshold(2000)
     e.fill(range(size))
     for _ in range(100):
         for d in e.take(1, 0.0):
@@ -221,7 +221,7 @@ def test_the_lock_lease_is_a_setting(tmp_path: Path) -> None:
                                       "MINION_SWEEP_LOCK_LEASE": value})
         engine = load_engine(settings)
         assert isinstance(engine, SweepEngine)
-        return float(engine.store.lock_lease or 0)
+        return float(engine.store.session.lock_lease or 0)
 
     assert lease("") == 90 and lease("5") == 5 and lease("0.1") == 1  # at least 1 s
     assert lease("none") == float("inf")  # never broken
@@ -255,18 +255,18 @@ def test_a_fill_stopped_by_a_full_disk_leaves_the_queue_as_it_was(
 ) -> None:
     import errno
 
-    from minionize.engines.sweep import files as _sweep_files
+    from minionize.engines.sweep import params_file
 
     q = tmp_path / "q"
     e = engine(q)
     e.fill(range(10))
-    real = _sweep_files.write_all
+    real = params_file.write_all
 
     def disk_full_halfway(fd: int, data: bytes, offset: int) -> None:
         real(fd, data[: len(data) // 2], offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(_sweep_files, "write_all", disk_full_halfway)
+    monkeypatch.setattr(params_file, "write_all", disk_full_halfway)
     with pytest.raises(OSError, match="No space left"):
         e.fill(range(10, 1000))
     monkeypatch.undo()

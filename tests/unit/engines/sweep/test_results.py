@@ -162,7 +162,7 @@ def test_results_go_to_one_file_and_the_journal_only_says_one_was_stored(tmp_pat
 def test_which_params_have_a_result_survives_compaction_and_a_reopen(tmp_path: Path) -> None:
     q = tmp_path / "q"
     e = engine(q)
-    e.store.compact_min_bytes = e.store.compact_at = 2000
+    e.store.replica.compaction.threshold(2000)
     e.fill(range(300))
     while True:
         batch = e.take(10, 0.0)

@@ -256,7 +256,7 @@ def test_a_crashed_fills_unrecorded_params_are_recovered_never_cut(tmp_path: Pat
 def test_compaction_keeps_few_files_and_every_view_consistent(tmp_path: Path) -> None:
     q = tmp_path / "q"
     busy = engine(q, lease=30)
-    busy.store.compact_min_bytes = busy.store.compact_at = 2000
+    busy.store.replica.compaction.threshold(2000)
     idle = engine(q)
     busy.fill(range(300))
     held = busy.take(3, 0.0)
@@ -433,7 +433,7 @@ def test_close_gives_back_params_claimed_ahead(tmp_path: Path) -> None:
 def test_a_snapshot_keeps_params_claimed_ahead_unstarted(tmp_path: Path) -> None:
     q = tmp_path / "q"
     crashed = engine(q, lease=0.3)
-    crashed.store.compact_min_bytes = crashed.store.compact_at = 200
+    crashed.store.replica.compaction.threshold(200)
     crashed.fill(range(30))
     _warm_up(crashed)
     crashed.take(1, 0.0)
