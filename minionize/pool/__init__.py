@@ -11,7 +11,19 @@ Needs ``pip install 'minionize[pool]'`` (cloudpickle). See ``docs/pool.md``.
 from __future__ import annotations
 
 from .backends import PoolWorker
-from .errors import PoolError, PoolPicklingError, PoolTypeError, RemoteError, TaskLost
+from .errors import (
+    PoolEncodingError,
+    PoolError,
+    PoolPicklingError,
+    PoolTypeError,
+    RemoteError,
+    RemoteTraceback,
+    TaskLost,
+)
 from .pool import Pool
+from .results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
-__all__ = ["Pool", "PoolError", "PoolPicklingError", "PoolTypeError", "PoolWorker", "RemoteError", "TaskLost"]
+__all__ = [
+    "ApplyResult", "AsyncResult", "IMapIterator", "MapResult", "Pool", "PoolEncodingError", "PoolError",
+    "PoolPicklingError", "PoolTypeError", "PoolWorker", "RemoteError", "RemoteTraceback", "TaskLost",
+]

@@ -19,6 +19,8 @@ from .errors import PoolError
 
 #: How long workers get to stop gracefully (they give their chunk back) before SIGKILL.
 STOP_SECONDS = 5.0
+#: When a worker that did not stop yet gets a second SIGTERM.
+AGAIN_SECONDS = 0.5
 
 
 @dataclass
@@ -212,6 +214,12 @@ class LocalBackend(Backend):
         live = [p for p in self._procs.values() if p.poll() is None]
         for proc in live:
             _signal_group(proc.pid, signal.SIGTERM)
+        # A worker that got it while it started may not have seen it: a second one (which
+        # hurries a minion) after a moment.
+        deadline = time.monotonic() + AGAIN_SECONDS
+        for proc in live:
+            if not proc.wait(max(0.0, deadline - time.monotonic())):
+                _signal_group(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
         for proc in live:
             if not proc.wait(max(0.0, deadline - time.monotonic())):
@@ -221,7 +229,12 @@ class LocalBackend(Backend):
 
 
 def _signal_group(pid: int, signum: int) -> None:
+    """Signal the worker's process group (the worker itself, when it has not made its
+    session yet: just forked)."""
     try:
         os.killpg(pid, signum)
     except (ProcessLookupError, PermissionError):
-        pass
+        try:
+            os.kill(pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
