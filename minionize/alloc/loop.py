@@ -1,0 +1,169 @@
+"""The allocator's loop: look, decide, act, wait; one log line per decision.
+
+Each poll reads the queue's counters and the minions' reports (files: cheap) and asks
+the scheduler once for its jobs (:class:`Pacer` spaces those queries and backs off when
+the scheduler is slow or fails, saying so). Nothing is kept between runs: the jobs are
+found by name, the minions by their reports, so an allocator killed and started again
+goes on where the last one was; :func:`hold_lock` keeps a second copy on the same queue
+from doubling the jobs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+from ..errors import EXIT_HALTED, EXIT_OK, MinionizeError
+from ..status.read import read_status
+from .decide import Bounds, Decision, Observation, decide
+from .observe import BrokenJobs, observe
+from .scheduler import Scheduler, SchedulerError, Submission
+
+#: The longest wait between two scheduler queries when backing off.
+MOST_WAIT = 600.0
+#: A query slower than this (and than half the interval) makes the next one wait longer.
+SLOW_QUERY = 5.0
+
+
+class Pacer:
+    """The wait before the next scheduler query: ``interval``, doubled (up to
+    :data:`MOST_WAIT`) after each slow or failed query, back to ``interval`` once the
+    scheduler answers quickly again; every change is said."""
+
+    def __init__(self, interval: float, say: Callable[[str], None], command: str) -> None:
+        self.interval = interval
+        self.wait = interval
+        self.say = say
+        self.command = command
+        self.queries = 0
+
+    def answered(self, took: float) -> None:
+        self.queries += 1
+        if took > max(SLOW_QUERY, self.interval / 2):
+            self._back_off(f"{self.command} took {took:.1f} s")
+        elif self.wait != self.interval:
+            self.wait = self.interval
+            self.say(f"{self.command} answers again in {took:.1f} s: next query in "
+                     f"{self.interval:g} s")
+
+    def failed(self, error: Exception) -> None:
+        self.queries += 1
+        self._back_off(f"{self.command} failed ({error})")
+
+    def _back_off(self, what: str) -> None:
+        self.wait = min(MOST_WAIT, max(self.wait * 2, self.interval))
+        self.say(f"{what}: backing off, next query in {self.wait:g} s")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the allocator submits (``submission``, whose count each decision sets) and
+    where the minions report."""
+
+    submission: Submission
+    report_dir: str
+
+
+def decision_line(seen: Observation, decision: Decision) -> str:
+    """The one line that says a decision: target, live, pending, backlog, why."""
+    head = (f"target {decision.target}, live {seen.live}, pending {seen.pending}, "
+            f"backlog {seen.backlog}, in flight {seen.in_flight}")
+    if decision.stop:
+        act = "stop"
+    elif decision.finished:
+        act = "exit"
+    elif decision.submit:
+        act = f"submit {decision.submit}"
+    elif decision.cancel_pending:
+        act = f"cancel {seen.pending} pending"
+    else:
+        act = "submit nothing"
+    return f"{head}: {act} ({decision.why})"
+
+
+class Allocator:
+    """Keeps the minions of ``engine``'s queue near what it needs (see :mod:`.decide`)."""
+
+    def __init__(self, scheduler: Scheduler, engine: Any, plan: Plan, bounds: Bounds,
+                 interval: float, say: Callable[[str], None], dry_run: bool = False,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.scheduler = scheduler
+        self.engine = engine
+        self.plan = plan
+        self.bounds = bounds
+        self.say = say
+        self.dry_run = dry_run
+        self.sleep = sleep
+        self.pacer = Pacer(interval, say, scheduler.query_command)
+        self.broken = BrokenJobs()
+        self.submitted = 0
+
+    def run(self) -> int:
+        """Poll until the queue is drained and its minions finished (never, with
+        ``forever``) or a broken job stops it; the exit code."""
+        while True:
+            code = self.poll()
+            if code is not None or self.dry_run:
+                return EXIT_OK if code is None else code
+            self.sleep(self.pacer.wait)
+
+    def poll(self) -> Optional[int]:
+        """One look, one decision, one act; an exit code when it is over."""
+        try:
+            counters: Mapping[str, Any] = self.engine.status()
+        except (MinionizeError, OSError) as error:
+            self.say(f"cannot read the queue ({error}): next look in {self.pacer.wait:g} s")
+            return None
+        name = self.plan.submission.name
+        started = time.monotonic()
+        try:
+            jobs = self.scheduler.jobs(name)
+        except SchedulerError as error:
+            self.pacer.failed(error)
+            return None
+        self.pacer.answered(time.monotonic() - started)
+        status = read_status(self.plan.report_dir, queue=dict(counters))
+        seen = observe(counters, status, jobs, self.broken)
+        decision = decide(seen, self.bounds)
+        self.say(decision_line(seen, decision))
+        return self.act(decision)
+
+    def act(self, decision: Decision) -> Optional[int]:
+        if decision.stop:
+            self.say(f"stopped: {decision.why}\nfix the job script or its options, then run "
+                     "minion-alloc again (its running jobs are left alone)")
+            return EXIT_HALTED
+        if decision.finished:
+            return EXIT_OK
+        if decision.cancel_pending and not self.dry_run:
+            self._safely(lambda: self.scheduler.cancel_pending(self.plan.submission.name))
+        if decision.submit:
+            self.submit(decision.submit)
+        return None
+
+    def submit(self, count: int) -> None:
+        submission = replace(self.plan.submission, count=count)
+        command = " ".join(self.scheduler.submit_command(submission))
+        if self.dry_run:
+            self.say(f"would run: {command}")
+            return
+        try:
+            job = self.scheduler.submit(submission)
+        except SchedulerError as error:
+            if error.transient:
+                self.pacer.failed(error)
+                return
+            self.broken.count += 1
+            self.broken.why = f"the submission failed: {error}"
+            self.say(f"submission refused: {error}")
+            return
+        self.submitted += count
+        self.say(f"submitted {count} minion(s) as job {job}")
+
+    def _safely(self, call: Callable[[], None]) -> None:
+        try:
+            call()
+        except SchedulerError as error:
+            self.say(f"cancelling the pending jobs failed ({error})")
