@@ -241,35 +241,69 @@ class Engine(abc.ABC):
         return f"{self.name} engine"
 
     # -- administration (minion-queue) -----------------------------------------------
+    def administration(self) -> Admin:
+        """The object that does ``minion-queue``'s verbs on this engine's queue. An engine
+        with an administration returns its own (built over the same client); by default
+        every verb is unsupported. The verbs below hand themselves to it."""
+        return Admin(self.name)
+
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Add params; return (added, skipped as already present, done or not).
         Raises ValueError for what standard JSON cannot hold (NaN, infinities)."""
-        raise UnsupportedOperation(f"the {self.name} engine cannot be filled by minion-queue")
+        return self.administration().fill(params)
 
     def status(self) -> dict[str, Any]:
         """Counters, with exactly the keys of :data:`STATUS_KEYS`: ``todo``,
         ``in_flight``, ``expired``, ``done``, ``dead``, ``total`` (ints; None for a
         counter the engine cannot know, documented by the engine)."""
-        raise UnsupportedOperation(f"the {self.name} engine cannot report its status")
+        return self.administration().status()
 
     def requeue_dead(self) -> int:
         """Make dead-lettered params available again; return how many."""
-        raise UnsupportedOperation(f"the {self.name} engine cannot requeue dead letters")
+        return self.administration().requeue_dead()
 
     def reset_expired(self) -> int:
         """Put params whose lease expired back now; return how many."""
-        raise UnsupportedOperation(f"the {self.name} engine has no leases to reset")
+        return self.administration().reset_expired()
 
     def list(self, kind: str) -> Iterator[dict[str, Any]]:
         """Records of ``kind`` (``done`` or ``dead``), each with ``id``, ``param``,
         ``attempts`` (the attempts that ran) and, for dead letters, ``reason``."""
-        raise UnsupportedOperation(f"the {self.name} engine cannot list {kind} params")
+        return self.administration().list(kind)
 
     def results(self) -> Iterator[dict[str, Any]]:
         """Every done param in queue order (the order it was filled in), with ``id``,
         ``param`` and ``result``: the value its task returned, decoded from JSON (None
         when it returned nothing). Only an engine that :attr:`keeps_results`."""
+        return self.administration().results()
+
+
+class Admin:
+    """The administration half of the contract: ``minion-queue``'s verbs on one queue
+    (see :class:`Engine`'s verbs of the same names for what each returns). An engine's
+    admin overrides those it can do; the others raise UnsupportedOperation naming the
+    engine (``engine_name``)."""
+
+    def __init__(self, engine_name: str) -> None:
+        self.engine_name = engine_name
+
+    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
+        raise UnsupportedOperation(f"the {self.engine_name} engine cannot be filled by minion-queue")
+
+    def status(self) -> dict[str, Any]:
+        raise UnsupportedOperation(f"the {self.engine_name} engine cannot report its status")
+
+    def requeue_dead(self) -> int:
+        raise UnsupportedOperation(f"the {self.engine_name} engine cannot requeue dead letters")
+
+    def reset_expired(self) -> int:
+        raise UnsupportedOperation(f"the {self.engine_name} engine has no leases to reset")
+
+    def list(self, kind: str) -> Iterator[dict[str, Any]]:
+        raise UnsupportedOperation(f"the {self.engine_name} engine cannot list {kind} params")
+
+    def results(self) -> Iterator[dict[str, Any]]:
         raise UnsupportedOperation(
-            f"the {self.name} engine does not keep results (the sweep, file and redis "
+            f"the {self.engine_name} engine does not keep results (the sweep, file and redis "
             "engines do)"
         )

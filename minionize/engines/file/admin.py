@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 from ...errors import EngineError, UnsupportedOperation
 from ...params import Param
+from ..base import Admin
 from .journal import (
     done_attempts,
     done_lines,
@@ -33,13 +34,14 @@ from .lock import ReaderLock
 KINDS = ("todo", "done", "dead")
 
 
-class FileAdmin:
+class FileAdmin(Admin):
     """The administration of the file ``path`` (None: standard input, which has no
     journals), its params read with ``decoder``, its records ending with NUL when
     ``null``; ``name`` begins the ids of its lines. Needs no open engine: a minion may
     be reading the file."""
 
     def __init__(self, path: Optional[str], *, decoder: str, null: bool, name: str) -> None:
+        super().__init__("file")
         self.path = path
         self.decoder = decoder
         self.null = null

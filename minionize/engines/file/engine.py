@@ -55,8 +55,8 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import IO, TYPE_CHECKING, Any, Optional
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Optional
 
 from ...errors import ConfigError, EngineError
 from ...params import Param
@@ -199,20 +199,8 @@ class FileEngine(Engine):
         return f"file {self.path}" if self.path else "standard input"
 
     # -- administration (minion-queue): FileAdmin, in admin.py ----------------------
-    def results(self) -> Iterator[dict[str, Any]]:
-        """The lines ``.done`` makes a rerun skip, in line order, with their results
-        (``.results``; see the module's docstring). Needs no :meth:`open`; raises
-        UnsupportedOperation at once for standard input."""
-        return self.admin.results()
-
-    def status(self) -> dict[str, Any]:
-        return self.admin.status()
-
-    def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        return self.admin.list(kind)
-
-    def requeue_dead(self) -> int:
-        return self.admin.requeue_dead()
+    def administration(self) -> FileAdmin:
+        return self.admin
 
     def requeue_dead_ids(self, ids: Sequence[str]) -> int:
         return self.admin.requeue_dead_ids(ids)
@@ -251,4 +239,3 @@ class FileEngine(Engine):
         return Delivery(param=param, id=f"{self._id_prefix}{self._lineno}", attempt=1,
                         number=self._lineno,
                         handle=line, error=error)
-

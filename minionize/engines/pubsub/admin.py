@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from ...errors import EngineError, UnsupportedOperation
 from ...params import Param, canonical_json, decode_param
-from ..base import STATUS_KEYS
+from ..base import STATUS_KEYS, Admin
 from ..kit import redact
 from .client import (
     ATTEMPT_ATTRIBUTE,
@@ -29,11 +29,12 @@ from .dead_letters import DeadLetters
 PAGE = 100
 
 
-class PubSubAdmin:
+class PubSubAdmin(Admin):
     """The administration of the subscription of ``client``, whose dead letters are
     where ``dead`` says, and whose params are ``decoder`` text (``identity`` or ``json``)."""
 
     def __init__(self, client: PubSubClient, dead: DeadLetters, *, decoder: str) -> None:
+        super().__init__("pubsub")
         self.client = client
         self.dead = dead
         self.decoder = decoder

@@ -42,11 +42,11 @@ to a :class:`~.admin.PubSubAdmin` over both (``admin.py``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import ConfigError, EngineError
-from ...params import Param, decode_param
+from ...params import decode_param
 from ..base import Delivery, Engine
 from ..kit import DEFAULT_OUTAGE_SECONDS
 from .admin import PubSubAdmin
@@ -240,14 +240,5 @@ class PubSubEngine(Engine):
         return f"pubsub subscription {self.client.subscription} (topic {self.client.topic})"
 
     # -- administration (minion-queue): PubSubAdmin, in admin.py ---------------------
-    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
-        return self.admin.fill(params)
-
-    def status(self) -> dict[str, Any]:
-        return self.admin.status()
-
-    def requeue_dead(self) -> int:
-        return self.admin.requeue_dead()
-
-    def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        return self.admin.list(kind)
+    def administration(self) -> PubSubAdmin:
+        return self.admin

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from ...errors import EngineError, UnsupportedOperation
 from ...params import Param, canonical_json, decode_param
+from ..base import Admin
 from ..kit import Unreachable, redact
 from .client import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarClient
 
@@ -28,12 +29,13 @@ def encode_param(param: Param, decoder: str) -> bytes:
     return canonical_json(param).encode("utf-8")
 
 
-class PulsarAdmin:
+class PulsarAdmin(Admin):
     """The administration of the topic of ``client``, whose params are ``decoder``
     text (``identity`` or ``json``); ``admin_url`` is the broker's REST admin API
     (None: the web port of the first host of the connection)."""
 
     def __init__(self, client: PulsarClient, *, decoder: str, admin_url: Optional[str]) -> None:
+        super().__init__("pulsar")
         self.client = client
         self.decoder = decoder
         self.admin_url = admin_url

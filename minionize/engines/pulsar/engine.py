@@ -44,10 +44,9 @@ Apache Pulsar standalone broker (tests/integration/test_pulsar_broker.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Optional
 
-from ...params import Param, decode_param
+from ...params import decode_param
 from ..base import Delivery, Engine
 from ..kit import DEFAULT_OUTAGE_SECONDS, optional_import, redact
 from .admin import PulsarAdmin
@@ -205,14 +204,5 @@ class PulsarEngine(Engine):
         )
 
     # -- administration (minion-queue): PulsarAdmin, in admin.py ---------------------
-    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
-        return self.admin.fill(params)
-
-    def status(self) -> dict[str, Any]:
-        return self.admin.status()
-
-    def requeue_dead(self) -> int:
-        return self.admin.requeue_dead()
-
-    def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        return self.admin.list(kind)
+    def administration(self) -> PulsarAdmin:
+        return self.admin

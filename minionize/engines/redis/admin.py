@@ -13,6 +13,7 @@ from typing import Any
 
 from ...errors import EngineError, UnsupportedOperation
 from ...params import Param, canonical_json
+from ..base import Admin
 from .client import RedisClient
 
 #: Params added per fill script.
@@ -41,11 +42,12 @@ def stream_param_id(param: Param) -> str:
     return hashlib.sha256(canonical_json(param).encode("utf-8")).hexdigest()[:16]
 
 
-class RedisAdmin:
+class RedisAdmin(Admin):
     """The administration of the stream of ``client``, whose params are ``decoder``
     text (``json`` or ``identity``) and whose leases last ``lease`` seconds."""
 
     def __init__(self, client: RedisClient, *, decoder: str, lease: float) -> None:
+        super().__init__("redis")
         self.client = client
         self.decoder = decoder
         self.lease = lease

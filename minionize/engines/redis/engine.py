@@ -61,8 +61,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Optional
 
 from ...errors import EngineError
 from ...params import Param
@@ -256,20 +256,5 @@ class RedisEngine(Engine):
         return f"redis stream {client.stream!r} (group {client.group!r}) at {redact(client.url)}"
 
     # -- administration (minion-queue): RedisAdmin, in admin.py ----------------------
-    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
-        return self.admin.fill(params)
-
-    def status(self) -> dict[str, Any]:
-        return self.admin.status()
-
-    def requeue_dead(self) -> int:
-        return self.admin.requeue_dead()
-
-    def reset_expired(self) -> int:
-        return self.admin.reset_expired()
-
-    def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        return self.admin.list(kind)
-
-    def results(self) -> Iterator[dict[str, Any]]:
-        return self.admin.results()
+    def administration(self) -> RedisAdmin:
+        return self.admin

@@ -17,6 +17,7 @@ from typing import Any
 
 from ...errors import EngineError
 from ...params import Param
+from ..base import Admin
 from .access import QueueAccess, os_error
 from .files import canonical, param_id
 from .leases import held_text, holder_line
@@ -25,12 +26,13 @@ from .state import DEAD, DONE, FLIGHT, TODO
 from .store import SweepStore
 
 
-class SweepAdmin:
+class SweepAdmin(Admin):
     """Administration of the sweep queue in ``directory`` through ``access`` (its store,
     and the lock sessions of the engine that holds this); ``max_attempts``: the
     engine's."""
 
     def __init__(self, directory: str, access: QueueAccess, max_attempts: int) -> None:
+        super().__init__("sweep")
         self.directory = directory
         self.access = access
         self.store = access.store

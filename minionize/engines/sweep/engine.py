@@ -251,23 +251,11 @@ class SweepEngine(Engine):
         return self._access.locked()
 
     # -- administration: the admin's ------------------------------------------------
+    def administration(self) -> SweepAdmin:
+        return self._admin
+
     def create(self) -> None:
         self._admin.create()
-
-    def fill(self, params: Iterable[Param]) -> tuple[int, int]:
-        return self._admin.fill(params)
-
-    def status(self) -> dict[str, Any]:
-        return self._admin.status()
-
-    def requeue_dead(self) -> int:
-        return self._admin.requeue_dead()
-
-    def reset_expired(self) -> int:
-        return self._admin.reset_expired()
-
-    def results(self) -> Iterator[dict[str, Any]]:
-        return self._admin.results()
 
     def holders(self) -> list[str]:
         return self._admin.holders()
@@ -283,6 +271,3 @@ class SweepEngine(Engine):
 
     def repair(self) -> list[str]:
         return self._admin.repair()
-
-    def list(self, kind: str) -> Iterator[dict[str, Any]]:
-        return self._admin.list(kind)
