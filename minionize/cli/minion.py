@@ -249,10 +249,10 @@ def process_callback(args: argparse.Namespace, values: dict[str, str], settings:
             sandboxes=sandboxes,
             output_paths=files.paths if files is not None else None,
             output_root=files.root if files is not None else None,
+            decoder_hint=decoder_hint(settings.engine, decoder_variable),
         )
     except ValueError as exc:
         raise ConfigError(f"MINION_TEMPLATE: {exc}") from None
-    callback.builder.decoder_hint = decoder_hint(settings.engine, decoder_variable)
     if settings.template and not param_stdin and not callback.builder.has_placeholder():
         raise ConfigError(
             f"{callback.builder.source} has no placeholder, so every task would run "

@@ -99,4 +99,4 @@ class Hooks:
             try:
                 getattr(hook, point)(*args)
             except Exception as exc:
-                log.warning("reporter %s failed: %s", hook.name, exc)
+                log.warning("hook %s failed: %s", hook.name, exc)

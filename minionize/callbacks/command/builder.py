@@ -145,7 +145,8 @@ class CommandBuilder:
     """The command of every param of a run, parsed and checked once (see the module)."""
 
     def __init__(
-        self, command: Sequence[str] = (), template: Optional[str] = None, shell: bool = False
+        self, command: Sequence[str] = (), template: Optional[str] = None, shell: bool = False,
+        decoder_hint: str = DECODER_HINT,
     ) -> None:
         self.command = list(command)
         self.template = template
@@ -154,8 +155,8 @@ class CommandBuilder:
         #: fill it is the param's fault, not the command line's.
         self.filled_once = False
         #: How to get mappings, said when a string param meets {name}: the command line
-        #: sets the one of the engine in use (its decoder variable and flag).
-        self.decoder_hint = DECODER_HINT
+        #: gives the one of the engine in use (its decoder variable and flag).
+        self.decoder_hint = decoder_hint
         #: Per slot thread: its slot ({%}), the sequence number of the delivery it is
         #: about to run ({#}), and the last argv it built (for the joblog).
         self._local = threading.local()

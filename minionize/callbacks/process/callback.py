@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ...errors import ConfigError
 from ..base import Callback, Outcome, Result, Task
-from ..command.builder import CommandBuilder, ParamError, shell_line
+from ..command.builder import DECODER_HINT, CommandBuilder, ParamError, shell_line
 from ..task_io import UnsafeFile, make_log_dir
 from .reaper import TOKEN_VARIABLE, Reaper
 from .spawn import MAX_ARG_STRLEN as MAX_ARG_STRLEN
@@ -77,20 +77,21 @@ class ProcessCallback(Callback):
         sandboxes: Optional[Sandboxes] = None,
         output_paths: Optional[OutputPaths] = None,
         output_root: Optional[str] = None,
+        decoder_hint: str = DECODER_HINT,
     ) -> None:
         """``param_stdin``: the param on the task's standard input (its text and a
         newline), not as arguments: a command without ``{}`` or a template runs as
         given. ``sandboxes``: each attempt in a fresh directory (:mod:`.sandbox`).
         ``output_paths`` chooses a task's output files (--results, --tag, --keep-order),
         below ``output_root``, where no directory may be a symbolic link (None: the log
-        directory)."""
+        directory). ``decoder_hint``: how to get mapping params, for ``{name}``'s errors."""
         if isinstance(command, str):
             command = [command] if shell else shlex.split(command)
         self.command: list[str] = list(command or [])
         self.template = template
         self.shell = shell
         #: Parsed and checked now: a malformed placeholder is a ConfigError at start.
-        self.builder = CommandBuilder(self.command, template, shell)
+        self.builder = CommandBuilder(self.command, template, shell, decoder_hint)
         self.log_dir = log_dir
         self.param_stdin = param_stdin
         self.sandboxes = sandboxes
@@ -187,15 +188,9 @@ class ProcessCallback(Callback):
         delivery = task.delivery
         reaper = self._reaper or self._new_reaper()
         reaper.start()
-        env = self._base_env or {**os.environ, **self._extra_env}
-        env = {
-            **env,
-            "MINION_PARAM_ID": str(delivery.id),
-            "MINION_ATTEMPT": str(delivery.attempt),
-            TOKEN_VARIABLE: reaper.token,
-        }
-        if extra:
-            env.update(extra)
+        env = {**(self._base_env or {**os.environ, **self._extra_env}), **(extra or {}),
+               "MINION_PARAM_ID": str(delivery.id), "MINION_ATTEMPT": str(delivery.attempt),
+               TOKEN_VARIABLE: reaper.token}
         param_file: Optional[str] = None  # removed once the task ended
         fds: list[int] = []  # descriptors to close once the task started
         try:
