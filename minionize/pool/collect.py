@@ -18,7 +18,7 @@ from .calls import Feeder, remove_call
 from .errors import RemoteTraceback
 from .inbox import Arrivals, Chunk, Inbox
 from .pickling import Outcome, decode_outcome
-from .progress import Progress
+from .progress import ProgressLine
 from .rundir import write_private
 from .supervisor import Supervisor
 
@@ -49,7 +49,7 @@ class Call:
         self.arrivals = Arrivals(ordered)
         self.ahead = ahead
         self.total = total
-        self.display = Progress(total) if progress else None
+        self.display = ProgressLine(total) if progress else None
         #: The next sleep between two looks (short while chunks arrive).
         self.tick = MIN_TICK
         self._next_check = time.monotonic() + CHECK_SECONDS

@@ -25,7 +25,7 @@ def format_line(done: int, total: Optional[int], alive: int, lost: int, failed: 
             f"{failed} failed, {rate:.1f} items/s, ETA {eta}")
 
 
-class Progress:
+class ProgressLine:
     """Redraws one line on ``stream`` (standard error by default) at most twice a second."""
 
     def __init__(self, total: Optional[int], stream: Optional[TextIO] = None) -> None:
