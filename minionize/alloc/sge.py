@@ -2,7 +2,8 @@
 
 qstat lists only the jobs that wait or run: a job that ended is one that qstat listed
 and lists no more (:class:`GridEngine` remembers what it saw, for the life of the
-allocator), its end told by its minion's report (a job that ran and never reported, or
+allocator; it ran if qstat saw it run or its output file exists), its end told by its
+minion's report (a job that ran and never reported, or
 whose minion failed before its first task, counts as broken), its output at the path
 the allocator gave it (``-o``). ``Eqw`` (a job Grid Engine could not start) never starts.
 """
@@ -45,7 +46,13 @@ class GridEngine:
 
     def submit(self, submission: Submission) -> str:
         env = {**(self.env or os.environ), **(submission.env or {})}
-        return run(self.submit_command(submission), env).strip().split(".")[0]
+        number = run(self.submit_command(submission), env).strip().split(".")[0]
+        # Known before qstat lists them: a job may start and end between two looks.
+        for task in range(1, submission.count + 1):
+            label = f"{number}.{task}"
+            self.seen[label] = Job(label, PENDING, said="submitted", submitted=time.time(),
+                                   output=self.output(submission.name, label))
+        return number
 
     def jobs(self, name: str) -> list[Job]:
         out = run(["qstat", "-xml", "-g", "d", "-u", user()], self.env)
@@ -63,7 +70,7 @@ class GridEngine:
         for label, job in list(self.seen.items()):
             if label not in listed and job.condition != ENDED:
                 self.seen[label] = Job(label, ENDED, said="ended (qstat lists it no more)",
-                                       submitted=job.submitted, started=job.started,
+                                       submitted=job.submitted, started=ran(job),
                                        ended=now, output=job.output)
         for label, job in listed.items():
             known = self.seen.get(label)
@@ -96,6 +103,17 @@ class GridEngine:
                    if job.condition == PENDING and not job.failed]
         if waiting:
             run(["qdel", *waiting], self.env)
+
+
+def ran(job: Job) -> Optional[float]:
+    """When a job that qstat lists no more started: as qstat said, else when its output
+    file was made (a job can start and end between two looks); None: it never ran."""
+    if job.started is not None:
+        return job.started
+    try:
+        return os.path.getmtime(job.output) if job.output else None
+    except OSError:
+        return None
 
 
 def user() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,14 @@ def test_tail_of_an_output_file(tmp_path: Path) -> None:
     assert tail(str(path), 2) == "line 28\nline 29"
     assert "cannot read" in tail(str(tmp_path / "none"))
     assert tail(None) == "(no output file known)"
+
+
+def test_a_job_submitted_then_ended_between_two_looks_is_seen_ended(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    sge = GridEngine(str(tmp_path))
+    fake_qstat(monkeypatch, ["7.1-2:1", "<job_info/>"])
+    assert sge.submit(replace(SUBMISSION, count=2, output_dir=str(tmp_path))) == "7"
+    (tmp_path / "minions-x-7.1.out").write_text("ran\n")
+    jobs = {job.label: job for job in sge.jobs("minions-x")}
+    assert jobs["7.1"].condition == ENDED and jobs["7.1"].started is not None
+    assert jobs["7.2"].condition == ENDED and jobs["7.2"].started is None  # never ran
