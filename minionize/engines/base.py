@@ -56,7 +56,9 @@ the smallest, to write a new one), one package per engine:
   ConfigError, EngineError); every call goes through ``calls(what, fn)``
   (``kit.Calls``), which rides out an outage for the minion's verbs.
 * ``admin.py``: ``minion-queue``'s verbs (fill, list, requeue_dead, reset_expired,
-  status), an object over the same client, to which the engine hands them.
+  status, results), an :class:`Admin` over the same client, which the engine returns
+  from :meth:`Engine.administration` (the engine's verbs of those names hand
+  themselves to it; a verb the admin lacks is unsupported).
 """
 
 from __future__ import annotations
