@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from ..errors import EXIT_HALTED, EXIT_OK, MinionizeError
@@ -83,22 +83,26 @@ def decision_line(seen: Observation, decision: Decision) -> str:
     return f"{head}: {act} ({decision.why})"
 
 
+@dataclass
 class Allocator:
-    """Keeps the minions of ``engine``'s queue near what it needs (see :mod:`.decide`)."""
+    """Keeps the minions of ``engine``'s queue near what it needs (see :mod:`.decide`):
+    a look every ``interval`` seconds (longer while the scheduler is slow), each
+    decision and act said through ``say``; ``dry_run``: one look, nothing submitted."""
 
-    def __init__(self, scheduler: Scheduler, engine: Any, plan: Plan, bounds: Bounds,
-                 interval: float, say: Callable[[str], None], dry_run: bool = False,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.scheduler = scheduler
-        self.engine = engine
-        self.plan = plan
-        self.bounds = bounds
-        self.say = say
-        self.dry_run = dry_run
-        self.sleep = sleep
-        self.pacer = Pacer(interval, say, scheduler.query_command)
-        self.broken = BrokenJobs()
-        self.submitted = 0
+    scheduler: Scheduler
+    engine: Any
+    plan: Plan
+    bounds: Bounds
+    interval: float
+    say: Callable[[str], None]
+    dry_run: bool = False
+    sleep: Callable[[float], None] = time.sleep
+    submitted: int = 0
+    pacer: Pacer = field(init=False)
+    broken: BrokenJobs = field(init=False, default_factory=BrokenJobs)
+
+    def __post_init__(self) -> None:
+        self.pacer = Pacer(self.interval, self.say, self.scheduler.query_command)
 
     def run(self) -> int:
         """Poll until the queue is drained and its minions finished (never, with

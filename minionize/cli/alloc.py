@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 from ._logging import show_library_warnings
-from ._options import duration, new_parser
+from ._options import add_group, apply, duration, new_parser, table
 
 DESCRIPTION = """\
 Submit minion jobs (arrays) for a queue as its backlog asks, within your bounds, on a
@@ -44,6 +44,16 @@ exit codes: 0 drained (or another copy runs), 2 usage or configuration error,
 
 SCHEDULERS = ("slurm", "sge")
 
+QUEUE_OPTIONS = table("""
+-e --engine NAME -> MINION_ENGINE
+    the queue's engine (MINION_ENGINE, default sweep)
+--queue-dir --dir DIR -> EXECO_PERSISTENCE_DIR
+    the sweep queue's directory (EXECO_PERSISTENCE_DIR, default sweeps)
+--report-dir DIR -> REPORTER_JSON_DIRECTORY
+    where the minions report (REPORTER_JSON_DIRECTORY, default minion-report); the
+    jobs' output goes to DIR/jobs
+""")
+
 
 def positive(text: str) -> int:
     try:
@@ -65,16 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the batch script each job runs (examples/slurm/minions.sbatch)")
     parser.add_argument("args", nargs=argparse.REMAINDER, metavar="ARG",
                         help="the script's arguments (the command each param runs)")
-    where = parser.add_argument_group("queue and scheduler")
+    where = add_group(parser, "queue and scheduler", QUEUE_OPTIONS)
     where.add_argument("-s", "--scheduler", choices=SCHEDULERS,
                        help="slurm or sge (default: the one whose sbatch or qsub is on PATH)")
-    where.add_argument("-e", "--engine", metavar="NAME",
-                       help="the queue's engine (MINION_ENGINE, default sweep)")
-    where.add_argument("--queue-dir", "--dir", dest="queue_dir", metavar="DIR",
-                       help="the sweep queue's directory (EXECO_PERSISTENCE_DIR, default sweeps)")
-    where.add_argument("--report-dir", metavar="DIR",
-                       help="where the minions report (REPORTER_JSON_DIRECTORY, default "
-                       "minion-report); their job output goes to DIR/jobs")
     where.add_argument("--name", metavar="NAME",
                        help="the jobs' name, by which it finds them again (default: minions- "
                        "and a hash of the queue)")
@@ -116,22 +119,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         return run(args)
+    except KeyboardInterrupt:  # tmux's ^C: the jobs stay, a new minion-alloc finds them
+        return 130
     except MinionizeError as exc:
         print(f"minion-alloc: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
 
 
 def _values(args: argparse.Namespace) -> dict[str, str]:
+    """The environment and .env, with the variables the queue flags set."""
     from ..config import load_dotenv_file
 
     load_dotenv_file()
     values = dict(os.environ)
-    if args.engine:
-        values["MINION_ENGINE"] = args.engine
-    if args.queue_dir:
-        values["EXECO_PERSISTENCE_DIR"] = args.queue_dir
+    apply(args, values, QUEUE_OPTIONS)
     return values
 
 
@@ -157,8 +158,7 @@ def run(args: argparse.Namespace) -> int:
     values = _values(args)
     settings = Settings.from_env(values)
     ref = queue_ref(settings.engine, values)
-    report_dir = os.path.abspath(args.report_dir or values.get("REPORTER_JSON_DIRECTORY")
-                                 or "minion-report")
+    report_dir = os.path.abspath(values.get("REPORTER_JSON_DIRECTORY") or "minion-report")
     output_dir = os.path.join(report_dir, "jobs")
     name = args.name or "minions-" + hashlib.sha1(ref_label(ref).encode()).hexdigest()[:8]
     if not os.path.isfile(args.script):
