@@ -94,6 +94,13 @@ class Task:
     def running_for(self) -> float:
         return time.monotonic() - self.started
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The task's lock, for callbacks written before :meth:`attach` and
+        :meth:`signal` (which take it for you): hold it while setting or signalling
+        :attr:`handle`."""
+        return self._lock
+
     # -- what runs the task (the callback's side) -------------------------------------
     @property
     def stop_asked(self) -> bool:
