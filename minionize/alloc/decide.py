@@ -88,12 +88,15 @@ def decide(seen: Observation, bounds: Bounds) -> Decision:
             f"{seen.broken} jobs in a row ended without starting a task: {seen.broken_why}"))
     target, why = wanted(seen, bounds)
     supply = seen.live + seen.pending
-    drained = seen.backlog <= 0 and seen.in_flight <= 0
-    if drained and not bounds.forever:
+    if seen.backlog <= 0 and not bounds.forever:
+        # Nothing to take: a pending job would start for nothing (unless a lease
+        # expires, and then the backlog asks for a new one).
+        if seen.pending:
+            return Decision(0, cancel_pending=True, why="nothing todo: pending jobs cancelled")
+        if seen.in_flight > 0:
+            return Decision(0, why="nothing todo: waiting for the params in flight")
         if supply == 0:
             return Decision(0, finished=True, why="queue drained and its minions finished")
-        if seen.pending:
-            return Decision(0, cancel_pending=True, why="queue drained: pending jobs cancelled")
         return Decision(0, why="queue drained: waiting for the minions to finish")
     missing = target - supply
     if missing <= 0:

@@ -132,9 +132,9 @@ class Allocator:
         seen = observe(counters, status, jobs, self.broken)
         decision = decide(seen, self.bounds)
         self.say(decision_line(seen, decision))
-        return self.act(decision)
+        return self.act(decision, seen)
 
-    def act(self, decision: Decision) -> Optional[int]:
+    def act(self, decision: Decision, seen: Observation) -> Optional[int]:
         if decision.stop:
             self.say(f"stopped: {decision.why}\nfix the job script or its options, then run "
                      "minion-alloc again (its running jobs are left alone)")
@@ -144,11 +144,16 @@ class Allocator:
         if decision.cancel_pending and not self.dry_run:
             self._safely(lambda: self.scheduler.cancel_pending(self.plan.submission.name))
         if decision.submit:
-            self.submit(decision.submit)
+            self.submit(decision.submit, first=not (seen.live or seen.pending))
         return None
 
-    def submit(self, count: int) -> None:
+    def submit(self, count: int, first: bool = False) -> None:
+        """Submit ``count`` minions; an array that is not ``first`` (other minions live
+        or wait) has no minion that waits for the params in flight (``MINION_WAIT=0``):
+        the allocator replaces what a lost lease gives back."""
         submission = replace(self.plan.submission, count=count)
+        if not first:
+            submission = replace(submission, env={**(submission.env or {}), "MINION_WAIT": "0"})
         command = " ".join(self.scheduler.submit_command(submission))
         if self.dry_run:
             self.say(f"would run: {command}")

@@ -56,10 +56,13 @@ def test_a_drained_queue_submits_nothing_and_exits_once_its_minions_ended() -> N
     assert decide(look(in_flight=3), BOUNDS).submit == 0
 
 
-def test_pending_jobs_of_a_drained_queue_are_cancelled() -> None:
+def test_pending_jobs_are_cancelled_when_nothing_is_todo() -> None:
     decision = decide(look(pending=2, live=1), BOUNDS)
     assert decision.cancel_pending and decision.submit == 0
-    assert not decide(look(pending=2, in_flight=1), BOUNDS).cancel_pending
+    # Params in flight: a pending job would start for nothing as well.
+    assert decide(look(pending=2, in_flight=1, live=1), BOUNDS).cancel_pending
+    assert not decide(look(pending=2, backlog=1), BOUNDS).cancel_pending
+    assert not decide(look(pending=2), Bounds(max_minions=4, forever=True)).cancel_pending
 
 
 def test_forever_keeps_min_minions_on_an_empty_queue_and_never_exits() -> None:

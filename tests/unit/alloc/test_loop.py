@@ -23,6 +23,7 @@ class FakeScheduler:
         self.queued: list[Job] = []
         self.queries = 0
         self.submitted: list[int] = []
+        self.envs: list[dict[str, str]] = []
         self.fail_query: Optional[SchedulerError] = None
         self.refuse: Optional[SchedulerError] = None
         self.cancelled = 0
@@ -34,6 +35,7 @@ class FakeScheduler:
         if self.refuse:
             raise self.refuse
         self.submitted.append(submission.count)
+        self.envs.append(dict(submission.env or {}))
         array = len(self.submitted)
         self.queued += [Job(f"{array}_{n}", PENDING) for n in range(submission.count)]
         return str(array)
@@ -153,3 +155,15 @@ def test_an_unreadable_queue_is_said_and_looked_at_again(tmp_path: Path) -> None
 def test_submission_keeps_its_fields_when_counted() -> None:
     submission = Submission("s", ("a",), 0, "n", "o", ("--x",), {"A": "1"})
     assert replace(submission, count=3).env == {"A": "1"}
+
+
+def test_only_an_array_submitted_when_no_minion_lives_or_waits_may_keep_a_waiter(
+        tmp_path: Path) -> None:
+    scheduler, queue, said = FakeScheduler(), FakeQueue(todo=100), []
+    alloc = allocator(tmp_path, scheduler, queue, said, max_minions=3)
+    alloc.poll()
+    scheduler.queued = scheduler.queued[1:]  # one lost before it started
+    alloc.poll()
+    assert scheduler.submitted == [3, 1]
+    assert "MINION_WAIT" not in scheduler.envs[0]  # the script's own default
+    assert scheduler.envs[1]["MINION_WAIT"] == "0"
