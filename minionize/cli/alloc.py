@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     if not os.path.isfile(args.script):
         raise ConfigError(f"no batch script {args.script}")
     env = {key: value for key, value in ref["variables"].items() if value}
-    env.update(MINION_REPORTER="json", REPORTER_JSON_DIRECTORY=report_dir, MINION_WAIT="0")
+    env.update(MINION_REPORTER="json", REPORTER_JSON_DIRECTORY=report_dir)
     submission = Submission(os.path.abspath(args.script), tuple(args.args), 0, name,
                             output_dir, tuple(args.submit_option), env)
     scheduler: Any = Slurm() if _scheduler_name(args) == "slurm" else GridEngine(output_dir)
