@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 APT_PACKAGES=(redis-server docker.io busybox-static slurmctld slurmd slurm-client munge tmux parallel jq
               openjdk-17-jre-headless maven debootstrap
+              libpython3.11-testsuite  # CPython's concurrent.futures tests (tests/integration/test_executor_cpython.py)
               # Son of Grid Engine 8.1.9 (tests/services/sge.py: sge_qmaster, sge_execd, qsub...)
               gridengine-master gridengine-exec gridengine-client)
 

@@ -4,6 +4,10 @@
 >>> with Pool(4) as pool:                             # doctest: +SKIP
 ...     pool.map(sum, [[1, 2], [2, 3], [4, 5]])
 [3, 5, 9]
+>>> from minionize.pool import Executor
+>>> with Executor(4) as executor:                     # doctest: +SKIP
+...     executor.submit(pow, 2, 8).result()
+256
 
 Needs ``pip install 'minionize[pool]'`` (cloudpickle). See ``docs/pool.md``.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 from .backends import PoolWorker
 from .errors import (
+    BrokenPoolError,
     PoolEncodingError,
     PoolError,
     PoolPicklingError,
@@ -20,10 +25,12 @@ from .errors import (
     RemoteTraceback,
     TaskLost,
 )
+from .executor import Executor
 from .pool import Pool
 from .results import ApplyResult, AsyncResult, IMapIterator, MapResult
 
 __all__ = [
-    "ApplyResult", "AsyncResult", "IMapIterator", "MapResult", "Pool", "PoolEncodingError", "PoolError",
-    "PoolPicklingError", "PoolTypeError", "PoolWorker", "RemoteError", "RemoteTraceback", "TaskLost",
+    "ApplyResult", "AsyncResult", "BrokenPoolError", "Executor", "IMapIterator", "MapResult", "Pool",
+    "PoolEncodingError", "PoolError", "PoolPicklingError", "PoolTypeError", "PoolWorker", "RemoteError",
+    "RemoteTraceback", "TaskLost",
 ]

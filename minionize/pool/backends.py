@@ -128,13 +128,18 @@ class LocalBackend(Backend):
     worker is ready in milliseconds. ``start="exec"`` runs ``python -m
     minionize.pool.worker`` instead: a fresh interpreter (a few hundred ms), which
     shares nothing with the caller.
+
+    A worker writes to its log (``workers/<name>.log``); with ``stdout``, what it prints
+    goes to the caller's standard output instead (its standard error stays in the log).
     """
 
-    def __init__(self, rundir: str, start: str = "fork") -> None:
+    def __init__(self, rundir: str, start: str = "fork", stdout: bool = False) -> None:
         super().__init__(rundir)
         if start not in ("fork", "exec"):
             raise ValueError(f"start must be 'fork' or 'exec', not {start!r}")
         self.start_method = start
+        #: The workers' standard output is the caller's.
+        self.stdout = stdout
         self._procs: dict[str, _Child] = {}
         self._count = 0
 
@@ -151,8 +156,8 @@ class LocalBackend(Backend):
                         sys.executable, worker_command(self.rundir, name, os.getpid()), os.environ,
                         file_actions=[
                             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                            (os.POSIX_SPAWN_OPEN, 1, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
-                            (os.POSIX_SPAWN_DUP2, 1, 2),
+                            (os.POSIX_SPAWN_OPEN, 2, log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+                            *([] if self.stdout else [(os.POSIX_SPAWN_DUP2, 2, 1)]),
                         ],
                         setsid=True,
                     )
@@ -170,7 +175,8 @@ class LocalBackend(Backend):
         try:  # the worker: never returns
             os.setsid()
             fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            os.dup2(fd, 1)
+            if not self.stdout:
+                os.dup2(fd, 1)
             os.dup2(fd, 2)
             null = os.open(os.devnull, os.O_RDONLY)
             os.dup2(null, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
 from ..errors import MinionizeError
@@ -89,3 +90,9 @@ class TaskLost(PoolError):
 
 def _task_lost(message: str, index: int, attempts: int, reason: str) -> TaskLost:
     return TaskLost(message, index=index, attempts=attempts, reason=reason)
+
+
+class BrokenPoolError(PoolError, BrokenProcessPool):
+    """The executor cannot run anything any more: its workers cannot start (the
+    initializer raised) or were all lost. A ``concurrent.futures`` ``BrokenProcessPool``
+    (so a ``BrokenExecutor``) too, as ``ProcessPoolExecutor`` raises."""

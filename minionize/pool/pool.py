@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import warnings
-import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.pool import CLOSE, RUN, TERMINATE
 from typing import Any, Callable, Optional, TypeVar
@@ -18,20 +17,11 @@ from ..engines.kit import optional_import
 from .backends import PoolWorker
 from .collect import Call
 from .errors import PoolError
+from .options import check, initializer_of, max_tasks, start_method
 from .results import ApplyResult, Callback, IMapIterator, MapResult, drive
-from .run import Run
+from .run import Run, start_run
 
 R = TypeVar("R", bound=ApplyResult)
-
-
-def _start_method(start: Optional[str], context: Any) -> str:
-    """``start``, or what ``context`` says: ``fork`` forks, ``spawn`` and ``forkserver``
-    start a fresh interpreter (``exec``)."""
-    if start is not None:
-        return start
-    if context is None:
-        return "fork"
-    return "fork" if context.get_start_method() == "fork" else "exec"
 
 
 class Pool:
@@ -66,24 +56,20 @@ class Pool:
         self._state = TERMINATE  # until the workers are started (for __del__)
         optional_import("cloudpickle", "minionize.pool", "pool")
         self.processes = (os.cpu_count() or 1) if processes is None else processes
-        tasks = _max_tasks(maxtasksperchild, max_tasks_per_worker)
-        method = _start_method(start, context)
-        _check(self.processes, initializer, backend, method)
-        init = None if initializer is None else _Initializer(initializer, tuple(initargs))
+        tasks = max_tasks(maxtasksperchild=maxtasksperchild, max_tasks_per_worker=max_tasks_per_worker)
+        method = start_method(start, context)
+        if self.processes < 1:
+            raise ValueError("Number of processes must be at least 1")
+        check(initializer, backend, method)
+        init = initializer_of(initializer, initargs)
         self.keep_workdir, self.progress = keep_workdir, progress
         self._run = Run(self.processes, backend=backend, workdir=workdir, keep_workdir=keep_workdir,
                         max_attempts=max_attempts, lease=lease, max_tasks_per_worker=tasks,
                         max_replacements=max_replacements, sbatch_args=sbatch_args, start=method,
                         progress=progress, initializer=init)
         self.rundir = self._run.rundir
-        # Ends the run once: at terminate or join, when a pool never closed is collected,
-        # at the end of the program, or on SIGTERM (then the caller ends as it would have).
-        self._finalizer = weakref.finalize(self, self._run.finish)
-        try:
-            self._run.start(self._finalizer)
-        except BaseException:
-            self._finalizer()
-            raise
+        # Ends the run once: at terminate or join, when a pool never closed is collected.
+        self._finalizer = start_run(self._run, self)
         self._state = RUN
 
     # -- the multiprocessing.Pool API -------------------------------------------------
@@ -235,35 +221,3 @@ class Pool:
             self._run.keep = self.keep_workdir  # an error caught and the pool ended well
         self._finalizer()
 
-
-def _check(processes: int, initializer: Any, backend: str, start: str) -> None:
-    """The errors multiprocessing raises for its arguments, and ours."""
-    if processes < 1:
-        raise ValueError("Number of processes must be at least 1")
-    if initializer is not None and not callable(initializer):
-        raise TypeError("initializer must be a callable")
-    if backend not in ("local", "slurm"):
-        raise ValueError(f"backend must be 'local' or 'slurm', not {backend!r}")
-    if start not in ("fork", "exec"):
-        raise ValueError(f"start must be 'fork' or 'exec', not {start!r}")
-
-
-class _Initializer:
-    """``initializer(*initargs)``, sent to the workers as one callable."""
-
-    def __init__(self, func: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        self.func = func
-        self.args = args
-
-    def __call__(self) -> None:
-        self.func(*self.args)
-
-
-def _max_tasks(maxtasksperchild: Any, max_tasks_per_worker: Optional[int]) -> Optional[int]:
-    """``maxtasksperchild`` and ``max_tasks_per_worker``: one setting under two names."""
-    for value in (maxtasksperchild, max_tasks_per_worker):
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
-            raise ValueError("maxtasksperchild must be a positive int or None")
-    if None not in (maxtasksperchild, max_tasks_per_worker) and maxtasksperchild != max_tasks_per_worker:
-        raise ValueError("maxtasksperchild and max_tasks_per_worker are one setting: give one")
-    return maxtasksperchild if maxtasksperchild is not None else max_tasks_per_worker

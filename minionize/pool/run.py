@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
 
@@ -40,7 +41,8 @@ class Run:
     def __init__(self, processes: int, *, backend: str, workdir: Optional[str], keep_workdir: bool,
                  max_attempts: int, lease: float, max_tasks_per_worker: Optional[int],
                  max_replacements: Optional[int], sbatch_args: Sequence[str], start: str,
-                 progress: bool, initializer: Optional[Callable[[], Any]]) -> None:
+                 progress: bool, initializer: Optional[Callable[[], Any]],
+                 stdout: bool = False) -> None:
         self.processes = processes
         self.progress = progress
         #: Keep the run directory at the end: set by keep_workdir, or by an error.
@@ -61,7 +63,7 @@ class Run:
         self.inbox = Inbox(self.rundir)
         self.backend: Backend
         if backend == "local":
-            self.backend = LocalBackend(self.rundir, start)
+            self.backend = LocalBackend(self.rundir, start, stdout)
         else:
             from .slurm import SlurmBackend
 
@@ -136,3 +138,16 @@ class Run:
             else:
                 shutil.rmtree(self.rundir, ignore_errors=True)
             release(self._finalizer)
+
+
+def start_run(run: Run, owner: object) -> weakref.finalize:  # type: ignore[type-arg]
+    """Start the run's workers; the run ends once (the finalizer returned): when called,
+    when ``owner`` is collected, at the end of the program, or on SIGTERM (then the
+    caller ends as it would have)."""
+    finalizer = weakref.finalize(owner, run.finish)
+    try:
+        run.start(finalizer)
+    except BaseException:
+        finalizer()
+        raise
+    return finalizer

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from minionize.pool import Pool, PoolError, TaskLost
+from minionize.pool import Executor, Pool, PoolError, TaskLost
 from tests.services import alive, script, wait_for
 from tests.services.slurm import SlurmCluster
 
@@ -42,7 +42,7 @@ def test_map_runs_on_one_array_job_with_a_task_per_worker(
     with Pool(2, backend="slurm", workdir=str(tmp_path), lease=5.0) as pool:
         assert pool.map(lambda x: x * x, range(20)) == [x * x for x in range(20)]
         assert pool.starmap(pow, [(2, 5)]) == [32]
-        backend = pool._backend
+        backend = pool._run.backend
         assert len(backend.jobs) == 1  # type: ignore[attr-defined]
         job = backend.jobs[0]  # type: ignore[attr-defined]
         wait_for(lambda: all(w.state == "alive" for w in pool.workers), 30, "both workers alive")
@@ -56,6 +56,15 @@ def test_map_runs_on_one_array_job_with_a_task_per_worker(
         rundir = pool.rundir
     assert not os.path.exists(rundir)
     wait_for(lambda: job not in slurm.jobs(), 30, "the array job to leave the queue")
+
+
+def test_the_executor_runs_on_the_array_job_too(env: dict[str, str], tmp_path: Path) -> None:
+    with Executor(2, backend="slurm", workdir=str(tmp_path), lease=5.0) as executor:
+        futures = [executor.submit(pow, 2, i) for i in range(8)]
+        assert [f.result(timeout=120) for f in futures] == [2 ** i for i in range(8)]
+        assert list(executor.map(lambda x: -x, range(5), chunksize=2)) == [0, -1, -2, -3, -4]
+        rundir = executor.rundir
+    assert not os.path.exists(rundir)
 
 
 def test_sbatch_own_error_is_shown(env: dict[str, str], tmp_path: Path) -> None:
@@ -76,7 +85,7 @@ def test_a_lost_array_task_is_replaced_and_map_returns_every_result(
         return x + 1
 
     with Pool(2, backend="slurm", workdir=str(tmp_path / "runs"), lease=2.0) as pool:
-        job = pool._backend.jobs[0]  # type: ignore[attr-defined]
+        job = pool._run.backend.jobs[0]  # type: ignore[attr-defined]
 
         def cancel_task_0() -> None:
             wait_for(lambda: any(p.read_text() == "0" for p in marks.iterdir()), 60,
@@ -87,11 +96,11 @@ def test_a_lost_array_task_is_replaced_and_map_returns_every_result(
         killer.start()
         assert pool.map(slow, range(16), chunksize=2) == [x + 1 for x in range(16)]
         killer.join()
-        jobs = pool._backend.jobs  # type: ignore[attr-defined]
+        jobs = pool._run.backend.jobs  # type: ignore[attr-defined]
         states = {w.name: w.state for w in pool.workers}
         assert states[f"s{job}_0"] == "lost"
         assert len(jobs) == 2  # the replacement: one more array job of one task
-        assert "left the queue" in pool._backend.reasons[f"s{job}_0"]  # type: ignore[attr-defined]
+        assert "left the queue" in pool._run.backend.reasons[f"s{job}_0"]  # type: ignore[attr-defined]
 
 
 def test_no_secret_is_written_to_the_batch_script(env: dict[str, str], tmp_path: Path,
@@ -121,7 +130,7 @@ CTRL_C = textwrap.dedent("""\
 
     with Pool(2, backend="slurm", workdir=sys.argv[2]) as pool:
         with open(os.path.join(MARKS, "jobs"), "w") as f:
-            f.write(" ".join(pool._backend.jobs))
+            f.write(" ".join(pool._run.backend.jobs))
         pool.map(slow, range(4), chunksize=1)
 """)
 
