@@ -80,7 +80,8 @@ def decision_line(seen: Observation, decision: Decision) -> str:
         act = f"cancel {seen.pending} pending"
     else:
         act = "submit nothing"
-    return f"{head}: {act} ({decision.why})"
+    why = decision.why.split(":")[0] if decision.stop else decision.why  # act says the rest
+    return f"{head}: {act} ({why})"
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Allocator:
             return None
         self.pacer.answered(time.monotonic() - started)
         status = read_status(self.plan.report_dir, queue=dict(counters))
-        seen = observe(counters, status, jobs, self.broken)
+        seen = observe(counters, status, jobs, self.broken, self.plan.submission.tag)
         decision = decide(seen, self.bounds)
         self.say(decision_line(seen, decision))
         return self.act(decision, seen)

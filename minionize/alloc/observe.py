@@ -38,9 +38,12 @@ class BrokenJobs:
     why: str = ""
     counted: set[str] = field(default_factory=set)
 
-    def follow(self, jobs: Iterable[Job], minions: Mapping[str, MinionStatus]) -> None:
+    def follow(self, jobs: Iterable[Job], minions: Mapping[str, MinionStatus],
+               tag: Optional[str] = None) -> None:
         """Count the jobs ended since the last call; a pending job that can never start
-        counts at once."""
+        counts at once. ``tag``: only the jobs submitted with it count (those of another
+        script or other options say nothing of this one's)."""
+        jobs = [job for job in jobs if tag is None or job.tag in (None, tag)]
         ended = [job for job in jobs if job.condition == ENDED and job.label not in self.counted]
         for job in sorted(ended, key=lambda j: j.ended or 0.0):
             self.counted.add(job.label)
@@ -88,10 +91,10 @@ def _count(counters: Mapping[str, Any], key: str) -> int:
 
 
 def observe(counters: Mapping[str, Any], status: Status, jobs: list[Job],
-            broken: BrokenJobs) -> Observation:
-    """The observation of one poll (``broken`` follows the ended jobs)."""
+            broken: BrokenJobs, tag: Optional[str] = None) -> Observation:
+    """The observation of one poll (``broken`` follows the ended jobs of ``tag``)."""
     minions = _minions_by_job(status)
-    broken.follow(jobs, minions)
+    broken.follow(jobs, minions, tag)
     alive = {minion.job or minion.name for minion in status.minions if minion.state == "alive"}
     starting = {job.label for job in jobs if job.condition == RUNNING
                 and job.label not in minions}

@@ -43,7 +43,7 @@ class Job:
     names it (``1234_5``, ``1234.5`` on Grid Engine), its condition (:data:`PENDING`,
     :data:`RUNNING`, :data:`ENDED`), the scheduler's own words for it (state, reason,
     exit code), when it was submitted, started and ended (epoch seconds, None: not
-    known), and where its output went (None: not known)."""
+    known), where its output went (None: not known), and what it was submitted as."""
 
     label: str
     condition: str
@@ -54,13 +54,15 @@ class Job:
     started: Optional[float] = None
     ended: Optional[float] = None
     output: Optional[str] = None
+    #: The :attr:`Submission.tag` it was submitted with (None: not known).
+    tag: Optional[str] = None
 
 
 @dataclass(frozen=True)
 class Submission:
     """One array to submit: ``count`` minions of ``script`` with ``args``, named
-    ``name``, their output in ``output_dir``, with the scheduler's own ``options``
-    and the ``env`` the jobs inherit."""
+    ``name``, their output in ``output_dir``, with the scheduler's own ``options``,
+    the ``env`` the jobs inherit and the ``tag`` of what they run."""
 
     script: str
     args: tuple[str, ...]
@@ -69,6 +71,9 @@ class Submission:
     output_dir: str
     options: tuple[str, ...] = ()
     env: Optional[Mapping[str, str]] = None
+    #: What the jobs run (a hash of the script, its arguments and options): a job that
+    #: ended broken counts only against the submission that has its tag.
+    tag: str = ""
 
 
 class Scheduler(Protocol):

@@ -14,6 +14,7 @@ import os
 import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Optional
 
 from .scheduler import ENDED, PENDING, RUNNING, Job, SchedulerError, Submission, run
@@ -51,7 +52,8 @@ class GridEngine:
         for task in range(1, submission.count + 1):
             label = f"{number}.{task}"
             self.seen[label] = Job(label, PENDING, said="submitted", submitted=time.time(),
-                                   output=self.output(submission.name, label))
+                                   output=self.output(submission.name, label),
+                                   tag=submission.tag)
         return number
 
     def jobs(self, name: str) -> list[Job]:
@@ -71,12 +73,11 @@ class GridEngine:
             if label not in listed and job.condition != ENDED:
                 self.seen[label] = Job(label, ENDED, said="ended (qstat lists it no more)",
                                        submitted=job.submitted, started=ran(job),
-                                       ended=now, output=job.output)
+                                       ended=now, output=job.output, tag=job.tag)
         for label, job in listed.items():
             known = self.seen.get(label)
-            if known is not None and known.started is not None and job.started is None:
-                job = Job(job.label, job.condition, job.said, job.interrupted, job.failed,
-                          job.submitted, known.started, None, job.output)
+            if known is not None:
+                job = replace(job, started=job.started or known.started, tag=known.tag)
             self.seen[label] = job
         return list(self.seen.values())
 

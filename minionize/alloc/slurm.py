@@ -17,7 +17,9 @@ from .scheduler import ENDED, PENDING, RUNNING, Job, Submission, run
 
 #: squeue's fields, in the order :meth:`Slurm.parse` reads them.
 FIELDS = ("JobArrayID", "State", "Reason", "exit_code", "StdErr", "SubmitTime", "StartTime",
-          "EndTime")
+          "EndTime", "Comment")
+#: The comment the jobs carry: what they run (:attr:`Submission.tag`).
+COMMENT = "minion-alloc "
 SEPARATOR = "\x1f"
 _RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 _ENDED_BY_CLUSTER = {"CANCELLED", "TIMEOUT", "PREEMPTED", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
@@ -43,6 +45,7 @@ class Slurm:
         output = os.path.join(submission.output_dir, "%x-%A_%a.out")
         return ["sbatch", "--parsable", f"--array=0-{submission.count - 1}",
                 f"--job-name={submission.name}", f"--output={output}",
+                f"--comment={COMMENT}{submission.tag}",
                 *submission.options, submission.script, *submission.args]
 
     def submit(self, submission: Submission) -> str:
@@ -61,7 +64,8 @@ class Slurm:
         parts = [part.strip() for part in line.split(SEPARATOR)]
         if len(parts) < len(FIELDS):
             return None
-        label, state, reason, status, stderr, submitted, started, ended = parts[:len(FIELDS)]
+        label, state, reason, status, stderr, submitted, started, ended, comment = parts[
+            :len(FIELDS)]
         state = state.split()[0] if state else ""
         said = f"{state}" + (f" ({reason})" if reason and reason != "None" else "")
         if state in _ENDED:
@@ -81,6 +85,7 @@ class Slurm:
             started=epoch(started) if condition != PENDING else None,
             ended=epoch(ended) if condition == ENDED else None,
             output=output or None,
+            tag=comment[len(COMMENT):] if comment.startswith(COMMENT) else None,
         )
 
     def cancel_pending(self, name: str) -> None:

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     env = {key: value for key, value in ref["variables"].items() if value}
     env.update(MINION_REPORTER="json", REPORTER_JSON_DIRECTORY=report_dir)
     submission = Submission(os.path.abspath(args.script), tuple(args.args), 0, name,
-                            output_dir, tuple(args.submit_option), env)
+                            output_dir, tuple(args.submit_option), env, _tag(args))
     scheduler: Any = Slurm() if _scheduler_name(args) == "slurm" else GridEngine(output_dir)
     bounds = Bounds(args.max_minions, args.min_minions, args.tasks_per_minion,
                     args.time_per_minion, args.forever, args.max_broken)
@@ -188,6 +188,16 @@ def run(args: argparse.Namespace) -> int:
             return 0
     finally:
         engine.close()
+
+
+def _tag(args: argparse.Namespace) -> str:
+    """What the jobs run, in 10 hex digits: the script's content, its arguments, the
+    scheduler's options (a fixed script is a new start for the broken-job count)."""
+    digest = hashlib.sha1()
+    with open(args.script, "rb") as script:
+        digest.update(script.read())
+    digest.update("\0".join([*args.args, "--", *args.submit_option]).encode(errors="replace"))
+    return digest.hexdigest()[:10]
 
 
 def _lock_dir(ref: dict[str, Any], report_dir: str) -> str:

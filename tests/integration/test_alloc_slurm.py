@@ -169,6 +169,14 @@ def test_a_broken_job_script_stops_it_with_a_clear_message(work: Workdir) -> Non
     assert "a.out: no such file or directory" in result.stderr
     assert work.submitted() == 3
     assert work.queue()["todo"] == 10
+    # Started again on the same script, it stops at once: it never loops on it.
+    again = work.alloc("--max-minions", "1", "--max-broken", "3")
+    assert again.returncode == 3 and "submitted" not in again.stderr
+    # The script fixed, its broken jobs say nothing of the new one.
+    work.script = SCRIPT
+    fixed = work.alloc("--max-minions", "1", "--max-broken", "3")
+    assert fixed.returncode == 0, fixed.stderr
+    assert work.queue()["done"] == 10
 
 
 def test_killed_and_restarted_it_submits_no_duplicate(work: Workdir, slurm: SlurmCluster) -> None:

@@ -75,3 +75,12 @@ def test_start_wait_is_the_median_wait_of_the_jobs_that_started() -> None:
     jobs = [Job("a", RUNNING, submitted=0.0, started=w) for w in (1.0, 3.0, 10.0)]
     assert start_wait(jobs + [Job("b", PENDING, submitted=0.0)]) == 3.0
     assert start_wait([Job("b", PENDING)]) is None
+
+
+def test_only_the_jobs_of_this_script_and_options_count() -> None:
+    broken = BrokenJobs()
+    old = [ended("4_0", 1.0, failed=True, tag="before"), ended("4_1", 2.0, failed=True, tag="before")]
+    broken.follow(old, {}, "fixed")
+    assert broken.count == 0
+    broken.follow([*old, ended("5_0", 3.0, failed=True, tag="fixed")], {}, "fixed")
+    assert broken.count == 1 and "job 5_0" in broken.why

@@ -12,7 +12,7 @@ from minionize.alloc.sge import GridEngine
 from minionize.alloc.slurm import SEPARATOR, Slurm, exit_text
 
 SUBMISSION = Submission("/w/minions.sbatch", ("./a.out",), 3, "minions-x", "/w/r/jobs",
-                        ("--partition=short",))
+                        ("--partition=short",), tag="0123abcdef")
 
 
 def squeue_line(*fields: str) -> str:
@@ -22,31 +22,34 @@ def squeue_line(*fields: str) -> str:
 def test_sbatch_submits_an_array_named_with_its_output_beside_the_reports() -> None:
     assert Slurm().submit_command(SUBMISSION) == [
         "sbatch", "--parsable", "--array=0-2", "--job-name=minions-x",
-        "--output=/w/r/jobs/%x-%A_%a.out", "--partition=short", "/w/minions.sbatch", "./a.out"]
+        "--output=/w/r/jobs/%x-%A_%a.out", "--comment=minion-alloc 0123abcdef",
+        "--partition=short", "/w/minions.sbatch", "./a.out"]
 
 
 def test_squeue_lines_become_jobs() -> None:
     pending = Slurm.parse(squeue_line("12_3", "PENDING", "Priority", "0", "/w/r/jobs/%x-%A_%a.out",
-                                      "2026-12-04T03:07:45", "N/A", "N/A"), "minions-x")
+                                      "2026-12-04T03:07:45", "N/A", "N/A",
+                                      "minion-alloc 0123abcdef"), "minions-x")
     assert pending is not None and pending.condition == PENDING and not pending.failed
+    assert pending.tag == "0123abcdef"
     assert pending.output == "/w/r/jobs/minions-x-12_3.out" and pending.started is None
     running = Slurm.parse(squeue_line("12_4", "RUNNING", "None", "0", "", "2026-12-04T03:07:45",
-                                      "2026-12-04T03:07:50", "N/A"), "minions-x")
-    assert running is not None and running.condition == RUNNING
+                                      "2026-12-04T03:07:50", "N/A", "(null)"), "minions-x")
+    assert running is not None and running.condition == RUNNING and running.tag is None
     assert running.started is not None and running.submitted is not None
     assert running.started - running.submitted == 5
     failed = Slurm.parse(squeue_line("12_5", "FAILED", "NonZeroExitCode", "768", "",
                                      "2026-12-04T03:07:45", "2026-12-04T03:07:50",
-                                     "2026-12-04T03:07:51"), "minions-x")
+                                     "2026-12-04T03:07:51", ""), "minions-x")
     assert failed is not None and failed.condition == ENDED and failed.failed
     assert failed.said == "FAILED (NonZeroExitCode), exit code 3"
-    cancelled = Slurm.parse(squeue_line("12_6", "CANCELLED", "None", "15", "", "", "", ""), "m")
+    cancelled = Slurm.parse(squeue_line("12_6", "CANCELLED", "None", "15", "", "", "", "", ""), "m")
     assert cancelled is not None and cancelled.interrupted and not cancelled.failed
     assert Slurm.parse("garbage", "m") is None
 
 
 def test_a_pending_job_that_can_never_start_is_failed() -> None:
-    job = Slurm.parse(squeue_line("3_0", "PENDING", "PartitionTimeLimit", "0", "", "", "", ""), "m")
+    job = Slurm.parse(squeue_line("3_0", "PENDING", "PartitionTimeLimit", "0", "", "", "", "", ""), "m")
     assert job is not None and job.failed and job.said == "PENDING (PartitionTimeLimit)"
 
 
