@@ -257,7 +257,7 @@ def main() -> None:
           f"{args.queue_wait:g} s, start-up {args.startup:g} s, poll {args.interval:g} s, "
           f"{args.seeds} seeds")
     print(f"{'scenario':<30} {'who':<10} {'drained':<7} {'drain s':>8} {'idle s':>8} "
-          f"{'idle/busy':>9} {'queries/min':>11} {'jobs':>5} {'vs fixed':>9}")
+          f"{'idle/busy':>9} {'most q/min':>11} {'jobs':>5} {'vs fixed':>9}")
     for label, preempt, kill in (("quiet cluster", 0.0, 0.0),
                                  ("preemptions 6/h", 6.0, 0.0),
                                  ("preemptions 1/h, kills 0.2/h", 1.0, 0.2),
