@@ -16,7 +16,9 @@ APT_PACKAGES=(redis-server docker.io busybox-static slurmctld slurmd slurm-clien
               openjdk-17-jre-headless maven debootstrap
               libpython3.11-testsuite  # CPython's concurrent.futures tests (tests/integration/test_executor_cpython.py)
               # Son of Grid Engine 8.1.9 (tests/services/sge.py: sge_qmaster, sge_execd, qsub...)
-              gridengine-master gridengine-exec gridengine-client)
+              gridengine-master gridengine-exec gridengine-client
+              # OAR 2.5.9 (tests/services/oar.py: PostgreSQL, the node's sshd, Almighty...)
+              oar-server oar-node oar-user oar-server-pgsql oar-user-pgsql postgresql openssh-server)
 
 install_system_packages() {
     command -v dpkg-query >/dev/null 2>&1 || { echo "tests/run.sh: not a Debian system: service tests may skip"; return 0; }
