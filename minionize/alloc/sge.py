@@ -22,6 +22,8 @@ from .scheduler import ENDED, PENDING, RUNNING, Job, SchedulerError, Submission,
 #: Job states that run (or are about to), and those of a job that will never start.
 _RUNNING = ("r", "t", "Rr", "Rt", "s", "S", "T", "dr", "dt")
 _ERROR = "E"
+#: Seconds an ended job is remembered (as slurmctld's MinJobAge, longer).
+FORGET_AFTER = 3600.0
 
 
 class GridEngine:
@@ -70,6 +72,9 @@ class GridEngine:
             listed[job.label] = job
         now = time.time()
         for label, job in list(self.seen.items()):
+            if job.ended is not None and now - job.ended > FORGET_AFTER:
+                del self.seen[label]
+                continue
             if label not in listed and job.condition != ENDED:
                 self.seen[label] = Job(label, ENDED, said="ended (qstat lists it no more)",
                                        submitted=job.submitted, started=ran(job),
