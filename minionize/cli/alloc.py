@@ -171,12 +171,12 @@ def run(args: argparse.Namespace) -> int:
     bounds = Bounds(args.max_minions, args.min_minions, args.tasks_per_minion,
                     args.time_per_minion, args.forever, args.max_broken)
     engine = load_engine(settings)
+    engine.open()  # a missing queue is refused before anything is made for it
     os.makedirs(output_dir, exist_ok=True)
     say = _sayer(None if args.dry_run else os.path.join(report_dir, "minion-alloc.log"))
     allocator = Allocator(scheduler, engine, Plan(submission, report_dir), bounds,
                           args.interval, say, dry_run=args.dry_run)
     say(f"{ref_label(ref)}: jobs named {name} on {scheduler.name}, reports in {report_dir}")
-    engine.open()
     try:
         if args.dry_run:
             return allocator.run()
