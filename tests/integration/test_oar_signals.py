@@ -8,6 +8,7 @@ it can catch, and the test watching its process in /proc for the one it cannot
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,16 @@ for name in TERM USR1 USR2 INT HUP CONT XCPU URG; do trap "log $name" "$name"; d
 log "pid=$$"
 while :; do sleep 0.1; done
 """
+
+
+def resubmissions(oar: OarCluster) -> dict[str, str]:  # noqa: F811
+    """``{job: the job it resubmits}`` for the jobs oarstat lists."""
+    found = {}
+    for job in oar.jobs():
+        match = re.search(r"resubmit_job_id = (\d+)", oar.details(job))
+        if match and match.group(1) != "0":
+            found[job] = match.group(1)
+    return found
 
 
 @pytest.fixture
@@ -72,7 +83,7 @@ def watch(work: Path, jobs: Mapping[str, Watched], begun: float, seconds: float,
 
 def test_what_oar_sends(oar: OarCluster, work: Path) -> None:  # noqa: F811
     cases = {
-        "oardel": ["-l", "core=1,walltime=0:05:00"],
+        "oardel": ["-t", "idempotent", "-l", "core=1,walltime=0:05:00"],
         "oardel -c": ["-l", "core=1,walltime=0:05:00"],
         "walltime --checkpoint": ["-l", "core=1,walltime=0:0:30", "--checkpoint", "20",
                                   "--signal", "15"],
@@ -84,9 +95,11 @@ def test_what_oar_sends(oar: OarCluster, work: Path) -> None:  # noqa: F811
     oar.run(["oardel", "-c", jobs["oardel -c"].job])
     watch(work, jobs, begun, 60, ["oardel", "walltime --checkpoint", "walltime"])
 
-    # oardel: SIGKILL at once, nothing to catch before it.
+    # oardel: SIGKILL at once, nothing to catch before it; an idempotent job deleted is
+    # not resubmitted.
     deleted = jobs["oardel"]
     assert deleted.caught == [] and deleted.gone is not None and deleted.gone - begun < 15
+    assert resubmissions(oar) == {}
     # oardel -c: the checkpoint signal, SIGUSR2 by default; the job goes on.
     checkpointed = jobs["oardel -c"]
     assert [n for n, _ in checkpointed.caught] == ["USR2"], checkpointed
@@ -103,7 +116,7 @@ def test_what_oar_sends(oar: OarCluster, work: Path) -> None:  # noqa: F811
 
 def test_what_oar_sends_a_besteffort_job_in_the_way(oar: OarCluster, work: Path) -> None:  # noqa: F811
     cases = {
-        "besteffort": ["-t", "besteffort", "-l", "core=1,walltime=0:05:00"],
+        "besteffort": ["-t", "besteffort", "-t", "idempotent", "-l", "core=1,walltime=0:05:00"],
         "besteffort --checkpoint": ["-t", "besteffort", "-l", "core=1,walltime=0:05:00",
                                     "--checkpoint", "5", "--signal", "15"],
     }
@@ -112,9 +125,11 @@ def test_what_oar_sends_a_besteffort_job_in_the_way(oar: OarCluster, work: Path)
     oar.oarsub(["-l", "core=4,walltime=0:05:00", "true"], cwd=work)
     watch(work, jobs, begun, 60, list(cases))
 
-    # Without --checkpoint: SIGKILL at the scheduler's next pass.
+    # Without --checkpoint: SIGKILL at the scheduler's next pass; OAR resubmits the
+    # idempotent job it killed (after a few seconds of running only).
     killed = jobs["besteffort"]
     assert killed.caught == [] and killed.gone is not None
+    wait_for(lambda: killed.job in resubmissions(oar).values(), 30, "the resubmission")
     # With --checkpoint 5 --signal 15: SIGTERM, then SIGKILL once the 5 s have passed.
     warned = jobs["besteffort --checkpoint"]
     assert {n for n, _ in warned.caught} == {"TERM"}, warned
