@@ -34,6 +34,7 @@ KNOWN_VARIABLES = (
     "MINION_TASK_TIMEOUT", "MINION_GRACE_PERIOD", "MINION_IDLE_TIMEOUT", "MINION_LEASE",
     "MINION_OUTAGE_TIMEOUT", "MINION_WAIT", "MINION_LOG_DIR", "MINION_TEMPLATE",
     "MINION_SHELL", "MINION_HALT", "MINION_PARAM_STDIN", "MINION_RESULT_MAX_BYTES",
+    "MINION_WALLTIME", "MINION_EXPECTED_DURATION",
     # GNU parallel habits (habits.py, cli/parallel_flags.py)
     "MINION_JOBLOG", "MINION_RESULTS", "MINION_TAG", "MINION_KEEP_ORDER", "MINION_DELAY",
     "MINION_PROGRESS",
@@ -299,6 +300,14 @@ def read_task_timeout(env: Env) -> tuple[Optional[float], Optional[float]]:
     return None, percent
 
 
+def read_walltime(env: Env) -> Optional[float]:
+    """``MINION_WALLTIME``: a duration, ``inf`` for ``none``, None when unset."""
+    if env.raw("MINION_WALLTIME") is None:
+        return None
+    seconds = env.seconds("MINION_WALLTIME", None)
+    return math.inf if seconds is None else seconds
+
+
 @dataclass(frozen=True)
 class Settings:
     """What the minion loop needs, validated. Engine-specific variables stay in ``env``."""
@@ -318,6 +327,11 @@ class Settings:
     dry: bool = False
     shell: bool = False
     template: Optional[str] = None
+    #: When the allocation ends, in seconds from the start: None for the scheduler's
+    #: end (if any), ``inf`` for none at all (``MINION_WALLTIME=none``).
+    walltime: Optional[float] = None
+    #: How long a task takes, given by the user (None: learned from the tasks run).
+    expected_duration: Optional[float] = None
     env: Env = field(default_factory=Env)
 
     @classmethod
@@ -348,6 +362,8 @@ class Settings:
             dry=env.bool("DRY"),
             shell=env.bool("MINION_SHELL"),
             template=env.str("MINION_TEMPLATE"),
+            walltime=read_walltime(env),
+            expected_duration=_positive_or_none(env, "MINION_EXPECTED_DURATION"),
             env=env,
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -365,6 +381,10 @@ class Settings:
             raise ConfigError("MINION_TASK_TIMEOUT must be a positive number of seconds")
         if self.lease <= 0:
             raise ConfigError("MINION_LEASE must be a positive number of seconds")
+
+
+def _positive_or_none(env: Env, name: str) -> Optional[float]:
+    return None if env.raw(name) is None else env.positive_seconds(name, 0.0)
 
 
 def _not_none(value: float | None, default: float) -> float:

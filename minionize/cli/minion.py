@@ -87,6 +87,14 @@ RUNNING_OPTIONS = table("""
     attempt fails (MINION_TASK_TIMEOUT, default none)
 --grace-period DURATION -> MINION_GRACE_PERIOD
     between SIGTERM and SIGKILL when tasks are stopped (MINION_GRACE_PERIOD, default 10)
+--walltime DURATION -> MINION_WALLTIME
+    when this minion's allocation ends, from its start; unset: the scheduler's own end
+    (SLURM, OAR, Grid Engine h_rt), none: no end. Near it the minion takes no param its
+    tasks cannot finish, and exits 0 (MINION_WALLTIME)
+--expected-duration DURATION -> MINION_EXPECTED_DURATION
+    how long a task takes, for --walltime; default: the 90th percentile of this minion's
+    last 50 run times, plus 25%%, and any task is started until one has finished
+    (MINION_EXPECTED_DURATION)
 --template TEMPLATE -> MINION_TEMPLATE
     the command, with {name} filled from a mapping param and {} with the whole param, e.g.
     'a.out --x {x} {y}'; {{ and }} are literal braces (MINION_TEMPLATE)

@@ -10,6 +10,8 @@
 * **A mistake on the command line burns nothing.** A callback that raises
   :class:`~minionize.errors.CommandLineError` gets its param released and stops the
   minion the same graceful way; :meth:`run` then raises the error (exit 2).
+* **Walltime.** A minion that knows when its allocation ends takes no param it cannot
+  finish (:mod:`minionize.minion.time_left`), and exits 0 with nothing in flight.
 * **--halt.** Too many failed attempts (:mod:`minionize.minion.halt`) stop taking params
   (``soon``) or stop the running tasks too (``now``); exit 3.
 
@@ -48,6 +50,7 @@ from .monitor import Monitor
 from .settle import Settler
 from .slots import Slots
 from .stopping import GracefulStop
+from .time_left import TimeLeft
 from .timeouts import MedianTimeout
 
 log = logging.getLogger("minionize.minion")
@@ -102,7 +105,7 @@ class Minion:
         self.slots = Slots(
             engine=engine, callback=callback, settler=self.settler, stop=self.stopping,
             reporter=listener, hooks=self.hooks, settings=self.settings,
-            start_interval=start_interval,
+            start_interval=start_interval, time_left=TimeLeft.from_settings(self.settings),
         )
         self.monitor = Monitor(
             engine=engine, callback=callback, reporter=listener, stop=self.stopping,

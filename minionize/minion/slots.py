@@ -7,7 +7,10 @@ and the engine reaches its server (``engine.reachable_since()``: an outage is ne
 A slot never settles a param itself: it hands the result to the
 :class:`~minionize.minion.settle.Settler` (the one place that acts on the decision).
 With a start interval (``--delay``), two task starts of the minion are at least that far
-apart.
+apart. With a walltime (:class:`~minionize.minion.time_left.TimeLeft`), a slot asks it
+before each take and stops taking, for good, once it says no: the params taken but not
+started go back at once (released, no attempt counted), and the slots end as their
+tasks finish.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from .hooks import Hooks
     from .settle import Settler
     from .stopping import GracefulStop
+    from .time_left import TimeLeft
 
 #: Longest wait in ``engine.take`` (and between polls of a queue that answers at once).
 POLL_SECONDS = 0.5
@@ -48,7 +52,8 @@ class Slots:
     the failure of the queue or of the command line; ``settler`` settles, and says
     whether ``--halt`` stopped the taking; ``reporter`` (None: nobody listens) and
     ``hooks`` are told of each task; ``start_interval`` is the least time between two
-    task starts (None: none).
+    task starts (None: none); ``time_left`` the walltime, asked before each take and
+    told each task's run time (None: none).
     """
 
     def __init__(
@@ -62,6 +67,7 @@ class Slots:
         hooks: Hooks,
         settings: Settings,
         start_interval: Optional[float] = None,
+        time_left: Optional[TimeLeft] = None,
     ) -> None:
         self.engine = engine
         self.callback = callback
@@ -74,6 +80,8 @@ class Slots:
         self._idle_timeout = settings.idle_timeout
         self._start_interval = start_interval or None
         self._last_start: Optional[float] = None
+        self._time_left = time_left
+        self._out_of_time = False
         self._start_lock = threading.Lock()
         self._changed = threading.Condition()
         self._take_lock = threading.Lock()
@@ -108,8 +116,9 @@ class Slots:
         return self.running(), stash
 
     def _stopped(self) -> bool:
-        """Take nothing new: a stop was asked, or ``--halt`` halted the minion."""
-        return self._stop.asked.is_set() or self._settler.halted
+        """Take nothing new: a stop was asked, ``--halt`` halted the minion, or the
+        walltime cannot finish another task."""
+        return self._stop.asked.is_set() or self._settler.halted or self._out_of_time
 
     # -- take -> run -> settle -------------------------------------------------------
     def _work(self) -> None:
@@ -134,6 +143,10 @@ class Slots:
         with self._take_lock:
             if self._stopped() or self._ended:
                 return None
+            if self._time_left is not None and not self._time_left.admits():
+                self._out_of_time = True
+                self._give_back_stash()
+                return None
             if self._stash:
                 return self._stash.popleft()
             free = max(1, self._concurrency - len(self._running))
@@ -157,6 +170,12 @@ class Slots:
                     if not self._stop.asked.is_set():
                         self._changed.wait(remaining)
         return None
+
+    def _give_back_stash(self) -> None:
+        """The walltime ends: the params taken and not started go back untouched."""
+        while self._stash:
+            task = Task(self._stash.popleft(), stop_reason=StopReason.SHUTDOWN)
+            self._settler.settle(task, Result(Outcome.FAILED, reason="walltime"))
 
     def _check_end(self) -> None:
         """After an empty take: end when the queue is drained or idle for too long.
@@ -197,6 +216,8 @@ class Slots:
                 if self._hooks is not None:
                     self._hooks.task_starting(task)
                 result = self._call(task)
+                if self._time_left is not None and task.stop_reason is not StopReason.SHUTDOWN:
+                    self._time_left.ran(task.running_for())
                 if self._hooks is not None:
                     self._hooks.task_finished(task, result)
                 killed = not result.ok and result.exit_code in STOP_SIGNAL_EXITS
