@@ -3,8 +3,9 @@
 * ``MINION_WALLTIME`` (``--walltime``): a duration from the minion's start, given by the
   user; ``none`` ignores the scheduler's end too.
 * SLURM: ``SLURM_JOB_END_TIME`` where the job has it (SLURM 23.02 and later), else one
-  ``squeue -h -j $SLURM_JOB_ID -o %L`` (the time left, so no clock or time zone is read
-  from the controller).
+  ``squeue -h -j JOB -o %L``: the time left, so that no clock or time zone is read from
+  the controller (JOB is ``ARRAY_TASK``, e.g. ``12_3``, in an array, whose first task
+  has the array's own job id).
 * OAR: ``OAR_JOB_WALLTIME_SECONDS`` from the job's start, which is when OAR wrote the
   job's node file (``OAR_NODEFILE``); the minion's start when that file is not there.
 * Grid Engine: ``h_rt`` from ``qstat -j $JOB_ID`` (the job's environment does not have
@@ -88,6 +89,9 @@ def describe(exc: BaseException) -> str:
 # -- SLURM -----------------------------------------------------------------------------
 def slurm_end(env: Mapping[str, str], run: Runner) -> Optional[AllocationEnd]:
     job = env["SLURM_JOB_ID"]
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        # An array's first task has the array's job id, which names the whole array.
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     given = env.get("SLURM_JOB_END_TIME", "")
     if given.isdigit() and int(given) > 0:
         return AllocationEnd(float(given), f"SLURM job {job} (SLURM_JOB_END_TIME)")

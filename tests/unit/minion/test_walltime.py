@@ -71,6 +71,15 @@ def test_slurm_asks_squeue_once_for_the_time_left() -> None:
     assert end.at == pytest.approx(time.time() + 60, abs=2)
 
 
+def test_an_array_task_asks_for_itself_not_for_the_array() -> None:
+    # The first task of an array has the array's job id, which squeue takes for them all.
+    seen: list[list[str]] = []
+    env = {"SLURM_JOB_ID": "1", "SLURM_ARRAY_JOB_ID": "1", "SLURM_ARRAY_TASK_ID": "0"}
+    end = allocation_end(env, None, NOW, answer("0:59\n", seen))
+    assert seen == [["squeue", "-h", "-j", "1_0", "-o", "%L"]]
+    assert end is not None and "SLURM job 1_0" in end.source
+
+
 def test_slurm_job_end_time_needs_no_query() -> None:
     env = {"SLURM_JOB_ID": "12", "SLURM_JOB_END_TIME": "1000090"}
     end = allocation_end(env, None, NOW, never)
