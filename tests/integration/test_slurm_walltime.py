@@ -52,16 +52,16 @@ log end
 class Run:
     """One array's working directory: its queue, its task log, its jobs' output."""
 
-    def __init__(self, slurm: SlurmCluster, directory: Path, **env: str) -> None:
+    def __init__(self, cluster: SlurmCluster, directory: Path, **env: str) -> None:
         directory.mkdir()
-        self.slurm, self.dir = slurm, directory
+        self.slurm, self.dir = cluster, directory
         (directory / "job.sh").write_text(JOB)
         self.task = directory / "task.sh"
         self.task.write_text(TASK)
         self.task.chmod(0o755)
         self.log = directory / "tasks.log"
         self.log.touch()
-        self.env = {**slurm.env, "EXECO_PERSISTENCE_DIR": str(directory / "sweeps"),
+        self.env = {**cluster.env, "EXECO_PERSISTENCE_DIR": str(directory / "sweeps"),
                     "TASK_LOG": str(self.log), "MINION_GRACE_PERIOD": "3",
                     "MINION_LEASE": "60", **env}
         self.command("minion-queue", "fill", f"0..{PARAMS - 1}")
@@ -98,9 +98,9 @@ class Run:
         return len(done), len(cut), sum(done), sum(cut)
 
 
-def job_states(slurm: SlurmCluster, job: str) -> dict[str, dict[str, str]]:
+def job_states(cluster: SlurmCluster, job: str) -> dict[str, dict[str, str]]:
     """Each array task's JobState, ExitCode, RunTime and TimeLimit (scontrol)."""
-    out = slurm.run(["scontrol", "-o", "show", "job", job])
+    out = cluster.run(["scontrol", "-o", "show", "job", job])
     states = {}
     for line in out.splitlines():
         fields = dict(re.findall(r"(\w+)=(\S*)", line))
@@ -119,7 +119,7 @@ def test_minions_that_know_their_walltime_cut_no_task(slurm: SlurmCluster,  # no
     baseline = Run(slurm, tmp_path / "baseline", MINION_WALLTIME="none")
     jobs = {aware: aware.submit(), baseline: baseline.submit("--signal=B:TERM@15")}
     try:
-        for run, job in jobs.items():
+        for job in jobs.values():
             wait_for(lambda job=job: not slurm.jobs(job), 110, f"job {job} to end", every=0.5)
     except AssertionError:
         raise AssertionError(aware.outputs() + baseline.outputs()) from None
@@ -139,6 +139,7 @@ def test_minions_that_know_their_walltime_cut_no_task(slurm: SlurmCluster,  # no
             task, fields, aware.outputs())
         assert seconds(fields["RunTime"]) < 60, (task, fields)
     assert "taking no more" in aware.outputs()
+    assert thrown <= 0.05 * useful
     status = json.loads(aware.command("minion-queue", "status", "--json"))
     assert status["in_flight"] == 0 and status["dead"] == 0
     assert status["done"] == done and status["todo"] == PARAMS - done
