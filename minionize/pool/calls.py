@@ -4,19 +4,47 @@ pickle).
 
 The items are read from the call's iterable as its results come back (a few chunks per
 worker ahead, as ``imap`` on ``itertools.count()`` needs), a batch of chunks at a time:
-``calls/<k>.items.<batch>`` holds one pickle per chunk, side by side, and is removed once
-every chunk of it came back.
+a batch (``calls/<k>.items.<batch>``, or the caller's memory for local workers) holds
+one pickle per chunk, side by side, and is removed once every chunk of it came back.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterable
-from typing import Any, Optional
+from typing import Any, Optional, Protocol
 
 from .pickling import dump
-from .rundir import write_private
+
+
+class CallStore(Protocol):
+    """Where a call's pickles wait for the workers (:class:`~.sweepqueue.SweepQueue`'s
+    files, or the :class:`~.broker.Broker`'s memory)."""
+
+    def put_batch(self, call: int, batch: int, data: bytes) -> None: ...
+
+    def remove_batch(self, call: int, batch: int) -> None: ...
+
+
+class ChunkQueue(CallStore, Protocol):
+    """The queue of a run's chunks, as its caller sees it: a call's function and chunks
+    put in, its dead letters read, a lost worker's chunks taken back."""
+
+    def put_function(self, call: int, data: bytes) -> None: ...
+
+    def remove_call(self, call: int) -> None: ...
+
+    def fill(self, params: list[dict[str, Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+    def dead_count(self) -> int: ...
+
+    def dead_letters(self) -> list[dict[str, Any]]: ...
+
+    def expire(self) -> None: ...
+
+    def reclaim(self, minion: str, reason: str) -> None: ...
 
 
 def chunk_size(count: int, processes: int, chunksize: Optional[int]) -> int:
@@ -35,9 +63,9 @@ class Feeder:
     of the chunk it cut are dropped, as multiprocessing drops them).
     """
 
-    def __init__(self, rundir: str, call: int, iterable: Iterable[Any], chunksize: int,
+    def __init__(self, store: CallStore, call: int, iterable: Iterable[Any], chunksize: int,
                  star: bool, apply: bool = False) -> None:
-        self.rundir = rundir
+        self.store = store
         self.call = call
         self._items = iter(iterable)
         self.chunksize = chunksize
@@ -87,7 +115,7 @@ class Feeder:
         if params:
             self._batches += 1
             self._pending[batch] = {p["chunk"] for p in params}
-            write_private(self._path(batch), b"".join(blobs))
+            self.store.put_batch(self.call, batch, b"".join(blobs))
         return params
 
     def _read(self) -> list[Any]:
@@ -111,31 +139,5 @@ class Feeder:
         pending.discard(chunk)
         if not pending:
             del self._pending[batch]
-            _unlink(self._path(batch))
+            self.store.remove_batch(self.call, batch)
 
-    def _path(self, batch: int) -> str:
-        return os.path.join(self.rundir, "calls", f"{self.call}.items.{batch}")
-
-
-def write_function(rundir: str, call: int, func_data: bytes) -> None:
-    write_private(os.path.join(rundir, "calls", f"{call}.func"), func_data)
-
-
-def remove_call(rundir: str, call: int) -> None:
-    """The call is over: remove its pickles (workers skip its leftover chunks)."""
-    calls = os.path.join(rundir, "calls")
-    prefix = f"{call}."
-    try:
-        names = os.listdir(calls)
-    except FileNotFoundError:
-        return
-    for name in names:
-        if name.startswith(prefix):
-            _unlink(os.path.join(calls, name))
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

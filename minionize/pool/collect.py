@@ -10,24 +10,20 @@ by the caller (``map``, ``imap``'s ``next()``) or by the pool's result thread (t
 
 from __future__ import annotations
 
-import os
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from .calls import Feeder, remove_call
+from .calls import ChunkQueue, Feeder
 from .errors import RemoteTraceback
 from .inbox import Arrivals, Chunk, Inbox
 from .pickling import Outcome, decode_outcome
 from .progress import ProgressLine
-from .rundir import write_private
 from .supervisor import Supervisor
-
-if TYPE_CHECKING:
-    from ..engines.sweep.engine import SweepEngine
 
 #: How often the caller looks at the queue and the workers (results are read more often).
 CHECK_SECONDS = 0.2
-#: Shortest and longest sleep between two reads of the results files.
+#: Shortest and longest sleep between two reads of the results files (a wait that
+#: arriving results end at once, for local workers: see ``Inbox.max_tick``).
 MIN_TICK = 0.0005
 MAX_TICK = 0.005
 
@@ -38,10 +34,9 @@ class Call:
     ``ahead``: the chunks out at most (None: every chunk at once, as ``map`` does);
     ``total``: the number of items, when known (for the progress line)."""
 
-    def __init__(self, *, rundir: str, feeder: Feeder, inbox: Inbox, queue: SweepEngine,
+    def __init__(self, *, feeder: Feeder, inbox: Inbox, queue: ChunkQueue,
                  supervisor: Supervisor, ordered: bool, ahead: Optional[int],
                  progress: bool, total: Optional[int]) -> None:
-        self.rundir = rundir
         self.feeder = feeder
         self.inbox = inbox
         self.queue = queue
@@ -52,6 +47,8 @@ class Call:
         self.display = ProgressLine(total) if progress else None
         #: The next sleep between two looks (short while chunks arrive).
         self.tick = MIN_TICK
+        #: The inbox's count of arrivals at the last look.
+        self._seen = 0
         self._next_check = time.monotonic() + CHECK_SECONDS
 
     def feed(self) -> None:
@@ -65,7 +62,6 @@ class Call:
         params = feeder.feed(None if self.ahead is None else self.ahead - out)
         if params:
             self.queue.fill(params)
-            write_private(os.path.join(self.rundir, "bell"), str(feeder.call).encode())
 
     @property
     def done(self) -> bool:
@@ -77,6 +73,7 @@ class Call:
         errors: a chunk lost for good, workers that cannot start)."""
         feeder, arrivals = self.feeder, self.arrivals
         self.feed()
+        self._seen = self.inbox.arrivals
         arrived = arrivals.add(self.inbox.read(feeder.call))
         for number in arrived:
             feeder.arrived(number)
@@ -86,17 +83,17 @@ class Call:
             self._next_check = now + CHECK_SECONDS
             self.supervisor.check(feeder.call, feeder.starts, arrivals.seen)
             self.show(end=False)
-        self.tick = MIN_TICK if arrived else min(MAX_TICK, self.tick * 2)
+        self.tick = MIN_TICK if arrived else min(self.inbox.max_tick, self.tick * 2)
         return ready
 
     def sleep(self) -> None:
-        time.sleep(self.tick)
+        self.inbox.wait(self._seen, self.tick)
 
     def abandon(self) -> None:
         """The call is over: its late chunks are dropped, its pickles removed (workers
         skip its leftover chunks)."""
         self.inbox.forget(self.feeder.call)
-        remove_call(self.rundir, self.feeder.call)
+        self.queue.remove_call(self.feeder.call)
 
     def show(self, end: bool) -> None:
         if self.display is not None:

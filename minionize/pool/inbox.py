@@ -1,4 +1,5 @@
-"""The results of a pool's calls, as the workers append them to their results files.
+"""The results of a pool's calls, as the workers append them to their results files
+(or send them over the run directory's socket: :meth:`Inbox.deliver`).
 
 Calls may be collected by several threads at once, or by ``imap`` generators side by
 side: whichever reads the files keeps the chunks of the other calls for them. One call's
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import threading
+import time
 from collections.abc import Iterator
 
 from .pickling import Outcome
@@ -19,17 +21,31 @@ from .rundir import RecordReader, check_private
 #: still pickled (unpickled by the call that owns it: see ``pickling.decode_outcome``).
 Chunk = tuple[int, list[Outcome]]
 
+#: The longest sleep between two reads of the results files.
+MAX_FILE_TICK = 0.005
+
+
+#: The longest wait for results that arrive on the socket (each one ends it).
+RUNG_TICK = 0.05
+
 
 class Inbox:
-    """The chunks read from ``rundir/results``, by call, until each call takes them."""
+    """The chunks read from ``rundir/results`` (``files``), or delivered, by call, until
+    each call takes them."""
 
-    def __init__(self, rundir: str) -> None:
+    def __init__(self, rundir: str, files: bool = True) -> None:
         self.rundir = rundir
+        self.files = files
+        #: The longest sleep between two looks of a call (delivered chunks end it).
+        self.max_tick = MAX_FILE_TICK if files else RUNG_TICK
         self._readers: dict[str, RecordReader] = {}
         #: Chunks read for the calls being collected, by call.
         self._chunks: dict[int, dict[int, Chunk]] = {}
         self._calls = 0
         self._lock = threading.Lock()
+        self._rung = threading.Condition(self._lock)
+        #: Chunks delivered (and dead letters rung) so far.
+        self.arrivals = 0
 
     def open_call(self) -> int:
         """The number of a new call, whose chunks are kept from now on."""
@@ -41,21 +57,50 @@ class Inbox:
 
     def read(self, call: int) -> list[tuple[int, Chunk]]:
         """The chunks of ``call`` read since the last time: ``(chunk, outcomes)``."""
-        results = os.path.join(self.rundir, "results")
         with self._lock:
-            check_private(self.rundir)
-            check_private(results)
-            for name in os.listdir(results):
-                reader = self._readers.get(name)
-                if reader is None:
-                    reader = self._readers[name] = RecordReader(os.path.join(results, name))
-                for data in reader.read():
-                    k, chunk, start, outcomes = pickle.loads(data)  # bytes and numbers
-                    if k in self._chunks:  # else: a call over, a late duplicate
-                        self._chunks[k].setdefault(chunk, (start, outcomes))
+            check_private(self.rundir)  # results come through it (files or its socket)
+            if self.files:
+                self._read_files()
             mine = self._chunks.get(call, {})
             self._chunks[call] = {}
             return list(mine.items())
+
+    def _read_files(self) -> None:
+        results = os.path.join(self.rundir, "results")
+        check_private(results)
+        for name in os.listdir(results):
+            reader = self._readers.get(name)
+            if reader is None:
+                reader = self._readers[name] = RecordReader(os.path.join(results, name))
+            for data in reader.read():
+                self._keep(data)
+
+    def _keep(self, data: bytes) -> None:
+        k, chunk, start, outcomes = pickle.loads(data)  # bytes and numbers
+        if k in self._chunks:  # else: a call over, a late duplicate
+            self._chunks[k].setdefault(chunk, (start, outcomes))
+
+    def deliver(self, data: bytes) -> None:
+        """A chunk's record, sent by a worker: kept, and the callers waiting woken."""
+        with self._lock:
+            self._keep(data)
+            self.arrivals += 1
+            self._rung.notify_all()
+
+    def ring(self) -> None:
+        """Wake the callers waiting (a dead letter to see)."""
+        with self._lock:
+            self.arrivals += 1
+            self._rung.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> None:
+        """Sleep ``timeout`` seconds, or less if a chunk is delivered after ``seen``."""
+        if self.files:
+            time.sleep(timeout)
+            return
+        with self._lock:
+            if self.arrivals == seen:
+                self._rung.wait(timeout)
 
     def forget(self, call: int) -> None:
         """The call is over: its late chunks are dropped."""

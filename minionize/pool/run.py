@@ -2,11 +2,13 @@
 thread, and how a call of the pool is written into them.
 
 The caller pickles the function (by value: lambdas, closures and ``__main__`` functions
-travel) and the items, chunk by chunk, into the run directory, fills the run's sweep
-queue with one JSON param per chunk, and reads the workers' results files as they grow.
-Everything a worker minion can lose (a crash, a SIGKILL, a lost node) comes back
-through the queue: the chunk's lease expires, another worker runs it, and after
-``max_attempts`` losses it is a dead letter, which the caller raises as :class:`TaskLost`.
+travel) and the items, chunk by chunk, and queues one JSON param per chunk: for workers
+on other nodes (SLURM), in the run directory (its sweep queue, ``calls/``, the workers'
+results files); for local workers, in the caller's memory, handed out and sent back over
+the run directory's socket (:mod:`.broker`, :mod:`.channel`). Everything a worker
+minion can lose (a crash, a SIGKILL, a lost node) comes back through the queue: the
+chunk's lease expires, another worker runs it, and after ``max_attempts`` losses it is a
+dead letter, which the caller raises as :class:`TaskLost`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from typing import Any, Callable, Optional
 
 from ..engines.sweep.engine import SweepEngine
 from .backends import Backend, LocalBackend
-from .calls import Feeder, chunk_size, write_function
+from .broker import Broker
+from .calls import ChunkQueue, Feeder, chunk_size
+from .channel import ChannelServer, channel_path
 from .cleanup import disown, guard, release, remove_stale
 from .collect import Call
 from .inbox import Inbox
@@ -29,6 +33,7 @@ from .pickling import dump_function
 from .resultthread import ResultThread
 from .rundir import make_rundir, write_private
 from .supervisor import Supervisor
+from .sweepqueue import SweepQueue
 
 #: ``imap``'s read-ahead: chunks out (written, not handed on yet) per worker, at most.
 AHEAD_PER_WORKER = 16
@@ -52,15 +57,25 @@ class Run:
         parent = os.path.abspath(workdir if workdir is not None else tempfile.gettempdir())
         remove_stale(parent)
         init_data = dump_function(initializer) if initializer is not None else None
+        # Local workers take their chunks over a socket, when its path is not too long.
+        local = backend == "local" and channel_path(os.path.join(parent, "minionize-pool-12345678"))
         self.rundir = make_rundir(parent, {"lease": lease, "max_attempts": max_attempts, "tick": tick,
-                                           "max_tasks_per_worker": max_tasks_per_worker})
+                                           "max_tasks_per_worker": max_tasks_per_worker,
+                                           "channel": bool(local)})
         if init_data is not None:
             write_private(os.path.join(self.rundir, "calls", "init"), init_data)
-        self.queue = SweepEngine(os.path.join(self.rundir, "queue"), lease=lease,
-                                 max_attempts=max_attempts)
-        self.queue.create()
-        self.queue.open()
-        self.inbox = Inbox(self.rundir)
+        sweep = SweepEngine(os.path.join(self.rundir, "queue"), lease=lease, max_attempts=max_attempts)
+        sweep.create()
+        self.inbox = Inbox(self.rundir, files=not local)
+        self.channel: Optional[ChannelServer] = None
+        self.queue: ChunkQueue
+        if local:
+            broker = Broker(lease, max_attempts, self.inbox.ring)
+            self.channel = ChannelServer(os.path.join(self.rundir, "channel"), broker, self.inbox)
+            self.queue = broker
+        else:
+            sweep.open()
+            self.queue = SweepQueue(self.rundir, sweep, max_attempts)
         self.backend: Backend
         if backend == "local":
             self.backend = LocalBackend(self.rundir, start, stdout)
@@ -97,9 +112,9 @@ class Run:
             total = len(iterable)  # type: ignore[arg-type]
         size = chunk_size(total or 0, self.processes, chunksize)
         call_number = self.inbox.open_call()
-        write_function(self.rundir, call_number, func_data)
-        feeder = Feeder(self.rundir, call_number, iterable, size, star, apply)
-        call = Call(rundir=self.rundir, feeder=feeder, inbox=self.inbox, queue=self.queue,
+        self.queue.put_function(call_number, func_data)
+        feeder = Feeder(self.queue, call_number, iterable, size, star, apply)
+        call = Call(feeder=feeder, inbox=self.inbox, queue=self.queue,
                     supervisor=self.supervisor, ordered=ordered, ahead=ahead,
                     progress=self.progress, total=total)
         try:
@@ -114,6 +129,7 @@ class Run:
     def close(self) -> None:
         """No more calls: the workers exit once the queue is drained."""
         write_private(os.path.join(self.rundir, "closed"), b"")
+        self.queue.close()
 
     def wait(self, timeout: Optional[float]) -> None:
         """Wait for the workers to exit (after :meth:`close`), then for the result thread
@@ -132,6 +148,8 @@ class Run:
         try:
             self.results.stop("the pool was terminated before this result came back")
             self.backend.stop()
+            if self.channel is not None:
+                self.channel.stop()
         finally:
             if self.keep:
                 disown(self.rundir)

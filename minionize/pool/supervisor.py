@@ -12,14 +12,14 @@ from .backends import Backend, PoolWorker, read_state
 from .errors import PoolError, TaskLost
 
 if TYPE_CHECKING:
-    from ..engines.sweep.engine import SweepEngine
+    from .calls import ChunkQueue
 
 
 class Supervisor:
     """The dead letters of the run's queue and the workers of its backend."""
 
     def __init__(
-        self, *, rundir: str, queue: SweepEngine, backend: Backend, max_attempts: int,
+        self, *, rundir: str, queue: ChunkQueue, backend: Backend, max_attempts: int,
         max_replacements: int,
     ) -> None:
         self.rundir = rundir
@@ -39,8 +39,9 @@ class Supervisor:
         """Dead chunks of this call raise TaskLost; workers that cannot start raise
         PoolError; ended workers are replaced."""
         with self._lock:
-            if self.queue.status()["dead"] > len(self._dead):
-                self._dead = list(self.queue.list("dead"))
+            self.queue.expire()
+            if self.queue.dead_count() > len(self._dead):
+                self._dead = self.queue.dead_letters()
             for row in self._dead:
                 param = row["param"]
                 if param["call"] == call and param["chunk"] not in seen:
@@ -87,16 +88,7 @@ class Supervisor:
         minion = read_state(self.rundir, worker.name).get("minion")
         if not minion:
             return  # it never took anything: its leases, if any, expire as usual
-        reason = f"worker {worker.name} lost: {self.backend.reason(worker)}"
-        with self.queue.store.locked() as store:
-            for index, lease in list(store.state.leases.items()):
-                if lease.minion != minion:
-                    continue
-                if not lease.started:
-                    store.settle("release", index, minion, lease.seq)
-                    continue
-                last = store.state.attempts.get(index, 0) + 1 >= self.max_attempts
-                store.settle("dead" if last else "retry", index, minion, lease.seq, reason)
+        self.queue.reclaim(str(minion), f"worker {worker.name} lost: {self.backend.reason(worker)}")
 
 
 def kept_note(rundir: str) -> str:

@@ -4,9 +4,10 @@
 backend starts and what each SLURM array task runs. Its callback is a
 :class:`~minionize.callbacks.function.callback.FuncCallback` whose function runs one chunk: it
 loads the call's function and the chunk's items (pickles, read only from a private run
-directory), calls the function on each item, and sends the outcomes back as one record
-that the minion appends to its own results file before it acks the chunk. So leases,
-retries after a crash and dead letters are the queue's, as for any minion.
+directory, or asked of the caller over its socket), calls the function on each item, and
+sends the outcomes back as one record that the minion appends to its own results file
+before it acks the chunk (or that goes back over the socket). So leases, retries after a
+crash and dead letters are the queue's, as for any minion.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 from ..callbacks.base import Result, Task
 from ..callbacks.function.callback import FuncCallback
 from ..config import Settings
 from ..engines.base import Delivery
 from ..engines.sweep.engine import SweepEngine
+from .channel import ChannelEngine, link
 from .errors import PoolError
 from .pickling import Outcome, encode_outcome, load_function
 from .rundir import append_record, check_private, read_private, write_private
@@ -82,10 +84,13 @@ class PoolEngine(SweepEngine):
 _loaded: dict[str, Any] = {}
 
 
-def run_chunk(rundir: str, param: dict[str, Any]) -> Optional[bytes]:
+def run_chunk(rundir: str, param: dict[str, Any], channel: bool = False) -> Optional[bytes]:
     """In the worker's function process: run one chunk, return its record (None when
-    its call is over: its files are gone)."""
+    its call is over: its files are gone; or when it went over the ``channel``)."""
     call = param["call"]
+    if channel:
+        _run_sent_chunk(os.path.join(rundir, "channel"), param)
+        return None
     func_name = os.path.join("calls", f"{call}.func")
     items_name = os.path.join("calls", f"{call}.items.{param['batch']}")
     if not os.path.exists(os.path.join(rundir, func_name)):
@@ -101,7 +106,27 @@ def run_chunk(rundir: str, param: dict[str, Any]) -> Optional[bytes]:
         if not os.path.exists(os.path.join(rundir, items_name)):
             return None  # the call is over (its batch came back, run twice)
         raise
-    items = pickle.loads(data)
+    return _record(func, param, pickle.loads(data))
+
+
+def _run_sent_chunk(path: str, param: dict[str, Any]) -> None:
+    """A chunk whose pickles come from the caller over its socket, and its record back
+    the same way (nothing when the call is over)."""
+    call = param["call"]
+    want = _loaded.get("call") != call
+    func_data, data = link(path).ask(("fetch", (call, param["chunk"]), param["batch"],
+                                      param["offset"], param["size"], want))
+    if data is None:
+        return
+    if want:
+        _loaded.clear()
+        _loaded["func"] = load_function(func_data)
+        _loaded["call"] = call
+    link(path).tell(("record", _record(_loaded["func"], param, pickle.loads(data))))
+
+
+def _record(func: Callable[..., Any], param: dict[str, Any], items: list[Any]) -> bytes:
+    call = param["call"]
     star, apply = bool(param.get("star")), bool(param.get("apply"))
     outcomes: list[Outcome] = []
     for j, item in enumerate(items):
@@ -119,8 +144,10 @@ class ChunkCallback(FuncCallback):
     """Runs chunks in a worker process; appends each record to this worker's results
     file before the loop acks the chunk (so a chunk acked has its results written)."""
 
-    def __init__(self, rundir: str, name: str, max_tasks_per_worker: Optional[int]) -> None:
-        super().__init__(functools.partial(run_chunk, rundir), max_tasks_per_worker=max_tasks_per_worker)
+    def __init__(self, rundir: str, name: str, max_tasks_per_worker: Optional[int],
+                 channel: bool = False) -> None:
+        super().__init__(functools.partial(run_chunk, rundir, channel=channel),
+                         max_tasks_per_worker=max_tasks_per_worker)
         self.keep_value = True
         self.results_path = os.path.join(rundir, "results", name)
 
@@ -182,12 +209,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     check_private(rundir)
     with open(os.path.join(rundir, "config.json")) as handle:
         config = json.load(handle)
-    engine = PoolEngine(rundir, lease=config["lease"], max_attempts=config["max_attempts"],
-                        tick=config["tick"])
+    engine: Union[PoolEngine, ChannelEngine]
+    if config.get("channel"):
+        engine = ChannelEngine(os.path.join(rundir, "channel"), f"{args.name}.{os.getpid()}",
+                               config["lease"])
+        minion_id = engine.minion
+    else:
+        engine = PoolEngine(rundir, lease=config["lease"], max_attempts=config["max_attempts"],
+                            tick=config["tick"])
+        minion_id = engine.owner.minion
     if not initialize(rundir, args.name):
         return EXIT_INITIALIZER
-    write_state(rundir, args.name, "alive", engine.owner.minion)
-    callback = ChunkCallback(rundir, args.name, config.get("max_tasks_per_worker"))
+    write_state(rundir, args.name, "alive", minion_id)
+    callback = ChunkCallback(rundir, args.name, config.get("max_tasks_per_worker"),
+                             bool(config.get("channel")))
     # The job's labels (SLURM_JOB_ID, ...) but none of the user's MINION_* settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINION_")}
     settings = Settings.from_env(env, concurrency=1, max_attempts=config["max_attempts"],
@@ -204,7 +239,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         # scancel, a preemption) before the pool closed is lost to the pool.
         closed = os.path.exists(os.path.join(rundir, "closed"))
         try:
-            write_state(rundir, args.name, "finished" if closed else "stopped", engine.owner.minion)
+            write_state(rundir, args.name, "finished" if closed else "stopped", minion_id)
         except OSError:
             pass  # the run directory is gone (terminate)
     return code

@@ -1,0 +1,233 @@
+"""The socket of a pool whose workers run on this machine (``RUNDIR/channel``): chunks,
+their settles and their results cross it instead of the files of a shared queue.
+
+The caller listens (:class:`ChannelServer`, a thread per connection); each worker
+minion connects once (:class:`ChannelEngine`, its engine), and so does each of its
+function processes (:func:`fetch` and :func:`send_record`). Frames are the function
+callback's (a length, then a pickle); the socket lives in the run directory, which
+nobody else can enter, and a peer of another user is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import struct
+import threading
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
+
+from ..callbacks.function import wire
+from ..engines.base import Delivery, Engine
+from .broker import Broker, Key
+from .inbox import Inbox
+
+#: Longest socket path (AF_UNIX's limit, with a margin).
+MAX_PATH = 100
+#: How often a worker waiting for a chunk looks at its stop flag.
+STOP_LOOK_SECONDS = 0.05
+
+
+def channel_path(rundir: str) -> Optional[str]:
+    """The run directory's socket, or None when its path is too long for one."""
+    path = os.path.join(rundir, "channel")
+    return path if len(os.fsencode(path)) <= MAX_PATH else None
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[1])
+
+
+class ChannelServer:
+    """The caller's end: accepts the workers and hands their messages to the broker
+    (settles, takes) and to the inbox (results)."""
+
+    def __init__(self, path: str, broker: Broker, inbox: Inbox) -> None:
+        self.path = path
+        self.broker = broker
+        self.inbox = inbox
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(64)
+        self._stopped = False
+        threading.Thread(target=self._accept, name="minionize-pool-channel", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stopped:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            if _peer_uid(conn) != os.getuid():
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="minionize-pool-channel",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        lock = threading.Lock()
+        fd = conn.fileno()
+        minion = ""
+
+        def answer(message: Any) -> None:
+            data = wire.frame(message)
+            with lock:
+                conn.sendall(data)
+
+        try:
+            while True:
+                message = wire.read_frame(fd)
+                kind = message[0]
+                if kind == "record":
+                    self.inbox.deliver(message[1])
+                elif kind == "fetch":
+                    answer(self.broker.fetch(*message[1:]))
+                elif kind == "take":
+                    self.broker.take(minion, answer)
+                elif kind == "extend":
+                    self.broker.extend(message[1])
+                elif kind == "hello":
+                    minion = message[1]
+                else:
+                    self.broker.settle(kind, *message[1:])
+        except (EOFError, OSError, wire.WireError):
+            pass
+        finally:
+            self.broker.forget_waiter(answer)
+            conn.close()
+
+    def stop(self) -> None:
+        self._stopped = True
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._listener.close()
+
+
+def _connect(path: str) -> socket.socket:
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    return conn
+
+
+class ChannelEngine(Engine):
+    """A worker minion's engine on the caller's socket: a take asks the caller for a
+    chunk, a settle tells it what became of one; the queue ends once the caller says so."""
+
+    name = "pool-channel"
+
+    def __init__(self, path: str, minion: str, lease: float) -> None:
+        self.minion = minion
+        self.lease = lease
+        self._conn = _connect(path)
+        self._lock = threading.Lock()
+        self._asked = False
+        self._ended = False
+        #: True once the minion stops: a take returns at once (a quick terminate).
+        self.stopping: Callable[[], bool] = lambda: False
+        self._send(("hello", minion))
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ChannelEngine:
+        raise NotImplementedError("a pool worker's engine is made by the worker")
+
+    def _send(self, message: Any) -> None:
+        data = wire.frame(message)
+        with self._lock:
+            self._conn.sendall(data)
+
+    def take(self, max_count: int, timeout: float) -> list[Delivery]:
+        if self._ended:
+            return []
+        try:
+            if not self._asked:
+                self._send(("take",))
+                self._asked = True
+            message = self._receive(timeout)
+        except (EOFError, OSError, wire.WireError):
+            self._ended = True  # the caller is gone
+            return []
+        if message is None:
+            return []
+        self._asked = False
+        if message[0] == "closed":
+            self._ended = True
+            return []
+        _, param, attempt = message
+        key = (param["call"], param["chunk"])
+        return [Delivery(param=param, id=f"{key[0]}.{key[1]}", attempt=attempt, handle=key)]
+
+    def _receive(self, timeout: float) -> Any:
+        fd = self._conn.fileno()
+        left = timeout
+        while True:
+            readable, _, _ = select.select([fd], [], [], min(left, STOP_LOOK_SECONDS))
+            if readable:
+                return wire.read_frame(fd)
+            left -= STOP_LOOK_SECONDS
+            if left <= 0 or self.stopping():
+                return None
+
+    def exhausted(self) -> bool:
+        return self._ended
+
+    def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
+        self._settle("ack", delivery)
+
+    def retry(self, delivery: Delivery, reason: str) -> None:
+        self._settle("retry", delivery, reason)
+
+    def release(self, delivery: Delivery) -> None:
+        self._settle("release", delivery)
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        self._settle("dead", delivery, reason)
+
+    def _settle(self, how: str, delivery: Delivery, *reason: str) -> None:
+        try:
+            self._send((how, delivery.handle, *reason))
+        except OSError:
+            pass  # the caller is gone; so is its pool
+
+    def lease_renewal_interval(self) -> Optional[float]:
+        return self.lease / 3.0
+
+    def extend(self, deliveries: Sequence[Delivery]) -> None:
+        keys: list[Key] = [d.handle for d in deliveries]
+        if keys:
+            try:
+                self._send(("extend", keys))
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class FunctionLink:
+    """A function process's own connection to the caller (made after its fork)."""
+
+    def __init__(self, path: str) -> None:
+        self.pid = os.getpid()
+        self.conn = _connect(path)
+
+    def ask(self, message: Any) -> Any:
+        self.conn.sendall(wire.frame(message))
+        return wire.read_frame(self.conn.fileno())
+
+    def tell(self, message: Any) -> None:
+        self.conn.sendall(wire.frame(message))
+
+
+_link: dict[str, FunctionLink] = {}
+
+
+def link(path: str) -> FunctionLink:
+    """This process's connection (a forked child makes its own)."""
+    current = _link.get(path)
+    if current is None or current.pid != os.getpid():
+        current = _link[path] = FunctionLink(path)
+    return current
