@@ -137,7 +137,7 @@ def test_checkpointed_besteffort_minions_give_params_back_and_oar_resubmits_them
     hold.touch()
     sweep.fill(count)
     originals = sweep.submit(4, HOLD=str(hold), MINION_GRACE_PERIOD="1")
-    wait_for(lambda: set(first_starts(sweep)) >= set(originals), 60, "the 4 minions to run")
+    wait_for(lambda: set(first_starts(sweep)) >= set(originals), 90, "the 4 minions to run")
     # More than 60 s of running, as OAR's start and stop times count it.
     time.sleep(max(0.0, max(first_starts(sweep).values()) + 63 - time.time()))
     assert set(sweep.cluster.jobs()) == set(originals), "the queue ran out too soon"
@@ -151,13 +151,13 @@ def test_checkpointed_besteffort_minions_give_params_back_and_oar_resubmits_them
     def stopped_jobs() -> list[str]:
         return [j for j in originals if RESUBMIT in sweep.output(j)]
 
-    wait_for(lambda: len(stopped_jobs()) == 3, 60, "3 minions to make room for the normal job")
+    wait_for(lambda: len(stopped_jobs()) == 3, 90, "3 minions to make room for the normal job")
     preempted = time.time() - signalled
     (last,) = set(originals) - set(stopped_jobs())
     sweep.cluster.run(["oardel", "-c", last])
-    wait_for(lambda: len(stopped_jobs()) == 4, 60, f"job {last} to stop on oardel -c")
+    wait_for(lambda: len(stopped_jobs()) == 4, 90, f"job {last} to stop on oardel -c")
     hold.unlink()  # the rest of the queue goes fast
-    sweep.wait_finished(normal, 120)
+    sweep.wait_finished(normal, 180)
 
     assert (sweep.dir / "normal-ran").exists()
     assert_all_done(sweep, count)

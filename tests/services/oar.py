@@ -1,13 +1,9 @@
 """A private single-node OAR 2.5 cluster (PostgreSQL, Almighty, the node's sshd).
 
-OAR's commands are set-uid wrappers that read ``/etc/oar/oar.conf`` and the ``oar``
-user's home ``/var/lib/oar``, whatever the environment says. So the cluster lives in a
-private mount, UTS and network namespace (``unshare --mount --uts --net``, held open by
-a small process) where three directories of one temporary directory are mounted over
-the package's: ``etc`` on ``/etc/oar`` (a copy of the package's, with this cluster's
-``oar.conf`` and the node sshd's host key), ``home`` on ``/var/lib/oar`` (the ``oar``
-user's ssh key, OAR's runtime files and its log) and ``pg`` on ``/var/lib/postgresql``
-(the database cluster, owned by ``postgres``). The host is called ``localhost`` there
+The cluster lives in a private mount, UTS and network namespace (:class:`Namespace`:
+``unshare --mount --uts --net``, held open by a small process) where the directories of
+``tests/services/oar_root.py`` are mounted over the package's ``/etc/oar``,
+``/var/lib/oar`` and ``/var/lib/postgresql``. The host is called ``localhost`` there
 and the only network is a loopback interface, so the default ports (PostgreSQL 5432,
 Almighty 6666, the node's sshd 6667) are this cluster's alone, reachable from nowhere
 else, and never meet the daemons the packages' install may have started.
@@ -16,8 +12,8 @@ The daemons: ``postgres`` (as ``postgres``, trust authentication on 127.0.0.1 an
 socket), ``sshd -D`` with OAR's ``sshd_config`` (the server reaches the node as ``oar``
 with its key, as on a real cluster), and ``Almighty`` (as ``oar``, through the package's
 wrapper), which starts the scheduler, ``bipbip``, ``sarko`` and the others. Client
-commands enter the namespace with ``nsenter`` (see :meth:`OarCluster.run`). Every
-daemon is stopped by its PID.
+commands enter the namespace with ``nsenter`` (see :meth:`OarCluster.command`). Every
+daemon is stopped by its PID, then the jobs' processes left in the namespace.
 
 The node ``localhost`` has :data:`CORES` cores as resources (``oarnodesetting``); the
 scheduler runs at most every second. Jobs run as the current user (root in CI).
@@ -26,7 +22,6 @@ scheduler runs at most every second. Jobs run as the current user (root in CI).
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import shutil
 import signal
@@ -40,37 +35,15 @@ from typing import Optional
 import pytest
 
 from . import unavailable, wait_for
+from .oar_root import HOST, PACKAGE_ETC, PG_HOME, PG_PASSWORD, OarRoot
 
-HOST = "localhost"
 #: Resources of the node: one per core.
 CORES = 4
 START_TIMEOUT = 60.0
-PACKAGE_ETC = Path("/etc/oar")
-PACKAGE_HOME = Path("/var/lib/oar")
-PG_HOME = Path("/var/lib/postgresql")
 OAR_LIB = Path("/usr/lib/oar")
 SSHD = Path("/usr/sbin/sshd")
-CLIENTS = ("oarsub", "oarstat", "oardel", "oarnodes", "oarnodesetting")
-PG_PASSWORD = "oar"
-
-#: Changes to the package's oar.conf: the database on this namespace's loopback, the
-#: log in the private home, no cpuset manager (no cgroups here), a scheduler pass at
-#: most every second and a short security time between jobs, no node check rounds.
-CONFIGURATION = {
-    "DB_HOSTNAME": "127.0.0.1",
-    "DB_PORT": "5432",
-    "DB_BASE_PASSWD": PG_PASSWORD,
-    "DB_BASE_PASSWD_RO": PG_PASSWORD,
-    "SERVER_HOSTNAME": HOST,
-    "LOG_FILE": str(PACKAGE_HOME / "oar.log"),
-    "LOG_LEVEL": "3",
-    "JOB_RESOURCE_MANAGER_PROPERTY_DB_FIELD": None,
-    "JOB_RESOURCE_MANAGER_FILE": None,
-    "SCHEDULER_MIN_TIME_BETWEEN_2_CALLS": "1",
-    "SCHEDULER_JOB_SECURITY_TIME": "1",
-    "SCHEDULER_GANTT_HOLE_MINIMUM_TIME": "1",
-    "FINAUD_FREQUENCY": "3600",
-}
+CLIENTS = ("oarsub", "oarstat", "oardel", "oarnodes")
+DAEMONS = ("postgres", "sshd", "Almighty")
 
 #: The namespace holder: names the host, brings the loopback interface up, mounts the
 #: private directories (argv: host, then source target pairs), says so, and sleeps
@@ -94,37 +67,62 @@ class OarError(RuntimeError):
     """An OAR command failed."""
 
 
-def edit(text: str, values: Mapping[str, Optional[str]]) -> str:
-    """oar.conf's ``text`` with ``values`` set (``None``: the setting removed)."""
-    lines, seen = [], set()
-    for line in text.splitlines():
-        match = re.match(r"\s*#?\s*([A-Z_0-9]+)\s*=", line)
-        name = match.group(1) if match else ""
-        if name in values:
-            if name not in seen and values[name] is not None and not line.lstrip().startswith("#"):
-                lines.append(f'{name}="{values[name]}"')
-                seen.add(name)
-            elif not line.lstrip().startswith("#"):
-                lines.append("#" + line)
-            else:
-                lines.append(line)
-        else:
-            lines.append(line)
-    lines += [f'{n}="{v}"' for n, v in values.items() if v is not None and n not in seen]
-    return "\n".join(lines) + "\n"
+class Namespace:
+    """The private mount, UTS and network namespace, held open by a process."""
 
+    def __init__(self) -> None:
+        self.holder: Optional[subprocess.Popen[bytes]] = None
 
-def _ids(user: str) -> tuple[int, int]:
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
+    def start(self, mounts: Sequence[tuple[Path, Path]]) -> None:
+        pairs = [str(path) for pair in mounts for path in pair]
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--uts", "--net", sys.executable, "-c", HOLDER, HOST, *pairs],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert self.holder.stdout is not None
+        line = self.holder.stdout.readline().decode(errors="replace").strip()
+        if line != "ready":
+            rest = self.holder.stdout.read().decode(errors="replace")
+            self.holder.wait(timeout=10)
+            self.holder = None
+            raise OarError(f"unshare --mount --uts --net failed: {line} {rest}".strip())
 
+    @property
+    def started(self) -> bool:
+        return self.holder is not None
 
-def _chown_tree(path: Path, user: str) -> None:
-    uid, gid = _ids(user)
-    for root, dirs, files in os.walk(path):
-        os.chown(root, uid, gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
+    def prefix(self) -> list[str]:
+        """The command prefix that runs a program in the namespace."""
+        assert self.holder is not None, "the cluster is not started"
+        return ["nsenter", f"--target={self.holder.pid}", "--mount", "--uts", "--net", "--"]
+
+    def pids(self) -> list[int]:
+        """The processes in the namespace, its holder left out."""
+        assert self.holder is not None
+        mine = os.readlink(f"/proc/{self.holder.pid}/ns/net")
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != self.holder.pid:
+                try:
+                    if os.readlink(entry / "ns" / "net") == mine:
+                        found.append(int(entry.name))
+                except OSError:
+                    continue  # gone, or a kernel thread
+        return found
+
+    def stop(self) -> None:
+        """SIGKILL to what is left in the namespace, then end the holder."""
+        if self.holder is None:
+            return
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it ended meanwhile
+        _end(self.holder)
+        self.holder = None
 
 
 class OarCluster:
@@ -133,10 +131,8 @@ class OarCluster:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.etc = directory / "etc"
-        self.home = directory / "home"
-        self.pg = directory / "pg"
-        self.holder: Optional[subprocess.Popen[bytes]] = None
+        self.root = OarRoot(directory)
+        self.namespace = Namespace()
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- environment for clients and jobs ----------------------------------------------
@@ -150,18 +146,14 @@ class OarCluster:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
         return env
 
-    def namespace(self) -> list[str]:
-        """The command prefix that runs a program in the cluster's namespace."""
-        assert self.holder is not None, "the cluster is not started"
-        return ["nsenter", f"--target={self.holder.pid}", "--mount", "--uts", "--net", "--"]
-
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         """Make the private directories, start the daemons, add the node's cores, run
         a first job."""
-        self.check_installed()
-        self.make_directories()
-        self.start_holder()
+        check_installed()
+        self.directory.chmod(0o755)  # the daemons run as oar and postgres
+        self.root.make()
+        self.namespace.start(self.root.mounts())
         self.start_postgres()
         self.create_database()
         self.spawn("sshd", [str(SSHD), "-D", "-e", "-f", str(PACKAGE_ETC / "sshd_config")])
@@ -175,91 +167,8 @@ class OarCluster:
         self.wait(self.node_alive, f"the {CORES} resources of {HOST} to be Alive (oarnodes)")
         self.first_job()
 
-    def check_installed(self) -> None:
-        for path in [SSHD, Path("/usr/sbin/Almighty"), OAR_LIB / "oarexec", PG_HOME,
-                     *(Path("/usr/bin") / n for n in CLIENTS if n != "oarnodesetting")]:
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"{path} not found (apt-get install oar-server oar-node oar-user "
-                    "oar-server-pgsql oar-user-pgsql postgresql openssh-server)"
-                )
-        if self.postgres_bin() is None:
-            raise FileNotFoundError("no /usr/lib/postgresql/*/bin/postgres (apt-get install postgresql)")
-        for name in ("unshare", "nsenter", "setpriv", "ssh-keygen"):
-            if shutil.which(name) is None:
-                raise FileNotFoundError(f"{name} not found")
-
-    @staticmethod
-    def postgres_bin() -> Optional[Path]:
-        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
-        return found[-1].parent if found else None
-
-    def make_directories(self) -> None:
-        """``etc``: the package's /etc/oar with this oar.conf and a new host key;
-        ``home``: the oar user's home with a new key pair; ``pg``: an empty home for
-        postgres. The directory is traversable (the daemons run as oar and postgres)."""
-        self.directory.chmod(0o755)
-        shutil.copytree(PACKAGE_ETC, self.etc, symlinks=True,
-                        ignore=shutil.ignore_patterns("oar_ssh_host_*"))
-        for path in [self.etc, *self.etc.rglob("*")]:
-            owner = (PACKAGE_ETC / path.relative_to(self.etc)).stat()
-            os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
-        conf = self.etc / "oar.conf"
-        conf.write_text(edit(conf.read_text(), CONFIGURATION))
-        host_key = self.etc / "oar_ssh_host_ed25519_key"
-        _keygen(host_key)
-        sshd_config = self.etc / "sshd_config"
-        sshd_config.write_text(re.sub(
-            r"(?m)^(HostKey|UsePrivilegeSeparation|KeepAlive)\b.*$", "",
-            sshd_config.read_text(),
-        ) + f"HostKey {PACKAGE_ETC / host_key.name}\nListenAddress 127.0.0.1\n")
-        self.home.mkdir()
-        for name in (".bash_oar", ".bash_profile", ".bashrc"):
-            if (PACKAGE_HOME / name).exists():
-                shutil.copy2(PACKAGE_HOME / name, self.home / name)
-        # OAR's BASH_ENV for the jobs. The package's sources ~/.bashrc, which may do
-        # anything (pyenv's init recurses through BASH_ENV); this one puts this
-        # Python's console scripts (minionize...) first on the PATH, as on a cluster
-        # where minionize is installed on every node.
-        scripts = Path(sys.executable).parent
-        (self.home / ".batch_job_bashrc").write_text(
-            f'case ":$PATH:" in *":{scripts}:"*) ;; *) export PATH="{scripts}:$PATH" ;; esac\n'
-        )
-        ssh = self.home / ".ssh"
-        ssh.mkdir(mode=0o700)
-        _keygen(ssh / "id_ed25519")
-        public = (ssh / "id_ed25519.pub").read_text().strip()
-        (ssh / "authorized_keys").write_text(f'environment="OAR_KEY=1" {public}\n')
-        (ssh / "config").write_text(
-            "Host *\nForwardX11 no\nStrictHostKeyChecking no\nPasswordAuthentication no\n"
-            "AddressFamily inet\nUserKnownHostsFile /dev/null\nLogLevel ERROR\n"
-        )
-        _chown_tree(self.home, "oar")
-        self.home.chmod(0o755)
-        (self.home / ".batch_job_bashrc").chmod(0o644)
-        self.pg.mkdir()
-        _chown_tree(self.pg, "postgres")
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
-
-    def start_holder(self) -> None:
-        mounts = [str(self.etc), str(PACKAGE_ETC), str(self.home), str(PACKAGE_HOME),
-                  str(self.pg), str(PG_HOME)]
-        self.holder = subprocess.Popen(
-            ["unshare", "--mount", "--uts", "--net", sys.executable, "-c", HOLDER, HOST, *mounts],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        assert self.holder.stdout is not None
-        line = self.holder.stdout.readline().decode(errors="replace").strip()
-        if line != "ready":
-            rest = self.holder.stdout.read().decode(errors="replace")
-            self.holder.wait(timeout=10)
-            self.holder = None
-            raise OarError(f"unshare --mount --uts --net failed: {line} {rest}".strip())
-
     def start_postgres(self) -> None:
-        binaries = self.postgres_bin()
+        binaries = postgres_bin()
         assert binaries is not None
         data = PG_HOME / "data"
         self.run_as("postgres", [str(binaries / "initdb"), "-D", str(data), "-A", "trust",
@@ -291,7 +200,7 @@ class OarCluster:
         command = _as_user(user, argv) if user else list(argv)
         try:
             self.processes[name] = subprocess.Popen(
-                [*self.namespace(), *command],
+                [*self.namespace.prefix(), *command],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -328,41 +237,20 @@ class OarCluster:
         """Stop every daemon by PID (TERM, then KILL), then what is left in the
         namespace (the jobs' processes, which OAR detaches from its server), then the
         namespace."""
-        if self.holder is None:
+        if not self.namespace.started:
             return
-        for name in ("Almighty", "sshd", "postgres"):
+        for name in reversed(DAEMONS):
             process = self.processes.pop(name, None)
             if process is not None:
                 _end(process)
-        for pid in self.pids():
-            if pid != self.holder.pid:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass  # it ended meanwhile
-        _end(self.holder)
-        self.holder = None
-
-    def pids(self) -> list[int]:
-        """The processes in the cluster's network namespace."""
-        assert self.holder is not None
-        mine = os.readlink(f"/proc/{self.holder.pid}/ns/net")
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if os.readlink(entry / "ns" / "net") == mine:
-                        found.append(int(entry.name))
-                except OSError:
-                    continue  # gone, or a kernel thread
-        return found
+        self.namespace.stop()
 
     def log_tail(self, name: str, lines: int = 20) -> str:
         """The end of a daemon's output (and OAR's log), for error messages."""
         text = ""
         paths = [self.directory / f"{name}.out"]
         if name == "Almighty":
-            paths.append(self.home / "oar.log")
+            paths.append(self.root.log)
         for path in paths:
             if path.exists():
                 text += path.read_text(errors="replace")
@@ -380,7 +268,7 @@ class OarCluster:
         # oarsub takes the job's directory from PWD.
         where = {"PWD": str(cwd)} if cwd is not None else {}
         return subprocess.run(
-            [*self.namespace(), *argv],
+            [*self.namespace.prefix(), *argv],
             env={**self.env, **where, **(env or {})},
             cwd=cwd,
             capture_output=True,
@@ -433,9 +321,24 @@ class OarCluster:
         self.wait_idle(60)
 
 
-def _keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "oar", "-f", str(path)],
-                   check=True, capture_output=True, timeout=30)
+def check_installed() -> None:
+    for path in [SSHD, Path("/usr/sbin/Almighty"), OAR_LIB / "oarexec", PG_HOME,
+                 *(Path("/usr/bin") / n for n in CLIENTS)]:
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} not found (apt-get install oar-server oar-node oar-user "
+                "oar-server-pgsql oar-user-pgsql postgresql openssh-server)"
+            )
+    if postgres_bin() is None:
+        raise FileNotFoundError("no /usr/lib/postgresql/*/bin/postgres (apt-get install postgresql)")
+    for name in ("unshare", "nsenter", "setpriv", "ssh-keygen"):
+        if shutil.which(name) is None:
+            raise FileNotFoundError(f"{name} not found")
+
+
+def postgres_bin() -> Optional[Path]:
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    return found[-1].parent if found else None
 
 
 def _as_user(user: Optional[str], argv: Sequence[str]) -> list[str]:
@@ -472,7 +375,7 @@ def start_cluster(directory: Path) -> OarCluster:
         cluster.stop()
         unavailable("oar", str(error))
     except (OarError, AssertionError, OSError, subprocess.SubprocessError) as error:
-        logs = "\n".join(f"--- {n}\n{cluster.log_tail(n)}" for n in ("postgres", "sshd", "Almighty"))
+        logs = "\n".join(f"--- {n}\n{cluster.log_tail(n)}" for n in DAEMONS)
         cluster.stop()
         unavailable("oar", f"could not start: {error}\n{logs}")
     return cluster
