@@ -52,8 +52,7 @@ class Slots:
     the failure of the queue or of the command line; ``settler`` settles, and says
     whether ``--halt`` stopped the taking; ``reporter`` (None: nobody listens) and
     ``hooks`` are told of each task; ``start_interval`` is the least time between two
-    task starts (None: none); ``time_left`` the walltime, asked before each take and
-    told each task's run time (None: none).
+    task starts (None: none); ``time_left`` the walltime (None: none).
     """
 
     def __init__(
@@ -144,8 +143,8 @@ class Slots:
             if self._stopped() or self._ended:
                 return None
             if self._time_left is not None and not self._time_left.admits():
-                self._out_of_time = True
-                self._give_back_stash()
+                self._out_of_time = True  # for good: what was taken and not started goes back
+                self._settler.give_back((), self.unsettled()[1])
                 return None
             if self._stash:
                 return self._stash.popleft()
@@ -170,12 +169,6 @@ class Slots:
                     if not self._stop.asked.is_set():
                         self._changed.wait(remaining)
         return None
-
-    def _give_back_stash(self) -> None:
-        """The walltime ends: the params taken and not started go back untouched."""
-        while self._stash:
-            task = Task(self._stash.popleft(), stop_reason=StopReason.SHUTDOWN)
-            self._settler.settle(task, Result(Outcome.FAILED, reason="walltime"))
 
     def _check_end(self) -> None:
         """After an empty take: end when the queue is drained or idle for too long.
