@@ -11,12 +11,13 @@ by the caller (``map``, ``imap``'s ``next()``) or by the pool's result thread (t
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any, Optional
 
 from .calls import ChunkQueue, Feeder
 from .errors import RemoteTraceback
 from .inbox import Arrivals, Chunk, Inbox
-from .pickling import Outcome, decode_outcome
+from .pickling import Outcomes, decode_chunk
 from .progress import ProgressLine
 from .supervisor import Supervisor
 
@@ -104,10 +105,11 @@ class Call:
                 self.display.update(*counts)
 
 
-def outcome_value(index: int, outcome: Outcome) -> tuple[bool, Any]:
-    """``(ok, value)`` of an item; an exception carries the worker's traceback in its
-    ``__cause__`` (a ``multiprocessing.pool.RemoteTraceback``, as multiprocessing does)."""
-    ok, value, text = decode_outcome(index, outcome)
-    if not ok and text:
-        value.__cause__ = RemoteTraceback(text)
-    return ok, value
+def outcome_values(start: int, outcomes: Outcomes) -> Iterator[tuple[bool, Any]]:
+    """``(ok, value)`` of each item of a chunk; an exception carries the worker's
+    traceback in its ``__cause__`` (a ``multiprocessing.pool.RemoteTraceback``, as
+    multiprocessing does)."""
+    for ok, value, text in decode_chunk(start, outcomes):
+        if not ok and text:
+            value.__cause__ = RemoteTraceback(text)
+        yield ok, value

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 
 from .collect import MAX_TICK, Call
 from .errors import BrokenPoolError, PoolError, TaskLost
-from .pickling import decode_outcome
+from .pickling import decode_chunk
 from .run import Run, start_run
 
 #: concurrent.futures' logger: a broken executor is reported there, as the standard
@@ -165,7 +165,7 @@ class Dispatcher:
         except Exception as exc:
             return False, exc
         for start, outcomes in chunks:
-            ok, value, text = decode_outcome(start, outcomes[0])
+            ok, value, text = next(decode_chunk(start, outcomes))
             if not ok and text:
                 value.__cause__ = _RemoteTraceback(text)  # type: ignore[arg-type]
             return ok, value

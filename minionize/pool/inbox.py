@@ -14,12 +14,13 @@ import threading
 import time
 from collections.abc import Iterator
 
-from .pickling import Outcome
+from .pickling import Outcomes, Values, failures
 from .rundir import RecordReader, check_private
 
 #: A chunk as it came back: the index of its first item, and per item its outcome,
-#: still pickled (unpickled by the call that owns it: see ``pickling.decode_outcome``).
-Chunk = tuple[int, list[Outcome]]
+#: still pickled (unpickled by the call that owns it: see ``pickling.decode_chunk``),
+#: or its plain values.
+Chunk = tuple[int, Outcomes]
 
 #: The longest sleep between two reads of the results files.
 MAX_FILE_TICK = 0.005
@@ -77,6 +78,8 @@ class Inbox:
 
     def _keep(self, data: bytes) -> None:
         k, chunk, start, outcomes = pickle.loads(data)  # bytes and numbers
+        if isinstance(outcomes, bytes):
+            outcomes = Values(pickle.loads(outcomes))  # plain values: no code runs
         if k in self._chunks:  # else: a call over, a late duplicate
             self._chunks[k].setdefault(chunk, (start, outcomes))
 
@@ -131,7 +134,7 @@ class Arrivals:
                 self._got[chunk] = (start, outcomes)
                 arrived.append(chunk)
                 self.done += len(outcomes)
-                self.failed += sum(1 for outcome in outcomes if not outcome[0])
+                self.failed += failures(outcomes)
         return arrived
 
     def ready(self) -> Iterator[Chunk]:

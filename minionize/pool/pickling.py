@@ -9,7 +9,10 @@
 * What cannot be pickled raises an error of the kind pickle raised (``TypeError``,
   ``pickle.PicklingError``), as multiprocessing does, naming what could not be sent.
 * A chunk's outcomes are pickled one by one, so that a value that cannot be unpickled
-  is a :class:`RemoteError` of its item in its own call, never an error of another.
+  is a :class:`RemoteError` of its item in its own call, never an error of another;
+  a chunk whose items all returned plain values (numbers, strings, bytes, and lists,
+  tuples, dicts and sets of them: nothing whose unpickling runs code) travels as one
+  pickle of its values (:func:`plain_values`), read back as :class:`Values`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import linecache
 import marshal
 import pickle
 import types
-from typing import Any, Callable, Optional
+from collections.abc import Iterator
+from typing import Any, Callable, Optional, Union
 
 from .errors import PoolEncodingError, PoolPicklingError, PoolTypeError, RemoteError
 
@@ -170,3 +174,49 @@ def decode_outcome(index: int, outcome: Outcome) -> tuple[bool, Any, str]:
         error = RemoteError(f"the {what} of item {index} ({name}) could not be unpickled: "
                             f"{type(exc).__name__}: {exc}", text)
         return False, error, text
+
+
+class _PlainPickler(pickle.Pickler):
+    """Pickle's own pickler, noting whether it met anything but plain values (pickle
+    asks ``reducer_override`` about every object but those)."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.plain = True
+
+    def reducer_override(self, obj: Any) -> Any:
+        self.plain = False
+        return NotImplemented
+
+
+def plain_values(values: list[Any]) -> Optional[bytes]:
+    """The values of a chunk as one pickle, when they are all plain (None otherwise)."""
+    buffer = io.BytesIO()
+    pickler = _PlainPickler(buffer)
+    try:
+        pickler.dump(values)
+    except Exception:
+        return None
+    return buffer.getvalue() if pickler.plain else None
+
+
+class Values(list):  # type: ignore[type-arg]
+    """A chunk's values, every item returned (read from :func:`plain_values`' pickle)."""
+
+
+#: A chunk's outcomes as the caller keeps them: per item, or its plain values.
+Outcomes = Union[list[Outcome], Values]
+
+
+def failures(outcomes: Outcomes) -> int:
+    return 0 if isinstance(outcomes, Values) else sum(1 for outcome in outcomes if not outcome[0])
+
+
+def decode_chunk(start: int, outcomes: Outcomes) -> Iterator[tuple[bool, Any, str]]:
+    """``(ok, value or exception, traceback text)`` of each item of a chunk."""
+    if isinstance(outcomes, Values):
+        for value in outcomes:
+            yield True, value, ""
+        return
+    for j, outcome in enumerate(outcomes):
+        yield decode_outcome(start + j, outcome)

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from multiprocessing import TimeoutError
 from typing import Any, Callable, Optional
 
-from .collect import Call, outcome_value
+from .collect import Call, outcome_values
 from .inbox import Chunk
 
 Callback = Optional[Callable[[Any], object]]
@@ -63,8 +63,7 @@ class ApplyResult:
     def add(self, chunk: Chunk) -> None:
         """A chunk's outcomes: values in place, the first error kept."""
         start, outcomes = chunk
-        for j, outcome in enumerate(outcomes):
-            ok, value = outcome_value(start + j, outcome)
+        for j, (ok, value) in enumerate(outcome_values(start, outcomes)):
             if ok:
                 self._values[start + j] = value
             elif self._error is None:
@@ -161,8 +160,7 @@ class IMapIterator(Iterator[Any]):
                 self._close()
                 raise
             for start, outcomes in chunks:
-                for j, outcome in enumerate(outcomes):
-                    self._ready.append(outcome_value(start + j, outcome))
+                self._ready.extend(outcome_values(start, outcomes))
             if self._ready:
                 break
             if deadline is not None and time.monotonic() >= deadline:

@@ -31,7 +31,7 @@ from ..engines.base import Delivery
 from ..engines.sweep.engine import SweepEngine
 from .channel import ChannelEngine, link
 from .errors import PoolError
-from .pickling import Outcome, encode_outcome, load_function
+from .pickling import encode_outcome, load_function, plain_values
 from .rundir import append_record, check_private, read_private, write_private
 
 #: How often an idle worker takes from the queue even when the bell did not ring
@@ -126,19 +126,22 @@ def _run_sent_chunk(path: str, param: dict[str, Any]) -> None:
 
 
 def _record(func: Callable[..., Any], param: dict[str, Any], items: list[Any]) -> bytes:
-    call = param["call"]
+    """The chunk's record: its plain values as one pickle, else each outcome pickled."""
+    start = param["start"]
     star, apply = bool(param.get("star")), bool(param.get("apply"))
-    outcomes: list[Outcome] = []
-    for j, item in enumerate(items):
+    ran: list[tuple[bool, Any, str]] = []
+    for item in items:
         try:
             value = func(*item[0], **item[1]) if apply else func(*item) if star else func(item)
         except Exception as exc:
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            outcomes.append(encode_outcome(param["start"] + j, False, exc, text))
+            ran.append((False, exc, text))
         else:
-            outcomes.append(encode_outcome(param["start"] + j, True, value, ""))
-    return pickle.dumps((call, param["chunk"], param["start"], outcomes))
-
+            ran.append((True, value, ""))
+    values = plain_values([r[1] for r in ran]) if all(r[0] for r in ran) else None
+    outcomes = values if values is not None else [
+        encode_outcome(start + j, ok, value, text) for j, (ok, value, text) in enumerate(ran)]
+    return pickle.dumps((param["call"], param["chunk"], start, outcomes))
 
 class ChunkCallback(FuncCallback):
     """Runs chunks in a worker process; appends each record to this worker's results
