@@ -10,12 +10,14 @@ from doubling the jobs.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from ..errors import EXIT_HALTED, EXIT_OK, MinionizeError
+from ..status.allocator import AllocDecision, write_decision
 from ..status.read import read_status
 from .decide import Bounds, Decision, Observation, decide
 from .observe import BrokenJobs, observe
@@ -64,12 +66,14 @@ class Plan:
 
     submission: Submission
     report_dir: str
+    #: The queue, as the minions' reports name it (``sweep queue /abs/sweeps``).
+    queue: str = ""
 
 
-def decision_line(seen: Observation, decision: Decision) -> str:
-    """The one line that says a decision: target, live, pending, backlog, why."""
-    head = (f"target {decision.target}, live {seen.live}, pending {seen.pending}, "
-            f"backlog {seen.backlog}, in flight {seen.in_flight}")
+def decision_record(seen: Observation, decision: Decision, plan: Plan,
+                    scheduler: str) -> AllocDecision:
+    """The decision as ``minion-status`` shows it (target, live, pending, backlog, in
+    flight, act, why), made now, for ``plan``'s queue and jobs."""
     if decision.stop:
         act = "stop"
     elif decision.finished:
@@ -81,7 +85,10 @@ def decision_line(seen: Observation, decision: Decision) -> str:
     else:
         act = "submit nothing"
     why = decision.why.split(":")[0] if decision.stop else decision.why  # act says the rest
-    return f"{head}: {act} ({why})"
+    return AllocDecision(
+        t=time.time(), queue=plan.queue, name=plan.submission.name, scheduler=scheduler,
+        target=decision.target, live=seen.live, pending=seen.pending, backlog=seen.backlog,
+        in_flight=seen.in_flight, act=act, why=why)
 
 
 @dataclass
@@ -99,6 +106,7 @@ class Allocator:
     dry_run: bool = False
     sleep: Callable[[float], None] = time.sleep
     submitted: int = 0
+    unrecorded: bool = False
     pacer: Pacer = field(init=False)
     broken: BrokenJobs = field(init=False, default_factory=BrokenJobs)
 
@@ -132,8 +140,22 @@ class Allocator:
         status = read_status(self.plan.report_dir, queue=dict(counters))
         seen = observe(counters, status, jobs, self.broken, self.plan.submission.tag)
         decision = decide(seen, self.bounds)
-        self.say(decision_line(seen, decision))
+        record = decision_record(seen, decision, self.plan, self.scheduler.name)
+        self.say(record.line())
+        if not self.dry_run:
+            self._record(record)
         return self.act(decision, seen)
+
+    def _record(self, record: AllocDecision) -> None:
+        """Leave the decision beside the reports, for ``minion-status`` (a directory
+        that cannot take it is said once)."""
+        try:
+            os.makedirs(self.plan.report_dir, exist_ok=True)
+            write_decision(self.plan.report_dir, record)
+        except OSError as error:
+            if not self.unrecorded:
+                self.say(f"cannot record the decision for minion-status ({error})")
+            self.unrecorded = True
 
     def act(self, decision: Decision, seen: Observation) -> Optional[int]:
         if decision.stop:

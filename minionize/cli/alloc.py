@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     engine.open()  # a missing queue is refused before anything is made for it
     os.makedirs(output_dir, exist_ok=True)
     say = _sayer(None if args.dry_run else os.path.join(report_dir, "minion-alloc.log"))
-    allocator = Allocator(scheduler, engine, Plan(submission, report_dir), bounds,
+    allocator = Allocator(scheduler, engine, Plan(submission, report_dir, ref_label(ref)), bounds,
                           args.interval, say, dry_run=args.dry_run)
     say(f"{ref_label(ref)}: jobs named {name} on {scheduler.name}, reports in {report_dir}")
     try:

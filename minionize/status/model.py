@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..reporters.format import sane_number
+from .allocator import AllocDecision
 
 #: Seconds added to three heartbeat periods before a silent minion counts as lost.
 LOST_MARGIN = 5.0
@@ -104,6 +105,8 @@ class Status:
     #: Params finished per THROUGHPUT_BUCKET seconds, oldest first, ending now.
     throughput: list[int] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: The last decision of the allocator of these minions (None: no allocator).
+    allocator: Optional[AllocDecision] = None
 
     @property
     def eta(self) -> Optional[float]:
@@ -223,6 +226,7 @@ class Status:
         data.update((name, getattr(self, name)) for name in _QUEUE_JSON)
         data["throughput"] = {"bucket": THROUGHPUT_BUCKET, "counts": self.throughput}
         data["warnings"] = self.warnings
+        data["allocator"] = self.allocator.to_json() if self.allocator else None
         return data
 
 

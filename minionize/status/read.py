@@ -33,6 +33,7 @@ from ..reporters.format import (
     report_files,
     sane_number,
 )
+from .allocator import decision_for
 from .held import held
 from .model import (
     KEEP,
@@ -308,6 +309,7 @@ def summarize(
         slowest.extend(slow)
         errors.extend(failures)
     held(status, in_flight)
+    status.allocator = decision_for(directory, (report.queue for report in reports))
     status.stranded = sum(m.in_progress for m in status.minions if m.state == "lost")
     status.slowest = sorted(slowest, key=lambda r: -number(r.get("duration")))[:KEEP]
     # The newest failure of each param: its attempt number tells how many came before.

@@ -118,6 +118,17 @@ def eta_text(status: Status) -> str:
     return f"{duration(status.eta)} (at {at}), {count_text(status.remaining, 'param')} left"
 
 
+def allocator_text(status: Status) -> Optional[str]:
+    """``allocator at 12:03:04 (30 s ago), jobs NAME on SLURM: target ...: act (why)``:
+    the allocator's last decision; None when no allocator decided for these minions."""
+    decision = status.allocator
+    if decision is None:
+        return None
+    ago = duration(max(0.0, status.now - decision.t))
+    return (f"allocator at {clock(decision.t)} ({ago} ago), jobs {decision.name} on "
+            f"{decision.scheduler}: {decision.line()}")
+
+
 def failure_reason(record: dict[str, Any]) -> str:
     """``exit 3``, or the reason's last line when it says more."""
     reason = str(record.get("reason") or "").strip()
@@ -154,6 +165,9 @@ def format_status(status: Status) -> str:
         out.append("Run minions with MINION_REPORTER=json to write them there.")
         if status.queue:
             out.append(f"queue: {queue_line(status)}")
+        allocator = allocator_text(status)
+        if allocator:
+            out.append(allocator)
         out.extend(f"warning: {w}" for w in status.warnings)
         return "\n".join(out) + "\n"
     elapsed = status.elapsed
@@ -172,6 +186,9 @@ def format_status(status: Status) -> str:
     out.append(f"  rate: {', '.join(rates)}{over}")
     out.append(f"  queue: {queue_line(status)}")
     out.append(f"  ETA: {eta_text(status)}")
+    allocator = allocator_text(status)
+    if allocator:
+        out.append(f"  {allocator}")
     out.append("")
     out.append("minions")
     header = ("STATE", "HOST", "JOB", "PID", "DONE", "FAILED", "DEAD", "RUN", "SEEN", "CURRENT")

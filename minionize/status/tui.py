@@ -22,6 +22,7 @@ from .model import THROUGHPUT_BUCKET, Status, minion_order
 from .queue import query_queue
 from .read import read_status
 from .text import (
+    allocator_text,
     count_text,
     duration,
     eta_text,
@@ -117,6 +118,9 @@ def render(status: Status, max_rows: int = 20) -> RenderableType:
     recent = "-" if status.rate_recent is None else rate(status.rate_recent)
     parts.append(Text(f"rate {recent} now, {rate(status.rate_overall)} overall", no_wrap=True,
                       overflow="ellipsis"))
+    allocator = allocator_text(status)
+    if allocator:
+        parts.append(Text(allocator, style="cyan", no_wrap=True, overflow="ellipsis"))
 
     if status.minions:
         table = Table(expand=True, pad_edge=False, box=None, header_style="bold reverse")

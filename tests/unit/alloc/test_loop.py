@@ -167,3 +167,24 @@ def test_only_an_array_submitted_when_no_minion_lives_or_waits_may_keep_a_waiter
     assert scheduler.submitted == [3, 1]
     assert "MINION_WAIT" not in scheduler.envs[0]  # the script's own default
     assert scheduler.envs[1]["MINION_WAIT"] == "0"
+
+
+def test_each_decision_is_left_beside_the_reports_for_minion_status(tmp_path: Path) -> None:
+    from minionize.status.allocator import read_decision
+
+    scheduler, said = FakeScheduler(), []
+    alloc = allocator(tmp_path, scheduler, FakeQueue(todo=3), said)
+    alloc.poll()
+    decision = read_decision(tmp_path / "reports")
+    assert decision is not None and decision.line() in said[-2]
+    assert (decision.name, decision.scheduler, decision.act) == ("minions-t", "fake", "submit 3")
+    alloc.poll()
+    decision = read_decision(tmp_path / "reports")
+    assert decision is not None and (decision.pending, decision.act) == (3, "submit nothing")
+
+
+def test_a_dry_run_leaves_no_decision(tmp_path: Path) -> None:
+    scheduler, said = FakeScheduler(), []
+    alloc = replace(allocator(tmp_path, scheduler, FakeQueue(todo=3), said), dry_run=True)
+    assert alloc.run() == 0 and scheduler.submitted == []
+    assert not (tmp_path / "reports").exists()
