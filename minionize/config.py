@@ -21,6 +21,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from .durations import DURATION_HINT, parse_duration
 from .errors import ConfigError
+from .identity import job_scheduler
 
 _Number = TypeVar("_Number", int, float)
 
@@ -216,19 +217,25 @@ def _convert(name: str, value: str, convert: Callable[[str], _Number], hint: str
         raise ConfigError(f"{name}={value!r} {hint}") from None
 
 
+#: The variables giving the CPUs a job of each scheduler was granted, in the order read.
+CPU_VARIABLES = {"slurm": ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"), "sge": ("NSLOTS",),
+                 "pbs": ("NCPUS",), "lsf": ("LSB_DJOB_NUMPROC",)}
+
+
 def available_cpus(env: Mapping[str, str] | None = None) -> int:
     """The CPUs this process may use, as the batch scheduler or the kernel says.
 
-    Order: ``SLURM_CPUS_PER_TASK``, ``SLURM_CPUS_ON_NODE``, Grid Engine's ``NSLOTS``, the
-    lines naming this host in ``OAR_NODEFILE``, then the CPU affinity mask, capped by the
-    cgroup's CPU quota (a Kubernetes pod's CPU limit, a container's ``--cpus``).
+    In a job (:func:`~minionize.identity.job_scheduler`), its scheduler's :data:`CPU_VARIABLES`
+    or the lines naming this host in ``OAR_NODEFILE``; outside any, SLURM's then OAR's. Else
+    the CPU affinity mask, capped by the cgroup's CPU quota (a pod's or container's CPU limit).
     """
     env = os.environ if env is None else env
-    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "NSLOTS"):
+    scheduler = job_scheduler(env)
+    for name in CPU_VARIABLES.get(scheduler or "slurm", ()):
         value = env.get(name, "").strip()
         if value.isdecimal() and int(value) > 0:
             return int(value)
-    nodefile = env.get("OAR_NODEFILE", "").strip()
+    nodefile = env.get("OAR_NODEFILE", "").strip() if scheduler in ("", "oar") else ""
     if nodefile:
         try:
             lines = Path(nodefile).read_text().split()

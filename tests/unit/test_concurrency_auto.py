@@ -109,3 +109,47 @@ def test_grid_engine_slots() -> None:
     # qsub -pe smp 3: Grid Engine sets NSLOTS to the slots granted (1 without -pe).
     assert available_cpus({"NSLOTS": "3", "JOB_ID": "7", "SGE_TASK_ID": "undefined"}) == 3
     assert available_cpus({"NSLOTS": "0"}) == AFFINITY
+
+
+def test_pbs_ncpus() -> None:
+    # qsub -l select=1:ncpus=4: PBS sets NCPUS to the CPUs of the job's chunk on this host.
+    assert available_cpus({"NCPUS": "4", "PBS_JOBID": "1234[2].server"}) == 4
+    assert available_cpus({"NCPUS": "0", "PBS_JOBID": "1234.server"}) == AFFINITY
+
+
+def test_lsf_slots() -> None:
+    # bsub -n 3: LSF sets LSB_DJOB_NUMPROC to the slots granted.
+    assert available_cpus({"LSB_DJOB_NUMPROC": "3", "LSB_JOBID": "56", "LSB_JOBINDEX": "0"}) == 3
+
+
+@pytest.mark.parametrize(
+    "stray", [{"NCPUS": "16"}, {"LSB_DJOB_NUMPROC": "16"}, {"NSLOTS": "16"}]
+)
+def test_a_schedulers_variable_outside_its_job_is_not_read(stray: dict[str, str]) -> None:
+    # NCPUS and NSLOTS are names other programs set too.
+    assert available_cpus(stray) == AFFINITY
+
+
+def test_in_a_job_only_its_schedulers_variables_count(tmp_path: Path) -> None:
+    oar = nodefile(tmp_path, [socket.gethostname()] * 7)
+    strays = {"SLURM_CPUS_PER_TASK": "11", "SLURM_CPUS_ON_NODE": "12", "NSLOTS": "13",
+              "OAR_NODEFILE": oar, "NCPUS": "14", "LSB_DJOB_NUMPROC": "15"}
+    pbs = {"PBS_JOBID": "1234[5].server", "PBS_ARRAY_INDEX": "5"}
+    lsf = {"LSB_JOBID": "56", "LSB_JOBINDEX": "2"}
+    sge = {"JOB_ID": "812", "SGE_TASK_ID": "3"}
+    assert available_cpus({**strays, **pbs}) == 14
+    assert available_cpus({**strays, **lsf}) == 15
+    assert available_cpus({**strays, **sge}) == 13
+    assert available_cpus({**strays, "OAR_JOB_ID": "4242"}) == 7
+    assert available_cpus({**strays, "SLURM_JOB_ID": "9"}) == 11
+    # A PBS job whose own variable is missing falls back to the kernel, not to LSF's.
+    assert available_cpus({"LSB_DJOB_NUMPROC": "15", "SLURM_CPUS_ON_NODE": "12", **pbs}) == AFFINITY
+    # A job submitted from inside another: the order of identity.JOB_MARKERS decides.
+    assert available_cpus({**strays, **pbs, **lsf}) == 14
+
+
+def test_concurrency_auto_in_pbs_and_lsf_jobs() -> None:
+    pbs = {"MINION_CONCURRENCY": "auto", "PBS_JOBID": "7.server", "NCPUS": "3"}
+    assert Settings.from_env(pbs).concurrency == 3
+    lsf = {"MINION_CONCURRENCY": "auto", "LSB_JOBID": "8", "LSB_DJOB_NUMPROC": "2"}
+    assert Settings.from_env(lsf).concurrency == 2

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
+from minionize.identity import job_scheduler, scheduler_jobs
 from minionize.reporters.base import JOB_VARIABLES, MinionInfo
 
 SLURM_ARRAY_TASK = {
@@ -116,3 +119,99 @@ def test_a_job_id_outside_grid_engine_is_not_a_job() -> None:
     info = MinionInfo.current({"JOB_ID": "build-42", "HOME": "/root"})
     assert info.jobs == {}
     assert info.job_label == ""
+
+
+# PBS Pro / OpenPBS and LSF: the variables as their manuals describe them, set by hand
+# (no such scheduler runs in the tests).
+PBS_ARRAY_TASK = {
+    "PBS_JOBID": "1234[5].pbs-server.example.org",
+    "PBS_ARRAY_INDEX": "5",
+    "PBS_ARRAY_ID": "1234[].pbs-server.example.org",
+    "PBS_ENVIRONMENT": "PBS_BATCH",
+    "NCPUS": "4",
+}
+LSF_ARRAY_TASK = {"LSB_JOBID": "5678", "LSB_JOBINDEX": "3", "LSB_DJOB_NUMPROC": "2"}
+
+
+def test_pbs_array_task() -> None:
+    info = MinionInfo.current(PBS_ARRAY_TASK)
+    assert info.jobs == {"PBS_JOBID": "1234[5].pbs-server.example.org", "PBS_ARRAY_INDEX": "5"}
+    # qstat -t lists it as 1234[5].server; qdel 1234[5] deletes it.
+    assert info.job_label == "1234[5]"
+
+
+def test_pbs_job_without_array() -> None:
+    info = MinionInfo.current({"PBS_JOBID": "1240.pbs-server", "PBS_ENVIRONMENT": "PBS_BATCH"})
+    assert info.jobs == {"PBS_JOBID": "1240.pbs-server"}
+    assert info.job_label == "1240"
+
+
+def test_pbs_index_beside_a_job_id_without_brackets() -> None:
+    info = MinionInfo.current({"PBS_JOBID": "1234.pbs-server", "PBS_ARRAY_INDEX": "2"})
+    assert info.job_label == "1234[2]"
+
+
+def test_lsf_array_task() -> None:
+    info = MinionInfo.current(LSF_ARRAY_TASK)
+    assert info.jobs == {"LSB_JOBID": "5678", "LSB_JOBINDEX": "3"}
+    # bjobs shows 5678[3]; bkill "5678[3]" kills it.
+    assert info.job_label == "5678[3]"
+
+
+def test_lsf_job_without_array_has_index_0() -> None:
+    info = MinionInfo.current({"LSB_JOBID": "5679", "LSB_JOBINDEX": "0"})
+    assert info.jobs == {"LSB_JOBID": "5679"}
+    assert info.job_label == "5679"
+
+
+def test_an_array_index_outside_its_schedulers_job_is_not_read() -> None:
+    info = MinionInfo.current({"PBS_ARRAY_INDEX": "5", "LSB_JOBINDEX": "3", "SLURM_JOB_ID": "9"})
+    assert info.jobs == {"SLURM_JOB_ID": "9"}
+    assert info.job_label == "9"
+    assert MinionInfo.current({"PBS_ARRAY_INDEX": "5", "LSB_JOBINDEX": "3"}).jobs == {}
+
+
+def test_a_pbs_job_with_stray_grid_engine_and_lsf_variables() -> None:
+    # JOB_ID is not Grid Engine's without SGE_TASK_ID, LSB_JOBINDEX not LSF's without LSB_JOBID.
+    info = MinionInfo.current({**PBS_ARRAY_TASK, "JOB_ID": "build-7", "LSB_JOBINDEX": "9"})
+    assert info.jobs == {"PBS_JOBID": "1234[5].pbs-server.example.org", "PBS_ARRAY_INDEX": "5"}
+    assert info.job_label == "1234[5]"
+
+
+def test_the_job_scheduler_is_the_first_whose_marker_is_set() -> None:
+    assert job_scheduler({}) == ""
+    assert job_scheduler({"JOB_ID": "3"}) == ""
+    assert job_scheduler({"JOB_ID": "3", "SGE_TASK_ID": "undefined"}) == "sge"
+    assert job_scheduler(PBS_ARRAY_TASK) == "pbs"
+    assert job_scheduler(LSF_ARRAY_TASK) == "lsf"
+    # A job submitted from inside another carries the other's variables: one order decides,
+    # the same for the label and for MINION_CONCURRENCY=auto.
+    both = {**LSF_ARRAY_TASK, **PBS_ARRAY_TASK}
+    assert job_scheduler(both) == "pbs" and MinionInfo.current(both).job_label == "1234[5]"
+    assert job_scheduler({**PBS_ARRAY_TASK, "SLURM_JOB_ID": "8"}) == "slurm"
+
+
+@pytest.mark.parametrize(
+    ("env", "label"), [(PBS_ARRAY_TASK, "1234[5]"), (LSF_ARRAY_TASK, "5678[3]")]
+)
+def test_pbs_and_lsf_identity_reaches_reports_status_and_mtop(
+    tmp_path: Path, env: dict[str, str], label: str
+) -> None:
+    from rich.console import Console
+
+    from minionize.reporters.json import JsonReporter
+    from minionize.status import read_status
+    from minionize.status.text import format_status
+    from minionize.status.tui import render
+
+    reporter = JsonReporter(tmp_path)
+    reporter.start(MinionInfo.current(env))
+    assert reporter.path is not None and label.replace("[", "_").replace("]", "_") in reporter.path.name
+    status = read_status(tmp_path)
+    assert [m.job for m in status.minions] == [label]
+    assert status.to_json()["minions"][0]["jobs"] == scheduler_jobs(env)
+    assert label in format_status(status)
+    out = io.StringIO()
+    Console(file=out, width=160).print(render(status, max_rows=20))
+    assert label in out.getvalue()
+    reporter.stop(0)
