@@ -42,6 +42,8 @@ class Broker:
         self._todo: collections.deque[Key] = collections.deque()
         self._params: dict[Key, dict[str, Any]] = {}
         self._attempts: dict[Key, int] = {}
+        #: Why a chunk's last attempt failed (chunks that failed and wait for another).
+        self._reasons: dict[Key, str] = {}
         self._leases: dict[Key, ChunkLease] = {}
         #: Worker minions waiting for a chunk, with how to answer them.
         self._waiting: collections.deque[tuple[str, Callable[[Any], None]]] = collections.deque()
@@ -94,6 +96,14 @@ class Broker:
     def dead_count(self) -> int:
         return len(self._dead)
 
+    def left(self) -> list[dict[str, Any]]:
+        """The chunks not done, not dead: todo or held by a worker (what its lease
+        says), each with its param, attempts and the reason its last attempt failed."""
+        with self._lock:
+            keys = [*self._leases, *self._todo]
+            return [{"id": f"{k[0]}.{k[1]}", "param": self._params[k], "attempts": self._attempts.get(k, 0),
+                     "reason": self._reasons.get(k, "")} for k in keys if k in self._params]
+
     def reclaim(self, minion: str, reason: str) -> None:
         """A lost worker's chunks back now (an attempt counted if it had started)."""
         with self._lock:
@@ -136,6 +146,7 @@ class Broker:
                 self._todo.appendleft(key)
             elif how == "retry":
                 self._attempts[key] = self._attempts.get(key, 0) + 1
+                self._reasons[key] = reason
                 self._todo.appendleft(key)
             else:
                 self._attempts[key] = self._attempts.get(key, 0) + 1
@@ -193,6 +204,7 @@ class Broker:
         if attempts >= self.max_attempts:
             self._bury(key, reason)
         else:
+            self._reasons[key] = reason
             self._todo.appendleft(key)
 
     def _bury(self, key: Key, reason: str) -> None:
@@ -204,3 +216,5 @@ class Broker:
     def _forget(self, key: Key) -> None:
         self._params.pop(key, None)
         self._attempts.pop(key, None)
+        if self._reasons:
+            self._reasons.pop(key, None)

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Callable, Optional
@@ -29,6 +30,7 @@ from .channel import ChannelServer, channel_path
 from .cleanup import disown, guard, release, remove_stale
 from .collect import Call
 from .inbox import Inbox
+from .keptqueue import write_kept_queue
 from .pickling import dump_function
 from .resultthread import ResultThread
 from .rundir import make_rundir, write_private
@@ -68,9 +70,11 @@ class Run:
         sweep.create()
         self.inbox = Inbox(self.rundir, files=not local)
         self.channel: Optional[ChannelServer] = None
+        #: The in-memory queue of local workers (written into ``queue/`` if kept).
+        self.broker: Optional[Broker] = None
         self.queue: ChunkQueue
         if local:
-            broker = Broker(lease, max_attempts, self.inbox.ring)
+            broker = self.broker = Broker(lease, max_attempts, self.inbox.ring)
             self.channel = ChannelServer(os.path.join(self.rundir, "channel"), broker, self.inbox)
             self.queue = broker
         else:
@@ -141,7 +145,8 @@ class Run:
     def finish(self) -> None:
         """Fail the async calls still running, stop the workers (those still there),
         then remove the run directory unless kept (then it is disowned: never removed
-        as a leftover)."""
+        as a leftover, and local workers' queue, in memory, is written into its
+        ``queue/`` for ``minion-queue``)."""
         if self._finished:
             return
         self._finished = True
@@ -152,10 +157,21 @@ class Run:
                 self.channel.stop()
         finally:
             if self.keep:
+                self._write_queue()
                 disown(self.rundir)
             else:
                 shutil.rmtree(self.rundir, ignore_errors=True)
             release(self._finalizer)
+
+    def _write_queue(self) -> None:
+        if self.broker is None:
+            return  # the sweep queue is the queue already
+        try:
+            write_kept_queue(self.broker, os.path.join(self.rundir, "queue"), self.broker.lease,
+                             self.broker.max_attempts)
+        except Exception as exc:  # a post-mortem record: never what ends the pool
+            warnings.warn(f"the pool's queue could not be written into {self.rundir}: {exc}",
+                          RuntimeWarning, stacklevel=2)
 
 
 def start_run(run: Run, owner: object) -> weakref.finalize:  # type: ignore[type-arg]

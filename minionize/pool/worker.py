@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import pickle
+import signal
 import socket
 import sys
 import threading
@@ -189,6 +190,28 @@ def initialize(rundir: str, name: str) -> bool:
     return True
 
 
+class StopSignal:
+    """SIGTERM outside the minion's own handlers (before its run installs them, or once
+    it has put this one back, while it ends its report): a stop asked, never a death,
+    so that the worker gives back what it holds and its report ends."""
+
+    def __init__(self) -> None:
+        self.asked = False
+        self._stop: Optional[Callable[[], None]] = None
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.asked = True
+        if self._stop is not None:
+            self._stop()
+
+    def stops(self, stop: Callable[[], None]) -> None:
+        """What a SIGTERM calls from now on (at once if one came already)."""
+        self._stop = stop
+        if self.asked:
+            stop()
+
+
 def _watch_parent(parent: int, stop: Any) -> None:
     def watch() -> None:
         while os.getppid() == parent:
@@ -208,6 +231,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--name", required=True)
     parser.add_argument("--parent", type=int, default=None, help="stop when this process is gone")
     args = parser.parse_args(argv)
+    stop_signal = StopSignal()
     rundir = os.path.abspath(args.rundir)
     check_private(rundir)
     with open(os.path.join(rundir, "config.json")) as handle:
@@ -233,6 +257,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     minion = Minion(callback, engine, JsonReporter(os.path.join(rundir, "report")), settings)
     # The loop's own stop flag (read only): an idle take ends as soon as it is set.
     engine.stopping = minion.stopping.asked.is_set
+    stop_signal.stops(minion.stop)
     if args.parent is not None:
         _watch_parent(args.parent, minion.stop)
     try:
