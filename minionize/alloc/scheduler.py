@@ -11,6 +11,7 @@ busy or unreachable (the allocator then backs off instead of counting a failure)
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -127,3 +128,20 @@ def tail(path: Optional[str], lines: int = 10) -> str:
         return f"(cannot read {path}: {error.strerror})"
     kept = text.strip().splitlines()[-lines:]
     return "\n".join(kept) if kept else f"({path} is empty)"
+
+
+def exit_text(status: str) -> str:
+    """squeue's ``exit_code`` (a wait status) in words: ``, exit code 3``, ``, signal 9``."""
+    try:
+        value = int(status)
+    except ValueError:
+        return ""
+    if value & 0x7F:
+        return f", signal {value & 0x7F}"
+    return f", exit code {value >> 8}" if value else ""
+
+
+def user() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name

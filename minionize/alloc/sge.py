@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Optional
 
-from .scheduler import ENDED, PENDING, RUNNING, Job, SchedulerError, Submission, run
+from .scheduler import ENDED, PENDING, RUNNING, Job, SchedulerError, Submission, run, user
 
 #: Job states that run (or are about to), and those of a job that will never start.
 _RUNNING = ("r", "t", "Rr", "Rt", "s", "S", "T", "dr", "dt")
@@ -120,12 +120,6 @@ def ran(job: Job) -> Optional[float]:
         return os.path.getmtime(job.output) if job.output else None
     except OSError:
         return None
-
-
-def user() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name
 
 
 def epoch(text: Optional[str]) -> Optional[float]:

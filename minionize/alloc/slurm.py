@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Optional
 
-from .scheduler import ENDED, PENDING, RUNNING, Job, Submission, run
+from .scheduler import ENDED, PENDING, RUNNING, Job, Submission, exit_text, run
 
 #: squeue's fields, in the order :meth:`Slurm.parse` reads them.
 FIELDS = ("JobArrayID", "State", "Reason", "exit_code", "StdErr", "SubmitTime", "StartTime",
@@ -90,17 +90,6 @@ class Slurm:
 
     def cancel_pending(self, name: str) -> None:
         run(["scancel", "--me", "--state=PENDING", f"--name={name}"], self.env)
-
-
-def exit_text(status: str) -> str:
-    """squeue's ``exit_code`` (a wait status) in words: ``, exit code 3``, ``, signal 9``."""
-    try:
-        value = int(status)
-    except ValueError:
-        return ""
-    if value & 0x7F:
-        return f", signal {value & 0x7F}"
-    return f", exit code {value >> 8}" if value else ""
 
 
 def epoch(text: str) -> Optional[float]:

@@ -1,4 +1,4 @@
-"""``minion-alloc``: keep just enough minion jobs on SLURM or Grid Engine for a queue.
+"""``minion-alloc``: keep just enough minion jobs on SLURM, OAR or Grid Engine for a queue.
 
 The command line, the queue and scheduler it is built from, the lock, and the lines it
 says (stderr, and ``minion-alloc.log`` in the report directory); what it decides is
@@ -35,6 +35,7 @@ examples:
   minion-alloc --max-minions 50 --tasks-per-minion 20 --submit-option=--partition=short \\
       minions.sbatch ./a.out
   minion-alloc --scheduler sge --max-minions 10 minions.sge ./a.out
+  minion-alloc --scheduler oar --max-minions 10 examples/oar/minions.oar ./a.out
   minion-alloc --dry-run --max-minions 20 minions.sbatch ./a.out   # what it would submit
   minion-alloc --forever --min-minions 1 --max-minions 8 minions.sbatch ./serve   # redis
 
@@ -42,7 +43,9 @@ exit codes: 0 drained (or another copy runs), 2 usage or configuration error,
 3 stopped: jobs in a row ended without starting a task (the message says why).
 """
 
-SCHEDULERS = ("slurm", "sge")
+SCHEDULERS = ("slurm", "sge", "oar")
+#: The command on PATH that names each scheduler, in the order they are looked for.
+SUBMIT_COMMANDS = (("slurm", "sbatch"), ("sge", "qsub"), ("oar", "oarsub"))
 
 QUEUE_OPTIONS = table("""
 -e --engine NAME -> MINION_ENGINE
@@ -77,12 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the script's arguments (the command each param runs)")
     where = add_group(parser, "queue and scheduler", QUEUE_OPTIONS)
     where.add_argument("-s", "--scheduler", choices=SCHEDULERS,
-                       help="slurm or sge (default: the one whose sbatch or qsub is on PATH)")
+                       help="slurm, sge or oar (default: the one whose sbatch, qsub or oarsub is "
+                       "on PATH)")
     where.add_argument("--name", metavar="NAME",
                        help="the jobs' name, by which it finds them again (default: minions- "
                        "and a hash of the queue)")
     where.add_argument("--submit-option", action="append", default=[], metavar="OPT",
-                       help="an option for sbatch or qsub, repeatable "
+                       help="an option for sbatch, qsub or oarsub, repeatable "
                        "(--submit-option=--partition=short)")
     bounds = parser.add_argument_group("how many minions")
     bounds.add_argument("--max-minions", type=positive, required=True, metavar="N",
@@ -141,15 +145,25 @@ def _scheduler_name(args: argparse.Namespace) -> str:
 
     if args.scheduler:
         return str(args.scheduler)
-    for name, command in (("slurm", "sbatch"), ("sge", "qsub")):
+    for name, command in SUBMIT_COMMANDS:
         if shutil.which(command):
             return name
-    raise ConfigError("neither sbatch nor qsub is on PATH: give --scheduler slurm or sge on "
-                      "a login node of the cluster")
+    raise ConfigError("none of sbatch, qsub or oarsub is on PATH: give --scheduler slurm, "
+                      "sge or oar on a login node of the cluster")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..alloc import Allocator, Bounds, GridEngine, LockHeld, Plan, Slurm, Submission, hold_lock
+    from ..alloc import (
+        Allocator,
+        Bounds,
+        GridEngine,
+        LockHeld,
+        Oar,
+        Plan,
+        Slurm,
+        Submission,
+        hold_lock,
+    )
     from ..config import Settings
     from ..engines import load_engine
     from ..errors import ConfigError
@@ -167,7 +181,9 @@ def run(args: argparse.Namespace) -> int:
     env.update(MINION_REPORTER="json", REPORTER_JSON_DIRECTORY=report_dir)
     submission = Submission(os.path.abspath(args.script), tuple(args.args), 0, name,
                             output_dir, tuple(args.submit_option), env, _tag(args))
-    scheduler: Any = Slurm() if _scheduler_name(args) == "slurm" else GridEngine(output_dir)
+    kind = _scheduler_name(args)
+    scheduler: Any = (Slurm() if kind == "slurm" else Oar(output_dir) if kind == "oar"
+                      else GridEngine(output_dir))
     bounds = Bounds(args.max_minions, args.min_minions, args.tasks_per_minion,
                     args.time_per_minion, args.forever, args.max_broken)
     engine = load_engine(settings)

@@ -76,3 +76,19 @@ def test_bad_flags_are_one_line(cluster: Path, capsys: pytest.CaptureFixture[str
     assert "--min-minions is larger than --max-minions" in capsys.readouterr().err
     assert main(["--max-minions", "2", "missing.sh"]) == 2
     assert "no batch script missing.sh" in capsys.readouterr().err
+
+
+def test_oar_is_found_when_oarsub_is_on_path(
+        cluster: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    fill(2)
+    only = cluster / "oar-bin"
+    only.mkdir()
+    (only / "oarsub").write_text("#!/bin/sh\n")
+    (only / "oarsub").chmod(0o755)
+    (only / "oarstat").write_text("#!/bin/sh\n")  # no job of this name yet
+    (only / "oarstat").chmod(0o755)
+    monkeypatch.setenv("PATH", str(only))
+    assert main(["--dry-run", "--max-minions", "4", "job.sh", "./a.out"]) == 0
+    err = capsys.readouterr().err
+    assert " on OAR, reports in " in err
+    assert "would run: oarsub --array 2 -n minions-" in err

@@ -7,9 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from minionize.alloc.scheduler import ENDED, PENDING, RUNNING, SchedulerError, Submission, run, tail
+from minionize.alloc.scheduler import (
+    ENDED,
+    PENDING,
+    RUNNING,
+    SchedulerError,
+    Submission,
+    exit_text,
+    run,
+    tail,
+)
 from minionize.alloc.sge import GridEngine
-from minionize.alloc.slurm import SEPARATOR, Slurm, exit_text
+from minionize.alloc.slurm import SEPARATOR, Slurm
 
 SUBMISSION = Submission("/w/minions.sbatch", ("./a.out",), 3, "minions-x", "/w/r/jobs",
                         ("--partition=short",), tag="0123abcdef")
