@@ -249,6 +249,12 @@ class Engine(abc.ABC):
         every verb is unsupported. The verbs below hand themselves to it."""
         return Admin(self.name)
 
+    def counts_params(self) -> bool:
+        """Whether :meth:`status` can count this queue's params (the engine, or its
+        administration, implements it), e.g. for ``--progress``'s total."""
+        return type(self).status is not Engine.status or (
+            type(self.administration()).status is not Admin.status)
+
     def fill(self, params: Iterable[Param]) -> tuple[int, int]:
         """Add params; return (added, skipped as already present, done or not).
         Raises ValueError for what standard JSON cannot hold (NaN, infinities)."""

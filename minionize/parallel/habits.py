@@ -115,12 +115,11 @@ class Habits:
         """The engine, the reporter and the hooks of a run of ``callback`` whose process
         writes to ``files`` (what :meth:`output_files` gave)."""
         from ..engines import load_engine
-        from ..engines.base import Engine as BaseEngine
         from ..reporters import load_reporter
 
         engine = load_engine(settings)
         reporter = load_reporter(settings)
-        counting = type(engine).status is not BaseEngine.status
+        counting = engine.counts_params()
         if settings.dry:
             return engine, reporter, []  # -n prints commands: nothing to log, keep or draw
         hooks: list[Hook] = []

@@ -71,3 +71,17 @@ def test_every_engine_uses_the_kit(name: str) -> None:
     assert f"import {name}\n" not in family and f"from {name} import" not in family
     client = importlib.import_module(f"minionize.engines.{name}.client")
     assert "Calls(self.errors" in inspect.getsource(client)  # one translation, one outage policy
+
+
+def test_an_engine_counts_its_params_where_it_or_its_admin_can() -> None:
+    """``--progress`` shows a total only for an engine whose status counts."""
+    from minionize.engines.sweep import SweepEngine
+    from minionize.testing import MemoryEngine
+
+    class Bare(MemoryEngine):
+        status = Engine.status  # type: ignore[assignment]
+
+    assert SweepEngine("unused").counts_params()  # through its admin
+    assert FileEngine("unused").counts_params()
+    assert MemoryEngine([]).counts_params()  # its own status
+    assert not Bare([]).counts_params()
