@@ -218,7 +218,7 @@ def test_take_wakes_when_its_own_retry_puts_a_param_back(tmp_path: Path) -> None
     e.fill(["p"])
     d = e.take(1, 0.0)[0]
     threading.Timer(0.1, e.retry, (d, "failed")).start()
-    again = e.take(1, 2.0)
+    again = e.take(1, 10.0)  # returns once the retry lands (0.1 s), however loaded the machine
     assert [x.attempt for x in again] == [2]
 
 
