@@ -94,6 +94,14 @@ class Task:
     def running_for(self) -> float:
         return time.monotonic() - self.started
 
+    def starts_now(self) -> None:
+        """The task starts now, not when it was made (``--delay`` waited in between):
+        its start times, and a deadline counted from them, move to now."""
+        now = time.monotonic()
+        if self.deadline is not None:
+            self.deadline += now - self.started
+        self.started, self.wall_start = now, time.time()
+
     @property
     def lock(self) -> threading.Lock:
         """The task's lock, for callbacks written before :meth:`attach` and

@@ -204,6 +204,7 @@ class Slots:
             else:
                 if self._start_interval is not None:
                     self._space_start(self._start_interval)
+                    task.starts_now()
                 if self._reporter is not None:
                     self._reporter.task_started(task)
                 if self._hooks is not None:
