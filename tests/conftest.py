@@ -322,6 +322,13 @@ class RedisServer:
                 self.process.wait()
 
 
+#: Run in the background by a shell without job control (``cmd &``, nohup), the tests
+#: would inherit SIGINT ignored, and so would every minion and pool they start: the tests
+#: that press Ctrl-C on them need it back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(autouse=True)
 def _no_command_line_log_handler() -> Iterator[None]:
     """A test that runs a command's ``main`` in this process leaves its stderr handler on
