@@ -76,6 +76,8 @@ class GridEngine:
                 del self.seen[label]
                 continue
             if label not in listed and job.condition != ENDED:
+                if job.said == "submitted" and ran(job) is None and now - (job.submitted or now) < IN_TRANSIT:
+                    continue  # not listed yet, not started: qstat shows it a moment later
                 self.seen[label] = Job(label, ENDED, said="ended (qstat lists it no more)",
                                        submitted=job.submitted, started=ran(job),
                                        ended=now, output=job.output, tag=job.tag)
@@ -109,6 +111,11 @@ class GridEngine:
                    if job.condition == PENDING and not job.failed]
         if waiting:
             run(["qdel", *waiting], self.env)
+
+
+#: Seconds a task just submitted may be missing from qstat (dispatched, not yet shown)
+#: without being taken for ended, while it has not started (no output file).
+IN_TRANSIT = 30.0
 
 
 def ran(job: Job) -> Optional[float]:

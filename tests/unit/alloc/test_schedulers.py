@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from minionize.alloc.scheduler import (
     run,
     tail,
 )
-from minionize.alloc.sge import GridEngine
+from minionize.alloc.sge import IN_TRANSIT, GridEngine
 from minionize.alloc.slurm import SEPARATOR, Slurm
 
 SUBMISSION = Submission("/w/minions.sbatch", ("./a.out",), 3, "minions-x", "/w/r/jobs",
@@ -149,4 +150,10 @@ def test_a_job_submitted_then_ended_between_two_looks_is_seen_ended(
     (tmp_path / "minions-x-7.1.out").write_text("ran\n")
     jobs = {job.label: job for job in sge.jobs("minions-x")}
     assert jobs["7.1"].condition == ENDED and jobs["7.1"].started is not None
+    # Not listed yet and not started: a task qstat shows a moment later (it was counted
+    # ended, and the allocator submitted one array too many), until IN_TRANSIT passed.
+    assert jobs["7.2"].condition == PENDING
+    sge.seen["7.2"] = replace(sge.seen["7.2"], submitted=time.time() - IN_TRANSIT - 1)
+    fake_qstat(monkeypatch, ["<job_info/>"])
+    jobs = {job.label: job for job in sge.jobs("minions-x")}
     assert jobs["7.2"].condition == ENDED and jobs["7.2"].started is None  # never ran
