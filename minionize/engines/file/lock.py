@@ -21,6 +21,9 @@ from typing import Optional
 
 from ...errors import ConfigError, EngineError
 
+#: Seconds to wait for a holder that has just locked the file to write its name.
+HOLDER_WAIT = 1.0
+
 
 class ReaderLock:
     """The lock of the file ``path``: :meth:`acquire` or ConfigError naming who holds it."""
@@ -42,7 +45,12 @@ class ReaderLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = _read_holder(fd)
+                deadline = time.monotonic() + HOLDER_WAIT
+                while holder is None and time.monotonic() < deadline:
+                    time.sleep(0.02)  # it has just locked: its name follows at once
+                    holder = _read_holder(fd)
                 os.close(fd)
+                holder = holder or "it is starting"
                 raise ConfigError(
                     f"{self.path} is being read by another minion ({holder}): two minions "
                     "on one file would each run every line; let that one finish (-j N runs "
@@ -77,11 +85,12 @@ def _same_file(fd: int, path: str) -> bool:
     return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
 
 
-def _read_holder(fd: int) -> str:
-    """Who holds the lock, as the lock file says (``pid 12 on host h since 10:02:03``)."""
+def _read_holder(fd: int) -> Optional[str]:
+    """Who holds the lock, as the lock file says (``pid 12 on host h since 10:02:03``);
+    None while the holder has not written its name yet."""
     try:
         record = json.loads(os.pread(fd, 4096, 0))
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(record["since"])))
         return f"pid {int(record['pid'])} on host {record['host']}, since {since}"
     except (OSError, ValueError, TypeError, KeyError):
-        return "it is starting"  # locked, not yet written
+        return None  # locked, not yet written
