@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn, TypeVar
 
 import pytest
 
@@ -62,3 +62,33 @@ def alive(pid: int) -> bool:
         return False
     except OSError:
         return True
+
+
+Cluster = TypeVar("Cluster")
+
+
+def user_name() -> str:
+    """The name of the user the tests run as (the jobs' owner on a test cluster)."""
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def start_or_skip(service: str, cluster: Cluster, failures: tuple[type[BaseException], ...],
+                  daemons: tuple[str, ...], needs_root: str) -> Cluster:
+    """``cluster.start()``, or skip the test (fail under CI=true) saying why it cannot:
+    not root (``needs_root`` says why it must be), a program missing, or a start that
+    failed (``failures``), with the last lines of each daemon's log."""
+    if os.geteuid() != 0:
+        unavailable(service, needs_root)
+    started: Any = cluster
+    try:
+        started.start()
+    except FileNotFoundError as error:
+        started.stop()
+        unavailable(service, str(error))
+    except (*failures, AssertionError, OSError) as error:
+        logs = "\n".join(f"--- {n}\n{started.log_tail(n)}" for n in daemons)
+        started.stop()
+        unavailable(service, f"could not start: {error}\n{logs}")
+    return cluster

@@ -34,7 +34,7 @@ from typing import Optional
 
 import pytest
 
-from . import unavailable, wait_for
+from . import start_or_skip, wait_for
 from .oar_root import HOST, PACKAGE_ETC, PG_HOME, PG_PASSWORD, OarRoot
 
 #: Resources of the node: one per core.
@@ -366,19 +366,8 @@ def _end(process: subprocess.Popen[bytes]) -> None:
 
 def start_cluster(directory: Path) -> OarCluster:
     """Start a cluster, or skip the test (fail under CI=true) saying why it cannot."""
-    if os.geteuid() != 0:
-        unavailable("oar", "the namespace and OAR's daemons need root")
-    cluster = OarCluster(directory)
-    try:
-        cluster.start()
-    except FileNotFoundError as error:
-        cluster.stop()
-        unavailable("oar", str(error))
-    except (OarError, AssertionError, OSError, subprocess.SubprocessError) as error:
-        logs = "\n".join(f"--- {n}\n{cluster.log_tail(n)}" for n in DAEMONS)
-        cluster.stop()
-        unavailable("oar", f"could not start: {error}\n{logs}")
-    return cluster
+    return start_or_skip("oar", OarCluster(directory), (OarError, subprocess.SubprocessError), DAEMONS,
+                         "the namespace and OAR's daemons need root")
 
 
 _running: dict[str, OarCluster] = {}

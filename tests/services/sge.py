@@ -30,7 +30,7 @@ from typing import Optional
 
 import pytest
 
-from . import free_port, unavailable, wait_for
+from . import free_port, start_or_skip, user_name, wait_for
 
 #: Where the Debian packages (gridengine-master, -exec, -client) put the binaries.
 BINARIES = Path("/usr/lib/gridengine")
@@ -212,7 +212,7 @@ class SgeCluster:
         self.spool_tool("spooldefaults.bin", "configuration", str(configuration))
         self.spool_tool("spooldefaults.bin", "complexes", str(resources / "centry"))
         self.spool_tool("spooldefaults.bin", "usersets", str(resources / "usersets"))
-        self.spool_tool("spooldefaults.bin", "managers", _user_name())
+        self.spool_tool("spooldefaults.bin", "managers", user_name())
 
     def spool_tool(self, name: str, *args: str) -> None:
         env = {**self.env, "LD_LIBRARY_PATH": str(BINARIES)}
@@ -285,7 +285,7 @@ class SgeCluster:
         qmaster = self.processes.get("sge_qmaster")
         if qmaster is not None and qmaster.poll() is None:
             try:
-                self.run(["qdel", "-f", "-u", _user_name()], timeout=10)
+                self.run(["qdel", "-f", "-u", user_name()], timeout=10)
             except (SgeError, subprocess.TimeoutExpired):
                 pass  # nothing to delete
         for name in reversed(DAEMONS):
@@ -408,27 +408,11 @@ def _end(process: subprocess.Popen[bytes]) -> None:
         process.stdout.close()
 
 
-def _user_name() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name
-
 
 def start_cluster(directory: Path) -> SgeCluster:
     """Start a cluster, or skip the test (fail under CI=true) saying why it cannot."""
-    if os.geteuid() != 0:
-        unavailable("sge", "sge_execd must run as root to start jobs")
-    cluster = SgeCluster(directory)
-    try:
-        cluster.start()
-    except FileNotFoundError as error:
-        cluster.stop()
-        unavailable("sge", str(error))
-    except (SgeError, AssertionError, OSError, subprocess.SubprocessError) as error:
-        logs = "\n".join(f"--- {n}\n{cluster.log_tail(n)}" for n in DAEMONS)
-        cluster.stop()
-        unavailable("sge", f"could not start: {error}\n{logs}")
-    return cluster
+    return start_or_skip("sge", SgeCluster(directory), (SgeError, subprocess.SubprocessError), DAEMONS,
+                         "sge_execd must run as root to start jobs")
 
 
 _running: dict[str, SgeCluster] = {}

@@ -25,7 +25,7 @@ from typing import Optional
 
 import pytest
 
-from . import free_port, unavailable, wait_for
+from . import free_port, start_or_skip, user_name, wait_for
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "sinfo", "scancel", "scontrol")
@@ -130,7 +130,7 @@ class SlurmCluster:
                 d=d,
                 munge=munge,
                 runtime=runtime,
-                user=_user_name(),
+                user=user_name(),
                 ctld_port=free_port(),
                 slurmd_port=free_port(),
                 cpus=NODE_CPUS,
@@ -163,7 +163,7 @@ class SlurmCluster:
         """Cancel what is left, then stop every daemon by PID (TERM, then KILL)."""
         if "slurmctld" in self.processes and self.processes["slurmctld"].poll() is None:
             subprocess.run(
-                [self.binaries["scancel"], "--user", _user_name()],
+                [self.binaries["scancel"], "--user", user_name()],
                 env=self.env,
                 capture_output=True,
                 timeout=10,
@@ -304,27 +304,11 @@ class SlurmCluster:
         return match.group(1) if match else ""
 
 
-def _user_name() -> str:
-    import pwd
-
-    return pwd.getpwuid(os.getuid()).pw_name
-
 
 def start_cluster(directory: Path) -> SlurmCluster:
     """Start a cluster, or skip the test (fail under CI=true) saying why it cannot."""
-    if os.geteuid() != 0:
-        unavailable("slurm", "slurmd must run as root to start jobs")
-    cluster = SlurmCluster(directory)
-    try:
-        cluster.start()
-    except FileNotFoundError as error:
-        cluster.stop()
-        unavailable("slurm", str(error))
-    except (SlurmError, AssertionError, OSError, subprocess.SubprocessError) as error:
-        logs = "\n".join(f"--- {n}\n{cluster.log_tail(n)}" for n in DAEMONS)
-        cluster.stop()
-        unavailable("slurm", f"could not start: {error}\n{logs}")
-    return cluster
+    return start_or_skip("slurm", SlurmCluster(directory), (SlurmError, subprocess.SubprocessError), DAEMONS,
+                         "slurmd must run as root to start jobs")
 
 
 @pytest.fixture(scope="module")
