@@ -32,8 +32,8 @@ class Bounds:
 @dataclass(frozen=True)
 class Observation:
     """One look: the queue's backlog (todo + expired leases) and params in flight, the
-    minions alive (a report heartbeat, or a running job whose minion has not reported
-    yet), the jobs pending, the live minions' throughput (tasks a second, None: unknown),
+    minions alive (a report heartbeat, or a running job whose minion has not said it
+    finished), the jobs pending, the live minions' throughput (tasks a second, None: unknown),
     the seconds a job waits before it starts (None: unknown), and the jobs in a row that
     ended without starting a task, with what the scheduler said of the last one."""
 

@@ -2,7 +2,8 @@
 reports and the scheduler's list of jobs, made into an :class:`~.decide.Observation`.
 
 Live minions are those whose report heartbeats (``minion-status``'s *alive*), plus the
-running jobs whose minion has not reported yet; pending jobs are the scheduler's.
+running jobs whose minion has not said it finished (not reported yet, or a heartbeat
+late); pending jobs are the scheduler's.
 :class:`BrokenJobs` follows the jobs that ended: one that ran without starting a task and
 failed (or never reported) counts, one that started a task clears the count, one the
 cluster ended (cancelled, preempted, timed out, a node lost) changes nothing: it is
@@ -96,13 +97,15 @@ def observe(counters: Mapping[str, Any], status: Status, jobs: list[Job],
     minions = _minions_by_job(status)
     broken.follow(jobs, minions, tag)
     alive = {minion.job or minion.name for minion in status.minions if minion.state == "alive"}
-    starting = {job.label for job in jobs if job.condition == RUNNING
-                and job.label not in minions}
+    # A running job is live until its minion says it finished: one whose heartbeat is
+    # late (a loaded node) still holds its slot, and replacing it would be one too many.
+    running = {job.label for job in jobs if job.condition == RUNNING and not (
+        job.label in minions and minions[job.label].state == "finished")}
     pending = sum(1 for job in jobs if job.condition == PENDING and not job.failed)
     return Observation(
         backlog=_count(counters, "todo") + _count(counters, "expired"),
         in_flight=_count(counters, "in_flight"),
-        live=len(alive | starting),
+        live=len(alive | running),
         pending=pending,
         throughput=status.rate_recent or None,
         start_wait=start_wait(jobs),

@@ -28,7 +28,8 @@ def test_it_drains_a_queue_each_param_run_once(work: Workdir) -> None:
     assert "exit (queue drained and its minions finished)" in result.stderr
     runs = work.runs()
     assert sorted(runs, key=int) == [str(n) for n in range(60)]
-    assert set(runs.values()) == {1} and work.submitted() == 3
+    assert set(runs.values()) == {1}
+    assert work.submitted() == 3, result.stderr
 
 
 def test_a_broken_job_script_stops_it_with_its_output(work: Workdir) -> None:

@@ -31,6 +31,17 @@ def test_live_minions_are_alive_reports_and_running_jobs_not_reported_yet() -> N
     assert (seen.live, seen.pending, seen.backlog, seen.in_flight) == (3, 2, 7, 1)
 
 
+def test_a_running_job_whose_report_is_late_is_still_live() -> None:
+    # Under load a minion's heartbeat can come late (its report reads "lost") while
+    # the scheduler still runs its job: it holds its slot, and a job submitted in its
+    # place would be one too many. A job that ended with its report alive is not live
+    # once the report is lost.
+    jobs = [Job("1_0", RUNNING), Job("1_1", RUNNING), Job("1_2", ENDED, started=1.0, ended=2.0)]
+    seen = observe({"todo": 50}, status(minion("1_0", "lost"), minion("1_1"),
+                                        minion("1_2", "lost")), jobs, BrokenJobs())
+    assert seen.live == 2
+
+
 def ended(label: str, when: float, **values: Any) -> Job:
     return Job(label, ENDED, said=values.pop("said", "FAILED"), started=1.0, ended=when, **values)
 
