@@ -92,8 +92,9 @@ RUNNING_OPTIONS = table("""
     (SLURM, OAR, Grid Engine h_rt), none: no end. Near it the minion takes no param its
     tasks cannot finish, and exits 0 (MINION_WALLTIME)
 --expected-duration DURATION -> MINION_EXPECTED_DURATION
-    how long a task takes, for --walltime; default: the 90th percentile of this minion's
-    last 50 run times, plus 25%%, and any task is started until one has finished
+    how long a task takes, for --walltime; default: the 90th percentile of the queue's
+    last 50 run times (those its minions reported in REPORTER_JSON_DIRECTORY, then this
+    minion's), plus 25%%, and any task is started until one has finished
     (MINION_EXPECTED_DURATION)
 --template TEMPLATE -> MINION_TEMPLATE
     the command, with {name} filled from a mapping param and {} with the whole param, e.g.

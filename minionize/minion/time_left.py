@@ -3,11 +3,13 @@ holds what it needs and is asked by the slots before each take.
 
 A task is expected to take ``MINION_EXPECTED_DURATION`` (``--expected-duration``) when
 the user gives it, else the :data:`PERCENTILE` th percentile of the run times of the
-last :data:`RECENT` tasks this minion ran, times :data:`SAFETY`. A param is taken while
+last :data:`RECENT` tasks, times :data:`SAFETY`: those this minion ran, after those the
+queue's other minions reported (the queue's record, read once at start when the minion
+writes JSON reports: :mod:`minionize.reporters.run_times`). A param is taken while
 the time left is at least that plus the grace period (what stopping and giving back
-needs). Before any task has finished there is no estimate: the minion takes, as long as
-more than the grace period is left (a first task tells how long tasks take; refusing
-would leave a minion that never learns). Once the minion refuses, it takes no more: its
+needs). Before any task of the queue has finished there is no estimate: the minion
+takes, as long as more than the grace period is left (a first task tells how long tasks
+take; refusing would leave a minion that never learns). Once the minion refuses, it takes no more: its
 slots end as their tasks finish, the params it held unstarted go back untouched (no
 attempt counted), and it exits 0 with nothing in flight.
 """
@@ -86,7 +88,29 @@ class TimeLeft:
             return None
         left = end.at - time.time()
         log.warning("walltime: %.0f s left, from %s", left, end.source)
-        return cls(time.monotonic() + left, settings.grace_period, settings.expected_duration)
+        limit = cls(time.monotonic() + left, settings.grace_period, settings.expected_duration)
+        if settings.expected_duration is None:
+            limit.learn_from_queue(settings)
+        return limit
+
+    def learn_from_queue(self, settings: Settings) -> None:
+        """Start from the run times the queue's other minions reported (the reports of
+        the same queue in ``REPORTER_JSON_DIRECTORY``, when this minion writes there)."""
+        if settings.reporter != "json":
+            return
+        from ..reporters.json import report_directory
+        from ..reporters.queue_ref import queue_ref
+        from ..reporters.run_times import recent_run_times
+
+        times = recent_run_times(report_directory(settings),
+                                 queue_ref(settings.engine, settings.env.values), RECENT)
+        for seconds in times:
+            self.run_times.record(seconds)
+        learned = self.task_time()
+        if learned is not None:
+            log.info("walltime: tasks of this queue take about %.1f s (%d th percentile of "
+                     "the %d recent run times its minions reported, times %g)",
+                     learned, PERCENTILE, len(times), SAFETY)
 
     def task_time(self) -> Optional[float]:
         """How long a task is expected to take (None: no estimate yet)."""

@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 SUMMARY_EVERY = 500
 
 
+def report_directory(settings: Settings) -> str:
+    """Where the JSON reporter of ``settings`` writes (``REPORTER_JSON_DIRECTORY``)."""
+    return settings.env.str("REPORTER_JSON_DIRECTORY", DEFAULT_DIRECTORY) or DEFAULT_DIRECTORY
+
+
 class JsonReporter(Reporter):
     """Writes ``<directory>/<host>_<pid>[_<job>].jsonl`` and its ``.summary.json``."""
 
@@ -82,9 +87,7 @@ class JsonReporter(Reporter):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JsonReporter:
-        directory = (
-            settings.env.str("REPORTER_JSON_DIRECTORY", DEFAULT_DIRECTORY) or DEFAULT_DIRECTORY
-        )
+        directory = report_directory(settings)
         heartbeat = settings.env.positive_seconds("MINION_HEARTBEAT", DEFAULT_HEARTBEAT)
         return cls(directory, heartbeat, queue=(settings.engine, settings.env.values))
 

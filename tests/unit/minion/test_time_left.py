@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from minionize.config import Settings
 from minionize.minion.run import Minion
 from minionize.minion.time_left import SAFETY, RunTimes, TimeLeft, may_take
 from minionize.testing import MemoryEngine
+from tests.unit.reporters.test_run_times import write_report
 
 
 def test_a_task_is_taken_when_it_and_the_grace_period_fit() -> None:
@@ -85,3 +87,29 @@ def test_no_walltime_no_gate() -> None:
     assert TimeLeft.from_settings(Settings.from_env({})) is None
     assert TimeLeft.from_settings(Settings.from_env({"MINION_WALLTIME": "none",
                                                      "SLURM_JOB_ID": "1"})) is None
+
+
+def test_a_new_minion_knows_how_long_the_queues_tasks_take_from_its_reports(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The minions before it ran tasks of about 4 s; with 3 s left it takes nothing,
+    # where a minion that only learns from its own tasks would start one.
+    sweeps = str(tmp_path / "sweeps")
+    write_report(tmp_path / "reports", 1, {"EXECO_PERSISTENCE_DIR": sweeps},
+                 [("done", 100.0 + 5 * n, 4.0) for n in range(10)])
+    env = {"MINION_ENGINE": "sweep", "EXECO_PERSISTENCE_DIR": sweeps, "MINION_WALLTIME": "3",
+           "MINION_GRACE_PERIOD": "0.5", "MINION_REPORTER": "json",
+           "REPORTER_JSON_DIRECTORY": str(tmp_path / "reports")}
+    caplog.set_level(logging.INFO, "minionize.minion")
+    limit = TimeLeft.from_settings(Settings.from_env(env))
+    assert limit is not None and limit.task_time() == 4.0 * SAFETY
+    assert "tasks of this queue take about 5.0 s" in caplog.text
+    assert not limit.admits()
+    # Another queue's reports, or no JSON reports, say nothing of this one.
+    other = TimeLeft.from_settings(Settings.from_env(
+        {**env, "EXECO_PERSISTENCE_DIR": str(tmp_path / "other")}))
+    assert other is not None and other.task_time() is None and other.admits()
+    unreported = TimeLeft.from_settings(Settings.from_env({**env, "MINION_REPORTER": "null"}))
+    assert unreported is not None and unreported.task_time() is None
+    # The expected duration given wins.
+    given = TimeLeft.from_settings(Settings.from_env({**env, "MINION_EXPECTED_DURATION": "1"}))
+    assert given is not None and given.task_time() == 1.0 and given.admits()
