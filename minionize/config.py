@@ -35,7 +35,7 @@ KNOWN_VARIABLES = (
     "MINION_TASK_TIMEOUT", "MINION_GRACE_PERIOD", "MINION_IDLE_TIMEOUT", "MINION_LEASE",
     "MINION_OUTAGE_TIMEOUT", "MINION_WAIT", "MINION_LOG_DIR", "MINION_TEMPLATE",
     "MINION_SHELL", "MINION_HALT", "MINION_PARAM_STDIN", "MINION_RESULT_MAX_BYTES",
-    "MINION_WALLTIME", "MINION_EXPECTED_DURATION",
+    "MINION_WALLTIME", "MINION_WALLTIME_LEAD", "MINION_EXPECTED_DURATION",
     # GNU parallel habits (habits.py, cli/parallel_flags.py)
     "MINION_JOBLOG", "MINION_RESULTS", "MINION_TAG", "MINION_KEEP_ORDER", "MINION_DELAY",
     "MINION_PROGRESS",
@@ -309,10 +309,8 @@ def read_task_timeout(env: Env) -> tuple[Optional[float], Optional[float]]:
 
 def read_walltime(env: Env) -> Optional[float]:
     """``MINION_WALLTIME``: a duration, ``inf`` for ``none``, None when unset."""
-    if env.raw("MINION_WALLTIME") is None:
-        return None
-    seconds = env.seconds("MINION_WALLTIME", None)
-    return math.inf if seconds is None else seconds
+    unset, seconds = env.raw("MINION_WALLTIME") is None, env.seconds("MINION_WALLTIME", None)
+    return None if unset else math.inf if seconds is None else seconds
 
 
 @dataclass(frozen=True)
@@ -337,7 +335,9 @@ class Settings:
     #: When the allocation ends, in seconds from the start: None for the scheduler's
     #: end (if any), ``inf`` for none at all (``MINION_WALLTIME=none``).
     walltime: Optional[float] = None
-    #: How long a task takes, given by the user (None: learned from the tasks run).
+    #: Seconds to be done before the allocation's end (an early signal's lead), and how
+    #: long a task takes, given by the user (None: learned from the tasks run).
+    walltime_lead: float = 0.0
     expected_duration: Optional[float] = None
     env: Env = field(default_factory=Env)
 
@@ -370,6 +370,7 @@ class Settings:
             shell=env.bool("MINION_SHELL"),
             template=env.str("MINION_TEMPLATE"),
             walltime=read_walltime(env),
+            walltime_lead=_not_none(env.seconds("MINION_WALLTIME_LEAD", 0.0, allow_zero=True), 0.0),
             expected_duration=_positive_or_none(env, "MINION_EXPECTED_DURATION"),
             env=env,
         )

@@ -91,6 +91,10 @@ RUNNING_OPTIONS = table("""
     when this minion's allocation ends, from its start; unset: the scheduler's own end
     (SLURM, OAR, Grid Engine h_rt), none: no end. Near it the minion takes no param its
     tasks cannot finish, and exits 0 (MINION_WALLTIME)
+--walltime-lead DURATION -> MINION_WALLTIME_LEAD
+    be done this long before the allocation's end: the lead of the scheduler's early
+    signal (sbatch --signal=B:TERM@90, oarsub --checkpoint 120), so that no task is
+    started that the signal would cut (MINION_WALLTIME_LEAD, default 0)
 --expected-duration DURATION -> MINION_EXPECTED_DURATION
     how long a task takes, for --walltime; default: the 90th percentile of the queue's
     last 50 run times (those its minions reported in REPORTER_JSON_DIRECTORY, then this

@@ -86,8 +86,10 @@ class TimeLeft:
         end = allocation_end(settings.env.values, settings.walltime, started)
         if end is None:
             return None
-        left = end.at - time.time()
-        log.warning("walltime: %.0f s left, from %s", left, end.source)
+        left = end.at - time.time() - settings.walltime_lead
+        lead = f", to be done {settings.walltime_lead:g} s before its end" \
+            if settings.walltime_lead else ""
+        log.warning("walltime: %.0f s left, from %s%s", left, end.source, lead)
         limit = cls(time.monotonic() + left, settings.grace_period, settings.expected_duration)
         if settings.expected_duration is None:
             limit.learn_from_queue(settings)

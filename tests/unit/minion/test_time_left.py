@@ -10,6 +10,7 @@ import pytest
 
 from minionize import FuncCallback
 from minionize.config import Settings
+from minionize.errors import ConfigError
 from minionize.minion.run import Minion
 from minionize.minion.time_left import SAFETY, RunTimes, TimeLeft, may_take
 from minionize.testing import MemoryEngine
@@ -113,3 +114,18 @@ def test_a_new_minion_knows_how_long_the_queues_tasks_take_from_its_reports(
     # The expected duration given wins.
     given = TimeLeft.from_settings(Settings.from_env({**env, "MINION_EXPECTED_DURATION": "1"}))
     assert given is not None and given.task_time() == 1.0 and given.admits()
+
+
+def test_the_walltime_lead_is_time_the_minion_does_not_plan_for(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # oarsub --checkpoint 120 signals the job 120 s before its walltime: with 100 s left
+    # and that lead, the minion is already past the point where it can start a task.
+    env = {"OAR_JOB_WALLTIME_SECONDS": "100", "OAR_JOB_ID": "7", "MINION_GRACE_PERIOD": "5"}
+    caplog.set_level(logging.WARNING, "minionize.minion")
+    late = TimeLeft.from_settings(Settings.from_env({**env, "MINION_WALLTIME_LEAD": "120"}))
+    assert late is not None and not late.admits()
+    assert "to be done 120 s before its end" in caplog.text
+    plain = TimeLeft.from_settings(Settings.from_env(env))
+    assert plain is not None and plain.admits()
+    with pytest.raises(ConfigError, match="MINION_WALLTIME_LEAD"):
+        Settings.from_env({"MINION_WALLTIME_LEAD": "soon"})
