@@ -1,5 +1,6 @@
-"""``Executor``: a ``concurrent.futures.Executor`` on worker minions (local, or a SLURM
-array), with the backends and options of :class:`~minionize.pool.Pool`.
+"""``Executor``: a ``concurrent.futures.Executor`` on worker minions (local, or a SLURM,
+OAR or Grid Engine array job), with the backends and options of
+:class:`~minionize.pool.Pool` (``backend=``, ``submit_args=``).
 
 ``submit`` returns a ``concurrent.futures.Future``, which works with
 ``concurrent.futures.wait`` and ``as_completed``; the calls are handed to the workers by
@@ -20,7 +21,7 @@ from typing import Any, Callable, Optional, TypeVar
 from ..engines.kit import optional_import
 from .backends import PoolWorker
 from .dispatch import Dispatcher
-from .options import check, initializer_of, max_tasks, start_method
+from .options import check, initializer_of, max_tasks, start_method, submit_options
 from .run import Run
 
 T = TypeVar("T")
@@ -67,6 +68,7 @@ class Executor(concurrent.futures.Executor):
         lease: float = 60.0,
         max_replacements: Optional[int] = None,
         sbatch_args: Sequence[str] = (),
+        submit_args: Sequence[str] = (),
         start: Optional[str] = None,
     ) -> None:
         if max_workers is not None and max_workers <= 0:
@@ -76,9 +78,10 @@ class Executor(concurrent.futures.Executor):
         tasks = max_tasks(max_tasks_per_child=max_tasks_per_child, max_tasks_per_worker=max_tasks_per_worker)
         method = start_method(start, mp_context)
         check(initializer, backend, method)
+        options = submit_options(backend, submit_args, sbatch_args)
         run = Run(self._max_workers, backend=backend, workdir=workdir, keep_workdir=keep_workdir,
                   max_attempts=max_attempts, lease=lease, max_tasks_per_worker=tasks,
-                  max_replacements=max_replacements, sbatch_args=sbatch_args, start=method,
+                  max_replacements=max_replacements, submit_args=options, start=method,
                   progress=False, initializer=initializer_of(initializer, initargs), stdout=True)
         self.rundir = run.rundir
         # One call more than workers out: a worker that finishes finds the next one.

@@ -1,7 +1,9 @@
-"""``Pool``: ``multiprocessing.Pool``, on worker minions (local, or a SLURM array).
+"""``Pool``: ``multiprocessing.Pool``, on worker minions (local, or a SLURM, OAR or Grid
+Engine array job).
 
 Every method, argument and behaviour of ``multiprocessing.Pool``, and minionize's own:
-functions sent by value, :class:`TaskLost`, lost workers replaced, ``backend="slurm"``.
+functions sent by value, :class:`TaskLost`, lost workers replaced, ``backend="slurm"``
+(``"oar"``, ``"sge"``).
 What a call writes and how its chunks come back: :mod:`.run`, :mod:`.collect`.
 """
 
@@ -17,7 +19,7 @@ from ..engines.kit import optional_import
 from .backends import PoolWorker
 from .collect import Call
 from .errors import PoolError
-from .options import check, initializer_of, max_tasks, start_method
+from .options import check, initializer_of, max_tasks, start_method, submit_options
 from .results import ApplyResult, Callback, IMapIterator, MapResult, drive
 from .run import Run, start_run
 
@@ -29,7 +31,9 @@ class Pool:
 
     ``processes``, ``initializer``, ``initargs``, ``maxtasksperchild`` (also
     ``max_tasks_per_worker``) and ``context`` are multiprocessing's; ``backend``
-    (``"local"`` or ``"slurm"``, with ``sbatch_args``), ``workdir``, ``keep_workdir``,
+    (``"local"``, or one array job of ``"slurm"``, ``"oar"`` or ``"sge"``: Grid Engine,
+    with ``submit_args`` for its submit command; ``sbatch_args``: SLURM's, kept),
+    ``workdir``, ``keep_workdir``,
     ``lease``, ``max_attempts``, ``max_replacements``, ``start`` (``"fork"`` or
     ``"exec"``) and ``progress`` are minionize's: see ``docs/pool.md``.
     """
@@ -50,6 +54,7 @@ class Pool:
         max_tasks_per_worker: Optional[int] = None,
         max_replacements: Optional[int] = None,
         sbatch_args: Sequence[str] = (),
+        submit_args: Sequence[str] = (),
         start: Optional[str] = None,
         progress: bool = False,
     ) -> None:
@@ -61,11 +66,12 @@ class Pool:
         if self.processes < 1:
             raise ValueError("Number of processes must be at least 1")
         check(initializer, backend, method)
+        options = submit_options(backend, submit_args, sbatch_args)
         init = initializer_of(initializer, initargs)
         self.keep_workdir, self.progress = keep_workdir, progress
         self._run = Run(self.processes, backend=backend, workdir=workdir, keep_workdir=keep_workdir,
                         max_attempts=max_attempts, lease=lease, max_tasks_per_worker=tasks,
-                        max_replacements=max_replacements, sbatch_args=sbatch_args, start=method,
+                        max_replacements=max_replacements, submit_args=options, start=method,
                         progress=progress, initializer=init)
         self.rundir = self._run.rundir
         # Ends the run once: at terminate or join, when a pool never closed is collected.

@@ -3,7 +3,7 @@ thread, and how a call of the pool is written into them.
 
 The caller pickles the function (by value: lambdas, closures and ``__main__`` functions
 travel) and the items, chunk by chunk, and queues one JSON param per chunk: for workers
-on other nodes (SLURM), in the run directory (its sweep queue, ``calls/``, the workers'
+on other nodes (SLURM, OAR, Grid Engine), in the run directory (its sweep queue, ``calls/``, the workers'
 results files); for local workers, in the caller's memory, handed out and sent back over
 the run directory's socket (:mod:`.broker`, :mod:`.channel`). Everything a worker
 minion can lose (a crash, a SIGKILL, a lost node) comes back through the queue: the
@@ -47,7 +47,7 @@ class Run:
 
     def __init__(self, processes: int, *, backend: str, workdir: Optional[str], keep_workdir: bool,
                  max_attempts: int, lease: float, max_tasks_per_worker: Optional[int],
-                 max_replacements: Optional[int], sbatch_args: Sequence[str], start: str,
+                 max_replacements: Optional[int], submit_args: Sequence[str], start: str,
                  progress: bool, initializer: Optional[Callable[[], Any]],
                  stdout: bool = False) -> None:
         self.processes = processes
@@ -84,9 +84,7 @@ class Run:
         if backend == "local":
             self.backend = LocalBackend(self.rundir, start, stdout)
         else:
-            from .slurm import SlurmBackend
-
-            self.backend = SlurmBackend(self.rundir, sbatch_args)
+            self.backend = cluster_backend(backend, self.rundir, submit_args)
         self.supervisor = Supervisor(
             rundir=self.rundir, queue=self.queue, backend=self.backend, max_attempts=max_attempts,
             max_replacements=2 * processes if max_replacements is None else max_replacements,
@@ -172,6 +170,23 @@ class Run:
         except Exception as exc:  # a post-mortem record: never what ends the pool
             warnings.warn(f"the pool's queue could not be written into {self.rundir}: {exc}",
                           RuntimeWarning, stacklevel=2)
+
+
+def cluster_backend(backend: str, rundir: str, submit_args: Sequence[str]) -> Backend:
+    """The backend of a scheduler (imported only when a pool uses it)."""
+    if backend == "slurm":
+        from .slurm import SlurmBackend
+
+        return SlurmBackend(rundir, submit_args)
+    if backend == "oar":
+        from .oar import OarBackend
+
+        return OarBackend(rundir, submit_args)
+    if backend == "sge":
+        from .sge import SgeBackend
+
+        return SgeBackend(rundir, submit_args)
+    raise ValueError(f"no such backend: {backend!r}")
 
 
 def start_run(run: Run, owner: object) -> weakref.finalize:  # type: ignore[type-arg]
