@@ -165,18 +165,16 @@ class Status:
     def done_params(self) -> int:
         """Params done: the queue's count when it tells (a report directory may hold
         earlier runs, or attempts of a param run twice), else the reports' done attempts."""
-        done = self.queue.get("done") if self.queue else None
-        if isinstance(done, int) and not isinstance(done, bool):
-            return done
-        return self.done
+        return self._queue_count("done", self.done)
 
     @property
     def dead_params(self) -> int:
         """Params dead-lettered: the queue's count when it tells, else the reports'."""
-        dead = self.queue.get("dead") if self.queue else None
-        if isinstance(dead, int) and not isinstance(dead, bool):
-            return dead
-        return self.dead
+        return self._queue_count("dead", self.dead)
+
+    def _queue_count(self, key: str, reported: int) -> int:
+        value = self.queue.get(key) if self.queue else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else reported
 
     @property
     def empty(self) -> bool:
