@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Iterable
 from typing import Any, Optional, Protocol
 
-from .pickling import dump
+from .pickling import dump_items
 
 
 class CallStore(Protocol):
@@ -68,6 +68,8 @@ class Feeder:
         self.store = store
         self.call = call
         self._items = iter(iterable)
+        #: The items themselves when they are a list (``map``'s): read by slices.
+        self._list = iterable if type(iterable) is list else None
         self.chunksize = chunksize
         self.star = star
         #: Each item is ``(args, kwargs)`` (``apply``).
@@ -98,7 +100,7 @@ class Feeder:
             if not items:
                 break
             try:
-                blob = dump(items, f"item(s) {start}..{start + len(items) - 1}")
+                blob = dump_items(items, f"item(s) {start}..{start + len(items) - 1}")
             except Exception as exc:
                 self.exhausted, self.error = True, exc
                 break
@@ -119,10 +121,13 @@ class Feeder:
         return params
 
     def _read(self) -> list[Any]:
-        items: list[Any] = []
+        if self._list is not None:
+            items = self._list[self._next:self._next + self.chunksize]
+            if len(items) < self.chunksize:
+                self.exhausted = True
+            return items
         try:
-            for item in itertools.islice(self._items, self.chunksize):
-                items.append(item)
+            items = list(itertools.islice(self._items, self.chunksize))
         except Exception as exc:  # the chunk it cut is dropped, as multiprocessing does
             self.exhausted, self.error = True, exc
             return []

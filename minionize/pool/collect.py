@@ -10,6 +10,7 @@ by the caller (``map``, ``imap``'s ``next()``) or by the pool's result thread (t
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any, Optional
@@ -17,7 +18,7 @@ from typing import Any, Optional
 from .calls import ChunkQueue, Feeder
 from .errors import RemoteTraceback
 from .inbox import Arrivals, Chunk, Inbox
-from .pickling import Outcomes, decode_chunk
+from .pickling import Outcomes, Values, decode_chunk
 from .progress import ProgressLine
 from .supervisor import Supervisor
 
@@ -109,6 +110,12 @@ def outcome_values(start: int, outcomes: Outcomes) -> Iterator[tuple[bool, Any]]
     """``(ok, value)`` of each item of a chunk; an exception carries the worker's
     traceback in its ``__cause__`` (a ``multiprocessing.pool.RemoteTraceback``, as
     multiprocessing does)."""
+    if isinstance(outcomes, Values):
+        return zip(itertools.repeat(True), outcomes)
+    return _decoded(start, outcomes)
+
+
+def _decoded(start: int, outcomes: Outcomes) -> Iterator[tuple[bool, Any]]:
     for ok, value, text in decode_chunk(start, outcomes):
         if not ok and text:
             value.__cause__ = RemoteTraceback(text)

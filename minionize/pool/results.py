@@ -23,6 +23,7 @@ from typing import Any, Callable, Optional
 
 from .collect import Call, outcome_values
 from .inbox import Chunk
+from .pickling import Values
 
 Callback = Optional[Callable[[Any], object]]
 
@@ -63,6 +64,9 @@ class ApplyResult:
     def add(self, chunk: Chunk) -> None:
         """A chunk's outcomes: values in place, the first error kept."""
         start, outcomes = chunk
+        if isinstance(outcomes, Values):  # every item returned: the values in place at once
+            self._values[start:start + len(outcomes)] = outcomes
+            return
         for j, (ok, value) in enumerate(outcome_values(start, outcomes)):
             if ok:
                 self._values[start + j] = value

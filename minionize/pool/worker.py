@@ -127,22 +127,43 @@ def _run_sent_chunk(path: str, param: dict[str, Any]) -> None:
 
 
 def _record(func: Callable[..., Any], param: dict[str, Any], items: list[Any]) -> bytes:
-    """The chunk's record: its plain values as one pickle, else each outcome pickled."""
+    """The chunk's record: its plain values as one pickle, else each outcome pickled.
+    Each item runs once: a fast loop until one raises, then one item at a time."""
     start = param["start"]
     star, apply = bool(param.get("star")), bool(param.get("apply"))
-    ran: list[tuple[bool, Any, str]] = []
-    for item in items:
-        try:
-            value = func(*item[0], **item[1]) if apply else func(*item) if star else func(item)
-        except Exception as exc:
-            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            ran.append((False, exc, text))
+    values: list[Any] = []
+    keep = values.append
+    try:
+        if apply:
+            for args, kwargs in items:
+                keep(func(*args, **kwargs))
+        elif star:
+            for args in items:
+                keep(func(*args))
         else:
-            ran.append((True, value, ""))
-    values = plain_values([r[1] for r in ran]) if all(r[0] for r in ran) else None
-    outcomes = values if values is not None else [
-        encode_outcome(start + j, ok, value, text) for j, (ok, value, text) in enumerate(ran)]
+            for item in items:
+                keep(func(item))
+    except Exception as exc:
+        ran = [(True, value, "") for value in values]
+        ran.append((False, exc, _text_of(exc)))
+        for item in items[len(ran):]:
+            try:
+                value = func(*item[0], **item[1]) if apply else func(*item) if star else func(item)
+            except Exception as error:
+                ran.append((False, error, _text_of(error)))
+            else:
+                ran.append((True, value, ""))
+    else:
+        plain = plain_values(values)
+        if plain is not None:
+            return pickle.dumps((param["call"], param["chunk"], start, plain))
+        ran = [(True, value, "") for value in values]
+    outcomes = [encode_outcome(start + j, ok, value, text) for j, (ok, value, text) in enumerate(ran)]
     return pickle.dumps((param["call"], param["chunk"], start, outcomes))
+
+
+def _text_of(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 class ChunkCallback(FuncCallback):
     """Runs chunks in a worker process; appends each record to this worker's results
