@@ -31,6 +31,7 @@ import pytest
 from minionize.engines.base import Delivery, Engine
 from minionize.engines.redis.engine import RedisEngine
 from tests.services import free_port, script, unavailable, wait_for
+from tests.services.kubernetes import kubernetes  # noqa: F401 - the Kubernetes cluster fixture
 from tests.services.slurm import slurm  # noqa: F401 - the SLURM fixture, for every module
 
 # -- commands ------------------------------------------------------------------------------

@@ -5,7 +5,8 @@
 # As root on Debian/Ubuntu it installs the services the integration tests start
 # (Redis, Docker engine, SLURM, munge, Grid Engine, tmux, GNU parallel), Java and Maven (the Pulsar
 # tests resolve Apache Pulsar's broker from Maven Central into ~/.m2) and debootstrap
-# (the image tests make their Debian base image, kept in ~/.cache/minionize-tests).
+# (the image tests make their Debian base image, kept in ~/.cache/minionize-tests), and
+# containerd, etcd and Go-built binaries for a one-node Kubernetes (tests/services/kubernetes.py).
 # Elsewhere those tests skip with their reason, except under CI=true, where a skipped
 # service test fails.
 set -euo pipefail
@@ -18,7 +19,10 @@ APT_PACKAGES=(redis-server docker.io busybox-static slurmctld slurmd slurm-clien
               # Son of Grid Engine 8.1.9 (tests/services/sge.py: sge_qmaster, sge_execd, qsub...)
               gridengine-master gridengine-exec gridengine-client
               # OAR 2.5.9 (tests/services/oar.py: PostgreSQL, the node's sshd, Almighty...)
-              oar-server oar-node oar-user oar-server-pgsql oar-user-pgsql postgresql openssh-server)
+              oar-server oar-node oar-user oar-server-pgsql oar-user-pgsql postgresql openssh-server
+              # a single-node Kubernetes (tests/services/kubernetes.py builds its binaries with Go;
+              # gcc and umoci make the pause image)
+              containerd runc etcd-server containernetworking-plugins conntrack socat umoci gcc libc6-dev)
 
 install_system_packages() {
     command -v dpkg-query >/dev/null 2>&1 || { echo "tests/run.sh: not a Debian system: service tests may skip"; return 0; }
@@ -48,5 +52,9 @@ echo "== ruff"
 "$PYTHON" -m ruff check minionize tests bench
 echo "== mypy"
 "$PYTHON" -m mypy
+echo "== kubernetes"
+# Built from source once (about 11 minutes on 2 cores, kept in ~/.cache/minionize-tests);
+# the log goes to a file, one line here. Without it the Kubernetes tests skip (fail under CI).
+"$PYTHON" -m tests.services.kubernetes build </dev/null || true
 echo "== pytest"
 "$PYTHON" -m pytest -q -ra "$@"
