@@ -13,11 +13,14 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 #: A chunk: (call, chunk number).
 Key = tuple[int, int]
+#: A worker minion waiting: its name, how to answer it, the calls whose function it has.
+Waiter = tuple[str, Callable[[Any], None], Collection[int]]
 
 
 @dataclass
@@ -26,7 +29,7 @@ class ChunkLease:
 
     minion: str
     renewed: float = field(default_factory=time.monotonic)
-    #: Its function process fetched the items: the attempt counts if it is lost.
+    #: Its minion handed it to its function process: the attempt counts if it is lost.
     started: bool = False
 
 
@@ -45,8 +48,9 @@ class Broker:
         #: Why a chunk's last attempt failed (chunks that failed and wait for another).
         self._reasons: dict[Key, str] = {}
         self._leases: dict[Key, ChunkLease] = {}
-        #: Worker minions waiting for a chunk, with how to answer them.
-        self._waiting: collections.deque[tuple[str, Callable[[Any], None]]] = collections.deque()
+        #: Worker minions waiting for a chunk, with how to answer them and the calls
+        #: whose function they hold already.
+        self._waiting: collections.deque[Waiter] = collections.deque()
         self._functions: dict[int, bytes] = {}
         self._batches: dict[tuple[int, int], bytes] = {}
         self._dead: list[dict[str, Any]] = []
@@ -123,10 +127,11 @@ class Broker:
             self._serve()
 
     # -- the workers' side ------------------------------------------------------------
-    def take(self, minion: str, answer: Callable[[Any], None]) -> None:
-        """A worker asks for a chunk: answered now, or once there is one (or the end)."""
+    def take(self, minion: str, answer: Callable[[Any], None], held: Collection[int] = ()) -> None:
+        """A worker asks for a chunk: answered now, or once there is one (or the end).
+        ``held``: the calls whose function it has (the others' come with their chunk)."""
         with self._lock:
-            self._waiting.append((minion, answer))
+            self._waiting.append((minion, answer, held))
             self._serve()
 
     def forget_waiter(self, answer: Callable[[Any], None]) -> None:
@@ -161,39 +166,44 @@ class Broker:
                 if held is not None:
                     held.renewed = now
 
-    def fetch(self, key: Key, batch: int, offset: int, size: int,
-              with_function: bool) -> tuple[Optional[bytes], Optional[bytes]]:
-        """A function process starts a chunk: (the call's function if asked, the chunk's
-        items); None for the items when the call is over."""
-        call = key[0]
+    def start(self, key: Key) -> None:
+        """The worker minion hands the chunk to its function process: from now on the
+        attempt counts if the worker is lost."""
         with self._lock:
             held = self._leases.get(key)
             if held is not None:
                 held.started = True
-            data = self._batches.get((call, batch))
-            func = self._functions.get(call) if with_function else None
-        if data is None or (with_function and func is None):
-            return None, None
-        return func, data[offset:offset + size]
 
     # -- under the lock -----------------------------------------------------------------
     def _serve(self) -> None:
         while self._waiting and self._todo:
-            minion, answer = self._waiting.popleft()
+            minion, answer, held = self._waiting.popleft()
             key = self._todo.popleft()
             self._leases[key] = ChunkLease(minion)
             try:
-                answer(("chunk", self._params[key], self._attempts.get(key, 0) + 1))
+                answer(("chunk", self._params[key], self._attempts.get(key, 0) + 1,
+                        *self._payload(key, held)))
             except OSError:  # the worker is gone: the chunk waits for the next
                 del self._leases[key]
                 self._todo.appendleft(key)
         if self._closed and not self._todo and not self._leases:
             while self._waiting:
-                _, answer = self._waiting.popleft()
+                _, answer, _ = self._waiting.popleft()
                 try:
                     answer(("closed",))
                 except OSError:
                     pass
+
+    def _payload(self, key: Key, held: Collection[int]) -> tuple[Optional[bytes], Optional[bytes]]:
+        """What the worker needs to run the chunk: the call's function (unless it has it)
+        and the chunk's items; (None, None) when the call is over (its pickles dropped)."""
+        param = self._params[key]
+        call = key[0]
+        data = self._batches.get((call, param["batch"]))
+        func = None if call in held else self._functions.get(call)
+        if data is None or (func is None and call not in held):
+            return None, None
+        return func, data[param["offset"]:param["offset"] + param["size"]]
 
     def _back(self, key: Key, *, counted: bool, reason: str) -> None:
         del self._leases[key]

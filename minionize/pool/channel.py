@@ -2,10 +2,11 @@
 their settles and their results cross it instead of the files of a shared queue.
 
 The caller listens (:class:`ChannelServer`, a thread per connection); each worker
-minion connects once (:class:`ChannelEngine`, its engine), and so does each of its
-function processes (:func:`fetch` and :func:`send_record`). Frames are the function
-callback's (a length, then a pickle); the socket lives in the run directory, which
-nobody else can enter, and a peer of another user is refused.
+minion connects once (:class:`ChannelEngine`, its engine: a chunk comes with its items,
+and its call's function the first time), and so does each of its function processes, to
+send its records (:func:`link`). Frames are the function callback's (a length, then a
+pickle); the socket lives in the run directory, which nobody else can enter, and a peer
+of another user is refused.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import socket
 import struct
 import threading
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from ..callbacks.function import wire
 from ..engines.base import Delivery, Engine
@@ -27,6 +28,8 @@ from .inbox import Inbox
 MAX_PATH = 100
 #: How often a worker waiting for a chunk looks at its stop flag.
 STOP_LOOK_SECONDS = 0.05
+#: The calls whose function a worker minion keeps (sent once each).
+KEPT_FUNCTIONS = 8
 
 
 def channel_path(rundir: str) -> Optional[str]:
@@ -82,10 +85,10 @@ class ChannelServer:
                 kind = message[0]
                 if kind == "record":
                     self.inbox.deliver(message[1])
-                elif kind == "fetch":
-                    answer(self.broker.fetch(*message[1:]))
                 elif kind == "take":
-                    self.broker.take(minion, answer)
+                    self.broker.take(minion, answer, message[1])
+                elif kind == "start":
+                    self.broker.start(message[1])
                 elif kind == "extend":
                     self.broker.extend(message[1])
                 elif kind == "hello":
@@ -113,9 +116,19 @@ def _connect(path: str) -> socket.socket:
     return conn
 
 
+class Sent(NamedTuple):
+    """A chunk as the caller sent it (a delivery's handle): its key, its items pickled,
+    and its call's function pickled (None for both when the call is over)."""
+
+    key: Key
+    items: Optional[bytes]
+    function: Optional[bytes]
+
+
 class ChannelEngine(Engine):
     """A worker minion's engine on the caller's socket: a take asks the caller for a
-    chunk, a settle tells it what became of one; the queue ends once the caller says so."""
+    chunk (which comes with its items, and its call's function the first time), a settle
+    tells it what became of one; the queue ends once the caller says so."""
 
     name = "pool-channel"
 
@@ -126,6 +139,8 @@ class ChannelEngine(Engine):
         self._lock = threading.Lock()
         self._asked = False
         self._ended = False
+        #: The functions of the last calls, by call (the caller sends each one once).
+        self._functions: dict[int, bytes] = {}
         #: True once the minion stops: a take returns at once (a quick terminate).
         self.stopping: Callable[[], bool] = lambda: False
         self._send(("hello", minion))
@@ -144,7 +159,7 @@ class ChannelEngine(Engine):
             return []
         try:
             if not self._asked:
-                self._send(("take",))
+                self._send(("take", tuple(self._functions)))
                 self._asked = True
             message = self._receive(timeout)
         except (EOFError, OSError, wire.WireError):
@@ -156,9 +171,23 @@ class ChannelEngine(Engine):
         if message[0] == "closed":
             self._ended = True
             return []
-        _, param, attempt = message
+        _, param, attempt, function, items = message
         key = (param["call"], param["chunk"])
-        return [Delivery(param=param, id=f"{key[0]}.{key[1]}", attempt=attempt, handle=key)]
+        if function is not None:
+            while len(self._functions) >= KEPT_FUNCTIONS:
+                del self._functions[next(iter(self._functions))]  # the oldest call's
+            self._functions[key[0]] = function
+        elif items is not None:
+            function = self._functions[key[0]]  # listed in the take: the caller sent none
+        return [Delivery(param=param, id=f"{key[0]}.{key[1]}", attempt=attempt,
+                         handle=Sent(key, items, function))]
+
+    def started(self, delivery: Delivery) -> None:
+        """The chunk goes to the function process now (its attempt counts if lost)."""
+        try:
+            self._send(("start", delivery.handle.key))
+        except OSError:
+            pass  # the caller is gone
 
     def _receive(self, timeout: float) -> Any:
         fd = self._conn.fileno()
@@ -188,7 +217,7 @@ class ChannelEngine(Engine):
 
     def _settle(self, how: str, delivery: Delivery, *reason: str) -> None:
         try:
-            self._send((how, delivery.handle, *reason))
+            self._send((how, delivery.handle.key, *reason))
         except OSError:
             pass  # the caller is gone; so is its pool
 
@@ -196,7 +225,7 @@ class ChannelEngine(Engine):
         return self.lease / 3.0
 
     def extend(self, deliveries: Sequence[Delivery]) -> None:
-        keys: list[Key] = [d.handle for d in deliveries]
+        keys: list[Key] = [d.handle.key for d in deliveries]
         if keys:
             try:
                 self._send(("extend", keys))
@@ -213,10 +242,6 @@ class FunctionLink:
     def __init__(self, path: str) -> None:
         self.pid = os.getpid()
         self.conn = _connect(path)
-
-    def ask(self, message: Any) -> Any:
-        self.conn.sendall(wire.frame(message))
-        return wire.read_frame(self.conn.fileno())
 
     def tell(self, message: Any) -> None:
         self.conn.sendall(wire.frame(message))

@@ -25,8 +25,9 @@ import time
 import traceback
 from typing import Any, Callable, Optional, Union
 
-from ..callbacks.base import Result, Task
+from ..callbacks.base import Outcome, Result, Task
 from ..callbacks.function.callback import FuncCallback
+from ..callbacks.function.wire import FunctionProcess
 from ..config import Settings
 from ..engines.base import Delivery
 from ..engines.sweep.engine import SweepEngine
@@ -85,13 +86,14 @@ class PoolEngine(SweepEngine):
 _loaded: dict[str, Any] = {}
 
 
-def run_chunk(rundir: str, param: dict[str, Any], channel: bool = False) -> Optional[bytes]:
+def run_chunk(rundir: str, param: Any, channel: bool = False) -> Any:
     """In the worker's function process: run one chunk, return its record (None when
-    its call is over: its files are gone; or when it went over the ``channel``)."""
-    call = param["call"]
+    its call is over: its files are gone), or, when it came over the ``channel`` (with
+    its items: ``(param, function or None, items)``), send its record back that way
+    and return the number of the call whose function this process holds."""
     if channel:
-        _run_sent_chunk(os.path.join(rundir, "channel"), param)
-        return None
+        return _run_sent_chunk(os.path.join(rundir, "channel"), *param)
+    call = param["call"]
     func_name = os.path.join("calls", f"{call}.func")
     items_name = os.path.join("calls", f"{call}.items.{param['batch']}")
     if not os.path.exists(os.path.join(rundir, func_name)):
@@ -110,20 +112,19 @@ def run_chunk(rundir: str, param: dict[str, Any], channel: bool = False) -> Opti
     return _record(func, param, pickle.loads(data))
 
 
-def _run_sent_chunk(path: str, param: dict[str, Any]) -> None:
-    """A chunk whose pickles come from the caller over its socket, and its record back
-    the same way (nothing when the call is over)."""
+def _run_sent_chunk(path: str, param: dict[str, Any], func_data: Optional[bytes],
+                    data: bytes) -> int:
+    """A chunk whose pickles came from the caller over its socket (the function only
+    when this process does not hold it yet), and its record back the same way."""
     call = param["call"]
-    want = _loaded.get("call") != call
-    func_data, data = link(path).ask(("fetch", (call, param["chunk"]), param["batch"],
-                                      param["offset"], param["size"], want))
-    if data is None:
-        return
-    if want:
+    if func_data is not None:
         _loaded.clear()
         _loaded["func"] = load_function(func_data)
         _loaded["call"] = call
+    elif _loaded.get("call") != call:
+        raise PoolError(f"the function of call {call} did not come with its chunk")
     link(path).tell(("record", _record(_loaded["func"], param, pickle.loads(data))))
+    return int(call)
 
 
 def _record(func: Callable[..., Any], param: dict[str, Any], items: list[Any]) -> bytes:
@@ -167,20 +168,38 @@ def _text_of(exc: BaseException) -> str:
 
 class ChunkCallback(FuncCallback):
     """Runs chunks in a worker process; appends each record to this worker's results
-    file before the loop acks the chunk (so a chunk acked has its results written)."""
+    file before the loop acks the chunk (so a chunk acked has its results written).
+    With the caller's socket (``engine``), a chunk comes with its items and goes to the
+    function process with them (and with its call's function, once per process)."""
 
     def __init__(self, rundir: str, name: str, max_tasks_per_worker: Optional[int],
-                 channel: bool = False) -> None:
-        super().__init__(functools.partial(run_chunk, rundir, channel=channel),
+                 engine: Optional[ChannelEngine] = None) -> None:
+        super().__init__(functools.partial(run_chunk, rundir, channel=engine is not None),
                          max_tasks_per_worker=max_tasks_per_worker)
         self.keep_value = True
+        self.engine = engine
         self.results_path = os.path.join(rundir, "results", name)
 
     def run(self, task: Task) -> Result:
+        if self.engine is not None and task.delivery.handle.items is None:
+            return Result(Outcome.OK)  # its call is over: nothing to run
         result, record = self.call(task)
-        if result.ok and record is not None:
+        if self.engine is None and result.ok and record is not None:
             append_record(self.results_path, record)
         return result
+
+    def wire_param(self, task: Task, process: FunctionProcess) -> Any:
+        if self.engine is None:
+            return task.param
+        sent = task.delivery.handle
+        call = sent.key[0]
+        func = None if process.memo.get("call") == call else sent.function
+        self.engine.started(task.delivery)
+        return (task.param, func, sent.items)
+
+    def replied(self, process: FunctionProcess, ok: bool, value: Any) -> None:
+        if self.engine is not None:
+            process.memo["call"] = value if ok else None
 
 
 def write_state(rundir: str, name: str, state: str, minion: str = "", error: str = "") -> None:
@@ -270,7 +289,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_INITIALIZER
     write_state(rundir, args.name, "alive", minion_id)
     callback = ChunkCallback(rundir, args.name, config.get("max_tasks_per_worker"),
-                             bool(config.get("channel")))
+                             engine if isinstance(engine, ChannelEngine) else None)
     # The job's labels (SLURM_JOB_ID, ...) but none of the user's MINION_* settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINION_")}
     settings = Settings.from_env(env, concurrency=1, max_attempts=config["max_attempts"],

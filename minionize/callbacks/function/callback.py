@@ -161,7 +161,7 @@ class FuncCallback(Callback):
         seq = next(self._seq)
         try:
             try:
-                data = wire.frame(("call", seq, task.param))
+                data = wire.frame(("call", seq, self.wire_param(task, process)))
             except Exception as exc:  # the param cannot be pickled: nothing was sent
                 self._give_back(process, ran=False)
                 return False, None, f"cannot send the param: {exc}", "", None
@@ -179,9 +179,18 @@ class FuncCallback(Callback):
                 return False, None, str(exc), "", None
         finally:
             task.detach()
+        self.replied(process, outcome[0], outcome[1])
         self._give_back(process)
         ok, value, reason, tail = outcome
         return ok, value, reason, tail, None
+
+    def wire_param(self, task: Task, process: FunctionProcess) -> Any:
+        """What goes to the function process for ``task`` (a subclass may add to the
+        param what that process does not have yet: see ``process.memo``)."""
+        return task.param
+
+    def replied(self, process: FunctionProcess, ok: bool, value: Any) -> None:
+        """The function process answered (a subclass notes what it now has)."""
 
     def terminate(self, task: Task) -> None:
         self._signal(task, signal.SIGTERM)

@@ -268,6 +268,8 @@ class FunctionProcess:
         self.status: Optional[int] = None
         #: Set when it must not take another param (a process it forked answered).
         self.spoiled = False
+        #: What the callback remembers of this process (what it sent it already).
+        self.memo: dict[str, Any] = {}
 
     def running(self) -> bool:
         """False once the function process has exited (it is then reaped)."""

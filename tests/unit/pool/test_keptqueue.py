@@ -42,7 +42,7 @@ def test_the_queue_as_it_ended_is_what_minion_queue_lists(tmp_path: Path) -> Non
     assert _take(broker) == (0, 2)
     broker.settle("retry", (0, 2), "exit code 3")  # todo again, one attempt failed
     assert _take(broker, "w1.2") == (0, 2)
-    broker.fetch((0, 2), 0, 40, 20, False)  # its function process started it
+    broker.start((0, 2))  # its minion handed it to its function process
     broker.reclaim("w1.2", "worker w1 lost: killed by SIGKILL")  # its second
     assert _take(broker) == (0, 2)  # in flight when the pool ended
     assert _take(broker) == (0, 3)  # in flight, never failed
