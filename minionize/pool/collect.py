@@ -88,8 +88,12 @@ class Call:
         self.tick = MIN_TICK if arrived else min(self.inbox.max_tick, self.tick * 2)
         return ready
 
-    def sleep(self) -> None:
-        self.inbox.wait(self._seen, self.tick)
+    def sleep(self, limit: Optional[float] = None) -> None:
+        """Wait for the next look: until a chunk arrives on the socket (or ``max_tick``,
+        for the supervisor's checks), or ``tick`` seconds for results files; ``limit``:
+        at most that long."""
+        timeout = self.tick if self.inbox.files else self.inbox.max_tick
+        self.inbox.wait(self._seen, timeout if limit is None else min(timeout, limit))
 
     def abandon(self) -> None:
         """The call is over: its late chunks are dropped, its pickles removed (workers

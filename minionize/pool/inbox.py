@@ -43,6 +43,8 @@ class Inbox:
         #: Chunks read for the calls being collected, by call.
         self._chunks: dict[int, dict[int, Chunk]] = {}
         self._calls = 0
+        #: The calls whose first look checked the run directory (socket results).
+        self._checked: set[int] = set()
         self._lock = threading.Lock()
         self._rung = threading.Condition(self._lock)
         #: Chunks delivered (and dead letters rung) so far.
@@ -59,10 +61,16 @@ class Inbox:
     def read(self, call: int) -> list[tuple[int, Chunk]]:
         """The chunks of ``call`` read since the last time: ``(chunk, outcomes)``."""
         with self._lock:
-            check_private(self.rundir)  # results come through it (files or its socket)
             if self.files:
+                check_private(self.rundir)  # results come through it: its files
                 self._read_files()
-            mine = self._chunks.get(call, {})
+            mine = self._chunks.get(call)
+            if not self.files and (mine or call not in self._checked):
+                # Or its socket: at the call's first look, and whenever chunks came.
+                self._checked.add(call)
+                check_private(self.rundir)
+            if not mine:
+                return []
             self._chunks[call] = {}
             return list(mine.items())
 
@@ -109,6 +117,7 @@ class Inbox:
         """The call is over: its late chunks are dropped."""
         with self._lock:
             self._chunks.pop(call, None)
+            self._checked.discard(call)
 
 
 class Arrivals:

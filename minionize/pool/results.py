@@ -167,9 +167,13 @@ class IMapIterator(Iterator[Any]):
                 self._ready.extend(outcome_values(start, outcomes))
             if self._ready:
                 break
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is None:
+                call.sleep()
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
                 raise TimeoutError
-            call.sleep()
+            call.sleep(left)
         ok, value = self._ready.popleft()
         if not ok:
             raise value
