@@ -298,6 +298,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     # The loop's own stop flag (read only): an idle take ends as soon as it is set.
     engine.stopping = minion.stopping.asked.is_set
     stop_signal.stops(minion.stop)
+    callback.prestart()  # before this minion's threads (and its first chunk)
     if args.parent is not None:
         _watch_parent(args.parent, minion.stop)
     try:

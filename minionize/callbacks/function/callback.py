@@ -219,6 +219,21 @@ class FuncCallback(Callback):
         reaper.start()
         return reaper
 
+    def prestart(self) -> None:
+        """Fork a function process now, kept for the first param (a pool worker: its
+        first chunk does not wait for a fork, and the fork happens before the minion
+        starts its threads). A fork that fails is tried again by the first param."""
+        if self.mode != "process":
+            return
+        with self._lock:
+            if self._all or self._closed:
+                return
+        try:
+            process = self._take_process()
+        except OSError:
+            return
+        self._give_back(process, ran=False)
+
     def _take_process(self) -> FunctionProcess:
         with self._lock:
             while self._idle:
