@@ -108,7 +108,7 @@ def executor_runs_on_the_array_job(cluster: Scheduler, tmp_path: Path) -> None:
 
 def refused_submission_is_shown(cluster: Scheduler, tmp_path: Path, args: list[str],
                                 words: str) -> None:
-    with pytest.raises(PoolError, match=f"refused the pool's workers: .*{words}"):
+    with pytest.raises(PoolError, match=f"(?s)refused the pool's workers: .*{words}"):
         Pool(2, backend=cluster.backend, workdir=str(tmp_path), submit_args=args)
     assert list(tmp_path.iterdir()) == []
 
