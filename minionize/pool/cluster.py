@@ -78,6 +78,8 @@ class ClusterBackend(Backend):
     #: The job script: ``{python}``, ``{rundir}`` and ``{directory}`` (this backend's
     #: subdirectory) are filled in, shell-quoted.
     script_text = ""
+    #: The words for a task's end when the scheduler says nothing of it.
+    unknown = "state unknown: no accounting"
 
     def __init__(self, rundir: str, submit_args: Sequence[str] = ()) -> None:
         super().__init__(rundir)
@@ -191,7 +193,7 @@ class ClusterBackend(Backend):
                 worker.state = "finished"
                 continue
             worker.state = "lost"
-            words = final.get(worker.name) or words or "state unknown: no accounting"
+            words = final.get(worker.name) or words or self.unknown
             if state == "stopped":
                 words = f"stopped by a signal: {self.cancel_name} or preemption; {words}"
             self.reasons[worker.name] = f"{self.describe(worker.name)} left the queue ({words})"

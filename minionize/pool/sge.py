@@ -76,6 +76,9 @@ class SgeBackend(ClusterBackend):
     submit_name = "qsub"
     cancel_name = "qdel"
     script_text = SCRIPT
+    #: qmaster writes the accounting file every flush_time (15 s by default): a task
+    #: just deleted is often not in it yet.
+    unknown = "qstat lists it no more; qacct has no record of it (yet)"
 
     def __init__(self, rundir: str, submit_args: Sequence[str] = ()) -> None:
         super().__init__(rundir, submit_args)

@@ -1,6 +1,8 @@
-"""The tests of ``Pool(backend="oar")`` and ``Pool(backend="sge")``, one body for both
-(:mod:`tests.integration.test_pool_oar`, :mod:`tests.integration.test_pool_sge` give
-the cluster), as :mod:`tests.integration.test_pool_slurm` does for SLURM.
+"""The tests of ``Pool(backend="oar")`` and ``Pool(backend="sge")``, written once: the
+``test_*`` functions here are imported by :mod:`tests.integration.test_pool_oar` and
+:mod:`tests.integration.test_pool_sge` (pytest collects them there), whose ``cluster``
+fixture gives the :class:`Scheduler`; as :mod:`tests.integration.test_pool_slurm` does
+for SLURM.
 
 The test clusters live in namespaces of their own: the pool reaches them through
 wrappers on PATH (``oarsub`` is ``nsenter ... /usr/bin/oarsub``), which also log each
@@ -24,7 +26,15 @@ import pytest
 from minionize.pool import Executor, Pool, PoolError, TaskLost
 from tests.services import alive, wait_for
 
-__all__ = ["Scheduler", "wait_for"]
+#: What test_pool_oar.py and test_pool_sge.py take (``import *``): the shared tests.
+__all__ = [
+    "test_a_deleted_task_is_replaced_and_map_returns_every_result",
+    "test_ctrl_c_is_one_cancel_and_stops_every_task",
+    "test_every_task_deleted_is_a_pool_error_not_a_hang",
+    "test_exceptions_and_crashes",
+    "test_map_runs_on_one_array_job_with_a_task_per_worker",
+    "test_the_executor_runs_on_the_array_job_too",
+]
 
 
 class Scheduler:
@@ -76,7 +86,7 @@ def worker_name() -> str:
     return f"g{os.environ.get('JOB_ID')}_{os.environ.get('SGE_TASK_ID')}"
 
 
-def map_runs_on_one_array_job(cluster: Scheduler, tmp_path: Path) -> None:
+def test_map_runs_on_one_array_job_with_a_task_per_worker(cluster: Scheduler, tmp_path: Path) -> None:
     with Pool(2, backend=cluster.backend, workdir=str(tmp_path), lease=5.0) as pool:
         assert pool.map(lambda x: x * x, range(20)) == [x * x for x in range(20)]
         backend = pool._run.backend
@@ -97,7 +107,7 @@ def map_runs_on_one_array_job(cluster: Scheduler, tmp_path: Path) -> None:
     assert cluster.logged(cluster.cancel) == 1
 
 
-def executor_runs_on_the_array_job(cluster: Scheduler, tmp_path: Path) -> None:
+def test_the_executor_runs_on_the_array_job_too(cluster: Scheduler, tmp_path: Path) -> None:
     with Executor(2, backend=cluster.backend, workdir=str(tmp_path), lease=5.0) as executor:
         futures = [executor.submit(pow, 2, i) for i in range(8)]
         assert [f.result(timeout=120) for f in futures] == [2 ** i for i in range(8)]
@@ -113,7 +123,7 @@ def refused_submission_is_shown(cluster: Scheduler, tmp_path: Path, args: list[s
     assert list(tmp_path.iterdir()) == []
 
 
-def deleted_job_is_replaced(cluster: Scheduler, tmp_path: Path) -> None:
+def test_a_deleted_task_is_replaced_and_map_returns_every_result(cluster: Scheduler, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
 
@@ -142,7 +152,7 @@ def deleted_job_is_replaced(cluster: Scheduler, tmp_path: Path) -> None:
         assert "left the queue" in backend.reasons[first]  # type: ignore[attr-defined]
 
 
-def every_job_lost_is_an_error(cluster: Scheduler, tmp_path: Path) -> None:
+def test_every_task_deleted_is_a_pool_error_not_a_hang(cluster: Scheduler, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
 
@@ -178,7 +188,7 @@ def every_job_lost_is_an_error(cluster: Scheduler, tmp_path: Path) -> None:
         assert [w.state for w in pool.workers] == ["lost", "lost"]
 
 
-def exceptions_and_crashes(cluster: Scheduler, tmp_path: Path) -> None:
+def test_exceptions_and_crashes(cluster: Scheduler, tmp_path: Path) -> None:
     def check(x: int) -> int:
         if x == 2:
             raise KeyError("two", x)
@@ -231,7 +241,7 @@ CTRL_C = textwrap.dedent("""\
 """)
 
 
-def ctrl_c_is_one_cancel(cluster: Scheduler, tmp_path: Path) -> None:
+def test_ctrl_c_is_one_cancel_and_stops_every_task(cluster: Scheduler, tmp_path: Path) -> None:
     marks, runs = tmp_path / "marks", tmp_path / "runs"
     marks.mkdir()
     runs.mkdir()

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import pool_on_cluster as bodies
+from tests.integration.pool_on_cluster import *  # noqa: F403 - its tests, collected here
 from tests.services.oar import CLIENTS, OarCluster, oar  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.service("oar")
@@ -47,30 +48,10 @@ def cluster(oar: OarCluster, tmp_path: Path,  # noqa: F811 - the fixture
     scheduler.leftovers()
 
 
-def test_map_runs_on_one_array_job_with_a_sub_job_per_worker(cluster: Oar, tmp_path: Path) -> None:
-    bodies.map_runs_on_one_array_job(cluster, tmp_path / "w")
-
-
-def test_the_executor_runs_on_the_array_job_too(cluster: Oar, tmp_path: Path) -> None:
-    bodies.executor_runs_on_the_array_job(cluster, tmp_path / "w")
-
-
 def test_oarsubs_own_error_is_shown(cluster: Oar, tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     bodies.refused_submission_is_shown(cluster, tmp_path / "w", ["-l", "host=3"],
                                        "not enough resources")
-
-
-def test_a_deleted_sub_job_is_replaced_and_map_returns_every_result(cluster: Oar, tmp_path: Path) -> None:
-    bodies.deleted_job_is_replaced(cluster, tmp_path)
-
-
-def test_every_sub_job_deleted_is_a_pool_error_not_a_hang(cluster: Oar, tmp_path: Path) -> None:
-    bodies.every_job_lost_is_an_error(cluster, tmp_path)
-
-
-def test_exceptions_and_crashes_on_oar(cluster: Oar, tmp_path: Path) -> None:
-    bodies.exceptions_and_crashes(cluster, tmp_path / "w")
 
 
 def test_the_environment_is_in_a_private_file_only(cluster: Oar, tmp_path: Path,
@@ -80,7 +61,3 @@ def test_the_environment_is_in_a_private_file_only(cluster: Oar, tmp_path: Path,
     assert holding[0].stat().st_mode & 0o777 == 0o600
     script = holding[0].parent / "workers.oar"
     assert script.exists() and b"s3cr3t" not in script.read_bytes()
-
-
-def test_ctrl_c_is_one_oardel_and_stops_every_sub_job(cluster: Oar, tmp_path: Path) -> None:
-    bodies.ctrl_c_is_one_cancel(cluster, tmp_path)

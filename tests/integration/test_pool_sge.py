@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration import pool_on_cluster as bodies
+from tests.integration.pool_on_cluster import *  # noqa: F403 - its tests, collected here
+from tests.services import wait_for
 from tests.services.sge import BINARIES, SgeCluster, sge  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.service("sge")
@@ -40,7 +42,7 @@ class Sge(bodies.Scheduler):
         left = sorted({job.split(".")[0] for job in self.cluster.jobs()})
         if left:
             self.cluster.command(["qdel", "-f", *left])
-        bodies.wait_for(lambda: not self.cluster.jobs(), 60, "every job to leave", every=0.5)
+        wait_for(lambda: not self.cluster.jobs(), 60, "every job to leave", every=0.5)
 
 
 @pytest.fixture
@@ -54,35 +56,11 @@ def cluster(sge: SgeCluster, tmp_path: Path,  # noqa: F811 - the fixture
     scheduler.leftovers()
 
 
-def test_map_runs_on_one_array_job_with_a_task_per_worker(cluster: Sge, tmp_path: Path) -> None:
-    bodies.map_runs_on_one_array_job(cluster, tmp_path / "w")
-
-
-def test_the_executor_runs_on_the_array_job_too(cluster: Sge, tmp_path: Path) -> None:
-    bodies.executor_runs_on_the_array_job(cluster, tmp_path / "w")
-
-
 def test_qsubs_own_error_is_shown(cluster: Sge, tmp_path: Path) -> None:
     (tmp_path / "w").mkdir()
     bodies.refused_submission_is_shown(cluster, tmp_path / "w", ["-q", "nosuch"], "nosuch")
 
 
-def test_a_deleted_task_is_replaced_and_map_returns_every_result(cluster: Sge, tmp_path: Path) -> None:
-    bodies.deleted_job_is_replaced(cluster, tmp_path)
-
-
-def test_every_task_deleted_is_a_pool_error_not_a_hang(cluster: Sge, tmp_path: Path) -> None:
-    bodies.every_job_lost_is_an_error(cluster, tmp_path)
-
-
-def test_exceptions_and_crashes_on_sge(cluster: Sge, tmp_path: Path) -> None:
-    bodies.exceptions_and_crashes(cluster, tmp_path / "w")
-
-
 def test_no_variable_is_written_to_a_file(cluster: Sge, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     assert bodies.secret_reaches_the_function(cluster, tmp_path / "w", monkeypatch) == []
-
-
-def test_ctrl_c_is_one_qdel_and_stops_every_task(cluster: Sge, tmp_path: Path) -> None:
-    bodies.ctrl_c_is_one_cancel(cluster, tmp_path)

@@ -20,11 +20,21 @@ from minionize.pool.options import check, submit_options
 from minionize.pool.rundir import make_rundir
 from minionize.pool.sge import SgeBackend, parse_qacct, parse_qstat
 from minionize.pool.slurm import SlurmBackend, parse_sacct, parse_squeue
+from tests.unit.alloc.test_schedulers import QSTAT
 
 
 @pytest.fixture
 def rundir(tmp_path: Path) -> str:
     return make_rundir(str(tmp_path), {"lease": 5.0})
+
+
+def fake_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, body: str) -> None:
+    """``name`` on PATH: a shell script of ``body``."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir(exist_ok=True)
+    (bindir / name).write_text(f"#!/bin/sh\n{body}\n")
+    (bindir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
 
 
 def write_state(rundir: str, name: str, state: str) -> None:
@@ -143,11 +153,7 @@ def test_a_missing_scheduler_command_is_a_pool_error(rundir: str, monkeypatch: p
 
 def test_a_refused_submission_says_the_schedulers_words(rundir: str, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "qsub").write_text("#!/bin/sh\necho 'Unable to run job: unknown queue nosuch.' >&2\nexit 1\n")
-    (bindir / "qsub").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    fake_command(tmp_path, monkeypatch, "qsub", "echo 'Unable to run job: unknown queue nosuch.' >&2; exit 1")
     with pytest.raises(PoolError, match="qsub refused the pool's workers: Unable to run job: unknown queue"):
         SgeBackend(rundir, ["-q", "nosuch"]).start(2)
 
@@ -222,30 +228,6 @@ def test_oarstat_says_who_waits_runs_and_ended(rundir: str) -> None:
 
 
 # -- Grid Engine -----------------------------------------------------------------------
-QSTAT = """<?xml version='1.0'?>
-<job_info>
-  <queue_info>
-    <job_list state="running">
-      <JB_job_number>7</JB_job_number><JB_name>minionize-pool</JB_name><state>r</state>
-      <JAT_start_time>2026-12-04T03:11:12</JAT_start_time><tasks>1</tasks>
-    </job_list>
-    <job_list state="running">
-      <JB_job_number>9</JB_job_number><JB_name>other</JB_name><state>r</state><tasks>1</tasks>
-    </job_list>
-  </queue_info>
-  <job_info>
-    <job_list state="pending">
-      <JB_job_number>7</JB_job_number><JB_name>minionize-pool</JB_name><state>qw</state>
-      <tasks>2</tasks>
-    </job_list>
-    <job_list state="pending">
-      <JB_job_number>8</JB_job_number><JB_name>minionize-pool</JB_name><state>Eqw</state>
-      <tasks>1</tasks>
-    </job_list>
-  </job_info>
-</job_info>
-"""
-
 QACCT = """\
 ==============================================================
 qname        all.q
@@ -277,9 +259,10 @@ def test_qsub_submits_an_array_with_the_callers_environment(rundir: str) -> None
 
 
 def test_qstat_and_qacct_of_the_pools_tasks() -> None:
-    assert parse_qstat(QSTAT, ["7", "8"]) == {
-        "g7_1": (RUNNING, "state r"), "g7_2": (PENDING, "state qw"),
-        "g8_1": (ENDED, "state Eqw (qstat -j 8 says why)")}
+    # The allocator's sample: jobs 2 and 3 are the pool's, 9 is not.
+    assert parse_qstat(QSTAT, ["2", "3"]) == {
+        "g2_1": (RUNNING, "state r"), "g2_2": (PENDING, "state qw"),
+        "g3_1": (ENDED, "state Eqw (qstat -j 3 says why)")}
     assert parse_qstat("not xml", ["7"]) is None
     assert parse_qacct(QACCT) == {"g7_1": "exit status 137",
                                   "g7_2": "exit status 0, failed 100 : assumedly after job"}
@@ -287,21 +270,17 @@ def test_qstat_and_qacct_of_the_pools_tasks() -> None:
 
 def test_a_task_qstat_does_not_show_yet_stays_pending(rundir: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    (bindir / "qstat").write_text("#!/bin/sh\ncat \"$QSTAT_OUT\"\n")
-    (bindir / "qstat").chmod(0o755)
+    fake_command(tmp_path, monkeypatch, "qstat", 'cat "$QSTAT_OUT"')
     empty = tmp_path / "empty.xml"
     empty.write_text("<job_info><queue_info/><job_info/></job_info>")
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     monkeypatch.setenv("QSTAT_OUT", str(empty))
     sge = SgeBackend(rundir)
-    sge.jobs, sge.job_of = ["7"], {"g7_1": "7"}
-    sge.submitted("7.1-1:1", 1)
-    assert sge.listing() == {"g7_1": (PENDING, "submitted")}
+    sge.jobs, sge.job_of = ["2"], {"g2_1": "2"}
+    sge.submitted("2.1-1:1", 1)
+    assert sge.listing() == {"g2_1": (PENDING, "submitted")}
     full = tmp_path / "full.xml"
     full.write_text(QSTAT)
     monkeypatch.setenv("QSTAT_OUT", str(full))
-    assert sge.listing() == {"g7_1": (RUNNING, "state r"), "g7_2": (PENDING, "state qw")}
+    assert sge.listing() == {"g2_1": (RUNNING, "state r"), "g2_2": (PENDING, "state qw")}
     monkeypatch.setenv("QSTAT_OUT", str(empty))
     assert sge.listing() == {}  # seen once, listed no more: it ended
