@@ -123,12 +123,16 @@ class Allocator:
             self.sleep(self.pacer.wait)
 
     def poll(self) -> Optional[int]:
-        """One look, one decision, one act; an exit code when it is over."""
-        try:
-            counters: Mapping[str, Any] = self.engine.status()
-        except (MinionizeError, OSError) as error:
-            self.say(f"cannot read the queue ({error}): next look in {self.pacer.wait:g} s")
-            return None
+        """One look, one decision, one act; an exit code when it is over.
+
+        The queue's counters that decide are read last, after the scheduler and the
+        reports: a minion ends when the queue has nothing for it, so one seen finished
+        is seen beside the queue that drained (counters read before a slow query, beside
+        reports read after it, once asked for jobs to replace minions that had just
+        drained the queue). A first read checks that the queue can be read at all, so
+        that an unreadable one costs no scheduler query."""
+        if self._counters() is None:
+            return None  # no scheduler query for a queue that cannot be read
         name = self.plan.submission.name
         started = time.monotonic()
         try:
@@ -137,7 +141,10 @@ class Allocator:
             self.pacer.failed(error)
             return None
         self.pacer.answered(time.monotonic() - started)
-        status = read_status(self.plan.report_dir, queue=dict(counters))
+        status = read_status(self.plan.report_dir)
+        counters = self._counters()
+        if counters is None:
+            return None
         seen = observe(counters, status, jobs, self.broken, self.plan.submission.tag)
         decision = decide(seen, self.bounds)
         record = decision_record(seen, decision, self.plan, self.scheduler.name)
@@ -145,6 +152,15 @@ class Allocator:
         if not self.dry_run:
             self._record(record)
         return self.act(decision, seen)
+
+    def _counters(self) -> Optional[Mapping[str, Any]]:
+        """The queue's counters; None (said) when it cannot be read."""
+        try:
+            counters: Mapping[str, Any] = self.engine.status()
+        except (MinionizeError, OSError) as error:
+            self.say(f"cannot read the queue ({error}): next look in {self.pacer.wait:g} s")
+            return None
+        return counters
 
     def _record(self, record: AllocDecision) -> None:
         """Leave the decision beside the reports, for ``minion-status`` (a directory

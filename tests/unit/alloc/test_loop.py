@@ -11,7 +11,7 @@ import pytest
 
 from minionize.alloc import Allocator, Bounds, Job, LockHeld, Plan, SchedulerError, Submission
 from minionize.alloc.lock import hold_lock
-from minionize.alloc.scheduler import PENDING
+from minionize.alloc.scheduler import PENDING, RUNNING
 from minionize.errors import EXIT_HALTED
 
 
@@ -188,3 +188,32 @@ def test_a_dry_run_leaves_no_decision(tmp_path: Path) -> None:
     alloc = replace(allocator(tmp_path, scheduler, FakeQueue(todo=3), said), dry_run=True)
     assert alloc.run() == 0 and scheduler.submitted == []
     assert not (tmp_path / "reports").exists()
+
+
+def test_minions_that_finished_during_the_query_are_seen_with_the_drained_queue(
+        tmp_path: Path) -> None:
+    # While the scheduler answers (a second or more on a busy cluster), the queue drains
+    # and its minions finish. Counters read before the query said 50 todo beside reports
+    # read after it that say every minion finished: the allocator submitted for a queue
+    # already drained. The queue is read last.
+    from minionize.identity import MinionInfo
+    from minionize.reporters.json import JsonReporter
+
+    queue = FakeQueue(todo=50)
+
+    class MovingOn(FakeScheduler):
+        def jobs(self, name: str) -> list[Job]:
+            queue.counters = {"todo": 0, "done": 50}
+            for task in ("0", "1"):
+                reporter = JsonReporter(tmp_path / "reports")
+                reporter.start(MinionInfo(minion_id=task, host="n", pid=int(task) + 10, start=1.0,
+                                          jobs={"SLURM_ARRAY_JOB_ID": "1",
+                                                "SLURM_ARRAY_TASK_ID": task}))
+                reporter.stop(0)
+            return [Job("1_0", RUNNING), Job("1_1", RUNNING)]
+
+    scheduler, said = MovingOn(), []
+    alloc = allocator(tmp_path, scheduler, queue, said, tasks_per_minion=25)
+    assert alloc.poll() == 0, said  # the queue drained, its minions finished: over
+    assert scheduler.submitted == [], said
+    assert "backlog 0, in flight 0: exit" in said[-1]
