@@ -6,6 +6,7 @@
   best of ``--maps`` maps in a row: one map takes a few ms, which the other work of a
   busy machine makes vary several times over);
 * the same, pool start and stop included (what ``with Pool(n) as p: p.map(...)`` costs);
+* the CPU time of a warm ``map``, the caller's and every worker process's (``/proc``);
 * the latency of a one-item ``map`` on a started pool (median of 20 calls);
 * a CPU-bound function (a few ms per item) over ``--cpu-items`` items.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +35,39 @@ def burn(param: int) -> int:
     return total
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds of process ``pid`` so far (Linux; 0 when unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _family(pid: int) -> list[int]:
+    """``pid`` and its descendants (the workers, and theirs: a minion's function processes)."""
+    found = [pid]
+    for process in found:
+        try:
+            for task in os.listdir(f"/proc/{process}/task"):
+                with open(f"/proc/{process}/task/{task}/children") as handle:
+                    found += [int(child) for child in handle.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def cpu_per_map(pool: Any, items: list[int], maps: int) -> float:
+    """CPU milliseconds per warm map, the caller and every worker process together (the
+    steadier figure on a busy machine: on 2 cores, it bounds the rate)."""
+    family = _family(os.getpid())
+    before = {pid: _cpu(pid) for pid in family}
+    for _ in range(maps):
+        pool.map(abs, items)
+    return 1000 * sum(_cpu(pid) - before[pid] for pid in family) / maps
+
+
 def timed(action: Callable[[], Any]) -> float:
     start = time.perf_counter()
     action()
@@ -47,6 +82,7 @@ def measure(make: Callable[[], Any], items: list[int], cpu_items: list[int],
     try:
         pool.map(abs, [1])  # warm up
         out["warm map, s"] = min(timed(lambda: pool.map(abs, items)) for _ in range(max(1, maps)))
+        out["CPU per warm map, all processes, ms"] = cpu_per_map(pool, items, 10 * max(1, maps))
         out["one-item map latency, ms"] = 1000 * statistics.median(
             timed(lambda: pool.map(abs, [1])) for _ in range(20))
         out["cpu-bound map, items/s"] = len(cpu_items) / timed(lambda: pool.map(burn, cpu_items))
