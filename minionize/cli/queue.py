@@ -268,6 +268,12 @@ def _stdin() -> Optional[Iterator[str]]:
                                  newline="\n"))
 
 
+def _said(engine: Any, what: str) -> int:
+    """Say what a verb did to the queue; its exit code."""
+    print(f"{engine.describe()}: {what}")
+    return 0
+
+
 def _requeue_dead(engine: Any, args: argparse.Namespace) -> int:
     from ..errors import UnsupportedOperation
 
@@ -280,8 +286,7 @@ def _requeue_dead(engine: Any, args: argparse.Namespace) -> int:
         count = engine.requeue_dead_ids(args.ids)
     else:
         count = engine.requeue_dead()
-    print(f"{engine.describe()}: {count} dead letters made todo again")
-    return 0
+    return _said(engine, f"{count} dead letters made todo again")
 
 
 def _reset(engine: Any, args: argparse.Namespace) -> int:
@@ -296,15 +301,11 @@ def _reset(engine: Any, args: argparse.Namespace) -> int:
             f"({counts.get('done', 0)} done, {counts.get('dead', 0)} dead letters, "
             f"{counts.get('in_flight', 0)} in flight): give --yes to do it"
         )
-    count = engine.reset()
-    print(f"{engine.describe()}: {count} params made todo again")
-    return 0
+    return _said(engine, f"{engine.reset()} params made todo again")
 
 
 def _reset_expired(engine: Any, args: argparse.Namespace) -> int:
-    count = engine.reset_expired()
-    print(f"{engine.describe()}: {count} expired leases put back")
-    return 0
+    return _said(engine, f"{engine.reset_expired()} expired leases put back")
 
 
 def _repair(engine: Any, args: argparse.Namespace) -> int:
