@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ pytestmark = pytest.mark.service("kubernetes")
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kubernetes"
 LABEL = "app.kubernetes.io/name=minions"
 #: The task each param is given to (``args``): records its start, sleeps the seconds
-#: after the param's ``:`` (``p007:1.5``), fails for a param starting with ``fail``.
+#: after the param's ``:`` (``p007:1.5``), fails for a param starting with ``fail``; it
+#: finishes only while the key ``open`` exists (see :func:`frozen`).
 TASK = """
 import os, re, sys, time, redis
 param = sys.argv[1]
@@ -51,7 +53,12 @@ runs.rpush("runs", "start " + row)
 if param.startswith("fail"):
     sys.exit(1)
 time.sleep(float(param.partition(":")[2] or 0))
+while not runs.exists("open"):  # the test's gate, closed while it stops pods
+    runs.sadd("waiting", param)
+    time.sleep(0.05)
+runs.srem("waiting", param)
 runs.rpush("runs", "done " + row)
+os._exit(0)  # at once: a SIGTERM after the record and before the exit would rerun it
 """
 
 
@@ -77,8 +84,9 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def cluster(kubernetes: Kubernetes, node_image: str) -> Iterator[Kubernetes]:
-    """The cluster, with no Job, Deployment or pod of the examples left after the test."""
+def cluster(kubernetes: Kubernetes, node_image: str, redis: RedisServer) -> Iterator[Kubernetes]:
+    """The cluster, with no Job, Deployment or pod of the examples left after the test
+    (removed while their Redis still runs: without it a minion takes 30 s to stop)."""
     yield kubernetes
     kubernetes.kubectl("delete", "job,deployment", "-l", LABEL, "--ignore-not-found",
                        "--cascade=foreground", "--grace-period=5", "--timeout=120s",
@@ -117,7 +125,9 @@ def apply(cluster: Kubernetes, doc: dict[str, Any]) -> None:
 
 
 def fill(redis: RedisServer, params: list[str]) -> None:
-    """``minion-queue fill PARAMS`` on the stream of the manifests."""
+    """``minion-queue fill PARAMS`` on the stream of the manifests (the tasks' gate open)."""
+    with client(redis) as redis_client:
+        redis_client.set("open", 1)
     result = subprocess.run([script("minion-queue"), "fill", *params], env=queue_env(redis),
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -130,13 +140,19 @@ def queue_env(redis: RedisServer) -> dict[str, str]:
     return env
 
 
+@contextmanager
+def client(redis: RedisServer) -> Iterator[Any]:
+    connection = redis.redis.Redis(host="127.0.0.1", port=redis.port)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
 def runs(redis: RedisServer) -> list[tuple[str, str, int, str]]:
     """(start or done, param, attempt, pod uid) of every task, in order."""
-    client = redis.redis.Redis(host="127.0.0.1", port=redis.port)
-    try:
-        rows = [row.decode().split() for row in client.lrange("runs", 0, -1)]
-    finally:
-        client.close()
+    with client(redis) as redis_client:
+        rows = [row.decode().split() for row in redis_client.lrange("runs", 0, -1)]
     return [(kind, param, int(attempt), pod) for kind, param, attempt, pod in rows]
 
 
@@ -153,6 +169,26 @@ def running(redis: RedisServer) -> dict[str, str]:
         else:
             now.pop(param, None)
     return now
+
+
+@contextmanager
+def frozen(redis: RedisServer, cluster: Kubernetes) -> Iterator[None]:
+    """The tasks' gate closed: once every running task waits at it, none is about to
+    finish, so that pods stopped in the body stop only unfinished tasks. (A task that
+    ends just as its minion stops is released and run again: see the report of
+    ``minionize``'s stop, ``exit 0; minion stopping``.) Opened again at the end."""
+    with client(redis) as redis_client:
+        redis_client.delete("open")
+
+        def all_waiting() -> bool:
+            now = set(running(redis))
+            return bool(now) and now <= {m.decode() for m in redis_client.smembers("waiting")}
+
+        wait(all_waiting, 60, "the running tasks to wait at the gate", cluster)
+        try:
+            yield
+        finally:
+            redis_client.set("open", 1)
 
 
 # -- the cluster's state -------------------------------------------------------------------
@@ -244,24 +280,41 @@ def test_a_job_of_three_pods_drains_200_params_each_run_once(cluster: Kubernetes
     assert (status["done"], status["todo"], status["in_flight"], status["dead"]) == (200, 0, 0, 0)
 
 
-def test_a_pod_deleted_mid_task_gives_its_params_back_and_the_job_still_completes(
+def test_a_pod_deleted_mid_task_gives_its_params_back_and_the_job_completes(
         cluster: Kubernetes, redis: RedisServer) -> None:
     todo = params(24, seconds=2)
     fill(redis, todo)
     apply(cluster, manifest("job-redis.yaml", redis, 3, MINION_IDLE_TIMEOUT="5"))
     wait(lambda: len(set(running(redis).values())) == 3, 120, "tasks running in 3 pods", cluster)
-    victim_uid = next(iter(running(redis).values()))
-    [victim] = [p for p in pods(cluster) if p["metadata"]["uid"] == victim_uid]
-    interrupted = sorted(p for p, uid in running(redis).items() if uid == victim_uid)
-    cluster.kubectl("delete", "pod", victim["metadata"]["name"], "--wait=false")
+    with frozen(redis, cluster):
+        victim_uid = next(iter(running(redis).values()))
+        [victim] = [p for p in pods(cluster) if p["metadata"]["uid"] == victim_uid]
+        name = victim["metadata"]["name"]
+        interrupted = sorted(p for p, uid in running(redis).items() if uid == victim_uid)
+        # Its log, followed to the end: the minion's last words once the container exited.
+        follow = subprocess.Popen([str(cluster.bin / "kubectl"), "logs", "-f", name],
+                                  env=cluster.env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+        try:
+            cluster.kubectl("delete", "pod", name, "--wait=false")
+            last_words = follow.communicate(timeout=60)[0]
+        finally:
+            if follow.poll() is None:
+                follow.kill()
+                follow.wait()
+        # A graceful stop within terminationGracePeriodSeconds, not a SIGKILL.
+        assert "minion stops (exit 0)" in last_words, last_words
+        assert last_words.count("released attempt 1") == len(interrupted), last_words
+        wait(lambda: victim_uid not in {p["metadata"]["uid"] for p in pods(cluster)}, 60,
+             "the deleted pod to be gone", cluster)
 
-    def replaced() -> bool:
-        live = [p for p in pods(cluster) if not p["metadata"].get("deletionTimestamp")]
-        return any(p["metadata"]["uid"] not in (victim_uid,) and p["metadata"]["name"]
-                   != victim["metadata"]["name"] and p["metadata"]["creationTimestamp"]
-                   > victim["metadata"]["creationTimestamp"] for p in live)
+    # Its params are back at once (not when a lease expires) and run by the other pods.
+    def started_again() -> bool:
+        rows = runs(redis)
+        return all(any(kind == "start" and p == param and pod != victim_uid
+                       for kind, p, _, pod in rows) for param in interrupted)
 
-    wait(replaced, 120, "the Job to replace the deleted pod", cluster)
+    wait(started_again, 60, "the deleted pod's params to start again elsewhere", cluster)
     condition = wait_job(cluster, "minions-redis", 300)
     assert condition["type"] == "Complete", diagnose(cluster)
 
@@ -321,14 +374,15 @@ def test_a_deployment_scaled_1_3_0_2_mid_run_loses_nothing_and_runs_nothing_twic
     wait(lambda: len(done(redis)) >= 4, 120, "4 params done by 1 pod", cluster)
     scale(3)
     wait(lambda: len(set(running(redis).values())) == 3, 120, "tasks running in 3 pods", cluster)
-    scale(0)
-    wait(lambda: not pods(cluster), 120, "the pods to stop", cluster)
-    interrupted = sorted(running(redis))
-    assert interrupted, "the scale-down interrupted no task"
-    status = queue_status(queue_env(redis))
-    assert status["in_flight"] == 0 and status["todo"] == 60 - len(done(redis)), status
+    with frozen(redis, cluster):
+        scale(0)
+        wait(lambda: not pods(cluster), 120, "the pods to stop", cluster)
+        interrupted = sorted(running(redis))
+        assert len(interrupted) == 6, interrupted  # 3 pods, 2 tasks each
+        status = queue_status(queue_env(redis))
+        assert status["in_flight"] == 0 and status["todo"] == 60 - len(done(redis)), status
     scale(2)
-    wait(lambda: len(done(redis)) >= 60, 240, "the 60 params done", cluster)
+    wait(lambda: queue_status(queue_env(redis))["done"] == 60, 240, "the 60 params done", cluster)
 
     assert done(redis) == todo  # nothing lost, nothing run twice
     for param in interrupted:
@@ -337,3 +391,21 @@ def test_a_deployment_scaled_1_3_0_2_mid_run_loses_nothing_and_runs_nothing_twic
     assert running(redis) == {}
     status = queue_status(queue_env(redis))
     assert (status["done"], status["todo"], status["in_flight"], status["dead"]) == (60, 0, 0, 0)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "a minion stopped by SIGTERM exits 0, so Kubernetes marks its pod Succeeded; in a Job "
+    "without completions one succeeded pod means the work is done: the Job creates no "
+    "replacement and is Complete once the pods are gone, with params still in the queue "
+    "(the minion needs an exit code of its own for 'stopped before the queue was drained', "
+    "ignored by the podFailurePolicy)"))
+def test_every_pod_of_a_job_deleted_mid_run_are_replaced_and_the_queue_drained(
+        cluster: Kubernetes, redis: RedisServer) -> None:
+    todo = params(20, seconds=2)
+    fill(redis, todo)
+    apply(cluster, manifest("job-redis.yaml", redis, 2, MINION_IDLE_TIMEOUT="5"))
+    wait(lambda: len(set(running(redis).values())) == 2, 120, "tasks running in 2 pods", cluster)
+    cluster.kubectl("delete", "pod", "-l", LABEL, "--wait=false")  # a node drain does the same
+    condition = wait_job(cluster, "minions-redis", 300)
+    status = queue_status(queue_env(redis))
+    assert (condition["type"], status["todo"], done(redis)) == ("Complete", 0, todo), status

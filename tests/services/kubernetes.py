@@ -102,7 +102,12 @@ def build(log: Path) -> Path:
         _run([go, "mod", "tidy"], module, env, log, 1200)
         target.mkdir(parents=True, exist_ok=True)
         partial = Path(tempfile.mkdtemp(prefix="bin-", dir=target.parent))
-        _run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial) + "/",
+        major, minor = KUBERNETES_VERSION.split(".")[:2]
+        stamp = " ".join(f"-X {package}.{name}={value}" for package in (
+            "k8s.io/component-base/version", "k8s.io/client-go/pkg/version") for name, value in (
+            ("gitVersion", f"v{KUBERNETES_VERSION}"), ("gitMajor", major), ("gitMinor", minor),
+            ("gitTreeState", "clean")))  # what `kubectl version` and the node report
+        _run([go, "build", "-trimpath", f"-ldflags=-s -w {stamp}", "-o", str(partial) + "/",
               *(f"k8s.io/kubernetes/cmd/{name}" for name in COMPONENTS)], module, env, log,
              BUILD_TIMEOUT)
         shutil.copy(source / "build" / "pause" / "linux" / "pause.c", partial / "pause.c")
