@@ -7,8 +7,8 @@ of tasks of 4 to 6 s. The aware one is told the lead (``MINION_WALLTIME_LEAD=20`
 the script's comment says): it reads its end from ``OAR_JOB_WALLTIME_SECONDS``, starts no
 task it cannot finish before the signal, and ends by itself, exit 0, nothing cut. The
 baseline plans for the walltime itself: the signal finds tasks running and cuts them
-(their params go back uncounted, the CPU time spent on them is lost). The test prints
-both.
+(their params go back uncounted, as for ``oardel -c``; the CPU time spent on them is
+lost). The test prints both.
 """
 
 from __future__ import annotations
@@ -111,6 +111,16 @@ def test_minions_told_the_checkpoint_lead_cut_no_task(runs: tuple[Run, Run]) -> 
     assert len(left) == PARAMS - done and all(p["attempts"] == 0 for p in left)
 
     b_done, b_cut, b_useful, b_thrown = baseline.figures()
+    # The baseline's minions were stopped by the checkpoint signal: what they ran is
+    # given back uncounted, as for oardel -c, and the script asked OAR to resubmit.
+    b_status = json.loads(baseline.command("minion-queue", "status", "--json"))
+    assert b_status["in_flight"] == 0 and b_status["dead"] == 0, b_status
+    assert b_status["done"] == b_done and b_status["todo"] == PARAMS - b_done, b_status
+    b_left = [json.loads(line) for line in baseline.command("minion-queue", "list", "todo",
+                                                           "--json").splitlines()]
+    assert all(p["attempts"] == 0 for p in b_left), b_left
+    if b_cut:
+        assert "asking OAR to resubmit (exit 99)" in baseline.outputs()
     print(f"\nOAR, told the lead (walltime 60 s, --checkpoint 20, MINION_WALLTIME_LEAD=20): "
           f"{done} tasks done ({useful:.0f} s), {cut} cut, {thrown:.1f} s lost")
     print(f"OAR, baseline (the same, no lead): {b_done} tasks done ({b_useful:.0f} s), "
