@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import pickle
@@ -133,17 +134,13 @@ def _record(func: Callable[..., Any], param: dict[str, Any], items: list[Any]) -
     start = param["start"]
     star, apply = bool(param.get("star")), bool(param.get("apply"))
     values: list[Any] = []
-    keep = values.append
-    try:
+    try:  # list.extend keeps what came before an item that raised
         if apply:
-            for args, kwargs in items:
-                keep(func(*args, **kwargs))
+            values.extend(func(*args, **kwargs) for args, kwargs in items)
         elif star:
-            for args in items:
-                keep(func(*args))
+            values.extend(itertools.starmap(func, items))
         else:
-            for item in items:
-                keep(func(item))
+            values.extend(map(func, items))
     except Exception as exc:
         ran = [(True, value, "") for value in values]
         ran.append((False, exc, _text_of(exc)))
