@@ -520,7 +520,9 @@ nodeStatusUpdateFrequency: 2s
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        wait_for(lambda: not any(alive(p) for p in self._shims()), 20, "the shims to exit")
+        deadline = time.monotonic() + 20
+        while any(alive(p) for p in self._shims()) and time.monotonic() < deadline:
+            time.sleep(0.05)
         for name in ("kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd",
                      "containerd"):
             self._stop(name)
@@ -571,6 +573,11 @@ def main() -> int:
     """``python -m tests.services.kubernetes build``: build (or find) the binaries, the
     output in a log file, one line printed."""
     cache_root().mkdir(parents=True, exist_ok=True)
+    try:
+        go_version()
+    except (FileNotFoundError, subprocess.CalledProcessError) as error:
+        print(f"kubernetes {KUBERNETES_VERSION}: not built: {error}")
+        return 1
     if built():
         print(f"kubernetes {KUBERNETES_VERSION}: built already ({bin_dir()})")
         return 0
