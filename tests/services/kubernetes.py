@@ -1,6 +1,22 @@
 """A real single-node Kubernetes cluster for the tests, as plain processes on 127.0.0.1.
 
-Built once here (see :func:`build`), started per session (the ``kubernetes`` fixture).
+``python -m tests.services.kubernetes build`` (tests/run.sh runs it) builds
+kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl from the
+``k8s.io/kubernetes`` module of the Go module proxy (its staging modules replaced by
+their published versions), once: only the binaries are kept, in
+``~/.cache/minionize-tests/kubernetes-VERSION-GOVERSION/bin`` (8 to 10 minutes on 2
+cores; 1.35+ refuse cgroup v1 hosts, hence 1.34). The pause image is made from the
+module's own ``pause.c`` with gcc and umoci: nothing comes from an image registry.
+
+The ``kubernetes`` session fixture starts containerd (Debian's, its own config, root,
+state and socket in a temporary directory), etcd, the apiserver, the controller manager,
+the scheduler and a kubelet whose node is named 127.0.0.1, all listening on 127.0.0.1
+(Ready in about 7 s, about 600 MB); pods must use ``hostNetwork: true`` (the only CNI
+plugin is ``loopback``; the service range is API data only). Images are imported with
+:meth:`Kubernetes.import_image`. At the end everything is stopped by PID, and what the
+kubelet and containerd changed on the host is undone: sysctls, mounts, ``kubepods``
+cgroups, ``/var/lib/kubelet``, ``/var/log/containers``, ``/run/containerd``.
+Needs root; without it, or a program, or the build, the tests skip (fail under CI=true).
 """
 
 from __future__ import annotations
