@@ -2,11 +2,10 @@
 their settles and their results cross it instead of the files of a shared queue.
 
 The caller listens (:class:`ChannelServer`, a thread per connection); each worker
-minion connects once (:class:`ChannelEngine`, its engine: a chunk comes with its items,
-and its call's function the first time), and so does each of its function processes, to
-send its records (:func:`link`). Frames are the function callback's (a length, then a
-pickle); the socket lives in the run directory, which nobody else can enter, and a peer
-of another user is refused.
+minion connects once (:class:`ChannelEngine`, its engine): a chunk comes with its items,
+and its call's function the first time; its record goes back with its ack. Frames are
+the function callback's (a length, then a pickle); the socket lives in the run
+directory, which nobody else can enter, and a peer of another user is refused.
 """
 
 from __future__ import annotations
@@ -83,8 +82,9 @@ class ChannelServer:
             while True:
                 message = wire.read_frame(fd)
                 kind = message[0]
-                if kind == "record":
-                    self.inbox.deliver(message[1])
+                if kind == "ack" and len(message) > 2:  # with the chunk's record: first
+                    self.inbox.deliver(message[2])
+                    self.broker.settle("ack", message[1])
                 elif kind == "take":
                     self.broker.take(minion, answer, message[1])
                 elif kind == "start":
@@ -141,6 +141,8 @@ class ChannelEngine(Engine):
         self._ended = False
         #: The functions of the last calls, by call (the caller sends each one once).
         self._functions: dict[int, bytes] = {}
+        #: The records of the chunks run, until their ack takes them to the caller.
+        self._records: dict[Key, bytes] = {}
         #: True once the minion stops: a take returns at once (a quick terminate).
         self.stopping: Callable[[], bool] = lambda: False
         self._send(("hello", minion))
@@ -203,8 +205,19 @@ class ChannelEngine(Engine):
     def exhausted(self) -> bool:
         return self._ended
 
+    def keep_record(self, delivery: Delivery, record: bytes) -> None:
+        """The chunk's record, sent with its ack (so an acked chunk has its results)."""
+        self._records[delivery.handle.key] = record
+
     def ack(self, delivery: Delivery, result: Optional[str] = None) -> None:
-        self._settle("ack", delivery)
+        record = self._records.pop(delivery.handle.key, None)
+        if record is None:
+            self._settle("ack", delivery)
+            return
+        try:
+            self._send(("ack", delivery.handle.key, record))
+        except OSError:
+            pass  # the caller is gone; so is its pool
 
     def retry(self, delivery: Delivery, reason: str) -> None:
         self._settle("retry", delivery, reason)
@@ -216,6 +229,7 @@ class ChannelEngine(Engine):
         self._settle("dead", delivery, reason)
 
     def _settle(self, how: str, delivery: Delivery, *reason: str) -> None:
+        self._records.pop(delivery.handle.key, None)  # not acked: it runs again
         try:
             self._send((how, delivery.handle.key, *reason))
         except OSError:
@@ -234,25 +248,3 @@ class ChannelEngine(Engine):
 
     def close(self) -> None:
         self._conn.close()
-
-
-class FunctionLink:
-    """A function process's own connection to the caller (made after its fork)."""
-
-    def __init__(self, path: str) -> None:
-        self.pid = os.getpid()
-        self.conn = _connect(path)
-
-    def tell(self, message: Any) -> None:
-        self.conn.sendall(wire.frame(message))
-
-
-_link: dict[str, FunctionLink] = {}
-
-
-def link(path: str) -> FunctionLink:
-    """This process's connection (a forked child makes its own)."""
-    current = _link.get(path)
-    if current is None or current.pid != os.getpid():
-        current = _link[path] = FunctionLink(path)
-    return current

@@ -32,7 +32,7 @@ from ..callbacks.function.wire import FunctionProcess
 from ..config import Settings
 from ..engines.base import Delivery
 from ..engines.sweep.engine import SweepEngine
-from .channel import ChannelEngine, link
+from .channel import ChannelEngine
 from .errors import PoolError
 from .pickling import encode_outcome, load_function, plain_values
 from .rundir import append_record, check_private, read_private, write_private
@@ -90,10 +90,10 @@ _loaded: dict[str, Any] = {}
 def run_chunk(rundir: str, param: Any, channel: bool = False) -> Any:
     """In the worker's function process: run one chunk, return its record (None when
     its call is over: its files are gone), or, when it came over the ``channel`` (with
-    its items: ``(param, function or None, items)``), send its record back that way
-    and return the number of the call whose function this process holds."""
+    its items: ``(param, function or None, items)``), the number of the call whose
+    function this process holds and the record."""
     if channel:
-        return _run_sent_chunk(os.path.join(rundir, "channel"), *param)
+        return _run_sent_chunk(*param)
     call = param["call"]
     func_name = os.path.join("calls", f"{call}.func")
     items_name = os.path.join("calls", f"{call}.items.{param['batch']}")
@@ -113,10 +113,11 @@ def run_chunk(rundir: str, param: Any, channel: bool = False) -> Any:
     return _record(func, param, pickle.loads(data))
 
 
-def _run_sent_chunk(path: str, param: dict[str, Any], func_data: Optional[bytes],
-                    data: bytes) -> int:
+def _run_sent_chunk(param: dict[str, Any], func_data: Optional[bytes],
+                    data: bytes) -> tuple[int, bytes]:
     """A chunk whose pickles came from the caller over its socket (the function only
-    when this process does not hold it yet), and its record back the same way."""
+    when this process does not hold it yet): the call whose function this process now
+    holds, and the chunk's record (which the minion sends with its ack)."""
     call = param["call"]
     if func_data is not None:
         _loaded.clear()
@@ -124,8 +125,7 @@ def _run_sent_chunk(path: str, param: dict[str, Any], func_data: Optional[bytes]
         _loaded["call"] = call
     elif _loaded.get("call") != call:
         raise PoolError(f"the function of call {call} did not come with its chunk")
-    link(path).tell(("record", _record(_loaded["func"], param, pickle.loads(data))))
-    return int(call)
+    return int(call), _record(_loaded["func"], param, pickle.loads(data))
 
 
 def _record(func: Callable[..., Any], param: dict[str, Any], items: list[Any]) -> bytes:
@@ -167,7 +167,8 @@ class ChunkCallback(FuncCallback):
     """Runs chunks in a worker process; appends each record to this worker's results
     file before the loop acks the chunk (so a chunk acked has its results written).
     With the caller's socket (``engine``), a chunk comes with its items and goes to the
-    function process with them (and with its call's function, once per process)."""
+    function process with them (and with its call's function, once per process); its
+    record goes back with its ack."""
 
     def __init__(self, rundir: str, name: str, max_tasks_per_worker: Optional[int],
                  engine: Optional[ChannelEngine] = None) -> None:
@@ -181,8 +182,11 @@ class ChunkCallback(FuncCallback):
         if self.engine is not None and task.delivery.handle.items is None:
             return Result(Outcome.OK)  # its call is over: nothing to run
         result, record = self.call(task)
-        if self.engine is None and result.ok and record is not None:
-            append_record(self.results_path, record)
+        if result.ok and record is not None:
+            if self.engine is not None:
+                self.engine.keep_record(task.delivery, record[1])  # sent with the ack
+            else:
+                append_record(self.results_path, record)
         return result
 
     def wire_param(self, task: Task, process: FunctionProcess) -> Any:
@@ -196,7 +200,7 @@ class ChunkCallback(FuncCallback):
 
     def replied(self, process: FunctionProcess, ok: bool, value: Any) -> None:
         if self.engine is not None:
-            process.memo["call"] = value if ok else None
+            process.memo["call"] = value[0] if ok else None
 
 
 def write_state(rundir: str, name: str, state: str, minion: str = "", error: str = "") -> None:
