@@ -35,10 +35,9 @@ KNOWN_VARIABLES = (
     "MINION_TASK_TIMEOUT", "MINION_GRACE_PERIOD", "MINION_IDLE_TIMEOUT", "MINION_LEASE",
     "MINION_OUTAGE_TIMEOUT", "MINION_WAIT", "MINION_LOG_DIR", "MINION_TEMPLATE",
     "MINION_SHELL", "MINION_HALT", "MINION_PARAM_STDIN", "MINION_RESULT_MAX_BYTES",
-    "MINION_WALLTIME", "MINION_WALLTIME_LEAD", "MINION_EXPECTED_DURATION",
+    "MINION_WALLTIME", "MINION_WALLTIME_LEAD", "MINION_EXPECTED_DURATION", "MINION_STOPPED_EXIT",
     # GNU parallel habits (habits.py, cli/parallel_flags.py)
-    "MINION_JOBLOG", "MINION_RESULTS", "MINION_TAG", "MINION_KEEP_ORDER", "MINION_DELAY",
-    "MINION_PROGRESS",
+    "MINION_JOBLOG", "MINION_RESULTS", "MINION_TAG", "MINION_KEEP_ORDER", "MINION_DELAY", "MINION_PROGRESS",
     # tasks with files (sandbox.py, cli/sandbox_flags.py); MINION_SANDBOX is also set for
     # each task, to its own sandbox
     "MINION_SANDBOX", "MINION_INPUT", "MINION_SHARED", "MINION_OUTPUT", "MINION_STAGE",
@@ -91,7 +90,6 @@ def load_dotenv_file(path: str | os.PathLike[str] = ".env") -> None:
     if not Path(path).is_file():
         return
     from dotenv import load_dotenv
-
     load_dotenv(stream=io.StringIO(read_dotenv_text(path)), override=False)
 
 
@@ -105,9 +103,7 @@ def read_dotenv_text(path: str | os.PathLike[str]) -> str:
     where = os.fspath(path)
     nul = data.find(b"\0")
     if nul >= 0:
-        raise ConfigError(
-            f"{where} line {_line_of(data, nul)}: a NUL byte: a .env file is text, remove it"
-        )
+        raise ConfigError(f"{where} line {_line_of(data, nul)}: a NUL byte: a .env file is text, remove it")
     try:
         text = data.decode("utf-8-sig")  # strict; a byte order mark at the start is fine
     except UnicodeDecodeError as exc:
@@ -339,6 +335,8 @@ class Settings:
     #: long a task takes, given by the user (None: learned from the tasks run).
     walltime_lead: float = 0.0
     expected_duration: Optional[float] = None
+    #: The exit code of a minion a signal stopped (0: as a drained queue's).
+    stopped_exit: int = 0
     env: Env = field(default_factory=Env)
 
     @classmethod
@@ -372,6 +370,7 @@ class Settings:
             walltime=read_walltime(env),
             walltime_lead=_not_none(env.seconds("MINION_WALLTIME_LEAD", 0.0, allow_zero=True), 0.0),
             expected_duration=_positive_or_none(env, "MINION_EXPECTED_DURATION"),
+            stopped_exit=env.int("MINION_STOPPED_EXIT", 0, minimum=0) or 0,
             env=env,
         )
         overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -389,6 +388,8 @@ class Settings:
             raise ConfigError("MINION_TASK_TIMEOUT must be a positive number of seconds")
         if self.lease <= 0:
             raise ConfigError("MINION_LEASE must be a positive number of seconds")
+        if self.stopped_exit > 255:
+            raise ConfigError("MINION_STOPPED_EXIT must be an exit code, 0 to 255 (e.g. 75)")
 
 
 def _positive_or_none(env: Env, name: str) -> Optional[float]:

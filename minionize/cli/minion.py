@@ -49,7 +49,8 @@ examples:
 
 exit codes: 0 every param taken succeeded (or was given back on a stop),
             1 at least one param was dead-lettered, 2 usage or configuration error
-            (nothing consumed), 3 --halt stopped the minion,
+            (nothing consumed), 3 --halt stopped the minion, MINION_STOPPED_EXIT
+            (if set) a signal stopped it before the queue was drained,
             130/143 a second SIGINT/SIGTERM stopped the minion at once.
 """
 

@@ -122,10 +122,11 @@ class Minion:
         """Run until the queue is drained, the idle timeout passes, or a signal stops us.
 
         Returns 0 when every param taken succeeded or was given back, 1 when at least one
-        was dead-lettered, 3 when ``--halt`` stopped it, 128 + signal number after a second
-        stop signal. Raises :class:`EngineError` (after giving back what it held) when the
-        queue fails, and the callback's :class:`CommandLineError` when the command cannot
-        run (the param is given back).
+        was dead-lettered, 3 when ``--halt`` stopped it, ``MINION_STOPPED_EXIT`` (when set)
+        when a signal stopped it, 128 + signal number after a second stop signal. Raises
+        :class:`EngineError` (after giving back what it held) when the queue fails, and
+        the callback's :class:`CommandLineError` when the command cannot run (the param
+        is given back).
         """
         self.callback.setup()
         try:
@@ -183,6 +184,8 @@ class Minion:
             return 128 + self.stopping.signal
         if self.settler.halted:
             return EXIT_HALTED
+        if self.stopping.signal is not None and self.settings.stopped_exit:
+            return self.settings.stopped_exit  # stopped, not drained: a Job replaces it
         return EXIT_DEAD_LETTERS if self.settler.counts["dead"] else EXIT_OK
 
     def _close_quietly(self) -> None:

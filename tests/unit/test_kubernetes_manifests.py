@@ -128,6 +128,9 @@ def test_jobs_end_when_the_queue_is_drained(path: Path) -> None:
     actions = {tuple(r["onExitCodes"]["values"]): r["action"] for r in rules if "onExitCodes" in r}
     assert actions[(2,)] == "FailJob", "a configuration error must not be retried"
     assert actions[(1,)] == "Ignore", "dead letters are not a pod failure"
+    # A pod stopped mid-run must not look done (exit 0): its code is one the Job replaces.
+    stopped = int(env["MINION_STOPPED_EXIT"])
+    assert stopped not in (0, 1, 2, 3) and actions[(stopped,)] == "Ignore"
 
 
 def test_the_deployment_never_idles_out() -> None:

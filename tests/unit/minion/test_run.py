@@ -390,3 +390,43 @@ def test_the_loop_logs_its_lines_and_prints_nothing(caplog: pytest.LogCaptureFix
                              "it takes no new param and lets its running tasks finish"),
     ]
     assert capfd.readouterr() == ("", "")
+
+
+def test_a_minion_stopped_by_a_signal_exits_with_minion_stopped_exit() -> None:
+    # A Kubernetes Job counts a pod that exits 0 as the work done: its minion, stopped
+    # before the queue was drained, needs a code of its own that the Job replaces.
+    import signal as signals
+    import threading
+
+    from minionize import FuncCallback
+    from minionize.config import Settings
+    from minionize.errors import ConfigError
+    from minionize.minion.run import Minion
+    from minionize.testing import MemoryEngine
+
+    started = threading.Event()
+
+    def task(param: int) -> None:
+        started.set()
+        threading.Event().wait(0.05)
+
+    for value, expected in (("75", 75), (None, 0)):
+        started.clear()
+        engine = MemoryEngine(range(1000))
+        env = {} if value is None else {"MINION_STOPPED_EXIT": value}
+        minion = Minion(FuncCallback(task, mode="thread"), engine, settings=Settings.from_env(env))
+        def stop(minion: Minion = minion) -> None:
+            if started.wait(10):
+                minion.stopping.on_signal(signals.SIGTERM, None)
+
+        stopper = threading.Thread(target=stop)
+        stopper.start()
+        assert minion.run() == expected
+        stopper.join()
+        assert engine.in_flight == {} and len(engine.done) < 1000
+    # A queue drained is exit 0 whatever MINION_STOPPED_EXIT says.
+    drained = MemoryEngine(range(3))
+    assert Minion(FuncCallback(task, mode="thread"), drained,
+                  settings=Settings.from_env({"MINION_STOPPED_EXIT": "75"})).run() == 0
+    with pytest.raises(ConfigError, match="MINION_STOPPED_EXIT"):
+        Settings.from_env({"MINION_STOPPED_EXIT": "300"})
