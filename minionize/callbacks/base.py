@@ -82,6 +82,8 @@ class Task:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     #: A stop came before anything was attached: :meth:`attach` starts nothing.
     _stopped_early: bool = field(default=False, init=False, repr=False)
+    #: What ran the task ended and was detached: a stop asked after it stops nothing.
+    _ended: bool = field(default=False, init=False, repr=False)
 
     @property
     def param(self) -> Param:
@@ -128,6 +130,7 @@ class Task:
     def detach(self) -> None:
         """What ran the task is gone (reap it after this): stops no longer reach it."""
         with self._lock:
+            self._ended = self._ended or self.handle is not None
             self.handle = None
 
     def signal(self, send: Callable[..., None], *args: Any) -> None:
@@ -150,8 +153,13 @@ class Task:
 
     # -- the loop's side ---------------------------------------------------------------
     def mark_stopping(self, reason: StopReason) -> None:
-        """Minionize stops the task for ``reason``: a shutdown wins over a timeout."""
+        """Minionize stops the task for ``reason``: a shutdown wins over a timeout. A
+        task whose process had already ended (detached) is not stopped: it ended by
+        itself, and its result is its own (a success just before a stop is done, not
+        given back to run again)."""
         with self._lock:
+            if self._ended and self.stop_reason is None:
+                return
             if self.stop_reason is None or reason is StopReason.SHUTDOWN:
                 self.stop_reason = reason
 
