@@ -219,6 +219,11 @@ class Engine(abc.ABC):
             return None  # an old engine's super().heartbeat_interval(), as it always was
         return self.lease_renewal_interval()
 
+    def stop_waiting(self) -> None:
+        """The minion stops: a :meth:`take` riding out an outage returns now, with
+        nothing (what the server holds stays there). Engines that ride out outages do it;
+        the others have nothing to interrupt."""
+
     def extend(self, deliveries: Sequence[Delivery]) -> None:
         """Renew the leases of running deliveries."""
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 import importlib
 import logging
 import re
+import threading
 import time
 from contextlib import AbstractContextManager
 from types import ModuleType
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from ..errors import EngineError, MissingExtraError
 
@@ -71,6 +72,10 @@ class Unreachable(EngineError):
     the setting to check."""
 
 
+class Interrupted(Exception):
+    """A take that was riding out an outage gave up: the minion stops (nothing taken)."""
+
+
 class Outage:
     """The outage policy for one engine. ``outage.call(fn, transient)`` runs ``fn()``,
     retrying while it raises one of ``transient`` and the server has been unreachable for
@@ -82,11 +87,13 @@ class Outage:
     """
 
     def __init__(self, what: str, limit: float = DEFAULT_OUTAGE_SECONDS,
-                 sleep: Callable[[float], None] = time.sleep,
+                 sleep: Optional[Callable[[float], None]] = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.what = what
         self.limit = limit
-        self._sleep = sleep
+        #: Set when the minion stops: a take riding out the outage gives up at once.
+        self.stopping = threading.Event()
+        self._sleep = sleep or self._pause
         self._clock = clock
         self._down_since: float | None = None
         self._up_since = clock()
@@ -102,8 +109,15 @@ class Outage:
         policy was made); None while it cannot be reached."""
         return None if self._down_since is not None else self._up_since
 
+    def _pause(self, seconds: float) -> None:
+        self.stopping.wait(seconds)
+
     def call(self, fn: Callable[[], T],
-             transient: tuple[type[BaseException], ...] = (Unreachable,)) -> T:
+             transient: tuple[type[BaseException], ...] = (Unreachable,),
+             interruptible: bool = False) -> T:
+        """``fn()``, ridden out while it raises ``transient``. ``interruptible`` (a take):
+        once :attr:`stopping` is set, an unreachable server raises :class:`Interrupted`
+        at once instead of being waited for (a settle is always ridden out)."""
         pause = _FIRST_PAUSE
         while True:
             started = self._clock()
@@ -118,6 +132,8 @@ class Outage:
                     log.warning("%s is unreachable (%s); retrying for up to %gs "
                                 "(MINION_OUTAGE_TIMEOUT)", self.what, redact(str(exc)), self.limit)
                 down_for = now - self._down_since
+                if interruptible and self.stopping.is_set():
+                    raise Interrupted(self.what) from None
                 if down_for >= self.limit:
                     raise EngineError(
                         f"{self.what} unreachable for {down_for:.0f}s: {redact(str(exc))} "
@@ -125,6 +141,8 @@ class Outage:
                     ) from None
                 self._sleep(min(pause, self.limit - down_for))
                 pause = min(pause * 2, _LONGEST_PAUSE)
+                if interruptible and self.stopping.is_set():
+                    raise Interrupted(self.what) from None
                 continue
             if self._down_since is not None:
                 log.warning("%s is reachable again", self.what)
@@ -144,15 +162,17 @@ class Calls:
         self._errors = errors
         self.outage = outage
 
-    def __call__(self, what: str, fn: Callable[[], T], *, ride_out: bool = True) -> T:
+    def __call__(self, what: str, fn: Callable[[], T], *, ride_out: bool = True,
+                 interruptible: bool = False) -> T:
         """``fn()`` with its errors translated; retried while the server is unreachable
-        when ``ride_out`` (the worker's verbs), else failing at once (a command)."""
+        when ``ride_out`` (the worker's verbs), else failing at once (a command);
+        ``interruptible``: see :meth:`Outage.call`."""
 
         def once() -> T:
             with self._errors(what):
                 return fn()
 
-        return self.outage.call(once) if ride_out else once()
+        return self.outage.call(once, interruptible=interruptible) if ride_out else once()
 
     def reachable_since(self) -> float | None:
         """:meth:`Engine.reachable_since <minionize.engines.base.Engine.reachable_since>`

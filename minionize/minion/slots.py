@@ -80,13 +80,12 @@ class Slots:
         self._start_interval = start_interval or None
         self._last_start: Optional[float] = None
         self._time_left = time_left
-        self._out_of_time = False
         self._start_lock = threading.Lock()
         self._changed = threading.Condition()
         self._take_lock = threading.Lock()
         self._stash: collections.deque[Delivery] = collections.deque()
         self._running: set[Task] = set()
-        self._ended = False
+        self._ended = self._out_of_time = False
         self._idle_since = time.monotonic()
         self.threads = [
             threading.Thread(target=self._work, name=f"minion-slot-{i}", daemon=True)
@@ -99,7 +98,8 @@ class Slots:
             thread.start()
 
     def wake(self) -> None:
-        """Wake the slots waiting for work (a stop was asked)."""
+        """Wake the slots waiting for work and a take riding out an outage (a stop)."""
+        self.engine.stop_waiting()
         with self._changed:
             self._changed.notify_all()
 

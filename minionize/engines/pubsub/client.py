@@ -185,7 +185,7 @@ class PubSubClient:
                 raise EngineError(f"the subscription {self.subscription} no longer exists") from None
             return list(response.received_messages)
 
-        return self.calls(f"pull from {self.subscription}", pull)
+        return self.calls(f"pull from {self.subscription}", pull, interruptible=True)
 
     def create_topic(self, topic: str) -> None:
         errors = api_errors()

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ...errors import ConfigError, EngineError
 from ...params import decode_param
 from ..base import Delivery, Engine
-from ..kit import DEFAULT_OUTAGE_SECONDS
+from ..kit import DEFAULT_OUTAGE_SECONDS, Interrupted
 from .admin import PubSubAdmin
 from .client import (
     ATTEMPT_ATTRIBUTE,
@@ -146,7 +146,10 @@ class PubSubEngine(Engine):
         """Pull at most ``max_count`` messages, polling until one comes or ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
-            received = self.client.pull(max_count, deadline)
+            try:
+                received = self.client.pull(max_count, deadline)
+            except Interrupted:
+                return []  # the minion stops while the server is away
             remaining = deadline - time.monotonic()
             if received or remaining <= 0:
                 break
@@ -159,6 +162,9 @@ class PubSubEngine(Engine):
             except EngineError as exc:  # the next heartbeat tries again
                 warn(str(exc))
         return [d for d in (self._decode(r) for r in received) if d is not None]
+
+    def stop_waiting(self) -> None:
+        self.client.calls.outage.stopping.set()
 
     def _decode(self, received: Any) -> Optional[Delivery]:
         message = received.message

@@ -105,7 +105,7 @@ class PulsarClient:
 
     def next_message(self, consumer: Any, wait_ms: int) -> Any:
         """:meth:`receive` for the worker: ridden out, and counted as handed out."""
-        message = self.calls("receive", lambda: self.receive(consumer, wait_ms))
+        message = self.calls("receive", lambda: self.receive(consumer, wait_ms), interruptible=True)
         if message is not None:
             self._handed_out += 1
         return message

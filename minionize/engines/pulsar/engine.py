@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ...params import decode_param
 from ..base import Delivery, Engine
-from ..kit import DEFAULT_OUTAGE_SECONDS, optional_import, redact
+from ..kit import DEFAULT_OUTAGE_SECONDS, Interrupted, optional_import, redact
 from .admin import PulsarAdmin
 from .client import ATTEMPT, COUNTED, ORIGIN, PARAM_ID, REASON, PulsarClient, keep_sockets_from_tasks
 
@@ -124,12 +124,18 @@ class PulsarEngine(Engine):
         deliveries: list[Delivery] = []
         wait_ms = max(1, int(timeout * 1000))
         while len(deliveries) < max_count:
-            message = client.next_message(consumer, wait_ms)
+            try:
+                message = client.next_message(consumer, wait_ms)
+            except Interrupted:
+                break  # the minion stops while the broker is away
             if message is None:
                 break  # nothing now: an empty topic is waiting, not an error
             deliveries.append(self._decode(message))
             wait_ms = 1  # more only if already here
         return deliveries
+
+    def stop_waiting(self) -> None:
+        self.client.calls.outage.stopping.set()
 
     def _decode(self, message: Any) -> Delivery:
         properties = message.properties() or {}

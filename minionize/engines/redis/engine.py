@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Optional
 from ...errors import EngineError
 from ...params import Param
 from ..base import Delivery, Engine
-from ..kit import DEFAULT_OUTAGE_SECONDS, Unreachable, redact
+from ..kit import DEFAULT_OUTAGE_SECONDS, Interrupted, Unreachable, redact
 from .admin import RedisAdmin
 from .client import BOOK_FIELDS, HeldEntries, RedisClient, entry_delivery, entry_of, result_record
 
@@ -135,7 +135,14 @@ class RedisEngine(Engine):
             return []
         # Ride out a restart of the server (a pod rescheduled, a failover): nothing is
         # lost meanwhile, pending entries stay pending. Give up after the outage timeout.
-        return self.client.outage.call(lambda: self._take(max_count, timeout))
+        try:
+            return self.client.outage.call(lambda: self._take(max_count, timeout),
+                                           interruptible=True)
+        except Interrupted:
+            return []
+
+    def stop_waiting(self) -> None:
+        self.client.outage.stopping.set()
 
     def _take(self, max_count: int, timeout: float) -> list[Delivery]:
         deliveries = self._take_expired(max_count)

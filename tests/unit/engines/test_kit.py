@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from minionize.engines.kit import Outage, redact
+from minionize.engines.kit import Outage, Unreachable, redact
 from minionize.errors import EngineError
 from minionize.params import canonical_json
 
@@ -82,3 +82,25 @@ def test_redact_removes_every_credential_form(text: str, secret: str) -> None:
 
 def test_redact_keeps_a_url_without_credentials() -> None:
     assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_an_interruptible_call_gives_up_once_the_minion_stops() -> None:
+    import threading
+    import time
+
+    from minionize.engines.kit import Interrupted
+
+    def away() -> None:
+        raise Unreachable("connection refused")
+
+    outage = Outage("queue q", limit=60)
+    threading.Timer(0.3, outage.stopping.set).start()
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        outage.call(away, interruptible=True)
+    assert time.monotonic() - started < 2
+    # A call that is not interruptible (a settle) still rides the outage out.
+    fake = Outage("queue q", limit=0.2, sleep=lambda s: None)
+    fake.stopping.set()
+    with pytest.raises(EngineError, match="unreachable for"):
+        fake.call(away)
