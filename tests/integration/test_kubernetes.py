@@ -32,7 +32,7 @@ from tests.conftest import RedisServer, queue_status
 from tests.integration.test_image import TAG, image  # noqa: F401 - the image fixture
 from tests.services import free_port, script, wait_for
 from tests.services.docker import DockerEngine, dockerd  # noqa: F401 - the engine fixture
-from tests.services.kubernetes import Kubernetes
+from tests.services.kubernetes import NODE, Kubernetes
 
 yaml = pytest.importorskip("yaml")
 
@@ -394,13 +394,53 @@ def test_a_deployment_scaled_1_3_0_2_mid_run_loses_nothing_and_runs_nothing_twic
     assert (status["done"], status["todo"], status["in_flight"], status["dead"]) == (60, 0, 0, 0)
 
 
-def test_every_pod_of_a_job_deleted_mid_run_are_replaced_and_the_queue_drained(
+def test_a_node_drained_mid_run_stops_every_pod_and_the_job_still_drains_the_queue(
         cluster: Kubernetes, redis: RedisServer) -> None:
+    # kubectl drain evicts every pod of the node: each minion gives its params back and
+    # exits MINION_STOPPED_EXIT (75), which the Job's podFailurePolicy ignores, so the Job
+    # replaces the pods once the node takes pods again. With exit 0 the Job was Complete
+    # here, the queue not drained.
     todo = params(20, seconds=2)
     fill(redis, todo)
     apply(cluster, manifest("job-redis.yaml", redis, 2, MINION_IDLE_TIMEOUT="5"))
     wait(lambda: len(set(running(redis).values())) == 2, 120, "tasks running in 2 pods", cluster)
-    cluster.kubectl("delete", "pod", "-l", LABEL, "--wait=false")  # a node drain does the same
+    first = {p["metadata"]["uid"] for p in pods(cluster)}
+    with frozen(redis, cluster):
+        cluster.kubectl("drain", NODE, f"--pod-selector={LABEL}", "--ignore-daemonsets",
+                        "--timeout=120s", timeout=150)
+    assert not first & {p["metadata"]["uid"] for p in pods(cluster)
+                        if p["status"].get("phase") in ("Pending", "Running")}
+    assert set(exit_codes(cluster).values()) <= {75}, diagnose(cluster)
+    cluster.kubectl("uncordon", NODE)
     condition = wait_job(cluster, "minions-redis", 300)
     status = queue_status(queue_env(redis))
-    assert (condition["type"], status["todo"], sorted(set(done(redis)))) == ("Complete", 0, todo), status
+    assert (condition["type"], status["todo"], status["dead"]) == ("Complete", 0, 0), status
+    assert done(redis) == todo  # each once: what the drain stopped was given back
+
+
+def test_minion_status_reads_a_kubernetes_run_from_the_reports_volume(
+        cluster: Kubernetes, redis: RedisServer, tmp_path: Path) -> None:
+    # The way examples/kubernetes/README.md shows: a volume every pod mounts (here the
+    # node's own directory; on a cluster of many nodes a ReadWriteMany volume), JSON
+    # reports in it, minion-status on it from wherever it is mounted.
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    os.chown(reports, 1000, 1000)  # the image's user
+    todo = params(30)
+    fill(redis, todo)
+    doc = manifest("job-redis.yaml", redis, 2, MINION_IDLE_TIMEOUT="5", MINION_REPORTER="json")
+    spec = doc["spec"]["template"]["spec"]
+    spec["volumes"] = [{"name": "reports", "hostPath": {"path": str(reports)}}]
+    [container] = spec["containers"]
+    container["volumeMounts"] = [{"name": "reports", "mountPath": "/reports"}]
+    container["env"].append({"name": "REPORTER_JSON_DIRECTORY", "value": "/reports"})
+    apply(cluster, doc)
+    assert wait_job(cluster, "minions-redis", 300)["type"] == "Complete", diagnose(cluster)
+    shown = subprocess.run([script("minion-status"), "--json", str(reports)], capture_output=True,
+                           text=True, timeout=60, env=queue_env(redis))
+    assert shown.returncode == 0, shown.stderr
+    status = json.loads(shown.stdout)
+    minions = status["minions"]
+    assert len(minions) == 2 and {m["state"] for m in minions} == {"finished"}, minions
+    assert sum(m["done"] for m in minions) == 30, minions
+    assert status["queue"]["done"] == 30 and status["queue"]["todo"] == 0, status["queue"]
