@@ -87,7 +87,9 @@ class SgeBackend(ClusterBackend):
 
     def submit_command(self, count: int) -> list[str]:
         output = os.path.join(self.directory, "$JOB_ID.$TASK_ID.out")
-        return ["qsub", "-terse", "-V", "-S", "/bin/sh", "-t", f"1-{count}", "-N", NAME,
+        # -cwd: the tasks start in the caller's directory, as sbatch's and oarsub's do, so
+        # that the caller's own modules there import (functions travel by reference).
+        return ["qsub", "-terse", "-V", "-cwd", "-S", "/bin/sh", "-t", f"1-{count}", "-N", NAME,
                 "-j", "y", "-o", output, *self.submit_args, self.script]
 
     def submitted(self, out: str, count: int) -> tuple[str, list[str]]:

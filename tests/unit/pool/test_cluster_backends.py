@@ -249,7 +249,8 @@ exit_status  0
 def test_qsub_submits_an_array_with_the_callers_environment(rundir: str) -> None:
     sge = SgeBackend(rundir, ["-l", "h_rt=600"])
     argv = sge.submit_command(2)
-    assert argv[:7] == ["qsub", "-terse", "-V", "-S", "/bin/sh", "-t", "1-2"]
+    # -cwd: the caller's directory, where its own modules import from (as sbatch, oarsub).
+    assert argv[:8] == ["qsub", "-terse", "-V", "-cwd", "-S", "/bin/sh", "-t", "1-2"]
     assert argv[-3:] == ["-l", "h_rt=600", sge.script]
     assert sge.submitted("7.1-2:1\n", 2) == ("7", ["g7_1", "g7_2"])
     with pytest.raises(PoolError, match="qsub printed no job id"):
