@@ -21,23 +21,16 @@ from pathlib import Path
 import pytest
 
 from tests.integration import test_oar_array as oar_array
+from tests.integration import test_slurm_walltime as slurm_walltime
 from tests.services.oar import OarCluster, oar  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.service("oar")
 
 PARAMS = 40
 
-TASK = """\
-#!/bin/bash
-# A task of 4, 5 or 6 s: logs its start, its end, or the signal that cut it.
-log() { echo "$1 $PARAM ${OAR_JOB_ID:-x} ${MINION_ATTEMPT:-0} $(date +%s.%N)" >> "$TASK_LOG"; }
-PARAM=$1
-trap 'log cut; exit 143' TERM
-log start
-sleep $((4 + PARAM % 3)) &
-wait $!
-log end
-"""
+#: The SLURM walltime test's task (4 to 6 s, logs its start, its end or the signal that
+#: cut it), logging the OAR job id.
+TASK = slurm_walltime.TASK.replace("SLURM_ARRAY_TASK_ID", "OAR_JOB_ID")
 
 
 def short_script(directory: Path) -> Path:
